@@ -1,0 +1,114 @@
+import { readFileSync } from 'node:fs';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+
+const port = (fallback: number) => Type.Integer({ minimum: 0, maximum: 65535, default: fallback });
+
+/**
+ * The one configuration of a Chorus process. Every key can be set in a JSON config file (CHORUS_CONFIG=path) or by an
+ * environment variable named CHORUS_ + the key in upper snake case (mqttPort -> CHORUS_MQTT_PORT); the environment wins.
+ */
+export const ConfigSchema = Type.Object(
+  {
+    env: Type.Union([Type.Literal('development'), Type.Literal('production')], { default: 'development' }),
+    role: Type.Union([Type.Literal('all'), Type.Literal('broker'), Type.Literal('api')], {
+      default: 'all',
+      description: 'all: broker + sequencer + HTTP API; broker: MQTT only; api: HTTP API only',
+    }),
+    host: Type.String({ default: '127.0.0.1', description: 'address every listener binds to' }),
+    mqttPort: port(1883),
+    httpPort: port(8080),
+    wsPath: Type.String({ default: '/mqtt', pattern: '^/' }),
+    dataDir: Type.String({ default: './data', minLength: 1 }),
+    logLevel: Type.Union(
+      ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
+      { default: 'info' },
+    ),
+
+    jwtSecret: Type.Optional(Type.String({ minLength: 32, description: 'HS256 secret (at least 32 characters)' })),
+    jwtPublicKey: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key (RS256 or ES256)' })),
+    jwtIssuer: Type.Optional(Type.String({ minLength: 1 })),
+    jwtAudience: Type.Optional(Type.String({ minLength: 1 })),
+
+    sqliteSynchronous: Type.Union([Type.Literal('full'), Type.Literal('normal')], {
+      default: 'full',
+      description: 'full: fsync on every group commit (survives power loss); normal: survives process crashes only',
+    }),
+
+    maxBodyBytes: Type.Integer({ minimum: 1, maximum: 1_048_576, default: 16_384 }),
+    maxPacketBytes: Type.Integer({ minimum: 1024, maximum: 16_777_216, default: 262_144 }),
+    maxGroupMembers: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 100_000 }),
+    maxPendingSends: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 50_000 }),
+    maxOfflineQueue: Type.Integer({
+      minimum: 0,
+      maximum: 100_000,
+      default: 1000,
+      description: 'QoS 1 messages kept per offline persistent session; older ones are in the history API',
+    }),
+    maxConnections: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 }),
+  },
+  { additionalProperties: false },
+);
+
+export type ChorusConfig = Static<typeof ConfigSchema>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export const envName = (key: string): string => `CHORUS_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+
+const keys = Object.keys(ConfigSchema.properties) as (keyof ChorusConfig)[];
+
+function fromEnv(env: NodeJS.ProcessEnv, problems: string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of keys) {
+    const raw = env[envName(key)];
+    if (raw !== undefined && raw !== '') out[key] = raw;
+  }
+  for (const name of Object.keys(env)) {
+    if (!name.startsWith('CHORUS_') || name === 'CHORUS_CONFIG') continue;
+    if (!keys.some((key) => envName(key) === name)) problems.push(`${name}: unknown setting`);
+  }
+  return out;
+}
+
+function fromFile(path: string | undefined, problems: string[]): Record<string, unknown> {
+  if (!path) return {};
+  try {
+    const parsed: unknown = JSON.parse(readFileSync(path, 'utf8'));
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      problems.push(`${path}: must hold a JSON object`);
+      return {};
+    }
+    return parsed as Record<string, unknown>;
+  } catch (err) {
+    problems.push(`${path}: ${(err as Error).message}`);
+    return {};
+  }
+}
+
+/**
+ * Builds and validates the configuration once, at start. Every problem is collected and reported together in one
+ * ConfigError, so an operator fixes them in one round.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<ChorusConfig> = {}): ChorusConfig {
+  const problems: string[] = [];
+  const merged = { ...fromFile(env.CHORUS_CONFIG, problems), ...fromEnv(env, problems), ...overrides };
+  const candidate = Value.Default(ConfigSchema, Value.Convert(ConfigSchema as TSchema, merged));
+  for (const error of Value.Errors(ConfigSchema, candidate)) {
+    const key = error.path.replace(/^\//, '').split('/')[0] ?? '';
+    const label = key ? `${key} (${envName(key)})` : 'config';
+    problems.push(`${label}: ${error.message}${error.path && key ? `, got ${JSON.stringify(error.value)}` : ''}`);
+  }
+  const config = candidate as ChorusConfig;
+  if (config.jwtSecret && config.jwtPublicKey) problems.push('jwtSecret and jwtPublicKey: set one, not both');
+  if (config.env === 'production' && !config.jwtSecret && !config.jwtPublicKey) {
+    problems.push('jwtSecret or jwtPublicKey: required when env is production (no generated development secret)');
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}

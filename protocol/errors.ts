@@ -1,0 +1,60 @@
+/**
+ * Every error Chorus reports, in one place. The code is the stable, machine-readable part: clients branch on it. The
+ * same codes appear in REST error bodies and in `rejected` events on a user's events topic.
+ */
+export const errorCatalog = {
+  UNAUTHORIZED: { status: 401, message: 'missing, invalid or expired token' },
+  FORBIDDEN: { status: 403, message: 'not allowed' },
+  NOT_A_MEMBER: { status: 403, message: 'you are not a member of this group' },
+  NOT_ADMIN: { status: 403, message: 'only group admins may do this' },
+  TOPIC_NOT_ALLOWED: { status: 403, message: 'this topic does not accept publishes from clients' },
+  NOT_FOUND: { status: 404, message: 'no such resource' },
+  GROUP_NOT_FOUND: { status: 404, message: 'no such group' },
+  MEMBER_NOT_FOUND: { status: 404, message: 'no such member in this group' },
+  VALIDATION_FAILED: { status: 400, message: 'the request does not match its schema' },
+  INVALID_JSON: { status: 400, message: 'the payload is not valid JSON' },
+  UNKNOWN_FIELD: { status: 400, message: 'the payload has a field Chorus does not know' },
+  INVALID_MESSAGE: { status: 400, message: 'the message does not match the send schema' },
+  REPLY_TO_UNKNOWN: { status: 400, message: 'replyToSeq names a message that does not exist in this group' },
+  PAYLOAD_TOO_LARGE: { status: 413, message: 'the message body is larger than allowed' },
+  ALREADY_MEMBER: { status: 409, message: 'the user is already a member of this group' },
+  GROUP_FULL: { status: 409, message: 'the group has reached its member limit' },
+  LAST_ADMIN: { status: 409, message: 'a group with other members must keep at least one admin' },
+  RATE_LIMITED: { status: 429, message: 'too many requests' },
+  OVERLOADED: { status: 503, message: 'the sequencer queue is full; retry with the same clientMsgId' },
+  STORE_UNAVAILABLE: { status: 503, message: 'the message store is unavailable; retry with the same clientMsgId' },
+  INTERNAL: { status: 500, message: 'internal error' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof errorCatalog;
+
+export const errorCodes = Object.keys(errorCatalog) as ErrorCode[];
+
+/** Shape of every REST error body and of the error part of a `rejected` event. */
+export interface ErrorBody {
+  code: ErrorCode;
+  message: string;
+  details?: unknown;
+}
+
+export class ChorusError extends Error {
+  readonly code: ErrorCode;
+  readonly statusCode: number;
+  readonly details?: unknown;
+
+  constructor(code: ErrorCode, message?: string, details?: unknown) {
+    super(message ?? errorCatalog[code].message);
+    this.name = 'ChorusError';
+    this.code = code;
+    this.statusCode = errorCatalog[code].status;
+    this.details = details;
+  }
+
+  toBody(): ErrorBody {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+export const isChorusError = (err: unknown): err is ChorusError => err instanceof ChorusError;

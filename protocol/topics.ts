@@ -1,0 +1,27 @@
+/**
+ * Topic names are the MQTT half of the wire contract. Identifiers are restricted so that they can never contain
+ * '/', '+', '#' or a leading '$', which keeps every topic below exactly two levels deep and free of wildcards.
+ */
+export const USER_ID_PATTERN = '^[A-Za-z0-9_.@-]{1,64}$';
+export const GROUP_ID_PATTERN = '^[A-Za-z0-9_-]{1,64}$';
+
+const userIdRe = new RegExp(USER_ID_PATTERN);
+const groupIdRe = new RegExp(GROUP_ID_PATTERN);
+
+export const isUserId = (value: string): boolean => userIdRe.test(value);
+export const isGroupId = (value: string): boolean => groupIdRe.test(value);
+
+export const groupTopic = (groupId: string): string => `groups/${groupId}/messages`;
+export const eventsTopic = (userId: string): string => `users/${userId}/events`;
+
+export type ParsedTopic = { kind: 'group'; groupId: string } | { kind: 'events'; userId: string };
+
+/** Parses a concrete (wildcard-free) topic; anything that is not a Chorus topic yields null. */
+export function parseTopic(topic: string): ParsedTopic | null {
+  const parts = topic.split('/');
+  if (parts.length !== 3) return null;
+  const [root, id, leaf] = parts as [string, string, string];
+  if (root === 'groups' && leaf === 'messages' && isGroupId(id)) return { kind: 'group', groupId: id };
+  if (root === 'users' && leaf === 'events' && isUserId(id)) return { kind: 'events', userId: id };
+  return null;
+}
