@@ -45,6 +45,12 @@ export const ConfigSchema = Type.Object(
       default: 1000,
       description: 'QoS 1 messages kept per offline persistent session; older ones are in the history API',
     }),
+    sendTimeoutMs: Type.Integer({
+      minimum: 100,
+      maximum: 120_000,
+      default: 10_000,
+      description: 'how long a REST send waits for its commit before answering 503 (the send stays queued)',
+    }),
     maxConnections: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 }),
   },
   { additionalProperties: false },

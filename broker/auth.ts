@@ -1,0 +1,78 @@
+import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SignJWT, jwtVerify, type JWTVerifyOptions } from 'jose';
+import type { ChorusConfig } from '../config/config.js';
+import { ChorusError, isUserId } from '../protocol/index.js';
+
+export interface VerifiedToken {
+  userId: string;
+  /** Seconds since the epoch; undefined when the token does not expire. */
+  expiresAt?: number;
+}
+
+/** Verifies bearer tokens for MQTT CONNECT and REST alike. */
+export interface TokenVerifier {
+  /** Resolves with the token's user, or rejects with ChorusError UNAUTHORIZED. Never logs the token. */
+  verify(token: string): Promise<VerifiedToken>;
+}
+
+const DEV_SECRET_FILE = 'jwt-secret';
+
+/**
+ * The development secret: generated on first start, kept in the data dir with owner-only permissions so that
+ * `chorus token` and the server agree on it across restarts. Production configs must set jwtSecret or jwtPublicKey.
+ */
+export function devSecret(dataDir: string): string {
+  const file = join(dataDir, DEV_SECRET_FILE);
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  mkdirSync(dataDir, { recursive: true });
+  const secret = randomBytes(48).toString('base64url');
+  writeFileSync(file, `${secret}\n`, { mode: 0o600, flag: 'wx' });
+  return secret;
+}
+
+const hmacSecret = (config: ChorusConfig): Uint8Array =>
+  new TextEncoder().encode(config.jwtSecret ?? devSecret(config.dataDir));
+
+export async function createTokenVerifier(config: ChorusConfig): Promise<TokenVerifier> {
+  let key: Uint8Array | KeyObject;
+  let algorithms: string[];
+  if (config.jwtPublicKey) {
+    // Env vars often carry a PEM with literal "\n"; the key type decides the algorithm (EC: ES256, RSA: RS256).
+    key = createPublicKey(config.jwtPublicKey.replace(/\\n/g, '\n'));
+    algorithms = [key.asymmetricKeyType === 'ec' ? 'ES256' : 'RS256'];
+  } else {
+    key = hmacSecret(config);
+    algorithms = ['HS256'];
+  }
+  const options: JWTVerifyOptions = { algorithms, clockTolerance: 5 };
+  if (config.jwtIssuer) options.issuer = config.jwtIssuer;
+  if (config.jwtAudience) options.audience = config.jwtAudience;
+  return {
+    async verify(token: string): Promise<VerifiedToken> {
+      try {
+        const { payload } = await jwtVerify(token, key, options);
+        if (typeof payload.sub !== 'string' || !isUserId(payload.sub)) {
+          throw new ChorusError('UNAUTHORIZED', 'token subject is not a valid user id');
+        }
+        return payload.exp === undefined ? { userId: payload.sub } : { userId: payload.sub, expiresAt: payload.exp };
+      } catch (err) {
+        if (err instanceof ChorusError) throw err;
+        throw new ChorusError('UNAUTHORIZED', `token rejected: ${(err as { code?: string }).code ?? 'invalid'}`);
+      }
+    },
+  };
+}
+
+/** Signs a token with the configured HS256 secret (or the development secret). Used by `chorus token` and tests. */
+export async function signToken(config: ChorusConfig, userId: string, ttlSeconds: number): Promise<string> {
+  if (!isUserId(userId)) throw new ChorusError('VALIDATION_FAILED', `not a valid user id: ${userId}`);
+  if (config.jwtPublicKey) throw new Error('this server verifies with a public key: sign tokens with its private key');
+  let jwt = new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(userId).setIssuedAt().setExpirationTime(
+    `${ttlSeconds}s`,
+  );
+  if (config.jwtIssuer) jwt = jwt.setIssuer(config.jwtIssuer);
+  if (config.jwtAudience) jwt = jwt.setAudience(config.jwtAudience);
+  return jwt.sign(hmacSecret(config));
+}

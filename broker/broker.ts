@@ -1,0 +1,290 @@
+import { createServer, type Server as TcpServer } from 'node:net';
+import type { Server as HttpServer, IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
+import type { Logger } from 'pino';
+import { WebSocketServer, createWebSocketStream } from 'ws';
+import type { ChorusConfig } from '../config/config.js';
+import type { Groups, MembershipChange } from '../groups/groups.js';
+import {
+  ChorusError,
+  eventsTopic,
+  groupTopic,
+  isChorusError,
+  parseTopic,
+  type StampedMessage,
+  type UserEvent,
+} from '../protocol/index.js';
+import { decodeSend } from '../sequencer/send-validation.js';
+import type { Sequencer } from '../sequencer/sequencer.js';
+import type { TokenVerifier } from './auth.js';
+import { watchFrameSizes } from './frame-limit.js';
+import { LiveUsers } from './live-users.js';
+import { BoundedMemoryPersistence } from './persistence-bounded.js';
+
+/**
+ * Client publishes are acknowledged but never forwarded as they are: the sequencer fans out the stamped message
+ * instead. Aedes has no way to acknowledge a QoS 1 publish without routing it, so the raw packet is re-addressed to
+ * this topic, which no client can subscribe to (the ACL allows only group and own-events topics).
+ */
+const VOID_TOPIC = '$chorus/void';
+const EMPTY = Buffer.alloc(0);
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export interface BrokerDeps {
+  config: ChorusConfig;
+  verifier: TokenVerifier;
+  groups: Groups;
+  logger: Logger;
+}
+
+/** CONNACK return codes, MQTT 3.1.1 table 3.1 ([MQTT-3.2.2-5]). */
+const authError = (message: string, returnCode: 2 | 3 | 4 | 5): AuthenticateError =>
+  Object.assign(new Error(message), { returnCode }) as AuthenticateError;
+
+/**
+ * The MQTT face of Chorus: Aedes with JWT authentication, the group ACL (checked on SUBSCRIBE, on session restore,
+ * and again before every forward), publishes to group topics routed through the sequencer, and subscriptions that
+ * follow membership changes at once.
+ */
+export class ChorusBroker {
+  readonly aedes: Aedes;
+  readonly live = new LiveUsers();
+  private sequencer: Sequencer | null = null;
+  private tcpServer: TcpServer | null = null;
+  private wsServer: WebSocketServer | null = null;
+  private readonly expiryTimers = new WeakMap<Client, NodeJS.Timeout>();
+  private readonly unsubscribeFeed: () => void;
+
+  private constructor(
+    private readonly deps: BrokerDeps,
+    aedes: Aedes,
+  ) {
+    this.aedes = aedes;
+    const { logger } = deps;
+    aedes.preConnect = (_client, _packet, callback) => {
+      callback(null, aedes.connectedClients < deps.config.maxConnections);
+    };
+    aedes.authenticate = (client, username, password, callback) => {
+      this.authenticate(client, username, password).then(
+        () => callback(null, true),
+        (err: AuthenticateError) => callback(err, false),
+      );
+    };
+    aedes.authorizeSubscribe = (client, sub, callback) => {
+      callback(null, this.mayReceive(client, sub.topic) ? sub : null); // null: SUBACK 0x80 [MQTT-3.9.3-2]
+    };
+    aedes.authorizeForward = (client, packet) => (this.mayReceive(client, packet.topic) ? packet : null);
+    aedes.authorizePublish = (client, packet, callback) => this.routePublish(client, packet, callback);
+    aedes.on('clientDisconnect', (client) => this.onDisconnect(client));
+    aedes.on('clientError', (client, err) => logger.debug({ clientId: client.id, err: err.message }, 'client error'));
+    aedes.on('connectionError', (_client, err) => logger.debug({ err: err.message }, 'connection error'));
+    this.unsubscribeFeed = deps.groups.subscribe((change) => this.onMembershipChange(change));
+  }
+
+  static async create(deps: BrokerDeps): Promise<ChorusBroker> {
+    const aedes = await Aedes.createBroker({
+      persistence: new BoundedMemoryPersistence(deps.config.maxOfflineQueue) as never,
+      drainTimeout: 30_000,
+      maxClientsIdLength: 128,
+      heartbeatInterval: 60_000,
+      concurrency: 1000,
+    });
+    return new ChorusBroker(deps, aedes);
+  }
+
+  /** Routes group publishes through this sequencer. Until it is set, group publishes are refused as unavailable. */
+  useSequencer(sequencer: Sequencer): void {
+    this.sequencer = sequencer;
+  }
+
+  /** Delivers a stamped message to every subscriber of its group topic (QoS 1). */
+  fanOut(message: StampedMessage): void {
+    this.publish(groupTopic(message.groupId), message);
+  }
+
+  /** Publishes an event on a user's own events topic. */
+  sendEvent(userId: string, event: UserEvent): void {
+    this.publish(eventsTopic(userId), event);
+  }
+
+  private publish(topic: string, body: unknown): void {
+    const packet: PublishPacket = {
+      cmd: 'publish',
+      topic,
+      payload: Buffer.from(JSON.stringify(body)),
+      qos: 1,
+      retain: false,
+      dup: false,
+    };
+    this.aedes.publish(packet, (err) => {
+      if (err) this.deps.logger.error({ err, topic }, 'publish failed');
+    });
+  }
+
+  private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
+    if (!username || !password) throw authError('username (user id) and password (token) are required', 4);
+    let verified;
+    try {
+      verified = await this.deps.verifier.verify(password.toString('utf8'));
+    } catch {
+      throw authError('invalid token', 4);
+    }
+    if (verified.userId !== username) throw authError('token does not belong to this user id', 4);
+    // A client id is a session: another user must not take it over ([MQTT-3.1.4-2] would close the holder).
+    const holder = (this.aedes as unknown as { clients: Record<string, Client | undefined> }).clients[client.id];
+    const holderUser = holder ? this.live.userOf(holder) : undefined;
+    if (holderUser !== undefined && holderUser !== verified.userId) throw authError('client id in use', 2);
+    await this.live.attach(client, verified.userId, () => this.deps.groups.allGroupIds(verified.userId));
+    if (verified.expiresAt !== undefined) {
+      const ms = verified.expiresAt * 1000 - Date.now();
+      if (ms < MAX_TIMER_MS) {
+        const timer = setTimeout(() => client.close(), Math.max(0, ms));
+        timer.unref();
+        this.expiryTimers.set(client, timer);
+      }
+    }
+  }
+
+  private onDisconnect(client: Client): void {
+    clearTimeout(this.expiryTimers.get(client));
+    this.live.detach(client);
+  }
+
+  /** Whether this client may receive messages on `topic`: its groups' topics and its own events topic only. */
+  private mayReceive(client: Client | null, topic: string): boolean {
+    if (!client) return false;
+    const parsed = parseTopic(topic);
+    if (parsed?.kind === 'group') return this.live.isMember(client, parsed.groupId);
+    if (parsed?.kind === 'events') return parsed.userId === this.live.userOf(client);
+    return false;
+  }
+
+  private routePublish(client: Client | null, packet: PublishPacket, callback: (err?: Error | null) => void): void {
+    const target = parseTopic(packet.topic);
+    const userId = client ? this.live.userOf(client) : undefined;
+    const payload = packet.payload;
+    packet.topic = VOID_TOPIC;
+    packet.payload = EMPTY;
+    packet.retain = false;
+    if (userId === undefined) return callback(null); // a will left by a session that no longer exists
+    if (target?.kind !== 'group') {
+      this.reject(userId, new ChorusError('TOPIC_NOT_ALLOWED', `clients may not publish to ${target ? 'events topics' : 'this topic'}`));
+      return callback(null);
+    }
+    const { groupId } = target;
+    const sequencer = this.sequencer;
+    if (!sequencer) {
+      this.reject(userId, new ChorusError('STORE_UNAVAILABLE'), groupId);
+      return callback(null);
+    }
+    let send;
+    try {
+      send = decodeSend(typeof payload === 'string' ? Buffer.from(payload) : payload, this.deps.config.maxBodyBytes);
+    } catch (err) {
+      this.reject(userId, err, groupId, clientMsgIdOf(payload));
+      return callback(null);
+    }
+    // The PUBACK (written by Aedes when this callback runs) waits for the commit: a PUBACK means durable.
+    sequencer.send(groupId, userId, send).then(
+      ({ message, duplicate }) => {
+        this.sendEvent(userId, {
+          type: 'ack',
+          groupId,
+          clientMsgId: message.clientMsgId,
+          seq: message.seq,
+          createdAt: message.createdAt,
+          duplicate,
+        });
+        callback(null);
+      },
+      (err: unknown) => {
+        this.reject(userId, err, groupId, send.clientMsgId);
+        callback(null);
+      },
+    );
+  }
+
+  private reject(userId: string, err: unknown, groupId?: string, clientMsgId?: string): void {
+    const error = isChorusError(err) ? err : new ChorusError('INTERNAL');
+    if (!isChorusError(err)) this.deps.logger.error({ err }, 'publish failed');
+    const event: UserEvent = { type: 'rejected', code: error.code, message: error.message };
+    if (groupId !== undefined) event.groupId = groupId;
+    if (clientMsgId !== undefined) event.clientMsgId = clientMsgId;
+    this.sendEvent(userId, event);
+  }
+
+  private onMembershipChange(change: MembershipChange): void {
+    const clients = this.live.apply(change);
+    const topic = groupTopic(change.groupId);
+    for (const client of clients) {
+      if (change.kind === 'added') client.subscribe({ topic, qos: 1 }, noopError);
+      // The forward check already refuses the removed member; dropping the subscription frees it.
+      if (change.kind === 'removed') client.unsubscribe({ unsubscriptions: [topic] } as never, noopError);
+    }
+    if (change.kind === 'added') {
+      this.sendEvent(change.userId, { type: 'member-added', groupId: change.groupId, userId: change.userId, role: change.role, by: change.by });
+    } else if (change.kind === 'removed') {
+      this.sendEvent(change.userId, { type: 'member-removed', groupId: change.groupId, userId: change.userId, by: change.by });
+    } else {
+      this.sendEvent(change.userId, { type: 'role-changed', groupId: change.groupId, userId: change.userId, role: change.role, by: change.by });
+    }
+  }
+
+  /** Serves MQTT over TCP. Resolves with the bound port. */
+  async listenTcp(host: string, port: number): Promise<number> {
+    const { maxPacketBytes } = this.deps.config;
+    const server = createServer((socket) => {
+      watchFrameSizes(socket, maxPacketBytes, (size) => {
+        this.deps.logger.warn({ size, remote: socket.remoteAddress }, 'packet larger than maxPacketBytes: closing');
+        socket.destroy();
+      });
+      this.aedes.handle(socket);
+    });
+    this.tcpServer = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    return (server.address() as { port: number }).port;
+  }
+
+  /** Serves MQTT over WebSocket on `path` of an HTTP server (subprotocol "mqtt"). */
+  attachWebSocket(server: HttpServer, path: string): void {
+    const wss = new WebSocketServer({ noServer: true, maxPayload: this.deps.config.maxPacketBytes });
+    this.wsServer = wss;
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      if (url.pathname !== path) {
+        socket.destroy();
+        return;
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        const stream = createWebSocketStream(ws);
+        stream.on('error', () => stream.destroy());
+        this.aedes.handle(stream, req);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.unsubscribeFeed();
+    for (const client of this.wsServer?.clients ?? []) client.terminate();
+    this.wsServer?.close();
+    await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
+    await new Promise<void>((resolve) => (this.tcpServer ? this.tcpServer.close(() => resolve()) : resolve()));
+  }
+}
+
+function noopError(): void {}
+
+/** Best effort: names the clientMsgId in a rejection even when the payload as a whole is bad. */
+function clientMsgIdOf(payload: Buffer | string): string | undefined {
+  try {
+    const value: unknown = JSON.parse(payload.toString());
+    const id = (value as { clientMsgId?: unknown } | null)?.clientMsgId;
+    return typeof id === 'string' && id.length <= 64 ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,89 @@
+import type { Client } from 'aedes';
+import type { MembershipChange } from '../groups/groups.js';
+
+interface LiveUser {
+  userId: string;
+  clients: Set<Client>;
+  /** The user's groups, kept current by membership changes: the broker's synchronous ACL. */
+  groups: Set<string>;
+  /** Changes that arrived while `groups` was being loaded; replayed on top of the loaded set. */
+  changesDuringLoad: MembershipChange[] | null;
+}
+
+/**
+ * The users with at least one connected client on this node, each with the set of groups they belong to. Forwarding
+ * checks run for every delivered message, so they read this in-memory set instead of the store.
+ */
+export class LiveUsers {
+  private readonly users = new Map<string, LiveUser>();
+  private readonly owners = new WeakMap<Client, string>();
+
+  /**
+   * Registers a connected client. The first client of a user loads the user's groups through `loadGroups`; the
+   * membership changes that land meanwhile are kept and applied after the load, so none is lost to the race.
+   */
+  async attach(client: Client, userId: string, loadGroups: () => Promise<string[]>): Promise<void> {
+    this.owners.set(client, userId);
+    const existing = this.users.get(userId);
+    if (existing) {
+      existing.clients.add(client);
+      return;
+    }
+    const user: LiveUser = { userId, clients: new Set([client]), groups: new Set(), changesDuringLoad: [] };
+    this.users.set(userId, user);
+    try {
+      const loaded = await loadGroups();
+      const changes = user.changesDuringLoad ?? [];
+      user.changesDuringLoad = null;
+      user.groups = new Set(loaded);
+      for (const change of changes) applyChange(user, change);
+    } catch (err) {
+      this.detach(client);
+      throw err;
+    }
+  }
+
+  /** Unregisters a client; returns true when it was the user's last one on this node. */
+  detach(client: Client): boolean {
+    const userId = this.owners.get(client);
+    if (userId === undefined) return false;
+    this.owners.delete(client);
+    const user = this.users.get(userId);
+    if (!user) return false;
+    user.clients.delete(client);
+    if (user.clients.size > 0) return false;
+    this.users.delete(userId);
+    return true;
+  }
+
+  userOf(client: Client): string | undefined {
+    return this.owners.get(client);
+  }
+
+  isMember(client: Client, groupId: string): boolean {
+    const userId = this.owners.get(client);
+    return userId !== undefined && this.users.get(userId)?.groups.has(groupId) === true;
+  }
+
+  clientsOf(userId: string): Client[] {
+    return [...(this.users.get(userId)?.clients ?? [])];
+  }
+
+  isOnline(userId: string): boolean {
+    return this.users.has(userId);
+  }
+
+  /** Applies a membership change to the connected user it concerns, if any; returns that user's clients. */
+  apply(change: MembershipChange): Client[] {
+    const user = this.users.get(change.userId);
+    if (!user) return [];
+    applyChange(user, change);
+    return [...user.clients];
+  }
+}
+
+function applyChange(user: LiveUser, change: MembershipChange): void {
+  user.changesDuringLoad?.push(change);
+  if (change.kind === 'added') user.groups.add(change.groupId);
+  if (change.kind === 'removed') user.groups.delete(change.groupId);
+}

@@ -1,0 +1,141 @@
+import { randomBytes } from 'node:crypto';
+import { ChorusError, type MemberRole } from '../protocol/index.js';
+import type { GroupRecord, GroupStore, MemberRecord } from './group-store.js';
+
+export type MembershipChange =
+  | { kind: 'added'; groupId: string; userId: string; role: MemberRole; by: string }
+  | { kind: 'removed'; groupId: string; userId: string; by: string }
+  | { kind: 'role-changed'; groupId: string; userId: string; role: MemberRole; by: string };
+
+export type MembershipListener = (change: MembershipChange) => void;
+
+/** Carries membership changes to every part of Chorus that acts on them (in this process, or on every node). */
+export interface MembershipFeed {
+  publish(change: MembershipChange): Promise<void>;
+  subscribe(listener: MembershipListener): () => void;
+}
+
+/** The single-process feed: listeners run synchronously, before the change's REST call returns. */
+export class MembershipFeedLocal implements MembershipFeed {
+  private readonly listeners = new Set<MembershipListener>();
+
+  async publish(change: MembershipChange): Promise<void> {
+    for (const listener of this.listeners) listener(change);
+  }
+
+  subscribe(listener: MembershipListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+}
+
+export const newGroupId = (): string => `g_${randomBytes(12).toString('base64url')}`;
+
+/**
+ * Group rules on top of the group store: who may do what, and the announcement of every membership change on the
+ * feed once it is stored, so that live subscriptions follow at once.
+ */
+export class Groups {
+  constructor(
+    private readonly store: GroupStore,
+    private readonly feed: MembershipFeed,
+    private readonly maxMembers: number,
+  ) {}
+
+  async create(creatorId: string, name: string, memberIds: string[]): Promise<GroupRecord> {
+    const others = [...new Set(memberIds)].filter((id) => id !== creatorId);
+    if (others.length + 1 > this.maxMembers) throw new ChorusError('GROUP_FULL');
+    const group: GroupRecord = { id: newGroupId(), name, createdBy: creatorId, createdAtMs: Date.now() };
+    await this.store.createGroup(group);
+    await this.feed.publish({ kind: 'added', groupId: group.id, userId: creatorId, role: 'admin', by: creatorId });
+    for (const userId of others) await this.addMember(group.id, creatorId, userId, 'member');
+    return group;
+  }
+
+  async getGroup(groupId: string): Promise<GroupRecord> {
+    const group = await this.store.getGroup(groupId);
+    if (!group) throw new ChorusError('GROUP_NOT_FOUND');
+    return group;
+  }
+
+  /** The caller's membership; GROUP_NOT_FOUND for an unknown group, NOT_A_MEMBER otherwise. */
+  async requireMember(groupId: string, userId: string): Promise<MemberRecord> {
+    const member = await this.store.getMember(groupId, userId);
+    if (member) return member;
+    await this.getGroup(groupId);
+    throw new ChorusError('NOT_A_MEMBER');
+  }
+
+  async isMember(groupId: string, userId: string): Promise<boolean> {
+    return (await this.store.getMember(groupId, userId)) !== null;
+  }
+
+  private async requireAdmin(groupId: string, actorId: string): Promise<void> {
+    const actor = await this.requireMember(groupId, actorId);
+    if (actor.role !== 'admin') throw new ChorusError('NOT_ADMIN');
+  }
+
+  async addMember(groupId: string, actorId: string, userId: string, role: MemberRole): Promise<MemberRecord> {
+    await this.requireAdmin(groupId, actorId);
+    const result = await this.store.addMember(groupId, userId, role, this.maxMembers);
+    if (result === 'already-member') throw new ChorusError('ALREADY_MEMBER');
+    if (result === 'group-full') throw new ChorusError('GROUP_FULL');
+    if (result === 'no-group') throw new ChorusError('GROUP_NOT_FOUND');
+    await this.feed.publish({ kind: 'added', groupId, userId, role, by: actorId });
+    return (await this.store.getMember(groupId, userId))!;
+  }
+
+  /** Admins remove anyone; any member may remove themself (leave). */
+  async removeMember(groupId: string, actorId: string, userId: string): Promise<void> {
+    if (actorId === userId) await this.requireMember(groupId, actorId);
+    else await this.requireAdmin(groupId, actorId);
+    const result = await this.store.removeMember(groupId, userId, true);
+    if (result === 'not-member') throw new ChorusError('MEMBER_NOT_FOUND');
+    if (result === 'last-admin') throw new ChorusError('LAST_ADMIN');
+    await this.feed.publish({ kind: 'removed', groupId, userId, by: actorId });
+  }
+
+  async setRole(groupId: string, actorId: string, userId: string, role: MemberRole): Promise<MemberRecord> {
+    await this.requireAdmin(groupId, actorId);
+    const result = await this.store.setRole(groupId, userId, role, true);
+    if (result === 'not-member') throw new ChorusError('MEMBER_NOT_FOUND');
+    if (result === 'last-admin') throw new ChorusError('LAST_ADMIN');
+    await this.feed.publish({ kind: 'role-changed', groupId, userId, role, by: actorId });
+    return (await this.store.getMember(groupId, userId))!;
+  }
+
+  async countMembers(groupId: string): Promise<number> {
+    return this.store.countMembers(groupId);
+  }
+
+  async listMembers(groupId: string, actorId: string, afterUserId: string, limit: number): Promise<MemberRecord[]> {
+    await this.requireMember(groupId, actorId);
+    return this.store.listMembers(groupId, afterUserId, limit);
+  }
+
+  async listMemberships(userId: string, afterGroupId: string, limit: number): Promise<MemberRecord[]> {
+    return this.store.listMemberships(userId, afterGroupId, limit);
+  }
+
+  /** Every group the user is in, for the broker's connection-time ACL cache. */
+  async allGroupIds(userId: string): Promise<string[]> {
+    const ids: string[] = [];
+    for (let after = ''; ; ) {
+      const page = await this.store.listMemberships(userId, after, 1000);
+      for (const member of page) ids.push(member.groupId);
+      if (page.length < 1000) return ids;
+      after = page.at(-1)!.groupId;
+    }
+  }
+
+  async markRead(groupId: string, userId: string, seq: number): Promise<number> {
+    await this.requireMember(groupId, userId);
+    const readSeq = await this.store.setReadSeq(groupId, userId, seq);
+    if (readSeq === null) throw new ChorusError('NOT_A_MEMBER');
+    return readSeq;
+  }
+
+  subscribe(listener: MembershipListener): () => void {
+    return this.feed.subscribe(listener);
+  }
+}

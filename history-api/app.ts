@@ -1,0 +1,103 @@
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { TokenVerifier } from '../broker/auth.js';
+import type { ChorusConfig } from '../config/config.js';
+import type { Groups } from '../groups/groups.js';
+import { ChorusError, type ErrorBody } from '../protocol/index.js';
+import type { MessageLog } from '../sequencer/message-log.js';
+import type { Sequencer } from '../sequencer/sequencer.js';
+import { groupRoutes } from './routes-groups.js';
+import { messageRoutes } from './routes-messages.js';
+import { ErrorResponse } from './schemas.js';
+
+export interface ApiDeps {
+  config: ChorusConfig;
+  verifier: TokenVerifier;
+  groups: Groups;
+  log: MessageLog;
+  sequencer: Sequencer;
+  logger: Logger;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The authenticated caller, set by the bearer-token hook of the /v1 routes. */
+    userId: string;
+  }
+}
+
+export type Api = FastifyInstance<any, any, any, Logger, TypeBoxTypeProvider>;
+
+/** Maps any error thrown in a route (ours, Fastify's, a schema failure) to the one ErrorBody shape. */
+function toErrorBody(err: FastifyError | ChorusError): { status: number; body: ErrorBody } {
+  if (err instanceof ChorusError) return { status: err.statusCode, body: err.toBody() };
+  if (err.validation) {
+    const unknown = err.validation.find((v) => v.keyword === 'additionalProperties');
+    const e = unknown
+      ? new ChorusError('UNKNOWN_FIELD', `unknown field: ${String(unknown.params.additionalProperty)}`, {
+          fields: [unknown.params.additionalProperty],
+        })
+      : new ChorusError(
+          'VALIDATION_FAILED',
+          `${err.validationContext ?? 'request'}${err.validation[0]?.instancePath ?? ''} ${err.validation[0]?.message ?? 'is invalid'}`,
+          err.validation.map((v) => ({ in: err.validationContext, path: v.instancePath || '/', message: v.message })),
+        );
+    return { status: e.statusCode, body: e.toBody() };
+  }
+  if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return toErrorBody(new ChorusError('PAYLOAD_TOO_LARGE'));
+  if (err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
+    return toErrorBody(new ChorusError('INVALID_JSON'));
+  }
+  if (err.statusCode === 429) return toErrorBody(new ChorusError('RATE_LIMITED'));
+  if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
+    return { status: err.statusCode, body: new ChorusError('VALIDATION_FAILED', err.message).toBody() };
+  }
+  return toErrorBody(new ChorusError('INTERNAL'));
+}
+
+/** Builds the HTTP API (not listening): the /v1 REST routes, OpenAPI at /docs, health at /healthz. */
+export async function buildApi(deps: ApiDeps): Promise<Api> {
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    bodyLimit: deps.config.maxBodyBytes * 6 + 4096,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
+  }).withTypeProvider<TypeBoxTypeProvider>() as Api;
+
+  app.addSchema(ErrorResponse);
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Chorus API', version: '1', description: 'Group messaging: groups, members, history, sends.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const { status, body } = toErrorBody(err);
+    if (status >= 500) request.log.error({ err }, 'request failed');
+    return reply.status(status).send(body);
+  });
+  app.setNotFoundHandler((_request, reply) => reply.status(404).send(new ChorusError('NOT_FOUND').toBody()));
+
+  app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+
+  await app.register(
+    async (v1) => {
+      v1.decorateRequest('userId', '');
+      v1.addHook('onRequest', async (request) => {
+        const header = request.headers.authorization;
+        const match = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
+        if (!match) throw new ChorusError('UNAUTHORIZED', 'send Authorization: Bearer <token>');
+        request.userId = (await deps.verifier.verify(match[1]!)).userId;
+      });
+      await v1.register(groupRoutes, deps);
+      await v1.register(messageRoutes, deps);
+    },
+    { prefix: '/v1' },
+  );
+  return app;
+}

@@ -1,0 +1,99 @@
+import { Type } from '@sinclair/typebox';
+import { ChorusError, SendPayload, StampedMessage } from '../protocol/index.js';
+import type { SendResult } from '../sequencer/sequencer.js';
+import type { Api, ApiDeps } from './app.js';
+import { GroupParams, Seq, SeqOrZero, errors } from './schemas.js';
+
+const SendResponse = Type.Object({
+  seq: Seq,
+  createdAt: Type.String({ format: 'date-time' }),
+  clientMsgId: Type.String(),
+  duplicate: Type.Boolean({ description: 'true when this clientMsgId was already stored; seq is the original' }),
+  message: StampedMessage,
+});
+
+/** History reads, REST sends (through the same sequencer as MQTT) and the read pointer. */
+export async function messageRoutes(app: Api, { config, groups, log, sequencer }: ApiDeps): Promise<void> {
+  app.get(
+    '/groups/:groupId/messages',
+    {
+      schema: {
+        summary: 'Read history: afterSeq pages forward (ascending); beforeSeq, or neither, pages back from the newest (descending)',
+        params: GroupParams,
+        querystring: Type.Object({
+          afterSeq: Type.Optional(SeqOrZero),
+          beforeSeq: Type.Optional(Seq),
+          limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
+        }),
+        response: {
+          200: Type.Object({ messages: Type.Array(StampedMessage), lastSeq: SeqOrZero }),
+          ...errors(400, 401, 403, 404, 503),
+        },
+      },
+    },
+    async (request) => {
+      const { groupId } = request.params;
+      const { afterSeq, beforeSeq, limit } = request.query;
+      if (afterSeq !== undefined && beforeSeq !== undefined) {
+        throw new ChorusError('VALIDATION_FAILED', 'give afterSeq or beforeSeq, not both');
+      }
+      await groups.requireMember(groupId, request.userId);
+      const lastSeq = await log.lastSeq(groupId);
+      const messages =
+        afterSeq !== undefined
+          ? await log.readAfter(groupId, afterSeq, limit)
+          : await log.readBefore(groupId, beforeSeq ?? lastSeq + 1, limit);
+      return { messages, lastSeq };
+    },
+  );
+
+  app.post(
+    '/groups/:groupId/messages',
+    {
+      schema: {
+        summary: 'Send a message; a retry with the same clientMsgId returns the original seq (200) instead of a new one (201)',
+        params: GroupParams,
+        body: SendPayload,
+        response: { 200: SendResponse, 201: SendResponse, ...errors(400, 401, 403, 404, 413, 503) },
+      },
+    },
+    async (request, reply) => {
+      const { groupId } = request.params;
+      await groups.requireMember(groupId, request.userId);
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new ChorusError('STORE_UNAVAILABLE')), config.sendTimeoutMs);
+      });
+      // On timeout the send stays queued and may still be stored: a retry with the same clientMsgId is always safe.
+      let result: SendResult;
+      try {
+        result = await Promise.race([sequencer.send(groupId, request.userId, request.body), timeout]);
+      } finally {
+        clearTimeout(timer);
+      }
+      const { message, duplicate } = result;
+      return reply
+        .status(duplicate ? 200 : 201)
+        .send({ seq: message.seq, createdAt: message.createdAt, clientMsgId: message.clientMsgId, duplicate, message });
+    },
+  );
+
+  app.put(
+    '/groups/:groupId/read',
+    {
+      schema: {
+        summary: 'Move my read pointer forward (never back; capped at the last seq)',
+        params: GroupParams,
+        body: Type.Object({ seq: SeqOrZero }, { additionalProperties: false }),
+        response: { 200: Type.Object({ readSeq: SeqOrZero, unread: SeqOrZero }), ...errors(400, 401, 403, 404) },
+      },
+    },
+    async (request) => {
+      const { groupId } = request.params;
+      await groups.requireMember(groupId, request.userId);
+      const lastSeq = await log.lastSeq(groupId);
+      const readSeq = await groups.markRead(groupId, request.userId, Math.min(request.body.seq, lastSeq));
+      return { readSeq, unread: Math.max(0, lastSeq - readSeq) };
+    },
+  );
+}

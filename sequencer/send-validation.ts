@@ -1,0 +1,47 @@
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { ChorusError, SendPayload } from '../protocol/index.js';
+
+const checkSend = TypeCompiler.Compile(SendPayload);
+
+/**
+ * JSON escapes can make a body up to six times longer on the wire than in UTF-8; a payload past this bound is refused
+ * before it is parsed, so nobody makes the broker parse megabytes to learn that the body is too large.
+ */
+const maxEncodedBytes = (maxBodyBytes: number): number => maxBodyBytes * 6 + 4096;
+
+/** Checks a parsed send payload against the schema and the body size limit; throws a ChorusError with its code. */
+export function validateSend(value: unknown, maxBodyBytes: number): SendPayload {
+  if (!checkSend.Check(value)) {
+    const errors = [...checkSend.Errors(value)].slice(0, 5);
+    const unknown = typeof value === 'object' && value !== null && !Array.isArray(value)
+      ? Object.keys(value).filter((key) => !(key in SendPayload.properties))
+      : [];
+    if (unknown.length > 0) throw new ChorusError('UNKNOWN_FIELD', `unknown field(s): ${unknown.join(', ')}`, { fields: unknown });
+    throw new ChorusError(
+      'INVALID_MESSAGE',
+      undefined,
+      errors.map((e) => ({ path: e.path || '/', message: e.message })),
+    );
+  }
+  const bodyBytes = Buffer.byteLength(value.body, 'utf8');
+  if (bodyBytes > maxBodyBytes) {
+    throw new ChorusError('PAYLOAD_TOO_LARGE', `body is ${bodyBytes} bytes; at most ${maxBodyBytes} are allowed`, {
+      limit: maxBodyBytes,
+    });
+  }
+  return value;
+}
+
+/** Decodes the raw payload of an MQTT publish to a group topic. */
+export function decodeSend(raw: Buffer, maxBodyBytes: number): SendPayload {
+  if (raw.length > maxEncodedBytes(maxBodyBytes)) {
+    throw new ChorusError('PAYLOAD_TOO_LARGE', `payload is ${raw.length} bytes`, { limit: maxBodyBytes });
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw.toString('utf8'));
+  } catch {
+    throw new ChorusError('INVALID_JSON');
+  }
+  return validateSend(parsed, maxBodyBytes);
+}

@@ -1,0 +1,173 @@
+import { ChorusError, type SendPayload, type StampedMessage } from '../protocol/index.js';
+import type { AppendOutcome, GroupAppend, MessageDraft, MessageLog } from './message-log.js';
+import { validateSend } from './send-validation.js';
+
+export interface SendResult {
+  message: StampedMessage;
+  duplicate: boolean;
+}
+
+/** Is `userId` a member of `groupId` right now? */
+export type MembershipCheck = (groupId: string, userId: string) => Promise<boolean>;
+
+/** Hands a newly stored message to live delivery. Called once per new message, per group in seq order. */
+export type FanOut = (message: StampedMessage) => void;
+
+export interface SequencerOptions {
+  maxBodyBytes: number;
+  /** Sends waiting for their commit; beyond this a send is refused with OVERLOADED. */
+  maxPendingSends: number;
+  /** Drafts in one append call, so that one commit stays short. */
+  maxBatch?: number;
+  onStoreError?: (err: unknown, attempt: number) => void;
+}
+
+interface PendingSend {
+  draft: MessageDraft;
+  /** Set once the draft was part of an append that failed: it may have been stored by that failed attempt. */
+  retried: boolean;
+  resolve: (result: SendResult) => void;
+}
+
+const MAX_BACKOFF_MS = 5000;
+
+/**
+ * Stamps each group's messages with its next seq through the message log, and fans the stored ones out.
+ *
+ * Sends are queued per group and flushed together on the next turn of the event loop, so one commit carries every
+ * send that arrived meanwhile (group commit): under load batches grow by themselves. One flush runs at a time, so
+ * each group's messages are appended and fanned out in seq order. A failed append is retried with backoff and its
+ * sends stay pending (never acknowledged, never dropped) until the store takes them.
+ */
+export class Sequencer {
+  private readonly queues = new Map<string, PendingSend[]>();
+  private pendingCount = 0;
+  private flushScheduled = false;
+  private flushing = false;
+  private closed = false;
+  private readonly maxBatch: number;
+
+  constructor(
+    private readonly log: MessageLog,
+    private readonly isMember: MembershipCheck,
+    private readonly fanOut: FanOut,
+    private readonly options: SequencerOptions,
+  ) {
+    this.maxBatch = options.maxBatch ?? 4096;
+  }
+
+  /** Sends waiting for a commit. */
+  get pending(): number {
+    return this.pendingCount;
+  }
+
+  /**
+   * Sequences one send. Resolves once the message is durable (or was already stored under this clientMsgId);
+   * rejects with a ChorusError when the send is refused.
+   */
+  async send(groupId: string, senderId: string, payload: unknown): Promise<SendResult> {
+    if (!(await this.isMember(groupId, senderId))) throw new ChorusError('NOT_A_MEMBER');
+    const send: SendPayload = validateSend(payload, this.options.maxBodyBytes);
+    if (send.replyToSeq !== undefined && send.replyToSeq > (await this.log.lastSeq(groupId))) {
+      throw new ChorusError('REPLY_TO_UNKNOWN', `no message ${send.replyToSeq} in this group`);
+    }
+    if (this.closed) throw new ChorusError('STORE_UNAVAILABLE', 'the sequencer is shutting down');
+    if (this.pendingCount >= this.options.maxPendingSends) throw new ChorusError('OVERLOADED');
+    const draft: MessageDraft = {
+      senderId,
+      clientMsgId: send.clientMsgId,
+      type: send.type ?? 'text',
+      body: send.body,
+      createdAtMs: Date.now(),
+    };
+    if (send.replyToSeq !== undefined) draft.replyToSeq = send.replyToSeq;
+    if (send.mentions !== undefined && send.mentions.length > 0) draft.mentions = send.mentions;
+    return new Promise<SendResult>((resolve) => {
+      let queue = this.queues.get(groupId);
+      if (!queue) this.queues.set(groupId, (queue = []));
+      queue.push({ draft, retried: false, resolve });
+      this.pendingCount += 1;
+      this.scheduleFlush(0);
+    });
+  }
+
+  private scheduleFlush(delayMs: number): void {
+    if (this.flushScheduled || this.flushing) return;
+    this.flushScheduled = true;
+    const run = () => void this.flush(1);
+    if (delayMs > 0) setTimeout(run, delayMs).unref();
+    else setImmediate(run);
+  }
+
+  /** Takes up to maxBatch drafts, whole groups first, keeping each group's order. */
+  private takeBatch(): { batch: GroupAppend[]; sends: PendingSend[][] } {
+    const batch: GroupAppend[] = [];
+    const sends: PendingSend[][] = [];
+    let room = this.maxBatch;
+    for (const [groupId, queue] of this.queues) {
+      if (room === 0) break;
+      const taken = queue.length <= room ? queue : queue.slice(0, room);
+      if (taken === queue) this.queues.delete(groupId);
+      else this.queues.set(groupId, queue.slice(room));
+      room -= taken.length;
+      batch.push({ groupId, drafts: taken.map((p) => p.draft) });
+      sends.push(taken);
+    }
+    return { batch, sends };
+  }
+
+  /** Puts a failed batch back at the head of its groups' queues, ahead of anything that arrived meanwhile. */
+  private requeue(batch: GroupAppend[], sends: PendingSend[][]): void {
+    const requeued = new Map<string, PendingSend[]>();
+    batch.forEach((part, i) => {
+      const failed = sends[i]!;
+      for (const send of failed) send.retried = true;
+      requeued.set(part.groupId, [...failed, ...(this.queues.get(part.groupId) ?? [])]);
+      this.queues.delete(part.groupId);
+    });
+    for (const [groupId, queue] of this.queues) requeued.set(groupId, queue);
+    this.queues.clear();
+    for (const [groupId, queue] of requeued) this.queues.set(groupId, queue);
+  }
+
+  private async flush(attempt: number): Promise<void> {
+    this.flushScheduled = false;
+    if (this.queues.size === 0) return;
+    this.flushing = true;
+    const { batch, sends } = this.takeBatch();
+    let outcomes: AppendOutcome[][];
+    try {
+      outcomes = await this.log.append(batch);
+    } catch (err) {
+      this.options.onStoreError?.(err, attempt);
+      this.requeue(batch, sends);
+      this.flushing = false;
+      const delay = Math.min(MAX_BACKOFF_MS, 50 * 2 ** Math.min(attempt, 10));
+      this.flushScheduled = true;
+      setTimeout(() => void this.flush(attempt + 1), delay).unref();
+      return;
+    }
+    outcomes.forEach((groupOutcomes, i) => {
+      const groupSends = sends[i]!;
+      groupOutcomes.forEach((outcome, j) => {
+        const send = groupSends[j]!;
+        // A draft that a failed attempt may have stored comes back as a duplicate of itself: it still needs its fan-out.
+        const firstDelivery = !outcome.duplicate || (send.retried && outcome.message.createdAt === new Date(send.draft.createdAtMs).toISOString() && outcome.message.body === send.draft.body);
+        if (firstDelivery) this.fanOut(outcome.message);
+        this.pendingCount -= 1;
+        send.resolve({ message: outcome.message, duplicate: outcome.duplicate && !firstDelivery });
+      });
+    });
+    this.flushing = false;
+    if (this.queues.size > 0) this.scheduleFlush(0);
+  }
+
+  /** Stops taking sends; waits (up to timeoutMs) for the ones already queued to be stored. */
+  async drain(timeoutMs: number): Promise<void> {
+    this.closed = true;
+    const deadline = Date.now() + timeoutMs;
+    while ((this.pendingCount > 0 || this.flushing) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+}
