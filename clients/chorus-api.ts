@@ -1,0 +1,124 @@
+import type { MemberRole, SendPayload, StampedMessage } from '../protocol/index.js';
+
+export interface GroupInfo {
+  id: string;
+  name: string;
+  createdBy: string;
+  createdAt: string;
+  role: MemberRole;
+  lastSeq: number;
+  readSeq: number;
+  unread: number;
+}
+
+export interface MemberInfo {
+  userId: string;
+  role: MemberRole;
+  joinedAt: string;
+  readSeq: number;
+}
+
+export interface SendReceipt {
+  seq: number;
+  createdAt: string;
+  clientMsgId: string;
+  duplicate: boolean;
+}
+
+/** An error answer of the REST API; `code` is the stable error code (see protocol/errors.ts). */
+export class ChorusApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ChorusApiError';
+  }
+}
+
+/** A thin typed client of the REST API (fetch-based: Node 20+ and browsers). */
+export class ChorusApi {
+  constructor(
+    private readonly baseUrl: string,
+    private token: string,
+  ) {}
+
+  setToken(token: string): void {
+    this.token = token;
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await fetch(`${this.baseUrl.replace(/\/$/, '')}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${this.token}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      body: body === undefined ? null : JSON.stringify(body),
+    });
+    const text = await res.text();
+    const parsed = text ? (JSON.parse(text) as unknown) : undefined;
+    if (!res.ok) {
+      const error = parsed as { code?: string; message?: string } | undefined;
+      throw new ChorusApiError(res.status, error?.code ?? 'INTERNAL', error?.message ?? res.statusText);
+    }
+    return parsed as T;
+  }
+
+  createGroup(name: string, members: string[] = []): Promise<GroupInfo> {
+    return this.call('POST', '/v1/groups', { name, members });
+  }
+
+  getGroup(groupId: string): Promise<GroupInfo> {
+    return this.call('GET', `/v1/groups/${encodeURIComponent(groupId)}`);
+  }
+
+  async listGroups(): Promise<GroupInfo[]> {
+    const all: GroupInfo[] = [];
+    for (let after = ''; ; ) {
+      const page = await this.call<{ groups: GroupInfo[]; next?: string }>('GET', `/v1/groups?limit=500&after=${encodeURIComponent(after)}`);
+      all.push(...page.groups);
+      if (!page.next) return all;
+      after = page.next;
+    }
+  }
+
+  addMember(groupId: string, userId: string, role: MemberRole = 'member'): Promise<MemberInfo> {
+    return this.call('POST', `/v1/groups/${encodeURIComponent(groupId)}/members`, { userId, role });
+  }
+
+  removeMember(groupId: string, userId: string): Promise<void> {
+    return this.call('DELETE', `/v1/groups/${encodeURIComponent(groupId)}/members/${encodeURIComponent(userId)}`);
+  }
+
+  setRole(groupId: string, userId: string, role: MemberRole): Promise<MemberInfo> {
+    return this.call('PUT', `/v1/groups/${encodeURIComponent(groupId)}/members/${encodeURIComponent(userId)}/role`, { role });
+  }
+
+  async messagesAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]> {
+    const page = await this.call<{ messages: StampedMessage[] }>(
+      'GET',
+      `/v1/groups/${encodeURIComponent(groupId)}/messages?afterSeq=${afterSeq}&limit=${limit}`,
+    );
+    return page.messages;
+  }
+
+  /** The newest messages before `beforeSeq` (or the newest of all), newest first. */
+  async messagesBefore(groupId: string, limit: number, beforeSeq?: number): Promise<StampedMessage[]> {
+    const before = beforeSeq === undefined ? '' : `&beforeSeq=${beforeSeq}`;
+    const page = await this.call<{ messages: StampedMessage[] }>(
+      'GET',
+      `/v1/groups/${encodeURIComponent(groupId)}/messages?limit=${limit}${before}`,
+    );
+    return page.messages;
+  }
+
+  send(groupId: string, payload: SendPayload): Promise<SendReceipt> {
+    return this.call('POST', `/v1/groups/${encodeURIComponent(groupId)}/messages`, payload);
+  }
+
+  markRead(groupId: string, seq: number): Promise<{ readSeq: number; unread: number }> {
+    return this.call('PUT', `/v1/groups/${encodeURIComponent(groupId)}/read`, { seq });
+  }
+}

@@ -1,0 +1,315 @@
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import {
+  eventsTopic,
+  groupTopic,
+  parseTopic,
+  type SendPayload,
+  type StampedMessage,
+  type UserEvent,
+} from '../protocol/index.js';
+import { ChorusApi, ChorusApiError, type SendReceipt } from './chorus-api.js';
+import { GroupStream } from './group-stream.js';
+import { MemoryPositionStore, type PositionStore } from './position-store.js';
+
+export interface ChorusClientOptions {
+  /** mqtt://host:1883, or ws://host:8080/mqtt in a browser. */
+  mqttUrl: string;
+  /** http://host:8080 */
+  apiUrl: string;
+  userId: string;
+  token: string;
+  /** Where the last delivered seq of each group is kept; defaults to memory. */
+  positions?: PositionStore;
+  /** Defaults to `${userId}-<random>`, fixed for this client's lifetime. */
+  clientId?: string;
+  /** How long a send waits for its acknowledgement over MQTT before it is retried over REST. Default 10 s. */
+  sendTimeoutMs?: number;
+  /** Join every group this user is added to while connected. Default true. */
+  autoJoin?: boolean;
+  /** Extra MQTT.js options (reconnectPeriod, keepalive, ...). */
+  mqttOptions?: Partial<IClientOptions>;
+}
+
+export interface OutgoingMessage {
+  body: string;
+  type?: string;
+  replyToSeq?: number;
+  mentions?: string[];
+  /** Give one to make a send idempotent across process restarts; otherwise a UUID is generated. */
+  clientMsgId?: string;
+}
+
+interface Listeners {
+  message: (message: StampedMessage) => void;
+  event: (event: UserEvent) => void;
+  error: (err: Error) => void;
+  connect: () => void;
+  offline: () => void;
+}
+
+interface PendingSend {
+  groupId: string;
+  payload: SendPayload;
+  promise: Promise<SendReceipt>;
+  resolve: (receipt: SendReceipt) => void;
+  reject: (err: Error) => void;
+  timer: ReturnType<typeof setTimeout> | null;
+  attempts: number;
+}
+
+/** Codes after which the same send may succeed later. */
+const RETRYABLE = new Set(['OVERLOADED', 'STORE_UNAVAILABLE', 'INTERNAL', 'RATE_LIMITED']);
+
+/**
+ * The Chorus SDK for Node and browsers. Each joined group is a stream delivered strictly in seq order, without gaps or
+ * duplicates: gaps and out-of-order arrivals are filled from the history API, and after a reconnect the stream resumes
+ * from the last delivered seq (kept in the PositionStore). send() is idempotent: its clientMsgId is fixed before the
+ * first attempt, so retries (MQTT's own, and the REST fallback) can never make a second message.
+ */
+export class ChorusClient {
+  readonly api: ChorusApi;
+  readonly userId: string;
+  private readonly mqtt: MqttClient;
+  private readonly positions: PositionStore;
+  private readonly streams = new Map<string, GroupStream>();
+  private readonly pending = new Map<string, PendingSend>();
+  private readonly listeners: { [K in keyof Listeners]: Set<Listeners[K]> } = {
+    message: new Set(),
+    event: new Set(),
+    error: new Set(),
+    connect: new Set(),
+    offline: new Set(),
+  };
+  private closed = false;
+
+  private constructor(private readonly options: ChorusClientOptions) {
+    this.userId = options.userId;
+    this.api = new ChorusApi(options.apiUrl, options.token);
+    this.positions = options.positions ?? new MemoryPositionStore();
+    this.mqtt = mqtt.connect(options.mqttUrl, {
+      protocolVersion: 4,
+      clean: true,
+      clientId: options.clientId ?? `${options.userId}-${crypto.randomUUID().slice(0, 12)}`,
+      username: options.userId,
+      password: options.token,
+      reconnectPeriod: 1000,
+      connectTimeout: 10_000,
+      keepalive: 30,
+      // Subscriptions are renewed by onConnect, which must finish before catching up (see there).
+      resubscribe: false,
+      ...options.mqttOptions,
+    });
+    this.mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
+    this.mqtt.on('connect', () => void this.onConnect());
+    this.mqtt.on('offline', () => this.emit('offline'));
+    this.mqtt.on('error', (err) => this.emit('error', err));
+  }
+
+  /** Connects and resolves once the first connection is up and the events topic subscribed. */
+  static async connect(options: ChorusClientOptions): Promise<ChorusClient> {
+    const client = new ChorusClient(options);
+    await new Promise<void>((resolve, reject) => {
+      const onConnect = () => {
+        client.off('error', onError);
+        resolve();
+      };
+      const onError = (err: Error) => {
+        client.off('connect', onConnect);
+        void client.close();
+        reject(err);
+      };
+      client.once('connect', onConnect);
+      client.once('error', onError);
+    });
+    return client;
+  }
+
+  on<K extends keyof Listeners>(event: K, listener: Listeners[K]): this {
+    this.listeners[event].add(listener);
+    return this;
+  }
+
+  off<K extends keyof Listeners>(event: K, listener: Listeners[K]): this {
+    this.listeners[event].delete(listener);
+    return this;
+  }
+
+  private once<K extends keyof Listeners>(event: K, listener: Listeners[K]): void {
+    const wrapped = ((...args: unknown[]) => {
+      this.off(event, wrapped);
+      (listener as (...a: unknown[]) => void)(...args);
+    }) as Listeners[K];
+    this.on(event, wrapped);
+  }
+
+  private emit<K extends keyof Listeners>(event: K, ...args: Parameters<Listeners[K]>): void {
+    for (const listener of [...this.listeners[event]]) (listener as (...a: unknown[]) => void)(...args);
+  }
+
+  /** Updates the token used for reconnects and REST calls (before the current one expires). */
+  setToken(token: string): void {
+    this.mqtt.options.password = token;
+    this.api.setToken(token);
+  }
+
+  /** Groups whose stream this client delivers. */
+  get joined(): string[] {
+    return [...this.streams.keys()];
+  }
+
+  /** The last seq delivered for the group, or undefined when it is not joined. */
+  position(groupId: string): number | undefined {
+    return this.streams.get(groupId)?.lastDelivered;
+  }
+
+  /**
+   * Starts delivering a group's messages. They start after `from` when given, else after the stored position, else
+   * after the group's last seq at the time of joining (only new messages). Resolves once caught up to the present.
+   */
+  async join(groupId: string, options: { from?: number } = {}): Promise<void> {
+    if (this.streams.has(groupId)) return;
+    const from = options.from ?? (await this.positions.load(groupId)) ?? (await this.api.getGroup(groupId)).lastSeq;
+    if (this.streams.has(groupId)) return;
+    const stream = new GroupStream(
+      groupId,
+      from,
+      (afterSeq, limit) => this.api.messagesAfter(groupId, afterSeq, limit),
+      (message) => this.deliver(message),
+      (err) => this.emit('error', err instanceof Error ? err : new Error(String(err))),
+    );
+    this.streams.set(groupId, stream);
+    try {
+      await this.subscribe([groupTopic(groupId)]);
+    } catch (err) {
+      this.streams.delete(groupId);
+      throw err;
+    }
+    await stream.catchUp();
+  }
+
+  /** Stops delivering a group's messages (membership is unchanged: see api.removeMember to leave the group). */
+  async unjoin(groupId: string): Promise<void> {
+    if (!this.streams.delete(groupId)) return;
+    if (this.mqtt.connected) await this.mqtt.unsubscribeAsync(groupTopic(groupId));
+  }
+
+  /** Sends a message. Resolves with its seq once it is durable; a retry of the same clientMsgId resolves the same. */
+  send(groupId: string, message: OutgoingMessage): Promise<SendReceipt> {
+    const payload: SendPayload = { clientMsgId: message.clientMsgId ?? crypto.randomUUID(), body: message.body };
+    if (message.type !== undefined) payload.type = message.type;
+    if (message.replyToSeq !== undefined) payload.replyToSeq = message.replyToSeq;
+    if (message.mentions !== undefined) payload.mentions = message.mentions;
+    const key = `${groupId}\n${payload.clientMsgId}`;
+    const existing = this.pending.get(key);
+    if (existing) return existing.promise;
+
+    let resolve!: (receipt: SendReceipt) => void;
+    let reject!: (err: Error) => void;
+    const promise = new Promise<SendReceipt>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const send: PendingSend = { groupId, payload, promise, resolve, reject, timer: null, attempts: 0 };
+    this.pending.set(key, send);
+    // MQTT.js keeps an unacknowledged QoS 1 publish and sends it again after a reconnect, with the same payload.
+    this.mqtt.publish(groupTopic(groupId), JSON.stringify(payload), { qos: 1 });
+    this.retryLater(send, this.options.sendTimeoutMs ?? 10_000);
+    return promise;
+  }
+
+  private retryLater(send: PendingSend, delayMs: number): void {
+    if (send.timer) clearTimeout(send.timer);
+    send.timer = setTimeout(() => void this.sendOverRest(send), delayMs);
+  }
+
+  private async sendOverRest(send: PendingSend): Promise<void> {
+    send.timer = null;
+    send.attempts += 1;
+    try {
+      this.settle(send, await this.api.send(send.groupId, send.payload));
+    } catch (err) {
+      const retryable = !(err instanceof ChorusApiError) || RETRYABLE.has(err.code);
+      if (!retryable) return this.fail(send, err as Error);
+      if (!this.closed && this.pending.has(`${send.groupId}\n${send.payload.clientMsgId}`)) {
+        this.retryLater(send, Math.min(30_000, 500 * 2 ** Math.min(send.attempts, 6)));
+      }
+    }
+  }
+
+  private settle(send: PendingSend, receipt: SendReceipt): void {
+    if (!this.pending.delete(`${send.groupId}\n${send.payload.clientMsgId}`)) return;
+    if (send.timer) clearTimeout(send.timer);
+    send.resolve(receipt);
+  }
+
+  private fail(send: PendingSend, err: Error): void {
+    if (!this.pending.delete(`${send.groupId}\n${send.payload.clientMsgId}`)) return;
+    if (send.timer) clearTimeout(send.timer);
+    send.reject(err);
+  }
+
+  private async subscribe(topics: string[]): Promise<void> {
+    const granted = await this.mqtt.subscribeAsync(topics, { qos: 1 });
+    const refused = granted.filter((g) => g.qos === 128).map((g) => g.topic);
+    if (refused.length > 0) throw new ChorusApiError(403, 'NOT_A_MEMBER', `subscription refused: ${refused.join(', ')}`);
+  }
+
+  /**
+   * On every (re)connect: subscribe first, then catch up from each stream's position. In this order nothing falls
+   * between the history read and the live subscription.
+   */
+  private async onConnect(): Promise<void> {
+    try {
+      await this.subscribe([eventsTopic(this.userId)]);
+      for (const groupId of this.streams.keys()) {
+        await this.subscribe([groupTopic(groupId)]).catch(() => this.streams.delete(groupId));
+      }
+      this.emit('connect');
+      await Promise.all([...this.streams.values()].map((stream) => stream.catchUp()));
+    } catch (err) {
+      this.emit('error', err as Error);
+    }
+  }
+
+  private onMessage(topic: string, payload: Buffer): void {
+    let body: unknown;
+    try {
+      body = JSON.parse(payload.toString());
+    } catch {
+      return;
+    }
+    const parsed = parseTopic(topic);
+    if (parsed?.kind === 'group') this.streams.get(parsed.groupId)?.offer(body as StampedMessage);
+    else if (parsed?.kind === 'events' && parsed.userId === this.userId) this.onEvent(body as UserEvent);
+  }
+
+  private onEvent(event: UserEvent): void {
+    if (event.type === 'ack' || event.type === 'rejected') {
+      const send = event.clientMsgId && event.groupId ? this.pending.get(`${event.groupId}\n${event.clientMsgId}`) : undefined;
+      if (send && event.type === 'ack') {
+        this.settle(send, { seq: event.seq, createdAt: event.createdAt, clientMsgId: event.clientMsgId, duplicate: event.duplicate });
+      } else if (send && event.type === 'rejected') {
+        if (RETRYABLE.has(event.code)) this.retryLater(send, 500);
+        else this.fail(send, new ChorusApiError(400, event.code, event.message));
+      }
+    } else if (event.type === 'member-added' && this.options.autoJoin !== false) {
+      this.join(event.groupId).catch((err: Error) => this.emit('error', err));
+    } else if (event.type === 'member-removed') {
+      this.streams.delete(event.groupId);
+    }
+    this.emit('event', event);
+  }
+
+  private deliver(message: StampedMessage): void {
+    this.positions.save(message.groupId, message.seq).catch((err: Error) => this.emit('error', err));
+    this.emit('message', message);
+  }
+
+  /** Disconnects. Sends still waiting are rejected; they may still have been stored, so retry with their clientMsgId. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const send of [...this.pending.values()]) this.fail(send, new Error('client closed before the send was acknowledged'));
+    await this.mqtt.endAsync(true);
+  }
+}

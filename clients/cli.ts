@@ -1,0 +1,142 @@
+#!/usr/bin/env node
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { signToken } from '../broker/auth.js';
+import { ConfigError, loadConfig, type ChorusConfig } from '../config/config.js';
+import { startChorus } from '../server/start.js';
+import { ChorusClient } from './chorus-client.js';
+import { FilePositionStore } from './position-store-file.js';
+
+const USAGE = `chorus — group messaging on MQTT
+
+  chorus serve [--role all|broker|api]     start Chorus (config: CHORUS_* env or CHORUS_CONFIG=file.json)
+  chorus token <userId> [--ttl seconds]    print a development token signed with the local secret
+  chorus group create <name> --user <id> [--members a,b,c]
+                                           create a group, print its id
+  chorus chat <groupId> --user <id>        chat on a group in the terminal (type a line to send)
+
+  Client commands take --mqtt <url> (default mqtt://127.0.0.1:1883), --api <url> (default http://127.0.0.1:8080)
+  and --token <jwt> (default: CHORUS_TOKEN, else a development token from the local data dir).`;
+
+function config(overrides: Partial<ChorusConfig> = {}): ChorusConfig {
+  try {
+    return loadConfig(process.env, overrides);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+}
+
+async function serve(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: { role: { type: 'string' } } });
+  const cfg = config(values.role ? { role: values.role as ChorusConfig['role'] } : {});
+  if (cfg.role !== 'all') {
+    process.stderr.write(`role "${cfg.role}" needs the cluster backends (Redis and Cassandra); this build runs role "all"\n`);
+    process.exit(2);
+  }
+  const chorus = await startChorus(cfg);
+  process.stdout.write(
+    [
+      `Chorus is running (data in ${cfg.dataDir}, ${cfg.env} mode)`,
+      `  MQTT over TCP        ${chorus.urls.mqtt}`,
+      `  MQTT over WebSocket  ${chorus.urls.ws}`,
+      `  REST API             ${chorus.urls.http}/v1`,
+      `  OpenAPI docs         ${chorus.urls.docs}`,
+      `  Try it:              npx chorus token alice`,
+      '',
+    ].join('\n'),
+  );
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await chorus.close();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop());
+  process.on('SIGTERM', () => void stop());
+}
+
+async function token(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { ttl: { type: 'string' } } });
+  const userId = positionals[0];
+  if (!userId) throw new Error('usage: chorus token <userId> [--ttl seconds]');
+  process.stdout.write(`${await signToken(config(), userId, Number(values.ttl ?? 86_400))}\n`);
+}
+
+const clientOptions = {
+  user: { type: 'string' },
+  token: { type: 'string' },
+  mqtt: { type: 'string' },
+  api: { type: 'string' },
+  members: { type: 'string' },
+} as const;
+
+async function connect(values: { user?: string; token?: string; mqtt?: string; api?: string }): Promise<ChorusClient> {
+  if (!values.user) throw new Error('--user <id> is required');
+  const cfg = config();
+  return ChorusClient.connect({
+    mqttUrl: values.mqtt ?? `mqtt://127.0.0.1:${cfg.mqttPort}`,
+    apiUrl: values.api ?? `http://127.0.0.1:${cfg.httpPort}`,
+    userId: values.user,
+    token: values.token ?? process.env.CHORUS_TOKEN ?? (await signToken(cfg, values.user, 86_400)),
+    positions: new FilePositionStore(join(cfg.dataDir, 'cli-positions', `${values.user}.json`)),
+    mqttOptions: { reconnectPeriod: 2000 },
+  });
+}
+
+async function group(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: clientOptions });
+  if (positionals[0] !== 'create' || !positionals[1]) throw new Error('usage: chorus group create <name> --user <id> [--members a,b]');
+  const client = await connect(values);
+  try {
+    const members = values.members ? values.members.split(',').filter(Boolean) : [];
+    const created = await client.api.createGroup(positionals[1], members);
+    process.stdout.write(`${created.id}\n`);
+  } finally {
+    await client.close();
+  }
+}
+
+async function chat(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: clientOptions });
+  const groupId = positionals[0];
+  if (!groupId) throw new Error('usage: chorus chat <groupId> --user <id>');
+  const client = await connect(values);
+  const out = (line: string) => process.stdout.write(`${line}\n`);
+  client.on('message', (m) => {
+    if (m.groupId === groupId) out(`[${m.seq}] ${m.senderId}: ${m.body}`);
+  });
+  client.on('event', (e) => {
+    if (e.type === 'rejected') out(`! ${e.code}: ${e.message}`);
+  });
+  client.on('offline', () => out('! offline, reconnecting...'));
+  client.on('error', (err) => out(`! ${err.message}`));
+  const recent = await client.api.messagesBefore(groupId, 20);
+  for (const m of recent.reverse()) out(`[${m.seq}] ${m.senderId}: ${m.body}`);
+  await client.join(groupId, { from: recent[0]?.seq ?? (await client.api.getGroup(groupId)).lastSeq });
+  out(`— joined ${groupId} as ${values.user}; type a message and press Enter (Ctrl-D to quit)`);
+  const input = createInterface({ input: process.stdin });
+  input.on('line', (line) => {
+    if (line.trim()) client.send(groupId, { body: line }).catch((err: Error) => out(`! not sent: ${err.message}`));
+  });
+  input.on('close', () => void client.close().then(() => process.exit(0)));
+}
+
+const commands: Record<string, (args: string[]) => Promise<void>> = { serve, token, group, chat };
+
+const [command, ...rest] = process.argv.slice(2);
+const run = command ? commands[command] : undefined;
+if (!run) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(command && command !== 'help' && command !== '--help' ? 2 : 0);
+} else {
+  run(rest).catch((err: Error) => {
+    process.stderr.write(`chorus ${command}: ${err.message}\n`);
+    process.exit(1);
+  });
+}

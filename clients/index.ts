@@ -1,0 +1,5 @@
+export { ChorusClient, type ChorusClientOptions, type OutgoingMessage } from './chorus-client.js';
+export { ChorusApi, ChorusApiError, type GroupInfo, type MemberInfo, type SendReceipt } from './chorus-api.js';
+export { GroupStream, type FetchAfter } from './group-stream.js';
+export { LocalStoragePositionStore, MemoryPositionStore, type PositionStore } from './position-store.js';
+export * from '../protocol/index.js';
