@@ -214,21 +214,25 @@ export class ChorusBroker {
     this.sendEvent(userId, event);
   }
 
-  private onMembershipChange(change: MembershipChange): void {
+  /** Makes live subscriptions follow a membership change; resolves when every client of the user has followed. */
+  private async onMembershipChange(change: MembershipChange): Promise<void> {
     const clients = this.live.apply(change);
     const topic = groupTopic(change.groupId);
-    for (const client of clients) {
-      if (change.kind === 'added') client.subscribe({ topic, qos: 1 }, noopError);
-      // The forward check already refuses the removed member; dropping the subscription frees it.
-      if (change.kind === 'removed') client.unsubscribe({ unsubscriptions: [topic] } as never, noopError);
-    }
-    if (change.kind === 'added') {
-      this.sendEvent(change.userId, { type: 'member-added', groupId: change.groupId, userId: change.userId, role: change.role, by: change.by });
-    } else if (change.kind === 'removed') {
-      this.sendEvent(change.userId, { type: 'member-removed', groupId: change.groupId, userId: change.userId, by: change.by });
-    } else {
-      this.sendEvent(change.userId, { type: 'role-changed', groupId: change.groupId, userId: change.userId, role: change.role, by: change.by });
-    }
+    await Promise.all(
+      clients.map(
+        (client) =>
+          new Promise<void>((resolve) => {
+            if (change.kind === 'added') client.subscribe({ topic, qos: 1 }, () => resolve());
+            // The forward check already refuses the removed member; dropping the subscription frees it.
+            else if (change.kind === 'removed') client.unsubscribe({ unsubscriptions: [topic] } as never, () => resolve());
+            else resolve();
+          }),
+      ),
+    );
+    const { groupId, userId, by } = change;
+    if (change.kind === 'added') this.sendEvent(userId, { type: 'member-added', groupId, userId, role: change.role, by });
+    else if (change.kind === 'removed') this.sendEvent(userId, { type: 'member-removed', groupId, userId, by });
+    else this.sendEvent(userId, { type: 'role-changed', groupId, userId, role: change.role, by });
   }
 
   /** Serves MQTT over TCP. Resolves with the bound port. */
@@ -275,8 +279,6 @@ export class ChorusBroker {
     await new Promise<void>((resolve) => (this.tcpServer ? this.tcpServer.close(() => resolve()) : resolve()));
   }
 }
-
-function noopError(): void {}
 
 /** Best effort: names the clientMsgId in a rejection even when the payload as a whole is bad. */
 function clientMsgIdOf(payload: Buffer | string): string | undefined {

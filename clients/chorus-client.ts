@@ -249,9 +249,15 @@ export class ChorusClient {
   }
 
   private async subscribe(topics: string[]): Promise<void> {
-    const granted = await this.mqtt.subscribeAsync(topics, { qos: 1 });
-    const refused = granted.filter((g) => g.qos === 128).map((g) => g.topic);
-    if (refused.length > 0) throw new ChorusApiError(403, 'NOT_A_MEMBER', `subscription refused: ${refused.join(', ')}`);
+    try {
+      await this.mqtt.subscribeAsync(topics, { qos: 1 });
+    } catch (err) {
+      // MQTT.js rejects when any return code is 0x80, the broker's refusal [MQTT-3.9.3-2].
+      const granted = (err as { packet?: { granted?: number[] } }).packet?.granted;
+      if (!granted) throw err;
+      const refused = topics.filter((_, i) => granted[i] === 0x80);
+      throw new ChorusApiError(403, 'NOT_A_MEMBER', `subscription refused: ${refused.join(', ')}`);
+    }
   }
 
   /**

@@ -7,7 +7,8 @@ export type MembershipChange =
   | { kind: 'removed'; groupId: string; userId: string; by: string }
   | { kind: 'role-changed'; groupId: string; userId: string; role: MemberRole; by: string };
 
-export type MembershipListener = (change: MembershipChange) => void;
+/** May return a promise: the local feed waits for it, so a change's REST call returns once this node has followed. */
+export type MembershipListener = (change: MembershipChange) => void | Promise<void>;
 
 /** Carries membership changes to every part of Chorus that acts on them (in this process, or on every node). */
 export interface MembershipFeed {
@@ -15,12 +16,12 @@ export interface MembershipFeed {
   subscribe(listener: MembershipListener): () => void;
 }
 
-/** The single-process feed: listeners run synchronously, before the change's REST call returns. */
+/** The single-process feed: publish resolves once every listener has acted on the change. */
 export class MembershipFeedLocal implements MembershipFeed {
   private readonly listeners = new Set<MembershipListener>();
 
   async publish(change: MembershipChange): Promise<void> {
-    for (const listener of this.listeners) listener(change);
+    await Promise.all([...this.listeners].map((listener) => listener(change)));
   }
 
   subscribe(listener: MembershipListener): () => void {

@@ -6,6 +6,9 @@ import { pino } from 'pino';
 import { signToken } from '../broker/auth.js';
 import { loadConfig, type ChorusConfig } from '../config/config.js';
 import { startChorus, type RunningChorus } from '../server/start.js';
+import { ChorusClient } from '../clients/chorus-client.js';
+import type { PositionStore } from '../clients/position-store.js';
+import type { StampedMessage } from '../protocol/index.js';
 
 export const tempDir = (prefix = 'chorus-test-'): string => mkdtempSync(join(tmpdir(), prefix));
 
@@ -64,6 +67,23 @@ export class TestChorus {
     return client;
   }
 
+  /** A raw MQTT.js client with a persistent session (CleanSession=0) under a fixed client id. */
+  async mqttSession(userId: string, clientId: string): Promise<MqttClient> {
+    const client = mqtt.connect(this.chorus.urls.mqtt, {
+      username: userId,
+      password: await this.token(userId),
+      clientId,
+      clean: false,
+      reconnectPeriod: 0,
+      protocolVersion: 4,
+    });
+    await new Promise<void>((resolve, reject) => {
+      client.once('connect', () => resolve());
+      client.once('error', reject);
+    });
+    return client;
+  }
+
   close(): Promise<void> {
     return this.chorus.close();
   }
@@ -86,3 +106,43 @@ export async function until(predicate: () => boolean, what: string, timeoutMs = 
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** An SDK client connected as `userId`, over TCP or WebSocket. */
+export async function sdkClient(
+  t: TestChorus,
+  userId: string,
+  options: { transport?: 'tcp' | 'ws'; positions?: PositionStore; clientId?: string; sendTimeoutMs?: number } = {},
+): Promise<ChorusClient> {
+  return ChorusClient.connect({
+    mqttUrl: options.transport === 'ws' ? t.chorus.urls.ws : t.chorus.urls.mqtt,
+    apiUrl: t.chorus.urls.http,
+    userId,
+    token: await t.token(userId),
+    ...(options.positions ? { positions: options.positions } : {}),
+    ...(options.clientId ? { clientId: options.clientId } : {}),
+    ...(options.sendTimeoutMs ? { sendTimeoutMs: options.sendTimeoutMs } : {}),
+    mqttOptions: { reconnectPeriod: 200 },
+  });
+}
+
+/** Records what an SDK client delivers, per group. */
+export function deliveries(client: ChorusClient): Map<string, StampedMessage[]> {
+  const byGroup = new Map<string, StampedMessage[]>();
+  client.on('message', (m) => {
+    const list = byGroup.get(m.groupId) ?? [];
+    list.push(m);
+    byGroup.set(m.groupId, list);
+  });
+  return byGroup;
+}
+
+/** The SUBACK return codes for subscribing `client` to `topics` (0x80 = refused). */
+export async function subscribeCodes(client: MqttClient, topics: string[]): Promise<number[]> {
+  try {
+    return (await client.subscribeAsync(topics, { qos: 1 })).map((g) => g.qos);
+  } catch (err) {
+    const granted = (err as { packet?: { granted?: number[] } }).packet?.granted;
+    if (!granted) throw err;
+    return granted;
+  }
+}

@@ -1,0 +1,132 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TestChorus, collect, deliveries, sdkClient, sleep, subscribeCodes, until } from './harness.js';
+
+describe('only members read, write or subscribe', () => {
+  let t: TestChorus;
+  beforeAll(async () => {
+    t = await TestChorus.start();
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('refuses a non-member SUBSCRIBE with 0x80 and a wildcard or foreign events topic likewise', async () => {
+    const groupId = await t.group('alice');
+    const mallory = await t.mqtt('mallory');
+    const codes = await subscribeCodes(mallory, [
+      `groups/${groupId}/messages`,
+      'groups/+/messages',
+      '#',
+      'users/alice/events',
+      'users/mallory/events',
+    ]);
+    // [MQTT-3.9.3-2] 0x80 is the SUBACK return code for a refused subscription.
+    expect(codes).toEqual([0x80, 0x80, 0x80, 0x80, 1]);
+    await mallory.endAsync();
+  });
+
+  it('refuses a non-member publish without disconnecting, stores nothing, and says why on the events topic', async () => {
+    const groupId = await t.group('alice', ['bob']);
+    const bob = await t.mqtt('bob');
+    const bobGot = collect(bob);
+    await bob.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
+    const mallory = await t.mqtt('mallory');
+    const events = collect(mallory);
+    await mallory.subscribeAsync('users/mallory/events', { qos: 1 });
+    await mallory.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'm', body: 'spam' }), { qos: 1 });
+    await until(() => events.all.length === 1, 'rejection');
+    expect(events.all[0]!.body).toEqual({ type: 'rejected', groupId, clientMsgId: 'm', code: 'NOT_A_MEMBER', message: expect.any(String) });
+    expect(mallory.connected).toBe(true);
+    const read = await t.api('mallory', 'GET', `/v1/groups/${groupId}/messages`);
+    expect(read.status).toBe(403);
+    expect(read.body.code).toBe('NOT_A_MEMBER');
+    expect((await t.api('mallory', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'r', body: 'x' })).status).toBe(403);
+    expect((await t.api('mallory', 'GET', '/v1/groups/g_doesnotexist/messages')).body.code).toBe('GROUP_NOT_FOUND');
+    expect((await t.api('alice', 'GET', `/v1/groups/${groupId}/messages`)).body.lastSeq).toBe(0);
+    await sleep(50);
+    expect(bobGot.all).toEqual([]);
+    await Promise.all([bob.endAsync(), mallory.endAsync()]);
+  });
+
+  it('cuts a removed member off at once on every connected client, and subscribes an added member at once', async () => {
+    const groupId = await t.group('alice', ['bob']);
+    const phone = await t.mqtt('bob');
+    const laptop = await t.mqtt('bob', { transport: 'ws' });
+    const got = [collect(phone), collect(laptop)];
+    for (const c of [phone, laptop]) await c.subscribeAsync([`groups/${groupId}/messages`, 'users/bob/events'], { qos: 1 });
+    const send = async (body: string) => {
+      const res = await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: body.replace(/\W/g, '-'), body });
+      expect(res.status).toBe(201);
+    };
+    await send('before');
+    await until(() => got.every((g) => g.on(`groups/${groupId}/messages`).length === 1), 'before removal');
+
+    expect((await t.api('alice', 'DELETE', `/v1/groups/${groupId}/members/bob`)).status).toBe(204);
+    await send('after');
+    await until(() => got.every((g) => g.on('users/bob/events').some((e) => e.type === 'member-removed')), 'removal events');
+    await sleep(100);
+    for (const g of got) expect(g.on(`groups/${groupId}/messages`).map((m) => m.body)).toEqual(['before']);
+    // Subscribing again is refused too.
+    expect(await subscribeCodes(phone, [`groups/${groupId}/messages`])).toEqual([0x80]);
+
+    expect((await t.api('alice', 'POST', `/v1/groups/${groupId}/members`, { userId: 'bob' })).status).toBe(201);
+    await send('welcome back');
+    await until(() => got.every((g) => g.on(`groups/${groupId}/messages`).length === 2), 'delivery after re-adding');
+    for (const g of got) expect(g.on(`groups/${groupId}/messages`).map((m) => m.body)).toEqual(['before', 'welcome back']);
+    await Promise.all([phone.endAsync(), laptop.endAsync()]);
+  });
+
+  it('does not restore a persistent session subscription after the member was removed while away', async () => {
+    const groupId = await t.group('alice', ['bob']);
+    const clientId = 'bob-persistent';
+    const first = await t.mqttSession('bob', clientId);
+    await first.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
+    await first.endAsync();
+    await t.api('alice', 'DELETE', `/v1/groups/${groupId}/members/bob`);
+    await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'secret', body: 'not for bob' });
+    const again = await t.mqttSession('bob', clientId);
+    const got = collect(again);
+    await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'secret2', body: 'still not' });
+    await sleep(200);
+    expect(got.all).toEqual([]);
+    await again.endAsync();
+  });
+
+  it('lets the SDK follow membership: auto-join on add, stream stops on removal', async () => {
+    const groupId = await t.group('alice');
+    const carol = await sdkClient(t, 'carol');
+    const got = deliveries(carol);
+    await t.api('alice', 'POST', `/v1/groups/${groupId}/members`, { userId: 'carol' });
+    await until(() => carol.joined.includes(groupId), 'auto-join');
+    await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'hi', body: 'hi carol' });
+    await until(() => got.get(groupId)?.length === 1, 'message after auto-join');
+    await t.api('alice', 'DELETE', `/v1/groups/${groupId}/members/carol`);
+    await until(() => !carol.joined.includes(groupId), 'stream dropped');
+    await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'bye', body: 'gone' });
+    await sleep(100);
+    expect(got.get(groupId)!.map((m) => m.body)).toEqual(['hi carol']);
+    await carol.close();
+  });
+
+  it('refuses MQTT connections with a bad token, a token for another user, or a client id held by another user', async () => {
+    const { default: mqtt } = await import('mqtt');
+    const tryConnect = (username: string, password: string, clientId: string) =>
+      new Promise<number | 'connected'>((resolve) => {
+        const c = mqtt.connect(t.chorus.urls.mqtt, { username, password, clientId, reconnectPeriod: 0 });
+        c.on('connect', () => {
+          resolve('connected');
+          c.end(true);
+        });
+        c.on('error', (err) => {
+          resolve((err as { code?: number }).code ?? -1);
+          c.end(true);
+        });
+      });
+    expect(await tryConnect('alice', 'not-a-jwt', 'x1')).toBe(4);
+    expect(await tryConnect('alice', await t.token('bob'), 'x2')).toBe(4);
+    const held = await t.mqtt('alice', { clientId: 'shared-id' });
+    expect(await tryConnect('bob', await t.token('bob'), 'shared-id')).toBe(2);
+    expect(held.connected).toBe(true);
+    await held.endAsync();
+  });
+});
