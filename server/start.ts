@@ -6,6 +6,7 @@ import type { ChorusConfig } from '../config/config.js';
 import { GroupStoreSqlite } from '../groups/group-store-sqlite.js';
 import { Groups, MembershipFeedLocal } from '../groups/groups.js';
 import { buildApi } from '../history-api/app.js';
+import type { MessageLog } from '../sequencer/message-log.js';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
 import { Sequencer } from '../sequencer/sequencer.js';
 
@@ -24,9 +25,17 @@ export interface RunningChorus {
  * in-memory broker state, the sequencer, MQTT on TCP, and HTTP (REST + MQTT over WebSocket) on one port.
  * Data flows one way: broker -> sequencer -> log -> fan-out through the broker.
  */
-export async function startChorus(config: ChorusConfig, logger: Logger = pino({ level: config.logLevel })): Promise<RunningChorus> {
+export interface ChorusBackends {
+  logger?: Logger;
+  /** The message log to use instead of the configured one (it is closed with Chorus). */
+  messageLog?: MessageLog;
+}
+
+export async function startChorus(config: ChorusConfig, backends: ChorusBackends = {}): Promise<RunningChorus> {
+  const logger = backends.logger ?? pino({ level: config.logLevel });
   const verifier = await createTokenVerifier(config);
-  const log = new MessageLogSqlite(join(config.dataDir, 'messages.db'), { synchronous: config.sqliteSynchronous });
+  const log =
+    backends.messageLog ?? new MessageLogSqlite(join(config.dataDir, 'messages.db'), { synchronous: config.sqliteSynchronous });
   const groupStore = new GroupStoreSqlite(join(config.dataDir, 'groups.db'), config.sqliteSynchronous);
   const groups = new Groups(groupStore, new MembershipFeedLocal(), config.maxGroupMembers);
 

@@ -5,7 +5,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { signToken } from '../broker/auth.js';
 import { loadConfig, type ChorusConfig } from '../config/config.js';
-import { startChorus, type RunningChorus } from '../server/start.js';
+import { startChorus, type ChorusBackends, type RunningChorus } from '../server/start.js';
 import { ChorusClient } from '../clients/chorus-client.js';
 import type { PositionStore } from '../clients/position-store.js';
 import type { StampedMessage } from '../protocol/index.js';
@@ -19,9 +19,9 @@ export class TestChorus {
     readonly config: ChorusConfig,
   ) {}
 
-  static async start(overrides: Partial<ChorusConfig> = {}): Promise<TestChorus> {
+  static async start(overrides: Partial<ChorusConfig> = {}, backends: ChorusBackends = {}): Promise<TestChorus> {
     const config = loadConfig({}, { host: '127.0.0.1', mqttPort: 0, httpPort: 0, dataDir: tempDir(), logLevel: 'silent', ...overrides });
-    return new TestChorus(await startChorus(config, pino({ level: config.logLevel })), config);
+    return new TestChorus(await startChorus(config, { logger: pino({ level: config.logLevel }), ...backends }), config);
   }
 
   token(userId: string, ttlSeconds = 3600): Promise<string> {
@@ -145,4 +145,17 @@ export async function subscribeCodes(client: MqttClient, topics: string[]): Prom
     if (!granted) throw err;
     return granted;
   }
+}
+
+/** A port that was free a moment ago (bind to 0, read, close). */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
 }

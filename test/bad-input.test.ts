@@ -1,0 +1,98 @@
+import { connect as tcpConnect } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TestChorus, collect, sleep, until } from './harness.js';
+
+describe('bad input gets a clear code, never a crash, a redelivery loop or a lost message', () => {
+  let t: TestChorus;
+  let groupId: string;
+  beforeAll(async () => {
+    t = await TestChorus.start({ maxBodyBytes: 1024, maxPacketBytes: 64 * 1024 });
+    groupId = await t.group('alice', ['bob']);
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('acknowledges malformed, oversized and unknown-field publishes and reports each with its code', async () => {
+    const alice = await t.mqtt('alice');
+    const events = collect(alice);
+    await alice.subscribeAsync('users/alice/events', { qos: 1 });
+    const topic = `groups/${groupId}/messages`;
+    const cases: [string | Buffer, string][] = [
+      ['{not json', 'INVALID_JSON'],
+      [Buffer.from([0xff, 0xfe, 0x00]), 'INVALID_JSON'],
+      [JSON.stringify({ clientMsgId: 'big', body: 'x'.repeat(1025) }), 'PAYLOAD_TOO_LARGE'],
+      [JSON.stringify({ clientMsgId: 'huge', body: 'é'.repeat(600) }), 'PAYLOAD_TOO_LARGE'],
+      [JSON.stringify({ clientMsgId: 'extra', body: 'hi', admin: true }), 'UNKNOWN_FIELD'],
+      [JSON.stringify({ clientMsgId: 'no body' }), 'INVALID_MESSAGE'],
+      [JSON.stringify({ clientMsgId: 'm', body: 'x', mentions: 'bob' }), 'INVALID_MESSAGE'],
+      [JSON.stringify({ clientMsgId: 'r', body: 'x', replyToSeq: 999 }), 'REPLY_TO_UNKNOWN'],
+      [JSON.stringify([1, 2, 3]), 'INVALID_MESSAGE'],
+      ['null', 'INVALID_MESSAGE'],
+    ];
+    for (const [payload, _] of cases) await alice.publishAsync(topic, payload, { qos: 1 }); // each gets its PUBACK
+    await alice.publishAsync('users/bob/events', '{}', { qos: 1 });
+    await alice.publishAsync('anything/else', 'x', { qos: 1 });
+    await until(() => events.all.length === cases.length + 2, 'all rejections');
+    expect(events.all.map((e) => e.body.code)).toEqual([...cases.map(([, code]) => code), 'TOPIC_NOT_ALLOWED', 'TOPIC_NOT_ALLOWED']);
+    expect(events.all.every((e) => e.body.type === 'rejected' && typeof e.body.message === 'string')).toBe(true);
+    expect(events.all[4]!.body).toMatchObject({ clientMsgId: 'extra', groupId });
+    expect(alice.connected).toBe(true);
+    // Nothing was stored, and the same connection still sends.
+    await alice.publishAsync(topic, JSON.stringify({ clientMsgId: 'good', body: 'fine' }), { qos: 1 });
+    await until(() => events.all.some((e) => e.body.type === 'ack'), 'ack of the good message');
+    expect(events.all.find((e) => e.body.type === 'ack')!.body.seq).toBe(1);
+    await alice.endAsync();
+  });
+
+  it('closes only the connection that sends a packet over maxPacketBytes; others keep being served', async () => {
+    const bob = await t.mqtt('bob');
+    const bobGot = collect(bob);
+    await bob.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
+    const greedy = await t.mqtt('alice');
+    const closed = new Promise<void>((resolve) => greedy.once('close', () => resolve()));
+    greedy.publish(`groups/${groupId}/messages`, Buffer.alloc(200 * 1024, 0x61), { qos: 1 });
+    await closed;
+    const res = await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'after-greedy', body: 'still here' });
+    expect(res.status).toBe(201);
+    await until(() => bobGot.all.some((m) => m.body.clientMsgId === 'after-greedy'), 'delivery to bob');
+    greedy.end(true);
+    await bob.endAsync();
+  });
+
+  it('survives garbage bytes on the MQTT port', async () => {
+    const socket = tcpConnect(t.chorus.mqttPort, '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write(Buffer.from('GET / HTTP/1.1\r\n\r\n\u00ff\u00ff\u00ff\u00ff\u00ff'));
+    await new Promise((resolve) => socket.once('close', resolve));
+    const alice = await t.mqtt('alice');
+    expect(alice.connected).toBe(true);
+    await alice.endAsync();
+  });
+
+  it('answers bad REST input with 4xx and a stable code', async () => {
+    const path = `/v1/groups/${groupId}/messages`;
+    const raw = async (body: string, headers: Record<string, string> = { 'content-type': 'application/json' }) => {
+      const res = await fetch(`${t.chorus.urls.http}${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${await t.token('alice')}`, ...headers },
+        body,
+      });
+      return { status: res.status, body: (await res.json()) as { code: string } };
+    };
+    expect(await raw('{oops')).toMatchObject({ status: 400, body: { code: 'INVALID_JSON' } });
+    expect(await raw(JSON.stringify({ clientMsgId: 'x', body: 'y', extra: 1 }))).toMatchObject({ status: 400, body: { code: 'UNKNOWN_FIELD' } });
+    expect(await raw(JSON.stringify({ clientMsgId: 'x', body: 'y'.repeat(1025) }))).toMatchObject({ status: 413, body: { code: 'PAYLOAD_TOO_LARGE' } });
+    expect(await raw('x'.repeat(20_000))).toMatchObject({ status: 413, body: { code: 'PAYLOAD_TOO_LARGE' } });
+    expect(await raw(JSON.stringify({ clientMsgId: 'has space', body: 'y' }))).toMatchObject({ status: 400, body: { code: 'VALIDATION_FAILED' } });
+    expect((await t.api('alice', 'GET', `${path}?afterSeq=-1`)).body.code).toBe('VALIDATION_FAILED');
+    expect((await t.api('alice', 'GET', `${path}?afterSeq=1&beforeSeq=5`)).body.code).toBe('VALIDATION_FAILED');
+    expect((await t.api('alice', 'GET', '/v1/groups/bad$id/messages')).body.code).toBe('VALIDATION_FAILED');
+    expect((await t.api('alice', 'GET', '/v1/nowhere')).body.code).toBe('NOT_FOUND');
+    const noAuth = await fetch(`${t.chorus.urls.http}/v1/groups`);
+    expect([noAuth.status, ((await noAuth.json()) as { code: string }).code]).toEqual([401, 'UNAUTHORIZED']);
+    const expired = await fetch(`${t.chorus.urls.http}/v1/groups`, { headers: { authorization: `Bearer ${await t.token('alice', -60)}` } });
+    expect(expired.status).toBe(401);
+    await sleep(10);
+  });
+});

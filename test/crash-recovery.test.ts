@@ -1,0 +1,94 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import mqtt from 'mqtt';
+import { afterAll, describe, expect, it } from 'vitest';
+import { signToken } from '../broker/auth.js';
+import { loadConfig } from '../config/config.js';
+import { freePort, sleep, tempDir } from './harness.js';
+
+const CLI = new URL('../dist/clients/cli.js', import.meta.url).pathname;
+
+describe('SIGKILL mid-stream', () => {
+  const children: ChildProcess[] = [];
+  afterAll(() => {
+    for (const child of children) child.kill('SIGKILL');
+  });
+
+  it('keeps every acknowledged message, and seq continues after restart without reuse or holes', async () => {
+    expect(existsSync(CLI), 'run `npm run build` first (npm test does)').toBe(true);
+    const dataDir = tempDir();
+    const [mqttPort, httpPort] = [await freePort(), await freePort()];
+    const env = { ...process.env, CHORUS_DATA_DIR: dataDir, CHORUS_MQTT_PORT: String(mqttPort), CHORUS_HTTP_PORT: String(httpPort), CHORUS_LOG_LEVEL: 'warn' };
+    const start = async () => {
+      const child = spawn(process.execPath, [CLI, 'serve'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+      children.push(child);
+      await new Promise<void>((resolve, reject) => {
+        child.stdout!.on('data', (d: Buffer) => d.toString().includes('Chorus is running') && resolve());
+        child.once('exit', (code) => reject(new Error(`chorus exited with ${code}`)));
+      });
+      return child;
+    };
+    const config = loadConfig({ CHORUS_DATA_DIR: dataDir });
+    const api = async (method: string, path: string, body?: unknown) => {
+      const res = await fetch(`http://127.0.0.1:${httpPort}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${await signToken(config, 'alice', 600)}`, 'content-type': 'application/json' },
+        body: body === undefined ? null : JSON.stringify(body),
+      });
+      return (await res.json()) as any;
+    };
+
+    let server = await start();
+    const groupId = (await api('POST', '/v1/groups', { name: 'crash' })).id as string;
+    const client = mqtt.connect(`mqtt://127.0.0.1:${mqttPort}`, {
+      username: 'alice',
+      password: await signToken(config, 'alice', 600),
+      reconnectPeriod: 0,
+    });
+    await new Promise((resolve) => client.once('connect', resolve));
+    const acked: string[] = [];
+    let sent = 0;
+    let stop = false;
+    const sender = async (lane: number) => {
+      for (let i = 0; !stop; i++) {
+        const clientMsgId = `l${lane}-${i}`;
+        sent += 1;
+        try {
+          await client.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId, body: 'x' }), { qos: 1 });
+          if (!stop) acked.push(clientMsgId);
+        } catch {
+          return;
+        }
+      }
+    };
+    const lanes = Array.from({ length: 8 }, (_, lane) => sender(lane));
+    while (acked.length < 400) await sleep(5);
+    server.kill('SIGKILL'); // mid-stream: publishes are in flight on 8 lanes
+    stop = true;
+    await new Promise((resolve) => server.once('exit', resolve));
+    client.end(true);
+    await Promise.race([Promise.all(lanes), sleep(1000)]);
+    expect(sent).toBeGreaterThan(acked.length);
+
+    server = await start();
+    const stored: { seq: number; clientMsgId: string }[] = [];
+    for (let after = 0; ; ) {
+      const page = (await api('GET', `/v1/groups/${groupId}/messages?afterSeq=${after}&limit=1000`)).messages;
+      stored.push(...page);
+      if (page.length < 1000) break;
+      after = page.at(-1).seq;
+    }
+    const storedIds = new Set(stored.map((m) => m.clientMsgId));
+    expect(acked.filter((id) => !storedIds.has(id))).toEqual([]);
+    expect(stored.map((m) => m.seq)).toEqual(stored.map((_, i) => i + 1));
+    expect(storedIds.size).toBe(stored.length);
+
+    const next = await api('POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'after-restart', body: 'y' });
+    expect(next.seq).toBe(stored.length + 1);
+    // A retry of a message that was acknowledged before the crash still finds its original seq.
+    const retry = await api('POST', `/v1/groups/${groupId}/messages`, { clientMsgId: acked[0], body: 'x' });
+    expect(retry).toMatchObject({ duplicate: true, seq: stored.find((m) => m.clientMsgId === acked[0])!.seq });
+    server.kill('SIGTERM');
+    await new Promise((resolve) => server.once('exit', resolve));
+  });
+});

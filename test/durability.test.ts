@@ -1,0 +1,101 @@
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { GroupAppend, MessageLog } from '../sequencer/message-log.js';
+import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
+import { TestChorus, collect, sleep, tempDir, until } from './harness.js';
+
+/** The real SQLite log, whose appends wait until the gate opens (or fail while it is set to fail). */
+class GatedLog implements MessageLog {
+  private opened: Promise<void> = Promise.resolve();
+  private open: () => void = () => {};
+  failing = false;
+  appendCalls = 0;
+
+  constructor(private readonly inner: MessageLog) {}
+
+  shut(): void {
+    this.opened = new Promise((resolve) => (this.open = resolve));
+  }
+
+  release(): void {
+    this.open();
+  }
+
+  async append(batch: GroupAppend[]) {
+    this.appendCalls += 1;
+    await this.opened;
+    if (this.failing) throw new Error('disk unavailable');
+    return this.inner.append(batch);
+  }
+  readAfter(groupId: string, afterSeq: number, limit: number) {
+    return this.inner.readAfter(groupId, afterSeq, limit);
+  }
+  readBefore(groupId: string, beforeSeq: number, limit: number) {
+    return this.inner.readBefore(groupId, beforeSeq, limit);
+  }
+  lastSeq(groupId: string) {
+    return this.inner.lastSeq(groupId);
+  }
+  close() {
+    return this.inner.close();
+  }
+}
+
+describe('a PUBACK (or a 2xx) means the message is durable', () => {
+  let t: TestChorus;
+  let log: GatedLog;
+  beforeAll(async () => {
+    log = new GatedLog(new MessageLogSqlite(join(tempDir(), 'messages.db'), { synchronous: 'full' }));
+    t = await TestChorus.start({ sendTimeoutMs: 300 }, { messageLog: log });
+  });
+  afterAll(async () => {
+    log.release();
+    await t.close();
+  });
+
+  it('holds the PUBACK and the fan-out until the log has committed', async () => {
+    const groupId = await t.group('alice', ['bob']);
+    const bob = await t.mqtt('bob');
+    const bobGot = collect(bob);
+    await bob.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
+    const alice = await t.mqtt('alice');
+    log.shut();
+    let acked = false;
+    const publish = alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'held', body: 'x' }), { qos: 1 }).then(() => {
+      acked = true;
+    });
+    await sleep(300);
+    expect(acked).toBe(false);
+    expect(bobGot.all).toEqual([]);
+    expect(await log.lastSeq(groupId)).toBe(0);
+    log.release();
+    await publish;
+    expect(await log.lastSeq(groupId)).toBe(1);
+    await until(() => bobGot.all.length === 1, 'fan-out after commit');
+    await Promise.all([alice.endAsync(), bob.endAsync()]);
+  });
+
+  it('keeps sends pending while the store fails, answers REST with 503 meanwhile, and stores them once it recovers', async () => {
+    const groupId = await t.group('alice');
+    const alice = await t.mqtt('alice');
+    log.failing = true;
+    let acked = false;
+    const publish = alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'survivor', body: 'x' }), { qos: 1 }).then(() => {
+      acked = true;
+    });
+    const rest = await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'rest-during-outage', body: 'y' });
+    expect(rest.status).toBe(503);
+    expect(rest.body.code).toBe('STORE_UNAVAILABLE');
+    await sleep(300);
+    expect(log.appendCalls).toBeGreaterThanOrEqual(3); // the failed batch is retried with backoff
+    expect(acked).toBe(false);
+    log.failing = false;
+    await publish;
+    await until(() => acked, 'ack after recovery');
+    const history = await t.api('alice', 'GET', `/v1/groups/${groupId}/messages?afterSeq=0`);
+    expect(history.body.messages.map((m: { clientMsgId: string }) => m.clientMsgId).sort()).toEqual(['rest-during-outage', 'survivor']);
+    const retry = await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'rest-during-outage', body: 'y' });
+    expect(retry.body).toMatchObject({ duplicate: true });
+    await alice.endAsync();
+  });
+});
