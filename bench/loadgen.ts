@@ -1,0 +1,122 @@
+/**
+ * The load generator: its own process, raw MQTT 3.1.1 over TCP with mqtt-packet (no client library per message).
+ * Publishers keep `window` QoS 1 publishes in flight each; subscribers acknowledge every delivery. Each payload carries
+ * its send time, so the latency measured is end to end: publisher -> broker (-> sequencer -> log) -> subscriber.
+ * Prints one JSON line with the results.
+ */
+import { connect, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import mqttPacket from 'mqtt-packet';
+
+export interface LoadSpec {
+  port: number;
+  topic: string;
+  publishers: { username: string; password: string }[];
+  subscribers: { username: string; password: string }[];
+  window: number;
+  bodyBytes: number;
+  warmupMs: number;
+  measureMs: number;
+}
+
+interface Conn {
+  socket: Socket;
+  send(packet: mqttPacket.Packet): void;
+  onPacket(handler: (packet: mqttPacket.Packet) => void): void;
+}
+
+async function open(port: number, clientId: string, username: string, password: string): Promise<Conn> {
+  const socket = connect(port, '127.0.0.1');
+  socket.setNoDelay(true);
+  const parser = mqttPacket.parser({ protocolVersion: 4 });
+  socket.on('data', (chunk) => parser.parse(chunk));
+  const conn: Conn = {
+    socket,
+    send: (packet) => socket.write(mqttPacket.generate(packet)),
+    onPacket: (handler) => parser.on('packet', handler),
+  };
+  await new Promise<void>((resolve, reject) => {
+    parser.once('packet', (p) => ((p as mqttPacket.IConnackPacket).returnCode === 0 ? resolve() : reject(new Error(`CONNACK ${JSON.stringify(p)}`))));
+    socket.once('error', reject);
+    conn.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, keepalive: 60, username, password: Buffer.from(password) });
+  });
+  return conn;
+}
+
+const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+
+async function run(spec: LoadSpec): Promise<void> {
+  const latencies: number[] = [];
+  let measuring = false;
+  let acked = 0;
+  let delivered = 0;
+  const filler = 'x'.repeat(spec.bodyBytes);
+
+  const subscribers = await Promise.all(
+    spec.subscribers.map(async (s, i) => {
+      const conn = await open(spec.port, `bench-sub-${i}-${process.pid}`, s.username, s.password);
+      await new Promise<void>((resolve) => {
+        conn.onPacket((p) => {
+          if (p.cmd === 'suback') resolve();
+          if (p.cmd !== 'publish') return;
+          if (p.qos === 1) conn.send({ cmd: 'puback', messageId: p.messageId! });
+          if (!measuring) return;
+          delivered += 1;
+          const text = p.payload.toString();
+          const at = text.indexOf('~T');
+          const sentAt = Number(text.slice(at + 2, text.indexOf('|', at)));
+          latencies.push(performance.now() - sentAt);
+        });
+        conn.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: spec.topic, qos: 1 }] });
+      });
+      return conn;
+    }),
+  );
+
+  let stopped = false;
+  const publishers = await Promise.all(
+    spec.publishers.map(async (p, i) => {
+      const conn = await open(spec.port, `bench-pub-${i}-${process.pid}`, p.username, p.password);
+      let counter = 0;
+      let messageId = 0;
+      const publishOne = () => {
+        counter += 1;
+        messageId = (messageId % 65535) + 1;
+        const payload = `{"clientMsgId":"p${i}-${process.pid}-${counter}","body":"~T${performance.now()}|${filler}"}`;
+        conn.send({ cmd: 'publish', topic: spec.topic, qos: 1, messageId, retain: false, dup: false, payload });
+      };
+      conn.onPacket((packet) => {
+        if (packet.cmd !== 'puback') return;
+        if (measuring) acked += 1;
+        if (!stopped) publishOne();
+      });
+      for (let w = 0; w < spec.window; w++) publishOne();
+      return conn;
+    }),
+  );
+
+  await new Promise((resolve) => setTimeout(resolve, spec.warmupMs));
+  measuring = true;
+  const started = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, spec.measureMs));
+  measuring = false;
+  stopped = true;
+  const seconds = (performance.now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  process.stdout.write(
+    `${JSON.stringify({
+      publishPerSec: acked / seconds,
+      deliveredPerSec: delivered / seconds,
+      p50Ms: percentile(latencies, 50),
+      p99Ms: percentile(latencies, 99),
+      samples: latencies.length,
+    })}\n`,
+  );
+  for (const conn of [...publishers, ...subscribers]) conn.socket.destroy();
+}
+
+const spec = JSON.parse(process.argv[2] ?? '{}') as LoadSpec;
+run(spec).catch((err: Error) => {
+  process.stderr.write(`loadgen: ${err.message}\n`);
+  process.exit(1);
+});
