@@ -15,7 +15,7 @@ import {
   type StampedMessage,
   type UserEvent,
 } from '../protocol/index.js';
-import { decodeSend } from '../sequencer/send-validation.js';
+import { parseSendBytes } from '../sequencer/send-validation.js';
 import type { Sequencer } from '../sequencer/sequencer.js';
 import type { TokenVerifier } from './auth.js';
 import { watchFrameSizes } from './frame-limit.js';
@@ -76,6 +76,12 @@ export class ChorusBroker {
     };
     aedes.authorizeForward = (client, packet) => (this.mayReceive(client, packet.topic) ? packet : null);
     aedes.authorizePublish = (client, packet, callback) => this.routePublish(client, packet, callback);
+    // A voided client publish has nobody to reach: skip the routing pipeline (offline queues, mq match) entirely.
+    const route = aedes.publish.bind(aedes) as (packet: PublishPacket, client: unknown, done: unknown) => void;
+    aedes.publish = ((packet: PublishPacket, client: unknown, done?: (err?: Error) => void) => {
+      if (packet.topic !== VOID_TOPIC) return route(packet, client, done);
+      (typeof client === 'function' ? (client as () => void) : (done ?? (() => {})))();
+    }) as typeof aedes.publish;
     aedes.on('clientDisconnect', (client) => this.onDisconnect(client));
     aedes.on('clientError', (client, err) => logger.debug({ clientId: client.id, err: err.message }, 'client error'));
     aedes.on('connectionError', (_client, err) => logger.debug({ err: err.message }, 'connection error'));
@@ -169,26 +175,27 @@ export class ChorusBroker {
     packet.retain = false;
     if (userId === undefined) return callback(null); // a will left by a session that no longer exists
     if (target?.kind !== 'group') {
-      this.reject(userId, new ChorusError('TOPIC_NOT_ALLOWED', `clients may not publish to ${target ? 'events topics' : 'this topic'}`));
+      this.reject(client!, userId, new ChorusError('TOPIC_NOT_ALLOWED', `clients may not publish to ${target ? 'events topics' : 'this topic'}`));
       return callback(null);
     }
     const { groupId } = target;
     const sequencer = this.sequencer;
     if (!sequencer) {
-      this.reject(userId, new ChorusError('STORE_UNAVAILABLE'), groupId);
+      this.reject(client!, userId, new ChorusError('STORE_UNAVAILABLE'), groupId);
       return callback(null);
     }
-    let send;
+    const sender = client!;
+    let send: unknown;
     try {
-      send = decodeSend(typeof payload === 'string' ? Buffer.from(payload) : payload, this.deps.config.maxBodyBytes);
+      send = parseSendBytes(typeof payload === 'string' ? Buffer.from(payload) : payload, this.deps.config.maxBodyBytes);
     } catch (err) {
-      this.reject(userId, err, groupId, clientMsgIdOf(payload));
+      this.reject(sender, userId, err, groupId, clientMsgIdOf(send));
       return callback(null);
     }
     // The PUBACK (written by Aedes when this callback runs) waits for the commit: a PUBACK means durable.
     sequencer.send(groupId, userId, send).then(
       ({ message, duplicate }) => {
-        this.sendEvent(userId, {
+        this.tellSender(sender, userId, {
           type: 'ack',
           groupId,
           clientMsgId: message.clientMsgId,
@@ -199,19 +206,30 @@ export class ChorusBroker {
         callback(null);
       },
       (err: unknown) => {
-        this.reject(userId, err, groupId, send.clientMsgId);
+        this.reject(sender, userId, err, groupId, clientMsgIdOf(send));
         callback(null);
       },
     );
   }
 
-  private reject(userId: string, err: unknown, groupId?: string, clientMsgId?: string): void {
+  /**
+   * Acks and rejections concern the connection that sent the publish: when it has not subscribed to its events topic
+   * nobody is listening, and the publish is skipped. They still go through the router, never straight to the client:
+   * Aedes drops, per client, any packet older than the last one it delivered (its duplicate filter), so a direct write
+   * could overtake, and so silence, a group message routed just before it.
+   */
+  private tellSender(client: Client, userId: string, event: UserEvent): void {
+    const topic = eventsTopic(userId);
+    if ((client as unknown as { subscriptions: Record<string, unknown> }).subscriptions[topic]) this.sendEvent(userId, event);
+  }
+
+  private reject(client: Client, userId: string, err: unknown, groupId?: string, clientMsgId?: string): void {
     const error = isChorusError(err) ? err : new ChorusError('INTERNAL');
     if (!isChorusError(err)) this.deps.logger.error({ err }, 'publish failed');
     const event: UserEvent = { type: 'rejected', code: error.code, message: error.message };
     if (groupId !== undefined) event.groupId = groupId;
     if (clientMsgId !== undefined) event.clientMsgId = clientMsgId;
-    this.sendEvent(userId, event);
+    this.tellSender(client, userId, event);
   }
 
   /** Makes live subscriptions follow a membership change; resolves when every client of the user has followed. */
@@ -281,12 +299,7 @@ export class ChorusBroker {
 }
 
 /** Best effort: names the clientMsgId in a rejection even when the payload as a whole is bad. */
-function clientMsgIdOf(payload: Buffer | string): string | undefined {
-  try {
-    const value: unknown = JSON.parse(payload.toString());
-    const id = (value as { clientMsgId?: unknown } | null)?.clientMsgId;
-    return typeof id === 'string' && id.length <= 64 ? id : undefined;
-  } catch {
-    return undefined;
-  }
+function clientMsgIdOf(send: unknown): string | undefined {
+  const id = (send as { clientMsgId?: unknown } | null | undefined)?.clientMsgId;
+  return typeof id === 'string' && id.length <= 64 ? id : undefined;
 }

@@ -66,7 +66,8 @@ export class MessageLogSqlite implements MessageLog {
     `);
     this.insert = this.db.prepare(
       `INSERT INTO messages (group_id, seq, sender_id, client_msg_id, type, body, reply_to_seq, mentions, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (group_id, sender_id, client_msg_id) DO NOTHING`,
     );
     this.selectLast = this.db.prepare('SELECT MAX(seq) AS seq FROM messages WHERE group_id = ?');
     this.selectByClientMsgId = this.db.prepare(
@@ -86,12 +87,10 @@ export class MessageLogSqlite implements MessageLog {
       const key = `${draft.senderId}\u0000${draft.clientMsgId}`;
       const earlier = inThisCall.get(key);
       if (earlier) return { message: earlier, duplicate: true };
-      const stored = this.selectByClientMsgId.get(groupId, draft.senderId, draft.clientMsgId);
-      if (stored) return { message: rowToMessage(groupId, stored), duplicate: true };
-      last += 1;
-      this.insert.run(
+      // The dedup index decides: a conflicting insert changes nothing and the original is read back.
+      const inserted = this.insert.run(
         groupId,
-        last,
+        last + 1,
         draft.senderId,
         draft.clientMsgId,
         draft.type,
@@ -100,6 +99,11 @@ export class MessageLogSqlite implements MessageLog {
         draft.mentions && draft.mentions.length > 0 ? JSON.stringify(draft.mentions) : null,
         draft.createdAtMs,
       );
+      if (inserted.changes === 0) {
+        const stored = this.selectByClientMsgId.get(groupId, draft.senderId, draft.clientMsgId)!;
+        return { message: rowToMessage(groupId, stored), duplicate: true };
+      }
+      last += 1;
       const message = toStampedMessage(groupId, last, draft);
       inThisCall.set(key, message);
       return { message, duplicate: false };

@@ -32,16 +32,14 @@ export function validateSend(value: unknown, maxBodyBytes: number): SendPayload 
   return value;
 }
 
-/** Decodes the raw payload of an MQTT publish to a group topic. */
-export function decodeSend(raw: Buffer, maxBodyBytes: number): SendPayload {
+/** Parses the raw payload of an MQTT publish to a group topic; validateSend (in the sequencer) checks it. */
+export function parseSendBytes(raw: Buffer, maxBodyBytes: number): unknown {
   if (raw.length > maxEncodedBytes(maxBodyBytes)) {
     throw new ChorusError('PAYLOAD_TOO_LARGE', `payload is ${raw.length} bytes`, { limit: maxBodyBytes });
   }
-  let parsed: unknown;
   try {
-    parsed = JSON.parse(raw.toString('utf8'));
+    return JSON.parse(raw.toString('utf8'));
   } catch {
     throw new ChorusError('INVALID_JSON');
   }
-  return validateSend(parsed, maxBodyBytes);
 }
