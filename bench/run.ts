@@ -3,7 +3,8 @@
  * one run, so that machine noise hits both alike. Reports medians and the Chorus/Aedes ratio.
  *
  * Each server runs in its own process and the load generator in another. Environment: BENCH_ROUNDS (default 3),
- * BENCH_MEASURE_MS (default 8000), BENCH_PUBLISHERS / BENCH_SUBSCRIBERS (default 4 / 4), BENCH_WINDOW (default 32).
+ * BENCH_MEASURE_MS (default 8000), BENCH_PUBLISHERS / BENCH_SUBSCRIBERS (default 4 / 4), BENCH_WINDOW (default 32);
+ * BENCH_PROFILE_DIR writes a CPU profile of the Chorus server there.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -77,8 +78,9 @@ const chorusSqlite: Target = {
     const dataDir = mkdtempSync(join(tmpdir(), 'chorus-bench-'));
     const httpPort = await freePort();
     const cli = join(here, '..', 'clients', 'cli.js');
+    const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
     const childEnv = { ...process.env, CHORUS_DATA_DIR: dataDir, CHORUS_MQTT_PORT: String(port), CHORUS_HTTP_PORT: String(httpPort), CHORUS_LOG_LEVEL: 'warn' };
-    const child = spawn(process.execPath, [cli, 'serve'], { env: childEnv, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...profile, cli, 'serve'], { env: childEnv, stdio: ['ignore', 'pipe', 'inherit'] });
     await waitForLine(child, 'Chorus is running');
     const config = loadConfig({ CHORUS_DATA_DIR: dataDir });
     const publishers = users('pub', PUBLISHERS);

@@ -185,6 +185,11 @@ export class ChorusBroker {
       return callback(null);
     }
     const sender = client!;
+    // The live ACL follows every membership change as it is made, so it is current without a store read per message.
+    if (!this.live.isMember(sender, groupId)) {
+      this.reject(sender, userId, new ChorusError('NOT_A_MEMBER'), groupId, clientMsgIdOf(parseQuietly(payload)));
+      return callback(null);
+    }
     let send: unknown;
     try {
       send = parseSendBytes(typeof payload === 'string' ? Buffer.from(payload) : payload, this.deps.config.maxBodyBytes);
@@ -295,6 +300,14 @@ export class ChorusBroker {
     this.wsServer?.close();
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
     await new Promise<void>((resolve) => (this.tcpServer ? this.tcpServer.close(() => resolve()) : resolve()));
+  }
+}
+
+function parseQuietly(payload: Buffer | string): unknown {
+  try {
+    return JSON.parse(payload.toString());
+  } catch {
+    return undefined;
   }
 }
 

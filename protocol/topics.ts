@@ -16,8 +16,23 @@ export const eventsTopic = (userId: string): string => `users/${userId}/events`;
 
 export type ParsedTopic = { kind: 'group'; groupId: string } | { kind: 'events'; userId: string };
 
-/** Parses a concrete (wildcard-free) topic; anything that is not a Chorus topic yields null. */
+const parsedTopics = new Map<string, ParsedTopic | null>();
+const MAX_CACHED_TOPICS = 10_000;
+
+/**
+ * Parses a concrete (wildcard-free) topic; anything that is not a Chorus topic yields null. The broker asks this for
+ * every forwarded message, so answers are cached (bounded: the cache is dropped whole when full).
+ */
 export function parseTopic(topic: string): ParsedTopic | null {
+  const cached = parsedTopics.get(topic);
+  if (cached !== undefined) return cached;
+  const parsed = parseTopicUncached(topic);
+  if (parsedTopics.size >= MAX_CACHED_TOPICS) parsedTopics.clear();
+  parsedTopics.set(topic, parsed);
+  return parsed;
+}
+
+function parseTopicUncached(topic: string): ParsedTopic | null {
   const parts = topic.split('/');
   if (parts.length !== 3) return null;
   const [root, id, leaf] = parts as [string, string, string];

@@ -7,9 +7,6 @@ export interface SendResult {
   duplicate: boolean;
 }
 
-/** Is `userId` a member of `groupId` right now? */
-export type MembershipCheck = (groupId: string, userId: string) => Promise<boolean>;
-
 /** Hands a newly stored message to live delivery. Called once per new message, per group in seq order. */
 export type FanOut = (message: StampedMessage) => void;
 
@@ -49,7 +46,6 @@ export class Sequencer {
 
   constructor(
     private readonly log: MessageLog,
-    private readonly isMember: MembershipCheck,
     private readonly fanOut: FanOut,
     private readonly options: SequencerOptions,
   ) {
@@ -62,11 +58,11 @@ export class Sequencer {
   }
 
   /**
-   * Sequences one send. Resolves once the message is durable (or was already stored under this clientMsgId);
-   * rejects with a ChorusError when the send is refused.
+   * Sequences one send from a sender the caller has authorized as a member (the broker checks its live ACL, the API
+   * the group store). Validates the payload; resolves once the message is durable (or was already stored under this
+   * clientMsgId); rejects with a ChorusError when the send is refused.
    */
   async send(groupId: string, senderId: string, payload: unknown): Promise<SendResult> {
-    if (!(await this.isMember(groupId, senderId))) throw new ChorusError('NOT_A_MEMBER');
     const send: SendPayload = validateSend(payload, this.options.maxBodyBytes);
     if (send.replyToSeq !== undefined && send.replyToSeq > (await this.log.lastSeq(groupId))) {
       throw new ChorusError('REPLY_TO_UNKNOWN', `no message ${send.replyToSeq} in this group`);

@@ -41,7 +41,7 @@ export async function startChorus(config: ChorusConfig, backends: ChorusBackends
 
   const broker = await ChorusBroker.create({ config, verifier, groups, logger: logger.child({ component: 'broker' }) });
   const sequencerLog = logger.child({ component: 'sequencer' });
-  const sequencer = new Sequencer(log, (groupId, userId) => groups.isMember(groupId, userId), (m) => broker.fanOut(m), {
+  const sequencer = new Sequencer(log, (m) => broker.fanOut(m), {
     maxBodyBytes: config.maxBodyBytes,
     maxPendingSends: config.maxPendingSends,
     onStoreError: (err, attempt) => sequencerLog.error({ err, attempt }, 'message log append failed; retrying'),

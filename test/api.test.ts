@@ -20,7 +20,7 @@ describe('REST API (app.inject)', () => {
   const fannedOut: StampedMessage[] = [];
   const changes: MembershipChange[] = [];
   feed.subscribe((c) => void changes.push(c));
-  const sequencer = new Sequencer(log, (g, u) => groups.isMember(g, u), (m) => fannedOut.push(m), {
+  const sequencer = new Sequencer(log, (m) => fannedOut.push(m), {
     maxBodyBytes: config.maxBodyBytes,
     maxPendingSends: 1000,
   });
