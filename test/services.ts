@@ -1,0 +1,38 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { CassandraSession } from '../sequencer/cassandra-session.js';
+
+/**
+ * The real Redis and Cassandra that `scripts/services.sh start` runs on loopback. Tests that need them connect here
+ * and fail, never skip, when a server is missing.
+ */
+export const REDIS_PORT = Number(process.env.CHORUS_TEST_REDIS_PORT ?? 6399);
+export const CASSANDRA_PORT = Number(process.env.CHORUS_TEST_CASSANDRA_PORT ?? 9142);
+export const redisUrl = `redis://127.0.0.1:${REDIS_PORT}`;
+export const cassandraContactPoint = `127.0.0.1:${CASSANDRA_PORT}`;
+
+/** A keyspace of its own for each test file, so files never see each other's data. */
+export const testKeyspace = (): string => `chorus_test_${randomBytes(4).toString('hex')}`;
+
+export async function connectRedis(): Promise<Redis> {
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1, retryStrategy: () => null, lazyConnect: true });
+  try {
+    await redis.connect();
+  } catch (err) {
+    throw new Error(`Redis is not answering on ${redisUrl}: run scripts/services.sh start (${(err as Error).message})`);
+  }
+  return redis;
+}
+
+export async function connectCassandra(keyspace: string): Promise<CassandraSession> {
+  try {
+    return await CassandraSession.connect({
+      contactPoints: [cassandraContactPoint],
+      localDataCenter: 'datacenter1',
+      keyspace,
+      replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+    });
+  } catch (err) {
+    throw new Error(`Cassandra is not answering on ${cassandraContactPoint}: run scripts/services.sh start (${(err as Error).message})`);
+  }
+}
