@@ -1,7 +1,7 @@
 import { createServer, type Server as TcpServer } from 'node:net';
 import type { Server as HttpServer, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
+import { Aedes, type AedesOptions, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
 import type { Logger } from 'pino';
 import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { ChorusConfig } from '../config/config.js';
@@ -36,6 +36,9 @@ export interface BrokerDeps {
   verifier: TokenVerifier;
   groups: Groups;
   logger: Logger;
+  /** Aedes persistence and message router; in-memory when absent (one node), Redis-backed in a cluster. */
+  persistence?: AedesOptions['persistence'];
+  mq?: AedesOptions['mq'];
 }
 
 /** CONNACK return codes, MQTT 3.1.1 table 3.1 ([MQTT-3.2.2-5]). */
@@ -90,7 +93,8 @@ export class ChorusBroker {
 
   static async create(deps: BrokerDeps): Promise<ChorusBroker> {
     const aedes = await Aedes.createBroker({
-      persistence: new BoundedMemoryPersistence(deps.config.maxOfflineQueue) as never,
+      persistence: deps.persistence ?? (new BoundedMemoryPersistence(deps.config.maxOfflineQueue) as never),
+      ...(deps.mq ? { mq: deps.mq } : {}),
       drainTimeout: 30_000,
       maxClientsIdLength: 128,
       heartbeatInterval: 60_000,

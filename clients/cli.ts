@@ -34,18 +34,12 @@ function config(overrides: Partial<ChorusConfig> = {}): ChorusConfig {
 async function serve(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { role: { type: 'string' } } });
   const cfg = config(values.role ? { role: values.role as ChorusConfig['role'] } : {});
-  if (cfg.role !== 'all') {
-    process.stderr.write(`role "${cfg.role}" needs the cluster backends (Redis and Cassandra); this build runs role "all"\n`);
-    process.exit(2);
-  }
   const chorus = await startChorus(cfg);
   process.stdout.write(
     [
-      `Chorus is running (data in ${cfg.dataDir}, ${cfg.env} mode)`,
-      `  MQTT over TCP        ${chorus.urls.mqtt}`,
-      `  MQTT over WebSocket  ${chorus.urls.ws}`,
-      `  REST API             ${chorus.urls.http}/v1`,
-      `  OpenAPI docs         ${chorus.urls.docs}`,
+      `Chorus is running (role ${cfg.role}, store ${cfg.store}${cfg.store === 'sqlite' ? ` in ${cfg.dataDir}` : ''}, ${cfg.env} mode)`,
+      ...(cfg.role !== 'api' ? [`  MQTT over TCP        ${chorus.urls.mqtt}`, `  MQTT over WebSocket  ${chorus.urls.ws}`] : []),
+      ...(cfg.role !== 'broker' ? [`  REST API             ${chorus.urls.http}/v1`, `  OpenAPI docs         ${chorus.urls.docs}`] : []),
       `  Try it:              npx chorus token alice`,
       '',
     ].join('\n'),

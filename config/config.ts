@@ -25,6 +25,22 @@ export const ConfigSchema = Type.Object(
       { default: 'info' },
     ),
 
+    store: Type.Union([Type.Literal('sqlite'), Type.Literal('cassandra')], {
+      default: 'sqlite',
+      description: 'sqlite: one process, embedded; cassandra: many processes sharing Redis and Cassandra',
+    }),
+    nodeId: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$', description: 'defaults to hostname-pid' })),
+    redisUrl: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'required with store cassandra' })),
+    cassandraContactPoints: Type.String({ default: '127.0.0.1:9042', minLength: 1, description: 'comma-separated host:port' }),
+    cassandraLocalDataCenter: Type.String({ default: 'datacenter1', minLength: 1 }),
+    cassandraKeyspace: Type.String({ default: 'chorus', pattern: '^[a-z][a-z0-9_]{0,47}$' }),
+    cassandraReplication: Type.String({
+      default: "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+      pattern: "^\\{[A-Za-z0-9_:',. ]+\\}$",
+      description: "CQL replication map for the keyspace, e.g. {'class': 'NetworkTopologyStrategy', 'dc1': 3}",
+    }),
+    retentionDays: Type.Integer({ minimum: 0, maximum: 3650, default: 30, description: 'Cassandra TTL of messages; 0 keeps them' }),
+
     jwtSecret: Type.Optional(Type.String({ minLength: 32, description: 'HS256 secret (at least 32 characters)' })),
     jwtPublicKey: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key (RS256 or ES256)' })),
     jwtIssuer: Type.Optional(Type.String({ minLength: 1 })),
@@ -111,6 +127,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     problems.push(`${label}: ${error.message}${error.path && key ? `, got ${JSON.stringify(error.value)}` : ''}`);
   }
   const config = candidate as ChorusConfig;
+  if (config.store === 'cassandra' && !config.redisUrl) problems.push('redisUrl (CHORUS_REDIS_URL): required with store cassandra');
+  if (config.role !== 'all' && config.store !== 'cassandra') {
+    problems.push(`role ${config.role}: needs store cassandra (nodes share Redis and Cassandra); the embedded store serves role all only`);
+  }
   if (config.jwtSecret && config.jwtPublicKey) problems.push('jwtSecret and jwtPublicKey: set one, not both');
   if (config.env === 'production' && !config.jwtSecret && !config.jwtPublicKey) {
     problems.push('jwtSecret or jwtPublicKey: required when env is production (no generated development secret)');

@@ -1,16 +1,16 @@
-import { join } from 'node:path';
+import { createServer, type Server } from 'node:http';
 import { pino, type Logger } from 'pino';
 import { createTokenVerifier } from '../broker/auth.js';
 import { ChorusBroker } from '../broker/broker.js';
 import type { ChorusConfig } from '../config/config.js';
-import { GroupStoreSqlite } from '../groups/group-store-sqlite.js';
-import { Groups, MembershipFeedLocal } from '../groups/groups.js';
+import { Groups } from '../groups/groups.js';
 import { buildApi } from '../history-api/app.js';
 import type { MessageLog } from '../sequencer/message-log.js';
-import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
 import { Sequencer } from '../sequencer/sequencer.js';
+import { clusterBackends, embeddedBackends, type Backends } from './backends.js';
 
 export interface RunningChorus {
+  /** 0 when this node serves no MQTT over TCP (role api). */
   mqttPort: number;
   httpPort: number;
   /** Where clients connect, for printing and for tests. */
@@ -20,26 +20,44 @@ export interface RunningChorus {
   close(): Promise<void>;
 }
 
-/**
- * Starts Chorus in one process on the embedded backends: the SQLite message log and group store under dataDir, the
- * in-memory broker state, the sequencer, MQTT on TCP, and HTTP (REST + MQTT over WebSocket) on one port.
- * Data flows one way: broker -> sequencer -> log -> fan-out through the broker.
- */
 export interface ChorusBackends {
   logger?: Logger;
   /** The message log to use instead of the configured one (it is closed with Chorus). */
   messageLog?: MessageLog;
 }
 
-export async function startChorus(config: ChorusConfig, backends: ChorusBackends = {}): Promise<RunningChorus> {
-  const logger = backends.logger ?? pino({ level: config.logLevel });
-  const verifier = await createTokenVerifier(config);
-  const log =
-    backends.messageLog ?? new MessageLogSqlite(join(config.dataDir, 'messages.db'), { synchronous: config.sqliteSynchronous });
-  const groupStore = new GroupStoreSqlite(join(config.dataDir, 'groups.db'), config.sqliteSynchronous);
-  const groups = new Groups(groupStore, new MembershipFeedLocal(), config.maxGroupMembers);
+/** Liveness for nodes without the REST API (role broker): the same port also carries MQTT over WebSocket. */
+function healthServer(): Server {
+  return createServer((req, res) => {
+    const ok = req.url === '/healthz';
+    res.writeHead(ok ? 200 : 404, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(ok ? { status: 'ok' } : { code: 'NOT_FOUND', message: 'no such resource' }));
+  });
+}
 
-  const broker = await ChorusBroker.create({ config, verifier, groups, logger: logger.child({ component: 'broker' }) });
+/**
+ * Starts one Chorus process. Data flows one way: broker -> sequencer -> log -> fan-out through the broker.
+ *
+ * - store sqlite (role all): everything in one process on embedded backends.
+ * - store cassandra: the role decides what this node serves. broker: MQTT over TCP and WebSocket (and sequences what
+ *   its clients publish); api: the REST API (and sequences REST sends, fanning them out through Redis to every broker
+ *   node); all: both.
+ */
+export async function startChorus(config: ChorusConfig, options: ChorusBackends = {}): Promise<RunningChorus> {
+  const logger = options.logger ?? pino({ level: config.logLevel });
+  const verifier = await createTokenVerifier(config);
+  const backends: Backends = config.store === 'cassandra' ? await clusterBackends(config) : embeddedBackends(config);
+  const log = options.messageLog ?? backends.log;
+  const groups = new Groups(backends.groupStore, backends.feed, config.maxGroupMembers);
+
+  const broker = await ChorusBroker.create({
+    config,
+    verifier,
+    groups,
+    logger: logger.child({ component: 'broker' }),
+    ...(backends.persistence ? { persistence: backends.persistence } : {}),
+    ...(backends.mq ? { mq: backends.mq } : {}),
+  });
   const sequencerLog = logger.child({ component: 'sequencer' });
   const sequencer = new Sequencer(log, (m) => broker.fanOut(m), {
     maxBodyBytes: config.maxBodyBytes,
@@ -48,11 +66,15 @@ export async function startChorus(config: ChorusConfig, backends: ChorusBackends
   });
   broker.useSequencer(sequencer);
 
-  const api = await buildApi({ config, verifier, groups, log, sequencer, logger: logger.child({ component: 'api' }) });
-  broker.attachWebSocket(api.server, config.wsPath);
-  const mqttPort = await broker.listenTcp(config.host, config.mqttPort);
-  await api.listen({ host: config.host, port: config.httpPort });
-  const httpPort = (api.server.address() as { port: number }).port;
+  const servesApi = config.role !== 'broker';
+  const servesMqtt = config.role !== 'api';
+  const api = servesApi ? await buildApi({ config, verifier, groups, log, sequencer, logger: logger.child({ component: 'api' }) }) : null;
+  const http = api ? api.server : healthServer();
+  if (servesMqtt) broker.attachWebSocket(http, config.wsPath);
+  const mqttPort = servesMqtt ? await broker.listenTcp(config.host, config.mqttPort) : 0;
+  if (api) await api.listen({ host: config.host, port: config.httpPort });
+  else await new Promise<void>((resolve) => http.listen(config.httpPort, config.host, () => resolve()));
+  const httpPort = (http.address() as { port: number }).port;
 
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   let closed = false;
@@ -72,9 +94,10 @@ export async function startChorus(config: ChorusConfig, backends: ChorusBackends
       closed = true;
       await sequencer.drain(5000);
       await broker.close();
-      await api.close();
-      await log.close();
-      await groupStore.close();
+      if (api) await api.close();
+      else await new Promise((resolve) => http.close(resolve));
+      if (options.messageLog) await options.messageLog.close();
+      await backends.close();
     },
   };
 }

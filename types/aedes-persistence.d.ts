@@ -9,3 +9,8 @@ declare module 'aedes-persistence/asyncPersistence.js' {
     cleanSubscriptions(client: { id: string }): Promise<unknown>;
   }
 }
+
+// aedes-persistence-redis ships no types; its factory returns a persistence for Aedes.
+declare module 'aedes-persistence-redis' {
+  export default function aedesPersistenceRedis(options: object): unknown;
+}

@@ -1,0 +1,64 @@
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { MembershipChange, MembershipFeed, MembershipListener } from './groups.js';
+
+const CHANGES = 'chorus:membership';
+const APPLIED = 'chorus:membership:applied';
+/** How long a change waits for every node to say it applied it; a node that does not answer is down or partitioned. */
+const APPLY_TIMEOUT_MS = 2_000;
+
+/**
+ * Membership changes over Redis pub/sub, to every node. publish() resolves once every node subscribed at that moment
+ * has applied the change (each answers on a second channel), so a removal is in force everywhere when the REST call
+ * that made it returns.
+ */
+export class MembershipFeedRedis implements MembershipFeed {
+  private readonly listeners = new Set<MembershipListener>();
+  private readonly waiting = new Map<string, { acks: number; expected?: number; done: () => void }>();
+
+  private constructor(
+    private readonly publisher: Redis,
+    private readonly subscriber: Redis,
+  ) {}
+
+  /** `subscriber` must be a connection of its own: Redis reserves a subscribed connection for pub/sub. */
+  static async start(publisher: Redis, subscriber: Redis): Promise<MembershipFeedRedis> {
+    const feed = new MembershipFeedRedis(publisher, subscriber);
+    subscriber.on('message', (channel: string, text: string) => void feed.onMessage(channel, text));
+    await subscriber.subscribe(CHANGES, APPLIED);
+    return feed;
+  }
+
+  private async onMessage(channel: string, text: string): Promise<void> {
+    if (channel === APPLIED) {
+      const waiter = this.waiting.get(text);
+      if (!waiter) return;
+      waiter.acks += 1; // acks may come before PUBLISH has returned how many nodes will send one
+      if (waiter.expected !== undefined && waiter.acks >= waiter.expected) waiter.done();
+      return;
+    }
+    const { id, change } = JSON.parse(text) as { id: string; change: MembershipChange };
+    await Promise.all([...this.listeners].map((listener) => listener(change)));
+    await this.publisher.publish(APPLIED, id);
+  }
+
+  async publish(change: MembershipChange): Promise<void> {
+    const id = randomUUID();
+    let timer: NodeJS.Timeout | undefined;
+    const applied = new Promise<void>((resolve) => {
+      this.waiting.set(id, { acks: 0, done: resolve });
+      timer = setTimeout(resolve, APPLY_TIMEOUT_MS);
+    });
+    const waiter = this.waiting.get(id)!;
+    waiter.expected = await this.publisher.publish(CHANGES, JSON.stringify({ id, change }));
+    if (waiter.acks >= waiter.expected) waiter.done();
+    await applied;
+    clearTimeout(timer);
+    this.waiting.delete(id);
+  }
+
+  subscribe(listener: MembershipListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+}

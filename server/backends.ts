@@ -1,0 +1,84 @@
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import type { AedesOptions } from 'aedes';
+import redisPersistence from 'aedes-persistence-redis';
+import { Redis } from 'ioredis';
+import MQEmitterRedis from 'mqemitter-redis';
+import type { ChorusConfig } from '../config/config.js';
+import type { GroupStore } from '../groups/group-store.js';
+import { GroupStoreCassandra } from '../groups/group-store-cassandra.js';
+import { GroupStoreSqlite } from '../groups/group-store-sqlite.js';
+import { MembershipFeedLocal, type MembershipFeed } from '../groups/groups.js';
+import { MembershipFeedRedis } from '../groups/membership-feed-redis.js';
+import { CassandraSession } from '../sequencer/cassandra-session.js';
+import type { MessageLog } from '../sequencer/message-log.js';
+import { MessageLogCassandra } from '../sequencer/message-log-cassandra.js';
+import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
+import { SeqHintsRedis } from '../sequencer/seq-hints-redis.js';
+
+/** The stores and shared broker state of one process, per the configured store. */
+export interface Backends {
+  log: MessageLog;
+  groupStore: GroupStore;
+  feed: MembershipFeed;
+  /** Aedes persistence and router; undefined means in-memory (one node). */
+  persistence?: AedesOptions['persistence'];
+  mq?: AedesOptions['mq'];
+  close(): Promise<void>;
+}
+
+/** One process on embedded defaults: SQLite files under dataDir, in-memory broker state. */
+export function embeddedBackends(config: ChorusConfig): Backends {
+  const log = new MessageLogSqlite(join(config.dataDir, 'messages.db'), { synchronous: config.sqliteSynchronous });
+  const groupStore = new GroupStoreSqlite(join(config.dataDir, 'groups.db'), config.sqliteSynchronous);
+  return {
+    log,
+    groupStore,
+    feed: new MembershipFeedLocal(),
+    async close() {
+      await log.close();
+      await groupStore.close();
+    },
+  };
+}
+
+/**
+ * Many processes: Cassandra holds everything that matters (messages, dedup claims, groups, memberships, read
+ * pointers); Redis holds what must be shared and fast (seq hints, MQTT sessions and in-flight QoS 1 packets,
+ * cross-node delivery, membership changes), and may lose it all at any time.
+ */
+export async function clusterBackends(config: ChorusConfig): Promise<Backends> {
+  const redisUrl = config.redisUrl!;
+  const nodeId = config.nodeId ?? `${hostname()}-${process.pid}`;
+  const db = await CassandraSession.connect({
+    contactPoints: config.cassandraContactPoints.split(',').map((p) => p.trim()),
+    localDataCenter: config.cassandraLocalDataCenter,
+    keyspace: config.cassandraKeyspace,
+    replication: config.cassandraReplication,
+  });
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 2 });
+  const feedConnection = new Redis(redisUrl);
+  const log = await MessageLogCassandra.open(db, new SeqHintsRedis(redis), { ttlSeconds: config.retentionDays * 86_400, nodeId });
+  const groupStore = await GroupStoreCassandra.open(db);
+  const feed = await MembershipFeedRedis.start(redis, feedConnection);
+  const persistenceConnection = new Redis(redisUrl);
+  const persistence = redisPersistence({
+    conn: persistenceConnection,
+    maxSessionDelivery: config.maxOfflineQueue,
+    packetTTL: () => 86_400, // an offline session's queued QoS 1 packets; the history API keeps the messages
+  } as never);
+  const mq = MQEmitterRedis({ connectionString: redisUrl });
+  return {
+    log,
+    groupStore,
+    feed,
+    persistence: persistence as never,
+    mq: mq as never,
+    async close() {
+      await db.close();
+      redis.disconnect();
+      feedConnection.disconnect();
+      persistenceConnection.disconnect();
+    },
+  };
+}
