@@ -12,8 +12,8 @@ import { GroupStream } from './group-stream.js';
 import { MemoryPositionStore, type PositionStore } from './position-store.js';
 
 export interface ChorusClientOptions {
-  /** mqtt://host:1883, or ws://host:8080/mqtt in a browser. */
-  mqttUrl: string;
+  /** mqtt://host:1883, or ws://host:8080/mqtt in a browser; several (one per node) to fail over between them. */
+  mqttUrl: string | string[];
   /** http://host:8080 */
   apiUrl: string;
   userId: string;
@@ -86,7 +86,14 @@ export class ChorusClient {
     this.userId = options.userId;
     this.api = new ChorusApi(options.apiUrl, options.token);
     this.positions = options.positions ?? new MemoryPositionStore();
-    this.mqtt = mqtt.connect(options.mqttUrl, {
+    const urls = Array.isArray(options.mqttUrl) ? options.mqttUrl : [options.mqttUrl];
+    // With several nodes, MQTT.js moves to the next one on each reconnect.
+    const servers = urls.map((u) => {
+      const url = new URL(u);
+      return { host: url.hostname, port: Number(url.port), protocol: url.protocol.replace(':', '') as 'mqtt' };
+    });
+    this.mqtt = mqtt.connect(urls[0]!, {
+      ...(urls.length > 1 ? { servers } : {}),
       protocolVersion: 4,
       clean: true,
       clientId: options.clientId ?? `${options.userId}-${crypto.randomUUID().slice(0, 12)}`,

@@ -2,8 +2,8 @@
 # Redis and Apache Cassandra on loopback, for the cluster tier's tests and benchmark.
 #
 #   scripts/services.sh install   Debian's redis-server; Cassandra 5.0 jars from Maven Central (scripts/cassandra/pom.xml)
-#   scripts/services.sh start     start both (if not running) and wait until they answer
-#   scripts/services.sh stop      stop both
+#   scripts/services.sh start [redis|cassandra]   start both, or one (if not running), and wait until they answer
+#   scripts/services.sh stop [redis|cassandra]    stop both, or one
 #   scripts/services.sh status    say what answers
 #
 # Ports: CHORUS_TEST_REDIS_PORT (6399), CHORUS_TEST_CASSANDRA_PORT (9142); state lives in .services/ (git-ignored).
@@ -86,8 +86,15 @@ stop_one() { # pidfile
 
 case "${1:-}" in
   install) install ;;
-  start) install; start_redis; start_cassandra ;;
-  stop) stop_one "$state/cassandra/cassandra.pid"; stop_one "$state/redis/redis.pid" ;;
+  start)
+    install
+    [ "${2:-redis}" = redis ] && start_redis
+    [ "${2:-cassandra}" = cassandra ] && start_cassandra
+    true ;;
+  stop)
+    [ "${2:-cassandra}" = cassandra ] && stop_one "$state/cassandra/cassandra.pid"
+    [ "${2:-redis}" = redis ] && stop_one "$state/redis/redis.pid"
+    true ;;
   status)
     answers "$redis_port" && echo "redis: up ($redis_port)" || echo "redis: down"
     answers "$cassandra_port" && echo "cassandra: up ($cassandra_port)" || echo "cassandra: down" ;;

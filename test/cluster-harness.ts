@@ -1,0 +1,114 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { signToken } from '../broker/auth.js';
+import { ChorusClient } from '../clients/chorus-client.js';
+import { loadConfig } from '../config/config.js';
+import { freePort, tempDir } from './harness.js';
+import { cassandraContactPoint, redisUrl, testKeyspace } from './services.js';
+
+const CLI = new URL('../dist/clients/cli.js', import.meta.url).pathname;
+const SECRET = 'cluster-test-secret-cluster-test-secret-0123456789';
+
+export class ClusterNode {
+  child: ChildProcess | null = null;
+  constructor(
+    readonly name: string,
+    readonly role: 'broker' | 'api',
+    readonly mqttPort: number,
+    readonly httpPort: number,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {}
+
+  get mqttUrl(): string {
+    return `mqtt://127.0.0.1:${this.mqttPort}`;
+  }
+  get httpUrl(): string {
+    return `http://127.0.0.1:${this.httpPort}`;
+  }
+
+  async start(): Promise<void> {
+    const child = spawn(process.execPath, [CLI, 'serve'], { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    let output = '';
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.name} did not start: ${output}`)), 60_000);
+      child.stdout!.on('data', (d: Buffer) => {
+        output += d.toString();
+        if (output.includes('Chorus is running')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+      child.once('exit', (code) => reject(new Error(`${this.name} exited with ${code}: ${output}`)));
+    });
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill(signal);
+    await exited;
+    this.child = null;
+  }
+}
+
+/** Several Chorus processes sharing the real Redis and a fresh Cassandra keyspace. */
+export class Cluster {
+  readonly keyspace = testKeyspace();
+  readonly nodes: ClusterNode[] = [];
+  private readonly config = loadConfig({ CHORUS_JWT_SECRET: SECRET });
+
+  async add(name: string, role: 'broker' | 'api'): Promise<ClusterNode> {
+    if (!existsSync(CLI)) throw new Error('run `npm run build` first (npm test does)');
+    const [mqttPort, httpPort] = [await freePort(), await freePort()];
+    const env = {
+      ...process.env,
+      CHORUS_ROLE: role,
+      CHORUS_STORE: 'cassandra',
+      CHORUS_NODE_ID: name,
+      CHORUS_REDIS_URL: redisUrl,
+      CHORUS_CASSANDRA_CONTACT_POINTS: cassandraContactPoint,
+      CHORUS_CASSANDRA_KEYSPACE: this.keyspace,
+      CHORUS_JWT_SECRET: SECRET,
+      CHORUS_MQTT_PORT: String(mqttPort),
+      CHORUS_HTTP_PORT: String(httpPort),
+      CHORUS_DATA_DIR: tempDir(),
+      CHORUS_LOG_LEVEL: 'warn',
+    };
+    const node = new ClusterNode(name, role, mqttPort, httpPort, env);
+    await node.start();
+    this.nodes.push(node);
+    return node;
+  }
+
+  token(userId: string): Promise<string> {
+    return signToken(this.config, userId, 3600);
+  }
+
+  async api<T = any>(node: ClusterNode, userId: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+    const res = await fetch(`${node.httpUrl}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${await this.token(userId)}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? null : JSON.stringify(body),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : undefined };
+  }
+
+  async client(userId: string, nodes: ClusterNode[], apiNode: ClusterNode): Promise<ChorusClient> {
+    return ChorusClient.connect({
+      mqttUrl: nodes.map((n) => n.mqttUrl),
+      apiUrl: apiNode.httpUrl,
+      userId,
+      token: await this.token(userId),
+      sendTimeoutMs: 3000,
+      mqttOptions: { reconnectPeriod: 200 },
+    });
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.nodes.map((n) => n.stop('SIGKILL')));
+  }
+}

@@ -1,0 +1,188 @@
+import { execFileSync } from 'node:child_process';
+import type { MqttClient } from 'mqtt';
+import mqtt from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { StampedMessage } from '../protocol/index.js';
+import { Cluster, type ClusterNode } from './cluster-harness.js';
+import { deliveries, sleep, subscribeCodes, until } from './harness.js';
+import { connectRedis } from './services.js';
+
+const SERVICES = new URL('../scripts/services.sh', import.meta.url).pathname;
+
+describe('many nodes sharing Redis and Cassandra', () => {
+  const cluster = new Cluster();
+  let a: ClusterNode, b: ClusterNode, c: ClusterNode, apiNode: ClusterNode;
+
+  beforeAll(async () => {
+    a = await cluster.add('node-a', 'broker'); // first alone: it creates the keyspace and tables
+    [b, c, apiNode] = await Promise.all([cluster.add('node-b', 'broker'), cluster.add('node-c', 'broker'), cluster.add('node-api', 'api')]);
+  }, 120_000);
+  afterAll(async () => {
+    await cluster.stop();
+  });
+
+  const raw = async (userId: string, node: ClusterNode): Promise<MqttClient> => {
+    const client = mqtt.connect(node.mqttUrl, { username: userId, password: await cluster.token(userId), reconnectPeriod: 0 });
+    await new Promise((resolve, reject) => (client.once('connect', resolve), client.once('error', reject)));
+    return client;
+  };
+  const newGroup = async (admin: string, members: string[]) => {
+    const res = await cluster.api(apiNode, admin, 'POST', '/v1/groups', { name: 'cluster', members });
+    expect(res.status).toBe(201);
+    return res.body.id as string;
+  };
+  const history = async (groupId: string): Promise<StampedMessage[]> => {
+    const all: StampedMessage[] = [];
+    for (let after = 0; ; ) {
+      const res = await cluster.api(apiNode, 'alice', 'GET', `/v1/groups/${groupId}/messages?afterSeq=${after}&limit=1000`);
+      expect(res.status).toBe(200);
+      all.push(...res.body.messages);
+      if (res.body.messages.length < 1000) return all;
+      after = all.at(-1)!.seq;
+    }
+  };
+
+  it('delivers what members on other nodes send, in seq order through the SDK, and REST sends reach every node', async () => {
+    const groupId = await newGroup('alice', ['bob', 'carol']);
+    const clients = await Promise.all([cluster.client('alice', [a], apiNode), cluster.client('bob', [b], apiNode), cluster.client('carol', [c], apiNode)]);
+    const got = clients.map(deliveries);
+    await Promise.all(clients.map((client) => client.join(groupId)));
+    await Promise.all([
+      ...clients.flatMap((client, i) => Array.from({ length: 30 }, (_, j) => client.send(groupId, { body: `${i}-${j}` }))),
+      ...Array.from({ length: 20 }, (_, j) => cluster.api(apiNode, 'alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: `rest-${j}`, body: 'r' })),
+    ]);
+    await until(() => got.every((g) => (g.get(groupId)?.length ?? 0) >= 110), 'every member has all 110', 30_000);
+    const orders = got.map((g) => g.get(groupId)!.map((m) => `${m.seq}:${m.clientMsgId}`));
+    expect(orders[0]!.map((o) => Number(o.split(':')[0]))).toEqual(Array.from({ length: 110 }, (_, i) => i + 1));
+    expect(orders[1]).toEqual(orders[0]);
+    expect(orders[2]).toEqual(orders[0]);
+    await Promise.all(clients.map((client) => client.close()));
+  }, 60_000);
+
+  it('dedups a retry that lands on another node, over MQTT and over REST', async () => {
+    const groupId = await newGroup('alice', []);
+    const acks: { node: string; seq: number; duplicate: boolean }[] = [];
+    for (const node of [a, b]) {
+      const client = await raw('alice', node);
+      await client.subscribeAsync('users/alice/events', { qos: 1 });
+      client.on('message', (_t, p) => {
+        const e = JSON.parse(p.toString());
+        if (e.type === 'ack') acks.push({ node: node.name, seq: e.seq, duplicate: e.duplicate });
+      });
+      await client.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'once', body: 'x' }), { qos: 1 });
+      await until(() => acks.some((ack) => ack.node === node.name), `ack from ${node.name}`);
+      await client.endAsync();
+    }
+    expect(acks).toEqual([
+      { node: 'node-a', seq: 1, duplicate: false },
+      { node: 'node-b', seq: 1, duplicate: true },
+    ]);
+    const viaRest = await cluster.api(apiNode, 'alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'once', body: 'x' });
+    expect([viaRest.status, viaRest.body.seq, viaRest.body.duplicate]).toEqual([200, 1, true]);
+    expect((await history(groupId)).length).toBe(1);
+  }, 30_000);
+
+  it('revokes a removed member on every node at once', async () => {
+    const groupId = await newGroup('alice', ['bob']);
+    const bobs = await Promise.all([a, b, c].map((node) => raw('bob', node)));
+    const received: string[] = [];
+    for (const bob of bobs) {
+      await bob.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
+      bob.on('message', (_t, p) => received.push(JSON.parse(p.toString()).clientMsgId));
+    }
+    await cluster.api(apiNode, 'alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'before', body: 'x' });
+    await until(() => received.length === 3, 'all three of bob’s clients get the first message');
+    expect((await cluster.api(apiNode, 'alice', 'DELETE', `/v1/groups/${groupId}/members/bob`)).status).toBe(204);
+    await cluster.api(apiNode, 'alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'after', body: 'x' });
+    await sleep(300);
+    expect(received).toEqual(['before', 'before', 'before']);
+    for (const bob of bobs) expect(await subscribeCodes(bob, [`groups/${groupId}/messages`])).toEqual([0x80]);
+    await Promise.all(bobs.map((bob) => bob.endAsync()));
+  }, 30_000);
+
+  it('loses nothing and reuses no seq when Redis is flushed in the middle of a send stream', async () => {
+    const groupId = await newGroup('alice', ['bob']);
+    const senders = await Promise.all([cluster.client('alice', [a], apiNode), cluster.client('bob', [b], apiNode)]);
+    const acked = new Map<string, number>();
+    const redis = await connectRedis();
+    let flushed = false;
+    await Promise.all(
+      senders.map(async (sender, s) => {
+        for (let wave = 0; wave < 8; wave++) {
+          const receipts = await Promise.all(Array.from({ length: 20 }, (_, i) => sender.send(groupId, { body: 'x', clientMsgId: `s${s}-${wave}-${i}` })));
+          for (const r of receipts) acked.set(r.clientMsgId, r.seq);
+          if (wave === 3 && !flushed) {
+            flushed = true;
+            await redis.flushall(); // seq hints, MQTT sessions, everything Redis held
+          }
+        }
+      }),
+    );
+    redis.disconnect();
+    const stored = await history(groupId);
+    expect(stored.map((m) => m.seq)).toEqual(stored.map((_, i) => i + 1)); // gap-free, no seq twice
+    expect(stored.length).toBe(320);
+    const bySeq = new Map(stored.map((m) => [m.seq, m.clientMsgId]));
+    for (const [clientMsgId, seq] of acked) expect(bySeq.get(seq)).toBe(clientMsgId); // nothing overwritten
+    await Promise.all(senders.map((s) => s.close()));
+  }, 90_000);
+
+  it('keeps every acknowledged message when a broker node is SIGKILLed mid-stream, and the SDK delivers each once, in order', async () => {
+    const groupId = await newGroup('alice', ['bob']);
+    const alice = await cluster.client('alice', [c, a], apiNode);
+    const bob = await cluster.client('bob', [c, b], apiNode);
+    const got = deliveries(bob);
+    await bob.join(groupId);
+    const acked: number[] = [];
+    let killed = false;
+    const sends = Array.from({ length: 200 }, async (_, i) => {
+      await sleep(i * 5);
+      if (i === 100 && !killed) {
+        killed = true;
+        await c.stop('SIGKILL');
+      }
+      const receipt = await alice.send(groupId, { body: `m${i}`, clientMsgId: `k${i}` });
+      acked.push(receipt.seq);
+    });
+    await Promise.all(sends);
+    expect(killed).toBe(true);
+    const stored = await history(groupId);
+    expect(stored.length).toBe(200);
+    expect(stored.map((m) => m.seq)).toEqual(stored.map((_, i) => i + 1));
+    await until(() => (got.get(groupId)?.length ?? 0) >= 200, 'bob has all 200', 30_000);
+    await sleep(300);
+    const delivered = got.get(groupId)!.map((m) => m.seq);
+    expect(delivered).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+    expect(new Set(acked).size).toBe(200);
+    await Promise.all([alice.close(), bob.close()]);
+    await c.start();
+  }, 120_000);
+
+  it('holds sends while Cassandra is stopped, answers 503 meanwhile, and lets them through when it returns', async () => {
+    const groupId = await newGroup('alice', []);
+    const alice = await raw('alice', a);
+    try {
+      execFileSync('bash', [SERVICES, 'stop', 'cassandra'], { stdio: 'ignore' });
+      let acked = 0;
+      const publishes = Array.from({ length: 5 }, (_, i) =>
+        alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: `down-${i}`, body: 'x' }), { qos: 1 }).then(() => acked++),
+      );
+      const started = Date.now();
+      const read = await cluster.api(apiNode, 'alice', 'GET', `/v1/groups/${groupId}/messages`);
+      expect(read.status).toBe(503);
+      expect(read.body.code).toBe('STORE_UNAVAILABLE');
+      expect(Date.now() - started).toBeLessThan(8000);
+      await sleep(1500);
+      expect(acked).toBe(0); // no PUBACK while nothing is durable
+      execFileSync('bash', [SERVICES, 'start', 'cassandra'], { stdio: 'ignore' });
+      await Promise.all(publishes);
+      expect(acked).toBe(5);
+      const stored = await history(groupId);
+      expect(stored.map((m) => m.clientMsgId).sort()).toEqual(['down-0', 'down-1', 'down-2', 'down-3', 'down-4']);
+      expect(stored.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5]);
+    } finally {
+      execFileSync('bash', [SERVICES, 'start', 'cassandra'], { stdio: 'ignore' });
+      await alice.endAsync();
+    }
+  }, 180_000);
+});
