@@ -4,9 +4,10 @@
  *
  * Each server runs in its own process and the load generator in another. Environment: BENCH_ROUNDS (default 3),
  * BENCH_MEASURE_MS (default 8000), BENCH_PUBLISHERS / BENCH_SUBSCRIBERS (default 4 / 4), BENCH_WINDOW (default 32);
- * BENCH_PROFILE_DIR writes a CPU profile of the Chorus server there.
+ * BENCH_PROFILE_DIR writes a CPU profile of the Chorus servers there; BENCH_CASSANDRA=0 leaves out the Cassandra run
+ * (which otherwise starts Redis and Cassandra with scripts/services.sh).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,11 +24,21 @@ interface Result {
   p99Ms: number;
   samples: number;
   serverRssMb: number;
+  /** GET 100 messages after a random seq: p50 / p99 in ms (Chorus targets only). */
+  historyP50Ms?: number;
+  historyP99Ms?: number;
+}
+
+interface Started {
+  child: ChildProcess;
+  spec: Pick<LoadSpec, 'topic' | 'publishers' | 'subscribers'>;
+  /** Reads a history page; present on Chorus targets. */
+  readHistory?: (afterSeq: number) => Promise<void>;
 }
 
 interface Target {
   name: string;
-  start(port: number): Promise<{ child: ChildProcess; spec: Pick<LoadSpec, 'topic' | 'publishers' | 'subscribers'> }>;
+  start(port: number): Promise<Started>;
 }
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
@@ -72,22 +83,25 @@ const bareAedes: Target = {
   },
 };
 
-const chorusSqlite: Target = {
-  name: 'Chorus, SQLite log',
+/** Chorus as `chorus serve` with these extra settings, one group with every bench user as a member. */
+const chorusTarget = (name: string, settings: () => Record<string, string>): Target => ({
+  name,
   async start(port) {
     const dataDir = mkdtempSync(join(tmpdir(), 'chorus-bench-'));
     const httpPort = await freePort();
     const cli = join(here, '..', 'clients', 'cli.js');
     const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
-    const childEnv = { ...process.env, CHORUS_DATA_DIR: dataDir, CHORUS_MQTT_PORT: String(port), CHORUS_HTTP_PORT: String(httpPort), CHORUS_LOG_LEVEL: 'warn' };
+    const extra = settings();
+    const childEnv = { ...process.env, CHORUS_DATA_DIR: dataDir, CHORUS_MQTT_PORT: String(port), CHORUS_HTTP_PORT: String(httpPort), CHORUS_LOG_LEVEL: 'warn', ...extra };
     const child = spawn(process.execPath, [...profile, cli, 'serve'], { env: childEnv, stdio: ['ignore', 'pipe', 'inherit'] });
     await waitForLine(child, 'Chorus is running');
-    const config = loadConfig({ CHORUS_DATA_DIR: dataDir });
+    const config = loadConfig({ CHORUS_DATA_DIR: dataDir, ...extra });
     const publishers = users('pub', PUBLISHERS);
     const subscribers = users('sub', SUBSCRIBERS);
+    const reader = await signToken(config, 'pub0', 3600);
     const res = await fetch(`http://127.0.0.1:${httpPort}/v1/groups`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${await signToken(config, 'pub0', 3600)}`, 'content-type': 'application/json' },
+      headers: { authorization: `Bearer ${reader}`, 'content-type': 'application/json' },
       body: JSON.stringify({ name: 'bench', members: [...publishers, ...subscribers] }),
     });
     const groupId = ((await res.json()) as { id: string }).id;
@@ -99,9 +113,37 @@ const chorusSqlite: Target = {
         publishers: await Promise.all(publishers.map(creds)),
         subscribers: await Promise.all(subscribers.map(creds)),
       },
+      async readHistory(afterSeq: number) {
+        const page = await fetch(`http://127.0.0.1:${httpPort}/v1/groups/${groupId}/messages?afterSeq=${afterSeq}&limit=100`, {
+          headers: { authorization: `Bearer ${reader}` },
+        });
+        if (!page.ok) throw new Error(`history read: ${page.status}`);
+        await page.arrayBuffer();
+      },
     };
   },
-};
+});
+
+const chorusSqlite = chorusTarget('Chorus, SQLite log', () => ({}));
+const chorusCassandra = chorusTarget('Chorus, Cassandra + Redis', () => ({
+  CHORUS_STORE: 'cassandra',
+  CHORUS_REDIS_URL: `redis://127.0.0.1:${process.env.CHORUS_TEST_REDIS_PORT ?? 6399}`,
+  CHORUS_CASSANDRA_CONTACT_POINTS: `127.0.0.1:${process.env.CHORUS_TEST_CASSANDRA_PORT ?? 9142}`,
+  CHORUS_CASSANDRA_KEYSPACE: `chorus_bench_${process.pid}`,
+  CHORUS_JWT_SECRET: 'bench-secret-bench-secret-bench-secret-0123',
+}));
+
+/** p50 and p99 of 200 reads of 100 messages after a random seq within what was sent. */
+async function historyLatency(read: (afterSeq: number) => Promise<void>, lastSeq: number): Promise<{ p50: number; p99: number }> {
+  const times: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const started = performance.now();
+    await read(Math.floor(Math.random() * Math.max(1, lastSeq - 100)));
+    times.push(performance.now() - started);
+  }
+  times.sort((a, b) => a - b);
+  return { p50: times[100]!, p99: times[197]! };
+}
 
 function rssMb(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -110,7 +152,7 @@ function rssMb(pid: number): number {
 
 async function measure(target: Target): Promise<Result> {
   const port = await freePort();
-  const { child, spec } = await target.start(port);
+  const { child, spec, readHistory } = await target.start(port);
   try {
     const load: LoadSpec = { port, ...spec, window: WINDOW, bodyBytes: 100, warmupMs: 2000, measureMs: MEASURE_MS };
     const gen = spawn(process.execPath, [join(here, 'loadgen.js'), JSON.stringify(load)], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -118,7 +160,14 @@ async function measure(target: Target): Promise<Result> {
     gen.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     const code = await new Promise<number | null>((resolve) => gen.once('exit', resolve));
     if (code !== 0) throw new Error(`load generator failed against ${target.name}`);
-    return { ...(JSON.parse(out) as Omit<Result, 'serverRssMb'>), serverRssMb: rssMb(child.pid!) };
+    const result: Result = { ...(JSON.parse(out) as Omit<Result, 'serverRssMb'>), serverRssMb: rssMb(child.pid!) };
+    if (readHistory) {
+      const sent = Math.floor(result.publishPerSec * (MEASURE_MS + 2000) / 1000);
+      const { p50, p99 } = await historyLatency(readHistory, sent);
+      result.historyP50Ms = p50;
+      result.historyP99Ms = p99;
+    }
+    return result;
   } finally {
     child.kill('SIGTERM');
     await new Promise((resolve) => child.once('exit', resolve));
@@ -131,14 +180,17 @@ const median = (values: number[]) => {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 };
 
-const targets = [bareAedes, chorusSqlite];
+const withCassandra = process.env.BENCH_CASSANDRA !== '0';
+if (withCassandra) execFileSync('bash', [join(here, '..', '..', 'scripts', 'services.sh'), 'start'], { stdio: 'inherit' });
+const targets = withCassandra ? [bareAedes, chorusSqlite, chorusCassandra] : [bareAedes, chorusSqlite];
 const results = new Map<string, Result[]>(targets.map((t) => [t.name, []]));
 console.log(`workload: ${PUBLISHERS} publishers x ${WINDOW} in flight, ${SUBSCRIBERS} subscribers, 1 topic, 100-byte bodies, QoS 1; ${ROUNDS} rounds x ${MEASURE_MS} ms`);
 for (let round = 1; round <= ROUNDS; round++) {
   for (const target of targets) {
     const result = await measure(target);
     results.get(target.name)!.push(result);
-    console.log(`round ${round} ${target.name}: ${result.publishPerSec.toFixed(0)} msg/s in, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms`);
+    const history = result.historyP99Ms === undefined ? '' : `; history page p99 ${result.historyP99Ms.toFixed(2)} ms`;
+    console.log(`round ${round} ${target.name}: ${result.publishPerSec.toFixed(0)} msg/s in, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms${history}`);
   }
 }
 
@@ -151,14 +203,16 @@ const summary = targets.map((t) => {
     p50Ms: median(rs.map((r) => r.p50Ms)),
     p99Ms: median(rs.map((r) => r.p99Ms)),
     serverRssMb: median(rs.map((r) => r.serverRssMb)),
+    historyP50Ms: rs[0]!.historyP50Ms === undefined ? undefined : median(rs.map((r) => r.historyP50Ms!)),
+    historyP99Ms: rs[0]!.historyP99Ms === undefined ? undefined : median(rs.map((r) => r.historyP99Ms!)),
   };
 });
 console.log('\nmedians:');
-console.log('| target | published msg/s | delivered msg/s | p50 ms | p99 ms | server RSS MB | vs bare Aedes |');
-console.log('|---|---|---|---|---|---|---|');
+console.log('| target | published msg/s | delivered msg/s | p50 ms | p99 ms | server RSS MB | vs bare Aedes | history page p50 / p99 ms |');
+console.log('|---|---|---|---|---|---|---|---|');
 const base = summary[0]!.publishPerSec;
 for (const s of summary) {
   console.log(
-    `| ${s.target} | ${s.publishPerSec.toFixed(0)} | ${s.deliveredPerSec.toFixed(0)} | ${s.p50Ms.toFixed(2)} | ${s.p99Ms.toFixed(2)} | ${s.serverRssMb.toFixed(0)} | ${(s.publishPerSec / base).toFixed(2)}x |`,
+    `| ${s.target} | ${s.publishPerSec.toFixed(0)} | ${s.deliveredPerSec.toFixed(0)} | ${s.p50Ms.toFixed(2)} | ${s.p99Ms.toFixed(2)} | ${s.serverRssMb.toFixed(0)} | ${(s.publishPerSec / base).toFixed(2)}x | ${s.historyP99Ms === undefined ? '-' : `${s.historyP50Ms!.toFixed(2)} / ${s.historyP99Ms.toFixed(2)}`} |`,
   );
 }

@@ -49,6 +49,10 @@ const rowToMessage = (groupId: string, row: Row): StampedMessage =>
 export class MessageLogCassandra implements MessageLog {
   /** Appends to one group from this process run one after another: Paxos rounds on one partition only contend. */
   private readonly groupChains = new Map<string, Promise<unknown>>();
+  /** The last seq this process stamped per group: a floor as good as the shared hint, without a round trip. */
+  private readonly stampedHere = new Map<string, number>();
+  /** Claim completions still being written (awaited by close). */
+  private readonly completing = new Set<Promise<unknown>>();
 
   private constructor(
     private readonly db: CassandraSession,
@@ -107,10 +111,17 @@ export class MessageLogCassandra implements MessageLog {
     toStamp.sort((a, b) => a - b);
     const last = await this.stamp(groupId, drafts, toStamp, floor, outcomes);
 
-    await this.completeClaims(groupId, drafts, toStamp, outcomes);
     if (toStamp.length > 0) {
-      await this.db.execute('UPDATE group_heads SET last_seq = ? WHERE group_id = ?', [last, groupId]);
-      await this.hints.raise(groupId, last).catch(() => undefined); // a hint is an optimisation; Cassandra decides
+      this.stampedHere.set(groupId, Math.max(last, this.stampedHere.get(groupId) ?? 0));
+      // Off the critical path: a claim left without its seq is found again by search(), the head row is only a lower
+      // bound for truth(), and the hint only saves a conflict.
+      const completion = Promise.all([
+        this.completeClaims(groupId, drafts, toStamp, outcomes),
+        this.db.execute('UPDATE group_heads SET last_seq = ? WHERE group_id = ?', [last, groupId]),
+        this.hints.raise(groupId, last),
+      ]).catch(() => undefined);
+      this.completing.add(completion);
+      void completion.then(() => this.completing.delete(completion));
     }
     for (const [i, first] of repeats) outcomes[i] = { message: outcomes[first]!.message, duplicate: true };
     return outcomes as AppendOutcome[];
@@ -251,7 +262,9 @@ export class MessageLogCassandra implements MessageLog {
 
   /** The shared hint, re-seeded from the log when Redis has none. */
   private async hint(groupId: string): Promise<number> {
-    const hint = await this.hints.get(groupId).catch(() => undefined);
+    const shared = await this.hints.get(groupId).catch(() => undefined);
+    const here = this.stampedHere.get(groupId);
+    const hint = shared === undefined ? here : Math.max(shared, here ?? 0);
     if (hint !== undefined) return hint;
     const truth = await this.truth(groupId);
     await this.hints.raise(groupId, truth).catch(() => undefined);
@@ -280,16 +293,21 @@ export class MessageLogCassandra implements MessageLog {
   }
 
   async readAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]> {
-    const last = await this.truth(groupId);
     const out: StampedMessage[] = [];
-    for (let bucket = bucketOf(afterSeq + 1); bucket <= bucketOf(last) && out.length < limit; bucket++) {
-      const result = await this.db.execute('SELECT * FROM messages WHERE group_id = ? AND bucket = ? AND seq > ? LIMIT ?', [
-        groupId,
-        bucket,
-        afterSeq,
-        limit - out.length,
-      ]);
-      for (const row of result.rows) out.push(rowToMessage(groupId, row));
+    const slice = (bucket: number) =>
+      this.db.execute('SELECT * FROM messages WHERE group_id = ? AND bucket = ? AND seq > ? LIMIT ?', [groupId, bucket, afterSeq, limit - out.length]);
+    let bucket = bucketOf(afterSeq + 1);
+    let rows = (await slice(bucket)).rows;
+    if (rows.length === 0) {
+      // Nothing here: either nothing newer exists, or this range has expired (TTL) and newer partitions follow.
+      const last = await this.truth(groupId);
+      while (rows.length === 0 && bucket < bucketOf(last)) rows = (await slice(++bucket)).rows;
+    }
+    // Seqs have no gaps, so the first partition that comes back short or empty is the end of the log.
+    while (rows.length > 0) {
+      for (const row of rows) out.push(rowToMessage(groupId, row));
+      if (out.length >= limit) break;
+      rows = (await slice(++bucket)).rows;
     }
     return out;
   }
@@ -313,5 +331,7 @@ export class MessageLogCassandra implements MessageLog {
     return this.truth(groupId);
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    await Promise.all(this.completing);
+  }
 }
