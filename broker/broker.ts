@@ -20,6 +20,7 @@ import type { Sequencer } from '../sequencer/sequencer.js';
 import type { TokenVerifier } from './auth.js';
 import { watchFrameSizes } from './frame-limit.js';
 import { LiveUsers } from './live-users.js';
+import type { Presence } from './presence.js';
 import { BoundedMemoryPersistence } from './persistence-bounded.js';
 
 /**
@@ -30,12 +31,14 @@ import { BoundedMemoryPersistence } from './persistence-bounded.js';
 const VOID_TOPIC = '$chorus/void';
 const EMPTY = Buffer.alloc(0);
 const MAX_TIMER_MS = 2 ** 31 - 1;
+const PRESENCE_FANOUT_MAX = 1000;
 
 export interface BrokerDeps {
   config: ChorusConfig;
   verifier: TokenVerifier;
   groups: Groups;
   logger: Logger;
+  presence: Presence;
   /** Aedes persistence and message router; in-memory when absent (one node), Redis-backed in a cluster. */
   persistence?: AedesOptions['persistence'];
   mq?: AedesOptions['mq'];
@@ -146,6 +149,8 @@ export class ChorusBroker {
     const holderUser = holder ? this.live.userOf(holder) : undefined;
     if (holderUser !== undefined && holderUser !== verified.userId) throw authError('client id in use', 2);
     await this.live.attach(client, verified.userId, () => this.deps.groups.allGroupIds(verified.userId));
+    const userId = verified.userId;
+    void this.presenceChanged(userId, () => this.deps.presence.connected(userId), true);
     if (verified.expiresAt !== undefined) {
       const ms = verified.expiresAt * 1000 - Date.now();
       if (ms < MAX_TIMER_MS) {
@@ -158,7 +163,35 @@ export class ChorusBroker {
 
   private onDisconnect(client: Client): void {
     clearTimeout(this.expiryTimers.get(client));
+    const userId = this.live.userOf(client);
+    if (userId === undefined) return;
     this.live.detach(client);
+    void this.presenceChanged(userId, () => this.deps.presence.disconnected(userId), false);
+  }
+
+  private async presenceChanged(userId: string, update: () => Promise<boolean>, online: boolean): Promise<void> {
+    try {
+      if (await update()) await this.announcePresence(userId, online);
+    } catch (err) {
+      this.deps.logger.warn({ err: (err as Error).message, userId }, 'presence update failed');
+    }
+  }
+
+  /**
+   * Tells the user's fellow members that the user came online or went offline, on their events topics. Groups larger
+   * than PRESENCE_FANOUT_MAX members are left out: there presence is read on demand (GET /v1/groups/:id/presence).
+   */
+  private async announcePresence(userId: string, online: boolean): Promise<void> {
+    const told = new Set<string>([userId]);
+    for (const groupId of await this.deps.groups.allGroupIds(userId)) {
+      const members = await this.deps.groups.membersPage(groupId, '', PRESENCE_FANOUT_MAX + 1);
+      if (members.length > PRESENCE_FANOUT_MAX) continue;
+      for (const member of members) {
+        if (told.has(member.userId)) continue;
+        told.add(member.userId);
+        this.sendEvent(member.userId, { type: 'presence', userId, online });
+      }
+    }
   }
 
   /** Whether this client may receive messages on `topic`: its groups' topics and its own events topic only. */

@@ -46,6 +46,14 @@ export const ConfigSchema = Type.Object(
     jwtIssuer: Type.Optional(Type.String({ minLength: 1 })),
     jwtAudience: Type.Optional(Type.String({ minLength: 1 })),
 
+    vapidPublicKey: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{80,100}$', description: 'VAPID public key (base64url)' })),
+    vapidPrivateKey: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{40,50}$', description: 'VAPID private key (base64url)' })),
+    vapidSubject: Type.String({ default: 'mailto:admin@chorus.invalid', pattern: '^(mailto:|https://)', description: 'contact for push services' }),
+    pushWindowSeconds: Type.Integer({ minimum: 1, maximum: 86_400, default: 60, description: 'at most one push per user per group per window' }),
+    pushTtlSeconds: Type.Integer({ minimum: 0, maximum: 2_419_200, default: 86_400, description: 'how long a push service keeps an undelivered push' }),
+    maxPushSubscriptionsPerUser: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
+    pushAllowLoopback: Type.Boolean({ default: false, description: 'accept http://127.0.0.1 push endpoints (tests only)' }),
+
     sqliteSynchronous: Type.Union([Type.Literal('full'), Type.Literal('normal')], {
       default: 'full',
       description: 'full: fsync on every group commit (survives power loss); normal: survives process crashes only',
@@ -130,6 +138,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   if (config.store === 'cassandra' && !config.redisUrl) problems.push('redisUrl (CHORUS_REDIS_URL): required with store cassandra');
   if (config.role !== 'all' && config.store !== 'cassandra') {
     problems.push(`role ${config.role}: needs store cassandra (nodes share Redis and Cassandra); the embedded store serves role all only`);
+  }
+  if (Boolean(config.vapidPublicKey) !== Boolean(config.vapidPrivateKey)) problems.push('vapidPublicKey and vapidPrivateKey: set both or neither');
+  if (config.env === 'production' && !config.vapidPublicKey) {
+    problems.push('vapidPublicKey and vapidPrivateKey: required when env is production (`npx web-push generate-vapid-keys`)');
   }
   if (config.jwtSecret && config.jwtPublicKey) problems.push('jwtSecret and jwtPublicKey: set one, not both');
   if (config.env === 'production' && !config.jwtSecret && !config.jwtPublicKey) {

@@ -114,6 +114,11 @@ export class Groups {
     return this.store.listMembers(groupId, afterUserId, limit);
   }
 
+  /** A page of members without an actor check: for server-side work (push, presence), never for a client. */
+  async membersPage(groupId: string, afterUserId: string, limit: number): Promise<MemberRecord[]> {
+    return this.store.listMembers(groupId, afterUserId, limit);
+  }
+
   async listMemberships(userId: string, afterGroupId: string, limit: number): Promise<MemberRecord[]> {
     return this.store.listMemberships(userId, afterGroupId, limit);
   }

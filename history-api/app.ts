@@ -4,6 +4,8 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { TokenVerifier } from '../broker/auth.js';
+import type { Presence } from '../broker/presence.js';
+import type { PushStore } from '../push/push-store.js';
 import type { ChorusConfig } from '../config/config.js';
 import type { Groups } from '../groups/groups.js';
 import { ChorusError, type ErrorBody } from '../protocol/index.js';
@@ -11,6 +13,7 @@ import type { MessageLog } from '../sequencer/message-log.js';
 import type { Sequencer } from '../sequencer/sequencer.js';
 import { groupRoutes } from './routes-groups.js';
 import { messageRoutes } from './routes-messages.js';
+import { pushRoutes } from './routes-push.js';
 import { ErrorResponse } from './schemas.js';
 
 export interface ApiDeps {
@@ -19,6 +22,8 @@ export interface ApiDeps {
   groups: Groups;
   log: MessageLog;
   sequencer: Sequencer;
+  presence: Presence;
+  push: { store: PushStore; vapidPublicKey: string };
   logger: Logger;
 }
 
@@ -96,6 +101,7 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
       });
       await v1.register(groupRoutes, deps);
       await v1.register(messageRoutes, deps);
+      await v1.register(pushRoutes, deps);
     },
     { prefix: '/v1' },
   );

@@ -49,4 +49,5 @@ export type UserEvent =
   | { type: 'rejected'; groupId?: string; clientMsgId?: string; code: string; message: string }
   | { type: 'member-added'; groupId: string; userId: string; role: MemberRole; by: string }
   | { type: 'member-removed'; groupId: string; userId: string; by: string }
-  | { type: 'role-changed'; groupId: string; userId: string; role: MemberRole; by: string };
+  | { type: 'role-changed'; groupId: string; userId: string; role: MemberRole; by: string }
+  | { type: 'presence'; userId: string; online: boolean };

@@ -15,12 +15,19 @@ import type { MessageLog } from '../sequencer/message-log.js';
 import { MessageLogCassandra } from '../sequencer/message-log-cassandra.js';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
 import { SeqHintsRedis } from '../sequencer/seq-hints-redis.js';
+import { PresenceLocal, type Presence } from '../broker/presence.js';
+import { PresenceRedis } from '../broker/presence-redis.js';
+import type { PushStore } from '../push/push-store.js';
+import { PushStoreCassandra } from '../push/push-store-cassandra.js';
+import { PushStoreSqlite } from '../push/push-store-sqlite.js';
 
 /** The stores and shared broker state of one process, per the configured store. */
 export interface Backends {
   log: MessageLog;
   groupStore: GroupStore;
   feed: MembershipFeed;
+  pushStore: PushStore;
+  presence: Presence;
   /** Aedes persistence and router; undefined means in-memory (one node). */
   persistence?: AedesOptions['persistence'];
   mq?: AedesOptions['mq'];
@@ -31,13 +38,17 @@ export interface Backends {
 export function embeddedBackends(config: ChorusConfig): Backends {
   const log = new MessageLogSqlite(join(config.dataDir, 'messages.db'), { synchronous: config.sqliteSynchronous });
   const groupStore = new GroupStoreSqlite(join(config.dataDir, 'groups.db'), config.sqliteSynchronous);
+  const pushStore = new PushStoreSqlite(join(config.dataDir, 'push.db'));
   return {
     log,
     groupStore,
     feed: new MembershipFeedLocal(),
+    pushStore,
+    presence: new PresenceLocal(),
     async close() {
       await log.close();
       await groupStore.close();
+      await pushStore.close();
     },
   };
 }
@@ -60,7 +71,9 @@ export async function clusterBackends(config: ChorusConfig): Promise<Backends> {
   const feedConnection = new Redis(redisUrl);
   const log = await MessageLogCassandra.open(db, new SeqHintsRedis(redis), { ttlSeconds: config.retentionDays * 86_400, nodeId });
   const groupStore = await GroupStoreCassandra.open(db);
+  const pushStore = await PushStoreCassandra.open(db);
   const feed = await MembershipFeedRedis.start(redis, feedConnection);
+  const presence = new PresenceRedis(redis, nodeId);
   const persistenceConnection = new Redis(redisUrl);
   const persistence = redisPersistence({
     conn: persistenceConnection,
@@ -72,9 +85,13 @@ export async function clusterBackends(config: ChorusConfig): Promise<Backends> {
     log,
     groupStore,
     feed,
+    pushStore,
+    presence,
     persistence: persistence as never,
     mq: mq as never,
     async close() {
+      await presence.close();
+      await log.close();
       await db.close();
       redis.disconnect();
       feedConnection.disconnect();

@@ -7,6 +7,10 @@ import { Groups } from '../groups/groups.js';
 import { buildApi } from '../history-api/app.js';
 import type { MessageLog } from '../sequencer/message-log.js';
 import { Sequencer } from '../sequencer/sequencer.js';
+import type { StampedMessage } from '../protocol/index.js';
+import { Notifier } from '../push/notifier.js';
+import { PushSender } from '../push/push-sender.js';
+import { vapidKeys } from '../push/vapid.js';
 import { clusterBackends, embeddedBackends, type Backends } from './backends.js';
 
 export interface RunningChorus {
@@ -17,6 +21,7 @@ export interface RunningChorus {
   urls: { mqtt: string; ws: string; http: string; docs: string };
   broker: ChorusBroker;
   sequencer: Sequencer;
+  notifier: Notifier;
   close(): Promise<void>;
 }
 
@@ -55,11 +60,21 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     verifier,
     groups,
     logger: logger.child({ component: 'broker' }),
+    presence: backends.presence,
     ...(backends.persistence ? { persistence: backends.persistence } : {}),
     ...(backends.mq ? { mq: backends.mq } : {}),
   });
+  const vapid = vapidKeys(config);
+  const pushLog = logger.child({ component: 'push' });
+  const sender = new PushSender(vapid, config.vapidSubject, config.pushTtlSeconds, backends.pushStore, pushLog);
+  const notifier = new Notifier(groups, backends.presence, backends.pushStore, sender, config.pushWindowSeconds * 1000, pushLog);
   const sequencerLog = logger.child({ component: 'sequencer' });
-  const sequencer = new Sequencer(log, (m) => broker.fanOut(m), {
+  // Fan-out first: live delivery never waits for push, which only queues the message.
+  const fanOut = (m: StampedMessage) => {
+    broker.fanOut(m);
+    notifier.onMessage(m);
+  };
+  const sequencer = new Sequencer(log, fanOut, {
     maxBodyBytes: config.maxBodyBytes,
     maxPendingSends: config.maxPendingSends,
     onStoreError: (err, attempt) => sequencerLog.error({ err, attempt }, 'message log append failed; retrying'),
@@ -68,7 +83,18 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
 
   const servesApi = config.role !== 'broker';
   const servesMqtt = config.role !== 'api';
-  const api = servesApi ? await buildApi({ config, verifier, groups, log, sequencer, logger: logger.child({ component: 'api' }) }) : null;
+  const api = servesApi
+    ? await buildApi({
+        config,
+        verifier,
+        groups,
+        log,
+        sequencer,
+        presence: backends.presence,
+        push: { store: backends.pushStore, vapidPublicKey: vapid.publicKey },
+        logger: logger.child({ component: 'api' }),
+      })
+    : null;
   const http = api ? api.server : healthServer();
   if (servesMqtt) broker.attachWebSocket(http, config.wsPath);
   const mqttPort = servesMqtt ? await broker.listenTcp(config.host, config.mqttPort) : 0;
@@ -89,10 +115,12 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     },
     broker,
     sequencer,
+    notifier,
     async close() {
       if (closed) return;
       closed = true;
       await sequencer.drain(5000);
+      notifier.close();
       await broker.close();
       if (api) await api.close();
       else await new Promise((resolve) => http.close(resolve));

@@ -10,12 +10,15 @@ import type { StampedMessage } from '../protocol/index.js';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
 import { Sequencer } from '../sequencer/sequencer.js';
 import { tempDir } from './harness.js';
+import { PresenceLocal } from '../broker/presence.js';
+import { PushStoreSqlite } from '../push/push-store-sqlite.js';
 
 describe('REST API (app.inject)', () => {
   const config = loadConfig({}, { dataDir: tempDir(), maxGroupMembers: 4 });
   const log = new MessageLogSqlite(join(config.dataDir, 'messages.db'), { synchronous: 'normal' });
   const store = new GroupStoreSqlite(join(config.dataDir, 'groups.db'), 'normal');
   const feed = new MembershipFeedLocal();
+  const pushStore = new PushStoreSqlite(join(config.dataDir, 'push.db'));
   const groups = new Groups(store, feed, config.maxGroupMembers);
   const fannedOut: StampedMessage[] = [];
   const changes: MembershipChange[] = [];
@@ -27,12 +30,22 @@ describe('REST API (app.inject)', () => {
   let app: Api;
 
   beforeAll(async () => {
-    app = await buildApi({ config, verifier: await createTokenVerifier(config), groups, log, sequencer, logger: pino({ level: 'silent' }) });
+    app = await buildApi({
+      config,
+      verifier: await createTokenVerifier(config),
+      groups,
+      log,
+      sequencer,
+      presence: new PresenceLocal(),
+      push: { store: pushStore, vapidPublicKey: 'unused-here' },
+      logger: pino({ level: 'silent' }),
+    });
   });
   afterAll(async () => {
     await app.close();
     await log.close();
     await store.close();
+    await pushStore.close();
   });
 
   const call = async (userId: string, method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: object) => {

@@ -24,7 +24,8 @@ describe('config', () => {
       error = err as ConfigError;
     }
     expect(error).toBeInstanceOf(ConfigError);
-    expect(error!.problems).toHaveLength(4);
+    expect(error!.problems).toHaveLength(5);
+    expect(error!.message).toMatch(/vapidPublicKey and vapidPrivateKey: required when env is production/);
     expect(error!.message).toMatch(/CHORUS_TYPO: unknown setting/);
     expect(error!.message).toMatch(/mqttPort \(CHORUS_MQTT_PORT\)/);
     expect(error!.message).toMatch(/httpPort \(CHORUS_HTTP_PORT\)/);

@@ -8,8 +8,9 @@ const compose = parse(readFileSync(`${root}docker-compose.yml`, 'utf8'), { merge
   services: Record<string, { image?: string; build?: string; environment?: Record<string, string>; healthcheck?: { test: string[] }; command?: string[]; depends_on?: Record<string, unknown>; ports?: string[] }>;
 };
 const chorusServices = Object.entries(compose.services).filter(([, s]) => s.build === '.');
-/** Compose substitutes ${VAR:?...} from the caller's environment; give it a sample value. */
-const substitute = (value: string) => String(value).replace(/\$\{[A-Z_]+:\?[^}]*\}/g, 'x'.repeat(48));
+/** Compose substitutes ${VAR:?...} from the caller's environment; give each a sample of the shape it must have. */
+const samples: Record<string, string> = { CHORUS_VAPID_PUBLIC_KEY: 'B'.repeat(87), CHORUS_VAPID_PRIVATE_KEY: 'p'.repeat(43) };
+const substitute = (value: string) => String(value).replace(/\$\{([A-Z_]+):\?[^}]*\}/g, (_, name: string) => samples[name] ?? 'x'.repeat(48));
 
 describe('docker-compose.yml stays true to the code', () => {
   it('runs Redis, Cassandra, two broker nodes and one api node, each with a health check', () => {

@@ -1,0 +1,75 @@
+import type { Redis } from 'ioredis';
+import type { Presence } from './presence.js';
+
+const HEARTBEAT_MS = 3_000;
+const NODE_TTL_SECONDS = 10;
+
+/**
+ * Presence across nodes in Redis: per user a hash of node id -> connected clients, and per node a heartbeat key that
+ * expires when the node dies, so a crashed node's clients stop counting within NODE_TTL_SECONDS. Each heartbeat also
+ * writes this node's counts again, so presence comes back by itself after Redis lost its data.
+ */
+export class PresenceRedis implements Presence {
+  private readonly local = new Map<string, number>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly nodeId: string,
+  ) {
+    this.timer = setInterval(() => void this.heartbeat().catch(() => undefined), HEARTBEAT_MS);
+    this.timer.unref();
+    void this.heartbeat().catch(() => undefined);
+  }
+
+  private key(userId: string): string {
+    return `chorus:presence:${userId}`;
+  }
+
+  private async heartbeat(): Promise<void> {
+    const pipeline = this.redis.pipeline().set(`chorus:node:${this.nodeId}`, '1', 'EX', NODE_TTL_SECONDS);
+    for (const [userId, count] of this.local) pipeline.hset(this.key(userId), this.nodeId, String(count));
+    await pipeline.exec();
+  }
+
+  private async totalOnLiveNodes(userId: string): Promise<number> {
+    const counts = await this.redis.hgetall(this.key(userId));
+    const nodes = Object.keys(counts).filter((node) => Number(counts[node]) > 0);
+    if (nodes.length === 0) return 0;
+    const alive = await this.redis.mget(nodes.map((node) => `chorus:node:${node}`));
+    return nodes.reduce((sum, node, i) => sum + (alive[i] ? Number(counts[node]) : 0), 0);
+  }
+
+  async connected(userId: string): Promise<boolean> {
+    const count = (this.local.get(userId) ?? 0) + 1;
+    this.local.set(userId, count);
+    await this.redis.set(`chorus:node:${this.nodeId}`, '1', 'EX', NODE_TTL_SECONDS);
+    await this.redis.hset(this.key(userId), this.nodeId, String(count));
+    return (await this.totalOnLiveNodes(userId)) === 1;
+  }
+
+  async disconnected(userId: string): Promise<boolean> {
+    const count = (this.local.get(userId) ?? 1) - 1;
+    if (count > 0) {
+      this.local.set(userId, count);
+      await this.redis.hset(this.key(userId), this.nodeId, String(count));
+      return false;
+    }
+    this.local.delete(userId);
+    await this.redis.hdel(this.key(userId), this.nodeId);
+    return (await this.totalOnLiveNodes(userId)) === 0;
+  }
+
+  async online(userIds: string[]): Promise<Set<string>> {
+    const totals = await Promise.all(userIds.map((id) => this.totalOnLiveNodes(id)));
+    return new Set(userIds.filter((_, i) => totals[i]! > 0));
+  }
+
+  /** A node that stops on purpose takes its clients out of presence at once. */
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    const pipeline = this.redis.pipeline().del(`chorus:node:${this.nodeId}`);
+    for (const userId of this.local.keys()) pipeline.hdel(this.key(userId), this.nodeId);
+    await pipeline.exec().catch(() => undefined);
+  }
+}

@@ -1,0 +1,164 @@
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Presence } from '../broker/presence.js';
+import type { Groups } from '../groups/groups.js';
+import type { StampedMessage } from '../protocol/index.js';
+import type { PushSender } from './push-sender.js';
+import type { PushStore } from './push-store.js';
+
+/** What a push carries (encrypted): enough for a notification and a badge, not the whole message. */
+export interface PushPayload {
+  type: 'chorus.message';
+  groupId: string;
+  /** The newest message this push stands for. */
+  seq: number;
+  senderId: string;
+  preview: string;
+  /** The member's unread count in this group, as of `seq`. */
+  unread: number;
+  /** How many messages this push stands for (more than 1 when several were collapsed into it). */
+  count: number;
+  mention: boolean;
+}
+
+interface Pending {
+  message: StampedMessage;
+  unread: number;
+  count: number;
+  mention: boolean;
+}
+
+interface Window {
+  /** What arrived since the last push, to go out when the window ends. */
+  pending: Pending | null;
+  timer: NodeJS.Timeout;
+}
+
+const MAX_QUEUED_MESSAGES = 10_000;
+const MAX_WINDOWS = 100_000;
+const MEMBERS_PAGE = 500;
+const PREVIEW_CHARS = 120;
+
+/** A Topic header (RFC 8030 §5.4: at most 32 base64url characters) per group, so a newer push replaces an older one. */
+const topicOf = (groupId: string): string => createHash('sha256').update(groupId).digest('base64url').slice(0, 32);
+
+/**
+ * Tells offline members about new messages through Web Push, off the publish path: the sequencer hands each stored
+ * message over and returns at once; a bounded queue and the sender's own limits keep a slow or failing push service
+ * from ever delaying or losing a message. Per user and group, the first message of a quiet period is pushed at once;
+ * what follows within `windowMs` goes out as one push at the end of the window, with the count.
+ */
+export class Notifier {
+  private readonly queue: StampedMessage[] = [];
+  private readonly windows = new Map<string, Window>();
+  private processing = false;
+  private closed = false;
+  dropped = 0;
+
+  constructor(
+    private readonly groups: Groups,
+    private readonly presence: Presence,
+    private readonly store: PushStore,
+    private readonly sender: PushSender,
+    private readonly windowMs: number,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Called for every newly stored message; never blocks and never throws. */
+  onMessage(message: StampedMessage): void {
+    if (this.closed) return;
+    if (this.queue.length >= MAX_QUEUED_MESSAGES) {
+      this.queue.shift();
+      this.dropped += 1;
+    }
+    this.queue.push(message);
+    if (!this.processing) void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    this.processing = true;
+    while (this.queue.length > 0 && !this.closed) {
+      const message = this.queue.shift()!;
+      try {
+        await this.notifyMembers(message);
+      } catch (err) {
+        this.logger.warn({ err: (err as Error).message, groupId: message.groupId }, 'push notification pass failed');
+      }
+    }
+    this.processing = false;
+  }
+
+  private async notifyMembers(message: StampedMessage): Promise<void> {
+    for (let after = ''; ; ) {
+      const page = await this.groups.membersPage(message.groupId, after, MEMBERS_PAGE);
+      const others = page.filter((m) => m.userId !== message.senderId);
+      const online = await this.presence.online(others.map((m) => m.userId));
+      for (const member of others) {
+        if (online.has(member.userId)) continue;
+        const mention = message.mentions?.includes(member.userId) ?? false;
+        const mode = await this.store.getMode(member.userId, message.groupId);
+        if (mode === 'muted' || (mode === 'mentions' && !mention)) continue;
+        this.offer(member.userId, { message, unread: Math.max(0, message.seq - member.readSeq), count: 1, mention });
+      }
+      if (page.length < MEMBERS_PAGE) return;
+      after = page.at(-1)!.userId;
+    }
+  }
+
+  private offer(userId: string, next: Pending): void {
+    const key = `${userId}\u0000${next.message.groupId}`;
+    const window = this.windows.get(key);
+    if (window) {
+      const p = window.pending;
+      window.pending = p ? { message: next.message, unread: next.unread, count: p.count + 1, mention: p.mention || next.mention } : next;
+      return;
+    }
+    if (this.windows.size >= MAX_WINDOWS) {
+      this.dropped += 1;
+      return;
+    }
+    void this.push(userId, next);
+    this.openWindow(key, userId);
+  }
+
+  /** After a push, the next one for this user and group waits for the end of the window. */
+  private openWindow(key: string, userId: string): void {
+    const window: Window = {
+      pending: null,
+      timer: setTimeout(() => {
+        this.windows.delete(key);
+        if (window.pending && !this.closed) {
+          void this.push(userId, window.pending);
+          this.openWindow(key, userId);
+        }
+      }, this.windowMs),
+    };
+    window.timer.unref();
+    this.windows.set(key, window);
+  }
+
+  private async push(userId: string, pending: Pending): Promise<void> {
+    const subscriptions = await this.store.listSubscriptions(userId).catch(() => []);
+    const { message } = pending;
+    const payload: PushPayload = {
+      type: 'chorus.message',
+      groupId: message.groupId,
+      seq: message.seq,
+      senderId: message.senderId,
+      preview: message.body.slice(0, PREVIEW_CHARS),
+      unread: pending.unread,
+      count: pending.count,
+      mention: pending.mention,
+    };
+    for (const subscription of subscriptions) {
+      this.sender.send(subscription, payload, { urgency: pending.mention ? 'high' : 'normal', topic: topicOf(message.groupId) });
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const window of this.windows.values()) clearTimeout(window.timer);
+    this.windows.clear();
+    this.sender.close();
+  }
+}
