@@ -16,7 +16,7 @@ function isInternalAddress(host: string): boolean {
 
 /**
  * The server sends requests to endpoints that users give it, so an endpoint is checked like any untrusted URL (SSRF):
- * https only, no credentials, no internal addresses. Tests may allow http on loopback (pushAllowLoopback).
+ * https only, no credentials, no internal addresses. Tests may allow loopback (pushAllowLoopback).
  */
 export function checkPushEndpoint(endpoint: string, allowLoopback: boolean): URL {
   let url: URL;
@@ -26,9 +26,8 @@ export function checkPushEndpoint(endpoint: string, allowLoopback: boolean): URL
     throw new ChorusError('INVALID_PUSH_ENDPOINT', 'endpoint is not a URL');
   }
   if (url.username || url.password) throw new ChorusError('INVALID_PUSH_ENDPOINT', 'endpoint must not carry credentials');
-  const loopback = LOOPBACK_HOSTS.has(url.hostname) || url.hostname === '[::1]';
-  if (allowLoopback && loopback && (url.protocol === 'http:' || url.protocol === 'https:')) return url;
   if (url.protocol !== 'https:') throw new ChorusError('INVALID_PUSH_ENDPOINT', 'endpoint must be https');
+  if (allowLoopback && LOOPBACK_HOSTS.has(url.hostname)) return url;
   if (isInternalAddress(url.hostname)) throw new ChorusError('INVALID_PUSH_ENDPOINT', 'endpoint must be a public push service');
   return url;
 }

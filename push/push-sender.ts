@@ -1,3 +1,5 @@
+import { Agent } from 'node:https';
+import { rootCertificates } from 'node:tls';
 import webPush, { WebPushError } from 'web-push';
 import type { Logger } from 'pino';
 import type { PushStore, PushSubscriptionRecord } from './push-store.js';
@@ -35,13 +37,19 @@ export class PushSender {
   private closed = false;
   private readonly timers = new Set<NodeJS.Timeout>();
 
+  /** Keep-alive connections to push services (a few hosts serve every browser), trusting `extraCa` besides the system CAs. */
+  private readonly agent: Agent;
+
   constructor(
     private readonly vapid: VapidKeys,
     private readonly subject: string,
     private readonly ttlSeconds: number,
     private readonly store: PushStore,
     private readonly logger: Logger,
-  ) {}
+    extraCa?: Buffer,
+  ) {
+    this.agent = new Agent({ keepAlive: true, maxSockets: MAX_IN_FLIGHT, ...(extraCa ? { ca: [...rootCertificates, extraCa.toString()] } : {}) });
+  }
 
   /** Pushes waiting for a free slot were dropped because the queue was full (a push service too slow for the load). */
   get droppedCount(): number {
@@ -77,6 +85,7 @@ export class PushSender {
         topic: options.topic,
         timeout: 10_000,
         contentEncoding: 'aes128gcm',
+        agent: this.agent,
       });
     } catch (err) {
       const status = err instanceof WebPushError ? err.statusCode : undefined;
@@ -111,5 +120,6 @@ export class PushSender {
     this.closed = true;
     for (const timer of this.timers) clearTimeout(timer);
     this.waiting.length = 0;
+    this.agent.destroy();
   }
 }

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { pino, type Logger } from 'pino';
 import { createTokenVerifier } from '../broker/auth.js';
@@ -66,7 +67,8 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
   });
   const vapid = vapidKeys(config);
   const pushLog = logger.child({ component: 'push' });
-  const sender = new PushSender(vapid, config.vapidSubject, config.pushTtlSeconds, backends.pushStore, pushLog);
+  const extraCa = config.pushCaFile ? readFileSync(config.pushCaFile) : undefined;
+  const sender = new PushSender(vapid, config.vapidSubject, config.pushTtlSeconds, backends.pushStore, pushLog, extraCa);
   const notifier = new Notifier(groups, backends.presence, backends.pushStore, sender, config.pushWindowSeconds * 1000, pushLog);
   const sequencerLog = logger.child({ component: 'sequencer' });
   // Fan-out first: live delivery never waits for push, which only queues the message.
