@@ -116,17 +116,22 @@ export class ChorusClient {
   static async connect(options: ChorusClientOptions): Promise<ChorusClient> {
     const client = new ChorusClient(options);
     await new Promise<void>((resolve, reject) => {
-      const onConnect = () => {
+      // Only the first connection's outcome settles connect(); later errors (a node going away) are the reconnect's.
+      const settle = () => {
+        client.off('connect', onConnect);
         client.off('error', onError);
+      };
+      const onConnect = () => {
+        settle();
         resolve();
       };
       const onError = (err: Error) => {
-        client.off('connect', onConnect);
+        settle();
         void client.close();
         reject(err);
       };
-      client.once('connect', onConnect);
-      client.once('error', onError);
+      client.on('connect', onConnect);
+      client.on('error', onError);
     });
     return client;
   }
@@ -139,14 +144,6 @@ export class ChorusClient {
   off<K extends keyof Listeners>(event: K, listener: Listeners[K]): this {
     this.listeners[event].delete(listener);
     return this;
-  }
-
-  private once<K extends keyof Listeners>(event: K, listener: Listeners[K]): void {
-    const wrapped = ((...args: unknown[]) => {
-      this.off(event, wrapped);
-      (listener as (...a: unknown[]) => void)(...args);
-    }) as Listeners[K];
-    this.on(event, wrapped);
   }
 
   private emit<K extends keyof Listeners>(event: K, ...args: Parameters<Listeners[K]>): void {

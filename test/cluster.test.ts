@@ -158,6 +158,20 @@ describe('many nodes sharing Redis and Cassandra', () => {
     await c.start();
   }, 120_000);
 
+  it('shows a user connected to one broker node as online through the api node, and offline once gone', async () => {
+    const groupId = await newGroup('alice', ['nina']);
+    const nina = await raw('nina', b);
+    const online = async () => (await cluster.api(apiNode, 'alice', 'GET', `/v1/groups/${groupId}/presence`)).body.members.find((m: { userId: string }) => m.userId === 'nina').online;
+    expect(await online()).toBe(true);
+    await nina.endAsync();
+    let stillOnline = true;
+    for (let i = 0; i < 50 && stillOnline; i++) {
+      stillOnline = await online();
+      if (stillOnline) await sleep(50);
+    }
+    expect(stillOnline).toBe(false);
+  }, 30_000);
+
   it('holds sends while Cassandra is stopped, answers 503 meanwhile, and lets them through when it returns', async () => {
     const groupId = await newGroup('alice', []);
     const alice = await raw('alice', a);
