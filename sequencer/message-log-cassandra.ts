@@ -178,11 +178,9 @@ export class MessageLogCassandra implements MessageLog {
       outcomes[i] = { message, duplicate: true };
       return false;
     }
+    // No seq on the claim: its append may have stored the message and not yet recorded it (that happens off the
+    // critical path), may still be running, or may have died. The log answers the first case.
     const own = claim.get('owner') === this.owner(draft);
-    const claimedAt = (claim.get('claimed_at') as Date).getTime();
-    if (!own && Date.now() - claimedAt < STALE_CLAIM_MS) {
-      throw new ChorusError('STORE_UNAVAILABLE', 'a send with this clientMsgId is in flight on another node');
-    }
     const stored = await this.search(groupId, Number(claim.get('floor_seq')), draft);
     if (stored) {
       await this.db.execute('UPDATE message_claims SET seq = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?', [
@@ -196,6 +194,10 @@ export class MessageLogCassandra implements MessageLog {
       return false;
     }
     if (own) return true;
+    const claimedAt = (claim.get('claimed_at') as Date).getTime();
+    if (Date.now() - claimedAt < STALE_CLAIM_MS) {
+      throw new ChorusError('STORE_UNAVAILABLE', 'a send with this clientMsgId is in flight on another node');
+    }
     const takeover = await this.db.execute(
       `UPDATE message_claims SET owner = ?, claimed_at = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?
        IF owner = ? AND claimed_at = ?`,
