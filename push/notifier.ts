@@ -51,6 +51,7 @@ const topicOf = (groupId: string): string => createHash('sha256').update(groupId
 export class Notifier {
   private readonly queue: StampedMessage[] = [];
   private readonly windows = new Map<string, Window>();
+  /** A drain is scheduled or running. */
   private processing = false;
   private closed = false;
   dropped = 0;
@@ -72,33 +73,47 @@ export class Notifier {
       this.dropped += 1;
     }
     this.queue.push(message);
-    if (!this.processing) void this.drain();
+    if (!this.processing) {
+      // After the current fan-out loop: a whole commit's messages are then handled in one pass per group.
+      this.processing = true;
+      setImmediate(() => void this.drain());
+    }
   }
 
   private async drain(): Promise<void> {
-    this.processing = true;
     while (this.queue.length > 0 && !this.closed) {
-      const message = this.queue.shift()!;
-      try {
-        await this.notifyMembers(message);
-      } catch (err) {
-        this.logger.warn({ err: (err as Error).message, groupId: message.groupId }, 'push notification pass failed');
+      const byGroup = new Map<string, StampedMessage[]>();
+      for (const message of this.queue.splice(0, this.queue.length)) {
+        const list = byGroup.get(message.groupId);
+        if (list) list.push(message);
+        else byGroup.set(message.groupId, [message]);
+      }
+      for (const [groupId, messages] of byGroup) {
+        try {
+          await this.notifyMembers(groupId, messages);
+        } catch (err) {
+          this.logger.warn({ err: (err as Error).message, groupId }, 'push notification pass failed');
+        }
       }
     }
     this.processing = false;
   }
 
-  private async notifyMembers(message: StampedMessage): Promise<void> {
+  /** One pass over the group's members for all of its queued messages, in seq order. */
+  private async notifyMembers(groupId: string, messages: StampedMessage[]): Promise<void> {
     for (let after = ''; ; ) {
-      const page = await this.groups.membersPage(message.groupId, after, MEMBERS_PAGE);
-      const others = page.filter((m) => m.userId !== message.senderId);
-      const online = await this.presence.online(others.map((m) => m.userId));
-      for (const member of others) {
+      const page = await this.groups.membersPage(groupId, after, MEMBERS_PAGE);
+      const online = await this.presence.online(page.map((m) => m.userId));
+      for (const member of page) {
         if (online.has(member.userId)) continue;
-        const mention = message.mentions?.includes(member.userId) ?? false;
-        const mode = await this.store.getMode(member.userId, message.groupId);
-        if (mode === 'muted' || (mode === 'mentions' && !mention)) continue;
-        this.offer(member.userId, { message, unread: Math.max(0, message.seq - member.readSeq), count: 1, mention });
+        const mode = await this.store.getMode(member.userId, groupId);
+        if (mode === 'muted') continue;
+        for (const message of messages) {
+          if (message.senderId === member.userId) continue;
+          const mention = message.mentions?.includes(member.userId) ?? false;
+          if (mode === 'mentions' && !mention) continue;
+          this.offer(member.userId, { message, unread: Math.max(0, message.seq - member.readSeq), count: 1, mention });
+        }
       }
       if (page.length < MEMBERS_PAGE) return;
       after = page.at(-1)!.userId;
