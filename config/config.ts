@@ -20,6 +20,11 @@ export const ConfigSchema = Type.Object(
     httpPort: port(8080),
     wsPath: Type.String({ default: '/mqtt', pattern: '^/' }),
     dataDir: Type.String({ default: './data', minLength: 1 }),
+    corsOrigins: Type.String({
+      default: '',
+      pattern: '^(|\\*|https?://[^,\\s]+(,https?://[^,\\s]+)*)$',
+      description: 'browser origins allowed to call the REST API, comma-separated (e.g. https://app.example.com); empty: none',
+    }),
     logLevel: Type.Union(
       ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
       { default: 'info' },

@@ -1,3 +1,4 @@
+import cors from '@fastify/cors';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -72,6 +73,11 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   }).withTypeProvider<TypeBoxTypeProvider>() as Api;
 
   app.addSchema(ErrorResponse);
+  if (deps.config.corsOrigins) {
+    // Browser apps on their own origin call the API with a bearer token (no cookies, so no credentials mode).
+    const origins = deps.config.corsOrigins === '*' ? '*' : deps.config.corsOrigins.split(',');
+    await app.register(cors, { origin: origins, methods: ['GET', 'POST', 'PUT', 'DELETE'], allowedHeaders: ['authorization', 'content-type'], maxAge: 600 });
+  }
   await app.register(swagger, {
     openapi: {
       info: { title: 'Chorus API', version: '1', description: 'Group messaging: groups, members, history, sends.' },

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Chorus needs to build and test on a fresh Debian machine: Node.js >= 20 must already be there.
+# Run as root (it may apt-get install Debian's chromium for the browser tests).
 # Native addons (better-sqlite3) build from source, against Node's headers from /usr/include/node when present,
 # because downloads of prebuilt binaries and of node headers may be impossible.
 set -euo pipefail
@@ -9,6 +10,11 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
   echo "Chorus needs Node.js 20 or later (found $(node --version))" >&2
   exit 1
+fi
+# The browser tests drive Debian's Chromium with playwright-core (which never downloads a browser).
+if ! command -v chromium >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 if [ -d /usr/include/node ] && [ -z "${npm_config_nodedir:-}" ]; then
   export npm_config_nodedir=/usr
