@@ -81,6 +81,7 @@ export const ConfigSchema = Type.Object(
       default: 10_000,
       description: 'how long a REST send waits for its commit before answering 503 (the send stays queued)',
     }),
+    rateLimitPerMinute: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 6000, description: 'REST requests per user (or IP) per minute' }),
     maxConnections: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 }),
   },
   { additionalProperties: false },

@@ -1,4 +1,5 @@
 import cors from '@fastify/cors';
+import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -104,6 +105,15 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
         const match = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
         if (!match) throw new ChorusError('UNAUTHORIZED', 'send Authorization: Bearer <token>');
         request.userId = (await deps.verifier.verify(match[1]!)).userId;
+      });
+      // Per caller, after authentication (so a user's budget follows them across IPs); in memory, per node.
+      await v1.register(rateLimit, {
+        max: deps.config.rateLimitPerMinute,
+        timeWindow: 60_000,
+        hook: 'preHandler',
+        keyGenerator: (request) => request.userId || request.ip,
+        errorResponseBuilder: (_request, context) =>
+          Object.assign(new ChorusError('RATE_LIMITED', `at most ${context.max} requests per minute; retry after ${context.after}`), { statusCode: 429 }),
       });
       await v1.register(groupRoutes, deps);
       await v1.register(messageRoutes, deps);

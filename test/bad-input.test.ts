@@ -6,7 +6,7 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
   let t: TestChorus;
   let groupId: string;
   beforeAll(async () => {
-    t = await TestChorus.start({ maxBodyBytes: 1024, maxPacketBytes: 64 * 1024 });
+    t = await TestChorus.start({ maxBodyBytes: 1024, maxPacketBytes: 64 * 1024, rateLimitPerMinute: 200 });
     groupId = await t.group('alice', ['bob']);
   });
   afterAll(async () => {
@@ -94,5 +94,15 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
     const expired = await fetch(`${t.chorus.urls.http}/v1/groups`, { headers: { authorization: `Bearer ${await t.token('alice', -60)}` } });
     expect(expired.status).toBe(401);
     await sleep(10);
+  });
+
+  it('answers a caller over its REST budget with 429 RATE_LIMITED, without touching other callers', async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 220; i++) statuses.push((await t.api('greedy', 'GET', '/v1/groups')).status);
+    expect(statuses.slice(0, 200).every((s) => s === 200)).toBe(true);
+    expect(statuses.slice(200).every((s) => s === 429)).toBe(true);
+    const limited = await t.api('greedy', 'GET', '/v1/groups');
+    expect([limited.status, limited.body.code]).toEqual([429, 'RATE_LIMITED']);
+    expect((await t.api('someone-else', 'GET', '/v1/groups')).status).toBe(200);
   });
 });
