@@ -5,6 +5,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import type { TokenVerifier } from '../broker/auth.js';
 import type { Presence } from '../broker/presence.js';
 import type { PushStore } from '../push/push-store.js';
@@ -26,6 +27,8 @@ export interface ApiDeps {
   sequencer: Sequencer;
   presence: Presence;
   push: { store: PushStore; vapidPublicKey: string };
+  /** Served at /metrics when given. */
+  metrics?: Registry;
   logger: Logger;
 }
 
@@ -96,6 +99,10 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   app.setNotFoundHandler((_request, reply) => reply.status(404).send(new ChorusError('NOT_FOUND').toBody()));
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+  const registry = deps.metrics;
+  if (registry) {
+    app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+  }
 
   await app.register(
     async (v1) => {

@@ -17,6 +17,8 @@ export interface SequencerOptions {
   /** Drafts in one append call, so that one commit stays short. */
   maxBatch?: number;
   onStoreError?: (err: unknown, attempt: number) => void;
+  /** After each successful commit: how many drafts it carried and how long the append took. */
+  onCommit?: (drafts: number, seconds: number) => void;
 }
 
 interface PendingSend {
@@ -132,8 +134,10 @@ export class Sequencer {
     this.flushing = true;
     const { batch, sends } = this.takeBatch();
     let outcomes: AppendOutcome[][];
+    const started = performance.now();
     try {
       outcomes = await this.log.append(batch);
+      this.options.onCommit?.(sends.reduce((n, group) => n + group.length, 0), (performance.now() - started) / 1000);
     } catch (err) {
       this.options.onStoreError?.(err, attempt);
       this.requeue(batch, sends);

@@ -12,6 +12,7 @@ import type { StampedMessage } from '../protocol/index.js';
 import { Notifier } from '../push/notifier.js';
 import { PushSender } from '../push/push-sender.js';
 import { vapidKeys } from '../push/vapid.js';
+import { ChorusMetrics } from './metrics.js';
 import { clusterBackends, embeddedBackends, type Backends } from './backends.js';
 
 export interface RunningChorus {
@@ -32,9 +33,13 @@ export interface ChorusBackends {
   messageLog?: MessageLog;
 }
 
-/** Liveness for nodes without the REST API (role broker): the same port also carries MQTT over WebSocket. */
-function healthServer(): Server {
+/** Liveness and metrics for nodes without the REST API (role broker): the same port carries MQTT over WebSocket. */
+function healthServer(metrics: ChorusMetrics): Server {
   return createServer((req, res) => {
+    if (req.url === '/metrics') {
+      void metrics.registry.metrics().then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text));
+      return;
+    }
     const ok = req.url === '/healthz';
     res.writeHead(ok ? 200 : 404, { 'content-type': 'application/json' });
     res.end(JSON.stringify(ok ? { status: 'ok' } : { code: 'NOT_FOUND', message: 'no such resource' }));
@@ -76,10 +81,20 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     broker.fanOut(m);
     notifier.onMessage(m);
   };
-  const sequencer = new Sequencer(log, fanOut, {
+  let sequencer: Sequencer;
+  const metrics = new ChorusMetrics({
+    pendingSends: () => sequencer.pending,
+    connectedClients: () => broker.aedes.connectedClients,
+    pushDropped: () => notifier.dropped + sender.droppedCount,
+  });
+  sequencer = new Sequencer(log, fanOut, {
     maxBodyBytes: config.maxBodyBytes,
     maxPendingSends: config.maxPendingSends,
-    onStoreError: (err, attempt) => sequencerLog.error({ err, attempt }, 'message log append failed; retrying'),
+    onStoreError: (err, attempt) => {
+      metrics.storeErrors.inc();
+      sequencerLog.error({ err, attempt }, 'message log append failed; retrying');
+    },
+    onCommit: metrics.onCommit,
   });
   broker.useSequencer(sequencer);
 
@@ -94,10 +109,11 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
         sequencer,
         presence: backends.presence,
         push: { store: backends.pushStore, vapidPublicKey: vapid.publicKey },
+        metrics: metrics.registry,
         logger: logger.child({ component: 'api' }),
       })
     : null;
-  const http = api ? api.server : healthServer();
+  const http = api ? api.server : healthServer(metrics);
   if (servesMqtt) broker.attachWebSocket(http, config.wsPath);
   const mqttPort = servesMqtt ? await broker.listenTcp(config.host, config.mqttPort) : 0;
   if (api) await api.listen({ host: config.host, port: config.httpPort });

@@ -38,6 +38,12 @@ describe('message path through real clients', () => {
     const aliceOrder = bodies[0]!.filter((b) => b.startsWith('alice:')).map((b) => Number(b.split(' ')[1]));
     expect(aliceOrder).toEqual([...aliceOrder].sort((a, b) => a - b));
     await Promise.all([alice, bob, carol].map((c) => c.close()));
+
+    const metrics = await (await fetch(`${t.chorus.urls.http}/metrics`)).text();
+    const committed = Number(/^chorus_sequencer_batch_messages_sum (\d+)/m.exec(metrics)?.[1]);
+    expect(committed).toBeGreaterThanOrEqual(total);
+    expect(metrics).toMatch(/^chorus_sequencer_commit_seconds_count \d+/m);
+    expect(metrics).toMatch(/^chorus_mqtt_connected_clients \d+/m);
   });
 
   it('lets a member who was offline during 500 messages catch up through the SDK: in order, no gaps, no duplicates', async () => {

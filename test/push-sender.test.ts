@@ -1,0 +1,44 @@
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import webPush from 'web-push';
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PushSender } from '../push/push-sender.js';
+import { PushStoreSqlite } from '../push/push-store-sqlite.js';
+import { tempDir, until } from './harness.js';
+import { TestPushService } from './push-service.js';
+
+describe('push sender', () => {
+  const service = new TestPushService();
+  const store = new PushStoreSqlite(join(tempDir(), 'push.db'));
+  const lines: string[] = [];
+  const logger = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, done) => (lines.push(chunk.toString()), done()) }));
+  let sender: PushSender;
+  beforeAll(async () => {
+    await service.start();
+    sender = new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, store, logger, readFileSync(service.caFile));
+  });
+  afterAll(async () => {
+    sender.close();
+    await service.close();
+    await store.close();
+  });
+
+  it('logs a refused push with the endpoint host only, never the keys, and keeps the subscription', async () => {
+    const device = service.device('refusing');
+    service.respond(device.id, () => ({ status: 400 }));
+    const record = { userId: 'u', endpoint: device.subscription.endpoint, ...device.subscription.keys, createdAtMs: Date.now() };
+    await store.saveSubscription(record, 5);
+    sender.send(record, { hello: 'world' }, { urgency: 'normal', topic: 'abc' });
+    await until(() => lines.some((l) => l.includes('refused')), 'the log line');
+    const line = JSON.parse(lines.find((l) => l.includes('refused'))!);
+    expect(line).toMatchObject({ host: `127.0.0.1:${service.port}`, status: 400 });
+    const all = lines.join('\n');
+    expect(all).not.toContain(device.subscription.keys.p256dh);
+    expect(all).not.toContain(device.subscription.keys.auth);
+    expect(all).not.toContain('/push/refusing'); // not even the endpoint path, which identifies the device
+    expect(service.attempts.get(device.id)).toHaveLength(1); // a 400 is not retried
+    expect(await store.listSubscriptions('u')).toHaveLength(1);
+  });
+});
