@@ -68,9 +68,6 @@ export class ChorusBroker {
   ) {
     this.aedes = aedes;
     const { logger } = deps;
-    aedes.preConnect = (_client, _packet, callback) => {
-      callback(null, aedes.connectedClients < deps.config.maxConnections);
-    };
     aedes.authenticate = (client, username, password, callback) => {
       this.authenticate(client, username, password).then(
         () => callback(null, true),
@@ -99,6 +96,7 @@ export class ChorusBroker {
       persistence: deps.persistence ?? (new BoundedMemoryPersistence(deps.config.maxOfflineQueue) as never),
       ...(deps.mq ? { mq: deps.mq } : {}),
       drainTimeout: 30_000,
+      connectTimeout: 10_000,
       maxClientsIdLength: 128,
       heartbeatInterval: 60_000,
       concurrency: 1000,
@@ -136,6 +134,8 @@ export class ChorusBroker {
   }
 
   private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
+    // Over the cap, CONNACK 3 "server unavailable" tells the client to come back later ([MQTT-3.2.2-6] table 3.1).
+    if (this.aedes.connectedClients >= this.deps.config.maxConnections) throw authError('too many connections', 3);
     if (!username || !password) throw authError('username (user id) and password (token) are required', 4);
     let verified;
     try {

@@ -8,6 +8,8 @@ interface LiveUser {
   groups: Set<string>;
   /** Changes that arrived while `groups` was being loaded; replayed on top of the loaded set. */
   changesDuringLoad: MembershipChange[] | null;
+  /** Settles when `groups` is loaded: a second client of the user waits for it before it is authorized. */
+  loaded: Promise<void>;
 }
 
 /**
@@ -27,16 +29,24 @@ export class LiveUsers {
     const existing = this.users.get(userId);
     if (existing) {
       existing.clients.add(client);
+      try {
+        await existing.loaded;
+      } catch (err) {
+        this.detach(client);
+        throw err;
+      }
       return;
     }
-    const user: LiveUser = { userId, clients: new Set([client]), groups: new Set(), changesDuringLoad: [] };
+    const user: LiveUser = { userId, clients: new Set([client]), groups: new Set(), changesDuringLoad: [], loaded: Promise.resolve() };
     this.users.set(userId, user);
-    try {
-      const loaded = await loadGroups();
+    user.loaded = loadGroups().then((loaded) => {
       const changes = user.changesDuringLoad ?? [];
       user.changesDuringLoad = null;
       user.groups = new Set(loaded);
       for (const change of changes) applyChange(user, change);
+    });
+    try {
+      await user.loaded;
     } catch (err) {
       this.detach(client);
       throw err;

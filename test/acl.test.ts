@@ -108,6 +108,16 @@ describe('only members read, write or subscribe', () => {
     await carol.close();
   });
 
+  it('disconnects a client when its token expires', async () => {
+    const { default: mqtt } = await import('mqtt');
+    const client = mqtt.connect(t.chorus.urls.mqtt, { username: 'alice', password: await t.token('alice', 2), reconnectPeriod: 0 });
+    await new Promise((resolve, reject) => (client.once('connect', resolve), client.once('error', reject)));
+    const connectedAt = Date.now();
+    await new Promise<void>((resolve) => client.once('close', () => resolve()));
+    expect(Date.now() - connectedAt).toBeGreaterThan(1000);
+    expect(Date.now() - connectedAt).toBeLessThan(8000);
+  });
+
   it('refuses MQTT connections with a bad token, a token for another user, or a client id held by another user', async () => {
     const { default: mqtt } = await import('mqtt');
     const tryConnect = (username: string, password: string, clientId: string) =>

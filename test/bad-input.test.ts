@@ -60,6 +60,21 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
     await bob.endAsync();
   });
 
+  it('refuses connections past maxConnections and takes them again when a slot frees', async () => {
+    const small = await TestChorus.start({ maxConnections: 2 });
+    try {
+      const [one, two] = [await small.mqtt('a1'), await small.mqtt('a2')];
+      await expect(small.mqtt('a3')).rejects.toMatchObject({ code: 3 }); // CONNACK 3: server unavailable
+      await one.endAsync();
+      await sleep(100);
+      const three = await small.mqtt('a3');
+      expect(three.connected).toBe(true);
+      await Promise.all([two.endAsync(), three.endAsync()]);
+    } finally {
+      await small.close();
+    }
+  });
+
   it('survives garbage bytes on the MQTT port', async () => {
     const socket = tcpConnect(t.chorus.mqttPort, '127.0.0.1');
     await new Promise((resolve) => socket.once('connect', resolve));
