@@ -106,8 +106,11 @@ export class MessageLogCassandra implements MessageLog {
       else repeats.push([i, first]);
     });
 
-    const floor = await this.hint(groupId);
-    const toStamp = await this.claim(groupId, drafts, [...firstOfKey.values()], floor, outcomes);
+    // Claims only need a floor (a seq at or below where their messages will land), and this process's last stamp is
+    // one: then the shared hint is read while the claims are made.
+    const hint = this.hint(groupId);
+    const claimFloor = this.stampedHere.get(groupId) ?? (await hint);
+    const [floor, toStamp] = await Promise.all([hint, this.claim(groupId, drafts, [...firstOfKey.values()], claimFloor, outcomes)]);
     toStamp.sort((a, b) => a - b);
     const last = await this.stamp(groupId, drafts, toStamp, floor, outcomes);
 
