@@ -61,6 +61,7 @@ export class ChorusBroker {
   private wsServer: WebSocketServer | null = null;
   private readonly expiryTimers = new WeakMap<Client, NodeJS.Timeout>();
   private readonly unsubscribeFeed: () => void;
+  private readonly unsubscribeAnnouncements: () => void;
 
   private constructor(
     private readonly deps: BrokerDeps,
@@ -88,7 +89,8 @@ export class ChorusBroker {
     aedes.on('clientDisconnect', (client) => this.onDisconnect(client));
     aedes.on('clientError', (client, err) => logger.debug({ clientId: client.id, err: err.message }, 'client error'));
     aedes.on('connectionError', (_client, err) => logger.debug({ err: err.message }, 'connection error'));
-    this.unsubscribeFeed = deps.groups.subscribe((change) => this.onMembershipChange(change));
+    this.unsubscribeFeed = deps.groups.subscribe((change) => this.followMembership(change));
+    this.unsubscribeAnnouncements = deps.groups.onAnnounce((change) => this.announceMembership(change));
   }
 
   static async create(deps: BrokerDeps): Promise<ChorusBroker> {
@@ -274,8 +276,8 @@ export class ChorusBroker {
     this.tellSender(client, userId, event);
   }
 
-  /** Makes live subscriptions follow a membership change; resolves when every client of the user has followed. */
-  private async onMembershipChange(change: MembershipChange): Promise<void> {
+  /** Makes live subscriptions on this node follow a membership change; resolves when every client has followed. */
+  private async followMembership(change: MembershipChange): Promise<void> {
     const clients = this.live.apply(change);
     const topic = groupTopic(change.groupId);
     await Promise.all(
@@ -289,6 +291,13 @@ export class ChorusBroker {
           }),
       ),
     );
+  }
+
+  /**
+   * Tells the user of a change made on this node, once: the event is routed to the user's clients on every node, so
+   * announcing it from each node's feed listener would deliver it once per node.
+   */
+  private announceMembership(change: MembershipChange): void {
     const { groupId, userId, by } = change;
     if (change.kind === 'added') this.sendEvent(userId, { type: 'member-added', groupId, userId, role: change.role, by });
     else if (change.kind === 'removed') this.sendEvent(userId, { type: 'member-removed', groupId, userId, by });
@@ -333,6 +342,7 @@ export class ChorusBroker {
 
   async close(): Promise<void> {
     this.unsubscribeFeed();
+    this.unsubscribeAnnouncements();
     for (const client of this.wsServer?.clients ?? []) client.terminate();
     this.wsServer?.close();
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));

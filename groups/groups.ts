@@ -33,10 +33,13 @@ export class MembershipFeedLocal implements MembershipFeed {
 export const newGroupId = (): string => `g_${randomBytes(12).toString('base64url')}`;
 
 /**
- * Group rules on top of the group store: who may do what, and the announcement of every membership change on the
- * feed once it is stored, so that live subscriptions follow at once.
+ * Group rules on top of the group store: who may do what, and the announcement of every membership change once it is
+ * stored: on the feed, so that live subscriptions follow at once on every node, then to this node's announcement
+ * listeners, exactly once per change (where the user hears of it).
  */
 export class Groups {
+  private readonly announcers = new Set<MembershipListener>();
+
   constructor(
     private readonly store: GroupStore,
     private readonly feed: MembershipFeed,
@@ -48,7 +51,7 @@ export class Groups {
     if (others.length + 1 > this.maxMembers) throw new ChorusError('GROUP_FULL');
     const group: GroupRecord = { id: newGroupId(), name, createdBy: creatorId, createdAtMs: Date.now() };
     await this.store.createGroup(group);
-    await this.feed.publish({ kind: 'added', groupId: group.id, userId: creatorId, role: 'admin', by: creatorId });
+    await this.changed({ kind: 'added', groupId: group.id, userId: creatorId, role: 'admin', by: creatorId });
     for (const userId of others) await this.addMember(group.id, creatorId, userId, 'member');
     return group;
   }
@@ -67,10 +70,6 @@ export class Groups {
     throw new ChorusError('NOT_A_MEMBER');
   }
 
-  async isMember(groupId: string, userId: string): Promise<boolean> {
-    return (await this.store.getMember(groupId, userId)) !== null;
-  }
-
   private async requireAdmin(groupId: string, actorId: string): Promise<void> {
     const actor = await this.requireMember(groupId, actorId);
     if (actor.role !== 'admin') throw new ChorusError('NOT_ADMIN');
@@ -82,7 +81,7 @@ export class Groups {
     if (result === 'already-member') throw new ChorusError('ALREADY_MEMBER');
     if (result === 'group-full') throw new ChorusError('GROUP_FULL');
     if (result === 'no-group') throw new ChorusError('GROUP_NOT_FOUND');
-    await this.feed.publish({ kind: 'added', groupId, userId, role, by: actorId });
+    await this.changed({ kind: 'added', groupId, userId, role, by: actorId });
     return (await this.store.getMember(groupId, userId))!;
   }
 
@@ -93,7 +92,7 @@ export class Groups {
     const result = await this.store.removeMember(groupId, userId, true);
     if (result === 'not-member') throw new ChorusError('MEMBER_NOT_FOUND');
     if (result === 'last-admin') throw new ChorusError('LAST_ADMIN');
-    await this.feed.publish({ kind: 'removed', groupId, userId, by: actorId });
+    await this.changed({ kind: 'removed', groupId, userId, by: actorId });
   }
 
   async setRole(groupId: string, actorId: string, userId: string, role: MemberRole): Promise<MemberRecord> {
@@ -101,7 +100,7 @@ export class Groups {
     const result = await this.store.setRole(groupId, userId, role, true);
     if (result === 'not-member') throw new ChorusError('MEMBER_NOT_FOUND');
     if (result === 'last-admin') throw new ChorusError('LAST_ADMIN');
-    await this.feed.publish({ kind: 'role-changed', groupId, userId, role, by: actorId });
+    await this.changed({ kind: 'role-changed', groupId, userId, role, by: actorId });
     return (await this.store.getMember(groupId, userId))!;
   }
 
@@ -141,7 +140,19 @@ export class Groups {
     return readSeq;
   }
 
+  private async changed(change: MembershipChange): Promise<void> {
+    await this.feed.publish(change);
+    await Promise.all([...this.announcers].map((announce) => announce(change)));
+  }
+
+  /** Every node: called for every change, made here or on another node (live subscriptions follow these). */
   subscribe(listener: MembershipListener): () => void {
     return this.feed.subscribe(listener);
+  }
+
+  /** This node only: called once for each change made here, after every node has followed it (to tell the user). */
+  onAnnounce(listener: MembershipListener): () => void {
+    this.announcers.add(listener);
+    return () => this.announcers.delete(listener);
   }
 }

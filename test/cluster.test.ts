@@ -88,14 +88,19 @@ describe('many nodes sharing Redis and Cassandra', () => {
     const received: string[] = [];
     for (const bob of bobs) {
       await bob.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
-      bob.on('message', (_t, p) => received.push(JSON.parse(p.toString()).clientMsgId));
+      bob.on('message', (topic, p) => topic.startsWith('groups/') && received.push(JSON.parse(p.toString()).clientMsgId));
     }
+    const events: { type: string }[] = [];
+    await bobs[0]!.subscribeAsync('users/bob/events', { qos: 1 });
+    bobs[0]!.on('message', (topic, p) => topic === 'users/bob/events' && events.push(JSON.parse(p.toString())));
     await cluster.api(apiNode, 'alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'before', body: 'x' });
     await until(() => received.length === 3, 'all three of bob’s clients get the first message');
     expect((await cluster.api(apiNode, 'alice', 'DELETE', `/v1/groups/${groupId}/members/bob`)).status).toBe(204);
     await cluster.api(apiNode, 'alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'after', body: 'x' });
     await sleep(300);
     expect(received).toEqual(['before', 'before', 'before']);
+    // Every node followed the change, but the user hears of it once (not once per node).
+    expect(events.filter((e) => e.type === 'member-removed')).toHaveLength(1);
     for (const bob of bobs) expect(await subscribeCodes(bob, [`groups/${groupId}/messages`])).toEqual([0x80]);
     await Promise.all(bobs.map((bob) => bob.endAsync()));
   }, 30_000);
