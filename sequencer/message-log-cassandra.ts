@@ -139,7 +139,11 @@ export class MessageLogCassandra implements MessageLog {
     outcomes: (AppendOutcome | undefined)[],
   ): Promise<number[]> {
     const bySender = new Map<string, number[]>();
-    for (const i of indices) bySender.set(drafts[i]!.senderId, [...(bySender.get(drafts[i]!.senderId) ?? []), i]);
+    for (const i of indices) {
+      const mine = bySender.get(drafts[i]!.senderId);
+      if (mine) mine.push(i);
+      else bySender.set(drafts[i]!.senderId, [i]);
+    }
     const toStamp: number[] = [];
     await Promise.all(
       [...bySender].map(async ([senderId, mine]) => {
@@ -183,7 +187,6 @@ export class MessageLogCassandra implements MessageLog {
     }
     // No seq on the claim: its append may have stored the message and not yet recorded it (that happens off the
     // critical path), may still be running, or may have died. The log answers the first case.
-    const own = claim.get('owner') === this.owner(draft);
     const stored = await this.search(groupId, Number(claim.get('floor_seq')), draft);
     if (stored) {
       await this.db.execute('UPDATE message_claims SET seq = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?', [
@@ -192,11 +195,12 @@ export class MessageLogCassandra implements MessageLog {
         draft.senderId,
         draft.clientMsgId,
       ]);
-      // Our own earlier attempt stored it: for the sequencer that is this send's first outcome.
-      outcomes[i] = { message: stored, duplicate: !own };
+      // Stored, by whichever attempt: a duplicate, as the contract says. When it was this send's own failed attempt,
+      // the sequencer (which retried it) still gives it its first delivery.
+      outcomes[i] = { message: stored, duplicate: true };
       return false;
     }
-    if (own) return true;
+    if (claim.get('owner') === this.owner(draft)) return true; // our own earlier attempt stored nothing: stamp now
     const claimedAt = (claim.get('claimed_at') as Date).getTime();
     if (Date.now() - claimedAt < STALE_CLAIM_MS) {
       throw new ChorusError('STORE_UNAVAILABLE', 'a send with this clientMsgId is in flight on another node');
@@ -255,7 +259,6 @@ export class MessageLogCassandra implements MessageLog {
   }
 
   private async completeClaims(groupId: string, drafts: MessageDraft[], stamped: number[], outcomes: (AppendOutcome | undefined)[]): Promise<void> {
-    if (stamped.length === 0) return;
     await this.db.batch(
       stamped.map((i) => ({
         query: 'UPDATE message_claims' + this.ttl + ' SET seq = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?',

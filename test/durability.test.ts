@@ -9,6 +9,8 @@ class GatedLog implements MessageLog {
   private opened: Promise<void> = Promise.resolve();
   private open: () => void = () => {};
   failing = false;
+  /** Stores the next append, then reports it failed (a timeout after the write landed). */
+  failAfterStoring = false;
   appendCalls = 0;
 
   constructor(private readonly inner: MessageLog) {}
@@ -25,7 +27,12 @@ class GatedLog implements MessageLog {
     this.appendCalls += 1;
     await this.opened;
     if (this.failing) throw new Error('disk unavailable');
-    return this.inner.append(batch);
+    const outcomes = await this.inner.append(batch);
+    if (this.failAfterStoring) {
+      this.failAfterStoring = false;
+      throw new Error('timed out after the write');
+    }
+    return outcomes;
   }
   readAfter(groupId: string, afterSeq: number, limit: number) {
     return this.inner.readAfter(groupId, afterSeq, limit);
@@ -72,6 +79,24 @@ describe('a PUBACK (or a 2xx) means the message is durable', () => {
     await publish;
     expect(await log.lastSeq(groupId)).toBe(1);
     await until(() => bobGot.all.length === 1, 'fan-out after commit');
+    await Promise.all([alice.endAsync(), bob.endAsync()]);
+  });
+
+  it('delivers a send whose failed append had in fact stored it exactly once, as new, when the retry finds it', async () => {
+    const groupId = await t.group('alice', ['bob']);
+    const bob = await t.mqtt('bob');
+    const bobGot = collect(bob);
+    await bob.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
+    const alice = await t.mqtt('alice');
+    const events = collect(alice);
+    await alice.subscribeAsync('users/alice/events', { qos: 1 });
+    log.failAfterStoring = true;
+    await alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'landed', body: 'x' }), { qos: 1 });
+    await until(() => events.all.length === 1 && bobGot.all.length === 1, 'ack and delivery');
+    await sleep(200);
+    expect(events.all[0]!.body).toMatchObject({ type: 'ack', seq: 1, duplicate: false });
+    expect(bobGot.all.map((m) => m.body.seq)).toEqual([1]);
+    expect(await log.lastSeq(groupId)).toBe(1);
     await Promise.all([alice.endAsync(), bob.endAsync()]);
   });
 
