@@ -233,7 +233,7 @@ export class ChorusBroker {
     try {
       send = parseSendBytes(typeof payload === 'string' ? Buffer.from(payload) : payload, this.deps.config.maxBodyBytes);
     } catch (err) {
-      this.reject(sender, userId, err, groupId, clientMsgIdOf(send));
+      this.reject(sender, userId, err, groupId); // unparsed or too large to parse: no clientMsgId to name
       return callback(null);
     }
     // The PUBACK (written by Aedes when this callback runs) waits for the commit: a PUBACK means durable.

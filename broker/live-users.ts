@@ -79,10 +79,6 @@ export class LiveUsers {
     return [...(this.users.get(userId)?.clients ?? [])];
   }
 
-  isOnline(userId: string): boolean {
-    return this.users.has(userId);
-  }
-
   /** Applies a membership change to the connected user it concerns, if any; returns that user's clients. */
   apply(change: MembershipChange): Client[] {
     const user = this.users.get(change.userId);

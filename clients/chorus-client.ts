@@ -48,6 +48,8 @@ interface Listeners {
 }
 
 interface PendingSend {
+  /** groupId + clientMsgId: the send's identity in `pending`. */
+  key: string;
   groupId: string;
   payload: SendPayload;
   promise: Promise<SendReceipt>;
@@ -56,6 +58,8 @@ interface PendingSend {
   timer: ReturnType<typeof setTimeout> | null;
   attempts: number;
 }
+
+const pendingKey = (groupId: string, clientMsgId: string): string => `${groupId}\n${clientMsgId}`;
 
 /** Codes after which the same send may succeed later. */
 const RETRYABLE = new Set(['OVERLOADED', 'STORE_UNAVAILABLE', 'INTERNAL', 'RATE_LIMITED']);
@@ -203,7 +207,7 @@ export class ChorusClient {
     if (message.type !== undefined) payload.type = message.type;
     if (message.replyToSeq !== undefined) payload.replyToSeq = message.replyToSeq;
     if (message.mentions !== undefined) payload.mentions = message.mentions;
-    const key = `${groupId}\n${payload.clientMsgId}`;
+    const key = pendingKey(groupId, payload.clientMsgId);
     const existing = this.pending.get(key);
     if (existing) return existing.promise;
 
@@ -213,7 +217,7 @@ export class ChorusClient {
       resolve = res;
       reject = rej;
     });
-    const send: PendingSend = { groupId, payload, promise, resolve, reject, timer: null, attempts: 0 };
+    const send: PendingSend = { key, groupId, payload, promise, resolve, reject, timer: null, attempts: 0 };
     this.pending.set(key, send);
     // MQTT.js keeps an unacknowledged QoS 1 publish and sends it again after a reconnect, with the same payload.
     this.mqtt.publish(groupTopic(groupId), JSON.stringify(payload), { qos: 1 });
@@ -234,20 +238,20 @@ export class ChorusClient {
     } catch (err) {
       const retryable = !(err instanceof ChorusApiError) || RETRYABLE.has(err.code);
       if (!retryable) return this.fail(send, err as Error);
-      if (!this.closed && this.pending.has(`${send.groupId}\n${send.payload.clientMsgId}`)) {
+      if (!this.closed && this.pending.has(send.key)) {
         this.retryLater(send, Math.min(30_000, 500 * 2 ** Math.min(send.attempts, 6)));
       }
     }
   }
 
   private settle(send: PendingSend, receipt: SendReceipt): void {
-    if (!this.pending.delete(`${send.groupId}\n${send.payload.clientMsgId}`)) return;
+    if (!this.pending.delete(send.key)) return;
     if (send.timer) clearTimeout(send.timer);
     send.resolve(receipt);
   }
 
   private fail(send: PendingSend, err: Error): void {
-    if (!this.pending.delete(`${send.groupId}\n${send.payload.clientMsgId}`)) return;
+    if (!this.pending.delete(send.key)) return;
     if (send.timer) clearTimeout(send.timer);
     send.reject(err);
   }
@@ -295,7 +299,7 @@ export class ChorusClient {
 
   private onEvent(event: UserEvent): void {
     if (event.type === 'ack' || event.type === 'rejected') {
-      const send = event.clientMsgId && event.groupId ? this.pending.get(`${event.groupId}\n${event.clientMsgId}`) : undefined;
+      const send = event.clientMsgId && event.groupId ? this.pending.get(pendingKey(event.groupId, event.clientMsgId)) : undefined;
       if (send && event.type === 'ack') {
         this.settle(send, { seq: event.seq, createdAt: event.createdAt, clientMsgId: event.clientMsgId, duplicate: event.duplicate });
       } else if (send && event.type === 'rejected') {

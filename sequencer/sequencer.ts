@@ -85,16 +85,15 @@ export class Sequencer {
       if (!queue) this.queues.set(groupId, (queue = []));
       queue.push({ draft, retried: false, resolve });
       this.pendingCount += 1;
-      this.scheduleFlush(0);
+      this.scheduleFlush();
     });
   }
 
-  private scheduleFlush(delayMs: number): void {
+  /** On the next turn of the event loop, so that everything arriving in this one shares the commit. */
+  private scheduleFlush(): void {
     if (this.flushScheduled || this.flushing) return;
     this.flushScheduled = true;
-    const run = () => void this.flush(1);
-    if (delayMs > 0) setTimeout(run, delayMs).unref();
-    else setImmediate(run);
+    setImmediate(() => void this.flush(1));
   }
 
   /** Takes up to maxBatch drafts, whole groups first, keeping each group's order. */
@@ -159,7 +158,7 @@ export class Sequencer {
       });
     });
     this.flushing = false;
-    if (this.queues.size > 0) this.scheduleFlush(0);
+    if (this.queues.size > 0) this.scheduleFlush();
   }
 
   /** Stops taking sends; waits (up to timeoutMs) for the ones already queued to be stored. */

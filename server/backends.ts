@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import type { AedesOptions } from 'aedes';
+import type { BrokerDeps } from '../broker/broker.js';
 import redisPersistence from 'aedes-persistence-redis';
 import { Redis } from 'ioredis';
 import MQEmitterRedis from 'mqemitter-redis';
@@ -22,15 +22,13 @@ import { PushStoreCassandra } from '../push/push-store-cassandra.js';
 import { PushStoreSqlite } from '../push/push-store-sqlite.js';
 
 /** The stores and shared broker state of one process, per the configured store. */
-export interface Backends {
+/** Aedes persistence and router come as BrokerDeps takes them: absent means in-memory (one node). */
+export interface Backends extends Pick<BrokerDeps, 'persistence' | 'mq'> {
   log: MessageLog;
   groupStore: GroupStore;
   feed: MembershipFeed;
   pushStore: PushStore;
   presence: Presence;
-  /** Aedes persistence and router; undefined means in-memory (one node). */
-  persistence?: AedesOptions['persistence'];
-  mq?: AedesOptions['mq'];
   close(): Promise<void>;
 }
 
