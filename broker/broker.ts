@@ -152,7 +152,7 @@ export class ChorusBroker {
     if (holderUser !== undefined && holderUser !== verified.userId) throw authError('client id in use', 2);
     await this.live.attach(client, verified.userId, () => this.deps.groups.allGroupIds(verified.userId));
     const userId = verified.userId;
-    void this.presenceChanged(userId, () => this.deps.presence.connected(userId), true);
+    void this.presenceChanged(userId, this.live.groupsOf(userId), () => this.deps.presence.connected(userId), true);
     if (verified.expiresAt !== undefined) {
       const ms = verified.expiresAt * 1000 - Date.now();
       if (ms < MAX_TIMER_MS) {
@@ -167,13 +167,14 @@ export class ChorusBroker {
     clearTimeout(this.expiryTimers.get(client));
     const userId = this.live.userOf(client);
     if (userId === undefined) return;
+    const groupIds = this.live.groupsOf(userId); // read before the last client takes the set away
     this.live.detach(client);
-    void this.presenceChanged(userId, () => this.deps.presence.disconnected(userId), false);
+    void this.presenceChanged(userId, groupIds, () => this.deps.presence.disconnected(userId), false);
   }
 
-  private async presenceChanged(userId: string, update: () => Promise<boolean>, online: boolean): Promise<void> {
+  private async presenceChanged(userId: string, groupIds: string[], update: () => Promise<boolean>, online: boolean): Promise<void> {
     try {
-      if (await update()) await this.announcePresence(userId, online);
+      if (await update()) await this.announcePresence(userId, groupIds, online);
     } catch (err) {
       this.deps.logger.warn({ err: (err as Error).message, userId }, 'presence update failed');
     }
@@ -182,10 +183,11 @@ export class ChorusBroker {
   /**
    * Tells the user's fellow members that the user came online or went offline, on their events topics. Groups larger
    * than PRESENCE_FANOUT_MAX members are left out: there presence is read on demand (GET /v1/groups/:id/presence).
+   * The groups come from the live ACL set, which connecting already loaded: no second scan of the user's memberships.
    */
-  private async announcePresence(userId: string, online: boolean): Promise<void> {
+  private async announcePresence(userId: string, groupIds: string[], online: boolean): Promise<void> {
     const told = new Set<string>([userId]);
-    for (const groupId of await this.deps.groups.allGroupIds(userId)) {
+    for (const groupId of groupIds) {
       const members = await this.deps.groups.membersPage(groupId, '', PRESENCE_FANOUT_MAX + 1);
       if (members.length > PRESENCE_FANOUT_MAX) continue;
       for (const member of members) {

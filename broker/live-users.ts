@@ -75,6 +75,11 @@ export class LiveUsers {
     return userId !== undefined && this.users.get(userId)?.groups.has(groupId) === true;
   }
 
+  /** The user's groups as this node knows them now (empty when the user has no client here). */
+  groupsOf(userId: string): string[] {
+    return [...(this.users.get(userId)?.groups ?? [])];
+  }
+
   clientsOf(userId: string): Client[] {
     return [...(this.users.get(userId)?.clients ?? [])];
   }
