@@ -16,7 +16,7 @@ import {
   type UserEvent,
 } from '../protocol/index.js';
 import { parseSendBytes } from '../sequencer/send-validation.js';
-import type { Sequencer } from '../sequencer/sequencer.js';
+import type { SendPath } from '../sequencer/sequencer.js';
 import type { TokenVerifier } from './auth.js';
 import { watchFrameSizes } from './frame-limit.js';
 import { LiveUsers } from './live-users.js';
@@ -56,7 +56,7 @@ const authError = (message: string, returnCode: 2 | 3 | 4 | 5): AuthenticateErro
 export class ChorusBroker {
   readonly aedes: Aedes;
   readonly live = new LiveUsers();
-  private sequencer: Sequencer | null = null;
+  private sequencer: SendPath | null = null;
   private tcpServer: TcpServer | null = null;
   private wsServer: WebSocketServer | null = null;
   private readonly expiryTimers = new WeakMap<Client, NodeJS.Timeout>();
@@ -107,7 +107,7 @@ export class ChorusBroker {
   }
 
   /** Routes group publishes through this sequencer. Until it is set, group publishes are refused as unavailable. */
-  useSequencer(sequencer: Sequencer): void {
+  useSequencer(sequencer: SendPath): void {
     this.sequencer = sequencer;
   }
 

@@ -13,7 +13,7 @@ import type { ChorusConfig } from '../config/config.js';
 import type { Groups } from '../groups/groups.js';
 import { ChorusError, type ErrorBody } from '../protocol/index.js';
 import type { MessageLog } from '../sequencer/message-log.js';
-import type { Sequencer } from '../sequencer/sequencer.js';
+import type { SendPath } from '../sequencer/sequencer.js';
 import { groupRoutes } from './routes-groups.js';
 import { messageRoutes } from './routes-messages.js';
 import { pushRoutes } from './routes-push.js';
@@ -24,7 +24,7 @@ export interface ApiDeps {
   verifier: TokenVerifier;
   groups: Groups;
   log: MessageLog;
-  sequencer: Sequencer;
+  sequencer: SendPath;
   presence: Presence;
   push: { store: PushStore; vapidPublicKey: string };
   /** Served at /metrics when given. */

@@ -9,6 +9,9 @@ export interface CassandraOptions {
   replication: string;
 }
 
+/** How long a request may take before the driver gives up on it; a write still in flight lands within this. */
+export const REQUEST_TIMEOUT_MS = 3_000;
+
 /**
  * One Cassandra session per process, shared by the message log and the group store. It creates the keyspace if it is
  * missing (idempotent), reconnects every second while Cassandra is away, and gives up on a request after 3 s, so a
@@ -36,7 +39,7 @@ export class CassandraSession {
       contactPoints: options.contactPoints,
       localDataCenter: options.localDataCenter,
       keyspace: options.keyspace,
-      socketOptions: { readTimeout: 3_000, connectTimeout: 2_000 },
+      socketOptions: { readTimeout: REQUEST_TIMEOUT_MS, connectTimeout: 2_000 },
       policies: { reconnection: new cassandra.policies.reconnection.ConstantReconnectionPolicy(1_000) },
       pooling: { warmup: true },
     });
@@ -52,6 +55,15 @@ export class CassandraSession {
   async execute(query: string, params: unknown[] = []): Promise<cassandra.types.ResultSet> {
     try {
       return await this.client.execute(query, params, { prepare: true, consistency: this.consistency, serialConsistency: this.serialConsistency });
+    } catch (err) {
+      throw unavailable(err);
+    }
+  }
+
+  /** A read that sees every committed lightweight transaction on the row (and completes one left in flight). */
+  async readSerial(query: string, params: unknown[] = []): Promise<cassandra.types.ResultSet> {
+    try {
+      return await this.client.execute(query, params, { prepare: true, consistency: this.serialConsistency });
     } catch (err) {
       throw unavailable(err);
     }

@@ -2,22 +2,20 @@ import type cassandra from 'cassandra-driver';
 import { ChorusError, type StampedMessage } from '../protocol/index.js';
 import type { CassandraSession } from './cassandra-session.js';
 import { toStampedMessage, type AppendOutcome, type GroupAppend, type MessageDraft, type MessageLog } from './message-log.js';
-import type { SeqHints } from './seq-hints.js';
+import { WriterMovedError, type GroupWriters } from './group-writers.js';
 
 /** Messages per partition: (group_id, bucket) holds seqs [bucket * BUCKET, (bucket + 1) * BUCKET). */
 export const BUCKET = 1000;
 const bucketOf = (seq: number): number => Math.floor(seq / BUCKET);
 
-/** A claim without a seq older than this belongs to a sender that died mid-append; it may be taken over. */
-const STALE_CLAIM_MS = 5_000;
-/** How far a stranded claim is looked for in the log before it is taken over. */
-const RECOVERY_SCAN = 5_000;
+/** Clustering keys in one IN restriction of a dedup lookup. */
+const DEDUP_LOOKUP_CHUNK = 100;
+/** Body bytes in one write of messages, well under Cassandra's largest mutation (half a commit log segment). */
+const MAX_WRITE_BYTES = 4 * 1024 * 1024;
 
 export interface CassandraLogOptions {
-  /** Messages and dedup claims expire after this many seconds; 0 keeps them forever. */
+  /** Messages and their dedup entries expire after this many seconds; 0 keeps them forever. */
   ttlSeconds: number;
-  /** Identifies this process in dedup claims, so that its own retries recognise their claims at once. */
-  nodeId: string;
 }
 
 type Row = cassandra.types.Row;
@@ -33,51 +31,62 @@ const rowToMessage = (groupId: string, row: Row): StampedMessage =>
     createdAtMs: (row.get('created_at') as Date).getTime(),
   });
 
+/** The last seq of a group this node writes, valid under the epoch of the hold it was read or advanced in. */
+interface Head {
+  epoch: number;
+  last: number;
+}
+
 /**
  * The message log on Apache Cassandra, for many nodes sharing one log. Messages are partitioned by (group, seq bucket)
  * and clustered by seq, so a catch-up read is a slice of one or two partitions.
  *
- * How the contract holds without a single writer:
- * - Seq: a message is inserted with IF NOT EXISTS at hint + 1 (the hint is shared in Redis and never above the truth).
- *   A batch is a conditional batch inside one partition, so it lands whole or not at all; a conflict means another
- *   node got there first, and the batch is retried after the truth. A seq exists only once its message is stored, so a
- *   crash leaves no hole, and IF NOT EXISTS means no stored message is ever overwritten, whatever Redis remembers.
- * - Dedup: before stamping, each (sender, clientMsgId) is claimed with IF NOT EXISTS in message_claims, and the claim
- *   gets its seq once the message is stored. A claim without a seq is an append in flight; if its owner died, the log
- *   is searched from the claim's recorded floor before the claim is taken over, so a retry never makes a second message.
+ * How the contract holds: one node at a time writes a group (GroupWriters), so stamping is plain writes.
+ * - Seq: the writer keeps the group's last seq in memory, read from the log when it acquires the group (after the
+ *   previous writer's writes can no longer land) and after any failed write (which may or may not have landed). A
+ *   call's messages are written in seq order, one partition at a time, each write one single-partition batch (atomic
+ *   and isolated in Cassandra), so a failure leaves a prefix and never a hole. Every write first checks the hold.
+ * - Dedup: message_dedup maps (group, sender, clientMsgId) to a seq. Entries are written before their messages, so
+ *   every stored message has one; an entry whose seq holds another message (its write failed, and the seq went to
+ *   someone else) is stale and ignored, so an entry counts only when the message at its seq is the one it names.
+ * - Calls for one group from this process run one after another.
  */
 export class MessageLogCassandra implements MessageLog {
-  /** Appends to one group from this process run one after another: Paxos rounds on one partition only contend. */
   private readonly groupChains = new Map<string, Promise<unknown>>();
-  /** The last seq this process stamped per group: a floor as good as the shared hint, without a round trip. */
-  private readonly stampedHere = new Map<string, number>();
-  /** Claim completions still being written (awaited by close). */
+  private readonly heads = new Map<string, Head>();
+  /** Head-row updates still being written (awaited by close). */
   private readonly completing = new Set<Promise<unknown>>();
 
   private constructor(
     private readonly db: CassandraSession,
-    private readonly hints: SeqHints,
+    private readonly writers: GroupWriters,
     private readonly options: CassandraLogOptions,
   ) {}
 
-  static async open(db: CassandraSession, hints: SeqHints, options: CassandraLogOptions): Promise<MessageLogCassandra> {
+  static async open(db: CassandraSession, writers: GroupWriters, options: CassandraLogOptions): Promise<MessageLogCassandra> {
     await db.ddl(`CREATE TABLE IF NOT EXISTS messages (
       group_id text, bucket bigint, seq bigint, sender_id text, client_msg_id text, type text, body text,
       reply_to_seq bigint, mentions list<text>, created_at timestamp,
       PRIMARY KEY ((group_id, bucket), seq)) WITH CLUSTERING ORDER BY (seq ASC)`);
-    await db.ddl(`CREATE TABLE IF NOT EXISTS message_claims (
-      group_id text, sender_id text, client_msg_id text, seq bigint, floor_seq bigint, owner text, claimed_at timestamp,
+    await db.ddl(`CREATE TABLE IF NOT EXISTS message_dedup (
+      group_id text, sender_id text, client_msg_id text, seq bigint,
       PRIMARY KEY ((group_id, sender_id), client_msg_id))`);
     await db.ddl('CREATE TABLE IF NOT EXISTS group_heads (group_id text PRIMARY KEY, last_seq bigint)');
-    return new MessageLogCassandra(db, hints, options);
+    return new MessageLogCassandra(db, writers, options);
   }
 
   private get ttl(): string {
     return this.options.ttlSeconds > 0 ? ` USING TTL ${this.options.ttlSeconds}` : '';
   }
 
+  /** Groups are appended independently; when some fail, the call rejects after all have settled. */
   async append(batch: GroupAppend[]): Promise<AppendOutcome[][]> {
-    return Promise.all(batch.map((part) => this.inGroupOrder(part.groupId, () => this.appendGroup(part))));
+    const settled = await Promise.allSettled(batch.map((part) => this.inGroupOrder(part.groupId, () => this.appendGroup(part))));
+    const failures = settled.flatMap((result) => (result.status === 'rejected' ? [result.reason as unknown] : []));
+    if (failures.length === 0) return settled.map((result) => (result as PromiseFulfilledResult<AppendOutcome[]>).value);
+    const other = failures.find((err) => !(err instanceof WriterMovedError));
+    if (other !== undefined) throw other;
+    throw new WriterMovedError(failures.flatMap((err) => (err as WriterMovedError).groupIds));
   }
 
   private inGroupOrder<T>(groupId: string, run: () => Promise<T>): Promise<T> {
@@ -91,11 +100,15 @@ export class MessageLogCassandra implements MessageLog {
     return next;
   }
 
-  private owner(draft: MessageDraft): string {
-    return `${this.options.nodeId}:${draft.createdAtMs}`;
-  }
-
   private async appendGroup({ groupId, drafts }: GroupAppend): Promise<AppendOutcome[]> {
+    const writer = await this.writers.writerOf(groupId);
+    if (!writer.here) throw new WriterMovedError([groupId]);
+    let head = this.heads.get(groupId);
+    if (head?.epoch !== writer.epoch) {
+      this.heads.delete(groupId);
+      head = { epoch: writer.epoch, last: await this.truth(groupId) };
+    }
+
     const outcomes: (AppendOutcome | undefined)[] = new Array(drafts.length);
     const firstOfKey = new Map<string, number>();
     const repeats: [number, number][] = [];
@@ -105,178 +118,122 @@ export class MessageLogCassandra implements MessageLog {
       if (first === undefined) firstOfKey.set(key, i);
       else repeats.push([i, first]);
     });
-
-    // Claims only need a floor (a seq at or below where their messages will land), and this process's last stamp is
-    // one: then the shared hint is read while the claims are made.
-    const hint = this.hint(groupId);
-    const claimFloor = this.stampedHere.get(groupId) ?? (await hint);
-    const [floor, toStamp] = await Promise.all([hint, this.claim(groupId, drafts, [...firstOfKey.values()], claimFloor, outcomes)]);
+    const stored = await this.lookup(groupId, drafts, [...firstOfKey.values()]);
+    const toStamp: number[] = [];
+    for (const i of firstOfKey.values()) {
+      const message = stored.get(i);
+      if (message) outcomes[i] = { message, duplicate: true };
+      else toStamp.push(i);
+    }
     toStamp.sort((a, b) => a - b);
-    const last = await this.stamp(groupId, drafts, toStamp, floor, outcomes);
 
     if (toStamp.length > 0) {
-      this.stampedHere.set(groupId, Math.max(last, this.stampedHere.get(groupId) ?? 0));
-      // Off the critical path: a claim left without its seq is found again by search(), the head row is only a lower
-      // bound for truth(), and the hint only saves a conflict.
-      const completion = Promise.all([
-        this.completeClaims(groupId, drafts, toStamp, outcomes),
-        this.db.execute('UPDATE group_heads SET last_seq = ? WHERE group_id = ?', [last, groupId]),
-        this.hints.raise(groupId, last),
-      ]).catch(() => undefined);
+      const first = head.last + 1;
+      const seqOf = (k: number) => first + k;
+      try {
+        this.fence(groupId, head.epoch);
+        await this.writeDedup(groupId, drafts, toStamp, seqOf);
+        await this.writeMessages(groupId, drafts, toStamp, seqOf, head.epoch);
+      } catch (err) {
+        this.heads.delete(groupId); // some of it may have landed: read the log again before the next stamp
+        throw err;
+      }
+      toStamp.forEach((i, k) => {
+        outcomes[i] = { message: toStampedMessage(groupId, seqOf(k), drafts[i]!), duplicate: false };
+      });
+      head.last += toStamp.length;
+      // Off the critical path: the head row is only a lower bound where truth() starts looking.
+      const completion = this.db.execute('UPDATE group_heads SET last_seq = ? WHERE group_id = ?', [head.last, groupId]).catch(() => undefined);
       this.completing.add(completion);
       void completion.then(() => this.completing.delete(completion));
     }
+    this.heads.set(groupId, head);
     for (const [i, first] of repeats) outcomes[i] = { message: outcomes[first]!.message, duplicate: true };
     return outcomes as AppendOutcome[];
   }
 
-  /** Claims each draft's clientMsgId; returns the drafts this call must stamp, resolving the others as duplicates. */
-  private async claim(
-    groupId: string,
-    drafts: MessageDraft[],
-    indices: number[],
-    floor: number,
-    outcomes: (AppendOutcome | undefined)[],
-  ): Promise<number[]> {
+  /** Throws unless this node still writes the group under the epoch its head was read in. */
+  private fence(groupId: string, epoch: number): void {
+    if (this.writers.holding(groupId) !== epoch) {
+      throw new ChorusError('STORE_UNAVAILABLE', `this node's hold on group ${groupId} lapsed; retrying`);
+    }
+  }
+
+  /** The stored messages of the drafts (by index) whose (sender, clientMsgId) is already in the group. */
+  private async lookup(groupId: string, drafts: MessageDraft[], indices: number[]): Promise<Map<number, StampedMessage>> {
     const bySender = new Map<string, number[]>();
     for (const i of indices) {
       const mine = bySender.get(drafts[i]!.senderId);
       if (mine) mine.push(i);
       else bySender.set(drafts[i]!.senderId, [i]);
     }
-    const toStamp: number[] = [];
+    const entries: { i: number; seq: number }[] = [];
+    const lookups: Promise<void>[] = [];
+    for (const [senderId, mine] of bySender) {
+      for (let c = 0; c < mine.length; c += DEDUP_LOOKUP_CHUNK) {
+        const chunk = mine.slice(c, c + DEDUP_LOOKUP_CHUNK);
+        const indexOf = new Map(chunk.map((i) => [drafts[i]!.clientMsgId, i]));
+        lookups.push(
+          this.db
+            .execute('SELECT client_msg_id, seq FROM message_dedup WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?', [
+              groupId,
+              senderId,
+              [...indexOf.keys()],
+            ])
+            .then((result) => {
+              for (const row of result.rows) entries.push({ i: indexOf.get(row.get('client_msg_id') as string)!, seq: Number(row.get('seq')) });
+            }),
+        );
+      }
+    }
+    await Promise.all(lookups);
+    const stored = new Map<number, StampedMessage>();
     await Promise.all(
-      [...bySender].map(async ([senderId, mine]) => {
-        let pending = mine;
-        while (pending.length > 0) {
-          const result = await this.db.batch(
-            pending.map((i) => ({
-              query: `INSERT INTO message_claims (group_id, sender_id, client_msg_id, floor_seq, owner, claimed_at)
-                      VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS${this.ttl}`,
-              params: [groupId, senderId, drafts[i]!.clientMsgId, floor, this.owner(drafts[i]!), new Date()],
-            })),
-          );
-          if (result.wasApplied()) {
-            toStamp.push(...pending);
-            return;
-          }
-          const existing = new Map<string, Row>();
-          for (const row of result.rows) if (row.get('client_msg_id')) existing.set(row.get('client_msg_id') as string, row);
-          for (const i of pending) {
-            const claim = existing.get(drafts[i]!.clientMsgId);
-            if (claim && (await this.resolveClaim(groupId, drafts[i]!, claim, outcomes, i))) toStamp.push(i);
-          }
-          pending = pending.filter((i) => !existing.has(drafts[i]!.clientMsgId));
-        }
+      entries.map(async ({ i, seq }) => {
+        const message = await this.readAt(groupId, seq);
+        if (message && message.senderId === drafts[i]!.senderId && message.clientMsgId === drafts[i]!.clientMsgId) stored.set(i, message);
       }),
     );
-    return toStamp;
+    return stored;
   }
 
-  /**
-   * An existing claim: a stored message (duplicate), this process's own earlier attempt, or a stranded claim of a
-   * dead sender. Returns true when the draft must be stamped by this call.
-   */
-  private async resolveClaim(groupId: string, draft: MessageDraft, claim: Row, outcomes: (AppendOutcome | undefined)[], i: number): Promise<boolean> {
-    const seq = claim.get('seq');
-    if (seq != null) {
-      const message = await this.readAt(groupId, Number(seq));
-      if (!message) throw new ChorusError('STORE_UNAVAILABLE', `claimed message ${groupId}/${seq} is not readable yet`);
-      outcomes[i] = { message, duplicate: true };
-      return false;
-    }
-    // No seq on the claim: its append may have stored the message and not yet recorded it (that happens off the
-    // critical path), may still be running, or may have died. The log answers the first case.
-    const stored = await this.search(groupId, Number(claim.get('floor_seq')), draft);
-    if (stored) {
-      await this.db.execute('UPDATE message_claims SET seq = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?', [
-        stored.seq,
-        groupId,
-        draft.senderId,
-        draft.clientMsgId,
-      ]);
-      // Stored, by whichever attempt: a duplicate, as the contract says. When it was this send's own failed attempt,
-      // the sequencer (which retried it) still gives it its first delivery.
-      outcomes[i] = { message: stored, duplicate: true };
-      return false;
-    }
-    if (claim.get('owner') === this.owner(draft)) return true; // our own earlier attempt stored nothing: stamp now
-    const claimedAt = (claim.get('claimed_at') as Date).getTime();
-    if (Date.now() - claimedAt < STALE_CLAIM_MS) {
-      throw new ChorusError('STORE_UNAVAILABLE', 'a send with this clientMsgId is in flight on another node');
-    }
-    const takeover = await this.db.execute(
-      `UPDATE message_claims SET owner = ?, claimed_at = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?
-       IF owner = ? AND claimed_at = ?`,
-      [this.owner(draft), new Date(), groupId, draft.senderId, draft.clientMsgId, claim.get('owner'), claim.get('claimed_at')],
-    );
-    if (!takeover.wasApplied()) throw new ChorusError('STORE_UNAVAILABLE', 'a send with this clientMsgId changed hands; retry');
-    return true;
-  }
-
-  /** Looks for a sender's clientMsgId among the messages after `floor` (a stranded claim's recovery). */
-  private async search(groupId: string, floor: number, draft: MessageDraft): Promise<StampedMessage | undefined> {
-    for (let after = floor, scanned = 0; scanned < RECOVERY_SCAN; ) {
-      const page = await this.readAfter(groupId, after, 1000);
-      const found = page.find((m) => m.senderId === draft.senderId && m.clientMsgId === draft.clientMsgId);
-      if (found || page.length < 1000) return found;
-      after = page.at(-1)!.seq;
-      scanned += page.length;
-    }
-    return undefined;
-  }
-
-  /** Inserts the drafts at the next seqs, retrying after the truth on conflict. Returns the last seq stamped. */
-  private async stamp(groupId: string, drafts: MessageDraft[], toStamp: number[], floor: number, outcomes: (AppendOutcome | undefined)[]): Promise<number> {
-    let last = floor;
-    let remaining = toStamp;
-    while (remaining.length > 0) {
-      // One conditional batch must stay inside one partition: stop at the bucket boundary.
-      const room = (bucketOf(last + 1) + 1) * BUCKET - (last + 1);
-      const part = remaining.slice(0, Math.max(1, Math.min(remaining.length, room)));
-      const result = await this.db.batch(
-        part.map((i, j) => {
-          const d = drafts[i]!;
-          const seq = last + 1 + j;
-          return {
-            query: `INSERT INTO messages (group_id, bucket, seq, sender_id, client_msg_id, type, body, reply_to_seq, mentions, created_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS${this.ttl}`,
-            params: [groupId, bucketOf(seq), seq, d.senderId, d.clientMsgId, d.type, d.body, d.replyToSeq ?? null, d.mentions ?? null, new Date(d.createdAtMs)],
-          };
-        }),
-      );
-      if (!result.wasApplied()) {
-        last = await this.truth(groupId); // another node stamped first, or the hint was re-seeded low
-        continue;
-      }
-      part.forEach((i, j) => {
-        outcomes[i] = { message: toStampedMessage(groupId, last + 1 + j, drafts[i]!), duplicate: false };
+  private async writeDedup(groupId: string, drafts: MessageDraft[], toStamp: number[], seqOf: (k: number) => number): Promise<void> {
+    const bySender = new Map<string, { query: string; params: unknown[] }[]>();
+    toStamp.forEach((i, k) => {
+      const { senderId, clientMsgId } = drafts[i]!;
+      let queries = bySender.get(senderId);
+      if (!queries) bySender.set(senderId, (queries = []));
+      queries.push({
+        query: `INSERT INTO message_dedup (group_id, sender_id, client_msg_id, seq) VALUES (?, ?, ?, ?)${this.ttl}`,
+        params: [groupId, senderId, clientMsgId, seqOf(k)],
       });
-      last += part.length;
-      remaining = remaining.slice(part.length);
+    });
+    // One partition per sender: each batch is a single-partition write.
+    await Promise.all([...bySender.values()].map((queries) => this.db.batch(queries, false)));
+  }
+
+  /** Writes the messages in seq order, one partition (and at most MAX_WRITE_BYTES) per write, each after a fence. */
+  private async writeMessages(groupId: string, drafts: MessageDraft[], toStamp: number[], seqOf: (k: number) => number, epoch: number): Promise<void> {
+    let part: { query: string; params: unknown[] }[] = [];
+    let partBytes = 0;
+    const flush = async () => {
+      this.fence(groupId, epoch);
+      await this.db.batch(part, false);
+      part = [];
+      partBytes = 0;
+    };
+    for (let k = 0; k < toStamp.length; k++) {
+      const d = drafts[toStamp[k]!]!;
+      const seq = seqOf(k);
+      if (part.length > 0 && (seq % BUCKET === 0 || partBytes + d.body.length * 4 > MAX_WRITE_BYTES)) await flush();
+      part.push({
+        query: `INSERT INTO messages (group_id, bucket, seq, sender_id, client_msg_id, type, body, reply_to_seq, mentions, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)${this.ttl}`,
+        params: [groupId, bucketOf(seq), seq, d.senderId, d.clientMsgId, d.type, d.body, d.replyToSeq ?? null, d.mentions ?? null, new Date(d.createdAtMs)],
+      });
+      partBytes += d.body.length * 4;
     }
-    return last;
-  }
-
-  private async completeClaims(groupId: string, drafts: MessageDraft[], stamped: number[], outcomes: (AppendOutcome | undefined)[]): Promise<void> {
-    await this.db.batch(
-      stamped.map((i) => ({
-        query: 'UPDATE message_claims' + this.ttl + ' SET seq = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?',
-        params: [outcomes[i]!.message.seq, groupId, drafts[i]!.senderId, drafts[i]!.clientMsgId],
-      })),
-      false,
-    );
-  }
-
-  /** The shared hint, re-seeded from the log when Redis has none. */
-  private async hint(groupId: string): Promise<number> {
-    const shared = await this.hints.get(groupId).catch(() => undefined);
-    const here = this.stampedHere.get(groupId);
-    const hint = shared === undefined ? here : Math.max(shared, here ?? 0);
-    if (hint !== undefined) return hint;
-    const truth = await this.truth(groupId);
-    await this.hints.raise(groupId, truth).catch(() => undefined);
-    return truth;
+    if (part.length > 0) await flush();
   }
 
   /** The highest stored seq: the head row (a lower bound) corrected by probing the partitions above it. */
@@ -336,6 +293,9 @@ export class MessageLogCassandra implements MessageLog {
   }
 
   async lastSeq(groupId: string): Promise<number> {
+    // The writer's head is the truth while its hold lasts: every stamp of the group went through it.
+    const head = this.heads.get(groupId);
+    if (head && this.writers.holding(groupId) === head.epoch) return head.last;
     return this.truth(groupId);
   }
 

@@ -29,7 +29,9 @@ export interface AppendOutcome {
  *
  * Contract (checked by test/message-log.contract.ts for every backend):
  * - Seq: within a group, the first message gets seq 1 and each stored message gets the previous seq + 1, in draft
- *   order. A seq, once stored, is never reused or overwritten, across restarts and concurrent callers.
+ *   order. A seq, once stored, is never reused or overwritten, across restarts and concurrent callers in a process.
+ *   A log shared by many processes holds this with one writer per group (GroupWriters): an append for a group that
+ *   another node writes rejects with WriterMovedError, having written nothing of it.
  * - Atomicity: per group, either all of a call's new drafts are stored or none is, and then the call rejects.
  *   Different groups in one call are independent: a backend may commit them separately.
  * - Dedup: a draft whose (senderId, clientMsgId) is already stored in that group, or stands earlier in the same call,

@@ -1,10 +1,16 @@
 import { ChorusError, type SendPayload, type StampedMessage } from '../protocol/index.js';
+import { WriterMovedError } from './group-writers.js';
 import type { AppendOutcome, GroupAppend, MessageDraft, MessageLog } from './message-log.js';
 import { validateSend } from './send-validation.js';
 
 export interface SendResult {
   message: StampedMessage;
   duplicate: boolean;
+}
+
+/** Where the broker and the API hand a member's send: resolves once it is durable, rejects with a ChorusError. */
+export interface SendPath {
+  send(groupId: string, senderId: string, payload: unknown): Promise<SendResult>;
 }
 
 /** Hands a newly stored message to live delivery. Called once per new message, per group in seq order. */
@@ -26,6 +32,7 @@ interface PendingSend {
   /** Set once the draft was part of an append that failed: it may have been stored by that failed attempt. */
   retried: boolean;
   resolve: (result: SendResult) => void;
+  reject: (err: unknown) => void;
 }
 
 const MAX_BACKOFF_MS = 5000;
@@ -38,7 +45,7 @@ const MAX_BACKOFF_MS = 5000;
  * each group's messages are appended and fanned out in seq order. A failed append is retried with backoff and its
  * sends stay pending (never acknowledged, never dropped) until the store takes them.
  */
-export class Sequencer {
+export class Sequencer implements SendPath {
   private readonly queues = new Map<string, PendingSend[]>();
   private pendingCount = 0;
   private flushScheduled = false;
@@ -80,10 +87,10 @@ export class Sequencer {
     };
     if (send.replyToSeq !== undefined) draft.replyToSeq = send.replyToSeq;
     if (send.mentions !== undefined && send.mentions.length > 0) draft.mentions = send.mentions;
-    return new Promise<SendResult>((resolve) => {
+    return new Promise<SendResult>((resolve, reject) => {
       let queue = this.queues.get(groupId);
       if (!queue) this.queues.set(groupId, (queue = []));
-      queue.push({ draft, retried: false, resolve });
+      queue.push({ draft, retried: false, resolve, reject });
       this.pendingCount += 1;
       this.scheduleFlush();
     });
@@ -127,6 +134,22 @@ export class Sequencer {
     for (const [groupId, queue] of requeued) this.queues.set(groupId, queue);
   }
 
+  /** Rejects the sends of the moved groups, with their queued successors; requeues the rest of the batch. */
+  private handBack(batch: GroupAppend[], sends: PendingSend[][], moved: Set<string>): void {
+    const keep: number[] = [];
+    batch.forEach((part, i) => {
+      if (!moved.has(part.groupId)) return keep.push(i);
+      const handedBack = [...sends[i]!, ...(this.queues.get(part.groupId) ?? [])];
+      this.queues.delete(part.groupId);
+      this.pendingCount -= handedBack.length;
+      for (const send of handedBack) send.reject(new WriterMovedError([part.groupId]));
+    });
+    this.requeue(
+      keep.map((i) => batch[i]!),
+      keep.map((i) => sends[i]!),
+    );
+  }
+
   private async flush(attempt: number): Promise<void> {
     this.flushScheduled = false;
     if (this.queues.size === 0) return;
@@ -138,6 +161,13 @@ export class Sequencer {
       outcomes = await this.log.append(batch);
       this.options.onCommit?.(sends.reduce((n, group) => n + group.length, 0), (performance.now() - started) / 1000);
     } catch (err) {
+      if (err instanceof WriterMovedError) {
+        // Another node writes these groups now (nothing of them was written): their sends go back to be routed there.
+        this.handBack(batch, sends, new Set(err.groupIds));
+        this.flushing = false;
+        this.scheduleFlush();
+        return;
+      }
       this.options.onStoreError?.(err, attempt);
       this.requeue(batch, sends);
       this.flushing = false;

@@ -14,12 +14,19 @@ import { CassandraSession } from '../sequencer/cassandra-session.js';
 import type { MessageLog } from '../sequencer/message-log.js';
 import { MessageLogCassandra } from '../sequencer/message-log-cassandra.js';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
-import { SeqHintsRedis } from '../sequencer/seq-hints-redis.js';
+import { GroupWritersCassandra } from '../sequencer/group-writers-cassandra.js';
+import { SendForwardingRedis } from '../sequencer/send-forwarding-redis.js';
 import { PresenceLocal, type Presence } from '../broker/presence.js';
 import { PresenceRedis } from '../broker/presence-redis.js';
 import type { PushStore } from '../push/push-store.js';
 import { PushStoreCassandra } from '../push/push-store-cassandra.js';
 import { PushStoreSqlite } from '../push/push-store-sqlite.js';
+
+/**
+ * How long a node waits for the writer of a group to answer a forwarded send. Long, because the writer holds sends
+ * while Cassandra is away; it is there for a writer that died holding the request (the sender's retry is safe).
+ */
+const FORWARD_TIMEOUT_MS = 30_000;
 
 /** The stores and shared broker state of one process, per the configured store. */
 /** Aedes persistence and router come as BrokerDeps takes them: absent means in-memory (one node). */
@@ -29,6 +36,8 @@ export interface Backends extends Pick<BrokerDeps, 'persistence' | 'mq'> {
   feed: MembershipFeed;
   pushStore: PushStore;
   presence: Presence;
+  /** Many nodes: who writes each group, and how sends reach that node. Absent: this process writes every group. */
+  routing?: { writers: GroupWritersCassandra; forwarding: SendForwardingRedis };
   close(): Promise<void>;
 }
 
@@ -52,9 +61,10 @@ export function embeddedBackends(config: ChorusConfig): Backends {
 }
 
 /**
- * Many processes: Cassandra holds everything that matters (messages, dedup claims, groups, memberships, read
- * pointers); Redis holds what must be shared and fast (seq hints, MQTT sessions and in-flight QoS 1 packets,
- * cross-node delivery, membership changes), and may lose it all at any time.
+ * Many processes: Cassandra holds everything that matters (messages, dedup entries, groups, memberships, read
+ * pointers, which node writes each group); Redis carries what must be shared and fast (sends forwarded to their
+ * group's writer, MQTT sessions and in-flight QoS 1 packets, cross-node delivery, membership changes, presence), and
+ * may lose it all at any time.
  */
 export async function clusterBackends(config: ChorusConfig): Promise<Backends> {
   const redisUrl = config.redisUrl!;
@@ -67,7 +77,13 @@ export async function clusterBackends(config: ChorusConfig): Promise<Backends> {
   });
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: 2 });
   const feedConnection = new Redis(redisUrl);
-  const log = await MessageLogCassandra.open(db, new SeqHintsRedis(redis), { ttlSeconds: config.retentionDays * 86_400, nodeId });
+  const writers = await GroupWritersCassandra.start(db, nodeId);
+  const forwardingConnection = new Redis(redisUrl);
+  const forwarding = await SendForwardingRedis.start(redis, forwardingConnection, writers.nodeId, {
+    timeoutMs: FORWARD_TIMEOUT_MS,
+    maxPending: config.maxPendingSends,
+  });
+  const log = await MessageLogCassandra.open(db, writers, { ttlSeconds: config.retentionDays * 86_400 });
   const groupStore = await GroupStoreCassandra.open(db);
   const pushStore = await PushStoreCassandra.open(db);
   const feed = await MembershipFeedRedis.start(redis, feedConnection);
@@ -85,14 +101,18 @@ export async function clusterBackends(config: ChorusConfig): Promise<Backends> {
     feed,
     pushStore,
     presence,
+    routing: { writers, forwarding },
     persistence: persistence as never,
     mq: mq as never,
     async close() {
       await presence.close();
+      await forwarding.close();
       await log.close();
+      await writers.close();
       await db.close();
       redis.disconnect();
       feedConnection.disconnect();
+      forwardingConnection.disconnect();
       persistenceConnection.disconnect();
     },
   };

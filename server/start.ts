@@ -7,7 +7,8 @@ import type { ChorusConfig } from '../config/config.js';
 import { Groups } from '../groups/groups.js';
 import { buildApi } from '../history-api/app.js';
 import type { MessageLog } from '../sequencer/message-log.js';
-import { Sequencer } from '../sequencer/sequencer.js';
+import { Sequencer, type SendPath } from '../sequencer/sequencer.js';
+import { SendRouter } from '../sequencer/send-router.js';
 import type { StampedMessage } from '../protocol/index.js';
 import { Notifier } from '../push/notifier.js';
 import { PushSender } from '../push/push-sender.js';
@@ -47,7 +48,8 @@ function healthServer(metrics: ChorusMetrics): Server {
 }
 
 /**
- * Starts one Chorus process. Data flows one way: broker -> sequencer -> log -> fan-out through the broker.
+ * Starts one Chorus process. Data flows one way: broker -> sequencer -> log -> fan-out through the broker. With many
+ * nodes, the sequencer is that of the node writing the group: sends reach it through the router.
  *
  * - store sqlite (role all): everything in one process on embedded backends.
  * - store cassandra: the role decides what this node serves. broker: MQTT over TCP and WebSocket (and sequences what
@@ -96,7 +98,8 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     },
     onCommit: metrics.onCommit,
   });
-  broker.useSequencer(sequencer);
+  const sends: SendPath = backends.routing ? new SendRouter(backends.routing.writers, sequencer, backends.routing.forwarding, config.maxPendingSends) : sequencer;
+  broker.useSequencer(sends);
 
   const servesApi = config.role !== 'broker';
   const servesMqtt = config.role !== 'api';
@@ -106,7 +109,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
         verifier,
         groups,
         log,
-        sequencer,
+        sequencer: sends,
         presence: backends.presence,
         push: { store: backends.pushStore, vapidPublicKey: vapid.publicKey },
         metrics: metrics.registry,

@@ -5,19 +5,23 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StampedMessage } from '../protocol/index.js';
 import { Cluster, type ClusterNode } from './cluster-harness.js';
 import { deliveries, sleep, subscribeCodes, until } from './harness.js';
-import { connectRedis } from './services.js';
+import type { CassandraSession } from '../sequencer/cassandra-session.js';
+import { connectCassandra, connectRedis } from './services.js';
 
 const SERVICES = new URL('../scripts/services.sh', import.meta.url).pathname;
 
 describe('many nodes sharing Redis and Cassandra', () => {
   const cluster = new Cluster();
   let a: ClusterNode, b: ClusterNode, c: ClusterNode, apiNode: ClusterNode;
+  let cassandra: CassandraSession;
 
   beforeAll(async () => {
     a = await cluster.add('node-a', 'broker'); // first alone: it creates the keyspace and tables
     [b, c, apiNode] = await Promise.all([cluster.add('node-b', 'broker'), cluster.add('node-c', 'broker'), cluster.add('node-api', 'api')]);
+    cassandra = await connectCassandra(cluster.keyspace);
   }, 120_000);
   afterAll(async () => {
+    await cassandra?.close();
     await cluster.stop();
   });
 
@@ -30,6 +34,11 @@ describe('many nodes sharing Redis and Cassandra', () => {
     const res = await cluster.api(apiNode, admin, 'POST', '/v1/groups', { name: 'cluster', members });
     expect(res.status).toBe(201);
     return res.body.id as string;
+  };
+  /** Which node writes the group, as recorded in Cassandra. */
+  const writerOf = async (groupId: string): Promise<{ node: string; epoch: number }> => {
+    const row = (await cassandra.execute('SELECT node_id, epoch FROM group_writers WHERE group_id = ?', [groupId])).first();
+    return { node: row.get('node_id') as string, epoch: Number(row.get('epoch')) };
   };
   const history = async (groupId: string): Promise<StampedMessage[]> => {
     const all: StampedMessage[] = [];
@@ -140,10 +149,12 @@ describe('many nodes sharing Redis and Cassandra', () => {
     await bob.join(groupId);
     const acked: number[] = [];
     let killed = false;
+    let writerBeforeKill: { node: string; epoch: number } | undefined;
     const sends = Array.from({ length: 200 }, async (_, i) => {
       await sleep(i * 5);
       if (i === 100 && !killed) {
         killed = true;
+        writerBeforeKill = await writerOf(groupId);
         await c.stop('SIGKILL');
       }
       const receipt = await alice.send(groupId, { body: `m${i}`, clientMsgId: `k${i}` });
@@ -159,6 +170,11 @@ describe('many nodes sharing Redis and Cassandra', () => {
     const delivered = got.get(groupId)!.map((m) => m.seq);
     expect(delivered).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
     expect(new Set(acked).size).toBe(200);
+    // The killed node wrote the group (alice sent through it first); another node took the group over after it.
+    expect(writerBeforeKill).toMatchObject({ epoch: 1 });
+    const writerAfter = await writerOf(groupId);
+    expect(writerAfter.epoch).toBeGreaterThan(1);
+    expect(writerAfter.node).not.toBe(writerBeforeKill!.node);
     await Promise.all([alice.close(), bob.close()]);
     await c.start();
   }, 120_000);

@@ -1,0 +1,118 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { CassandraSession } from '../sequencer/cassandra-session.js';
+import { REQUEST_TIMEOUT_MS } from '../sequencer/cassandra-session.js';
+import { WriterMovedError } from '../sequencer/group-writers.js';
+import { GroupWritersCassandra, type GroupWritersTiming } from '../sequencer/group-writers-cassandra.js';
+import type { MessageDraft } from '../sequencer/message-log.js';
+import { MessageLogCassandra } from '../sequencer/message-log-cassandra.js';
+import { connectCassandra, testKeyspace } from './services.js';
+
+// Short leases, so that a dead node's groups change hands within a test.
+const timing: GroupWritersTiming = { leaseMs: 800, renewMs: 200, clockSkewMs: 100, idleMs: 60_000 };
+const keyspace = testKeyspace();
+const sessions: CassandraSession[] = [];
+const connect = async () => {
+  const db = await connectCassandra(keyspace);
+  sessions.push(db);
+  return db;
+};
+let shared: CassandraSession;
+beforeAll(async () => {
+  shared = await connect();
+});
+afterAll(async () => {
+  await Promise.all(sessions.map((db) => db.close().catch(() => undefined)));
+});
+
+const draft = (senderId: string, clientMsgId: string): MessageDraft => ({ senderId, clientMsgId, type: 'text', body: clientMsgId, createdAtMs: Date.now() });
+const group = () => `g-${randomUUID()}`;
+
+describe('GroupWritersCassandra (real Cassandra)', () => {
+  it('gives a group one writer: the first node to ask; the others are told which node it is', async () => {
+    const a = await GroupWritersCassandra.start(shared, 'a', timing);
+    const b = await GroupWritersCassandra.start(shared, 'b', timing);
+    try {
+      const groupId = group();
+      const [first, second] = await Promise.all([a.writerOf(groupId), b.writerOf(groupId)]);
+      const writers = [first, second].filter((w) => w.here);
+      expect(writers).toHaveLength(1);
+      const holder = first.here ? a : b;
+      const other = first.here ? b : a;
+      expect(first.here ? second : first).toEqual({ here: false, nodeId: holder.nodeId });
+      expect(holder.holding(groupId)).toBe(1);
+      expect(other.holding(groupId)).toBeUndefined();
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('a log on a node that does not write the group refuses the append and writes nothing', async () => {
+    const a = await GroupWritersCassandra.start(shared, 'a', timing);
+    const b = await GroupWritersCassandra.start(shared, 'b', timing);
+    try {
+      const groupId = group();
+      const logA = await MessageLogCassandra.open(shared, a, { ttlSeconds: 3600 });
+      const logB = await MessageLogCassandra.open(shared, b, { ttlSeconds: 3600 });
+      await logA.append([{ groupId, drafts: [draft('u', 'm1')] }]);
+      const refused = logB.append([{ groupId, drafts: [draft('u', 'm2')] }]);
+      await expect(refused).rejects.toBeInstanceOf(WriterMovedError);
+      await expect(refused).rejects.toMatchObject({ groupIds: [groupId] });
+      expect((await logA.readAfter(groupId, 0, 10)).map((m) => m.clientMsgId)).toEqual(['m1']);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('a group given back on close is taken by the next node at once, under a larger epoch', async () => {
+    const a = await GroupWritersCassandra.start(shared, 'a', timing);
+    const b = await GroupWritersCassandra.start(shared, 'b', timing);
+    try {
+      const groupId = group();
+      expect(await a.writerOf(groupId)).toEqual({ here: true, epoch: 1 });
+      await a.close();
+      expect(await b.writerOf(groupId)).toEqual({ here: true, epoch: 2 });
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('a node that cannot reach Cassandra stops writing by itself; its groups are taken over only after its writes can no longer land', async () => {
+    const lonely = await connect(); // node a's own connection: closing it cuts a off from Cassandra
+    const a = await GroupWritersCassandra.start(lonely, 'a', timing);
+    const b = await GroupWritersCassandra.start(shared, 'b', timing);
+    try {
+      const groupId = group();
+      const logA = await MessageLogCassandra.open(lonely, a, { ttlSeconds: 3600 });
+      await logA.append([{ groupId, drafts: [draft('u', 'm1'), draft('u', 'm2')] }]);
+      expect(await b.writerOf(groupId)).toEqual({ here: false, nodeId: a.nodeId });
+
+      await lonely.close();
+      const cutOffAt = Date.now();
+      await expect.poll(() => a.holding(groupId), { timeout: 5_000, interval: 50 }).toBeUndefined();
+
+      b.forget(groupId);
+      // a's lease still looks current: b keeps pointing at a until it has run out.
+      const takenOver = await (async () => {
+        for (;;) {
+          const writer = await b.writerOf(groupId);
+          if (writer.here) return writer;
+          b.forget(groupId);
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      })();
+      expect(takenOver).toEqual({ here: true, epoch: 2 });
+      // The last lease a wrote ended at most leaseMs after cutOffAt; b waited for it, the skew and a request's timeout.
+      expect(Date.now() - cutOffAt).toBeGreaterThanOrEqual(REQUEST_TIMEOUT_MS + timing.clockSkewMs);
+
+      const logB = await MessageLogCassandra.open(shared, b, { ttlSeconds: 3600 });
+      const [outcomes] = await logB.append([{ groupId, drafts: [draft('u', 'm2'), draft('u', 'm3')] }]);
+      expect(outcomes!.map((o) => [o.message.seq, o.duplicate])).toEqual([
+        [2, true],
+        [3, false],
+      ]);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+});
