@@ -113,19 +113,24 @@ export class ChorusBroker {
 
   /** Delivers a stamped message to every subscriber of its group topic (QoS 1). */
   fanOut(message: StampedMessage): void {
-    this.publish(groupTopic(message.groupId), message);
+    this.publish(groupTopic(message.groupId), Buffer.from(JSON.stringify(message)));
+  }
+
+  /** The same, for a stamped message that arrives serialized (from another node). */
+  deliverSerialized(groupId: string, payload: Buffer): void {
+    this.publish(groupTopic(groupId), payload);
   }
 
   /** Publishes an event on a user's own events topic. */
   sendEvent(userId: string, event: UserEvent): void {
-    this.publish(eventsTopic(userId), event);
+    this.publish(eventsTopic(userId), Buffer.from(JSON.stringify(event)));
   }
 
-  private publish(topic: string, body: unknown): void {
+  private publish(topic: string, payload: Buffer): void {
     const packet: PublishPacket = {
       cmd: 'publish',
       topic,
-      payload: Buffer.from(JSON.stringify(body)),
+      payload,
       qos: 1,
       retain: false,
       dup: false,

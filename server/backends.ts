@@ -16,6 +16,7 @@ import { MessageLogCassandra } from '../sequencer/message-log-cassandra.js';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
 import { GroupWritersCassandra } from '../sequencer/group-writers-cassandra.js';
 import { SendForwardingRedis } from '../sequencer/send-forwarding-redis.js';
+import { FanOutRedis, splitRouter } from '../broker/fanout-redis.js';
 import { PresenceLocal, type Presence } from '../broker/presence.js';
 import { PresenceRedis } from '../broker/presence-redis.js';
 import type { PushStore } from '../push/push-store.js';
@@ -38,6 +39,8 @@ export interface Backends extends Pick<BrokerDeps, 'persistence' | 'mq'> {
   presence: Presence;
   /** Many nodes: who writes each group, and how sends reach that node. Absent: this process writes every group. */
   routing?: { writers: GroupWritersCassandra; forwarding: SendForwardingRedis };
+  /** Many nodes: how stamped messages reach every node. Absent: the local broker delivers them. */
+  fanOut?: FanOutRedis;
   close(): Promise<void>;
 }
 
@@ -94,7 +97,9 @@ export async function clusterBackends(config: ChorusConfig): Promise<Backends> {
     maxSessionDelivery: config.maxOfflineQueue,
     packetTTL: () => 86_400, // an offline session's queued QoS 1 packets; the history API keeps the messages
   } as never);
-  const mq = MQEmitterRedis({ connectionString: redisUrl });
+  const mq = splitRouter(MQEmitterRedis({ connectionString: redisUrl }) as never);
+  const fanOutConnection = new Redis(redisUrl);
+  const fanOut = await FanOutRedis.start(redis, fanOutConnection);
   return {
     log,
     groupStore,
@@ -102,6 +107,7 @@ export async function clusterBackends(config: ChorusConfig): Promise<Backends> {
     pushStore,
     presence,
     routing: { writers, forwarding },
+    fanOut,
     persistence: persistence as never,
     mq: mq as never,
     async close() {
@@ -113,6 +119,7 @@ export async function clusterBackends(config: ChorusConfig): Promise<Backends> {
       redis.disconnect();
       feedConnection.disconnect();
       forwardingConnection.disconnect();
+      fanOutConnection.disconnect();
       persistenceConnection.disconnect();
     },
   };

@@ -79,8 +79,11 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
   const notifier = new Notifier(groups, backends.presence, backends.pushStore, sender, config.pushWindowSeconds * 1000, pushLog);
   const sequencerLog = logger.child({ component: 'sequencer' });
   // Fan-out first: live delivery never waits for push, which only queues the message.
+  const bus = backends.fanOut;
+  bus?.onDeliver((groupId, payload) => broker.deliverSerialized(groupId, payload));
   const fanOut = (m: StampedMessage) => {
-    broker.fanOut(m);
+    if (bus) bus.publish(m);
+    else broker.fanOut(m);
     notifier.onMessage(m);
   };
   let sequencer: Sequencer;

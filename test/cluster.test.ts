@@ -127,7 +127,7 @@ describe('many nodes sharing Redis and Cassandra', () => {
           for (const r of receipts) acked.set(r.clientMsgId, r.seq);
           if (wave === 3 && !flushed) {
             flushed = true;
-            await redis.flushall(); // seq hints, MQTT sessions, everything Redis held
+            await redis.flushall(); // MQTT sessions, presence, everything Redis held
           }
         }
       }),

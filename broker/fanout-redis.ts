@@ -1,0 +1,100 @@
+import MQEmitter, { type MQEmitter as Emitter } from 'mqemitter';
+import type { Redis } from 'ioredis';
+import type { StampedMessage } from '../protocol/index.js';
+
+type Packet = Parameters<Emitter['emit']>[0];
+type Listener = Parameters<Emitter['on']>[1];
+type Done = () => void;
+
+const CHANNEL = 'chorus:fanout';
+/** Bytes in one Redis message, far below Redis's output-buffer limit for pub/sub subscribers (32 MB by default). */
+const MAX_MESSAGE_BYTES = 256 * 1024;
+
+const isGroupTopic = (topic: string) => topic.startsWith('groups/');
+
+/**
+ * Aedes's router in a cluster. Group message topics stay in this process: their messages reach the other nodes through
+ * FanOutRedis, a whole commit in one Redis message, rather than one Redis round trip per message. Everything else
+ * (events topics, Aedes's own $SYS topics) goes through the shared router (mqemitter-redis). Clients may subscribe to
+ * exact group and events topics only (the broker's ACL), so no subscription spans both.
+ */
+export function splitRouter(shared: Emitter): Emitter {
+  const local = MQEmitter({ concurrency: 1000 });
+  const pick = (topic: string) => (isGroupTopic(topic) ? local : shared);
+  const router = {
+    on(topic: string, listener: Listener, done?: Done) {
+      pick(topic).on(topic, listener, done);
+      return router;
+    },
+    removeListener(topic: string, listener: Listener, done?: Done) {
+      pick(topic).removeListener(topic, listener, done);
+    },
+    emit(packet: Packet, done?: (err?: Error) => void) {
+      pick(packet.topic).emit(packet, done);
+    },
+    close(done: Done) {
+      local.close(() => shared.close(done));
+    },
+  };
+  return router as unknown as Emitter; // Aedes uses on, removeListener, emit and close
+}
+
+/**
+ * Cross-node delivery of stamped group messages: the node that stamps them publishes each commit's messages together on
+ * one Redis channel, and every node (itself included, so that each sees one order) hands them to its local subscribers.
+ * Pub/sub keeps nothing: a node away from Redis misses messages, and the SDK fills such gaps from the history API.
+ * A line per message: the group id (which has no spaces), a space, the message as JSON (which has no newlines).
+ */
+export class FanOutRedis {
+  private outbox: string[] = [];
+  private outboxBytes = 0;
+  private flushScheduled = false;
+  private deliver: ((groupId: string, payload: Buffer) => void) | undefined;
+
+  private constructor(private readonly publisher: Redis) {}
+
+  /** Listens on the fan-out channel; `subscriber` becomes a subscriber-only connection. */
+  static async start(publisher: Redis, subscriber: Redis): Promise<FanOutRedis> {
+    const fanOut = new FanOutRedis(publisher);
+    subscriber.on('messageBuffer', (channel: Buffer, message: Buffer) => {
+      if (channel.toString() === CHANNEL) fanOut.receive(message);
+    });
+    await subscriber.subscribe(CHANNEL);
+    return fanOut;
+  }
+
+  /** Where received messages go: the local broker's delivery to a group topic. */
+  onDeliver(deliver: (groupId: string, payload: Buffer) => void): void {
+    this.deliver = deliver;
+  }
+
+  /** Queues a newly stored message; everything queued in one turn of the event loop leaves together, in order. */
+  publish(message: StampedMessage): void {
+    const line = `${message.groupId} ${JSON.stringify(message)}`;
+    const bytes = Buffer.byteLength(line) + 1;
+    if (this.outboxBytes + bytes > MAX_MESSAGE_BYTES) this.flush();
+    this.outbox.push(line);
+    this.outboxBytes += bytes;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.outbox.length === 0) return;
+    const body = this.outbox.join('\n');
+    this.outbox = [];
+    this.outboxBytes = 0;
+    // Lost with Redis: subscribers see a gap at the next message and read it from history.
+    this.publisher.publish(CHANNEL, body).catch(() => undefined);
+  }
+
+  private receive(body: Buffer): void {
+    for (const line of body.toString('utf8').split('\n')) {
+      const space = line.indexOf(' ');
+      if (space > 0) this.deliver?.(line.slice(0, space), Buffer.from(line.slice(space + 1)));
+    }
+  }
+}
