@@ -13,6 +13,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
+import cassandra from 'cassandra-driver';
 import { signToken } from '../broker/auth.js';
 import { loadConfig } from '../config/config.js';
 import type { LoadSpec } from './loadgen.js';
@@ -124,12 +125,14 @@ const chorusTarget = (name: string, settings: () => Record<string, string>): Tar
   },
 });
 
+const CASSANDRA_PORT = process.env.CHORUS_TEST_CASSANDRA_PORT ?? 9142;
+const BENCH_KEYSPACE = `chorus_bench_${process.pid}`;
 const chorusSqlite = chorusTarget('Chorus, SQLite log', () => ({}));
 const chorusCassandra = chorusTarget('Chorus, Cassandra + Redis', () => ({
   CHORUS_STORE: 'cassandra',
   CHORUS_REDIS_URL: `redis://127.0.0.1:${process.env.CHORUS_TEST_REDIS_PORT ?? 6399}`,
-  CHORUS_CASSANDRA_CONTACT_POINTS: `127.0.0.1:${process.env.CHORUS_TEST_CASSANDRA_PORT ?? 9142}`,
-  CHORUS_CASSANDRA_KEYSPACE: `chorus_bench_${process.pid}`,
+  CHORUS_CASSANDRA_CONTACT_POINTS: `127.0.0.1:${CASSANDRA_PORT}`,
+  CHORUS_CASSANDRA_KEYSPACE: BENCH_KEYSPACE,
   CHORUS_JWT_SECRET: 'bench-secret-bench-secret-bench-secret-0123',
 }));
 
@@ -215,4 +218,11 @@ for (const s of summary) {
   console.log(
     `| ${s.target} | ${s.publishPerSec.toFixed(0)} | ${s.deliveredPerSec.toFixed(0)} | ${s.p50Ms.toFixed(2)} | ${s.p99Ms.toFixed(2)} | ${s.serverRssMb.toFixed(0)} | ${(s.publishPerSec / base).toFixed(2)}x | ${s.historyP99Ms === undefined ? '-' : `${s.historyP50Ms!.toFixed(2)} / ${s.historyP99Ms.toFixed(2)}`} |`,
   );
+}
+
+if (withCassandra) {
+  // Each run's keyspace is its own: drop it, so that runs do not pile up data in the local Cassandra.
+  const db = new cassandra.Client({ contactPoints: [`127.0.0.1:${CASSANDRA_PORT}`], localDataCenter: 'datacenter1' });
+  await db.execute(`DROP KEYSPACE IF EXISTS ${BENCH_KEYSPACE}`, [], { readTimeout: 30_000 });
+  await db.shutdown();
 }
