@@ -8,8 +8,8 @@ import { WriterMovedError, type GroupWriters } from './group-writers.js';
 export const BUCKET = 1000;
 const bucketOf = (seq: number): number => Math.floor(seq / BUCKET);
 
-/** Clustering keys in one IN restriction of a dedup lookup. */
-const DEDUP_LOOKUP_CHUNK = 100;
+/** Clustering keys in one IN restriction of a dedup lookup or write. */
+const DEDUP_CHUNK = 100;
 /** Body bytes in one write of messages, well under Cassandra's largest mutation (half a commit log segment). */
 const MAX_WRITE_BYTES = 4 * 1024 * 1024;
 
@@ -31,6 +31,21 @@ const rowToMessage = (groupId: string, row: Row): StampedMessage =>
     createdAtMs: (row.get('created_at') as Date).getTime(),
   });
 
+/** The drafts (indices, in order) grouped by sender, in chunks of at most DEDUP_CHUNK: one dedup partition each. */
+function chunksBySender(drafts: MessageDraft[], indices: number[]): { senderId: string; chunk: number[] }[] {
+  const bySender = new Map<string, number[]>();
+  for (const i of indices) {
+    const mine = bySender.get(drafts[i]!.senderId);
+    if (mine) mine.push(i);
+    else bySender.set(drafts[i]!.senderId, [i]);
+  }
+  const chunks: { senderId: string; chunk: number[] }[] = [];
+  for (const [senderId, mine] of bySender) {
+    for (let c = 0; c < mine.length; c += DEDUP_CHUNK) chunks.push({ senderId, chunk: mine.slice(c, c + DEDUP_CHUNK) });
+  }
+  return chunks;
+}
+
 /** The last seq of a group this node writes, valid under the epoch of the hold it was read or advanced in. */
 interface Head {
   epoch: number;
@@ -46,9 +61,10 @@ interface Head {
  *   previous writer's writes can no longer land) and after any failed write (which may or may not have landed). A
  *   call's messages are written in seq order, one partition at a time, each write one single-partition batch (atomic
  *   and isolated in Cassandra), so a failure leaves a prefix and never a hole. Every write first checks the hold.
- * - Dedup: message_dedup maps (group, sender, clientMsgId) to a seq. Entries are written before their messages, so
- *   every stored message has one; an entry whose seq holds another message (its write failed, and the seq went to
- *   someone else) is stale and ignored, so an entry counts only when the message at its seq is the one it names.
+ * - Dedup: message_dedup maps (group, sender, clientMsgId) to the seqs its message is among: the range its sender's
+ *   messages took in that commit, so that one statement per sender records a whole commit. Entries are written before
+ *   their messages, so every stored message has one; an entry counts only when its range holds the message it names
+ *   (an entry left by a failed write, whose seqs went to other messages, is ignored).
  * - Calls for one group from this process run one after another.
  */
 export class MessageLogCassandra implements MessageLog {
@@ -69,7 +85,7 @@ export class MessageLogCassandra implements MessageLog {
       reply_to_seq bigint, mentions list<text>, created_at timestamp,
       PRIMARY KEY ((group_id, bucket), seq)) WITH CLUSTERING ORDER BY (seq ASC)`);
     await db.ddl(`CREATE TABLE IF NOT EXISTS message_dedup (
-      group_id text, sender_id text, client_msg_id text, seq bigint,
+      group_id text, sender_id text, client_msg_id text, first_seq bigint, last_seq bigint,
       PRIMARY KEY ((group_id, sender_id), client_msg_id))`);
     await db.ddl('CREATE TABLE IF NOT EXISTS group_heads (group_id text PRIMARY KEY, last_seq bigint)');
     return new MessageLogCassandra(db, writers, options);
@@ -161,55 +177,42 @@ export class MessageLogCassandra implements MessageLog {
 
   /** The stored messages of the drafts (by index) whose (sender, clientMsgId) is already in the group. */
   private async lookup(groupId: string, drafts: MessageDraft[], indices: number[]): Promise<Map<number, StampedMessage>> {
-    const bySender = new Map<string, number[]>();
-    for (const i of indices) {
-      const mine = bySender.get(drafts[i]!.senderId);
-      if (mine) mine.push(i);
-      else bySender.set(drafts[i]!.senderId, [i]);
-    }
-    const entries: { i: number; seq: number }[] = [];
-    const lookups: Promise<void>[] = [];
-    for (const [senderId, mine] of bySender) {
-      for (let c = 0; c < mine.length; c += DEDUP_LOOKUP_CHUNK) {
-        const chunk = mine.slice(c, c + DEDUP_LOOKUP_CHUNK);
+    const entries: { i: number; first: number; last: number }[] = [];
+    await Promise.all(
+      chunksBySender(drafts, indices).map(async ({ senderId, chunk }) => {
         const indexOf = new Map(chunk.map((i) => [drafts[i]!.clientMsgId, i]));
-        lookups.push(
-          this.db
-            .execute('SELECT client_msg_id, seq FROM message_dedup WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?', [
-              groupId,
-              senderId,
-              [...indexOf.keys()],
-            ])
-            .then((result) => {
-              for (const row of result.rows) entries.push({ i: indexOf.get(row.get('client_msg_id') as string)!, seq: Number(row.get('seq')) });
-            }),
+        const result = await this.db.execute(
+          'SELECT client_msg_id, first_seq, last_seq FROM message_dedup WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?',
+          [groupId, senderId, [...indexOf.keys()]],
         );
-      }
-    }
-    await Promise.all(lookups);
+        for (const row of result.rows) {
+          entries.push({ i: indexOf.get(row.get('client_msg_id') as string)!, first: Number(row.get('first_seq')), last: Number(row.get('last_seq')) });
+        }
+      }),
+    );
     const stored = new Map<number, StampedMessage>();
     await Promise.all(
-      entries.map(async ({ i, seq }) => {
-        const message = await this.readAt(groupId, seq);
-        if (message && message.senderId === drafts[i]!.senderId && message.clientMsgId === drafts[i]!.clientMsgId) stored.set(i, message);
+      entries.map(async ({ i, first, last }) => {
+        const { senderId, clientMsgId } = drafts[i]!;
+        const range = await this.readAfter(groupId, first - 1, last - first + 1);
+        const message = range.find((m) => m.senderId === senderId && m.clientMsgId === clientMsgId);
+        if (message) stored.set(i, message);
       }),
     );
     return stored;
   }
 
+  /** One statement per sender (and DEDUP_CHUNK keys): each key gets the range of seqs its sender's chunk took. */
   private async writeDedup(groupId: string, drafts: MessageDraft[], toStamp: number[], seqOf: (k: number) => number): Promise<void> {
-    const bySender = new Map<string, { query: string; params: unknown[] }[]>();
-    toStamp.forEach((i, k) => {
-      const { senderId, clientMsgId } = drafts[i]!;
-      let queries = bySender.get(senderId);
-      if (!queries) bySender.set(senderId, (queries = []));
-      queries.push({
-        query: `INSERT INTO message_dedup (group_id, sender_id, client_msg_id, seq) VALUES (?, ?, ?, ?)${this.ttl}`,
-        params: [groupId, senderId, clientMsgId, seqOf(k)],
-      });
-    });
-    // One partition per sender: each batch is a single-partition write.
-    await Promise.all([...bySender.values()].map((queries) => this.db.batch(queries, false)));
+    const seqByIndex = new Map(toStamp.map((i, k) => [i, seqOf(k)]));
+    await Promise.all(
+      chunksBySender(drafts, toStamp).map(({ senderId, chunk }) =>
+        this.db.execute(
+          `UPDATE message_dedup${this.ttl} SET first_seq = ?, last_seq = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?`,
+          [seqByIndex.get(chunk[0]!), seqByIndex.get(chunk.at(-1)!), groupId, senderId, chunk.map((i) => drafts[i]!.clientMsgId)],
+        ),
+      ),
+    );
   }
 
   /** Writes the messages in seq order, one partition (and at most MAX_WRITE_BYTES) per write, each after a fence. */
