@@ -113,12 +113,15 @@ export class ChorusBroker {
 
   /** Delivers a stamped message to every subscriber of its group topic (QoS 1). */
   fanOut(message: StampedMessage): void {
-    this.publish(groupTopic(message.groupId), Buffer.from(JSON.stringify(message)));
+    this.deliverSerialized(message.groupId, Buffer.from(JSON.stringify(message)));
   }
 
   /** The same, for a stamped message that arrives serialized (from another node). */
   deliverSerialized(groupId: string, payload: Buffer): void {
-    this.publish(groupTopic(groupId), payload);
+    // Aedes drops, per client, a packet whose counter is below the last one it delivered under the same broker id.
+    // In a cluster group messages and events travel different paths (splitRouter), so an event published before a
+    // group message can arrive after it: group messages count under a broker id of their own.
+    this.publish(groupTopic(groupId), payload, `${this.aedes.id}/groups`);
   }
 
   /** Publishes an event on a user's own events topic. */
@@ -126,14 +129,15 @@ export class ChorusBroker {
     this.publish(eventsTopic(userId), Buffer.from(JSON.stringify(event)));
   }
 
-  private publish(topic: string, payload: Buffer): void {
-    const packet: PublishPacket = {
+  private publish(topic: string, payload: Buffer, brokerId?: string): void {
+    const packet: PublishPacket & { brokerId?: string } = {
       cmd: 'publish',
       topic,
       payload,
       qos: 1,
       retain: false,
       dup: false,
+      ...(brokerId ? { brokerId } : {}),
     };
     this.aedes.publish(packet, (err) => {
       if (err) this.deps.logger.error({ err, topic }, 'publish failed');

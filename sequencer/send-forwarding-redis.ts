@@ -84,15 +84,17 @@ export class SendForwardingRedis {
     setImmediate(() => {
       this.flushScheduled = false;
       for (const [to, batch] of this.outbox) {
-        const failRequests = (message: string) => {
-          for (const request of batch.requests ?? []) this.settle({ id: request.id, error: { code: 'STORE_UNAVAILABLE', message } });
-        };
+        const requests = batch.requests ?? [];
         this.publisher.publish(channelOf(to), JSON.stringify(batch)).then(
           (listeners) => {
-            if (listeners === 0) failRequests('the node that writes this group is gone; retry with the same clientMsgId');
+            // Nobody listens on that node's channel: it is gone, and its groups are about to move.
+            if (listeners === 0) for (const { id } of requests) this.settle({ id, moved: true });
           },
-          // Redis away: requests fail now; answers are lost, and their requests time out at the other node.
-          (err: unknown) => failRequests(`cannot reach Redis: ${(err as Error).message}`),
+          (err: unknown) => {
+            // Redis away: requests fail now; answers are lost, and their requests time out at the other node.
+            const message = `cannot reach Redis: ${(err as Error).message}`;
+            for (const { id } of requests) this.settle({ id, error: { code: 'STORE_UNAVAILABLE', message } });
+          },
         );
       }
       this.outbox.clear();

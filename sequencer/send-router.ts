@@ -3,70 +3,78 @@ import { WriterMovedError, type GroupWriter, type GroupWriters } from './group-w
 import type { SendForwardingRedis, ForwardedSend } from './send-forwarding-redis.js';
 import type { SendPath, SendResult, Sequencer } from './sequencer.js';
 
-/** Attempts at finding a group's writer before a send is refused as unavailable (each after the writer moved). */
-const MAX_ROUTES = 3;
+/**
+ * How long a send keeps looking for its group's writer while the writer moves (a dead writer's groups are taken over
+ * within a lease and a wait, about 9 s) before it is refused as unavailable.
+ */
+const MAX_REROUTE_MS = 30_000;
 const MAX_BACKOFF_MS = 1000;
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const isUnavailable = (err: unknown) => err instanceof ChorusError && err.code === 'STORE_UNAVAILABLE';
+
 /**
- * Many nodes: each send goes to the sequencer of the node that writes its group, here or forwarded there. A send
- * forwarded here is served only while this node writes the group, never forwarded again, so sends cannot circle.
+ * Many nodes: each send goes to the sequencer of the node that writes its group, here or forwarded there. While the
+ * writer cannot be known (Cassandra away) or is moving (a writer died), the send is held, neither acknowledged nor
+ * refused, as a send queued in the sequencer is while its append fails. A send forwarded here is served only while this
+ * node writes the group, never forwarded again, so sends cannot circle.
  */
 export class SendRouter implements SendPath {
-  /** Sends waiting for their group's writer to be known. */
-  private waiting = 0;
+  /** Sends held meanwhile; beyond maxHeld a send is refused with OVERLOADED. */
+  private held = 0;
 
   constructor(
     private readonly writers: GroupWriters,
     private readonly sequencer: Sequencer,
     private readonly forwarding: SendForwardingRedis,
-    private readonly maxWaiting: number,
+    private readonly maxHeld: number,
   ) {
     forwarding.onRequest((send) => this.serve(send));
   }
 
   async send(groupId: string, senderId: string, payload: unknown): Promise<SendResult> {
-    for (let route = 1; ; route++) {
+    const started = Date.now();
+    for (let attempt = 0; ; attempt++) {
       const writer = await this.writerOf(groupId);
       try {
         if (writer.here) return await this.sequencer.send(groupId, senderId, payload);
         return await this.forwarding.forward(writer.nodeId, { groupId, senderId, payload });
       } catch (err) {
         const moved = err instanceof WriterMovedError;
-        if (!writer.here && (moved || (err instanceof ChorusError && err.code === 'STORE_UNAVAILABLE'))) this.writers.forget(groupId);
+        if (!writer.here && (moved || isUnavailable(err))) this.writers.forget(groupId);
         if (!moved) throw err;
-        if (route === MAX_ROUTES) throw new ChorusError('STORE_UNAVAILABLE', `group ${groupId} is changing writers; retry with the same clientMsgId`);
+        if (Date.now() - started > MAX_REROUTE_MS) {
+          throw new ChorusError('STORE_UNAVAILABLE', `group ${groupId} is changing writers; retry with the same clientMsgId`);
+        }
+        if (attempt > 0) await this.hold(() => sleep(Math.min(MAX_BACKOFF_MS, 50 * 2 ** attempt)));
       }
     }
   }
 
-  /**
-   * The group's writer, waiting while it cannot be known (Cassandra away): like a send queued in the sequencer, the
-   * send is held, neither acknowledged nor refused, until the store answers again.
-   */
+  /** The group's writer, waiting (with backoff) while it cannot be known. */
   private async writerOf(groupId: string): Promise<GroupWriter> {
-    try {
-      return await this.writers.writerOf(groupId);
-    } catch (err) {
-      if (!(err instanceof ChorusError && err.code === 'STORE_UNAVAILABLE')) throw err;
-      if (this.waiting >= this.maxWaiting) throw new ChorusError('OVERLOADED');
-    }
-    this.waiting += 1;
-    try {
-      for (let attempt = 0; ; attempt++) {
-        await new Promise((resolve) => setTimeout(resolve, Math.min(MAX_BACKOFF_MS, 50 * 2 ** attempt)));
-        try {
-          return await this.writers.writerOf(groupId);
-        } catch (err) {
-          if (!(err instanceof ChorusError && err.code === 'STORE_UNAVAILABLE') || this.writers.closed) throw err;
-        }
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.writers.writerOf(groupId);
+      } catch (err) {
+        if (!isUnavailable(err) || this.writers.closed) throw err;
       }
+      await this.hold(() => sleep(Math.min(MAX_BACKOFF_MS, 50 * 2 ** attempt)));
+    }
+  }
+
+  private async hold(wait: () => Promise<unknown>): Promise<void> {
+    if (this.held >= this.maxHeld) throw new ChorusError('OVERLOADED');
+    this.held += 1;
+    try {
+      await wait();
     } finally {
-      this.waiting -= 1;
+      this.held -= 1;
     }
   }
 
   private async serve({ groupId, senderId, payload }: ForwardedSend): Promise<SendResult> {
-    const writer = await this.writers.writerOf(groupId);
+    const writer = await this.writerOf(groupId);
     if (!writer.here) throw new WriterMovedError([groupId]);
     return this.sequencer.send(groupId, senderId, payload);
   }
