@@ -77,6 +77,21 @@ describe('GroupWritersCassandra (real Cassandra)', () => {
     }
   });
 
+  it('gives back a group it has not written for idleMs, and another node takes it at once', async () => {
+    const idle = { ...timing, idleMs: 300 };
+    const a = await GroupWritersCassandra.start(shared, 'a', idle);
+    const b = await GroupWritersCassandra.start(shared, 'b', idle);
+    try {
+      const groupId = group();
+      expect(await a.writerOf(groupId)).toEqual({ here: true, epoch: 1 });
+      // Given back (after its last writes could land): b takes it without waiting for a's lease, which a keeps renewing.
+      await expect.poll(async () => (b.forget(groupId), b.writerOf(groupId)), { timeout: 10_000, interval: 200 }).toEqual({ here: true, epoch: 2 });
+      expect(await a.writerOf(groupId)).toEqual({ here: false, nodeId: b.nodeId });
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
   it('a node that cannot reach Cassandra stops writing by itself; its groups are taken over only after its writes can no longer land', async () => {
     const lonely = await connect(); // node a's own connection: closing it cuts a off from Cassandra
     const a = await GroupWritersCassandra.start(lonely, 'a', timing);
