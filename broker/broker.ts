@@ -56,7 +56,7 @@ const authError = (message: string, returnCode: 2 | 3 | 4 | 5): AuthenticateErro
 export class ChorusBroker {
   readonly aedes: Aedes;
   readonly live = new LiveUsers();
-  private sequencer: SendPath | null = null;
+  private sends: SendPath | null = null;
   private tcpServer: TcpServer | null = null;
   private wsServer: WebSocketServer | null = null;
   private readonly expiryTimers = new WeakMap<Client, NodeJS.Timeout>();
@@ -106,9 +106,9 @@ export class ChorusBroker {
     return new ChorusBroker(deps, aedes);
   }
 
-  /** Routes group publishes through this sequencer. Until it is set, group publishes are refused as unavailable. */
-  useSequencer(sequencer: SendPath): void {
-    this.sequencer = sequencer;
+  /** Where group publishes go to be sequenced. Until it is set, group publishes are refused as unavailable. */
+  useSendPath(sends: SendPath): void {
+    this.sends = sends;
   }
 
   /** Delivers a stamped message to every subscriber of its group topic (QoS 1). */
@@ -229,8 +229,8 @@ export class ChorusBroker {
       return callback(null);
     }
     const { groupId } = target;
-    const sequencer = this.sequencer;
-    if (!sequencer) {
+    const sends = this.sends;
+    if (!sends) {
       this.reject(client!, userId, new ChorusError('STORE_UNAVAILABLE'), groupId);
       return callback(null);
     }
@@ -248,7 +248,7 @@ export class ChorusBroker {
       return callback(null);
     }
     // The PUBACK (written by Aedes when this callback runs) waits for the commit: a PUBACK means durable.
-    sequencer.send(groupId, userId, send).then(
+    sends.send(groupId, userId, send).then(
       ({ message, duplicate }) => {
         this.tellSender(sender, userId, {
           type: 'ack',

@@ -24,7 +24,7 @@ export interface ApiDeps {
   verifier: TokenVerifier;
   groups: Groups;
   log: MessageLog;
-  sequencer: SendPath;
+  sends: SendPath;
   presence: Presence;
   push: { store: PushStore; vapidPublicKey: string };
   /** Served at /metrics when given. */

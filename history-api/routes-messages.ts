@@ -13,7 +13,7 @@ const SendResponse = Type.Object({
 });
 
 /** History reads, REST sends (through the same sequencer as MQTT) and the read pointer. */
-export async function messageRoutes(app: Api, { config, groups, log, sequencer }: ApiDeps): Promise<void> {
+export async function messageRoutes(app: Api, { config, groups, log, sends }: ApiDeps): Promise<void> {
   app.get(
     '/groups/:groupId/messages',
     {
@@ -67,7 +67,7 @@ export async function messageRoutes(app: Api, { config, groups, log, sequencer }
       // On timeout the send stays queued and may still be stored: a retry with the same clientMsgId is always safe.
       let result: SendResult;
       try {
-        result = await Promise.race([sequencer.send(groupId, request.userId, request.body), timeout]);
+        result = await Promise.race([sends.send(groupId, request.userId, request.body), timeout]);
       } finally {
         clearTimeout(timer);
       }

@@ -102,7 +102,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     onCommit: metrics.onCommit,
   });
   const sends: SendPath = backends.routing ? new SendRouter(backends.routing.writers, sequencer, backends.routing.forwarding, config.maxPendingSends) : sequencer;
-  broker.useSequencer(sends);
+  broker.useSendPath(sends);
 
   const servesApi = config.role !== 'broker';
   const servesMqtt = config.role !== 'api';
@@ -112,7 +112,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
         verifier,
         groups,
         log,
-        sequencer: sends,
+        sends,
         presence: backends.presence,
         push: { store: backends.pushStore, vapidPublicKey: vapid.publicKey },
         metrics: metrics.registry,

@@ -35,7 +35,7 @@ describe('REST API (app.inject)', () => {
       verifier: await createTokenVerifier(config),
       groups,
       log,
-      sequencer,
+      sends: sequencer,
       presence: new PresenceLocal(),
       push: { store: pushStore, vapidPublicKey: 'unused-here' },
       logger: pino({ level: 'silent' }),
