@@ -10,6 +10,8 @@ const bucketOf = (seq: number): number => Math.floor(seq / BUCKET);
 
 /** Clustering keys in one IN restriction of a dedup lookup or write. */
 const DEDUP_CHUNK = 100;
+/** Heads remembered (the groups written most recently); a forgotten one costs one read of the log at its next append. */
+const MAX_HEADS = 100_000;
 /** Body bytes in one write of messages, well under Cassandra's largest mutation (half a commit log segment). */
 const MAX_WRITE_BYTES = 4 * 1024 * 1024;
 
@@ -163,7 +165,9 @@ export class MessageLogCassandra implements MessageLog {
       this.completing.add(completion);
       void completion.then(() => this.completing.delete(completion));
     }
+    this.heads.delete(groupId); // re-inserted last: the map's order is the order of use
     this.heads.set(groupId, head);
+    if (this.heads.size > MAX_HEADS) this.heads.delete(this.heads.keys().next().value!);
     for (const [i, first] of repeats) outcomes[i] = { message: outcomes[first]!.message, duplicate: true };
     return outcomes as AppendOutcome[];
   }
