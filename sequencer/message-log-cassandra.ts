@@ -194,12 +194,16 @@ export class MessageLogCassandra implements MessageLog {
         }
       }),
     );
+    // Entries of one earlier commit share a range (a whole retried batch, say): each range is read once.
+    const ranges = new Map<string, Promise<StampedMessage[]>>();
     const stored = new Map<number, StampedMessage>();
     await Promise.all(
       entries.map(async ({ i, first, last }) => {
+        const key = `${first}-${last}`;
+        let range = ranges.get(key);
+        if (!range) ranges.set(key, (range = this.readAfter(groupId, first - 1, last - first + 1)));
         const { senderId, clientMsgId } = drafts[i]!;
-        const range = await this.readAfter(groupId, first - 1, last - first + 1);
-        const message = range.find((m) => m.senderId === senderId && m.clientMsgId === clientMsgId);
+        const message = (await range).find((m) => m.senderId === senderId && m.clientMsgId === clientMsgId);
         if (message) stored.set(i, message);
       }),
     );
