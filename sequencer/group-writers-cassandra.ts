@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ChorusError } from '../protocol/index.js';
 import { REQUEST_TIMEOUT_MS, type CassandraSession } from './cassandra-session.js';
 import type { GroupWriter, GroupWriters } from './group-writers.js';
@@ -16,7 +17,7 @@ export interface GroupWritersTiming {
 
 export const DEFAULT_TIMING: GroupWritersTiming = { leaseMs: 4_000, renewMs: 1_000, clockSkewMs: 1_000, idleMs: 60_000 };
 
-/** Groups given back or taken over at once on close, so that close stays short with many holds. */
+/** Groups given back at once (idle, or on close), so that giving back many holds stays short. */
 const RELEASE_CONCURRENCY = 32;
 /** Remote writers remembered, each for at most one lease. */
 const MAX_REMOTE_ENTRIES = 100_000;
@@ -25,8 +26,6 @@ interface Hold {
   epoch: number;
   lastUsed: number;
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Group writers decided in Cassandra. Each node (one process run: its id gets a random suffix) keeps a lease row,
@@ -96,8 +95,7 @@ export class GroupWritersCassandra implements GroupWriters {
 
   private async renew(): Promise<void> {
     const started = performance.now();
-    const leaseUntil = new Date(Date.now() + this.timing.leaseMs);
-    await this.db.execute('INSERT INTO writer_nodes (node_id, lease_until) VALUES (?, ?) USING TTL 86400', [this.nodeId, leaseUntil]);
+    await this.writeLease(new Date(Date.now() + this.timing.leaseMs));
     // Landed after the previous lease ran out: another node may have taken groups meanwhile, so every hold is dropped.
     this.valid();
     this.renewedAt = started;
@@ -208,6 +206,10 @@ export class GroupWritersCassandra implements GroupWriters {
     clearTimeout(this.timer);
     await this.releasing;
     await this.release([...this.held]);
-    await this.db.execute('INSERT INTO writer_nodes (node_id, lease_until) VALUES (?, ?) USING TTL 86400', [this.nodeId, new Date(0)]).catch(() => undefined);
+    await this.writeLease(new Date(0)).catch(() => undefined); // ended: nobody waits for it
+  }
+
+  private async writeLease(until: Date): Promise<void> {
+    await this.db.execute('INSERT INTO writer_nodes (node_id, lease_until) VALUES (?, ?) USING TTL 86400', [this.nodeId, until]);
   }
 }

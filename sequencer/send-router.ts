@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ChorusError } from '../protocol/index.js';
 import { WriterMovedError, type GroupWriter, type GroupWriters } from './group-writers.js';
 import type { SendForwardingRedis, ForwardedSend } from './send-forwarding-redis.js';
@@ -9,8 +10,8 @@ import type { SendPath, SendResult, Sequencer } from './sequencer.js';
  */
 const MAX_REROUTE_MS = 30_000;
 const MAX_BACKOFF_MS = 1000;
+const backoffMs = (attempt: number) => Math.min(MAX_BACKOFF_MS, 50 * 2 ** attempt);
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const isUnavailable = (err: unknown) => err instanceof ChorusError && err.code === 'STORE_UNAVAILABLE';
 
 /**
@@ -46,7 +47,7 @@ export class SendRouter implements SendPath {
         if (Date.now() - started > MAX_REROUTE_MS) {
           throw new ChorusError('STORE_UNAVAILABLE', `group ${groupId} is changing writers; retry with the same clientMsgId`);
         }
-        if (attempt > 0) await this.hold(() => sleep(Math.min(MAX_BACKOFF_MS, 50 * 2 ** attempt)));
+        if (attempt > 0) await this.hold(() => sleep(backoffMs(attempt)));
       }
     }
   }
@@ -59,7 +60,7 @@ export class SendRouter implements SendPath {
       } catch (err) {
         if (!isUnavailable(err) || this.writers.closed) throw err;
       }
-      await this.hold(() => sleep(Math.min(MAX_BACKOFF_MS, 50 * 2 ** attempt)));
+      await this.hold(() => sleep(backoffMs(attempt)));
     }
   }
 

@@ -6,6 +6,7 @@ import { WriterMovedError } from '../sequencer/group-writers.js';
 import { GroupWritersCassandra, type GroupWritersTiming } from '../sequencer/group-writers-cassandra.js';
 import type { MessageDraft } from '../sequencer/message-log.js';
 import { MessageLogCassandra } from '../sequencer/message-log-cassandra.js';
+import { sleep } from './harness.js';
 import { connectCassandra, testKeyspace } from './services.js';
 
 // Short leases, so that a dead node's groups change hands within a test.
@@ -113,7 +114,7 @@ describe('GroupWritersCassandra (real Cassandra)', () => {
           const writer = await b.writerOf(groupId);
           if (writer.here) return writer;
           b.forget(groupId);
-          await new Promise((resolve) => setTimeout(resolve, 100));
+          await sleep(100);
         }
       })();
       expect(takenOver).toEqual({ here: true, epoch: 2 });
