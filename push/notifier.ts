@@ -38,6 +38,11 @@ const MAX_QUEUED_MESSAGES = 10_000;
 const MAX_WINDOWS = 100_000;
 const MEMBERS_PAGE = 500;
 const PREVIEW_CHARS = 120;
+/**
+ * Passes over a group's members start at most this often: a busy group's commits arriving meanwhile share one pass,
+ * so reading members and presence costs per pass, not per commit. A quiet group's first message starts one at once.
+ */
+const PASS_INTERVAL_MS = 100;
 
 /** A Topic header (RFC 8030 §5.4: at most 32 base64url characters) per group, so a newer push replaces an older one. */
 const topicOf = (groupId: string): string => createHash('sha256').update(groupId).digest('base64url').slice(0, 32);
@@ -53,6 +58,7 @@ export class Notifier {
   private readonly windows = new Map<string, Window>();
   /** A drain is scheduled or running. */
   private processing = false;
+  private lastPassAt = -Infinity;
   private closed = false;
   dropped = 0;
 
@@ -73,15 +79,18 @@ export class Notifier {
       this.dropped += 1;
     }
     this.queue.push(message);
-    if (!this.processing) {
-      // After the current fan-out loop: a whole commit's messages are then handled in one pass per group.
-      this.processing = true;
-      setImmediate(() => void this.drain());
-    }
+    if (!this.processing) this.schedulePass();
+  }
+
+  /** Never before the current fan-out loop ends (a whole commit's messages share a pass), nor within the interval. */
+  private schedulePass(): void {
+    this.processing = true;
+    setTimeout(() => void this.drain(), Math.max(0, this.lastPassAt + PASS_INTERVAL_MS - performance.now())).unref();
   }
 
   private async drain(): Promise<void> {
-    while (this.queue.length > 0 && !this.closed) {
+    if (this.queue.length > 0 && !this.closed) {
+      this.lastPassAt = performance.now();
       const byGroup = new Map<string, StampedMessage[]>();
       for (const message of this.queue.splice(0, this.queue.length)) {
         const list = byGroup.get(message.groupId);
@@ -97,6 +106,7 @@ export class Notifier {
       }
     }
     this.processing = false;
+    if (this.queue.length > 0 && !this.closed) this.schedulePass();
   }
 
   /** One pass over the group's members for all of its queued messages, in seq order. */

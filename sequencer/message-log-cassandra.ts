@@ -52,6 +52,8 @@ function chunksBySender(drafts: MessageDraft[], indices: number[]): { senderId: 
 interface Head {
   epoch: number;
   last: number;
+  /** The last seq this node wrote to the group's head row (-1: none yet under this hold). */
+  recorded: number;
 }
 
 /**
@@ -124,7 +126,7 @@ export class MessageLogCassandra implements MessageLog {
     let head = this.heads.get(groupId);
     if (head?.epoch !== writer.epoch) {
       this.heads.delete(groupId);
-      head = { epoch: writer.epoch, last: await this.truth(groupId) };
+      head = { epoch: writer.epoch, last: await this.truth(groupId), recorded: -1 };
     }
 
     const outcomes: (AppendOutcome | undefined)[] = new Array(drafts.length);
@@ -160,16 +162,24 @@ export class MessageLogCassandra implements MessageLog {
         outcomes[i] = { message: toStampedMessage(groupId, seqOf(k), drafts[i]!), duplicate: false };
       });
       head.last += toStamp.length;
-      // Off the critical path: the head row is only a lower bound where truth() starts looking.
-      const completion = this.db.execute('UPDATE group_heads SET last_seq = ? WHERE group_id = ?', [head.last, groupId]).catch(() => undefined);
-      this.completing.add(completion);
-      void completion.then(() => this.completing.delete(completion));
+      if (bucketOf(head.last) !== bucketOf(head.recorded)) this.recordHead(groupId, head);
     }
     this.heads.delete(groupId); // re-inserted last: the map's order is the order of use
     this.heads.set(groupId, head);
     if (this.heads.size > MAX_HEADS) this.heads.delete(this.heads.keys().next().value!);
     for (const [i, first] of repeats) outcomes[i] = { message: outcomes[first]!.message, duplicate: true };
     return outcomes as AppendOutcome[];
+  }
+
+  /**
+   * Off the critical path, and only when the last seq entered another bucket: the head row is a lower bound where
+   * truth() starts probing partitions, so one in the right bucket (or the one below) costs it no extra read.
+   */
+  private recordHead(groupId: string, head: Head): void {
+    head.recorded = head.last;
+    const completion = this.db.execute('UPDATE group_heads SET last_seq = ? WHERE group_id = ?', [head.last, groupId]).catch(() => undefined);
+    this.completing.add(completion);
+    void completion.then(() => this.completing.delete(completion));
   }
 
   /** Throws unless this node still writes the group under the epoch its head was read in. */

@@ -1,0 +1,54 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pino from 'pino';
+import webPush from 'web-push';
+import { afterAll, describe, expect, it } from 'vitest';
+import { PresenceLocal } from '../broker/presence.js';
+import { GroupStoreSqlite } from '../groups/group-store-sqlite.js';
+import { Groups, MembershipFeedLocal } from '../groups/groups.js';
+import { Notifier } from '../push/notifier.js';
+import { PushSender } from '../push/push-sender.js';
+import { PushStoreSqlite } from '../push/push-store-sqlite.js';
+import { toStampedMessage } from '../sequencer/message-log.js';
+
+/** The in-process presence, counting how often the notifier asks it. */
+class CountedPresence extends PresenceLocal {
+  asked = 0;
+  override async online(userIds: string[]): Promise<Set<string>> {
+    this.asked += 1;
+    return super.online(userIds);
+  }
+}
+
+describe('push notifier passes', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'chorus-notifier-'));
+  const logger = pino({ level: 'silent' });
+  const pushStore = new PushStoreSqlite(join(dir, 'push.db'));
+  const groups = new Groups(new GroupStoreSqlite(join(dir, 'groups.db'), 'normal'), new MembershipFeedLocal(), 100);
+  const presence = new CountedPresence();
+  const notifier = new Notifier(groups, presence, pushStore, new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger), 1000, logger);
+  afterAll(() => notifier.close());
+
+  it('reads members and presence once per pass, not once per commit, and starts a quiet group at once', async () => {
+    const { id: groupId } = await groups.create('alice', 'busy', ['bob', 'carol']);
+    let seq = 0;
+    const commit = () => {
+      for (let i = 0; i < 5; i++) {
+        notifier.onMessage(toStampedMessage(groupId, ++seq, { senderId: 'alice', clientMsgId: `m${seq}`, type: 'text', body: 'hi', createdAtMs: Date.now() }));
+      }
+    };
+    commit();
+    await sleep(30);
+    expect(presence.asked).toBe(1); // the first commit of a quiet period does not wait for the interval
+    for (let i = 0; i < 8; i++) {
+      commit(); // eight more commits, 5 ms apart: all within one interval
+      await sleep(5);
+    }
+    await sleep(250);
+    // One more pass for all of them (two if a stalled machine spread the commits over two intervals), never eight.
+    expect(presence.asked).toBeGreaterThanOrEqual(2);
+    expect(presence.asked).toBeLessThanOrEqual(3);
+  });
+});
