@@ -18,6 +18,7 @@ import {
 import { parseSendBytes } from '../sequencer/send-validation.js';
 import type { SendPath } from '../sequencer/sequencer.js';
 import type { TokenVerifier } from './auth.js';
+import { coalesceWrites } from './write-coalescing.js';
 import { watchFrameSizes } from './frame-limit.js';
 import { LiveUsers } from './live-users.js';
 import type { Presence } from './presence.js';
@@ -323,6 +324,7 @@ export class ChorusBroker {
         this.deps.logger.warn({ size, remote: socket.remoteAddress }, 'packet larger than maxPacketBytes: closing');
         socket.destroy();
       });
+      coalesceWrites(socket);
       this.aedes.handle(socket);
     });
     this.tcpServer = server;

@@ -1,0 +1,89 @@
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { afterEach, describe, expect, it } from 'vitest';
+import { coalesceWrites } from '../broker/write-coalescing.js';
+
+/** A loopback pair: the server side is returned to write on, the client side collects what arrives. */
+async function pair(): Promise<{ server: Server; writer: Socket; received: () => Buffer; reader: Socket }> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const reader = connect((server.address() as { port: number }).port, '127.0.0.1');
+  const [writer] = (await once(server, 'connection')) as [Socket];
+  const chunks: Buffer[] = [];
+  reader.on('data', (chunk: Buffer) => chunks.push(chunk));
+  return { server, writer, reader, received: () => Buffer.concat(chunks) };
+}
+
+/** Counts the writes that reach the socket's handle: one per _write or _writev, i.e. one syscall each. */
+function countHandleWrites(socket: Socket): () => number {
+  let count = 0;
+  const internals = socket as unknown as { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void };
+  for (const name of ['_write', '_writev'] as const) {
+    const original = internals[name].bind(socket);
+    internals[name] = (...args: unknown[]) => {
+      count += 1;
+      original(...args);
+    };
+  }
+  return () => count;
+}
+
+/** Writes like Aedes delivers: each packet from its own setImmediate, uncorked on the next tick as mqtt-packet does. */
+async function writePacketsLikeAedes(socket: Socket, packets: Buffer[]): Promise<void> {
+  await Promise.all(
+    packets.map(
+      (packet) =>
+        new Promise<void>((resolve) =>
+          setImmediate(() => {
+            socket.cork();
+            socket.write(packet.subarray(0, 2));
+            socket.write(packet.subarray(2), () => resolve());
+            process.nextTick(() => socket.uncork());
+          }),
+        ),
+    ),
+  );
+}
+
+describe('write coalescing', () => {
+  let close: () => void = () => undefined;
+  afterEach(() => close());
+
+  it('sends what one turn of the loop writes as one handle write, bytes intact and in order', async () => {
+    const { server, writer, reader, received } = await pair();
+    close = () => {
+      reader.destroy();
+      writer.destroy();
+      server.close();
+    };
+    const packets = Array.from({ length: 50 }, (_, i) => Buffer.from(`packet ${i} ${'x'.repeat(i)}|`));
+    const expected = Buffer.concat(packets);
+
+    coalesceWrites(writer);
+    const writes = countHandleWrites(writer);
+    await writePacketsLikeAedes(writer, packets);
+    while (received().length < expected.length) await once(reader, 'data');
+    expect(received().equals(expected)).toBe(true);
+    expect(writes()).toBe(1);
+
+    // A later turn gets its own write: nothing waits for a next burst.
+    await writePacketsLikeAedes(writer, packets.slice(0, 3));
+    while (received().length < expected.length + Buffer.concat(packets.slice(0, 3)).length) await once(reader, 'data');
+    expect(writes()).toBe(2);
+  });
+
+  it('is what makes the difference: without it the same writes reach the handle one by one', async () => {
+    const { server, writer, reader, received } = await pair();
+    close = () => {
+      reader.destroy();
+      writer.destroy();
+      server.close();
+    };
+    const packets = Array.from({ length: 50 }, (_, i) => Buffer.from(`packet ${i}|`));
+    const writes = countHandleWrites(writer);
+    await writePacketsLikeAedes(writer, packets);
+    while (received().length < Buffer.concat(packets).length) await once(reader, 'data');
+    expect(writes()).toBeGreaterThan(10);
+  });
+});
