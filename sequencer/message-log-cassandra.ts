@@ -1,6 +1,7 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type cassandra from 'cassandra-driver';
 import { ChorusError, type StampedMessage } from '../protocol/index.js';
-import type { CassandraSession } from './cassandra-session.js';
+import { REQUEST_TIMEOUT_MS, type CassandraSession } from './cassandra-session.js';
 import { toStampedMessage, type AppendOutcome, type GroupAppend, type MessageDraft, type MessageLog } from './message-log.js';
 import { WriterMovedError, type GroupWriters } from './group-writers.js';
 
@@ -48,13 +49,51 @@ function chunksBySender(drafts: MessageDraft[], indices: number[]): { senderId: 
   return chunks;
 }
 
-/** The last seq of a group this node writes, valid under the epoch of the hold it was read or advanced in. */
+/** Where a group this node writes stands, valid under the epoch of the hold it was read or advanced in. */
 interface Head {
   epoch: number;
-  last: number;
+  /** The last seq handed out (its call may still be writing). */
+  stamped: number;
+  /** The last seq known written: every seq up to it is in the log. */
+  durable: number;
   /** The last seq this node wrote to the group's head row (-1: none yet under this hold). */
   recorded: number;
 }
+
+/** A group's appends in flight on this node; the calls follow each other through it (see appendGroup). */
+interface Pipeline {
+  /** Settles once the latest call has stamped its drafts (or given up before). */
+  stamped: Promise<void>;
+  /** Resolves once everything stamped so far is written; rejects when some of it was not. */
+  written: Promise<void>;
+  calls: number;
+  /** Messages stamped by calls still in flight, by dedup key: not all of them are readable in Cassandra yet. */
+  inFlight: Map<string, StampedMessage>;
+}
+
+/** A call's drafts with their seqs given, not yet written. */
+interface Stamped {
+  head: Head;
+  outcomes: AppendOutcome[];
+  /** The drafts (indices, in order) that get new seqs: first, first + 1, ... */
+  toStamp: number[];
+  first: number;
+  /** Settles when the calls before this one have written what they stamped; rejects when they failed to. */
+  gate: Promise<void>;
+}
+
+/** A promise with its resolve and reject at hand (Promise.withResolvers, which Node 20 lacks). */
+function signal(): { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void } {
+  let resolve!: () => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+const dedupKey = (draft: MessageDraft) => `${draft.senderId}\u0000${draft.clientMsgId}`;
 
 /**
  * The message log on Apache Cassandra, for many nodes sharing one log. Messages are partitioned by (group, seq bucket)
@@ -69,10 +108,15 @@ interface Head {
  *   messages took in that commit, so that one statement per sender records a whole commit. Entries are written before
  *   their messages, so every stored message has one; an entry counts only when its range holds the message it names
  *   (an entry left by a failed write, whose seqs went to other messages, is ignored).
- * - Calls for one group from this process run one after another.
+ * - Calls for one group from this process overlap: each looks up its dedup keys and stamps its drafts once the one
+ *   before it has stamped, and writes its messages once the one before it has written its own; so the next call's
+ *   lookup runs during this one's writes. A call rejects when the one before it failed to write, since its seqs
+ *   followed that call's; the head is then read from the log again, once the calls before have settled.
  */
 export class MessageLogCassandra implements MessageLog {
-  private readonly groupChains = new Map<string, Promise<unknown>>();
+  private readonly pipelines = new Map<string, Pipeline>();
+  /** Groups whose write failed, until a write of theirs still in flight can no longer land (performance.now() ms). */
+  private readonly settlingUntil = new Map<string, number>();
   private readonly heads = new Map<string, Head>();
   /** Head-row updates still being written (awaited by close). */
   private readonly completing = new Set<Promise<unknown>>();
@@ -101,7 +145,7 @@ export class MessageLogCassandra implements MessageLog {
 
   /** Groups are appended independently; when some fail, the call rejects after all have settled. */
   async append(batch: GroupAppend[]): Promise<AppendOutcome[][]> {
-    const settled = await Promise.allSettled(batch.map((part) => this.inGroupOrder(part.groupId, () => this.appendGroup(part))));
+    const settled = await Promise.allSettled(batch.map((part) => this.appendGroup(part)));
     const failures = settled.flatMap((result) => (result.status === 'rejected' ? [result.reason as unknown] : []));
     if (failures.length === 0) return settled.map((result) => (result as PromiseFulfilledResult<AppendOutcome[]>).value);
     const other = failures.find((err) => !(err instanceof WriterMovedError));
@@ -109,66 +153,114 @@ export class MessageLogCassandra implements MessageLog {
     throw new WriterMovedError(failures.flatMap((err) => (err as WriterMovedError).groupIds));
   }
 
-  private inGroupOrder<T>(groupId: string, run: () => Promise<T>): Promise<T> {
-    const previous = this.groupChains.get(groupId) ?? Promise.resolve();
-    const next = previous.then(run, run);
-    const settled = next.catch(() => undefined);
-    this.groupChains.set(groupId, settled);
-    void settled.then(() => {
-      if (this.groupChains.get(groupId) === settled) this.groupChains.delete(groupId);
-    });
-    return next;
+  private async appendGroup({ groupId, drafts }: GroupAppend): Promise<AppendOutcome[]> {
+    let pipeline = this.pipelines.get(groupId);
+    if (!pipeline) this.pipelines.set(groupId, (pipeline = { stamped: Promise.resolve(), written: Promise.resolve(), calls: 0, inFlight: new Map() }));
+    const previous = { stamped: pipeline.stamped, written: pipeline.written };
+    const stamped = signal();
+    const written = signal();
+    written.promise.catch(() => undefined); // the next call awaits it; the last one's failure is this call's own
+    pipeline.stamped = stamped.promise;
+    pipeline.written = written.promise;
+    pipeline.calls += 1;
+    const mine: string[] = [];
+    try {
+      let step: Stamped;
+      try {
+        await previous.stamped;
+        step = await this.stamp(groupId, drafts, pipeline, previous.written);
+      } catch (err) {
+        previous.written.then(written.resolve, written.reject); // nothing stamped here: as written as the calls before
+        throw err;
+      } finally {
+        stamped.resolve();
+      }
+      const { head, outcomes, toStamp, first } = step;
+      for (const i of toStamp) mine.push(dedupKey(drafts[i]!));
+      try {
+        const seqOf = (k: number) => first + k;
+        if (toStamp.length > 0) {
+          this.fence(groupId, head.epoch);
+          await this.writeDedup(groupId, drafts, toStamp, seqOf);
+        }
+        await step.gate;
+        if (toStamp.length > 0) await this.writeMessages(groupId, drafts, toStamp, seqOf, head.epoch);
+      } catch (err) {
+        // Some of it may have landed, or land still: the next stamp reads the log again once nothing more can.
+        if (this.heads.get(groupId) === head) this.heads.delete(groupId);
+        this.settlingUntil.set(groupId, performance.now() + REQUEST_TIMEOUT_MS);
+        setTimeout(() => this.settlingUntil.delete(groupId), REQUEST_TIMEOUT_MS).unref();
+        written.reject(err);
+        throw err;
+      }
+      if (toStamp.length > 0) {
+        head.durable = first + toStamp.length - 1;
+        if (bucketOf(head.durable) !== bucketOf(head.recorded)) this.recordHead(groupId, head);
+      }
+      written.resolve();
+      return outcomes;
+    } finally {
+      for (const key of mine) pipeline.inFlight.delete(key);
+      pipeline.calls -= 1;
+      if (pipeline.calls === 0) this.pipelines.delete(groupId);
+    }
   }
 
-  private async appendGroup({ groupId, drafts }: GroupAppend): Promise<AppendOutcome[]> {
+  /**
+   * Looks up the drafts' dedup keys and gives the new ones the next seqs. Runs once the call before has stamped; the
+   * returned gate settles when the calls before have written what they stamped.
+   */
+  private async stamp(groupId: string, drafts: MessageDraft[], pipeline: Pipeline, writtenBefore: Promise<void>): Promise<Stamped> {
     const writer = await this.writers.writerOf(groupId);
     if (!writer.here) throw new WriterMovedError([groupId]);
-    let head = this.heads.get(groupId);
-    if (head?.epoch !== writer.epoch) {
-      this.heads.delete(groupId);
-      head = { epoch: writer.epoch, last: await this.truth(groupId), recorded: -1 };
-    }
 
     const outcomes: (AppendOutcome | undefined)[] = new Array(drafts.length);
     const firstOfKey = new Map<string, number>();
     const repeats: [number, number][] = [];
     drafts.forEach((draft, i) => {
-      const key = `${draft.senderId}\u0000${draft.clientMsgId}`;
+      const key = dedupKey(draft);
       const first = firstOfKey.get(key);
       if (first === undefined) firstOfKey.set(key, i);
       else repeats.push([i, first]);
     });
-    const stored = await this.lookup(groupId, drafts, [...firstOfKey.values()]);
-    const toStamp: number[] = [];
+    const toLookUp: number[] = [];
     for (const i of firstOfKey.values()) {
+      const inFlight = pipeline.inFlight.get(dedupKey(drafts[i]!));
+      if (inFlight) outcomes[i] = { message: inFlight, duplicate: true };
+      else toLookUp.push(i);
+    }
+    const stored = await this.lookup(groupId, drafts, toLookUp);
+    const toStamp: number[] = [];
+    for (const i of toLookUp) {
       const message = stored.get(i);
       if (message) outcomes[i] = { message, duplicate: true };
       else toStamp.push(i);
     }
     toStamp.sort((a, b) => a - b);
 
-    if (toStamp.length > 0) {
-      const first = head.last + 1;
-      const seqOf = (k: number) => first + k;
-      try {
-        this.fence(groupId, head.epoch);
-        await this.writeDedup(groupId, drafts, toStamp, seqOf);
-        await this.writeMessages(groupId, drafts, toStamp, seqOf, head.epoch);
-      } catch (err) {
-        this.heads.delete(groupId); // some of it may have landed: read the log again before the next stamp
-        throw err;
-      }
-      toStamp.forEach((i, k) => {
-        outcomes[i] = { message: toStampedMessage(groupId, seqOf(k), drafts[i]!), duplicate: false };
-      });
-      head.last += toStamp.length;
-      if (bucketOf(head.last) !== bucketOf(head.recorded)) this.recordHead(groupId, head);
+    let head = this.heads.get(groupId);
+    let gate = writtenBefore;
+    if (head?.epoch !== writer.epoch) {
+      // A new hold, or a failed write: the log is the truth, once nothing this node stamped before can still land.
+      await writtenBefore.catch(() => undefined);
+      const settling = (this.settlingUntil.get(groupId) ?? 0) - performance.now();
+      if (settling > 0) await sleep(settling);
+      const last = await this.truth(groupId);
+      head = { epoch: writer.epoch, stamped: last, durable: last, recorded: -1 };
+      gate = Promise.resolve();
     }
+    const first = head.stamped + 1;
+    head.stamped += toStamp.length;
+    toStamp.forEach((i, k) => {
+      const message = toStampedMessage(groupId, first + k, drafts[i]!);
+      outcomes[i] = { message, duplicate: false };
+      pipeline.inFlight.set(dedupKey(drafts[i]!), message);
+    });
+    for (const [i, firstOf] of repeats) outcomes[i] = { message: outcomes[firstOf]!.message, duplicate: true };
     this.heads.delete(groupId); // re-inserted last: the map's order is the order of use
     this.heads.set(groupId, head);
     if (this.heads.size > MAX_HEADS) this.heads.delete(this.heads.keys().next().value!);
-    for (const [i, first] of repeats) outcomes[i] = { message: outcomes[first]!.message, duplicate: true };
-    return outcomes as AppendOutcome[];
+    return { head, outcomes: outcomes as AppendOutcome[], toStamp, first, gate };
   }
 
   /**
@@ -176,8 +268,8 @@ export class MessageLogCassandra implements MessageLog {
    * truth() starts probing partitions, so one in the right bucket (or the one below) costs it no extra read.
    */
   private recordHead(groupId: string, head: Head): void {
-    head.recorded = head.last;
-    const completion = this.db.execute('UPDATE group_heads SET last_seq = ? WHERE group_id = ?', [head.last, groupId]).catch(() => undefined);
+    head.recorded = head.durable;
+    const completion = this.db.execute('UPDATE group_heads SET last_seq = ? WHERE group_id = ?', [head.durable, groupId]).catch(() => undefined);
     this.completing.add(completion);
     void completion.then(() => this.completing.delete(completion));
   }
@@ -316,7 +408,7 @@ export class MessageLogCassandra implements MessageLog {
   async lastSeq(groupId: string): Promise<number> {
     // The writer's head is the truth while its hold lasts: every stamp of the group went through it.
     const head = this.heads.get(groupId);
-    if (head && this.writers.holding(groupId) === head.epoch) return head.last;
+    if (head && this.writers.holding(groupId) === head.epoch) return head.durable;
     return this.truth(groupId);
   }
 

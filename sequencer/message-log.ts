@@ -36,6 +36,9 @@ export interface AppendOutcome {
  *   Different groups in one call are independent: a backend may commit them separately.
  * - Dedup: a draft whose (senderId, clientMsgId) is already stored in that group, or stands earlier in the same call,
  *   is not stored again. Its outcome is the original message with `duplicate: true`; it consumes no seq.
+ * - Calls in flight together: per group, a call made before an earlier one settled is stamped after it (its drafts
+ *   are checked against the earlier call's for dedup too), and rejects if the earlier one rejects: its seqs followed
+ *   seqs that may never be written. (The sequencer starts no call after a rejection it has not handled yet.)
  * - Durability: when append resolves, every outcome it returns survives a crash of this process.
  * - Result shape: outcomes[i][j] belongs to batch[i].drafts[j].
  * - Reads see every append that resolved before the read began.

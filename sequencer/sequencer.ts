@@ -29,27 +29,51 @@ export interface SequencerOptions {
 
 interface PendingSend {
   draft: MessageDraft;
+  /** Arrival order across all groups: a group's queue is always in this order, also after a failed commit. */
+  arrival: number;
   /** Set once the draft was part of an append that failed: it may have been stored by that failed attempt. */
   retried: boolean;
   resolve: (result: SendResult) => void;
   reject: (err: unknown) => void;
 }
 
+interface Commit {
+  batch: GroupAppend[];
+  sends: PendingSend[][];
+}
+
 const MAX_BACKOFF_MS = 5000;
+/**
+ * Appends in flight at once. The next commit is taken while the previous one is being written, so a log whose append
+ * is a few round trips (Cassandra) overlaps them; the log keeps each group's calls in order.
+ */
+const COMMITS_IN_FLIGHT = 2;
 
 /**
  * Stamps each group's messages with its next seq through the message log, and fans the stored ones out.
  *
  * Sends are queued per group and flushed together on the next turn of the event loop, so one commit carries every
- * send that arrived meanwhile (group commit): under load batches grow by themselves. One flush runs at a time, so
- * each group's messages are appended and fanned out in seq order. A failed append is retried with backoff and its
- * sends stay pending (never acknowledged, never dropped) until the store takes them.
+ * send that arrived meanwhile (group commit): under load batches grow by themselves. Up to COMMITS_IN_FLIGHT appends
+ * run at once; their outcomes are handled in the order the commits were taken, so each group's messages are fanned
+ * out in seq order. A failed append is retried with backoff and its sends stay pending (never acknowledged, never
+ * dropped) until the store takes them.
  */
 export class Sequencer implements SendPath {
   private readonly queues = new Map<string, PendingSend[]>();
   private pendingCount = 0;
+  private arrivals = 0;
   private flushScheduled = false;
-  private flushing = false;
+  private inFlight = 0;
+  /** Failed appends in a row; while backing off after one, no commit starts. */
+  private failures = 0;
+  private backingOff = false;
+  /**
+   * Appends that rejected and whose commits were not handled yet. No commit starts meanwhile: a group's sends must not
+   * be appended past a failed commit's, which go back ahead of them.
+   */
+  private unhandledFailures = 0;
+  /** The outcomes of the commits in flight are handled one after another, in the order they were taken. */
+  private handled: Promise<void> = Promise.resolve();
   private closed = false;
   private readonly maxBatch: number;
 
@@ -90,7 +114,7 @@ export class Sequencer implements SendPath {
     return new Promise<SendResult>((resolve, reject) => {
       let queue = this.queues.get(groupId);
       if (!queue) this.queues.set(groupId, (queue = []));
-      queue.push({ draft, retried: false, resolve, reject });
+      queue.push({ draft, arrival: this.arrivals++, retried: false, resolve, reject });
       this.pendingCount += 1;
       this.scheduleFlush();
     });
@@ -98,13 +122,17 @@ export class Sequencer implements SendPath {
 
   /** On the next turn of the event loop, so that everything arriving in this one shares the commit. */
   private scheduleFlush(): void {
-    if (this.flushScheduled || this.flushing) return;
+    if (this.flushScheduled || !this.mayStartCommit()) return;
     this.flushScheduled = true;
-    setImmediate(() => void this.flush(1));
+    setImmediate(() => this.flush());
+  }
+
+  private mayStartCommit(): boolean {
+    return !this.backingOff && this.unhandledFailures === 0 && this.inFlight < COMMITS_IN_FLIGHT && this.queues.size > 0;
   }
 
   /** Takes up to maxBatch drafts, whole groups first, keeping each group's order. */
-  private takeBatch(): { batch: GroupAppend[]; sends: PendingSend[][] } {
+  private takeCommit(): Commit {
     const batch: GroupAppend[] = [];
     const sends: PendingSend[][] = [];
     let room = this.maxBatch;
@@ -120,62 +148,64 @@ export class Sequencer implements SendPath {
     return { batch, sends };
   }
 
-  /** Puts a failed batch back at the head of its groups' queues, ahead of anything that arrived meanwhile. */
-  private requeue(batch: GroupAppend[], sends: PendingSend[][]): void {
-    const requeued = new Map<string, PendingSend[]>();
+  /** Puts a failed commit's sends back into their groups' queues, in arrival order (ahead of later arrivals). */
+  private requeue({ batch, sends }: Commit): void {
     batch.forEach((part, i) => {
-      const failed = sends[i]!;
-      for (const send of failed) send.retried = true;
-      requeued.set(part.groupId, [...failed, ...(this.queues.get(part.groupId) ?? [])]);
-      this.queues.delete(part.groupId);
+      for (const send of sends[i]!) send.retried = true;
+      const merged = [...sends[i]!, ...(this.queues.get(part.groupId) ?? [])].sort((a, b) => a.arrival - b.arrival);
+      this.queues.set(part.groupId, merged);
     });
-    for (const [groupId, queue] of this.queues) requeued.set(groupId, queue);
-    this.queues.clear();
-    for (const [groupId, queue] of requeued) this.queues.set(groupId, queue);
   }
 
-  /** Rejects the sends of the moved groups, with their queued successors; requeues the rest of the batch. */
-  private handBack(batch: GroupAppend[], sends: PendingSend[][], moved: Set<string>): void {
-    const keep: number[] = [];
+  /** Rejects the sends of the moved groups, with their queued successors; requeues the rest of the commit. */
+  private handBack({ batch, sends }: Commit, moved: Set<string>): void {
+    const keep: Commit = { batch: [], sends: [] };
     batch.forEach((part, i) => {
-      if (!moved.has(part.groupId)) return keep.push(i);
+      if (!moved.has(part.groupId)) {
+        keep.batch.push(part);
+        keep.sends.push(sends[i]!);
+        return;
+      }
       const handedBack = [...sends[i]!, ...(this.queues.get(part.groupId) ?? [])];
       this.queues.delete(part.groupId);
       this.pendingCount -= handedBack.length;
       for (const send of handedBack) send.reject(new WriterMovedError([part.groupId]));
     });
-    this.requeue(
-      keep.map((i) => batch[i]!),
-      keep.map((i) => sends[i]!),
-    );
+    this.requeue(keep);
   }
 
-  private async flush(attempt: number): Promise<void> {
+  private flush(): void {
     this.flushScheduled = false;
-    if (this.queues.size === 0) return;
-    this.flushing = true;
-    const { batch, sends } = this.takeBatch();
-    let outcomes: AppendOutcome[][];
+    if (!this.mayStartCommit()) return;
+    const commit = this.takeCommit();
+    this.inFlight += 1;
     const started = performance.now();
-    try {
-      outcomes = await this.log.append(batch);
-      this.options.onCommit?.(sends.reduce((n, group) => n + group.length, 0), (performance.now() - started) / 1000);
-    } catch (err) {
-      if (err instanceof WriterMovedError) {
-        // Another node writes these groups now (nothing of them was written): their sends go back to be routed there.
-        this.handBack(batch, sends, new Set(err.groupIds));
-        this.flushing = false;
+    const appended = this.log.append(commit.batch);
+    const outcome = appended.then(
+      (outcomes) => () => this.completed(commit, outcomes, performance.now() - started),
+      (err: unknown) => {
+        this.unhandledFailures += 1;
+        return () => {
+          this.unhandledFailures -= 1;
+          this.failed(commit, err);
+        };
+      },
+    );
+    this.handled = this.handled.then(async () => {
+      const handle = await outcome;
+      try {
+        handle();
+      } finally {
+        this.inFlight -= 1;
         this.scheduleFlush();
-        return;
       }
-      this.options.onStoreError?.(err, attempt);
-      this.requeue(batch, sends);
-      this.flushing = false;
-      const delay = Math.min(MAX_BACKOFF_MS, 50 * 2 ** Math.min(attempt, 10));
-      this.flushScheduled = true;
-      setTimeout(() => void this.flush(attempt + 1), delay).unref();
-      return;
-    }
+    });
+    this.scheduleFlush();
+  }
+
+  private completed({ sends }: Commit, outcomes: AppendOutcome[][], elapsedMs: number): void {
+    this.failures = 0;
+    this.options.onCommit?.(sends.reduce((n, group) => n + group.length, 0), elapsedMs / 1000);
     outcomes.forEach((groupOutcomes, i) => {
       const groupSends = sends[i]!;
       groupOutcomes.forEach((outcome, j) => {
@@ -187,15 +217,31 @@ export class Sequencer implements SendPath {
         send.resolve({ message: outcome.message, duplicate: outcome.duplicate && !firstDelivery });
       });
     });
-    this.flushing = false;
-    if (this.queues.size > 0) this.scheduleFlush();
+  }
+
+  private failed(commit: Commit, err: unknown): void {
+    if (err instanceof WriterMovedError) {
+      // Another node writes these groups now (nothing of them was written): their sends go back to be routed there.
+      this.handBack(commit, new Set(err.groupIds));
+      return;
+    }
+    this.failures += 1;
+    this.options.onStoreError?.(err, this.failures);
+    this.requeue(commit);
+    if (this.backingOff) return; // a commit taken before the first failure failed with it
+    this.backingOff = true;
+    const delay = Math.min(MAX_BACKOFF_MS, 50 * 2 ** Math.min(this.failures, 10));
+    setTimeout(() => {
+      this.backingOff = false;
+      this.scheduleFlush();
+    }, delay).unref();
   }
 
   /** Stops taking sends; waits (up to timeoutMs) for the ones already queued to be stored. */
   async drain(timeoutMs: number): Promise<void> {
     this.closed = true;
     const deadline = Date.now() + timeoutMs;
-    while ((this.pendingCount > 0 || this.flushing) && Date.now() < deadline) {
+    while ((this.pendingCount > 0 || this.inFlight > 0) && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
   }

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CassandraSession } from '../sequencer/cassandra-session.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { REQUEST_TIMEOUT_MS, type CassandraSession } from '../sequencer/cassandra-session.js';
 import { GroupWritersCassandra } from '../sequencer/group-writers-cassandra.js';
 import type { AppendOutcome, MessageDraft } from '../sequencer/message-log.js';
 import { MessageLogCassandra } from '../sequencer/message-log-cassandra.js';
@@ -48,5 +49,43 @@ describe('MessageLogCassandra dedup entries', () => {
       [3, 'a2', true],
       [4, 'b2', true],
     ]);
+  });
+});
+
+describe('MessageLogCassandra calls in flight together', () => {
+  const draft = (clientMsgId: string): MessageDraft => ({ senderId: 'u', clientMsgId, type: 'text', body: clientMsgId, createdAtMs: Date.now() });
+
+  it('fails a call whose predecessor failed to write, leaves no hole, and reads the log again once a late write cannot land', async () => {
+    // The session as the log sees it, but the next write of messages fails 200 ms late: by then the next call has
+    // stamped its drafts after the failing call's and waits for it.
+    let failNextMessages = false;
+    const session = Object.create(db) as CassandraSession;
+    session.batch = async (queries, logged) => {
+      if (!failNextMessages) return db.batch(queries, logged);
+      failNextMessages = false;
+      await sleep(200);
+      throw new Error('write timed out');
+    };
+    const log = await MessageLogCassandra.open(session, writers, { ttlSeconds: 3600 });
+    const groupId = `g-${randomUUID()}`;
+    await log.append([{ groupId, drafts: ['a', 'b', 'c'].map(draft) }]);
+
+    failNextMessages = true;
+    const failing = log.append([{ groupId, drafts: [draft('d'), draft('e')] }]);
+    const following = log.append([{ groupId, drafts: [draft('f')] }]);
+    await expect(failing).rejects.toThrow('write timed out');
+    const failedAt = performance.now();
+    await expect(following).rejects.toThrow('write timed out');
+    expect((await log.readAfter(groupId, 0, 10)).map((m) => m.seq)).toEqual([1, 2, 3]);
+
+    const [retried] = await log.append([{ groupId, drafts: ['d', 'e', 'f'].map(draft) }]);
+    expect(performance.now() - failedAt).toBeGreaterThanOrEqual(REQUEST_TIMEOUT_MS - 50); // the failed write's time to land
+    expect(retried!.map((o) => [o.message.seq, o.message.clientMsgId, o.duplicate])).toEqual([
+      [4, 'd', false],
+      [5, 'e', false],
+      [6, 'f', false],
+    ]);
+    expect((await log.readAfter(groupId, 0, 10)).map((m) => m.clientMsgId)).toEqual(['a', 'b', 'c', 'd', 'e', 'f']);
+    await log.close();
   });
 });

@@ -149,6 +149,18 @@ export function messageLogContract(name: string, openLog: () => Promise<MessageL
       expect((await log.readAfter(groupId, 0, 200)).map((m) => m.seq)).toEqual(seqs);
     });
 
+    it('stamps calls of one group in call order, and finds a retry in a call made while its original is in flight', async () => {
+      const groupId = newGroup();
+      const first = log.append([{ groupId, drafts: [draft('u', 'a'), draft('u', 'b')] }]);
+      const second = log.append([{ groupId, drafts: [draft('u', 'c'), draft('u', 'a')] }]);
+      const third = log.append([{ groupId, drafts: [draft('u', 'd')] }]);
+      const [[one], [two], [three]] = await Promise.all([first, second, third]);
+      expect(one!.map((o) => [o.message.seq, o.duplicate])).toEqual([[1, false], [2, false]]);
+      expect(two!.map((o) => [o.message.seq, o.message.clientMsgId, o.duplicate])).toEqual([[3, 'c', false], [1, 'a', true]]);
+      expect(three!.map((o) => o.message.seq)).toEqual([4]);
+      expect((await log.readAfter(groupId, 0, 10)).map((m) => m.clientMsgId)).toEqual(['a', 'b', 'c', 'd']);
+    });
+
     it('stores a large batch in one call', async () => {
       const groupId = newGroup();
       const drafts = Array.from({ length: 1000 }, (_, i) => draft('bulk', `b${i}`));
