@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type cassandra from 'cassandra-driver';
+import cassandra from 'cassandra-driver';
 import { ChorusError, type StampedMessage } from '../protocol/index.js';
 import { REQUEST_TIMEOUT_MS, type CassandraSession } from './cassandra-session.js';
 import { toStampedMessage, type AppendOutcome, type GroupAppend, type MessageDraft, type MessageLog } from './message-log.js';
@@ -11,9 +11,11 @@ const bucketOf = (seq: number): number => Math.floor(seq / BUCKET);
 
 /** Clustering keys in one IN restriction of a dedup lookup or write. */
 const DEDUP_CHUNK = 100;
+/** How often, at most, a writer records a group's head row (besides when the last seq enters another bucket). */
+const RECORD_HEAD_MS = 1000;
 /** Heads remembered (the groups written most recently); a forgotten one costs one read of the log at its next append. */
 const MAX_HEADS = 100_000;
-/** Body bytes in one write of messages, well under Cassandra's largest mutation (half a commit log segment). */
+/** Bytes of drafts in one write of messages, well under Cassandra's largest mutation (half a commit log segment). */
 const MAX_WRITE_BYTES = 4 * 1024 * 1024;
 
 export interface CassandraLogOptions {
@@ -21,18 +23,27 @@ export interface CassandraLogOptions {
   ttlSeconds: number;
 }
 
+const { types } = cassandra;
 type Row = cassandra.types.Row;
 
-const rowToMessage = (groupId: string, row: Row): StampedMessage =>
-  toStampedMessage(groupId, Number(row.get('seq')), {
-    senderId: row.get('sender_id') as string,
-    clientMsgId: row.get('client_msg_id') as string,
-    type: row.get('type') as string,
-    body: row.get('body') as string,
-    ...(row.get('reply_to_seq') == null ? {} : { replyToSeq: Number(row.get('reply_to_seq')) }),
-    ...(row.get('mentions') == null ? {} : { mentions: row.get('mentions') as string[] }),
-    createdAtMs: (row.get('created_at') as Date).getTime(),
+/**
+ * What a message row holds besides its key: the draft as JSON, in one cell. Messages are immutable and always read
+ * whole, and Cassandra's cost (writing, flushing, compacting, expiring) is per cell: one cell instead of eight typed
+ * columns, each with its own timestamp and TTL, is most of what a write costs it.
+ */
+const draftJson = (d: MessageDraft): string =>
+  JSON.stringify({
+    senderId: d.senderId,
+    clientMsgId: d.clientMsgId,
+    type: d.type,
+    body: d.body,
+    ...(d.replyToSeq === undefined ? {} : { replyToSeq: d.replyToSeq }),
+    ...(d.mentions === undefined ? {} : { mentions: d.mentions }),
+    createdAtMs: d.createdAtMs,
   });
+
+const rowToMessage = (groupId: string, row: Row): StampedMessage =>
+  toStampedMessage(groupId, Number(row.get('seq')), JSON.parse(row.get('draft') as string) as MessageDraft);
 
 /** The drafts (indices, in order) grouped by sender, in chunks of at most DEDUP_CHUNK: one dedup partition each. */
 function chunksBySender(drafts: MessageDraft[], indices: number[]): { senderId: string; chunk: number[] }[] {
@@ -56,8 +67,10 @@ interface Head {
   stamped: number;
   /** The last seq known written: every seq up to it is in the log. */
   durable: number;
-  /** The last seq this node wrote to the group's head row (-1: none yet under this hold). */
+  /** The group's head row as last read or written by this node: every seq up to it has its dedup entry. */
   recorded: number;
+  /** When this node last wrote the head row (performance.now() ms; -Infinity: not yet under this hold). */
+  recordedAt: number;
 }
 
 /** A group's appends in flight on this node; the calls follow each other through it (see appendGroup). */
@@ -104,10 +117,12 @@ const dedupKey = (draft: MessageDraft) => `${draft.senderId}\u0000${draft.client
  *   previous writer's writes can no longer land) and after any failed write (which may or may not have landed). A
  *   call's messages are written in seq order, one partition at a time, each write one single-partition batch (atomic
  *   and isolated in Cassandra), so a failure leaves a prefix and never a hole. Every write first checks the hold.
- * - Dedup: message_dedup maps (group, sender, clientMsgId) to the seqs its message is among: the range its sender's
- *   messages took in that commit, so that one statement per sender records a whole commit. Entries are written before
- *   their messages, so every stored message has one; an entry counts only when its range holds the message it names
- *   (an entry left by a failed write, whose seqs went to other messages, is ignored).
+ * - Dedup: dedup_ranges maps (group, sender, clientMsgId) to the seqs its message is among: the range its sender's
+ *   messages took in that commit, so that one statement per sender records a whole commit. Entries are written in
+ *   parallel with their messages; an entry counts only when its range holds the message it names (an entry left by a
+ *   failed write, whose seqs went to other messages, is ignored). The head row only ever names a seq up to which every
+ *   entry was written, so a message whose entry may be missing (its write failed, or its writer died) lies above it:
+ *   whoever stamps the group next under a fresh head writes those entries again first (reindex).
  * - Calls for one group from this process overlap: each looks up its dedup keys and stamps its drafts once the one
  *   before it has stamped, and writes its messages once the one before it has written its own; so the next call's
  *   lookup runs during this one's writes. A call rejects when the one before it failed to write, since its seqs
@@ -128,12 +143,12 @@ export class MessageLogCassandra implements MessageLog {
   ) {}
 
   static async open(db: CassandraSession, writers: GroupWriters, options: CassandraLogOptions): Promise<MessageLogCassandra> {
-    await db.ddl(`CREATE TABLE IF NOT EXISTS messages (
-      group_id text, bucket bigint, seq bigint, sender_id text, client_msg_id text, type text, body text,
-      reply_to_seq bigint, mentions list<text>, created_at timestamp,
+    await db.ddl(`CREATE TABLE IF NOT EXISTS group_messages (
+      group_id text, bucket bigint, seq bigint, draft text,
       PRIMARY KEY ((group_id, bucket), seq)) WITH CLUSTERING ORDER BY (seq ASC)`);
-    await db.ddl(`CREATE TABLE IF NOT EXISTS message_dedup (
-      group_id text, sender_id text, client_msg_id text, first_seq bigint, last_seq bigint,
+    // The seq range as one frozen tuple: one cell per entry.
+    await db.ddl(`CREATE TABLE IF NOT EXISTS dedup_ranges (
+      group_id text, sender_id text, client_msg_id text, seqs frozen<tuple<bigint, bigint>>,
       PRIMARY KEY ((group_id, sender_id), client_msg_id))`);
     await db.ddl('CREATE TABLE IF NOT EXISTS group_heads (group_id text PRIMARY KEY, last_seq bigint)');
     return new MessageLogCassandra(db, writers, options);
@@ -179,12 +194,13 @@ export class MessageLogCassandra implements MessageLog {
       for (const i of toStamp) mine.push(dedupKey(drafts[i]!));
       try {
         const seqOf = (k: number) => first + k;
-        if (toStamp.length > 0) {
-          this.fence(groupId, head.epoch);
-          await this.writeDedup(groupId, drafts, toStamp, seqOf);
-        }
-        await step.gate;
-        if (toStamp.length > 0) await this.writeMessages(groupId, drafts, toStamp, seqOf, head.epoch);
+        if (toStamp.length > 0) this.fence(groupId, head.epoch);
+        // Entries and messages go together (one round trip, not two): a message whose entry failed is above the
+        // head row, and gets its entry again before the group's next stamp (reindex).
+        await Promise.all([
+          toStamp.length > 0 ? this.writeDedup(groupId, drafts, toStamp, seqOf) : undefined,
+          step.gate.then(() => (toStamp.length > 0 ? this.writeMessages(groupId, drafts, toStamp, seqOf, head.epoch) : undefined)),
+        ]);
       } catch (err) {
         // Some of it may have landed, or land still: the next stamp reads the log again once nothing more can.
         if (this.heads.get(groupId) === head) this.heads.delete(groupId);
@@ -195,7 +211,7 @@ export class MessageLogCassandra implements MessageLog {
       }
       if (toStamp.length > 0) {
         head.durable = first + toStamp.length - 1;
-        if (bucketOf(head.durable) !== bucketOf(head.recorded)) this.recordHead(groupId, head);
+        if (bucketOf(head.durable) !== bucketOf(head.recorded) || performance.now() - head.recordedAt >= RECORD_HEAD_MS) this.recordHead(groupId, head);
       }
       written.resolve();
       return outcomes;
@@ -207,7 +223,8 @@ export class MessageLogCassandra implements MessageLog {
   }
 
   /**
-   * Looks up the drafts' dedup keys and gives the new ones the next seqs. Runs once the call before has stamped; the
+   * Looks up the drafts' dedup keys (after reading the head from the log, if it must be) and gives the new ones the
+   * next seqs. Runs once the call before has stamped; the
    * returned gate settles when the calls before have written what they stamped.
    */
   private async stamp(groupId: string, drafts: MessageDraft[], pipeline: Pipeline, writtenBefore: Promise<void>): Promise<Stamped> {
@@ -223,6 +240,20 @@ export class MessageLogCassandra implements MessageLog {
       if (first === undefined) firstOfKey.set(key, i);
       else repeats.push([i, first]);
     });
+    let head = this.heads.get(groupId);
+    let gate = writtenBefore;
+    if (head?.epoch !== writer.epoch) {
+      // A new hold, or a failed write: the log is the truth, once nothing this node stamped before can still land.
+      await writtenBefore.catch(() => undefined);
+      const settling = (this.settlingUntil.get(groupId) ?? 0) - performance.now();
+      if (settling > 0) await sleep(settling);
+      const recorded = await this.headRow(groupId);
+      const last = await this.probeFrom(groupId, recorded);
+      await this.reindex(groupId, recorded, last);
+      head = { epoch: writer.epoch, stamped: last, durable: last, recorded, recordedAt: -Infinity };
+      gate = Promise.resolve();
+    }
+
     const toLookUp: number[] = [];
     for (const i of firstOfKey.values()) {
       const inFlight = pipeline.inFlight.get(dedupKey(drafts[i]!));
@@ -238,17 +269,6 @@ export class MessageLogCassandra implements MessageLog {
     }
     toStamp.sort((a, b) => a - b);
 
-    let head = this.heads.get(groupId);
-    let gate = writtenBefore;
-    if (head?.epoch !== writer.epoch) {
-      // A new hold, or a failed write: the log is the truth, once nothing this node stamped before can still land.
-      await writtenBefore.catch(() => undefined);
-      const settling = (this.settlingUntil.get(groupId) ?? 0) - performance.now();
-      if (settling > 0) await sleep(settling);
-      const last = await this.truth(groupId);
-      head = { epoch: writer.epoch, stamped: last, durable: last, recorded: -1 };
-      gate = Promise.resolve();
-    }
     const first = head.stamped + 1;
     head.stamped += toStamp.length;
     toStamp.forEach((i, k) => {
@@ -264,11 +284,13 @@ export class MessageLogCassandra implements MessageLog {
   }
 
   /**
-   * Off the critical path, and only when the last seq entered another bucket: the head row is a lower bound where
-   * truth() starts probing partitions, so one in the right bucket (or the one below) costs it no extra read.
+   * Off the critical path, at most once a second or when the last seq entered another bucket. The head row is where
+   * truth() starts probing partitions, and the point from which a new writer re-writes dedup entries (reindex): it
+   * only ever names a seq whose call, and every call before it, wrote its entries.
    */
   private recordHead(groupId: string, head: Head): void {
     head.recorded = head.durable;
+    head.recordedAt = performance.now();
     const completion = this.db.execute('UPDATE group_heads SET last_seq = ? WHERE group_id = ?', [head.durable, groupId]).catch(() => undefined);
     this.completing.add(completion);
     void completion.then(() => this.completing.delete(completion));
@@ -288,11 +310,12 @@ export class MessageLogCassandra implements MessageLog {
       chunksBySender(drafts, indices).map(async ({ senderId, chunk }) => {
         const indexOf = new Map(chunk.map((i) => [drafts[i]!.clientMsgId, i]));
         const result = await this.db.execute(
-          'SELECT client_msg_id, first_seq, last_seq FROM message_dedup WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?',
+          'SELECT client_msg_id, seqs FROM dedup_ranges WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?',
           [groupId, senderId, [...indexOf.keys()]],
         );
         for (const row of result.rows) {
-          entries.push({ i: indexOf.get(row.get('client_msg_id') as string)!, first: Number(row.get('first_seq')), last: Number(row.get('last_seq')) });
+          const seqs = row.get('seqs') as cassandra.types.Tuple;
+          entries.push({ i: indexOf.get(row.get('client_msg_id') as string)!, first: Number(seqs.get(0)), last: Number(seqs.get(1)) });
         }
       }),
     );
@@ -318,8 +341,8 @@ export class MessageLogCassandra implements MessageLog {
     await Promise.all(
       chunksBySender(drafts, toStamp).map(({ senderId, chunk }) =>
         this.db.execute(
-          `UPDATE message_dedup${this.ttl} SET first_seq = ?, last_seq = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?`,
-          [seqByIndex.get(chunk[0]!), seqByIndex.get(chunk.at(-1)!), groupId, senderId, chunk.map((i) => drafts[i]!.clientMsgId)],
+          `UPDATE dedup_ranges${this.ttl} SET seqs = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?`,
+          [new types.Tuple(seqByIndex.get(chunk[0]!), seqByIndex.get(chunk.at(-1)!)), groupId, senderId, chunk.map((i) => drafts[i]!.clientMsgId)],
         ),
       ),
     );
@@ -336,25 +359,31 @@ export class MessageLogCassandra implements MessageLog {
       partBytes = 0;
     };
     for (let k = 0; k < toStamp.length; k++) {
-      const d = drafts[toStamp[k]!]!;
+      const draft = draftJson(drafts[toStamp[k]!]!);
       const seq = seqOf(k);
-      if (part.length > 0 && (seq % BUCKET === 0 || partBytes + d.body.length * 4 > MAX_WRITE_BYTES)) await flush();
-      part.push({
-        query: `INSERT INTO messages (group_id, bucket, seq, sender_id, client_msg_id, type, body, reply_to_seq, mentions, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)${this.ttl}`,
-        params: [groupId, bucketOf(seq), seq, d.senderId, d.clientMsgId, d.type, d.body, d.replyToSeq ?? null, d.mentions ?? null, new Date(d.createdAtMs)],
-      });
-      partBytes += d.body.length * 4;
+      const bytes = draft.length * 3; // UTF-8 takes at most 3 bytes per UTF-16 unit
+      if (part.length > 0 && (seq % BUCKET === 0 || partBytes + bytes > MAX_WRITE_BYTES)) await flush();
+      part.push({ query: `INSERT INTO group_messages (group_id, bucket, seq, draft) VALUES (?, ?, ?, ?)${this.ttl}`, params: [groupId, bucketOf(seq), seq, draft] });
+      partBytes += bytes;
     }
     if (part.length > 0) await flush();
   }
 
   /** The highest stored seq: the head row (a lower bound) corrected by probing the partitions above it. */
   private async truth(groupId: string): Promise<number> {
-    const head = await this.db.execute('SELECT last_seq FROM group_heads WHERE group_id = ?', [groupId]);
-    let last = Number(head.first()?.get('last_seq') ?? 0);
+    return this.probeFrom(groupId, await this.headRow(groupId));
+  }
+
+  private async headRow(groupId: string): Promise<number> {
+    const row = await this.db.execute('SELECT last_seq FROM group_heads WHERE group_id = ?', [groupId]);
+    return Number(row.first()?.get('last_seq') ?? 0);
+  }
+
+  /** The highest stored seq, knowing that `from` is stored (or 0). */
+  private async probeFrom(groupId: string, from: number): Promise<number> {
+    let last = from;
     for (let bucket = bucketOf(last); ; bucket++) {
-      const top = await this.db.execute('SELECT seq FROM messages WHERE group_id = ? AND bucket = ? ORDER BY seq DESC LIMIT 1', [groupId, bucket]);
+      const top = await this.db.execute('SELECT seq FROM group_messages WHERE group_id = ? AND bucket = ? ORDER BY seq DESC LIMIT 1', [groupId, bucket]);
       const seq = top.first()?.get('seq');
       if (seq == null) {
         if (bucket > bucketOf(last)) return last;
@@ -364,16 +393,35 @@ export class MessageLogCassandra implements MessageLog {
     }
   }
 
-  private async readAt(groupId: string, seq: number): Promise<StampedMessage | undefined> {
-    const result = await this.db.execute('SELECT * FROM messages WHERE group_id = ? AND bucket = ? AND seq = ?', [groupId, bucketOf(seq), seq]);
-    const row = result.first();
-    return row ? rowToMessage(groupId, row) : undefined;
+  /**
+   * Writes again the dedup entries of the messages in (after, last]: a writer that failed or died may have stored
+   * them without their entries. Each gets the range of its own seq.
+   */
+  private async reindex(groupId: string, after: number, last: number): Promise<void> {
+    for (let seq = after; seq < last; ) {
+      const page = (await this.readAfter(groupId, seq, BUCKET)).filter((m) => m.seq <= last);
+      if (page.length === 0) return;
+      const bySender = new Map<string, StampedMessage[]>();
+      for (const m of page) bySender.set(m.senderId, [...(bySender.get(m.senderId) ?? []), m]);
+      const writes: Promise<unknown>[] = [];
+      for (const [senderId, messages] of bySender) {
+        for (let c = 0; c < messages.length; c += DEDUP_CHUNK) {
+          const statements = messages.slice(c, c + DEDUP_CHUNK).map((m) => ({
+            query: `UPDATE dedup_ranges${this.ttl} SET seqs = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?`,
+            params: [new types.Tuple(m.seq, m.seq), groupId, senderId, m.clientMsgId],
+          }));
+          writes.push(this.db.batch(statements, false));
+        }
+      }
+      await Promise.all(writes);
+      seq = page.at(-1)!.seq;
+    }
   }
 
   async readAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]> {
     const out: StampedMessage[] = [];
     const slice = (bucket: number) =>
-      this.db.execute('SELECT * FROM messages WHERE group_id = ? AND bucket = ? AND seq > ? LIMIT ?', [groupId, bucket, afterSeq, limit - out.length]);
+      this.db.execute('SELECT * FROM group_messages WHERE group_id = ? AND bucket = ? AND seq > ? LIMIT ?', [groupId, bucket, afterSeq, limit - out.length]);
     let bucket = bucketOf(afterSeq + 1);
     let rows = (await slice(bucket)).rows;
     if (rows.length === 0) {
@@ -395,7 +443,7 @@ export class MessageLogCassandra implements MessageLog {
     const before = Math.min(beforeSeq, (await this.truth(groupId)) + 1); // partitions above the last seq are empty
     for (let bucket = bucketOf(before - 1); bucket >= 0 && out.length < limit; bucket--) {
       const result = await this.db.execute(
-        'SELECT * FROM messages WHERE group_id = ? AND bucket = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
+        'SELECT * FROM group_messages WHERE group_id = ? AND bucket = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
         [groupId, bucket, before, limit - out.length],
       );
       // Seqs have no gaps: an empty partition below stored messages means everything older has expired.

@@ -30,7 +30,7 @@ describe('MessageLogCassandra dedup entries', () => {
     const log = await MessageLogCassandra.open(db, writers, { ttlSeconds: 3600 });
     const groupId = `g-${randomUUID()}`;
     // What a failed commit leaves: the entry for "lost" went in, its message did not, and seq 1 went to "other".
-    await db.execute('UPDATE message_dedup SET first_seq = 1, last_seq = 1 WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?', [groupId, 'u', ['lost']]);
+    await db.execute('UPDATE dedup_ranges SET seqs = (1, 1) WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?', [groupId, 'u', ['lost']]);
     await log.append([{ groupId, drafts: [draft('other')] }]);
     const [[outcome]] = (await log.append([{ groupId, drafts: [draft('lost')] }])) as [[AppendOutcome]];
     expect([outcome.message.seq, outcome.duplicate]).toEqual([2, false]);
@@ -86,6 +86,32 @@ describe('MessageLogCassandra calls in flight together', () => {
       [6, 'f', false],
     ]);
     expect((await log.readAfter(groupId, 0, 10)).map((m) => m.clientMsgId)).toEqual(['a', 'b', 'c', 'd', 'e', 'f']);
+    await log.close();
+  });
+
+  it('writes again the dedup entries a failed write left out, so a retry of messages that landed is a duplicate', async () => {
+    let failNextEntries = false;
+    const session = Object.create(db) as CassandraSession;
+    session.execute = async (query, params) => {
+      if (failNextEntries && query.startsWith('UPDATE dedup_ranges')) {
+        failNextEntries = false;
+        throw new Error('entries timed out');
+      }
+      return db.execute(query, params);
+    };
+    const log = await MessageLogCassandra.open(session, writers, { ttlSeconds: 3600 });
+    const groupId = `g-${randomUUID()}`;
+    await log.append([{ groupId, drafts: [draft('a')] }]);
+    failNextEntries = true;
+    await expect(log.append([{ groupId, drafts: [draft('b'), draft('c')] }])).rejects.toThrow('entries timed out');
+    expect((await log.readAfter(groupId, 0, 10)).map((m) => m.clientMsgId)).toEqual(['a', 'b', 'c']); // the messages landed
+
+    const [retried] = await log.append([{ groupId, drafts: [draft('b'), draft('c'), draft('d')] }]);
+    expect(retried!.map((o) => [o.message.seq, o.message.clientMsgId, o.duplicate])).toEqual([
+      [2, 'b', true],
+      [3, 'c', true],
+      [4, 'd', false],
+    ]);
     await log.close();
   });
 });
