@@ -7,6 +7,7 @@
 import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import mqttPacket from 'mqtt-packet';
+import { v7 as uuidv7 } from 'uuid';
 
 export interface LoadSpec {
   port: number;
@@ -77,12 +78,10 @@ async function run(spec: LoadSpec): Promise<void> {
   const publishers = await Promise.all(
     spec.publishers.map(async (p, i) => {
       const conn = await open(spec.port, `bench-pub-${i}-${process.pid}`, p.username, p.password);
-      let counter = 0;
       let messageId = 0;
       const publishOne = () => {
-        counter += 1;
         messageId = (messageId % 65535) + 1;
-        const payload = `{"clientMsgId":"p${i}-${process.pid}-${counter}","body":"~T${performance.now()}|${filler}"}`;
+        const payload = `{"clientMsgId":"${uuidv7()}","body":"~T${performance.now()}|${filler}"}`; // ids as the SDK makes them
         conn.send({ cmd: 'publish', topic: spec.topic, qos: 1, messageId, retain: false, dup: false, payload });
       };
       conn.onPacket((packet) => {

@@ -1,4 +1,5 @@
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { v7 as uuidv7 } from 'uuid';
 import {
   eventsTopic,
   groupTopic,
@@ -201,9 +202,12 @@ export class ChorusClient {
     if (this.mqtt.connected) await this.mqtt.unsubscribeAsync(groupTopic(groupId));
   }
 
-  /** Sends a message. Resolves with its seq once it is durable; a retry of the same clientMsgId resolves the same. */
+  /**
+   * Sends a message. Resolves with its seq once it is durable; a retry of the same clientMsgId resolves the same.
+   * Without one given, the clientMsgId is a UUIDv7: ids that grow with time let the sequencer skip its dedup lookup.
+   */
   send(groupId: string, message: OutgoingMessage): Promise<SendReceipt> {
-    const payload: SendPayload = { clientMsgId: message.clientMsgId ?? crypto.randomUUID(), body: message.body };
+    const payload: SendPayload = { clientMsgId: message.clientMsgId ?? uuidv7(), body: message.body };
     if (message.type !== undefined) payload.type = message.type;
     if (message.replyToSeq !== undefined) payload.replyToSeq = message.replyToSeq;
     if (message.mentions !== undefined) payload.mentions = message.mentions;

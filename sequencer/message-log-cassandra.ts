@@ -11,6 +11,8 @@ const bucketOf = (seq: number): number => Math.floor(seq / BUCKET);
 
 /** Clustering keys in one IN restriction of a dedup lookup or write. */
 const DEDUP_CHUNK = 100;
+/** Senders per group whose greatest clientMsgId a writer keeps; the others' sends are always looked up. */
+const MAX_SENDERS_PER_HEAD = 10_000;
 /** How often, at most, a writer records a group's head row (besides when the last seq enters another bucket). */
 const RECORD_HEAD_MS = 1000;
 /** Heads remembered (the groups written most recently); a forgotten one costs one read of the log at its next append. */
@@ -71,6 +73,18 @@ interface Head {
   recorded: number;
   /** When this node last wrote the head row (performance.now() ms; -Infinity: not yet under this hold). */
   recordedAt: number;
+  /** Per sender (up to MAX_SENDERS_PER_HEAD): the greatest clientMsgId known to have an entry, or stamped here. */
+  greatestKeys: Map<string, GreatestKey>;
+}
+
+/**
+ * A clientMsgId greater (in UTF-8 byte order, as Cassandra sorts them) than every one a sender has in the group is
+ * new: its send needs no lookup. The SDK's ids grow with time, so this is every first send of a message.
+ * `greatest` covers what this node stamped under the hold; once `read`, also what the log held when the hold began.
+ */
+interface GreatestKey {
+  read: boolean;
+  greatest: Buffer;
 }
 
 /** A group's appends in flight on this node; the calls follow each other through it (see appendGroup). */
@@ -122,7 +136,8 @@ const dedupKey = (draft: MessageDraft) => `${draft.senderId}\u0000${draft.client
  *   parallel with their messages; an entry counts only when its range holds the message it names (an entry left by a
  *   failed write, whose seqs went to other messages, is ignored). The head row only ever names a seq up to which every
  *   entry was written, so a message whose entry may be missing (its write failed, or its writer died) lies above it:
- *   whoever stamps the group next under a fresh head writes those entries again first (reindex).
+ *   whoever stamps the group next under a fresh head writes those entries again first (reindex). A key greater than
+ *   every key its sender has in the group needs no lookup (GreatestKey): the SDK's ids grow with time.
  * - Calls for one group from this process overlap: each looks up its dedup keys and stamps its drafts once the one
  *   before it has stamped, and writes its messages once the one before it has written its own; so the next call's
  *   lookup runs during this one's writes. A call rejects when the one before it failed to write, since its seqs
@@ -250,19 +265,28 @@ export class MessageLogCassandra implements MessageLog {
       const recorded = await this.headRow(groupId);
       const last = await this.probeFrom(groupId, recorded);
       await this.reindex(groupId, recorded, last);
-      head = { epoch: writer.epoch, stamped: last, durable: last, recorded, recordedAt: -Infinity };
+      head = { epoch: writer.epoch, stamped: last, durable: last, recorded, recordedAt: -Infinity, greatestKeys: new Map() };
       gate = Promise.resolve();
     }
 
     const toLookUp: number[] = [];
+    const unread = new Set<string>();
     for (const i of firstOfKey.values()) {
+      const { senderId, clientMsgId } = drafts[i]!;
       const inFlight = pipeline.inFlight.get(dedupKey(drafts[i]!));
-      if (inFlight) outcomes[i] = { message: inFlight, duplicate: true };
-      else toLookUp.push(i);
+      if (inFlight) {
+        outcomes[i] = { message: inFlight, duplicate: true };
+        continue;
+      }
+      const known = head.greatestKeys.get(senderId);
+      if (known?.read && Buffer.compare(Buffer.from(clientMsgId), known.greatest) > 0) continue; // new: stamped below
+      toLookUp.push(i);
+      if (!known?.read) unread.add(senderId);
     }
-    const stored = await this.lookup(groupId, drafts, toLookUp);
+    const [stored] = await Promise.all([this.lookup(groupId, drafts, toLookUp), ...[...unread].map((senderId) => this.readGreatestKey(groupId, senderId, head))]);
     const toStamp: number[] = [];
-    for (const i of toLookUp) {
+    for (const i of firstOfKey.values()) {
+      if (outcomes[i]) continue;
       const message = stored.get(i);
       if (message) outcomes[i] = { message, duplicate: true };
       else toStamp.push(i);
@@ -275,6 +299,7 @@ export class MessageLogCassandra implements MessageLog {
       const message = toStampedMessage(groupId, first + k, drafts[i]!);
       outcomes[i] = { message, duplicate: false };
       pipeline.inFlight.set(dedupKey(drafts[i]!), message);
+      this.noteKey(head, message.senderId, Buffer.from(message.clientMsgId), false);
     });
     for (const [i, firstOf] of repeats) outcomes[i] = { message: outcomes[firstOf]!.message, duplicate: true };
     this.heads.delete(groupId); // re-inserted last: the map's order is the order of use
@@ -294,6 +319,27 @@ export class MessageLogCassandra implements MessageLog {
     const completion = this.db.execute('UPDATE group_heads SET last_seq = ? WHERE group_id = ?', [head.durable, groupId]).catch(() => undefined);
     this.completing.add(completion);
     void completion.then(() => this.completing.delete(completion));
+  }
+
+  /** Raises what the head knows of a sender's greatest clientMsgId (`read`: as stored in the log). */
+  private noteKey(head: Head, senderId: string, key: Buffer, read: boolean): void {
+    let known = head.greatestKeys.get(senderId);
+    if (!known) {
+      if (head.greatestKeys.size >= MAX_SENDERS_PER_HEAD) return;
+      head.greatestKeys.set(senderId, (known = { read: false, greatest: Buffer.alloc(0) }));
+    }
+    if (Buffer.compare(key, known.greatest) > 0) known.greatest = key;
+    if (read) known.read = true;
+  }
+
+  /** Reads the sender's greatest clientMsgId with an entry in the group (the last row of its dedup partition). */
+  private async readGreatestKey(groupId: string, senderId: string, head: Head): Promise<void> {
+    const result = await this.db.execute(
+      'SELECT client_msg_id FROM dedup_ranges WHERE group_id = ? AND sender_id = ? ORDER BY client_msg_id DESC LIMIT 1',
+      [groupId, senderId],
+    );
+    const greatest = result.first()?.get('client_msg_id') as string | undefined;
+    this.noteKey(head, senderId, Buffer.from(greatest ?? ''), true);
   }
 
   /** Throws unless this node still writes the group under the epoch its head was read in. */

@@ -115,3 +115,36 @@ describe('MessageLogCassandra calls in flight together', () => {
     await log.close();
   });
 });
+
+describe('MessageLogCassandra lookups skipped for time-ordered ids', () => {
+  it("looks up only keys not greater than every key the sender has, and reads that key again under a new hold", async () => {
+    let lookups = 0;
+    const session = Object.create(db) as CassandraSession;
+    session.execute = async (query, params) => {
+      if (query.startsWith('SELECT client_msg_id, seqs FROM dedup_ranges')) lookups += 1;
+      return db.execute(query, params);
+    };
+    const draft = (clientMsgId: string): MessageDraft => ({ senderId: 'u', clientMsgId, type: 'text', body: clientMsgId, createdAtMs: Date.now() });
+    const groupId = `g-${randomUUID()}`;
+    const summary = (outcomes: AppendOutcome[][]) => outcomes[0]!.map((o) => [o.message.seq, o.message.clientMsgId, o.duplicate]);
+
+    const first = await MessageLogCassandra.open(session, writers, { ttlSeconds: 3600 });
+    expect(summary(await first.append([{ groupId, drafts: [draft('k001'), draft('k002')] }]))).toEqual([[1, 'k001', false], [2, 'k002', false]]);
+    expect(lookups).toBe(1); // the sender's greatest key was not known yet
+    expect(summary(await first.append([{ groupId, drafts: [draft('k003')] }]))).toEqual([[3, 'k003', false]]);
+    expect(lookups).toBe(1); // greater than k002: new without asking
+    expect(summary(await first.append([{ groupId, drafts: [draft('k002'), draft('k000')] }]))).toEqual([[2, 'k002', true], [4, 'k000', false]]);
+    expect(lookups).toBe(2);
+    await first.close();
+
+    // A new hold (a restart, or another node) knows nothing of k003 until it reads the log: the retry is still found.
+    await writers.close();
+    writers = await GroupWritersCassandra.start(db, 'contract');
+    const second = await MessageLogCassandra.open(session, writers, { ttlSeconds: 3600 });
+    expect(summary(await second.append([{ groupId, drafts: [draft('k003'), draft('k004')] }]))).toEqual([[3, 'k003', true], [5, 'k004', false]]);
+    expect(summary(await second.append([{ groupId, drafts: [draft('k005')] }]))).toEqual([[6, 'k005', false]]);
+    expect(lookups).toBe(3);
+    await second.close();
+  });
+});
+
