@@ -96,6 +96,7 @@ describe('MessageLogCassandra calls in flight together', () => {
     session.execute = async (query, params) => {
       if (failNextEntries && query.startsWith('UPDATE dedup_ranges')) {
         failNextEntries = false;
+        await sleep(200); // a timeout comes late: the messages, written alongside, have landed by then
         throw new Error('entries timed out');
       }
       return db.execute(query, params);
