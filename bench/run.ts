@@ -190,12 +190,12 @@ const results = new Map<string, Result[]>(targets.map((t) => [t.name, []]));
 console.log(`workload: ${PUBLISHERS} publishers x ${WINDOW} in flight, ${SUBSCRIBERS} subscribers, 1 topic, 100-byte bodies, QoS 1; ${ROUNDS} rounds x ${MEASURE_MS} ms`);
 if (withCassandra) {
   // After a start, Cassandra's JVM compiles its hot paths (and catches up on flushes) for a minute or more under load:
-  // not what the rounds measure. Uncounted runs until one is within 10% of the one before (at most 6).
+  // not what the rounds measure. Uncounted runs: at least 3, then until one is within 5% of the one before (at most 8).
   let previous = 0;
-  for (let run = 1; run <= 6; run++) {
+  for (let run = 1; run <= 8; run++) {
     const { publishPerSec } = await measure(chorusCassandra);
     console.log(`warm-up ${run} ${chorusCassandra.name} (not counted): ${publishPerSec.toFixed(0)} msg/s in`);
-    if (Math.abs(publishPerSec - previous) < 0.1 * previous) break;
+    if (run >= 3 && Math.abs(publishPerSec - previous) < 0.05 * previous) break;
     previous = publishPerSec;
   }
 }
