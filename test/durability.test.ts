@@ -1,19 +1,17 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { GroupAppend, MessageLog } from '../sequencer/message-log.js';
+import type { GroupAppend } from '../sequencer/message-log.js';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
-import { TestChorus, collect, sleep, tempDir, until } from './harness.js';
+import { TestChorus, WrappedLog, collect, sleep, tempDir, until } from './harness.js';
 
 /** The real SQLite log, whose appends wait until the gate opens (or fail while it is set to fail). */
-class GatedLog implements MessageLog {
+class GatedLog extends WrappedLog {
   private opened: Promise<void> = Promise.resolve();
   private open: () => void = () => {};
   failing = false;
   /** Stores the next append, then reports it failed (a timeout after the write landed). */
   failAfterStoring = false;
   appendCalls = 0;
-
-  constructor(private readonly inner: MessageLog) {}
 
   shut(): void {
     this.opened = new Promise((resolve) => (this.open = resolve));
@@ -23,7 +21,7 @@ class GatedLog implements MessageLog {
     this.open();
   }
 
-  async append(batch: GroupAppend[]) {
+  override async append(batch: GroupAppend[]) {
     this.appendCalls += 1;
     await this.opened;
     if (this.failing) throw new Error('disk unavailable');
@@ -33,18 +31,6 @@ class GatedLog implements MessageLog {
       throw new Error('timed out after the write');
     }
     return outcomes;
-  }
-  readAfter(groupId: string, afterSeq: number, limit: number) {
-    return this.inner.readAfter(groupId, afterSeq, limit);
-  }
-  readBefore(groupId: string, beforeSeq: number, limit: number) {
-    return this.inner.readBefore(groupId, beforeSeq, limit);
-  }
-  lastSeq(groupId: string) {
-    return this.inner.lastSeq(groupId);
-  }
-  close() {
-    return this.inner.close();
   }
 }
 

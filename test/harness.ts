@@ -9,6 +9,27 @@ import { startChorus, type ChorusBackends, type RunningChorus } from '../server/
 import { ChorusClient } from '../clients/chorus-client.js';
 import type { PositionStore } from '../clients/position-store.js';
 import type { StampedMessage } from '../protocol/index.js';
+import type { GroupAppend, MessageLog } from '../sequencer/message-log.js';
+
+/** A real message log seen through a wrapper: subclasses change append, everything else goes to the log itself. */
+export class WrappedLog implements MessageLog {
+  constructor(protected readonly inner: MessageLog) {}
+  append(batch: GroupAppend[]) {
+    return this.inner.append(batch);
+  }
+  readAfter(groupId: string, afterSeq: number, limit: number) {
+    return this.inner.readAfter(groupId, afterSeq, limit);
+  }
+  readBefore(groupId: string, beforeSeq: number, limit: number) {
+    return this.inner.readBefore(groupId, beforeSeq, limit);
+  }
+  lastSeq(groupId: string) {
+    return this.inner.lastSeq(groupId);
+  }
+  close() {
+    return this.inner.close();
+  }
+}
 
 export const tempDir = (prefix = 'chorus-test-'): string => mkdtempSync(join(tmpdir(), prefix));
 

@@ -2,17 +2,16 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import type { StampedMessage } from '../protocol/index.js';
-import type { GroupAppend, MessageLog } from '../sequencer/message-log.js';
+import type { GroupAppend } from '../sequencer/message-log.js';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
 import { Sequencer } from '../sequencer/sequencer.js';
-import { tempDir } from './harness.js';
+import { WrappedLog, tempDir } from './harness.js';
 
 /** The real SQLite log, each append answering 30 ms late (a log whose commit is a few round trips), counting overlap. */
-class SlowLog implements MessageLog {
+class SlowLog extends WrappedLog {
   inFlight = 0;
   mostInFlight = 0;
-  constructor(private readonly inner: MessageLog) {}
-  async append(batch: GroupAppend[]) {
+  override async append(batch: GroupAppend[]) {
     this.inFlight += 1;
     this.mostInFlight = Math.max(this.mostInFlight, this.inFlight);
     try {
@@ -22,18 +21,6 @@ class SlowLog implements MessageLog {
     } finally {
       this.inFlight -= 1;
     }
-  }
-  readAfter(groupId: string, afterSeq: number, limit: number) {
-    return this.inner.readAfter(groupId, afterSeq, limit);
-  }
-  readBefore(groupId: string, beforeSeq: number, limit: number) {
-    return this.inner.readBefore(groupId, beforeSeq, limit);
-  }
-  lastSeq(groupId: string) {
-    return this.inner.lastSeq(groupId);
-  }
-  close() {
-    return this.inner.close();
   }
 }
 

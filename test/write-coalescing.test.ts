@@ -1,10 +1,10 @@
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { coalesceWrites } from '../broker/write-coalescing.js';
 
 /** A loopback pair: the server side is returned to write on, the client side collects what arrives. */
-async function pair(): Promise<{ server: Server; writer: Socket; received: () => Buffer; reader: Socket }> {
+async function pair(): Promise<{ writer: Socket; received: () => Buffer; reader: Socket; close: () => void }> {
   const server = createServer();
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -12,7 +12,12 @@ async function pair(): Promise<{ server: Server; writer: Socket; received: () =>
   const [writer] = (await once(server, 'connection')) as [Socket];
   const chunks: Buffer[] = [];
   reader.on('data', (chunk: Buffer) => chunks.push(chunk));
-  return { server, writer, reader, received: () => Buffer.concat(chunks) };
+  const close = () => {
+    reader.destroy();
+    writer.destroy();
+    server.close();
+  };
+  return { writer, reader, received: () => Buffer.concat(chunks), close };
 }
 
 /** Counts the writes that reach the socket's handle: one per _write or _writev, i.e. one syscall each. */
@@ -51,12 +56,8 @@ describe('write coalescing', () => {
   afterEach(() => close());
 
   it('sends what one turn of the loop writes as one handle write, bytes intact and in order', async () => {
-    const { server, writer, reader, received } = await pair();
-    close = () => {
-      reader.destroy();
-      writer.destroy();
-      server.close();
-    };
+    const { writer, reader, received, close: closePair } = await pair();
+    close = closePair;
     const packets = Array.from({ length: 50 }, (_, i) => Buffer.from(`packet ${i} ${'x'.repeat(i)}|`));
     const expected = Buffer.concat(packets);
 
@@ -74,12 +75,8 @@ describe('write coalescing', () => {
   });
 
   it('is what makes the difference: without it the same writes reach the handle one by one', async () => {
-    const { server, writer, reader, received } = await pair();
-    close = () => {
-      reader.destroy();
-      writer.destroy();
-      server.close();
-    };
+    const { writer, reader, received, close: closePair } = await pair();
+    close = closePair;
     const packets = Array.from({ length: 50 }, (_, i) => Buffer.from(`packet ${i}|`));
     const writes = countHandleWrites(writer);
     await writePacketsLikeAedes(writer, packets);
