@@ -16,6 +16,8 @@ export interface SendForwardingOptions {
   timeoutMs: number;
   /** Forwarded sends waiting for an answer; beyond this a send is refused with OVERLOADED. */
   maxPending: number;
+  /** Told of a failure serving a forwarded send that is not a ChorusError (a bug): it is answered as INTERNAL. */
+  onInternalError: (err: unknown, send: ForwardedSend) => void;
 }
 
 type Answer = { id: string; result: SendResult } | { id: string; error: { code: ErrorCode; message: string } } | { id: string; moved: true };
@@ -121,6 +123,7 @@ export class SendForwardingRedis {
     } catch (err) {
       if (err instanceof WriterMovedError) answer = { id: request.id, moved: true };
       else {
+        if (!(err instanceof ChorusError)) this.options.onInternalError(err, request);
         const error = err instanceof ChorusError ? err : new ChorusError('INTERNAL');
         answer = { id: request.id, error: { code: error.code, message: error.message } };
       }

@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import type { Logger } from 'pino';
 import type { BrokerDeps } from '../broker/broker.js';
 import redisPersistence from 'aedes-persistence-redis';
 import { Redis } from 'ioredis';
@@ -69,7 +70,7 @@ export function embeddedBackends(config: ChorusConfig): Backends {
  * group's writer, MQTT sessions and in-flight QoS 1 packets, cross-node delivery, membership changes, presence), and
  * may lose it all at any time.
  */
-export async function clusterBackends(config: ChorusConfig): Promise<Backends> {
+export async function clusterBackends(config: ChorusConfig, logger: Logger): Promise<Backends> {
   const redisUrl = config.redisUrl!;
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}`;
   const db = await CassandraSession.connect({
@@ -85,6 +86,7 @@ export async function clusterBackends(config: ChorusConfig): Promise<Backends> {
   const forwarding = await SendForwardingRedis.start(redis, forwardingConnection, writers.nodeId, {
     timeoutMs: FORWARD_TIMEOUT_MS,
     maxPending: config.maxPendingSends,
+    onInternalError: (err, send) => logger.error({ err, groupId: send.groupId, senderId: send.senderId }, 'serving a forwarded send failed'),
   });
   const log = await MessageLogCassandra.open(db, writers, { ttlSeconds: config.retentionDays * 86_400 });
   const groupStore = await GroupStoreCassandra.open(db);

@@ -59,7 +59,7 @@ function healthServer(metrics: ChorusMetrics): Server {
 export async function startChorus(config: ChorusConfig, options: ChorusBackends = {}): Promise<RunningChorus> {
   const logger = options.logger ?? pino({ level: config.logLevel });
   const verifier = await createTokenVerifier(config);
-  const backends: Backends = config.store === 'cassandra' ? await clusterBackends(config) : embeddedBackends(config);
+  const backends: Backends = config.store === 'cassandra' ? await clusterBackends(config, logger.child({ component: 'sequencer' })) : embeddedBackends(config);
   const log = options.messageLog ?? backends.log;
   const groups = new Groups(backends.groupStore, backends.feed, config.maxGroupMembers);
 
