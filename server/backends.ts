@@ -98,7 +98,10 @@ export async function clusterBackends(config: ChorusConfig, logger: Logger): Pro
     conn: persistenceConnection,
     maxSessionDelivery: config.maxOfflineQueue,
     packetTTL: () => 86_400, // an offline session's queued QoS 1 packets; the history API keeps the messages
-  } as never);
+  } as never) as unknown as { outgoingClearMessageId: (client: { clean: boolean }, packet: unknown) => Promise<unknown> };
+  // Aedes keeps no outgoing packets for a clean session, so its PUBACKs have nothing to clear (and nothing to look up).
+  const clearMessageId = persistence.outgoingClearMessageId.bind(persistence);
+  persistence.outgoingClearMessageId = (client, packet) => (client.clean ? Promise.resolve(undefined) : clearMessageId(client, packet));
   const mq = splitRouter(MQEmitterRedis({ connectionString: redisUrl }) as never);
   const fanOutConnection = new Redis(redisUrl);
   const fanOut = await FanOutRedis.start(redis, fanOutConnection);
