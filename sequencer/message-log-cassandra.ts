@@ -47,8 +47,8 @@ const draftJson = (d: MessageDraft): string =>
 const rowToMessage = (groupId: string, row: Row): StampedMessage =>
   toStampedMessage(groupId, Number(row.get('seq')), JSON.parse(row.get('draft') as string) as MessageDraft);
 
-/** The drafts (indices, in order) grouped by sender, in chunks of at most DEDUP_CHUNK: one dedup partition each. */
-function chunksBySender(drafts: MessageDraft[], indices: number[]): { senderId: string; chunk: number[] }[] {
+/** Drafts or messages (indices, in order) grouped by sender, in chunks of at most DEDUP_CHUNK: one dedup partition each. */
+function chunksBySender(drafts: { senderId: string }[], indices: number[]): { senderId: string; chunk: number[] }[] {
   const bySender = new Map<string, number[]>();
   for (const i of indices) {
     const mine = bySender.get(drafts[i]!.senderId);
@@ -209,13 +209,16 @@ export class MessageLogCassandra implements MessageLog {
       for (const i of toStamp) mine.push(dedupKey(drafts[i]!));
       try {
         const seqOf = (k: number) => first + k;
-        if (toStamp.length > 0) this.fence(groupId, head.epoch);
-        // Entries and messages go together (one round trip, not two): a message whose entry failed is above the
-        // head row, and gets its entry again before the group's next stamp (reindex).
-        await Promise.all([
-          toStamp.length > 0 ? this.writeDedup(groupId, drafts, toStamp, seqOf) : undefined,
-          step.gate.then(() => (toStamp.length > 0 ? this.writeMessages(groupId, drafts, toStamp, seqOf, head.epoch) : undefined)),
-        ]);
+        if (toStamp.length === 0) await step.gate; // only duplicates: as good as the calls they may duplicate
+        else {
+          this.fence(groupId, head.epoch);
+          // Entries and messages go together (one round trip, not two): a message whose entry failed is above the
+          // head row, and gets its entry again before the group's next stamp (reindex).
+          await Promise.all([
+            this.writeDedup(groupId, drafts, toStamp, seqOf),
+            step.gate.then(() => this.writeMessages(groupId, drafts, toStamp, seqOf, head.epoch)),
+          ]);
+        }
       } catch (err) {
         // Some of it may have landed, or land still: the next stamp reads the log again once nothing more can.
         if (this.heads.get(groupId) === head) this.heads.delete(groupId);
@@ -239,8 +242,8 @@ export class MessageLogCassandra implements MessageLog {
 
   /**
    * Looks up the drafts' dedup keys (after reading the head from the log, if it must be) and gives the new ones the
-   * next seqs. Runs once the call before has stamped; the
-   * returned gate settles when the calls before have written what they stamped.
+   * next seqs. Runs once the call before has stamped; the returned gate settles when the calls before have written
+   * what they stamped.
    */
   private async stamp(groupId: string, drafts: MessageDraft[], pipeline: Pipeline, writtenBefore: Promise<void>): Promise<Stamped> {
     const writer = await this.writers.writerOf(groupId);
@@ -271,15 +274,18 @@ export class MessageLogCassandra implements MessageLog {
 
     const toLookUp: number[] = [];
     const unread = new Set<string>();
-    for (const i of firstOfKey.values()) {
+    const keyBytes = new Map<number, Buffer>();
+    for (const [key, i] of firstOfKey) {
       const { senderId, clientMsgId } = drafts[i]!;
-      const inFlight = pipeline.inFlight.get(dedupKey(drafts[i]!));
+      const inFlight = pipeline.inFlight.get(key);
       if (inFlight) {
         outcomes[i] = { message: inFlight, duplicate: true };
         continue;
       }
+      const bytes = Buffer.from(clientMsgId);
+      keyBytes.set(i, bytes);
       const known = head.greatestKeys.get(senderId);
-      if (known?.read && Buffer.compare(Buffer.from(clientMsgId), known.greatest) > 0) continue; // new: stamped below
+      if (known?.read && Buffer.compare(bytes, known.greatest) > 0) continue; // new: stamped below
       toLookUp.push(i);
       if (!known?.read) unread.add(senderId);
     }
@@ -299,7 +305,7 @@ export class MessageLogCassandra implements MessageLog {
       const message = toStampedMessage(groupId, first + k, drafts[i]!);
       outcomes[i] = { message, duplicate: false };
       pipeline.inFlight.set(dedupKey(drafts[i]!), message);
-      this.noteKey(head, message.senderId, Buffer.from(message.clientMsgId), false);
+      this.noteKey(head, message.senderId, keyBytes.get(i)!, false);
     });
     for (const [i, firstOf] of repeats) outcomes[i] = { message: outcomes[firstOf]!.message, duplicate: true };
     this.heads.delete(groupId); // re-inserted last: the map's order is the order of use
@@ -447,19 +453,17 @@ export class MessageLogCassandra implements MessageLog {
     for (let seq = after; seq < last; ) {
       const page = (await this.readAfter(groupId, seq, BUCKET)).filter((m) => m.seq <= last);
       if (page.length === 0) return;
-      const bySender = new Map<string, StampedMessage[]>();
-      for (const m of page) bySender.set(m.senderId, [...(bySender.get(m.senderId) ?? []), m]);
-      const writes: Promise<unknown>[] = [];
-      for (const [senderId, messages] of bySender) {
-        for (let c = 0; c < messages.length; c += DEDUP_CHUNK) {
-          const statements = messages.slice(c, c + DEDUP_CHUNK).map((m) => ({
-            query: `UPDATE dedup_ranges${this.ttl} SET seqs = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?`,
-            params: [new types.Tuple(m.seq, m.seq), groupId, senderId, m.clientMsgId],
-          }));
-          writes.push(this.db.batch(statements, false));
-        }
-      }
-      await Promise.all(writes);
+      await Promise.all(
+        chunksBySender(page, page.map((_, i) => i)).map(({ senderId, chunk }) =>
+          this.db.batch(
+            chunk.map((i) => ({
+              query: `UPDATE dedup_ranges${this.ttl} SET seqs = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?`,
+              params: [new types.Tuple(page[i]!.seq, page[i]!.seq), groupId, senderId, page[i]!.clientMsgId],
+            })),
+            false,
+          ),
+        ),
+      );
       seq = page.at(-1)!.seq;
     }
   }

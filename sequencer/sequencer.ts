@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ChorusError, type SendPayload, type StampedMessage } from '../protocol/index.js';
 import { WriterMovedError } from './group-writers.js';
 import type { AppendOutcome, GroupAppend, MessageDraft, MessageLog } from './message-log.js';
@@ -242,7 +243,7 @@ export class Sequencer implements SendPath {
     this.closed = true;
     const deadline = Date.now() + timeoutMs;
     while ((this.pendingCount > 0 || this.inFlight > 0) && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      await sleep(10);
     }
   }
 }
