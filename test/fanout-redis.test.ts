@@ -1,17 +1,11 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Redis } from 'ioredis';
 import { FanOutRedis } from '../broker/fanout-redis.js';
 import type { StampedMessage } from '../protocol/index.js';
 import { until } from './harness.js';
-import { connectRedis } from './services.js';
+import { redisConnections } from './services.js';
 
-const connections: Redis[] = [];
-const connect = async () => {
-  const redis = await connectRedis();
-  connections.push(redis);
-  return redis;
-};
-afterAll(() => connections.forEach((c) => c.disconnect()));
+const { connect, closeAll } = redisConnections();
+afterAll(closeAll);
 
 const message = (groupId: string, seq: number, body: string): StampedMessage => ({
   groupId,

@@ -1,16 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SendForwardingRedis, type ForwardedSend } from '../sequencer/send-forwarding-redis.js';
-import { connectRedis } from './services.js';
+import { redisConnections } from './services.js';
 
-const connections: Redis[] = [];
-const connect = async () => {
-  const redis = await connectRedis();
-  connections.push(redis);
-  return redis;
-};
-afterAll(() => connections.forEach((c) => c.disconnect()));
+const { connect, closeAll } = redisConnections();
+afterAll(closeAll);
 
 describe('SendForwardingRedis (real Redis)', () => {
   it('answers a failure that is not a ChorusError as INTERNAL, and tells the serving node of it', async () => {

@@ -24,6 +24,19 @@ export async function connectRedis(): Promise<Redis> {
   return redis;
 }
 
+/** Redis connections for one test file, all closed by closeAll (in its afterAll). */
+export function redisConnections(): { connect: () => Promise<Redis>; closeAll: () => void } {
+  const open: Redis[] = [];
+  return {
+    connect: async () => {
+      const redis = await connectRedis();
+      open.push(redis);
+      return redis;
+    },
+    closeAll: () => open.forEach((redis) => redis.disconnect()),
+  };
+}
+
 export async function connectCassandra(keyspace: string): Promise<CassandraSession> {
   try {
     return await CassandraSession.connect({
