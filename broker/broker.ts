@@ -319,7 +319,9 @@ export class ChorusBroker {
   /** Serves MQTT over TCP. Resolves with the bound port. */
   async listenTcp(host: string, port: number): Promise<number> {
     const { maxPacketBytes } = this.deps.config;
-    const server = createServer((socket) => {
+    // No Nagle: PUBACKs and deliveries are small packets, and with Nagle each connection's next write waits for the
+    // client to acknowledge the last one (Node's HTTP server, and so the WebSocket path, already sets TCP_NODELAY).
+    const server = createServer({ noDelay: true }, (socket) => {
       watchFrameSizes(socket, maxPacketBytes, (size) => {
         this.deps.logger.warn({ size, remote: socket.remoteAddress }, 'packet larger than maxPacketBytes: closing');
         socket.destroy();

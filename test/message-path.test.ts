@@ -89,4 +89,14 @@ describe('message path through real clients', () => {
     expect(got.get(groupId)!.map((m) => m.seq)).toEqual(Array.from({ length: 51 }, (_, i) => i + 1));
     await Promise.all([gina.close(), frank.close()]);
   });
+
+  it('serves MQTT over TCP with Nagle off, so that a small PUBACK or delivery never waits for the previous one to be acknowledged', async () => {
+    const client = await t.mqtt('henry', { clientId: 'henry-nodelay' });
+    const conn = (t.chorus.broker.aedes as unknown as { clients: Record<string, { conn: object }> }).clients['henry-nodelay']!.conn;
+    // Node keeps what setNoDelay last set under this symbol (there is no public getter).
+    const noDelay = Object.getOwnPropertySymbols(conn).find((symbol) => symbol.description === 'kSetNoDelay');
+    expect(noDelay).toBeDefined();
+    expect((conn as Record<symbol, unknown>)[noDelay!]).toBe(true);
+    await client.endAsync();
+  });
 });
