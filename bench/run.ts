@@ -5,7 +5,8 @@
  * Each server runs in its own process and the load generator in another. Environment: BENCH_ROUNDS (default 3),
  * BENCH_MEASURE_MS (default 8000), BENCH_PUBLISHERS / BENCH_SUBSCRIBERS (default 4 / 4), BENCH_WINDOW (default 32);
  * BENCH_PROFILE_DIR writes a CPU profile of the Chorus servers there; BENCH_CASSANDRA=0 leaves out the Cassandra run
- * (which otherwise starts Redis and Cassandra with scripts/services.sh, and warms Cassandra up with uncounted runs until its throughput settles).
+ * (which otherwise starts Redis and Cassandra with scripts/services.sh, and warms Cassandra up with uncounted runs
+ * until its throughput settles).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
