@@ -2,7 +2,7 @@
  * `npm run bench`: the same QoS 1 workload against bare Aedes and against Chorus, interleaved over several rounds in
  * one run, so that machine noise hits both alike. Reports medians and the Chorus/Aedes ratio.
  *
- * Each server runs in its own process and the load generator in another. Environment: BENCH_ROUNDS (default 3),
+ * Each server runs in its own process and the load generator in another. Environment: BENCH_ROUNDS (default 5),
  * BENCH_MEASURE_MS (default 8000), BENCH_PUBLISHERS / BENCH_SUBSCRIBERS (default 4 / 4), BENCH_WINDOW (default 32);
  * BENCH_PROFILE_DIR writes a CPU profile of the Chorus servers there; BENCH_CASSANDRA=0 leaves out the Cassandra run
  * (which otherwise starts Redis and Cassandra with scripts/services.sh, and warms Cassandra up with uncounted runs
@@ -44,7 +44,7 @@ interface Target {
 }
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
-const ROUNDS = env('BENCH_ROUNDS', 3);
+const ROUNDS = env('BENCH_ROUNDS', 5);
 const MEASURE_MS = env('BENCH_MEASURE_MS', 8000);
 const PUBLISHERS = env('BENCH_PUBLISHERS', 4);
 const SUBSCRIBERS = env('BENCH_SUBSCRIBERS', 4);
