@@ -151,11 +151,21 @@ export class MessageLogCassandra implements MessageLog {
   /** Head-row updates still being written (awaited by close). */
   private readonly completing = new Set<Promise<unknown>>();
 
+  /** The write statements, built once: the driver finds a prepared statement by its text, for every message. */
+  private readonly statements: { insertMessage: string; setRange: string; setRangeOfOne: string };
+
   private constructor(
     private readonly db: CassandraSession,
     private readonly writers: GroupWriters,
-    private readonly options: CassandraLogOptions,
-  ) {}
+    options: CassandraLogOptions,
+  ) {
+    const ttl = options.ttlSeconds > 0 ? ` USING TTL ${options.ttlSeconds}` : '';
+    this.statements = {
+      insertMessage: `INSERT INTO group_messages (group_id, bucket, seq, draft) VALUES (?, ?, ?, ?)${ttl}`,
+      setRange: `UPDATE dedup_ranges${ttl} SET seqs = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?`,
+      setRangeOfOne: `UPDATE dedup_ranges${ttl} SET seqs = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?`,
+    };
+  }
 
   static async open(db: CassandraSession, writers: GroupWriters, options: CassandraLogOptions): Promise<MessageLogCassandra> {
     await db.ddl(`CREATE TABLE IF NOT EXISTS group_messages (
@@ -167,10 +177,6 @@ export class MessageLogCassandra implements MessageLog {
       PRIMARY KEY ((group_id, sender_id), client_msg_id))`);
     await db.ddl('CREATE TABLE IF NOT EXISTS group_heads (group_id text PRIMARY KEY, last_seq bigint)');
     return new MessageLogCassandra(db, writers, options);
-  }
-
-  private get ttl(): string {
-    return this.options.ttlSeconds > 0 ? ` USING TTL ${this.options.ttlSeconds}` : '';
   }
 
   /** Groups are appended independently; when some fail, the call rejects after all have settled. */
@@ -393,7 +399,7 @@ export class MessageLogCassandra implements MessageLog {
     await Promise.all(
       chunksBySender(drafts, toStamp).map(({ senderId, chunk }) =>
         this.db.execute(
-          `UPDATE dedup_ranges${this.ttl} SET seqs = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?`,
+          this.statements.setRange,
           [new types.Tuple(seqByIndex.get(chunk[0]!), seqByIndex.get(chunk.at(-1)!)), groupId, senderId, chunk.map((i) => drafts[i]!.clientMsgId)],
         ),
       ),
@@ -415,7 +421,7 @@ export class MessageLogCassandra implements MessageLog {
       const seq = seqOf(k);
       const bytes = draft.length * 3; // UTF-8 takes at most 3 bytes per UTF-16 unit
       if (part.length > 0 && (seq % BUCKET === 0 || partBytes + bytes > MAX_WRITE_BYTES)) await flush();
-      part.push({ query: `INSERT INTO group_messages (group_id, bucket, seq, draft) VALUES (?, ?, ?, ?)${this.ttl}`, params: [groupId, bucketOf(seq), seq, draft] });
+      part.push({ query: this.statements.insertMessage, params: [groupId, bucketOf(seq), seq, draft] });
       partBytes += bytes;
     }
     if (part.length > 0) await flush();
@@ -457,7 +463,7 @@ export class MessageLogCassandra implements MessageLog {
         chunksBySender(page, page.map((_, i) => i)).map(({ senderId, chunk }) =>
           this.db.batch(
             chunk.map((i) => ({
-              query: `UPDATE dedup_ranges${this.ttl} SET seqs = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?`,
+              query: this.statements.setRangeOfOne,
               params: [new types.Tuple(page[i]!.seq, page[i]!.seq), groupId, senderId, page[i]!.clientMsgId],
             })),
             false,
