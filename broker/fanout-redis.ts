@@ -10,6 +10,10 @@ const CHANNEL = 'chorus:fanout';
 /** Bytes in one Redis message, far below Redis's output-buffer limit for pub/sub subscribers (32 MB by default). */
 const MAX_MESSAGE_BYTES = 256 * 1024;
 
+/** Byte values of the line framing: ASCII, so they never occur inside a multi-byte UTF-8 character. */
+const NEWLINE = 0x0a;
+const SPACE = 0x20;
+
 const isGroupTopic = (topic: string) => topic.startsWith('groups/');
 
 /**
@@ -43,7 +47,7 @@ export function splitRouter(shared: Emitter): Emitter {
  * Cross-node delivery of stamped group messages: the node that stamps them publishes each commit's messages together on
  * one Redis channel, and every node (itself included, so that each sees one order) hands them to its local subscribers.
  * Pub/sub keeps nothing: a node away from Redis misses messages, and the SDK fills such gaps from the history API.
- * A line per message: the group id (which has no spaces), a space, the message as JSON (which has no newlines).
+ * A line per message: the group id (ASCII, without spaces), a space, the message as JSON (which has no newlines).
  */
 export class FanOutRedis {
   private outbox: string[] = [];
@@ -91,10 +95,14 @@ export class FanOutRedis {
     this.publisher.publish(CHANNEL, body).catch(() => undefined);
   }
 
+  /** Each message's bytes are handed on as a view of the body: decoding and encoding them again would only copy. */
   private receive(body: Buffer): void {
-    for (const line of body.toString('utf8').split('\n')) {
-      const space = line.indexOf(' ');
-      if (space > 0) this.deliver?.(line.slice(0, space), Buffer.from(line.slice(space + 1)));
+    for (let start = 0; start < body.length; ) {
+      const newline = body.indexOf(NEWLINE, start);
+      const end = newline === -1 ? body.length : newline;
+      const space = body.indexOf(SPACE, start);
+      if (space > start && space < end) this.deliver?.(body.toString('latin1', start, space), body.subarray(space + 1, end));
+      start = end + 1;
     }
   }
 }
