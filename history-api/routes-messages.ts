@@ -37,12 +37,15 @@ export async function messageRoutes(app: Api, { config, groups, log, sends }: Ap
       if (afterSeq !== undefined && beforeSeq !== undefined) {
         throw new ChorusError('VALIDATION_FAILED', 'give afterSeq or beforeSeq, not both');
       }
+      // The reads go out with the membership check: one store round trip's wait, not three in a row. Nothing read is
+      // returned unless the check passes, and its error, if any, is the one the caller gets.
+      const reads = Promise.all([
+        log.lastSeq(groupId),
+        afterSeq !== undefined ? log.readAfter(groupId, afterSeq, limit) : log.readBefore(groupId, beforeSeq ?? Number.MAX_SAFE_INTEGER, limit),
+      ]);
+      reads.catch(() => undefined); // awaited below, unless the membership check throws first
       await groups.requireMember(groupId, request.userId);
-      const lastSeq = await log.lastSeq(groupId);
-      const messages =
-        afterSeq !== undefined
-          ? await log.readAfter(groupId, afterSeq, limit)
-          : await log.readBefore(groupId, beforeSeq ?? lastSeq + 1, limit);
+      const [lastSeq, messages] = await reads;
       return { messages, lastSeq };
     },
   );

@@ -83,6 +83,10 @@ describe('REST API (app.inject)', () => {
     // A member added later reads the most recent history too.
     await call('ann', 'POST', `/v1/groups/${id}/members`, { userId: 'newbie' });
     expect((await call('newbie', 'GET', `/v1/groups/${id}/messages?limit=2`)).body).toMatchObject({ lastSeq: 12, messages: [{ seq: 12 }, { seq: 11 }] });
+    // The reads go out beside the membership check: an outsider still gets only the refusal.
+    const outsider = await call('outsider', 'GET', `/v1/groups/${id}/messages?afterSeq=0`);
+    expect(outsider.status).toBe(403);
+    expect(outsider.body).toEqual({ code: 'NOT_A_MEMBER', message: expect.any(String) });
   });
 
   it('lets only admins manage members, lets members leave, and keeps an admin while others remain', async () => {
