@@ -3,8 +3,8 @@ import { cassandraContactPoint } from './services.js';
 
 /**
  * After the whole run: drops the keyspaces the test files made (testKeyspace), so that a developer's local Cassandra
- * does not gather one set of tables per file per run, each of which it opens at every start. A Cassandra that is not
- * answering by then has nothing to drop that matters: the tests themselves already failed or passed.
+ * does not gather one set of tables per file per run, each of which it opens at every start. It judges no test: they
+ * have all passed or failed by then.
  */
 export async function teardown(): Promise<void> {
   const db = new cassandra.Client({ contactPoints: [cassandraContactPoint], localDataCenter: 'datacenter1' });
@@ -15,7 +15,7 @@ export async function teardown(): Promise<void> {
       if (name.startsWith('chorus_test_')) await db.execute(`DROP KEYSPACE IF EXISTS ${name}`, [], { readTimeout: 60_000 });
     }
   } catch {
-    // Cassandra is not running: nothing to tidy.
+    // Best effort: a Cassandra that is down, or a drop that timed out, leaves tables to the next run's tidying.
   } finally {
     await db.shutdown();
   }
