@@ -50,9 +50,9 @@ const PUBLISHERS = env('BENCH_PUBLISHERS', 4);
 const SUBSCRIBERS = env('BENCH_SUBSCRIBERS', 4);
 const WINDOW = env('BENCH_WINDOW', 32);
 /** Load before each measurement starts (the server process is new each time). */
-const LOAD_WARMUP_MS = 2000;
+const PRE_MEASURE_MS = 2000;
 /** Load the local Cassandra takes, at least, before the counted rounds (see the warm-up below). */
-const WARM_UP_MS = 90_000;
+const CASSANDRA_WARM_UP_MS = 90_000;
 const here = new URL('.', import.meta.url).pathname;
 
 const freePort = () =>
@@ -162,7 +162,7 @@ async function measure(target: Target): Promise<Result> {
   const port = await freePort();
   const { child, spec, readHistory } = await target.start(port);
   try {
-    const load: LoadSpec = { port, ...spec, window: WINDOW, bodyBytes: 100, warmupMs: LOAD_WARMUP_MS, measureMs: MEASURE_MS };
+    const load: LoadSpec = { port, ...spec, window: WINDOW, bodyBytes: 100, warmupMs: PRE_MEASURE_MS, measureMs: MEASURE_MS };
     const gen = spawn(process.execPath, [join(here, 'loadgen.js'), JSON.stringify(load)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     gen.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -170,7 +170,7 @@ async function measure(target: Target): Promise<Result> {
     if (code !== 0) throw new Error(`load generator failed against ${target.name}`);
     const result: Result = { ...(JSON.parse(out) as Omit<Result, 'serverRssMb'>), serverRssMb: rssMb(child.pid!) };
     if (readHistory) {
-      const sent = Math.floor(result.publishPerSec * (MEASURE_MS + LOAD_WARMUP_MS) / 1000);
+      const sent = Math.floor(result.publishPerSec * (MEASURE_MS + PRE_MEASURE_MS) / 1000);
       const { p50, p99 } = await historyLatency(readHistory, sent);
       result.historyP50Ms = p50;
       result.historyP99Ms = p99;
@@ -196,14 +196,14 @@ console.log(`workload: ${PUBLISHERS} publishers x ${WINDOW} in flight, ${SUBSCRI
 if (withCassandra) {
   // After a start, Cassandra's JVM compiles its hot paths (and catches up on flushes) for a minute or more under load,
   // and runs can hold steady at a cold pace before they speed up: not what the rounds measure. Uncounted runs: at least
-  // WARM_UP_MS of load, then until one is within 5% of the one before (at most 16 runs).
+  // CASSANDRA_WARM_UP_MS of load, then until one is within 5% of the one before (at most 16 runs).
   let previous = 0;
   let loadedMs = 0;
   for (let run = 1; run <= 16; run++) {
     const { publishPerSec } = await measure(chorusCassandra);
-    loadedMs += LOAD_WARMUP_MS + MEASURE_MS;
+    loadedMs += PRE_MEASURE_MS + MEASURE_MS;
     console.log(`warm-up ${run} ${chorusCassandra.name} (not counted): ${publishPerSec.toFixed(0)} msg/s in`);
-    if (loadedMs >= WARM_UP_MS && Math.abs(publishPerSec - previous) < 0.05 * previous) break;
+    if (loadedMs >= CASSANDRA_WARM_UP_MS && Math.abs(publishPerSec - previous) < 0.05 * previous) break;
     previous = publishPerSec;
   }
 }
