@@ -98,7 +98,9 @@ const chorusTarget = (name: string, settings: () => Record<string, string>): Tar
     const cli = join(here, '..', 'clients', 'cli.js');
     const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
     const extra = settings();
-    const childEnv = { ...process.env, CHORUS_DATA_DIR: dataDir, CHORUS_MQTT_PORT: String(port), CHORUS_HTTP_PORT: String(httpPort), CHORUS_LOG_LEVEL: 'warn', ...extra };
+    const childEnv = { ...process.env, CHORUS_DATA_DIR: dataDir, CHORUS_MQTT_PORT: String(port), CHORUS_HTTP_PORT: String(httpPort), CHORUS_LOG_LEVEL: 'warn',
+      // Each load-generator connection stands for many members: it publishes far above one device's rate.
+      CHORUS_MQTT_PUBLISH_RATE: '1000000', ...extra };
     const child = spawn(process.execPath, [...profile, cli, 'serve'], { env: childEnv, stdio: ['ignore', 'pipe', 'inherit'] });
     await waitForLine(child, 'Chorus is running');
     const config = loadConfig({ CHORUS_DATA_DIR: dataDir, ...extra });

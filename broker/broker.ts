@@ -1,4 +1,4 @@
-import { createServer, type Server as TcpServer } from 'node:net';
+import { createServer, type Server as TcpServer, type Socket } from 'node:net';
 import type { Server as HttpServer, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AedesOptions, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
@@ -21,8 +21,10 @@ import type { TokenVerifier } from './auth.js';
 import { coalesceWrites } from './write-coalescing.js';
 import { watchFrameSizes } from './frame-limit.js';
 import { LiveUsers } from './live-users.js';
+import { boundOutput } from './output-bound.js';
 import type { Presence } from './presence.js';
 import { BoundedMemoryPersistence } from './persistence-bounded.js';
+import { TokenBucket, type FailedAuthThrottle } from './token-bucket.js';
 
 /**
  * Client publishes are acknowledged but never forwarded as they are: the sequencer fans out the stamped message
@@ -33,6 +35,25 @@ const VOID_TOPIC = '$chorus/void';
 const EMPTY = Buffer.alloc(0);
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const PRESENCE_FANOUT_MAX = 1000;
+/** Acks and rejections kept for a connection that has not subscribed to its events topic yet (the newest win). */
+const MAX_HELD_EVENTS = 256;
+
+/** What the broker counts for /metrics. */
+export interface BrokerCounters {
+  /** A connection whose unsent output passed maxClientBufferBytes was closed. */
+  slowConsumerCut(): void;
+  /** A publish was held back by the per-connection publish rate. */
+  publishThrottled(): void;
+  /** A connection was refused before authenticating: too many unauthenticated ones, or its address failed too often. */
+  connectionRefused(reason: 'unauthenticated-limit' | 'auth-failures'): void;
+}
+
+/**
+ * Sends that failed for a reason that passes (the store is away, the sequencer is full, the group changes writers) are
+ * never acknowledged: the connection is closed instead, and the client sends them again on its next connection
+ * ([MQTT-4.4.0-1]: unacknowledged QoS 1 publishes are re-sent with DUP set), where the clientMsgId makes the retry safe.
+ */
+const isTransient = (err: unknown): boolean => isChorusError(err) && (err.code === 'STORE_UNAVAILABLE' || err.code === 'OVERLOADED');
 
 export interface BrokerDeps {
   config: ChorusConfig;
@@ -40,6 +61,9 @@ export interface BrokerDeps {
   groups: Groups;
   logger: Logger;
   presence: Presence;
+  /** Failed logins per client address, shared with the REST API. */
+  authThrottle: FailedAuthThrottle;
+  counters?: BrokerCounters;
   /** Aedes persistence and message router; in-memory when absent (one node), Redis-backed in a cluster. */
   persistence?: AedesOptions['persistence'];
   mq?: AedesOptions['mq'];
@@ -61,6 +85,10 @@ export class ChorusBroker {
   private tcpServer: TcpServer | null = null;
   private wsServer: WebSocketServer | null = null;
   private readonly expiryTimers = new WeakMap<Client, NodeJS.Timeout>();
+  private readonly publishBuckets = new WeakMap<Client, TokenBucket>();
+  private readonly heldEvents = new WeakMap<Client, UserEvent[]>();
+  /** Connections accepted and not yet authenticated, each with what ends its count. */
+  private readonly unauthenticated = new Map<Duplex, () => void>();
   private readonly unsubscribeFeed: () => void;
   private readonly unsubscribeAnnouncements: () => void;
 
@@ -80,7 +108,7 @@ export class ChorusBroker {
       callback(null, this.mayReceive(client, sub.topic) ? sub : null); // null: SUBACK 0x80 [MQTT-3.9.3-2]
     };
     aedes.authorizeForward = (client, packet) => (this.mayReceive(client, packet.topic) ? packet : null);
-    aedes.authorizePublish = (client, packet, callback) => this.routePublish(client, packet, callback);
+    aedes.authorizePublish = (client, packet, callback) => this.pacePublish(client, packet, callback);
     // A voided client publish has nobody to reach: skip the routing pipeline (offline queues, mq match) entirely.
     const route = aedes.publish.bind(aedes) as (packet: PublishPacket, client: unknown, done: unknown) => void;
     aedes.publish = ((packet: PublishPacket, client: unknown, done?: (err?: Error) => void) => {
@@ -88,6 +116,10 @@ export class ChorusBroker {
       (typeof client === 'function' ? (client as () => void) : (done ?? (() => {})))();
     }) as typeof aedes.publish;
     aedes.on('clientDisconnect', (client) => this.onDisconnect(client));
+    aedes.on('subscribe', (subscriptions, client) => {
+      const topic = eventsTopic(this.live.userOf(client) ?? '');
+      if (subscriptions.some((sub) => sub.topic === topic)) this.releaseHeldEvents(client);
+    });
     aedes.on('clientError', (client, err) => logger.debug({ clientId: client.id, err: err.message }, 'client error'));
     aedes.on('connectionError', (_client, err) => logger.debug({ err: err.message }, 'connection error'));
     this.unsubscribeFeed = deps.groups.subscribe((change) => this.followMembership(change));
@@ -98,11 +130,12 @@ export class ChorusBroker {
     const aedes = await Aedes.createBroker({
       persistence: deps.persistence ?? (new BoundedMemoryPersistence(deps.config.maxOfflineQueue) as never),
       ...(deps.mq ? { mq: deps.mq } : {}),
-      drainTimeout: 30_000,
       connectTimeout: 10_000,
       maxClientsIdLength: 128,
       heartbeatInterval: 60_000,
-      concurrency: 1000,
+      // No queue in the router: deliveries never wait for a socket (boundOutput), so each emit finishes in its turn.
+      // A bounded router queue only stalls every group behind one, and draining it recurses (qlobber stack overflow).
+      concurrency: 0,
     });
     return new ChorusBroker(deps, aedes);
   }
@@ -148,19 +181,30 @@ export class ChorusBroker {
   private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
     // Over the cap, CONNACK 3 "server unavailable" tells the client to come back later ([MQTT-3.2.2-6] table 3.1).
     if (this.aedes.connectedClients >= this.deps.config.maxConnections) throw authError('too many connections', 3);
-    if (!username || !password) throw authError('username (user id) and password (token) are required', 4);
+    const address = addressOf(client);
+    const { authThrottle } = this.deps;
+    if (authThrottle.blocked(address)) {
+      this.deps.counters?.connectionRefused('auth-failures');
+      throw authError('too many failed logins from this address; retry later', 3);
+    }
+    const refuse = (message: string) => {
+      authThrottle.failed(address);
+      return authError(message, 4);
+    };
+    if (!username || !password) throw refuse('username (user id) and password (token) are required');
     let verified;
     try {
       verified = await this.deps.verifier.verify(password.toString('utf8'));
     } catch {
-      throw authError('invalid token', 4);
+      throw refuse('invalid token');
     }
-    if (verified.userId !== username) throw authError('token does not belong to this user id', 4);
+    if (verified.userId !== username) throw refuse('token does not belong to this user id');
     // A client id is a session: another user must not take it over ([MQTT-3.1.4-2] would close the holder).
     const holder = (this.aedes as unknown as { clients: Record<string, Client | undefined> }).clients[client.id];
     const holderUser = holder ? this.live.userOf(holder) : undefined;
     if (holderUser !== undefined && holderUser !== verified.userId) throw authError('client id in use', 2);
     await this.live.attach(client, verified.userId, () => this.deps.groups.allGroupIds(verified.userId));
+    this.unauthenticated.get(client.conn as Duplex)?.();
     const userId = verified.userId;
     void this.presenceChanged(userId, this.live.groupsOf(userId), () => this.deps.presence.connected(userId), true);
     if (verified.expiresAt !== undefined) {
@@ -217,6 +261,24 @@ export class ChorusBroker {
     return false;
   }
 
+  /**
+   * Keeps each connection to mqttPublishRate publishes per second. A publish over it is handled only when its token is
+   * there; meanwhile Aedes reads nothing more from that connection (it reads on once every packet of the last read was
+   * handled), so the sender slows down through TCP, and nothing it sent is dropped.
+   */
+  private pacePublish(client: Client | null, packet: PublishPacket, callback: (err?: Error | null) => void): void {
+    if (!client) return this.routePublish(client, packet, callback);
+    let bucket = this.publishBuckets.get(client);
+    if (!bucket) {
+      const rate = this.deps.config.mqttPublishRate;
+      this.publishBuckets.set(client, (bucket = new TokenBucket(rate, rate)));
+    }
+    const waitMs = bucket.take();
+    if (waitMs === 0) return this.routePublish(client, packet, callback);
+    this.deps.counters?.publishThrottled();
+    setTimeout(() => this.routePublish(client, packet, callback), waitMs);
+  }
+
   private routePublish(client: Client | null, packet: PublishPacket, callback: (err?: Error | null) => void): void {
     const target = parseTopic(packet.topic);
     const userId = client ? this.live.userOf(client) : undefined;
@@ -231,10 +293,7 @@ export class ChorusBroker {
     }
     const { groupId } = target;
     const sends = this.sends;
-    if (!sends) {
-      this.reject(client!, userId, new ChorusError('STORE_UNAVAILABLE'), groupId);
-      return callback(null);
-    }
+    if (!sends) return callback(new ChorusError('STORE_UNAVAILABLE', 'this node is not ready for sends yet'));
     const sender = client!;
     // The live ACL follows every membership change as it is made, so it is current without a store read per message.
     if (!this.live.isMember(sender, groupId)) {
@@ -262,6 +321,10 @@ export class ChorusBroker {
         callback(null);
       },
       (err: unknown) => {
+        if (isTransient(err)) {
+          this.deps.logger.debug({ clientId: sender.id, code: (err as ChorusError).code }, 'send not stored yet: closing without PUBACK');
+          return callback(err as ChorusError);
+        }
         this.reject(sender, userId, err, groupId, clientMsgIdOf(send));
         callback(null);
       },
@@ -276,7 +339,21 @@ export class ChorusBroker {
    */
   private tellSender(client: Client, userId: string, event: UserEvent): void {
     const topic = eventsTopic(userId);
-    if ((client as unknown as { subscriptions: Record<string, unknown> }).subscriptions[topic]) this.sendEvent(userId, event);
+    if ((client as unknown as { subscriptions: Record<string, unknown> }).subscriptions[topic]) return this.sendEvent(userId, event);
+    // Not subscribed yet: MQTT.js re-sends its unacknowledged publishes before it subscribes on a new connection, so
+    // their acks are held for the connection until it subscribes to its events topic (a few, the newest).
+    let held = this.heldEvents.get(client);
+    if (!held) this.heldEvents.set(client, (held = []));
+    if (held.length >= MAX_HELD_EVENTS) held.shift();
+    held.push(event);
+  }
+
+  private releaseHeldEvents(client: Client): void {
+    const held = this.heldEvents.get(client);
+    const userId = this.live.userOf(client);
+    if (!held || userId === undefined) return;
+    this.heldEvents.delete(client);
+    for (const event of held) this.sendEvent(userId, event);
   }
 
   private reject(client: Client, userId: string, err: unknown, groupId?: string, clientMsgId?: string): void {
@@ -316,18 +393,40 @@ export class ChorusBroker {
     else this.sendEvent(userId, { type: 'role-changed', groupId, userId, role: change.role, by });
   }
 
+  /**
+   * Every connection, TCP or WebSocket, before Aedes sees it: refused when too many are still unauthenticated, closed
+   * at the first packet header over maxPacketBytes, and cut off when its unsent output passes maxClientBufferBytes.
+   */
+  private admit(stream: Duplex, remote: string | undefined): boolean {
+    const { config, logger, counters } = this.deps;
+    if (this.unauthenticated.size >= config.maxUnauthenticatedConnections) {
+      counters?.connectionRefused('unauthenticated-limit');
+      logger.warn({ remote }, 'too many unauthenticated connections: refusing');
+      stream.destroy();
+      return false;
+    }
+    const authenticated = () => this.unauthenticated.delete(stream);
+    this.unauthenticated.set(stream, authenticated);
+    stream.once('close', authenticated);
+    watchFrameSizes(stream, config.maxPacketBytes, (size) => {
+      logger.warn({ size, remote }, 'packet larger than maxPacketBytes: closing');
+      stream.destroy();
+    });
+    boundOutput(stream, config.maxClientBufferBytes, (buffered) => {
+      counters?.slowConsumerCut();
+      logger.warn({ remote, clientId: (stream as { client?: Client }).client?.id, buffered }, 'client not reading: closing (slow consumer)');
+    });
+    return true;
+  }
+
   /** Serves MQTT over TCP. Resolves with the bound port. */
   async listenTcp(host: string, port: number): Promise<number> {
-    const { maxPacketBytes } = this.deps.config;
     // No Nagle: PUBACKs and deliveries are small packets, and with Nagle each connection's next write waits for the
     // client to acknowledge the last one (Node's HTTP server, and so the WebSocket path, already sets TCP_NODELAY).
     const server = createServer({ noDelay: true }, (socket) => {
-      watchFrameSizes(socket, maxPacketBytes, (size) => {
-        this.deps.logger.warn({ size, remote: socket.remoteAddress }, 'packet larger than maxPacketBytes: closing');
-        socket.destroy();
-      });
+      socket.on('error', () => socket.destroy());
       coalesceWrites(socket);
-      this.aedes.handle(socket);
+      if (this.admit(socket, socket.remoteAddress)) this.aedes.handle(socket);
     });
     this.tcpServer = server;
     await new Promise<void>((resolve, reject) => {
@@ -350,7 +449,8 @@ export class ChorusBroker {
       wss.handleUpgrade(req, socket, head, (ws) => {
         const stream = createWebSocketStream(ws);
         stream.on('error', () => stream.destroy());
-        this.aedes.handle(stream, req);
+        // maxPayload bounds one WebSocket message; an MQTT packet may span many, so its header is watched as on TCP.
+        if (this.admit(stream, req.socket.remoteAddress)) this.aedes.handle(stream, req);
       });
     });
   }
@@ -363,6 +463,13 @@ export class ChorusBroker {
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
     await new Promise<void>((resolve) => (this.tcpServer ? this.tcpServer.close(() => resolve()) : resolve()));
   }
+}
+
+/** The client's IP address, over TCP or WebSocket. */
+function addressOf(client: Client): string {
+  const conn = client.conn as Partial<Socket>;
+  const req = (client as { req?: IncomingMessage }).req;
+  return conn.remoteAddress ?? req?.socket.remoteAddress ?? 'unknown';
 }
 
 function parseQuietly(payload: Buffer | string): unknown {

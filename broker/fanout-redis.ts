@@ -23,7 +23,7 @@ const isGroupTopic = (topic: string) => topic.startsWith('groups/');
  * exact group and events topics only (the broker's ACL), so no subscription spans both.
  */
 export function splitRouter(shared: Emitter): Emitter {
-  const local = MQEmitter({ concurrency: 1000 });
+  const local = MQEmitter(); // no queue, as Aedes's own router (see ChorusBroker.create)
   const pick = (topic: string) => (isGroupTopic(topic) ? local : shared);
   const router = {
     on(topic: string, listener: Listener, done?: Done) {

@@ -83,6 +83,30 @@ export const ConfigSchema = Type.Object(
     }),
     rateLimitPerMinute: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 6000, description: 'REST requests per user (or IP) per minute' }),
     maxConnections: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 }),
+    maxUnauthenticatedConnections: Type.Integer({
+      minimum: 1,
+      maximum: 1_000_000,
+      default: 1000,
+      description: 'MQTT connections accepted but not yet authenticated; beyond this new ones are closed at once',
+    }),
+    maxClientBufferBytes: Type.Integer({
+      minimum: 16_384,
+      maximum: 268_435_456,
+      default: 1_048_576,
+      description: 'bytes waiting to be sent to one MQTT connection; a client that falls this far behind is disconnected',
+    }),
+    mqttPublishRate: Type.Integer({
+      minimum: 1,
+      maximum: 1_000_000,
+      default: 200,
+      description: 'publishes per second per MQTT connection (bursts of as many); over it the broker stops reading that connection',
+    }),
+    authFailuresPerMinute: Type.Integer({
+      minimum: 1,
+      maximum: 1_000_000,
+      default: 30,
+      description: 'failed MQTT logins and unauthenticated REST requests per client IP per minute (bursts of as many)',
+    }),
   },
   { additionalProperties: false },
 );

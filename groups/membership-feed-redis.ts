@@ -24,7 +24,8 @@ export class MembershipFeedRedis implements MembershipFeed {
   /** `subscriber` must be a connection of its own: Redis reserves a subscribed connection for pub/sub. */
   static async start(publisher: Redis, subscriber: Redis): Promise<MembershipFeedRedis> {
     const feed = new MembershipFeedRedis(publisher, subscriber);
-    subscriber.on('message', (channel: string, text: string) => void feed.onMessage(channel, text));
+    // A change that cannot be applied or answered (Redis away) is left to the publisher's timeout.
+    subscriber.on('message', (channel: string, text: string) => void feed.onMessage(channel, text).catch(() => undefined));
     await subscriber.subscribe(CHANGES, APPLIED);
     return feed;
   }
@@ -50,11 +51,14 @@ export class MembershipFeedRedis implements MembershipFeed {
       timer = setTimeout(resolve, APPLY_TIMEOUT_MS);
     });
     const waiter = this.waiting.get(id)!;
-    waiter.expected = await this.publisher.publish(CHANGES, JSON.stringify({ id, change }));
-    if (waiter.acks >= waiter.expected) waiter.done();
-    await applied;
-    clearTimeout(timer);
-    this.waiting.delete(id);
+    try {
+      waiter.expected = await this.publisher.publish(CHANGES, JSON.stringify({ id, change }));
+      if (waiter.acks >= waiter.expected) waiter.done();
+      await applied;
+    } finally {
+      clearTimeout(timer);
+      this.waiting.delete(id);
+    }
   }
 
   subscribe(listener: MembershipListener): () => void {

@@ -7,6 +7,7 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { TokenVerifier } from '../broker/auth.js';
+import type { FailedAuthThrottle } from '../broker/token-bucket.js';
 import type { Presence } from '../broker/presence.js';
 import type { PushStore } from '../push/push-store.js';
 import type { ChorusConfig } from '../config/config.js';
@@ -22,6 +23,8 @@ import { ErrorResponse } from './schemas.js';
 export interface ApiDeps {
   config: ChorusConfig;
   verifier: TokenVerifier;
+  /** Failed authentications per client address, shared with the broker. */
+  authThrottle: FailedAuthThrottle;
   groups: Groups;
   log: MessageLog;
   sends: SendPath;
@@ -107,13 +110,21 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   await app.register(
     async (v1) => {
       v1.decorateRequest('userId', '');
+      // Before authentication, per client IP: an address whose requests keep failing to authenticate is refused (429)
+      // without its token being checked, at most authFailuresPerMinute failures a minute.
       v1.addHook('onRequest', async (request) => {
+        if (deps.authThrottle.blocked(request.ip)) throw new ChorusError('RATE_LIMITED', 'too many unauthenticated requests from this address');
         const header = request.headers.authorization;
         const match = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
-        if (!match) throw new ChorusError('UNAUTHORIZED', 'send Authorization: Bearer <token>');
-        request.userId = (await deps.verifier.verify(match[1]!)).userId;
+        try {
+          if (!match) throw new ChorusError('UNAUTHORIZED', 'send Authorization: Bearer <token>');
+          request.userId = (await deps.verifier.verify(match[1]!)).userId;
+        } catch (err) {
+          deps.authThrottle.failed(request.ip);
+          throw err;
+        }
       });
-      // Per caller, after authentication (so a user's budget follows them across IPs); in memory, per node.
+      // After authentication, per caller (so a user's budget follows them across IPs); in memory, per node.
       await v1.register(rateLimit, {
         max: deps.config.rateLimitPerMinute,
         timeWindow: 60_000,

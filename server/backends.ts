@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { BrokerDeps } from '../broker/broker.js';
 import redisPersistence from 'aedes-persistence-redis';
-import { Redis } from 'ioredis';
+import type { EventEmitter } from 'node:events';
+import { Redis, type RedisOptions } from 'ioredis';
 import MQEmitterRedis from 'mqemitter-redis';
 import type { ChorusConfig } from '../config/config.js';
 import type { GroupStore } from '../groups/group-store.js';
@@ -70,8 +71,24 @@ export function embeddedBackends(config: ChorusConfig): Backends {
  * group's writer, MQTT sessions and in-flight QoS 1 packets, cross-node delivery, membership changes, presence), and
  * may lose it all at any time.
  */
-export async function clusterBackends(config: ChorusConfig, logger: Logger): Promise<Backends> {
+export async function clusterBackends(config: ChorusConfig, logger: Logger, onRedisError: () => void = () => {}): Promise<Backends> {
   const redisUrl = config.redisUrl!;
+  // Every connection to Redis reports its errors here and reconnects by itself (ioredis retries for ever, and
+  // resubscribes its pub/sub channels): a Redis that goes away ends no node. Logged once per outage, not per retry.
+  let redisDown = false;
+  const watch = (redis: Redis): Redis => {
+    redis.on('error', (err: Error) => {
+      onRedisError();
+      if (!redisDown) logger.error({ err: err.message }, 'Redis unreachable; retrying');
+      redisDown = true;
+    });
+    redis.on('ready', () => {
+      if (redisDown) logger.info('Redis reachable again');
+      redisDown = false;
+    });
+    return redis;
+  };
+  const connectRedis = (options: RedisOptions = {}) => watch(new Redis(redisUrl, options));
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}`;
   const db = await CassandraSession.connect({
     contactPoints: config.cassandraContactPoints.split(',').map((p) => p.trim()),
@@ -79,10 +96,10 @@ export async function clusterBackends(config: ChorusConfig, logger: Logger): Pro
     keyspace: config.cassandraKeyspace,
     replication: config.cassandraReplication,
   });
-  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 2 });
-  const feedConnection = new Redis(redisUrl);
+  const redis = connectRedis({ maxRetriesPerRequest: 2 });
+  const feedConnection = connectRedis();
   const writers = await GroupWritersCassandra.start(db, nodeId);
-  const forwardingConnection = new Redis(redisUrl);
+  const forwardingConnection = connectRedis();
   const forwarding = await SendForwardingRedis.start(redis, forwardingConnection, writers.nodeId, {
     timeoutMs: FORWARD_TIMEOUT_MS,
     maxPending: config.maxPendingSends,
@@ -93,7 +110,8 @@ export async function clusterBackends(config: ChorusConfig, logger: Logger): Pro
   const pushStore = await PushStoreCassandra.open(db);
   const feed = await MembershipFeedRedis.start(redis, feedConnection);
   const presence = new PresenceRedis(redis, nodeId);
-  const persistenceConnection = new Redis(redisUrl);
+  // Sessions wait for Redis at most one retry: a persistent session's delivery must not hold up the router for long.
+  const persistenceConnection = connectRedis({ maxRetriesPerRequest: 1 });
   const persistence = redisPersistence({
     conn: persistenceConnection,
     maxSessionDelivery: config.maxOfflineQueue,
@@ -102,8 +120,10 @@ export async function clusterBackends(config: ChorusConfig, logger: Logger): Pro
   // Aedes keeps no outgoing packets for a clean session, so its PUBACKs have nothing to clear (and nothing to look up).
   const clearMessageId = persistence.outgoingClearMessageId.bind(persistence);
   persistence.outgoingClearMessageId = (client, packet) => (client.clean ? Promise.resolve(undefined) : clearMessageId(client, packet));
-  const mq = splitRouter(MQEmitterRedis({ connectionString: redisUrl }) as never);
-  const fanOutConnection = new Redis(redisUrl);
+  const sharedRouter = MQEmitterRedis({ pubConn: connectRedis(), subConn: connectRedis() }) as unknown as { state: EventEmitter };
+  sharedRouter.state.on('error', () => undefined); // its connections' errors, already reported by watch()
+  const mq = splitRouter(sharedRouter as never);
+  const fanOutConnection = connectRedis();
   const fanOut = await FanOutRedis.start(redis, fanOutConnection);
   return {
     log,

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { BrokerCounters } from '../broker/broker.js';
 
 /** What a node exposes at GET /metrics (Prometheus text format). */
 export class ChorusMetrics {
@@ -16,6 +17,34 @@ export class ChorusMetrics {
     registers: [this.registry],
   });
   readonly storeErrors = new Counter({ name: 'chorus_sequencer_store_errors_total', help: 'Failed appends (retried)', registers: [this.registry] });
+  private readonly slowConsumers = new Counter({
+    name: 'chorus_mqtt_slow_consumers_total',
+    help: 'MQTT connections closed because their unsent output passed maxClientBufferBytes',
+    registers: [this.registry],
+  });
+  private readonly throttledPublishes = new Counter({
+    name: 'chorus_mqtt_throttled_publishes_total',
+    help: 'MQTT publishes held back by the per-connection publish rate',
+    registers: [this.registry],
+  });
+  private readonly refusedConnections = new Counter({
+    name: 'chorus_mqtt_refused_connections_total',
+    help: 'MQTT connections refused before authentication, by reason',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
+  readonly redisErrors = new Counter({
+    name: 'chorus_redis_errors_total',
+    help: 'Errors reported by this node\'s Redis connections (each reconnects by itself)',
+    registers: [this.registry],
+  });
+
+  /** The broker's counters, as BrokerCounters. */
+  readonly broker: BrokerCounters = {
+    slowConsumerCut: () => this.slowConsumers.inc(),
+    publishThrottled: () => this.throttledPublishes.inc(),
+    connectionRefused: (reason) => this.refusedConnections.inc({ reason }),
+  };
 
   constructor(gauges: { pendingSends: () => number; connectedClients: () => number; pushDropped: () => number }) {
     collectDefaultMetrics({ register: this.registry, prefix: 'chorus_' });

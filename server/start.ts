@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import { pino, type Logger } from 'pino';
 import { createTokenVerifier } from '../broker/auth.js';
 import { ChorusBroker } from '../broker/broker.js';
+import { FailedAuthThrottle } from '../broker/token-bucket.js';
 import type { ChorusConfig } from '../config/config.js';
 import { Groups } from '../groups/groups.js';
 import { buildApi } from '../history-api/app.js';
@@ -59,9 +60,19 @@ function healthServer(metrics: ChorusMetrics): Server {
 export async function startChorus(config: ChorusConfig, options: ChorusBackends = {}): Promise<RunningChorus> {
   const logger = options.logger ?? pino({ level: config.logLevel });
   const verifier = await createTokenVerifier(config);
-  const backends: Backends = config.store === 'cassandra' ? await clusterBackends(config, logger.child({ component: 'sequencer' })) : embeddedBackends(config);
+  let sequencer: Sequencer;
+  const metrics = new ChorusMetrics({
+    pendingSends: () => sequencer.pending,
+    connectedClients: () => broker.aedes.connectedClients,
+    pushDropped: () => notifier.dropped + sender.droppedCount,
+  });
+  const backends: Backends =
+    config.store === 'cassandra'
+      ? await clusterBackends(config, logger.child({ component: 'backends' }), () => metrics.redisErrors.inc())
+      : embeddedBackends(config);
   const log = options.messageLog ?? backends.log;
   const groups = new Groups(backends.groupStore, backends.feed, config.maxGroupMembers);
+  const authThrottle = new FailedAuthThrottle(config.authFailuresPerMinute);
 
   const broker = await ChorusBroker.create({
     config,
@@ -69,6 +80,8 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     groups,
     logger: logger.child({ component: 'broker' }),
     presence: backends.presence,
+    authThrottle,
+    counters: metrics.broker,
     ...(backends.persistence ? { persistence: backends.persistence } : {}),
     ...(backends.mq ? { mq: backends.mq } : {}),
   });
@@ -86,12 +99,6 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     else broker.fanOut(m);
     notifier.onMessage(m);
   };
-  let sequencer: Sequencer;
-  const metrics = new ChorusMetrics({
-    pendingSends: () => sequencer.pending,
-    connectedClients: () => broker.aedes.connectedClients,
-    pushDropped: () => notifier.dropped + sender.droppedCount,
-  });
   sequencer = new Sequencer(log, fanOut, {
     maxBodyBytes: config.maxBodyBytes,
     maxPendingSends: config.maxPendingSends,
@@ -110,6 +117,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     ? await buildApi({
         config,
         verifier,
+        authThrottle,
         groups,
         log,
         sends,

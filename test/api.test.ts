@@ -11,6 +11,7 @@ import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
 import { Sequencer } from '../sequencer/sequencer.js';
 import { tempDir } from './harness.js';
 import { PresenceLocal } from '../broker/presence.js';
+import { FailedAuthThrottle } from '../broker/token-bucket.js';
 import { PushStoreSqlite } from '../push/push-store-sqlite.js';
 
 describe('REST API (app.inject)', () => {
@@ -33,6 +34,7 @@ describe('REST API (app.inject)', () => {
     app = await buildApi({
       config,
       verifier: await createTokenVerifier(config),
+      authThrottle: new FailedAuthThrottle(config.authFailuresPerMinute),
       groups,
       log,
       sends: sequencer,
