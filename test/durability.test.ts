@@ -1,3 +1,4 @@
+import mqtt from 'mqtt';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GroupAppend } from '../sequencer/message-log.js';
@@ -107,6 +108,69 @@ describe('a PUBACK (or a 2xx) means the message is durable', () => {
     expect(history.body.messages.map((m: { clientMsgId: string }) => m.clientMsgId).sort()).toEqual(['rest-during-outage', 'survivor']);
     const retry = await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'rest-during-outage', body: 'y' });
     expect(retry.body).toMatchObject({ duplicate: true });
+    await alice.endAsync();
+  });
+});
+
+describe('a send that fails for a passing reason is never acknowledged', () => {
+  let t: TestChorus;
+  let log: GatedLog;
+  beforeAll(async () => {
+    log = new GatedLog(new MessageLogSqlite(join(tempDir(), 'messages.db'), { synchronous: 'normal' }));
+    t = await TestChorus.start({ maxPendingSends: 2 }, { messageLog: log });
+  });
+  afterAll(async () => {
+    log.release();
+    await t.close();
+  });
+
+  it('closes the connection instead of a PUBACK on OVERLOADED; the client re-sends and every send is stored once', async () => {
+    const groupId = await t.group('alice');
+    log.shut();
+    const connect = async (clientId: string) => {
+      const client = mqtt.connect(t.chorus.urls.mqtt, { username: 'alice', password: await t.token('alice'), clientId, protocolVersion: 4, reconnectPeriod: 200 });
+      await new Promise((resolve) => client.once('connect', resolve));
+      return client;
+    };
+    const acked: string[] = [];
+    const publish = (client: mqtt.MqttClient, id: string) =>
+      client.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: id, body: id }), { qos: 1 }).then(() => void acked.push(id));
+    const phone = await connect('alice-phone');
+    const first = [publish(phone, 'a'), publish(phone, 'b')];
+    await until(() => t.chorus.sequencer.pending === 2, 'two sends pending');
+    const laptop = await connect('alice-laptop');
+    let closes = 0;
+    laptop.on('close', () => (closes += 1));
+    const third = publish(laptop, 'c'); // the sequencer is full: OVERLOADED, which must not be acknowledged
+    await until(() => closes >= 1, 'the connection to be closed');
+    expect(acked).toEqual([]);
+    log.release();
+    await Promise.all([...first, third]); // MQTT.js re-sends 'c' on the laptop's next connection
+    const stored = await log.readAfter(groupId, 0, 10);
+    expect(stored.map((m) => m.clientMsgId)).toEqual(['a', 'b', 'c']);
+    expect(stored.map((m) => m.seq)).toEqual([1, 2, 3]);
+    await Promise.all([phone.endAsync(), laptop.endAsync()]);
+  });
+});
+
+describe('acks reach a connection that subscribes to its events after publishing', () => {
+  let t: TestChorus;
+  beforeAll(async () => {
+    t = await TestChorus.start({ sqliteSynchronous: 'normal' });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('holds the ack of a publish made before the events subscription and delivers it on SUBSCRIBE', async () => {
+    const groupId = await t.group('alice');
+    const alice = await t.mqtt('alice');
+    const events = collect(alice);
+    // As MQTT.js does after a reconnect: its stored publish goes out before the client subscribes again.
+    await alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'early', body: 'x' }), { qos: 1 });
+    await alice.subscribeAsync('users/alice/events', { qos: 1 });
+    await until(() => events.all.length === 1, 'the held ack');
+    expect(events.all[0]!.body).toMatchObject({ type: 'ack', groupId, clientMsgId: 'early', seq: 1, duplicate: false });
     await alice.endAsync();
   });
 });

@@ -1,0 +1,127 @@
+import { connect as tcpConnect, type Socket } from 'node:net';
+import mqtt from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { TestChorus, until } from './harness.js';
+
+const metric = async (t: TestChorus, name: string): Promise<number> => {
+  const text = await (await fetch(`${t.chorus.urls.http}/metrics`)).text();
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))
+    .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+};
+
+/** Resolves when the socket is closed by the other side; `false` if it is still open after `ms`. */
+const closedWithin = (socket: Socket | WebSocket, ms: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+
+describe('per-connection publish rate', () => {
+  let t: TestChorus;
+  beforeAll(async () => {
+    t = await TestChorus.start({ mqttPublishRate: 20, sqliteSynchronous: 'normal' });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('paces a connection over its rate without dropping anything, while another connection is served at once', async () => {
+    const groupId = await t.group('alice', ['bob']);
+    const alice = await t.mqtt('alice');
+    const bob = await t.mqtt('bob');
+    const started = performance.now();
+    let aliceDone = 0;
+    const burst = Array.from({ length: 60 }, (_, i) =>
+      alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: `a${i}`, body: 'x' }), { qos: 1 }).then(() => {
+        aliceDone += 1;
+      }),
+    );
+    await until(() => aliceDone >= 20, 'the first burst');
+    await bob.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'b', body: 'y' }), { qos: 1 });
+    expect(aliceDone).toBeLessThan(60); // bob did not wait behind alice's backlog
+    await Promise.all(burst);
+    // 20 at once, then 20 a second: the last 40 take at least 2 s (less a little for timer slack).
+    expect(performance.now() - started).toBeGreaterThan(1800);
+    const stored = await t.api('alice', 'GET', `/v1/groups/${groupId}/messages?afterSeq=0&limit=100`);
+    expect(stored.body.messages).toHaveLength(61);
+    expect(await metric(t, 'chorus_mqtt_throttled_publishes_total')).toBeGreaterThanOrEqual(35);
+    await Promise.all([alice.endAsync(), bob.endAsync()]);
+  });
+});
+
+describe('failed logins and unauthenticated connections are bounded', () => {
+  let t: TestChorus;
+  beforeAll(async () => {
+    t = await TestChorus.start({ authFailuresPerMinute: 3, maxUnauthenticatedConnections: 2 });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  const connackCode = async (password: string): Promise<number> => {
+    const client = mqtt.connect(t.chorus.urls.mqtt, { username: 'alice', password, reconnectPeriod: 0, protocolVersion: 4 });
+    const code = await new Promise<number>((resolve) => {
+      client.once('connect', () => resolve(0));
+      client.once('error', (err) => resolve((err as { code?: number }).code ?? -1));
+    });
+    client.end(true);
+    return code;
+  };
+
+  it('refuses an address that failed too often, even with a good token, over MQTT and REST', async () => {
+    for (let i = 0; i < 3; i++) expect(await connackCode('not a token')).toBe(4);
+    expect(await connackCode(await t.token('alice'))).toBe(3); // server unavailable: come back later
+    const rest = await t.api('alice', 'GET', '/v1/groups');
+    expect(rest.status).toBe(429);
+    expect(rest.body.code).toBe('RATE_LIMITED');
+    expect(await metric(t, 'chorus_mqtt_refused_connections_total')).toBe(1);
+  });
+
+  it('closes a new connection at once while too many have not authenticated', async () => {
+    const open = async () => {
+      const socket = tcpConnect(t.chorus.mqttPort, '127.0.0.1');
+      socket.on('error', () => undefined);
+      await new Promise((resolve) => socket.once('connect', resolve));
+      return socket;
+    };
+    const idle = [await open(), await open()];
+    const third = await open();
+    expect(await closedWithin(third, 5000)).toBe(true);
+    expect(await closedWithin(idle[0]!, 300)).toBe(false); // those already waiting keep their connect timeout
+    for (const socket of idle) socket.destroy();
+  });
+});
+
+describe('maxPacketBytes over WebSocket', () => {
+  let t: TestChorus;
+  beforeAll(async () => {
+    t = await TestChorus.start({ maxPacketBytes: 64 * 1024 });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('closes a connection whose first packet announces more than maxPacketBytes, before buffering it', async () => {
+    const ws = new WebSocket(t.chorus.urls.ws, 'mqtt');
+    await new Promise((resolve) => ws.once('open', resolve));
+    // A CONNECT whose Remaining Length says 100 MB, sent as a small WebSocket message: only the header tells.
+    ws.send(Buffer.from([0x10, 0x80, 0xc2, 0xd7, 0x2f]));
+    ws.send(Buffer.alloc(1024));
+    expect(await closedWithin(ws, 5000)).toBe(true);
+  });
+
+  it('closes an authenticated connection that starts a packet over maxPacketBytes across many WebSocket messages', async () => {
+    const groupId = await t.group('alice');
+    const alice = await t.mqtt('alice', { transport: 'ws' });
+    const closed = new Promise<void>((resolve) => alice.once('close', () => resolve()));
+    alice.publish(`groups/${groupId}/messages`, Buffer.alloc(100 * 1024, 0x20), { qos: 0 });
+    await closed;
+    expect(alice.connected).toBe(false);
+  });
+});
