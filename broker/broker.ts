@@ -12,7 +12,6 @@ import {
   groupTopic,
   isChorusError,
   parseTopic,
-  type StampedMessage,
   type UserEvent,
 } from '../protocol/index.js';
 import { parseSendBytes } from '../sequencer/send-validation.js';
@@ -145,12 +144,7 @@ export class ChorusBroker {
     this.sends = sends;
   }
 
-  /** Delivers a stamped message to every subscriber of its group topic (QoS 1). */
-  fanOut(message: StampedMessage): void {
-    this.deliverSerialized(message.groupId, Buffer.from(JSON.stringify(message)));
-  }
-
-  /** The same, for a stamped message that arrives serialized (from another node). */
+  /** Delivers a stamped message, serialized, to every subscriber of its group topic on this node (QoS 1). */
   deliverSerialized(groupId: string, payload: Buffer): void {
     // Aedes drops, per client, a packet whose counter is below the last one it delivered under the same broker id.
     // In a cluster group messages and events travel different paths (splitRouter), so an event published before a
@@ -192,7 +186,7 @@ export class ChorusBroker {
       return authError(message, 4);
     };
     if (!username || !password) throw refuse('username (user id) and password (token) are required');
-    let verified;
+    let verified: Awaited<ReturnType<TokenVerifier['verify']>>;
     try {
       verified = await this.deps.verifier.verify(password.toString('utf8'));
     } catch {

@@ -1,6 +1,7 @@
 import MQEmitter, { type MQEmitter as Emitter } from 'mqemitter';
 import type { Redis } from 'ioredis';
 import type { StampedMessage } from '../protocol/index.js';
+import type { Deliver, FanOut } from './fanout.js';
 
 type Packet = Parameters<Emitter['emit']>[0];
 type Listener = Parameters<Emitter['on']>[1];
@@ -44,22 +45,32 @@ export function splitRouter(shared: Emitter): Emitter {
 }
 
 /**
- * Cross-node delivery of stamped group messages: the node that stamps them publishes each commit's messages together on
- * one Redis channel, and every node (itself included, so that each sees one order) hands them to its local subscribers.
- * Pub/sub keeps nothing: a node away from Redis misses messages, and the SDK fills such gaps from the history API.
- * A line per message: the group id (ASCII, without spaces), a space, the message as JSON (which has no newlines).
+ * Fan-out over Redis pub/sub, for many nodes. The writing node delivers to its own subscribers at once and publishes
+ * each commit's messages together on one Redis channel, where every other node picks them up (a node skips what it
+ * published itself). Pub/sub keeps nothing: a node away from Redis misses messages, and subscribers fill such gaps from
+ * the history API; the writer's own subscribers keep being served while Redis is away.
+ *
+ * A Redis message is the publishing node's id on its first line, then a line per message: the group id (ASCII, without
+ * spaces), a space, the message as JSON (which has no newlines).
  */
-export class FanOutRedis {
+export class FanOutRedis implements FanOut {
   private outbox: string[] = [];
   private outboxBytes = 0;
   private flushScheduled = false;
-  private deliver: ((groupId: string, payload: Buffer) => void) | undefined;
+  private deliver: Deliver | undefined;
+  private readonly header: string;
 
-  private constructor(private readonly publisher: Redis) {}
+  private constructor(
+    private readonly publisher: Redis,
+    private readonly subscriber: Redis,
+    private readonly nodeId: string,
+  ) {
+    this.header = `${nodeId}\n`;
+  }
 
-  /** Listens on the fan-out channel; `subscriber` becomes a subscriber-only connection. */
-  static async start(publisher: Redis, subscriber: Redis): Promise<FanOutRedis> {
-    const fanOut = new FanOutRedis(publisher);
+  /** Listens on the fan-out channel; `subscriber` becomes a subscriber-only connection. `nodeId` must be unique. */
+  static async start(publisher: Redis, subscriber: Redis, nodeId: string): Promise<FanOutRedis> {
+    const fanOut = new FanOutRedis(publisher, subscriber, nodeId);
     subscriber.on('messageBuffer', (channel: Buffer, message: Buffer) => {
       if (channel.toString() === CHANNEL) fanOut.receive(message);
     });
@@ -67,14 +78,15 @@ export class FanOutRedis {
     return fanOut;
   }
 
-  /** Where received messages go: the local broker's delivery to a group topic. */
-  onDeliver(deliver: (groupId: string, payload: Buffer) => void): void {
+  onDeliver(deliver: Deliver): void {
     this.deliver = deliver;
   }
 
-  /** Queues a newly stored message; everything queued in one turn of the event loop leaves together, in order. */
+  /** Delivers here at once; everything published in one turn of the event loop leaves for the others together, in order. */
   publish(message: StampedMessage): void {
-    const line = `${message.groupId} ${JSON.stringify(message)}`;
+    const json = JSON.stringify(message);
+    this.deliver?.(message.groupId, Buffer.from(json));
+    const line = `${message.groupId} ${json}`;
     const bytes = Buffer.byteLength(line) + 1;
     if (this.outboxBytes + bytes > MAX_MESSAGE_BYTES) this.flush();
     this.outbox.push(line);
@@ -88,21 +100,28 @@ export class FanOutRedis {
   private flush(): void {
     this.flushScheduled = false;
     if (this.outbox.length === 0) return;
-    const body = this.outbox.join('\n');
+    const body = this.header + this.outbox.join('\n');
     this.outbox = [];
     this.outboxBytes = 0;
-    // Lost with Redis: subscribers see a gap at the next message and read it from history.
+    // Lost with Redis: other nodes' subscribers see a gap at the next message and read it from history.
     this.publisher.publish(CHANNEL, body).catch(() => undefined);
   }
 
   /** Each message's bytes are handed on as a view of the body: decoding and encoding them again would only copy. */
   private receive(body: Buffer): void {
-    for (let start = 0; start < body.length; ) {
+    const headerEnd = body.indexOf(NEWLINE);
+    if (headerEnd === -1 || body.toString('latin1', 0, headerEnd) === this.nodeId) return;
+    for (let start = headerEnd + 1; start < body.length; ) {
       const newline = body.indexOf(NEWLINE, start);
       const end = newline === -1 ? body.length : newline;
       const space = body.indexOf(SPACE, start);
       if (space > start && space < end) this.deliver?.(body.toString('latin1', start, space), body.subarray(space + 1, end));
       start = end + 1;
     }
+  }
+
+  async close(): Promise<void> {
+    this.deliver = undefined;
+    await this.subscriber.unsubscribe(CHANNEL).catch(() => undefined);
   }
 }

@@ -16,14 +16,11 @@ export class MembershipFeedRedis implements MembershipFeed {
   private readonly listeners = new Set<MembershipListener>();
   private readonly waiting = new Map<string, { acks: number; expected?: number; done: () => void }>();
 
-  private constructor(
-    private readonly publisher: Redis,
-    private readonly subscriber: Redis,
-  ) {}
+  private constructor(private readonly publisher: Redis) {}
 
   /** `subscriber` must be a connection of its own: Redis reserves a subscribed connection for pub/sub. */
   static async start(publisher: Redis, subscriber: Redis): Promise<MembershipFeedRedis> {
-    const feed = new MembershipFeedRedis(publisher, subscriber);
+    const feed = new MembershipFeedRedis(publisher);
     // A change that cannot be applied or answered (Redis away) is left to the publisher's timeout.
     subscriber.on('message', (channel: string, text: string) => void feed.onMessage(channel, text).catch(() => undefined));
     await subscriber.subscribe(CHANGES, APPLIED);

@@ -1,3 +1,5 @@
+import { ChorusError } from '../protocol/index.js';
+
 /** Where a group's appends run: on this node, under the epoch of its hold, or on the live node that holds the group. */
 export type GroupWriter = { here: true; epoch: number } | { here: false; nodeId: string };
 
@@ -38,4 +40,26 @@ export interface GroupWriters {
   forget(groupId: string): void;
   /** Gives up every hold (so other nodes take them over without waiting) and stops renewing. */
   close(): Promise<void>;
+}
+
+/** One process writes every group: the memory implementation, for a node that is alone. */
+export class GroupWritersLocal implements GroupWriters {
+  closed = false;
+
+  constructor(readonly nodeId: string) {}
+
+  async writerOf(): Promise<GroupWriter> {
+    if (this.closed) throw new ChorusError('STORE_UNAVAILABLE', 'this node is shutting down');
+    return { here: true, epoch: 1 };
+  }
+
+  holding(): number | undefined {
+    return this.closed ? undefined : 1;
+  }
+
+  forget(): void {}
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
 }

@@ -3,22 +3,7 @@ import type { Redis } from 'ioredis';
 import { ChorusError, errorCatalog, type ErrorCode, type StampedMessage } from '../protocol/index.js';
 import { WriterMovedError } from './group-writers.js';
 import type { SendResult } from './sequencer.js';
-
-/** A send on its way to the node that writes its group; the payload was checked by the node the sender is on. */
-export interface ForwardedSend {
-  groupId: string;
-  senderId: string;
-  payload: unknown;
-}
-
-export interface SendForwardingOptions {
-  /** A forwarded send without an answer after this long fails with STORE_UNAVAILABLE (a retry is always safe). */
-  timeoutMs: number;
-  /** Forwarded sends waiting for an answer; beyond this a send is refused with OVERLOADED. */
-  maxPending: number;
-  /** Told of a failure serving a forwarded send that is not a ChorusError (a bug): it is answered as INTERNAL. */
-  onInternalError: (err: unknown, send: ForwardedSend) => void;
-}
+import type { ForwardedSend, SendForwarding, SendForwardingOptions } from './send-forwarding.js';
 
 type Answer = { id: string; result: SendResult } | { id: string; error: { code: ErrorCode; message: string } } | { id: string; moved: true };
 interface Request extends ForwardedSend {
@@ -38,7 +23,7 @@ const channelOf = (nodeId: string) => `chorus:sends:${nodeId}`;
  * nothing: a request lost with Redis or with the node that was to serve it times out, and the sender's retry (same
  * clientMsgId) is deduplicated by the log. Requests and answers leaving in one turn of the event loop share a message.
  */
-export class SendForwardingRedis {
+export class SendForwardingRedis implements SendForwarding {
   private readonly waiting = new Map<string, { resolve: (r: SendResult) => void; reject: (e: unknown) => void; timer: NodeJS.Timeout }>();
   private readonly outbox = new Map<string, Envelope>();
   private flushScheduled = false;
@@ -47,7 +32,7 @@ export class SendForwardingRedis {
   private constructor(
     private readonly publisher: Redis,
     private readonly subscriber: Redis,
-    private readonly nodeId: string,
+    readonly nodeId: string,
     private readonly options: SendForwardingOptions,
   ) {}
 
@@ -59,7 +44,6 @@ export class SendForwardingRedis {
     return forwarding;
   }
 
-  /** Serves requests from other nodes with `handler`: its result or error goes back to the requesting node. */
   onRequest(handler: (send: ForwardedSend) => Promise<SendResult>): void {
     this.serve = handler;
   }
@@ -119,7 +103,7 @@ export class SendForwardingRedis {
     let answer: Answer;
     try {
       if (!this.serve) throw new WriterMovedError([request.groupId]);
-      answer = { id: request.id, result: await this.serve(request) };
+      answer = { id: request.id, result: await this.serve({ groupId: request.groupId, senderId: request.senderId, payload: request.payload }) };
     } catch (err) {
       if (err instanceof WriterMovedError) answer = { id: request.id, moved: true };
       else {

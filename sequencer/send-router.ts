@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ChorusError } from '../protocol/index.js';
 import { WriterMovedError, type GroupWriter, type GroupWriters } from './group-writers.js';
-import type { SendForwardingRedis, ForwardedSend } from './send-forwarding-redis.js';
+import type { ForwardedSend, SendForwarding } from './send-forwarding.js';
 import type { SendPath, SendResult, Sequencer } from './sequencer.js';
 
 /**
@@ -15,10 +15,10 @@ const backoffMs = (attempt: number) => Math.min(MAX_BACKOFF_MS, 50 * 2 ** attemp
 const isUnavailable = (err: unknown) => err instanceof ChorusError && err.code === 'STORE_UNAVAILABLE';
 
 /**
- * Many nodes: each send goes to the sequencer of the node that writes its group, here or forwarded there. While the
- * writer cannot be known (Cassandra away) or is moving (a writer died), the send is held, neither acknowledged nor
- * refused, as a send queued in the sequencer is while its append fails. A send forwarded here is served only while this
- * node writes the group, never forwarded again, so sends cannot circle.
+ * Each send goes to the sequencer of the node that writes its group, here or forwarded there (a node alone writes every
+ * group, and never forwards). While the writer cannot be known (Cassandra away) or is moving (a writer died), the send
+ * is held, neither acknowledged nor refused, as a send queued in the sequencer is while its append fails. A send
+ * forwarded here is served only while this node writes the group, never forwarded again, so sends cannot circle.
  */
 export class SendRouter implements SendPath {
   /** Sends held meanwhile; beyond maxHeld a send is refused with OVERLOADED. */
@@ -27,7 +27,7 @@ export class SendRouter implements SendPath {
   constructor(
     private readonly writers: GroupWriters,
     private readonly sequencer: Sequencer,
-    private readonly forwarding: SendForwardingRedis,
+    private readonly forwarding: SendForwarding,
     private readonly maxHeld: number,
   ) {
     forwarding.onRequest((send) => this.serve(send));

@@ -18,7 +18,11 @@ import { MessageLogCassandra } from '../sequencer/message-log-cassandra.js';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
 import { GroupWritersCassandra } from '../sequencer/group-writers-cassandra.js';
 import { SendForwardingRedis } from '../sequencer/send-forwarding-redis.js';
+import type { FanOut } from '../broker/fanout.js';
+import { FanOutLocal } from '../broker/fanout.js';
 import { FanOutRedis, splitRouter } from '../broker/fanout-redis.js';
+import { GroupWritersLocal, type GroupWriters } from '../sequencer/group-writers.js';
+import { SendForwardingLocal, type SendForwarding } from '../sequencer/send-forwarding.js';
 import { PresenceLocal, type Presence } from '../broker/presence.js';
 import { PresenceRedis } from '../broker/presence-redis.js';
 import type { PushStore } from '../push/push-store.js';
@@ -39,15 +43,21 @@ export interface Backends extends Pick<BrokerDeps, 'persistence' | 'mq'> {
   feed: MembershipFeed;
   pushStore: PushStore;
   presence: Presence;
-  /** Many nodes: who writes each group, and how sends reach that node. Absent: this process writes every group. */
-  routing?: { writers: GroupWritersCassandra; forwarding: SendForwardingRedis };
-  /** Many nodes: how stamped messages reach every node. Absent: the local broker delivers them. */
-  fanOut?: FanOutRedis;
+  /** Who writes each group (one node alone: itself). */
+  writers: GroupWriters;
+  /** How a send reaches its group's writer. */
+  forwarding: SendForwarding;
+  /** How stamped messages reach every node's subscribers. */
+  fanOut: FanOut;
   close(): Promise<void>;
 }
 
-/** One process on embedded defaults: SQLite files under dataDir, in-memory broker state. */
+/**
+ * One process on embedded defaults: SQLite files under dataDir, in-memory broker state; the node writes every group,
+ * and fan-out and forwarding stay in the process.
+ */
 export function embeddedBackends(config: ChorusConfig): Backends {
+  const nodeId = config.nodeId ?? `${hostname()}-${process.pid}`;
   const log = new MessageLogSqlite(join(config.dataDir, 'messages.db'), { synchronous: config.sqliteSynchronous });
   const groupStore = new GroupStoreSqlite(join(config.dataDir, 'groups.db'), config.sqliteSynchronous);
   const pushStore = new PushStoreSqlite(join(config.dataDir, 'push.db'));
@@ -57,6 +67,9 @@ export function embeddedBackends(config: ChorusConfig): Backends {
     feed: new MembershipFeedLocal(),
     pushStore,
     presence: new PresenceLocal(),
+    writers: new GroupWritersLocal(nodeId),
+    forwarding: SendForwardingLocal.hub()(nodeId, { timeoutMs: FORWARD_TIMEOUT_MS, maxPending: config.maxPendingSends, onInternalError: () => {} }),
+    fanOut: FanOutLocal.hub()(),
     async close() {
       await log.close();
       await groupStore.close();
@@ -124,18 +137,20 @@ export async function clusterBackends(config: ChorusConfig, logger: Logger, onRe
   sharedRouter.state.on('error', () => undefined); // its connections' errors, already reported by watch()
   const mq = splitRouter(sharedRouter as never);
   const fanOutConnection = connectRedis();
-  const fanOut = await FanOutRedis.start(redis, fanOutConnection);
+  const fanOut = await FanOutRedis.start(redis, fanOutConnection, writers.nodeId);
   return {
     log,
     groupStore,
     feed,
     pushStore,
     presence,
-    routing: { writers, forwarding },
+    writers,
+    forwarding,
     fanOut,
     persistence: persistence as never,
     mq: mq as never,
     async close() {
+      await fanOut.close();
       await presence.close();
       await forwarding.close();
       await log.close();

@@ -92,11 +92,9 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
   const notifier = new Notifier(groups, backends.presence, backends.pushStore, sender, config.pushWindowSeconds * 1000, pushLog);
   const sequencerLog = logger.child({ component: 'sequencer' });
   // Fan-out first: live delivery never waits for push, which only queues the message.
-  const bus = backends.fanOut;
-  bus?.onDeliver((groupId, payload) => broker.deliverSerialized(groupId, payload));
+  backends.fanOut.onDeliver((groupId, payload) => broker.deliverSerialized(groupId, payload));
   const fanOut = (m: StampedMessage) => {
-    if (bus) bus.publish(m);
-    else broker.fanOut(m);
+    backends.fanOut.publish(m);
     notifier.onMessage(m);
   };
   sequencer = new Sequencer(log, fanOut, {
@@ -108,7 +106,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     },
     onCommit: metrics.onCommit,
   });
-  const sends: SendPath = backends.routing ? new SendRouter(backends.routing.writers, sequencer, backends.routing.forwarding, config.maxPendingSends) : sequencer;
+  const sends: SendPath = new SendRouter(backends.writers, sequencer, backends.forwarding, config.maxPendingSends);
   broker.useSendPath(sends);
 
   const servesApi = config.role !== 'broker';

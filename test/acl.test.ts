@@ -111,7 +111,10 @@ describe('only members read, write or subscribe', () => {
   it('disconnects a client when its token expires', async () => {
     const { default: mqtt } = await import('mqtt');
     const client = mqtt.connect(t.chorus.urls.mqtt, { username: 'alice', password: await t.token('alice', 2), reconnectPeriod: 0 });
-    await new Promise((resolve, reject) => (client.once('connect', resolve), client.once('error', reject)));
+    await new Promise((resolve, reject) => {
+      client.once('connect', resolve);
+      client.once('error', reject);
+    });
     const connectedAt = Date.now();
     await new Promise<void>((resolve) => client.once('close', () => resolve()));
     expect(Date.now() - connectedAt).toBeGreaterThan(1000);

@@ -27,7 +27,10 @@ describe('many nodes sharing Redis and Cassandra', () => {
 
   const raw = async (userId: string, node: ClusterNode): Promise<MqttClient> => {
     const client = mqtt.connect(node.mqttUrl, { username: userId, password: await cluster.token(userId), reconnectPeriod: 0 });
-    await new Promise((resolve, reject) => (client.once('connect', resolve), client.once('error', reject)));
+    await new Promise((resolve, reject) => {
+      client.once('connect', resolve);
+      client.once('error', reject);
+    });
     return client;
   };
   const newGroup = async (admin: string, members: string[]) => {

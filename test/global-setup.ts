@@ -1,21 +1,66 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import cassandra from 'cassandra-driver';
-import { cassandraContactPoint } from './services.js';
+import type { TestProject } from 'vitest/node';
+import { CASSANDRA_PORT, REDIS_PORT, cassandraContactPoint } from './services.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** Names this run's Cassandra keyspaces (chorus_test_<runId>_...), so its teardown drops only its own. */
+    runId: string;
+  }
+}
+
+const services = join(dirname(fileURLToPath(import.meta.url)), '..', 'scripts', 'services.sh');
+
+const answers = (port: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
 
 /**
- * After the whole run: drops the keyspaces the test files made (testKeyspace), so that a developer's local Cassandra
- * does not gather one set of tables per file per run, each of which it opens at every start. It judges no test: they
- * have all passed or failed by then.
+ * Before the whole run: the real Redis and Cassandra the cluster tests use. Whichever does not answer is started (and,
+ * the first time, installed) by scripts/services.sh, and stopped again after the run; one that already answers is left
+ * as it is. A server that cannot be started fails the run here.
  */
-export async function teardown(): Promise<void> {
+export async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const runId = randomBytes(3).toString('hex');
+  project.provide('runId', runId);
+  const started: string[] = [];
+  for (const [name, port] of [['redis', REDIS_PORT], ['cassandra', CASSANDRA_PORT]] as const) {
+    if (await answers(port)) continue;
+    execFileSync('bash', [services, 'start', name], { stdio: 'inherit' });
+    started.push(name);
+  }
+  return async () => {
+    await dropKeyspaces(`chorus_test_${runId}_`);
+    for (const name of started) execFileSync('bash', [services, 'stop', name], { stdio: 'inherit' });
+  };
+}
+
+/**
+ * After the whole run: drops the keyspaces this run's test files made (testKeyspace), so that a developer's local
+ * Cassandra does not gather one set of tables per file per run, each of which it opens at every start. Only this run's:
+ * another run on the same Cassandra keeps its own. It judges no test: they have all passed or failed by then.
+ */
+async function dropKeyspaces(prefix: string): Promise<void> {
   const db = new cassandra.Client({ contactPoints: [cassandraContactPoint], localDataCenter: 'datacenter1' });
   try {
     const { rows } = await db.execute('SELECT keyspace_name FROM system_schema.keyspaces');
     for (const row of rows) {
       const name = row.get('keyspace_name') as string;
-      if (name.startsWith('chorus_test_')) await db.execute(`DROP KEYSPACE IF EXISTS ${name}`, [], { readTimeout: 60_000 });
+      if (name.startsWith(prefix)) await db.execute(`DROP KEYSPACE IF EXISTS ${name}`, [], { readTimeout: 60_000 });
     }
   } catch {
-    // Best effort: a Cassandra that is down, or a drop that timed out, leaves tables to the next run's tidying.
+    // Best effort: a Cassandra that is down, or a drop that timed out, leaves tables behind.
   } finally {
     await db.shutdown();
   }

@@ -35,14 +35,14 @@ function setup(historyUpTo: number, from = 0) {
 describe('GroupStream', () => {
   it('delivers in-order arrivals directly, without reading history', () => {
     const { stream, delivered, fetches } = setup(3);
-    [1, 2, 3].forEach((s) => stream.offer(msg(s)));
+    for (const s of [1, 2, 3]) stream.offer(msg(s));
     expect(delivered).toEqual([1, 2, 3]);
     expect(fetches).toEqual([]);
   });
 
   it('drops duplicates and anything at or below the position', () => {
     const { stream, delivered } = setup(3, 1);
-    [1, 2, 2, 3, 1, 3].forEach((s) => stream.offer(msg(s)));
+    for (const s of [1, 2, 2, 3, 1, 3]) stream.offer(msg(s));
     expect(delivered).toEqual([2, 3]);
   });
 

@@ -86,7 +86,10 @@ describe('GroupWritersCassandra (real Cassandra)', () => {
       const groupId = group();
       expect(await a.writerOf(groupId)).toEqual({ here: true, epoch: 1 });
       // Given back (after its last writes could land): b takes it without waiting for a's lease, which a keeps renewing.
-      await expect.poll(async () => (b.forget(groupId), b.writerOf(groupId)), { timeout: 10_000, interval: 200 }).toEqual({ here: true, epoch: 2 });
+      await expect.poll(async () => {
+        b.forget(groupId);
+        return b.writerOf(groupId);
+      }, { timeout: 10_000, interval: 200 }).toEqual({ here: true, epoch: 2 });
       expect(await a.writerOf(groupId)).toEqual({ here: false, nodeId: b.nodeId });
     } finally {
       await Promise.all([a.close(), b.close()]);

@@ -13,7 +13,12 @@ describe('push sender', () => {
   const service = new TestPushService();
   const store = new PushStoreSqlite(join(tempDir(), 'push.db'));
   const lines: string[] = [];
-  const logger = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, done) => (lines.push(chunk.toString()), done()) }));
+  const logger = pino({ level: 'info' }, new Writable({
+      write: (chunk, _enc, done) => {
+        lines.push(chunk.toString());
+        done();
+      },
+    }));
   let sender: PushSender;
   beforeAll(async () => {
     await service.start();

@@ -1,18 +1,19 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
+import { inject } from 'vitest';
 import { CassandraSession } from '../sequencer/cassandra-session.js';
 
 /**
- * The real Redis and Cassandra that `scripts/services.sh start` runs on loopback. Tests that need them connect here
- * and fail, never skip, when a server is missing.
+ * The real Redis and Cassandra that `scripts/services.sh start` runs on loopback (the global setup starts them when
+ * they do not answer). Tests that need them connect here and fail, never skip, when a server is missing.
  */
 export const REDIS_PORT = Number(process.env.CHORUS_TEST_REDIS_PORT ?? 6399);
 export const CASSANDRA_PORT = Number(process.env.CHORUS_TEST_CASSANDRA_PORT ?? 9142);
 export const redisUrl = `redis://127.0.0.1:${REDIS_PORT}`;
 export const cassandraContactPoint = `127.0.0.1:${CASSANDRA_PORT}`;
 
-/** A keyspace of its own for each test file, so files never see each other's data. */
-export const testKeyspace = (): string => `chorus_test_${randomBytes(4).toString('hex')}`;
+/** A keyspace of its own for each test file, so files never see each other's data; named after the run (global-setup). */
+export const testKeyspace = (): string => `chorus_test_${inject('runId')}_${randomBytes(4).toString('hex')}`;
 
 export async function connectRedis(): Promise<Redis> {
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1, retryStrategy: () => null, lazyConnect: true });
@@ -33,7 +34,9 @@ export function redisConnections(): { connect: () => Promise<Redis>; closeAll: (
       open.push(redis);
       return redis;
     },
-    closeAll: () => open.forEach((redis) => redis.disconnect()),
+    closeAll: () => {
+      for (const redis of open) redis.disconnect();
+    },
   };
 }
 
