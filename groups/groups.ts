@@ -10,7 +10,15 @@ export type MembershipChange =
 /** May return a promise: the local feed waits for it, so a change's REST call returns once this node has followed. */
 export type MembershipListener = (change: MembershipChange) => void | Promise<void>;
 
-/** Carries membership changes to every part of Chorus that acts on them (in this process, or on every node). */
+/**
+ * Carries membership changes to every part of Chorus that acts on them (in this process, or on every node).
+ *
+ * Contract:
+ * - Every listener subscribed on any node when a change is published receives it once.
+ * - `publish` resolves once every such listener has acted on the change (its promise settled), so a removal is in
+ *   force everywhere when the call that made it returns; a node that does not answer is waited for a bounded time only.
+ * - The function `subscribe` returns unsubscribes: that listener receives nothing published afterwards.
+ */
 export interface MembershipFeed {
   publish(change: MembershipChange): Promise<void>;
   subscribe(listener: MembershipListener): () => void;

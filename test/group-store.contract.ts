@@ -1,0 +1,87 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { GroupStore } from '../groups/group-store.js';
+
+/**
+ * What every GroupStore promises (see groups/group-store.ts); a backend runs it with a store of its own.
+ * `racingAddsBounded: false` is for a backend that documents its member limit as checked per add, not per group (the
+ * Cassandra store): the limit is then tested with adds one after another only.
+ */
+export function groupStoreContract(name: string, open: () => Promise<GroupStore>, options = { racingAddsBounded: true }): void {
+  describe(`GroupStore contract: ${name}`, () => {
+    let store: GroupStore;
+    beforeAll(async () => {
+      store = await open();
+    });
+    afterAll(async () => {
+      await store.close();
+    });
+
+    const newGroup = async (createdBy = 'ann') => {
+      const id = `g_${randomUUID()}`;
+      await store.createGroup({ id, name: 'team', createdBy, createdAtMs: 1_700_000_000_000 });
+      return id;
+    };
+
+    it('creates a group with its creator as admin, and refuses an id that exists', async () => {
+      const id = await newGroup();
+      expect(await store.getGroup(id)).toEqual({ id, name: 'team', createdBy: 'ann', createdAtMs: 1_700_000_000_000 });
+      expect(await store.getMember(id, 'ann')).toMatchObject({ groupId: id, userId: 'ann', role: 'admin', readSeq: 0 });
+      await expect(store.createGroup({ id, name: 'again', createdBy: 'bob', createdAtMs: 1 })).rejects.toThrow();
+      expect(await store.getGroup(`g_${randomUUID()}`)).toBeNull();
+    });
+
+    it(`adds members with every outcome, and never past maxMembers${options.racingAddsBounded ? ', even when adds race' : ''}`, async () => {
+      const id = await newGroup();
+      expect(await store.addMember(id, 'bob', 'member', 10)).toBe('added');
+      expect(await store.addMember(id, 'bob', 'member', 10)).toBe('already-member');
+      expect(await store.addMember(`g_${randomUUID()}`, 'bob', 'member', 10)).toBe('no-group');
+      const add = (i: number) => store.addMember(id, `u${i}`, 'member', 5);
+      const outcomes = options.racingAddsBounded
+        ? await Promise.all(Array.from({ length: 8 }, (_, i) => add(i)))
+        : await Array.from({ length: 8 }, (_, i) => i).reduce<Promise<string[]>>(async (done, i) => [...(await done), await add(i)], Promise.resolve([]));
+      expect(outcomes.filter((r) => r === 'added')).toHaveLength(3);
+      expect(outcomes.filter((r) => r === 'group-full')).toHaveLength(5);
+      expect(await store.countMembers(id)).toBe(5);
+    });
+
+    it('keeps an admin while the group has members, on removal and on role change', async () => {
+      const id = await newGroup();
+      await store.addMember(id, 'bob', 'member', 10);
+      expect(await store.removeMember(id, 'ann', true)).toBe('last-admin');
+      expect(await store.setRole(id, 'ann', 'member', true)).toBe('last-admin');
+      expect(await store.setRole(id, 'bob', 'admin', true)).toBe('changed');
+      expect(await store.setRole(id, 'zed', 'admin', true)).toBe('not-member');
+      expect(await store.removeMember(id, 'ann', true)).toBe('removed');
+      expect(await store.removeMember(id, 'ann', true)).toBe('not-member');
+      expect(await store.getMember(id, 'ann')).toBeNull();
+      expect(await store.getMember(id, 'bob')).toMatchObject({ role: 'admin' });
+    });
+
+    it('lists members by user id and memberships by group id, paged by the last id seen', async () => {
+      const id = await newGroup('m0');
+      for (const userId of ['m3', 'm1', 'm2']) await store.addMember(id, userId, 'member', 10);
+      const first = await store.listMembers(id, '', 2);
+      expect(first.map((m) => m.userId)).toEqual(['m0', 'm1']);
+      expect((await store.listMembers(id, 'm1', 2)).map((m) => m.userId)).toEqual(['m2', 'm3']);
+      expect(await store.listMembers(id, 'm3', 2)).toEqual([]);
+
+      const user = `u_${randomUUID()}`;
+      const groups = [await newGroup(), await newGroup(), await newGroup()];
+      for (const g of groups) await store.addMember(g, user, 'member', 10);
+      const sorted = [...groups].sort();
+      const page1 = await store.listMemberships(user, '', 2);
+      expect(page1.map((m) => m.groupId)).toEqual(sorted.slice(0, 2));
+      expect((await store.listMemberships(user, page1[1]!.groupId, 2)).map((m) => m.groupId)).toEqual(sorted.slice(2));
+    });
+
+    it('moves a read pointer forward only, and answers null for a non-member', async () => {
+      const id = await newGroup();
+      expect(await store.setReadSeq(id, 'ann', 5)).toBe(5);
+      expect(await store.setReadSeq(id, 'ann', 3)).toBe(5);
+      expect(await store.setReadSeq(id, 'ann', 9)).toBe(9);
+      expect(await store.getMember(id, 'ann')).toMatchObject({ readSeq: 9 });
+      expect(await store.setReadSeq(id, 'nobody', 4)).toBeNull();
+    });
+  });
+}
