@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ChorusError, type SendPayload, type StampedMessage } from '../protocol/index.js';
 import { WriterMovedError } from './group-writers.js';
 import type { AppendOutcome, GroupAppend, MessageDraft, MessageLog } from './message-log.js';
+import { DEFAULT_ORDERING, OrderedFanOut, type Publish } from './ordered-fanout.js';
 import { validateSend } from './send-validation.js';
 
 export interface SendResult {
@@ -14,8 +15,11 @@ export interface SendPath {
   send(groupId: string, senderId: string, payload: unknown): Promise<SendResult>;
 }
 
-/** Hands a newly stored message to live delivery. Called once per new message, per group in seq order. */
-export type FanOut = (message: StampedMessage) => void;
+/**
+ * Hands a stored message to live delivery: per group in seq order, without holes, each seq once; after a writer change
+ * the recent messages may be handed on again (at-least-once, same seq). See OrderedFanOut.
+ */
+export type FanOut = Publish;
 
 export interface SequencerOptions {
   maxBodyBytes: number;
@@ -26,6 +30,8 @@ export interface SequencerOptions {
   onStoreError?: (err: unknown, attempt: number) => void;
   /** After each successful commit: how many drafts it carried and how long the append took. */
   onCommit?: (drafts: number, seconds: number) => void;
+  /** Reading the log to keep a group's live delivery in order failed: that delivery may have a hole. */
+  onOrderingError?: (err: unknown, groupId: string) => void;
 }
 
 interface PendingSend {
@@ -77,13 +83,15 @@ export class Sequencer implements SendPath {
   private handled: Promise<void> = Promise.resolve();
   private closed = false;
   private readonly maxBatch: number;
+  private readonly ordering: OrderedFanOut;
 
   constructor(
     private readonly log: MessageLog,
-    private readonly fanOut: FanOut,
+    fanOut: FanOut,
     private readonly options: SequencerOptions,
   ) {
     this.maxBatch = options.maxBatch ?? 4096;
+    this.ordering = new OrderedFanOut(log, fanOut, { ...DEFAULT_ORDERING, onError: (err, groupId) => options.onOrderingError?.(err, groupId) });
   }
 
   /** Sends waiting for a commit. */
@@ -169,6 +177,7 @@ export class Sequencer implements SendPath {
       }
       const handedBack = [...sends[i]!, ...(this.queues.get(part.groupId) ?? [])];
       this.queues.delete(part.groupId);
+      this.ordering.forget(part.groupId);
       this.pendingCount -= handedBack.length;
       for (const send of handedBack) send.reject(new WriterMovedError([part.groupId]));
     });
@@ -204,18 +213,19 @@ export class Sequencer implements SendPath {
     this.scheduleFlush();
   }
 
-  private completed({ sends }: Commit, outcomes: AppendOutcome[][], elapsedMs: number): void {
+  private completed({ batch, sends }: Commit, outcomes: AppendOutcome[][], elapsedMs: number): void {
     this.failures = 0;
     this.options.onCommit?.(sends.reduce((n, group) => n + group.length, 0), elapsedMs / 1000);
     outcomes.forEach((groupOutcomes, i) => {
       const groupSends = sends[i]!;
+      // Duplicates too: one that a failed attempt stored unseen is delivered now, in its place (OrderedFanOut).
+      this.ordering.offer(batch[i]!.groupId, groupOutcomes.map((outcome) => outcome.message));
       groupOutcomes.forEach((outcome, j) => {
         const send = groupSends[j]!;
-        // A draft that a failed attempt may have stored comes back as a duplicate of itself: it still needs its fan-out.
-        const firstDelivery = !outcome.duplicate || (send.retried && outcome.message.createdAt === new Date(send.draft.createdAtMs).toISOString() && outcome.message.body === send.draft.body);
-        if (firstDelivery) this.fanOut(outcome.message);
+        // A draft that a failed attempt of this very send stored comes back as a duplicate of itself: it is new to the sender.
+        const storedByThisSend = send.retried && outcome.message.createdAt === new Date(send.draft.createdAtMs).toISOString() && outcome.message.body === send.draft.body;
         this.pendingCount -= 1;
-        send.resolve({ message: outcome.message, duplicate: outcome.duplicate && !firstDelivery });
+        send.resolve({ message: outcome.message, duplicate: outcome.duplicate && !storedByThisSend });
       });
     });
   }

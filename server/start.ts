@@ -105,6 +105,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
       sequencerLog.error({ err, attempt }, 'message log append failed; retrying');
     },
     onCommit: metrics.onCommit,
+    onOrderingError: (err, groupId) => sequencerLog.warn({ err, groupId }, 'could not read the log to keep live delivery in order'),
   });
   const sends: SendPath = new SendRouter(backends.writers, sequencer, backends.forwarding, config.maxPendingSends);
   broker.useSendPath(sends);
