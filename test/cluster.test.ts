@@ -169,6 +169,11 @@ describe('many nodes sharing Redis and Cassandra', () => {
     const bob = await cluster.client('bob', [c, b], apiNode);
     const got = deliveries(bob);
     await bob.join(groupId);
+    // A raw MQTT subscriber (no SDK to fill holes or reorder) on a node that survives.
+    const bobRaw = await raw('bob', a);
+    const rawSeqs: number[] = [];
+    bobRaw.on('message', (_topic, payload) => rawSeqs.push(JSON.parse(payload.toString()).seq));
+    await bobRaw.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
     const acked: number[] = [];
     let killed = false;
     let writerBeforeKill: { node: string; epoch: number } | undefined;
@@ -192,6 +197,13 @@ describe('many nodes sharing Redis and Cassandra', () => {
     const delivered = got.get(groupId)!.map((m) => m.seq);
     expect(delivered).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
     expect(new Set(acked).size).toBe(200);
+    // Live, in seq order without holes: each seq first arrives right after the one before (a message the killed writer
+    // may have left undelivered is delivered again by the next writer: duplicates allowed, same seq).
+    await until(() => new Set(rawSeqs).size >= 200, 'the raw subscriber has all 200', 30_000);
+    const firsts = rawSeqs.filter((seq, i) => rawSeqs.indexOf(seq) === i);
+    expect(firsts).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+    expect(rawSeqs.every((seq, i) => seq <= Math.max(0, ...rawSeqs.slice(0, i)) + 1)).toBe(true);
+    await bobRaw.endAsync();
     // The killed node wrote the group (alice sent through it first); another node took the group over after it.
     expect(writerBeforeKill).toMatchObject({ epoch: 1 });
     const writerAfter = await writerOf(groupId);

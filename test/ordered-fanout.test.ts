@@ -1,0 +1,99 @@
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { StampedMessage } from '../protocol/index.js';
+import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
+import { OrderedFanOut } from '../sequencer/ordered-fanout.js';
+import { TestChorus, collect, tempDir, until } from './harness.js';
+
+const draft = (clientMsgId: string, createdAtMs = Date.now()) => ({ senderId: 'alice', clientMsgId, type: 'text', body: clientMsgId, createdAtMs });
+
+describe('OrderedFanOut on a real SQLite log', () => {
+  const log = new MessageLogSqlite(join(tempDir(), 'messages.db'), { synchronous: 'normal' });
+  afterAll(() => log.close());
+
+  const fanOut = () => {
+    const published: number[] = [];
+    const errors: unknown[] = [];
+    const ordered = new OrderedFanOut(log, (m: StampedMessage) => published.push(m.seq), {
+      recoverWindowMs: 60_000,
+      maxRecovered: 100,
+      maxGroups: 2,
+      onError: (err) => errors.push(err),
+    });
+    return { ordered, published, errors };
+  };
+
+  /** Stores drafts in one append and returns their messages. */
+  const append = async (groupId: string, ...drafts: ReturnType<typeof draft>[]) => (await log.append([{ groupId, drafts }]))[0]!.map((o) => o.message);
+
+  it('on a first commit, delivers the recent messages an earlier writer left, then the commit; older ones count as delivered', async () => {
+    const [old] = await append('g1', draft('old', Date.now() - 3_600_000));
+    const [left1, left2] = await append('g1', draft('left-1'), draft('left-2'));
+    expect([old!.seq, left1!.seq, left2!.seq]).toEqual([1, 2, 3]);
+    const [fresh] = await append('g1', draft('fresh'));
+    const { ordered, published } = fanOut();
+    ordered.offer('g1', [fresh!]);
+    await until(() => published.length === 3, 'the recovered messages and the new one');
+    expect(published).toEqual([2, 3, 4]);
+    ordered.offer('g1', [fresh!, left1!]); // retries of delivered messages: nothing again
+    const [next] = await append('g1', draft('next'));
+    ordered.offer('g1', [next!]);
+    expect(published).toEqual([2, 3, 4, 5]);
+  });
+
+  it('fills a gap from the log before the message above it, and keeps later commits behind the read', async () => {
+    const { ordered, published } = fanOut();
+    const [first] = await append('g2', draft('a'));
+    ordered.offer('g2', [first!]);
+    await until(() => published.length === 1, 'the first message');
+    const [, unseen] = await append('g2', draft('b'), draft('c')); // stored, never offered
+    const [d] = await append('g2', draft('d'));
+    const [e] = await append('g2', draft('e'));
+    ordered.offer('g2', [d!]);
+    ordered.offer('g2', [e!]); // while the gap is read: must wait its turn
+    await until(() => published.length === 5, 'the gap, then d and e');
+    expect(published).toEqual([1, 2, 3, 4, 5]);
+    expect(unseen!.seq).toBe(3);
+  });
+
+  it('delivers what is at hand when the log cannot be read, and reports it', async () => {
+    const broken = new MessageLogSqlite(join(tempDir(), 'messages.db'), { synchronous: 'normal' });
+    const m = (await broken.append([{ groupId: 'g3', drafts: [draft('x')] }]))[0]![0]!;
+    await broken.close(); // reads now fail
+    const published: number[] = [];
+    const errors: unknown[] = [];
+    const ordered = new OrderedFanOut(broken, (msg) => published.push(msg.seq), { recoverWindowMs: 1000, maxRecovered: 10, maxGroups: 10, onError: (err) => errors.push(err) });
+    ordered.offer('g3', [m.message]);
+    await until(() => published.length === 1, 'the message itself');
+    expect(errors).toHaveLength(1);
+  });
+});
+
+describe('a message a dead writer stored but never delivered', () => {
+  let t: TestChorus;
+  afterAll(() => t?.close());
+
+  it('is delivered live, in its place, when its sender retries it on the next writer', async () => {
+    const dataDir = tempDir();
+    // The earlier process: it stored alice's message, then died before its fan-out.
+    const earlier = new MessageLogSqlite(join(dataDir, 'messages.db'), { synchronous: 'full' });
+    t = await TestChorus.start({ dataDir, sqliteSynchronous: 'normal' });
+    const groupId = await t.group('alice', ['bob']);
+    await earlier.append([{ groupId, drafts: [draft('lost')] }]);
+    await earlier.close();
+
+    const bob = await t.mqtt('bob');
+    const bobGot = collect(bob);
+    await bob.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
+    const alice = await t.mqtt('alice');
+    const topic = `groups/${groupId}/messages`;
+    await alice.publishAsync(topic, JSON.stringify({ clientMsgId: 'lost', body: 'lost' }), { qos: 1 }); // the retry
+    await alice.publishAsync(topic, JSON.stringify({ clientMsgId: 'after', body: 'after' }), { qos: 1 });
+    await until(() => bobGot.all.length === 2, 'bob to receive both');
+    expect(bobGot.all.map((m) => [m.body.seq, m.body.clientMsgId])).toEqual([
+      [1, 'lost'],
+      [2, 'after'],
+    ]);
+    await Promise.all([alice.endAsync(), bob.endAsync()]);
+  });
+});
