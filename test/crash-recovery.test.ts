@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import mqtt from 'mqtt';
 import { afterAll, describe, expect, it } from 'vitest';
 import { signToken } from '../broker/auth.js';
+import { ChorusClient } from '../clients/chorus-client.js';
 import { loadConfig } from '../config/config.js';
 import { freePort, sleep, tempDir } from './harness.js';
 
@@ -14,7 +15,8 @@ describe('SIGKILL mid-stream', () => {
     for (const child of children) child.kill('SIGKILL');
   });
 
-  it('keeps every acknowledged message, and seq continues after restart without reuse or holes', async () => {
+  /** `chorus serve` on fixed ports and a data dir of its own, started again on the same ones after a kill. */
+  const chorusProcess = async () => {
     expect(existsSync(CLI), 'run `npm run build` first (npm test does)').toBe(true);
     const dataDir = tempDir();
     const [mqttPort, httpPort] = [await freePort(), await freePort()];
@@ -37,7 +39,11 @@ describe('SIGKILL mid-stream', () => {
       });
       return (await res.json()) as any;
     };
+    return { start, api, config, mqttPort, httpPort };
+  };
 
+  it('keeps every acknowledged message, and seq continues after restart without reuse or holes', async () => {
+    const { start, api, config, mqttPort } = await chorusProcess();
     let server = await start();
     const groupId = (await api('POST', '/v1/groups', { name: 'crash' })).id as string;
     const client = mqtt.connect(`mqtt://127.0.0.1:${mqttPort}`, {
@@ -91,4 +97,36 @@ describe('SIGKILL mid-stream', () => {
     server.kill('SIGTERM');
     await new Promise((resolve) => server.once('exit', resolve));
   });
+
+  it("resolves every SDK send with its seq across a SIGKILL, from the acks of MQTT.js's re-sent publishes", async () => {
+    const { start, api, config, mqttPort, httpPort } = await chorusProcess();
+    let server = await start();
+    const groupId = (await api('POST', '/v1/groups', { name: 'kill' })).id as string;
+    const alice = await ChorusClient.connect({
+      mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
+      apiUrl: `http://127.0.0.1:${httpPort}`,
+      userId: 'alice',
+      token: await signToken(config, 'alice', 600),
+      sendTimeoutMs: 120_000, // no REST fallback within the test: the acks must come over MQTT
+      mqttOptions: { reconnectPeriod: 200 },
+    });
+    const receipts: Promise<{ seq: number; clientMsgId: string }>[] = [];
+    for (let i = 0; i < 300; i++) {
+      receipts.push(alice.send(groupId, { body: `m${i}` }));
+      if (i % 20 === 19) await sleep(5);
+      if (i === 150) {
+        server.kill('SIGKILL'); // sends in flight are re-sent by MQTT.js on its next connection
+        await new Promise((resolve) => server.once('exit', resolve));
+        server = await start();
+      }
+    }
+    const settled = await Promise.all(receipts);
+    const stored = (await api('GET', `/v1/groups/${groupId}/messages?afterSeq=0&limit=1000`)).messages as { seq: number; clientMsgId: string }[];
+    expect(stored.map((m) => m.seq)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+    const seqOf = new Map(stored.map((m) => [m.clientMsgId, m.seq]));
+    expect(settled.every((r) => seqOf.get(r.clientMsgId) === r.seq)).toBe(true);
+    await alice.close();
+    server.kill('SIGTERM');
+    await new Promise((resolve) => server.once('exit', resolve));
+  }, 60_000);
 });
