@@ -51,7 +51,7 @@ export function splitRouter(shared: Emitter): Emitter {
  * the history API; the writer's own subscribers keep being served while Redis is away.
  *
  * A Redis message is the publishing node's id on its first line, then a line per message: the group id (ASCII, without
- * spaces), a space, the message as JSON (which has no newlines).
+ * spaces), a space, the seq, a space, the message as JSON (which has no newlines).
  */
 export class FanOutRedis implements FanOut {
   private outbox: string[] = [];
@@ -85,8 +85,8 @@ export class FanOutRedis implements FanOut {
   /** Delivers here at once; everything published in one turn of the event loop leaves for the others together, in order. */
   publish(message: StampedMessage): void {
     const json = JSON.stringify(message);
-    this.deliver?.(message.groupId, Buffer.from(json));
-    const line = `${message.groupId} ${json}`;
+    this.deliver?.(message.groupId, message.seq, Buffer.from(json));
+    const line = `${message.groupId} ${message.seq} ${json}`;
     const bytes = Buffer.byteLength(line) + 1;
     if (this.outboxBytes + bytes > MAX_MESSAGE_BYTES) this.flush();
     this.outbox.push(line);
@@ -115,7 +115,11 @@ export class FanOutRedis implements FanOut {
       const newline = body.indexOf(NEWLINE, start);
       const end = newline === -1 ? body.length : newline;
       const space = body.indexOf(SPACE, start);
-      if (space > start && space < end) this.deliver?.(body.toString('latin1', start, space), body.subarray(space + 1, end));
+      const seqEnd = space === -1 ? -1 : body.indexOf(SPACE, space + 1);
+      if (space > start && seqEnd > space && seqEnd < end) {
+        const seq = Number(body.toString('latin1', space + 1, seqEnd));
+        this.deliver?.(body.toString('latin1', start, space), seq, body.subarray(seqEnd + 1, end));
+      }
       start = end + 1;
     }
   }

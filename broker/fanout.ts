@@ -1,7 +1,7 @@
 import type { StampedMessage } from '../protocol/index.js';
 
 /** Hands a stamped message, serialized, to this node's subscribers of its group topic. */
-export type Deliver = (groupId: string, payload: Buffer) => void;
+export type Deliver = (groupId: string, seq: number, payload: Buffer) => void;
 
 /**
  * Live delivery of stamped messages to every node's subscribers: the seam between the sequencer and the brokers.
@@ -12,7 +12,7 @@ export type Deliver = (groupId: string, payload: Buffer) => void;
  *   shared medium, so the writer's own subscribers are served while that medium is away.
  * - Every other node's `deliver` receives each message at most once, per group in publish order. A node cut off from
  *   the shared medium misses messages, never reorders them; subscribers fill such gaps from the history API.
- * - The payload is the message as JSON (UTF-8), byte for byte as every node delivers it.
+ * - The payload is the message as JSON (UTF-8), byte for byte as every node delivers it, with its group id and seq.
  * - `close` stops deliveries to this node.
  */
 export interface FanOut {
@@ -46,8 +46,8 @@ export class FanOutLocal implements FanOut {
 
   publish(message: StampedMessage): void {
     const payload = Buffer.from(JSON.stringify(message));
-    this.deliver?.(message.groupId, payload);
-    for (const peer of this.peers) if (peer !== this) peer.deliver?.(message.groupId, payload);
+    this.deliver?.(message.groupId, message.seq, payload);
+    for (const peer of this.peers) if (peer !== this) peer.deliver?.(message.groupId, message.seq, payload);
   }
 
   async close(): Promise<void> {

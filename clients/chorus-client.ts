@@ -64,6 +64,8 @@ const pendingKey = (groupId: string, clientMsgId: string): string => `${groupId}
 
 /** Codes after which the same send may succeed later. */
 const RETRYABLE = new Set(['OVERLOADED', 'STORE_UNAVAILABLE', 'INTERNAL', 'RATE_LIMITED']);
+/** How long after its PUBACK a send waits for its ack event before it asks for its seq over REST. */
+const ACK_AFTER_PUBACK_MS = 2000;
 
 /**
  * The Chorus SDK for Node and browsers. Each joined group is a stream delivered strictly in seq order, without gaps or
@@ -223,8 +225,12 @@ export class ChorusClient {
     });
     const send: PendingSend = { key, groupId, payload, promise, resolve, reject, timer: null, attempts: 0 };
     this.pending.set(key, send);
-    // MQTT.js keeps an unacknowledged QoS 1 publish and sends it again after a reconnect, with the same payload.
-    this.mqtt.publish(groupTopic(groupId), JSON.stringify(payload), { qos: 1 });
+    // MQTT.js keeps an unacknowledged QoS 1 publish and sends it again after a reconnect, with the same payload. Once
+    // it is acknowledged the message is durable and its ack event follows at once; if that event was lost (the node
+    // died between the two), the seq is asked for over REST with the same clientMsgId, which answers the original.
+    this.mqtt.publish(groupTopic(groupId), JSON.stringify(payload), { qos: 1 }, (err) => {
+      if (!err && this.pending.has(key)) this.retryLater(send, ACK_AFTER_PUBACK_MS);
+    });
     this.retryLater(send, this.options.sendTimeoutMs ?? 10_000);
     return promise;
   }

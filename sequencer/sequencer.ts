@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ChorusError, type SendPayload, type StampedMessage } from '../protocol/index.js';
 import { WriterMovedError } from './group-writers.js';
 import type { AppendOutcome, GroupAppend, MessageDraft, MessageLog } from './message-log.js';
-import { DEFAULT_ORDERING, OrderedFanOut, type Publish } from './ordered-fanout.js';
+import { OrderedDelivery } from './ordered-delivery.js';
 import { validateSend } from './send-validation.js';
 
 export interface SendResult {
@@ -17,9 +17,12 @@ export interface SendPath {
 
 /**
  * Hands a stored message to live delivery: per group in seq order, without holes, each seq once; after a writer change
- * the recent messages may be handed on again (at-least-once, same seq). See OrderedFanOut.
+ * the recent messages may be handed on again (at-least-once, same seq). See OrderedDelivery.
  */
-export type FanOut = Publish;
+export type FanOut = (message: StampedMessage) => void;
+
+/** How the writer keeps its live delivery in order: a dead writer's last messages are recent, older ones are history. */
+const WRITER_ORDERING = { recoverWindowMs: 30_000, gapWindowMs: 30_000, maxRead: 256, maxGroups: 100_000 };
 
 export interface SequencerOptions {
   maxBodyBytes: number;
@@ -83,7 +86,7 @@ export class Sequencer implements SendPath {
   private handled: Promise<void> = Promise.resolve();
   private closed = false;
   private readonly maxBatch: number;
-  private readonly ordering: OrderedFanOut;
+  private readonly ordering: OrderedDelivery<StampedMessage>;
 
   constructor(
     private readonly log: MessageLog,
@@ -91,7 +94,10 @@ export class Sequencer implements SendPath {
     private readonly options: SequencerOptions,
   ) {
     this.maxBatch = options.maxBatch ?? 4096;
-    this.ordering = new OrderedFanOut(log, fanOut, { ...DEFAULT_ORDERING, onError: (err, groupId) => options.onOrderingError?.(err, groupId) });
+    this.ordering = new OrderedDelivery<StampedMessage>(log, (_groupId, message) => fanOut(message), (message) => message, {
+      ...WRITER_ORDERING,
+      onError: (err, groupId) => options.onOrderingError?.(err, groupId),
+    });
   }
 
   /** Sends waiting for a commit. */
@@ -218,7 +224,7 @@ export class Sequencer implements SendPath {
     this.options.onCommit?.(sends.reduce((n, group) => n + group.length, 0), elapsedMs / 1000);
     outcomes.forEach((groupOutcomes, i) => {
       const groupSends = sends[i]!;
-      // Duplicates too: one that a failed attempt stored unseen is delivered now, in its place (OrderedFanOut).
+      // Duplicates too: one that a failed attempt stored unseen is delivered now, in its place (OrderedDelivery).
       this.ordering.offer(batch[i]!.groupId, groupOutcomes.map((outcome) => outcome.message));
       groupOutcomes.forEach((outcome, j) => {
         const send = groupSends[j]!;

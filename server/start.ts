@@ -15,7 +15,17 @@ import { Notifier } from '../push/notifier.js';
 import { PushSender } from '../push/push-sender.js';
 import { vapidKeys } from '../push/vapid.js';
 import { ChorusMetrics } from './metrics.js';
+import { OrderedDelivery } from '../sequencer/ordered-delivery.js';
 import { clusterBackends, embeddedBackends, type Backends } from './backends.js';
+
+/** A stamped message as it arrives from the fan-out, serialized. */
+interface Arrival {
+  seq: number;
+  payload: Buffer;
+}
+
+/** Arrivals: a node that starts takes what comes; a gap is filled whole, up to 1,000 messages (then history serves). */
+const ARRIVAL_ORDERING = { recoverWindowMs: 0, gapWindowMs: Number.POSITIVE_INFINITY, maxRead: 1000, maxGroups: 100_000 };
 
 export interface RunningChorus {
   /** 0 when this node serves no MQTT over TCP (role api). */
@@ -71,6 +81,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
       ? await clusterBackends(config, logger.child({ component: 'backends' }), () => metrics.redisErrors.inc())
       : embeddedBackends(config);
   const log = options.messageLog ?? backends.log;
+  const sequencerLog = logger.child({ component: 'sequencer' });
   const groups = new Groups(backends.groupStore, backends.feed, config.maxGroupMembers);
   const authThrottle = new FailedAuthThrottle(config.authFailuresPerMinute);
 
@@ -90,9 +101,15 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
   const extraCa = config.pushCaFile ? readFileSync(config.pushCaFile) : undefined;
   const sender = new PushSender(vapid, config.vapidSubject, config.pushTtlSeconds, backends.pushStore, pushLog, extraCa);
   const notifier = new Notifier(groups, backends.presence, backends.pushStore, sender, config.pushWindowSeconds * 1000, pushLog);
-  const sequencerLog = logger.child({ component: 'sequencer' });
-  // Fan-out first: live delivery never waits for push, which only queues the message.
-  backends.fanOut.onDeliver((groupId, payload) => broker.deliverSerialized(groupId, payload));
+  // Fan-out first: live delivery never waits for push, which only queues the message. What arrives here is delivered
+  // in each group's seq order; a gap (messages this node missed while Redis was away, say) is read from the log first.
+  const arrivals = new OrderedDelivery<Arrival>(
+    log,
+    (groupId, arrival) => broker.deliverSerialized(groupId, arrival.payload),
+    (message) => ({ seq: message.seq, payload: Buffer.from(JSON.stringify(message)) }),
+    { ...ARRIVAL_ORDERING, onError: (err, groupId) => sequencerLog.warn({ err, groupId }, 'could not read the log to fill a gap in live delivery') },
+  );
+  backends.fanOut.onDeliver((groupId, seq, payload) => arrivals.offer(groupId, [{ seq, payload }]));
   const fanOut = (m: StampedMessage) => {
     backends.fanOut.publish(m);
     notifier.onMessage(m);

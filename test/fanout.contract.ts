@@ -33,8 +33,8 @@ export function fanOutContract(name: string, medium: () => Promise<FanOutMedium>
     });
 
     const recorder = (node: FanOut) => {
-      const got: { groupId: string; payload: Buffer }[] = [];
-      node.onDeliver((groupId, payload) => got.push({ groupId, payload: Buffer.from(payload) }));
+      const got: { groupId: string; seq: number; payload: Buffer }[] = [];
+      node.onDeliver((groupId, seq, payload) => got.push({ groupId, seq, payload: Buffer.from(payload) }));
       return got;
     };
 
@@ -63,7 +63,7 @@ export function fanOutContract(name: string, medium: () => Promise<FanOutMedium>
       for (const got of [own, gotSecond, gotThird]) {
         expect(got).toHaveLength(500);
         expect(got.map((d) => JSON.parse(d.payload.toString('utf8')))).toEqual(messages);
-        expect(got.every((d, i) => d.groupId === messages[i]!.groupId)).toBe(true);
+        expect(got.every((d, i) => d.groupId === messages[i]!.groupId && d.seq === messages[i]!.seq)).toBe(true);
       }
     });
 

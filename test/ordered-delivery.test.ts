@@ -2,23 +2,26 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { StampedMessage } from '../protocol/index.js';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
-import { OrderedFanOut } from '../sequencer/ordered-fanout.js';
+import { OrderedDelivery, type OrderedDeliveryOptions } from '../sequencer/ordered-delivery.js';
 import { TestChorus, collect, tempDir, until } from './harness.js';
 
 const draft = (clientMsgId: string, createdAtMs = Date.now()) => ({ senderId: 'alice', clientMsgId, type: 'text', body: clientMsgId, createdAtMs });
 
-describe('OrderedFanOut on a real SQLite log', () => {
+describe('OrderedDelivery on a real SQLite log', () => {
   const log = new MessageLogSqlite(join(tempDir(), 'messages.db'), { synchronous: 'normal' });
   afterAll(() => log.close());
 
-  const fanOut = () => {
+  /** As on the writer: recent messages recovered on a first commit and in gaps. */
+  const fanOut = (options: Partial<OrderedDeliveryOptions> = {}, from = log) => {
     const published: number[] = [];
     const errors: unknown[] = [];
-    const ordered = new OrderedFanOut(log, (m: StampedMessage) => published.push(m.seq), {
+    const ordered = new OrderedDelivery<StampedMessage>(from, (_g, m) => published.push(m.seq), (m) => m, {
       recoverWindowMs: 60_000,
-      maxRecovered: 100,
+      gapWindowMs: 60_000,
+      maxRead: 100,
       maxGroups: 2,
       onError: (err) => errors.push(err),
+      ...options,
     });
     return { ordered, published, errors };
   };
@@ -56,13 +59,23 @@ describe('OrderedFanOut on a real SQLite log', () => {
     expect(unseen!.seq).toBe(3);
   });
 
+  it('as on a receiving node: takes a first message as it comes, and fills a whole gap, old messages too', async () => {
+    const { ordered, published } = fanOut({ recoverWindowMs: 0, gapWindowMs: Number.POSITIVE_INFINITY });
+    await append('g4', draft('old-1', Date.now() - 3_600_000), draft('old-2', Date.now() - 3_600_000));
+    const [third] = await append('g4', draft('c'));
+    ordered.offer('g4', [third!]);
+    expect(published).toEqual([3]); // at once, no read
+    const [, , sixth] = await append('g4', draft('d', Date.now() - 3_600_000), draft('e'), draft('f'));
+    ordered.offer('g4', [sixth!]);
+    await until(() => published.length === 4, 'the gap and the message');
+    expect(published).toEqual([3, 4, 5, 6]);
+  });
+
   it('delivers what is at hand when the log cannot be read, and reports it', async () => {
     const broken = new MessageLogSqlite(join(tempDir(), 'messages.db'), { synchronous: 'normal' });
     const m = (await broken.append([{ groupId: 'g3', drafts: [draft('x')] }]))[0]![0]!;
     await broken.close(); // reads now fail
-    const published: number[] = [];
-    const errors: unknown[] = [];
-    const ordered = new OrderedFanOut(broken, (msg) => published.push(msg.seq), { recoverWindowMs: 1000, maxRecovered: 10, maxGroups: 10, onError: (err) => errors.push(err) });
+    const { ordered, published, errors } = fanOut({}, broken);
     ordered.offer('g3', [m.message]);
     await until(() => published.length === 1, 'the message itself');
     expect(errors).toHaveLength(1);
