@@ -9,11 +9,13 @@ import { cassandraContactPoint, redisUrl, testKeyspace } from './services.js';
 const CLI = new URL('../dist/clients/cli.js', import.meta.url).pathname;
 const SECRET = 'cluster-test-secret-cluster-test-secret-0123456789';
 
+type Role = 'all' | 'broker' | 'api';
+
 export class ClusterNode {
   child: ChildProcess | null = null;
   constructor(
     readonly name: string,
-    readonly role: 'broker' | 'api',
+    readonly role: Role,
     readonly mqttPort: number,
     readonly httpPort: number,
     private readonly env: NodeJS.ProcessEnv,
@@ -56,11 +58,16 @@ export class ClusterNode {
 
 /** Several Chorus processes sharing the real Redis and a fresh Cassandra keyspace. */
 export class Cluster {
-  readonly keyspace = testKeyspace();
   readonly nodes: ClusterNode[] = [];
+
+  constructor(
+    readonly keyspace = testKeyspace(),
+    private readonly settings: NodeJS.ProcessEnv = {},
+  ) {}
+
   private readonly config = loadConfig({ CHORUS_JWT_SECRET: SECRET });
 
-  async add(name: string, role: 'broker' | 'api'): Promise<ClusterNode> {
+  async add(name: string, role: Role): Promise<ClusterNode> {
     if (!existsSync(CLI)) throw new Error('run `npm run build` first (npm test does)');
     const [mqttPort, httpPort] = [await freePort(), await freePort()];
     const env = {
@@ -76,6 +83,7 @@ export class Cluster {
       CHORUS_HTTP_PORT: String(httpPort),
       CHORUS_DATA_DIR: tempDir(),
       CHORUS_LOG_LEVEL: 'warn',
+      ...this.settings,
     };
     const node = new ClusterNode(name, role, mqttPort, httpPort, env);
     await node.start();

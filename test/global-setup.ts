@@ -3,9 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import cassandra from 'cassandra-driver';
 import type { TestProject } from 'vitest/node';
-import { CASSANDRA_PORT, REDIS_PORT, cassandraContactPoint } from './services.js';
+import { CASSANDRA_PORT, REDIS_PORT, dropKeyspaces } from './services.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -41,27 +40,8 @@ export async function setup(project: TestProject): Promise<() => Promise<void>> 
     started.push(name);
   }
   return async () => {
+    // Only this run's: another run on the same Cassandra keeps its own. It judges no test: all are done by then.
     await dropKeyspaces(`chorus_test_${runId}_`);
     for (const name of started) execFileSync('bash', [services, 'stop', name], { stdio: 'inherit' });
   };
-}
-
-/**
- * After the whole run: drops the keyspaces this run's test files made (testKeyspace), so that a developer's local
- * Cassandra does not gather one set of tables per file per run, each of which it opens at every start. Only this run's:
- * another run on the same Cassandra keeps its own. It judges no test: they have all passed or failed by then.
- */
-async function dropKeyspaces(prefix: string): Promise<void> {
-  const db = new cassandra.Client({ contactPoints: [cassandraContactPoint], localDataCenter: 'datacenter1' });
-  try {
-    const { rows } = await db.execute('SELECT keyspace_name FROM system_schema.keyspaces');
-    for (const row of rows) {
-      const name = row.get('keyspace_name') as string;
-      if (name.startsWith(prefix)) await db.execute(`DROP KEYSPACE IF EXISTS ${name}`, [], { readTimeout: 60_000 });
-    }
-  } catch {
-    // Best effort: a Cassandra that is down, or a drop that timed out, leaves tables behind.
-  } finally {
-    await db.shutdown();
-  }
 }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import cassandra from 'cassandra-driver';
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { CassandraSession } from '../sequencer/cassandra-session.js';
@@ -50,5 +51,25 @@ export async function connectCassandra(keyspace: string): Promise<CassandraSessi
     });
   } catch (err) {
     throw new Error(`Cassandra is not answering on ${cassandraContactPoint}: run scripts/services.sh start (${(err as Error).message})`);
+  }
+}
+
+/**
+ * Drops the keyspaces whose names start with `prefix`, so that a developer's local Cassandra does not gather one set
+ * of tables per test file per run, each of which it opens at every start. Best effort: a Cassandra that is down, or a
+ * drop that timed out, leaves tables behind.
+ */
+export async function dropKeyspaces(prefix: string): Promise<void> {
+  const db = new cassandra.Client({ contactPoints: [cassandraContactPoint], localDataCenter: 'datacenter1' });
+  try {
+    const { rows } = await db.execute('SELECT keyspace_name FROM system_schema.keyspaces');
+    for (const row of rows) {
+      const name = row.get('keyspace_name') as string;
+      if (name.startsWith(prefix)) await db.execute(`DROP KEYSPACE IF EXISTS ${name}`, [], { readTimeout: 60_000 });
+    }
+  } catch {
+    // left to the next tidying
+  } finally {
+    await db.shutdown();
   }
 }

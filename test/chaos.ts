@@ -1,0 +1,245 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import mqtt, { type MqttClient } from 'mqtt';
+import type { Cluster, ClusterNode } from './cluster-harness.js';
+import { sleep } from './harness.js';
+
+const SERVICES = new URL('../scripts/services.sh', import.meta.url).pathname;
+const CASSANDRA_PID = new URL('../.services/cassandra/cassandra.pid', import.meta.url).pathname;
+
+/** One fault: what it does, for how long, and what undoes it. */
+export type Fault =
+  | { kind: 'kill-node'; node: number; downMs: number }
+  | { kind: 'stop-redis'; downMs: number }
+  | { kind: 'stop-cassandra'; downMs: number }
+  | { kind: 'pause-cassandra'; downMs: number };
+
+export interface ChaosPlan {
+  senders: number;
+  subscribers: number;
+  /** Publishes per second per sender (each waits for its PUBACK before the next). */
+  rate: number;
+  /** Load before the first fault, between faults, and after the last. */
+  quietMs: number;
+  faults: Fault[];
+}
+
+/** What the run saw of each fault: how long after it ended the first send was acknowledged again. */
+export interface FaultReport {
+  fault: string;
+  downMs: number;
+  /** From the fault's end to the next PUBACK anywhere. */
+  recoveryMs: number;
+  /** The longest time without any PUBACK from the fault's start until the load after it ended. */
+  stallMs: number;
+  /** Nodes that exited without being killed by the plan. */
+  crashed: string[];
+}
+
+export interface ChaosReport {
+  faults: FaultReport[];
+  sent: number;
+  acked: number;
+  stored: number;
+  /** Acknowledged messages not in history: must be 0. */
+  ackedMissing: number;
+  /** clientMsgIds stored more than once: must be 0. */
+  storedTwice: number;
+  /** Seqs 1..stored with nothing missing or repeated. */
+  seqsContiguous: boolean;
+  /** Subscriber connections, and those whose live stream skipped a seq or went back below what it had. */
+  streams: number;
+  streamsOutOfOrder: number;
+  /** Messages a connection received again (same seq): allowed after a writer change. */
+  duplicates: number;
+  /** The longest time without any PUBACK. */
+  longestAckStallMs: number;
+  deliveries: number;
+}
+
+const describeFault = (f: Fault) => (f.kind === 'kill-node' ? `SIGKILL node ${f.node + 1}, restart` : f.kind);
+
+/** Stores a subscriber connection's stream: the seqs in arrival order. */
+class Stream {
+  readonly seqs: number[] = [];
+}
+
+/**
+ * Runs load against a cluster (every node role all) while the plan's faults happen one after another, then checks
+ * the invariants: every acknowledged message in history once, seqs 1..N without holes, and every subscriber
+ * connection's live stream in seq order without holes (duplicates counted). Raw MQTT.js clients only: no SDK repairs.
+ */
+export async function runChaos(cluster: Cluster, groupAdmin: string, plan: ChaosPlan): Promise<ChaosReport> {
+  const nodes = cluster.nodes;
+  const servers = nodes.map((n) => ({ host: '127.0.0.1', port: n.mqttPort }));
+  const senderIds = Array.from({ length: plan.senders }, (_, i) => `sender${i}`);
+  const subscriberIds = Array.from({ length: plan.subscribers }, (_, i) => `reader${i}`);
+  const created = await cluster.api(nodes[0]!, groupAdmin, 'POST', '/v1/groups', { name: 'chaos', members: [...senderIds, ...subscriberIds] });
+  if (created.status !== 201) throw new Error(`create group: ${created.status} ${JSON.stringify(created.body)}`);
+  const groupId = created.body.id as string;
+  const topic = `groups/${groupId}/messages`;
+
+  const connect = async (userId: string, i: number): Promise<MqttClient> =>
+    mqtt.connect({
+      // Each client starts on its own node and moves to the next one when a node goes away.
+      servers: [...servers.slice(i % servers.length), ...servers.slice(0, i % servers.length)],
+      username: userId,
+      password: await cluster.token(userId),
+      clientId: `${userId}-chaos`,
+      protocolVersion: 4,
+      reconnectPeriod: 300,
+      connectTimeout: 5000,
+    });
+
+  const streams: Stream[] = [];
+  const subscribers = await Promise.all(
+    subscriberIds.map(async (userId, i) => {
+      const client = await connect(userId, i);
+      let stream = new Stream();
+      client.on('connect', () => {
+        stream = new Stream();
+        streams.push(stream);
+        client.subscribe(topic, { qos: 1 });
+      });
+      client.on('message', (_topic, payload) => stream.seqs.push(JSON.parse(payload.toString()).seq as number));
+      client.on('error', () => undefined);
+      return client;
+    }),
+  );
+
+  const acked = new Set<string>();
+  let sent = 0;
+  let lastAck = Date.now();
+  let longestAckStall = 0;
+  const ackTimes: number[] = [];
+  let sending = true;
+  const senders = await Promise.all(senderIds.map((userId, i) => connect(userId, i + 1)));
+  for (const client of senders) client.on('error', () => undefined);
+  const lanes = senders.map(async (client, s) => {
+    for (let i = 0; sending; i++) {
+      const clientMsgId = `${s}-${i}`;
+      sent += 1;
+      const started = Date.now();
+      // MQTT.js keeps the publish until its PUBACK, across reconnects: it is re-sent with DUP on the next connection.
+      await client.publishAsync(topic, JSON.stringify({ clientMsgId, body: `chaos ${clientMsgId}` }), { qos: 1 }).then(
+        () => {
+          acked.add(clientMsgId);
+          const now = Date.now();
+          longestAckStall = Math.max(longestAckStall, now - lastAck);
+          lastAck = now;
+          ackTimes.push(now);
+        },
+        () => undefined,
+      );
+      await sleep(Math.max(0, 1000 / plan.rate - (Date.now() - started)));
+    }
+  });
+
+  const faults: FaultReport[] = [];
+  await sleep(plan.quietMs);
+  for (const fault of plan.faults) {
+    const killed = fault.kind === 'kill-node' ? nodes[fault.node]! : undefined;
+    const others = nodes.filter((n) => n !== killed);
+    const started = Date.now();
+    await inject(fault, killed);
+    const ended = Date.now();
+    await sleep(plan.quietMs);
+    const recovered = ackTimes.find((t) => t >= ended);
+    const window = [started, ...ackTimes.filter((t) => t > started), Date.now()];
+    faults.push({
+      fault: describeFault(fault),
+      downMs: fault.downMs,
+      recoveryMs: recovered === undefined ? Number.POSITIVE_INFINITY : recovered - ended,
+      stallMs: Math.max(...window.slice(1).map((t, i) => t - window[i]!)),
+      crashed: others.filter((n) => !n.child || n.child.exitCode !== null).map((n) => n.name),
+    });
+  }
+
+  sending = false;
+  await Promise.race([Promise.all(lanes), sleep(30_000)]);
+  await sleep(2000); // the last deliveries
+  await Promise.all([...senders, ...subscribers].map((client) => client.endAsync(true)));
+  longestAckStall = Math.max(longestAckStall, Date.now() - lastAck - 2000);
+
+  const stored: { seq: number; clientMsgId: string }[] = [];
+  for (let after = 0; ; ) {
+    const page = await cluster.api(nodes[0]!, groupAdmin, 'GET', `/v1/groups/${groupId}/messages?afterSeq=${after}&limit=1000`);
+    if (page.status !== 200) throw new Error(`history: ${page.status} ${JSON.stringify(page.body)}`);
+    stored.push(...page.body.messages);
+    if (page.body.messages.length < 1000) break;
+    after = stored.at(-1)!.seq;
+  }
+  const storedIds = stored.map((m) => m.clientMsgId);
+  const storedSet = new Set(storedIds);
+  let duplicates = 0;
+  let outOfOrder = 0;
+  for (const stream of streams) {
+    let last: number | undefined;
+    let broken = false;
+    for (const seq of stream.seqs) {
+      if (last !== undefined && seq <= last) duplicates += 1;
+      else if (last !== undefined && seq !== last + 1) broken = true;
+      if (last === undefined || seq > last) last = seq;
+    }
+    if (broken) outOfOrder += 1;
+  }
+  return {
+    faults,
+    sent,
+    acked: acked.size,
+    stored: stored.length,
+    ackedMissing: [...acked].filter((id) => !storedSet.has(id)).length,
+    storedTwice: storedIds.length - storedSet.size,
+    seqsContiguous: stored.every((m, i) => m.seq === i + 1),
+    streams: streams.length,
+    streamsOutOfOrder: outOfOrder,
+    duplicates,
+    longestAckStallMs: longestAckStall,
+    deliveries: streams.reduce((n, s) => n + s.seqs.length, 0),
+  };
+}
+
+async function inject(fault: Fault, node: ClusterNode | undefined): Promise<void> {
+  const services = (...args: string[]) => execFileSync('bash', [SERVICES, ...args], { stdio: 'ignore' });
+  switch (fault.kind) {
+    case 'kill-node':
+      await node!.stop('SIGKILL');
+      await sleep(fault.downMs);
+      await node!.start();
+      return;
+    case 'stop-redis':
+      services('stop', 'redis');
+      await sleep(fault.downMs);
+      services('start', 'redis'); // empty: it keeps nothing on disk
+      return;
+    case 'stop-cassandra':
+      services('stop', 'cassandra');
+      await sleep(fault.downMs);
+      services('start', 'cassandra');
+      return;
+    case 'pause-cassandra': {
+      const pid = Number(readFileSync(CASSANDRA_PID, 'utf8'));
+      process.kill(pid, 'SIGSTOP');
+      try {
+        await sleep(fault.downMs);
+      } finally {
+        process.kill(pid, 'SIGCONT');
+      }
+    }
+  }
+}
+
+/** The report as a table, for people. */
+export function formatReport(report: ChaosReport): string {
+  const seconds = (ms: number) => (Number.isFinite(ms) ? `${(ms / 1000).toFixed(1)} s` : 'never');
+  const rows = report.faults.map((f) => `| ${f.fault} | ${seconds(f.downMs)} | ${seconds(f.stallMs)} | ${seconds(f.recoveryMs)} | ${f.crashed.join(', ') || 'none'} |`);
+  return [
+    '| fault | down | longest time without a PUBACK | first PUBACK after it ended | other nodes that exited |',
+    '|---|---|---|---|---|',
+    ...rows,
+    '',
+    `sent ${report.sent}, acknowledged ${report.acked}, stored ${report.stored}; acknowledged but missing ${report.ackedMissing}; stored twice ${report.storedTwice}; seqs 1..${report.stored} contiguous: ${report.seqsContiguous}`,
+    `subscriber connections ${report.streams}, out of order or with a hole ${report.streamsOutOfOrder}; deliveries ${report.deliveries}, duplicates ${report.duplicates}`,
+    `longest time without a PUBACK ${(report.longestAckStallMs / 1000).toFixed(1)} s`,
+  ].join('\n');
+}
