@@ -14,8 +14,10 @@ export interface OrderedDeliveryOptions {
   recoverWindowMs: number;
   /** In a gap below a message: deliver the messages stored this recently (Infinity: all of them) before it. */
   gapWindowMs: number;
-  /** At most this many messages are read from the log for a group at once. */
+  /** At most this many messages are read from the log in one read. */
   maxRead: number;
+  /** At most this many messages of one gap are delivered (its newest); a longer gap is left to the history API. */
+  maxGap: number;
   /** Groups whose delivered seq is remembered; the least recently delivered is forgotten first. */
   maxGroups: number;
   onError: (err: unknown, groupId: string) => void;
@@ -82,16 +84,19 @@ export class OrderedDelivery<T extends Sequenced> {
     try {
       if (last === undefined && this.options.recoverWindowMs > 0) {
         // The newest messages, this commit's among them: the recent ones are delivered, the rest count as delivered.
-        const newest = (await this.log.readBefore(groupId, Number.MAX_SAFE_INTEGER, this.options.maxRead)).reverse();
+        const newest = (await this.log.readBefore(groupId, Number.MAX_SAFE_INTEGER, Math.min(this.options.maxGap, this.options.maxRead))).reverse();
         const recent = newest.filter((m) => Date.parse(m.createdAt) >= since(this.options.recoverWindowMs));
         this.remember(groupId, (recent[0]?.seq ?? (newest.at(-1)?.seq ?? 0) + 1) - 1);
         this.deliver(groupId, recent.map(this.fromLog));
       } else if (last !== undefined) {
         const first = ascending.find((item) => item.seq > last)?.seq;
-        if (first !== undefined && first > last + 1) {
-          const gap = (await this.log.readBefore(groupId, first, Math.min(first - last - 1, this.options.maxRead))).reverse();
-          const wanted = gap.filter((m) => m.seq > last && Date.parse(m.createdAt) >= since(this.options.gapWindowMs));
+        // The gap's newest maxGap messages, page by page, ascending; each page is delivered before the next is read.
+        for (let after = Math.max(last, (first ?? 0) - 1 - this.options.maxGap); first !== undefined && after < first - 1; ) {
+          const page = await this.log.readAfter(groupId, after, Math.min(first - 1 - after, this.options.maxRead));
+          if (page.length === 0) break;
+          const wanted = page.filter((m) => m.seq < first && Date.parse(m.createdAt) >= since(this.options.gapWindowMs));
           this.deliver(groupId, wanted.map(this.fromLog));
+          after = page.at(-1)!.seq;
         }
       }
     } catch (err) {

@@ -22,7 +22,7 @@ export interface SendPath {
 export type FanOut = (message: StampedMessage) => void;
 
 /** How the writer keeps its live delivery in order: a dead writer's last messages are recent, older ones are history. */
-const WRITER_ORDERING = { recoverWindowMs: 30_000, gapWindowMs: 30_000, maxRead: 256, maxGroups: 100_000 };
+const WRITER_ORDERING = { recoverWindowMs: 30_000, gapWindowMs: 30_000, maxRead: 256, maxGap: 256, maxGroups: 100_000 };
 
 export interface SequencerOptions {
   maxBodyBytes: number;

@@ -24,8 +24,11 @@ interface Arrival {
   payload: Buffer;
 }
 
-/** Arrivals: a node that starts takes what comes; a gap is filled whole, up to 1,000 messages (then history serves). */
-const ARRIVAL_ORDERING = { recoverWindowMs: 0, gapWindowMs: Number.POSITIVE_INFINITY, maxRead: 1000, maxGroups: 100_000 };
+/**
+ * Arrivals: a node that starts takes what comes; a gap is filled whole, in pages of 1,000, up to its newest 100,000
+ * messages (a Redis outage of a minute at 1,600 messages a second); beyond that, subscribers read history.
+ */
+const ARRIVAL_ORDERING = { recoverWindowMs: 0, gapWindowMs: Number.POSITIVE_INFINITY, maxRead: 1000, maxGap: 100_000, maxGroups: 100_000 };
 
 export interface RunningChorus {
   /** 0 when this node serves no MQTT over TCP (role api). */

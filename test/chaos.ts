@@ -52,6 +52,8 @@ export interface ChaosReport {
   streamsOutOfOrder: number;
   /** Messages a connection received again (same seq): allowed after a writer change. */
   duplicates: number;
+  /** Where a stream broke: the seq it expected, the one it got, and the fault last begun before (or 'none'). */
+  breaks: { expected: number; got: number; during: string }[];
   /** The longest time without any PUBACK. */
   longestAckStallMs: number;
   deliveries: number;
@@ -59,9 +61,10 @@ export interface ChaosReport {
 
 const describeFault = (f: Fault) => (f.kind === 'kill-node' ? `SIGKILL node ${f.node + 1}, restart` : f.kind);
 
-/** Stores a subscriber connection's stream: the seqs in arrival order. */
+/** A subscriber connection's stream: the seqs in arrival order, and when each arrived. */
 class Stream {
   readonly seqs: number[] = [];
+  readonly times: number[] = [];
 }
 
 /**
@@ -101,7 +104,10 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
         streams.push(stream);
         client.subscribe(topic, { qos: 1 });
       });
-      client.on('message', (_topic, payload) => stream.seqs.push(JSON.parse(payload.toString()).seq as number));
+      client.on('message', (_topic, payload) => {
+        stream.seqs.push(JSON.parse(payload.toString()).seq as number);
+        stream.times.push(Date.now());
+      });
       client.on('error', () => undefined);
       return client;
     }),
@@ -136,11 +142,13 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
   });
 
   const faults: FaultReport[] = [];
+  const begun: { at: number; fault: string }[] = [];
   await sleep(plan.quietMs);
   for (const fault of plan.faults) {
     const killed = fault.kind === 'kill-node' ? nodes[fault.node]! : undefined;
     const others = nodes.filter((n) => n !== killed);
     const started = Date.now();
+    begun.push({ at: started, fault: describeFault(fault) });
     await inject(fault, killed);
     const ended = Date.now();
     await sleep(plan.quietMs);
@@ -173,14 +181,19 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
   const storedSet = new Set(storedIds);
   let duplicates = 0;
   let outOfOrder = 0;
+  const breaks: ChaosReport['breaks'] = [];
   for (const stream of streams) {
     let last: number | undefined;
     let broken = false;
-    for (const seq of stream.seqs) {
+    stream.seqs.forEach((seq, i) => {
       if (last !== undefined && seq <= last) duplicates += 1;
-      else if (last !== undefined && seq !== last + 1) broken = true;
+      else if (last !== undefined && seq !== last + 1) {
+        broken = true;
+        const during = begun.filter((b) => b.at <= stream.times[i]!).at(-1)?.fault ?? 'none';
+        breaks.push({ expected: last + 1, got: seq, during });
+      }
       if (last === undefined || seq > last) last = seq;
-    }
+    });
     if (broken) outOfOrder += 1;
   }
   return {
@@ -194,6 +207,7 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
     streams: streams.length,
     streamsOutOfOrder: outOfOrder,
     duplicates,
+    breaks,
     longestAckStallMs: longestAckStall,
     deliveries: streams.reduce((n, s) => n + s.seqs.length, 0),
   };
@@ -240,6 +254,7 @@ export function formatReport(report: ChaosReport): string {
     '',
     `sent ${report.sent}, acknowledged ${report.acked}, stored ${report.stored}; acknowledged but missing ${report.ackedMissing}; stored twice ${report.storedTwice}; seqs 1..${report.stored} contiguous: ${report.seqsContiguous}`,
     `subscriber connections ${report.streams}, out of order or with a hole ${report.streamsOutOfOrder}; deliveries ${report.deliveries}, duplicates ${report.duplicates}`,
+    ...report.breaks.slice(0, 10).map((b) => `  a stream expected seq ${b.expected} and got ${b.got} (after: ${b.during})`),
     `longest time without a PUBACK ${(report.longestAckStallMs / 1000).toFixed(1)} s`,
   ].join('\n');
 }

@@ -19,6 +19,7 @@ describe('OrderedDelivery on a real SQLite log', () => {
       recoverWindowMs: 60_000,
       gapWindowMs: 60_000,
       maxRead: 100,
+      maxGap: 100,
       maxGroups: 2,
       onError: (err) => errors.push(err),
       ...options,
@@ -59,8 +60,8 @@ describe('OrderedDelivery on a real SQLite log', () => {
     expect(unseen!.seq).toBe(3);
   });
 
-  it('as on a receiving node: takes a first message as it comes, and fills a whole gap, old messages too', async () => {
-    const { ordered, published } = fanOut({ recoverWindowMs: 0, gapWindowMs: Number.POSITIVE_INFINITY });
+  it('as on a receiving node: takes a first message as it comes, and fills a whole gap page by page, old messages too', async () => {
+    const { ordered, published } = fanOut({ recoverWindowMs: 0, gapWindowMs: Number.POSITIVE_INFINITY, maxRead: 1 });
     await append('g4', draft('old-1', Date.now() - 3_600_000), draft('old-2', Date.now() - 3_600_000));
     const [third] = await append('g4', draft('c'));
     ordered.offer('g4', [third!]);
@@ -69,6 +70,16 @@ describe('OrderedDelivery on a real SQLite log', () => {
     ordered.offer('g4', [sixth!]);
     await until(() => published.length === 4, 'the gap and the message');
     expect(published).toEqual([3, 4, 5, 6]);
+  });
+
+  it('delivers only the newest maxGap messages of a longer gap', async () => {
+    const { ordered, published } = fanOut({ recoverWindowMs: 0, gapWindowMs: Number.POSITIVE_INFINITY, maxGap: 2 });
+    const [first] = await append('g5', draft('a'));
+    ordered.offer('g5', [first!]);
+    const [, , , , last] = await append('g5', draft('b'), draft('c'), draft('d'), draft('e'), draft('f'));
+    ordered.offer('g5', [last!]);
+    await until(() => published.length === 4, 'the newest two of the gap and the message');
+    expect(published).toEqual([1, 4, 5, 6]);
   });
 
   it('delivers what is at hand when the log cannot be read, and reports it', async () => {

@@ -82,7 +82,10 @@ describe('web push for offline members', () => {
     expect(pushes.length).toBeLessThanOrEqual(3); // the first at once, then one per 1 s window
     const last = pushes.at(-1)!.payload;
     expect(last).toMatchObject({ seq: 50, unread: 50 });
-    for (let i = 1; i < pushes.length; i++) expect(pushes[i]!.at - pushes[i - 1]!.at).toBeGreaterThanOrEqual(900);
+    // One push per 1 s window, as the push service sees them arrive: an arrival lags its send by the push's own delivery
+    // time, longer for the first (a new TLS connection), so arrivals may be closer than the window (860 ms measured on
+    // a loaded machine). Two pushes within one window would arrive milliseconds apart.
+    for (let i = 1; i < pushes.length; i++) expect(pushes[i]!.at - pushes[i - 1]!.at).toBeGreaterThanOrEqual(600);
   });
 
   it('removes a subscription the push service answers 410 for, and retries a 429 after its Retry-After', async () => {
