@@ -13,10 +13,10 @@ import { readFileSync } from 'node:fs';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
 import cassandra from 'cassandra-driver';
 import { signToken } from '../broker/auth.js';
 import { loadConfig } from '../config/config.js';
+import { freePort } from './free-port.js';
 import type { LoadSpec } from './loadgen.js';
 
 interface Result {
@@ -55,13 +55,6 @@ const PRE_MEASURE_MS = 2000;
 const CASSANDRA_WARM_UP_MS = 90_000;
 const here = new URL('.', import.meta.url).pathname;
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 
 function waitForLine(child: ChildProcess, text: string): Promise<void> {
   return new Promise((resolve, reject) => {
