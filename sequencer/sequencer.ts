@@ -52,7 +52,8 @@ interface Commit {
   sends: PendingSend[][];
 }
 
-const MAX_BACKOFF_MS = 5000;
+/** The longest wait between attempts at a failing log: a store that returns is used again within it. */
+const MAX_BACKOFF_MS = 2000;
 /**
  * Appends in flight at once. The next commit is taken while the previous one is being written, so a log whose append
  * is a few round trips (Cassandra) overlaps them; the log keeps each group's calls in order.
