@@ -49,8 +49,9 @@ export interface BrokerCounters {
 
 /**
  * Sends that failed for a reason that passes (the store is away, the sequencer is full, the group changes writers) are
- * never acknowledged: the connection is closed instead, and the client sends them again on its next connection
- * ([MQTT-4.4.0-1]: unacknowledged QoS 1 publishes are re-sent with DUP set), where the clientMsgId makes the retry safe.
+ * never acknowledged: the connection is closed instead, and the client sends them again on its next connection (with
+ * DUP set; [MQTT-4.4.0-1] requires it of persistent sessions, and MQTT.js does it for clean ones too), where the
+ * clientMsgId makes the retry safe.
  */
 const isTransient = (err: unknown): boolean => isChorusError(err) && (err.code === 'STORE_UNAVAILABLE' || err.code === 'OVERLOADED');
 
