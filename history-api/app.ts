@@ -3,6 +3,7 @@ import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Ajv } from 'ajv';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
@@ -76,8 +77,12 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   const app = Fastify({
     loggerInstance: deps.logger,
     bodyLimit: deps.config.maxBodyBytes * 6 + 4096,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
   }).withTypeProvider<TypeBoxTypeProvider>() as Api;
+  // Request bodies are JSON and are validated as they are: a boolean is not a user id, "1" is not a seq. Query strings
+  // and path parameters arrive as text and are converted to their schema's types.
+  const strict = new Ajv({ removeAdditional: false, useDefaults: true, coerceTypes: false });
+  const converting = new Ajv({ removeAdditional: false, useDefaults: true, coerceTypes: 'array' });
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : converting).compile(schema));
 
   app.addSchema(ErrorResponse);
   if (deps.config.corsOrigins) {

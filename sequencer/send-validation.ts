@@ -9,10 +9,34 @@ const checkSend = TypeCompiler.Compile(SendPayload);
  */
 const maxEncodedBytes = (maxBodyBytes: number): number => maxBodyBytes * 6 + 4096;
 
+// The check and its error report recurse into what they are given: a payload nested thousands deep overflows the stack.
+const tooDeep = () => new ChorusError('INVALID_MESSAGE', 'the payload is nested too deeply');
+
+function isSendPayload(value: unknown): value is SendPayload {
+  try {
+    return checkSend.Check(value);
+  } catch {
+    throw tooDeep();
+  }
+}
+
+function firstErrors(value: unknown): { path: string; message: string }[] {
+  const errors: { path: string; message: string }[] = [];
+  try {
+    for (const error of checkSend.Errors(value)) {
+      errors.push({ path: error.path, message: error.message });
+      if (errors.length === 5) break;
+    }
+  } catch {
+    throw tooDeep();
+  }
+  return errors;
+}
+
 /** Checks a parsed send payload against the schema and the body size limit; throws a ChorusError with its code. */
 export function validateSend(value: unknown, maxBodyBytes: number): SendPayload {
-  if (!checkSend.Check(value)) {
-    const errors = [...checkSend.Errors(value)].slice(0, 5);
+  if (!isSendPayload(value)) {
+    const errors = firstErrors(value);
     const unknown = typeof value === 'object' && value !== null && !Array.isArray(value)
       ? Object.keys(value).filter((key) => !(key in SendPayload.properties))
       : [];

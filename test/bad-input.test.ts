@@ -111,6 +111,33 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
     await sleep(10);
   });
 
+  it('validates REST bodies as they are, without converting types', async () => {
+    const refused = async (method: string, path: string, body: unknown) => {
+      const res = await t.api('alice', method, path, body);
+      return [res.status, res.body.code];
+    };
+    const bad = [400, 'VALIDATION_FAILED'];
+    expect(await refused('POST', `/v1/groups/${groupId}/members`, { role: 'admin', userId: false })).toEqual(bad);
+    expect(await refused('POST', '/v1/groups', { name: 'n', members: [false] })).toEqual(bad);
+    expect(await refused('POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'm1', body: 'x', mentions: [false] })).toEqual(bad);
+    expect(await refused('POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'm2', body: 'x', replyToSeq: '1' })).toEqual(bad);
+    expect(await refused('PUT', `/v1/groups/${groupId}/read`, { seq: true })).toEqual(bad);
+    const members = await t.api('alice', 'GET', `/v1/groups/${groupId}/members?limit=5`); // query strings still convert
+    expect(members.status).toBe(200);
+    expect(members.body.members.map((m: { userId: string }) => m.userId)).not.toContain('false');
+  });
+
+  it('answers a deeply nested MQTT payload with INVALID_MESSAGE, not INTERNAL', async () => {
+    const alice = await t.mqtt('alice');
+    const events = collect(alice);
+    await alice.subscribeAsync('users/alice/events', { qos: 1 });
+    const deep = `{"clientMsgId":"deep","body":"x","mentions":${'['.repeat(5000)}${']'.repeat(5000)}}`;
+    await alice.publishAsync(`groups/${groupId}/messages`, deep, { qos: 1 });
+    await until(() => events.all.length === 1, 'the rejection');
+    expect(events.all[0]!.body).toMatchObject({ type: 'rejected', code: 'INVALID_MESSAGE', clientMsgId: 'deep' });
+    await alice.endAsync();
+  });
+
   it('answers a caller over its REST budget with 429 RATE_LIMITED, without touching other callers', async () => {
     const statuses: number[] = [];
     for (let i = 0; i < 220; i++) statuses.push((await t.api('greedy', 'GET', '/v1/groups')).status);
