@@ -4,7 +4,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv } from 'ajv';
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { TokenVerifier } from '../broker/auth.js';
@@ -19,6 +19,7 @@ import type { SendPath } from '../sequencer/sequencer.js';
 import { groupRoutes } from './routes-groups.js';
 import { messageRoutes } from './routes-messages.js';
 import { pushRoutes } from './routes-push.js';
+import { answerClientError } from './client-errors.js';
 import { ErrorResponse } from './schemas.js';
 
 export interface ApiDeps {
@@ -77,6 +78,12 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   const app = Fastify({
     loggerInstance: deps.logger,
     bodyLimit: deps.config.maxBodyBytes * 6 + 4096,
+    // What the router refuses before a route runs answers in the one error shape too.
+    frameworkErrors: (err, _request, reply) => {
+      const error = new ChorusError(err.statusCode === 414 ? 'URI_TOO_LONG' : 'VALIDATION_FAILED', err.message);
+      void (reply as FastifyReply).status(error.statusCode).send(error.toBody());
+    },
+    clientErrorHandler: answerClientError,
   }).withTypeProvider<TypeBoxTypeProvider>() as Api;
   // Request bodies are JSON and are validated as they are: a boolean is not a user id, "1" is not a seq. Query strings
   // and path parameters arrive as text and are converted to their schema's types.

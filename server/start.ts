@@ -7,6 +7,7 @@ import { FailedAuthThrottle } from '../broker/token-bucket.js';
 import type { ChorusConfig } from '../config/config.js';
 import { Groups } from '../groups/groups.js';
 import { buildApi } from '../history-api/app.js';
+import { answerClientError } from '../history-api/client-errors.js';
 import type { MessageLog } from '../sequencer/message-log.js';
 import { Sequencer, type SendPath } from '../sequencer/sequencer.js';
 import { SendRouter } from '../sequencer/send-router.js';
@@ -50,7 +51,7 @@ export interface ChorusBackends {
 
 /** Liveness and metrics for nodes without the REST API (role broker): the same port carries MQTT over WebSocket. */
 function healthServer(metrics: ChorusMetrics): Server {
-  return createServer((req, res) => {
+  const server = createServer((req, res) => {
     if (req.url === '/metrics') {
       void metrics.registry.metrics().then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text));
       return;
@@ -59,6 +60,8 @@ function healthServer(metrics: ChorusMetrics): Server {
     res.writeHead(ok ? 200 : 404, { 'content-type': 'application/json' });
     res.end(JSON.stringify(ok ? { status: 'ok' } : { code: 'NOT_FOUND', message: 'no such resource' }));
   });
+  server.on('clientError', answerClientError);
+  return server;
 }
 
 /**

@@ -127,6 +127,26 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
     expect(members.body.members.map((m: { userId: string }) => m.userId)).not.toContain('false');
   });
 
+  it('answers in the one error shape also what is refused before any route runs (414, 431, bad HTTP, unknown method)', async () => {
+    const shape = async (res: Response) => [res.status, ((await res.json()) as { code: string }).code];
+    const auth = { authorization: `Bearer ${await t.token('alice')}` };
+    expect(await shape(await fetch(`${t.chorus.urls.http}/v1/groups/${'g'.repeat(5000)}`, { headers: auth }))).toEqual([414, 'URI_TOO_LONG']);
+    expect(await shape(await fetch(`${t.chorus.urls.http}/v1/groups`, { headers: { ...auth, 'x-big': 'x'.repeat(100_000) } }))).toEqual([
+      431,
+      'HEADERS_TOO_LARGE',
+    ]);
+    expect(await shape(await fetch(`${t.chorus.urls.http}/v1/groups`, { method: 'PATCH', headers: auth }))).toEqual([404, 'NOT_FOUND']);
+    const socket = tcpConnect(t.chorus.httpPort, '127.0.0.1');
+    socket.write('NOT HTTP AT ALL\r\n\r\n');
+    const answer = await new Promise<string>((resolve) => {
+      let text = '';
+      socket.on('data', (d) => (text += d.toString()));
+      socket.on('close', () => resolve(text));
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toMatchObject({ code: 'BAD_REQUEST' });
+  });
+
   it('answers a deeply nested MQTT payload with INVALID_MESSAGE, not INTERNAL', async () => {
     const alice = await t.mqtt('alice');
     const events = collect(alice);
