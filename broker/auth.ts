@@ -18,6 +18,8 @@ export interface TokenVerifier {
 }
 
 const DEV_SECRET_FILE = 'jwt-secret';
+/** How far the issuer's clock may be from ours, for exp, nbf and iat. */
+const CLOCK_TOLERANCE_SECONDS = 5;
 
 /**
  * The development secret: generated on first start, kept in the data dir with owner-only permissions so that
@@ -46,7 +48,8 @@ export async function createTokenVerifier(config: ChorusConfig): Promise<TokenVe
     key = hmacSecret(config);
     algorithms = ['HS256'];
   }
-  const options: JWTVerifyOptions = { algorithms, clockTolerance: 5 };
+  const options: JWTVerifyOptions = { algorithms, clockTolerance: CLOCK_TOLERANCE_SECONDS };
+  if (config.jwtRequireExp) options.requiredClaims = ['exp'];
   if (config.jwtIssuer) options.issuer = config.jwtIssuer;
   if (config.jwtAudience) options.audience = config.jwtAudience;
   return {
@@ -55,6 +58,13 @@ export async function createTokenVerifier(config: ChorusConfig): Promise<TokenVe
         const { payload } = await jwtVerify(token, key, options);
         if (typeof payload.sub !== 'string' || !isUserId(payload.sub)) {
           throw new ChorusError('UNAUTHORIZED', 'token subject is not a valid user id');
+        }
+        const now = Date.now() / 1000;
+        if (payload.iat !== undefined && payload.iat > now + CLOCK_TOLERANCE_SECONDS) {
+          throw new ChorusError('UNAUTHORIZED', 'token rejected: issued in the future');
+        }
+        if (payload.exp !== undefined && payload.exp - (payload.iat ?? now) > config.jwtMaxLifetimeSeconds) {
+          throw new ChorusError('UNAUTHORIZED', `token rejected: lives longer than ${config.jwtMaxLifetimeSeconds} s`);
         }
         return payload.exp === undefined ? { userId: payload.sub } : { userId: payload.sub, expiresAt: payload.exp };
       } catch (err) {

@@ -50,6 +50,13 @@ export const ConfigSchema = Type.Object(
     jwtPublicKey: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key (RS256 or ES256)' })),
     jwtIssuer: Type.Optional(Type.String({ minLength: 1 })),
     jwtAudience: Type.Optional(Type.String({ minLength: 1 })),
+    jwtRequireExp: Type.Boolean({ default: true, description: 'refuse tokens without an expiry (exp)' }),
+    jwtMaxLifetimeSeconds: Type.Integer({
+      minimum: 60,
+      maximum: 31_536_000,
+      default: 604_800,
+      description: 'refuse tokens that live longer than this (exp minus iat, or minus now without iat)',
+    }),
 
     vapidPublicKey: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{80,100}$', description: 'VAPID public key (base64url)' })),
     vapidPrivateKey: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{40,50}$', description: 'VAPID private key (base64url)' })),

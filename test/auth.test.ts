@@ -29,4 +29,25 @@ describe('token verification', () => {
       await expect(verifier.verify(hs)).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
     });
   }
+
+  it('refuses tokens without exp (unless allowed), living longer than jwtMaxLifetimeSeconds, or issued in the future', async () => {
+    const config = loadConfig({}, { dataDir: tempDir(), jwtSecret: 's'.repeat(40), jwtMaxLifetimeSeconds: 3600 });
+    const key = new TextEncoder().encode(config.jwtSecret);
+    const now = Math.floor(Date.now() / 1000);
+    const sign = (claims: { exp?: number; iat?: number }) => {
+      let jwt = new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('bob');
+      if (claims.iat !== undefined) jwt = jwt.setIssuedAt(claims.iat);
+      if (claims.exp !== undefined) jwt = jwt.setExpirationTime(claims.exp);
+      return jwt.sign(key);
+    };
+    const verifier = await createTokenVerifier(config);
+    expect(await verifier.verify(await sign({ iat: now, exp: now + 3600 }))).toMatchObject({ userId: 'bob', expiresAt: now + 3600 });
+    await expect(verifier.verify(await sign({}))).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+    await expect(verifier.verify(await sign({ iat: now, exp: now + 3601 }))).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+    await expect(verifier.verify(await sign({ exp: now + 7200 }))).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+    await expect(verifier.verify(await sign({ iat: now + 60, exp: now + 120 }))).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+    expect(await verifier.verify(await sign({ iat: now + 3, exp: now + 120 }))).toMatchObject({ userId: 'bob' }); // within the clock skew
+    const lenient = await createTokenVerifier({ ...config, jwtRequireExp: false });
+    expect(await lenient.verify(await sign({}))).toEqual({ userId: 'bob' });
+  });
 });
