@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import { ChorusError } from '../protocol/index.js';
-import { checkPushEndpoint } from '../push/endpoint-policy.js';
+import { checkPushEndpoint, checkPushKeys, systemResolve } from '../push/endpoint-policy.js';
 import type { Api, ApiDeps } from './app.js';
 import { GroupParams, PageQuery, errors } from './schemas.js';
 
@@ -34,7 +34,8 @@ export async function pushRoutes(app: Api, { config, groups, push, presence }: A
     },
     async (request, reply) => {
       const { endpoint, keys, deviceId } = request.body;
-      checkPushEndpoint(endpoint, config.pushAllowLoopback);
+      checkPushKeys(keys.p256dh, keys.auth);
+      await checkPushEndpoint(endpoint, { allowLoopback: config.pushAllowLoopback, resolve: systemResolve });
       const saved = await push.store.saveSubscription(
         { userId: request.userId, endpoint, p256dh: keys.p256dh, auth: keys.auth, ...(deviceId ? { deviceId } : {}), createdAtMs: Date.now() },
         config.maxPushSubscriptionsPerUser,

@@ -1,33 +1,68 @@
-import { isIP } from 'node:net';
+import { ECDH } from 'node:crypto';
+import { lookup as dnsLookup } from 'node:dns/promises';
+import ipaddr from 'ipaddr.js';
 import { ChorusError } from '../protocol/index.js';
 
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+/** Resolves a host name to its addresses. */
+export type Resolve = (host: string) => Promise<string[]>;
 
-/** IPv4 and IPv6 literals Chorus must never be made to call: loopback, private, link-local, unspecified. */
-function isInternalAddress(host: string): boolean {
-  const bare = host.replace(/^\[|\]$/g, '');
-  if (isIP(bare) === 4) {
-    const [a, b] = bare.split('.').map(Number) as [number, number];
-    return a === 10 || a === 127 || a === 0 || (a === 169 && b === 254) || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 100 && b >= 64 && b <= 127);
-  }
-  if (isIP(bare) === 6) return /^(::1?|fc|fd|fe80|::ffff:)/i.test(bare);
-  return host === 'localhost' || host.endsWith('.localhost') || host.endsWith('.internal');
+export const systemResolve: Resolve = async (host) => (await dnsLookup(host, { all: true, verbatim: true })).map((a) => a.address);
+
+/**
+ * Whether Chorus may send requests to `address`: public unicast only, as ipaddr.js classifies ranges (not loopback,
+ * private, link-local, carrier-grade NAT, NAT64, site-local, multicast, broadcast, reserved, documentation...).
+ * IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
+ */
+export const isPublicAddress = (address: string): boolean => ipaddr.isValid(address) && ipaddr.process(address).range() === 'unicast';
+
+const isLoopback = (host: string): boolean => host === 'localhost' || (ipaddr.isValid(host) && ipaddr.process(host).range() === 'loopback');
+
+export interface EndpointPolicy {
+  /** Tests only: a push service on loopback, on any port. */
+  allowLoopback: boolean;
+  resolve: Resolve;
 }
+
+const refuse = (message: string) => new ChorusError('INVALID_PUSH_ENDPOINT', message);
 
 /**
  * The server sends requests to endpoints that users give it, so an endpoint is checked like any untrusted URL (SSRF):
- * https only, no credentials, no internal addresses. Tests may allow loopback (pushAllowLoopback).
+ * https on port 443, no credentials, and a host that is, or resolves to, at least one public address. The sender's
+ * agent checks again, on the addresses each connection actually uses (a name may resolve differently later).
  */
-export function checkPushEndpoint(endpoint: string, allowLoopback: boolean): URL {
+export async function checkPushEndpoint(endpoint: string, policy: EndpointPolicy): Promise<URL> {
   let url: URL;
   try {
     url = new URL(endpoint);
   } catch {
-    throw new ChorusError('INVALID_PUSH_ENDPOINT', 'endpoint is not a URL');
+    throw refuse('endpoint is not a URL');
   }
-  if (url.username || url.password) throw new ChorusError('INVALID_PUSH_ENDPOINT', 'endpoint must not carry credentials');
-  if (url.protocol !== 'https:') throw new ChorusError('INVALID_PUSH_ENDPOINT', 'endpoint must be https');
-  if (allowLoopback && LOOPBACK_HOSTS.has(url.hostname)) return url;
-  if (isInternalAddress(url.hostname)) throw new ChorusError('INVALID_PUSH_ENDPOINT', 'endpoint must be a public push service');
+  if (url.username || url.password) throw refuse('endpoint must not carry credentials');
+  if (url.protocol !== 'https:') throw refuse('endpoint must be https');
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  if (policy.allowLoopback && isLoopback(host)) return url;
+  if (url.port !== '') throw refuse('endpoint must use port 443');
+  let addresses: string[];
+  try {
+    addresses = ipaddr.isValid(host) ? [host] : await policy.resolve(host);
+  } catch {
+    throw refuse('endpoint host does not resolve');
+  }
+  if (!addresses.some(isPublicAddress)) throw refuse('endpoint must be a public push service');
   return url;
+}
+
+/**
+ * The keys a browser gives with its subscription (RFC 8291): p256dh a P-256 public key as an uncompressed point on the
+ * curve, auth a 16-byte secret. Anything else could never be encrypted to, and is refused when it is registered.
+ */
+export function checkPushKeys(p256dh: string, auth: string): void {
+  const point = Buffer.from(p256dh, 'base64url');
+  try {
+    if (point.length !== 65 || point[0] !== 0x04) throw new Error('not an uncompressed point');
+    ECDH.convertKey(point, 'prime256v1'); // throws when the point is not on the curve
+  } catch {
+    throw new ChorusError('VALIDATION_FAILED', 'keys.p256dh is not a P-256 public key');
+  }
+  if (Buffer.from(auth, 'base64url').length !== 16) throw new ChorusError('VALIDATION_FAILED', 'keys.auth is not 16 bytes');
 }

@@ -1,5 +1,6 @@
-import { Agent } from 'node:https';
+import type { LookupFunction } from 'node:net';
 import { rootCertificates } from 'node:tls';
+import { RequestFilteringHttpsAgent } from 'request-filtering-agent';
 import webPush, { WebPushError } from 'web-push';
 import type { Logger } from 'pino';
 import type { PushStore, PushSubscriptionRecord } from './push-store.js';
@@ -9,6 +10,16 @@ export interface PushOptions {
   urgency: 'normal' | 'high';
   /** Replaces an earlier undelivered push with the same topic at the push service (RFC 8030 §5.4). */
   topic: string;
+}
+
+/** Where pushes may go. */
+export interface PushNetwork {
+  /** CAs trusted besides the system ones (pushCaFile). */
+  extraCa?: Buffer;
+  /** Tests only: a push service on loopback (pushAllowLoopback). */
+  allowLoopback?: boolean;
+  /** Name resolution, for tests; the system's otherwise. */
+  lookup?: LookupFunction;
 }
 
 const MAX_ATTEMPTS = 5;
@@ -37,8 +48,12 @@ export class PushSender {
   private closed = false;
   private readonly timers = new Set<NodeJS.Timeout>();
 
-  /** Keep-alive connections to push services (a few hosts serve every browser), trusting `extraCa` besides the system CAs. */
-  private readonly agent: Agent;
+  /**
+   * Keep-alive connections to push services (a few hosts serve every browser). Each connection is checked on the
+   * addresses it actually resolves to and uses (request-filtering-agent): public unicast only, so an endpoint whose name
+   * points inside is never connected to, whatever it resolved to when it was registered.
+   */
+  private readonly agent: RequestFilteringHttpsAgent;
 
   constructor(
     private readonly vapid: VapidKeys,
@@ -46,9 +61,15 @@ export class PushSender {
     private readonly ttlSeconds: number,
     private readonly store: PushStore,
     private readonly logger: Logger,
-    extraCa?: Buffer,
+    network: PushNetwork = {},
   ) {
-    this.agent = new Agent({ keepAlive: true, maxSockets: MAX_IN_FLIGHT, ...(extraCa ? { ca: [...rootCertificates, extraCa.toString()] } : {}) });
+    this.agent = new RequestFilteringHttpsAgent({
+      keepAlive: true,
+      maxSockets: MAX_IN_FLIGHT,
+      ...(network.extraCa ? { ca: [...rootCertificates, network.extraCa.toString()] } : {}),
+      ...(network.allowLoopback ? { allowIPAddressList: ['127.0.0.0/8', '::1'] } : {}),
+      ...(network.lookup ? { lookup: network.lookup } : {}),
+    });
   }
 
   /** Pushes waiting for a free slot were dropped because the queue was full (a push service too slow for the load). */

@@ -105,7 +105,10 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
   const vapid = vapidKeys(config);
   const pushLog = logger.child({ component: 'push' });
   const extraCa = config.pushCaFile ? readFileSync(config.pushCaFile) : undefined;
-  const sender = new PushSender(vapid, config.vapidSubject, config.pushTtlSeconds, backends.pushStore, pushLog, extraCa);
+  const sender = new PushSender(vapid, config.vapidSubject, config.pushTtlSeconds, backends.pushStore, pushLog, {
+    ...(extraCa ? { extraCa } : {}),
+    allowLoopback: config.pushAllowLoopback,
+  });
   const notifier = new Notifier(groups, backends.presence, backends.pushStore, sender, config.pushWindowSeconds * 1000, pushLog);
   // Fan-out first: live delivery never waits for push, which only queues the message. What arrives here is delivered
   // in each group's seq order; a gap (messages this node missed while Redis was away, say) is read from the log first.
