@@ -87,6 +87,8 @@ export class ChorusBroker {
   private readonly expiryTimers = new WeakMap<Client, NodeJS.Timeout>();
   private readonly publishBuckets = new WeakMap<Client, TokenBucket>();
   private readonly heldEvents = new WeakMap<Client, UserEvent[]>();
+  /** Clients that sent an empty client id with CleanSession 0, refused when they authenticate ([MQTT-3.1.3-8]). */
+  private readonly anonymousPersistent = new WeakSet<Client>();
   /** Connections accepted and not yet authenticated, each with what ends its count. */
   private readonly unauthenticated = new Map<Duplex, () => void>();
   private readonly unsubscribeFeed: () => void;
@@ -109,6 +111,11 @@ export class ChorusBroker {
     };
     aedes.authorizeForward = (client, packet) => (this.mayReceive(client, packet.topic) ? packet : null);
     aedes.authorizePublish = (client, packet, callback) => this.pacePublish(client, packet, callback);
+    // Aedes gives an empty client id a generated one whatever CleanSession says; a persistent session needs a name.
+    aedes.preConnect = (client, packet, callback) => {
+      if (packet.clientId === '' && !packet.clean) this.anonymousPersistent.add(client);
+      callback(null, true);
+    };
     // A voided client publish has nobody to reach: skip the routing pipeline (offline queues, mq match) entirely.
     const route = aedes.publish.bind(aedes) as (packet: PublishPacket, client: unknown, done: unknown) => void;
     aedes.publish = ((packet: PublishPacket, client: unknown, done?: (err?: Error) => void) => {
@@ -176,6 +183,8 @@ export class ChorusBroker {
   private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
     // Over the cap, CONNACK 3 "server unavailable" tells the client to come back later ([MQTT-3.2.2-6] table 3.1).
     if (this.aedes.connectedClients >= this.deps.config.maxConnections) throw authError('too many connections', 3);
+    // [MQTT-3.1.3-8]: an empty client id with CleanSession 0 gets CONNACK 0x02 (identifier rejected).
+    if (this.anonymousPersistent.has(client)) throw authError('a persistent session needs a client id', 2);
     const address = addressOf(client);
     const { authThrottle } = this.deps;
     if (authThrottle.blocked(address)) {

@@ -123,6 +123,32 @@ describe('only members read, write or subscribe', () => {
     expect(Date.now() - expiresAtMs).toBeLessThan(3000);
   });
 
+  it('refuses an empty client id with CleanSession 0 with CONNACK 2 [MQTT-3.1.3-8], and takes it with CleanSession 1', async () => {
+    // Bytes made by hand: MQTT.js and mqtt-packet will not make an empty client id with CleanSession 0.
+    const { default: mqttPacket } = await import('mqtt-packet');
+    const { connect: tcpConnect } = await import('node:net');
+    const field = (value: Buffer) => Buffer.concat([Buffer.from([value.length >> 8, value.length & 0xff]), value]);
+    const connectBytes = (clean: boolean, password: Buffer) => {
+      const flags = 0x80 | 0x40 | (clean ? 0x02 : 0); // username, password, CleanSession [MQTT-3.1.2-4]
+      const rest = Buffer.concat([field(Buffer.from('MQTT')), Buffer.from([4, flags, 0, 30]), field(Buffer.alloc(0)), field(Buffer.from('alice')), field(password)]);
+      return Buffer.concat([Buffer.from([0x10, ...(rest.length < 128 ? [rest.length] : [(rest.length & 0x7f) | 0x80, rest.length >> 7])]), rest]);
+    };
+    const connackCode = async (clean: boolean) => {
+      const socket = tcpConnect(t.chorus.mqttPort, '127.0.0.1');
+      const parser = mqttPacket.parser({ protocolVersion: 4 });
+      const code = new Promise<number>((resolve) => parser.on('packet', (p) => resolve((p as { returnCode: number }).returnCode)));
+      socket.on('data', (d) => parser.parse(d));
+      socket.on('error', () => undefined);
+      const password = Buffer.from(await t.token('alice'));
+      socket.write(connectBytes(clean, password));
+      const result = await code;
+      socket.destroy();
+      return result;
+    };
+    expect(await connackCode(false)).toBe(2);
+    expect(await connackCode(true)).toBe(0);
+  });
+
   it('refuses MQTT connections with a bad token, a token for another user, or a client id held by another user', async () => {
     const { default: mqtt } = await import('mqtt');
     const tryConnect = (username: string, password: string, clientId: string) =>
