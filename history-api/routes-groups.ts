@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import type { GroupRecord, MemberRecord } from '../groups/group-store.js';
 import { UserId } from '../protocol/index.js';
 import type { Api, ApiDeps } from './app.js';
-import { GroupParams, GroupView, MemberParams, MemberView, PageQuery, Role, errors } from './schemas.js';
+import { DEFAULT_PAGE, GroupParams, GroupView, MemberParams, MemberView, PageQuery, Role, errors } from './schemas.js';
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -62,7 +62,7 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
       },
     },
     async (request) => {
-      const { after = '', limit } = request.query;
+      const { after = '', limit = DEFAULT_PAGE } = request.query;
       const memberships = await groups.listMemberships(request.userId, after, limit);
       const views = await Promise.all(memberships.map(async (m) => view(await groups.getGroup(m.groupId), m)));
       return memberships.length === limit ? { groups: views, next: memberships.at(-1)!.groupId } : { groups: views };
@@ -94,7 +94,7 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
       },
     },
     async (request) => {
-      const { after = '', limit } = request.query;
+      const { after = '', limit = DEFAULT_PAGE } = request.query;
       const page = await groups.listMembers(request.params.groupId, request.userId, after, limit);
       const count = await groups.countMembers(request.params.groupId);
       const members = page.map(memberView);

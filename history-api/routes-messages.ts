@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import { ChorusError, SendPayload, StampedMessage } from '../protocol/index.js';
 import type { SendResult } from '../sequencer/sequencer.js';
 import type { Api, ApiDeps } from './app.js';
-import { GroupParams, Seq, SeqOrZero, errors } from './schemas.js';
+import { DEFAULT_PAGE, GroupParams, Query, Seq, SeqOrZero, errors } from './schemas.js';
 
 const SendResponse = Type.Object({
   seq: Seq,
@@ -20,11 +20,14 @@ export async function messageRoutes(app: Api, { config, groups, log, sends }: Ap
       schema: {
         summary: 'Read history: afterSeq pages forward (ascending); beforeSeq, or neither, pages back from the newest (descending)',
         params: GroupParams,
-        querystring: Type.Object({
-          afterSeq: Type.Optional(SeqOrZero),
-          beforeSeq: Type.Optional(Seq),
-          limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
-        }),
+        querystring: Query(
+          {
+            afterSeq: Type.Optional(SeqOrZero),
+            beforeSeq: Type.Optional(Seq),
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: DEFAULT_PAGE })),
+          },
+          { not: { required: ['afterSeq', 'beforeSeq'] }, description: 'afterSeq or beforeSeq, not both' },
+        ),
         response: {
           200: Type.Object({ messages: Type.Array(StampedMessage), lastSeq: SeqOrZero }),
           ...errors(400, 401, 403, 404, 503),
@@ -33,10 +36,7 @@ export async function messageRoutes(app: Api, { config, groups, log, sends }: Ap
     },
     async (request) => {
       const { groupId } = request.params;
-      const { afterSeq, beforeSeq, limit } = request.query;
-      if (afterSeq !== undefined && beforeSeq !== undefined) {
-        throw new ChorusError('VALIDATION_FAILED', 'give afterSeq or beforeSeq, not both');
-      }
+      const { afterSeq, beforeSeq, limit = DEFAULT_PAGE } = request.query;
       // The reads go out with the membership check: one store round trip's wait, not three in a row. Nothing read is
       // returned unless the check passes, and its error, if any, is the one the caller gets.
       const reads = Promise.all([

@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import { ChorusError } from '../protocol/index.js';
 import { checkPushEndpoint, checkPushKeys, systemResolve } from '../push/endpoint-policy.js';
 import type { Api, ApiDeps } from './app.js';
-import { GroupParams, PageQuery, errors } from './schemas.js';
+import { DEFAULT_PAGE, GroupParams, PageQuery, errors } from './schemas.js';
 
 const Base64Url = (min: number, max: number) => Type.String({ pattern: '^[A-Za-z0-9_-]+={0,2}$', minLength: min, maxLength: max });
 const PushMode = Type.Union([Type.Literal('all'), Type.Literal('mentions'), Type.Literal('muted')]);
@@ -11,7 +11,12 @@ const PushMode = Type.Union([Type.Literal('all'), Type.Literal('mentions'), Type
 export async function pushRoutes(app: Api, { config, groups, push, presence }: ApiDeps): Promise<void> {
   app.get(
     '/push/vapid-public-key',
-    { schema: { summary: 'The VAPID public key to pass to PushManager.subscribe as applicationServerKey', response: { 200: Type.Object({ publicKey: Type.String() }) } } },
+    {
+      schema: {
+        summary: 'The VAPID public key to pass to PushManager.subscribe as applicationServerKey',
+        response: { 200: Type.Object({ publicKey: Type.String() }), ...errors() },
+      },
+    },
     async () => ({ publicKey: push.vapidPublicKey }),
   );
 
@@ -120,7 +125,7 @@ export async function pushRoutes(app: Api, { config, groups, push, presence }: A
       },
     },
     async (request) => {
-      const { after = '', limit } = request.query;
+      const { after = '', limit = DEFAULT_PAGE } = request.query;
       const page = await groups.listMembers(request.params.groupId, request.userId, after, limit);
       const online = await presence.online(page.map((m) => m.userId));
       const members = page.map((m) => ({ userId: m.userId, online: online.has(m.userId) }));

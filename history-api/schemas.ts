@@ -1,4 +1,4 @@
-import { Type, type Static } from '@sinclair/typebox';
+import { Type, type ObjectOptions, type Static, type TProperties } from '@sinclair/typebox';
 import { GroupId, Seq, UserId, errorCodes } from '../protocol/index.js';
 
 export const ErrorResponse = Type.Object(
@@ -35,14 +35,23 @@ export type MemberView = Static<typeof MemberView>;
 export const GroupParams = Type.Object({ groupId: GroupId });
 export const MemberParams = Type.Object({ groupId: GroupId, userId: UserId });
 
-export const PageQuery = Type.Object({
+/** Page size when a listing or history read names none. */
+export const DEFAULT_PAGE = 100;
+
+/** Query strings take the listed parameters only: an unknown one is refused (UNKNOWN_FIELD), not ignored. */
+export const Query = <T extends TProperties>(properties: T, options: ObjectOptions = {}) => Type.Object(properties, { additionalProperties: false, ...options });
+
+export const PageQuery = Query({
   after: Type.Optional(Type.String({ maxLength: 64, description: 'last id of the previous page' })),
-  limit: Type.Integer({ minimum: 1, maximum: 500, default: 100 }),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: DEFAULT_PAGE })),
 });
 
-/** Standard error responses for a route, by status. */
+/**
+ * Error responses for a route, by status: the ones every /v1 route can give (400 for a malformed request or path
+ * parameter, 401 without a valid token, 429 over the rate limits, 500 for a bug), and the route's own.
+ */
 export const errors = (...statuses: number[]) =>
-  Object.fromEntries(statuses.map((status) => [status, Type.Ref(ErrorResponse)]));
+  Object.fromEntries([400, 401, 429, 500, ...statuses].map((status) => [status, Type.Ref(ErrorResponse)]));
 
 export const SeqOrZero = Type.Integer({ minimum: 0 });
 export { Seq };

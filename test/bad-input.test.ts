@@ -102,6 +102,8 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
     expect(await raw(JSON.stringify({ clientMsgId: 'has space', body: 'y' }))).toMatchObject({ status: 400, body: { code: 'VALIDATION_FAILED' } });
     expect((await t.api('alice', 'GET', `${path}?afterSeq=-1`)).body.code).toBe('VALIDATION_FAILED');
     expect((await t.api('alice', 'GET', `${path}?afterSeq=1&beforeSeq=5`)).body.code).toBe('VALIDATION_FAILED');
+    expect((await t.api('alice', 'GET', `${path}?afterSeq=1&colour=blue`)).body.code).toBe('UNKNOWN_FIELD');
+    expect((await t.api('alice', 'GET', '/v1/groups?limit=5&sort=name')).body.code).toBe('UNKNOWN_FIELD');
     expect((await t.api('alice', 'GET', '/v1/groups/bad$id/messages')).body.code).toBe('VALIDATION_FAILED');
     expect((await t.api('alice', 'GET', '/v1/nowhere')).body.code).toBe('NOT_FOUND');
     const noAuth = await fetch(`${t.chorus.urls.http}/v1/groups`);
@@ -109,6 +111,20 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
     const expired = await fetch(`${t.chorus.urls.http}/v1/groups`, { headers: { authorization: `Bearer ${await t.token('alice', -60)}` } });
     expect(expired.status).toBe(401);
     await sleep(10);
+  });
+
+  it('documents in OpenAPI what the routes answer: every /v1 route its errors, optional limits, exclusive cursors', async () => {
+    const doc = (await (await fetch(`${t.chorus.urls.http}/docs/json`)).json()) as {
+      paths: Record<string, Record<string, { parameters?: { name: string; in: string; required?: boolean }[]; responses: Record<string, unknown> }>>;
+    };
+    for (const [path, methods] of Object.entries(doc.paths).filter(([p]) => p.startsWith('/v1/'))) {
+      for (const [method, op] of Object.entries(methods)) {
+        expect(Object.keys(op.responses), `${method} ${path}`).toEqual(expect.arrayContaining(['400', '401', '429', '500']));
+        const limit = op.parameters?.find((p) => p.name === 'limit');
+        if (limit) expect(limit.required ?? false, `${method} ${path} limit`).toBe(false);
+      }
+    }
+    expect(Object.keys(doc.paths['/v1/push/vapid-public-key']!.get!.responses)).toContain('401');
   });
 
   it('validates REST bodies as they are, without converting types', async () => {
