@@ -4,7 +4,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv } from 'ajv';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type HTTPMethods } from 'fastify';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { TokenVerifier } from '../broker/auth.js';
@@ -113,6 +113,15 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   });
   app.setNotFoundHandler((_request, reply) => reply.status(404).send(new ChorusError('NOT_FOUND').toBody()));
 
+  // The methods each /v1 path takes, so that the others answer 405 with Allow (RFC 9110 §15.5.6) rather than 404.
+  const methodsOf = new Map<string, Set<string>>();
+  app.addHook('onRoute', (route) => {
+    if (!route.url.startsWith('/v1/')) return;
+    const methods = methodsOf.get(route.url) ?? new Set<string>();
+    for (const method of [route.method].flat()) methods.add(method);
+    methodsOf.set(route.url, methods);
+  });
+
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
   const registry = deps.metrics;
   if (registry) {
@@ -151,5 +160,18 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
     },
     { prefix: '/v1' },
   );
+  // OPTIONS is left to CORS preflight when browser origins are configured.
+  const others = ['DELETE', 'GET', 'PATCH', 'POST', 'PUT', 'TRACE', ...(deps.config.corsOrigins ? [] : ['OPTIONS'])];
+  for (const [url, methods] of methodsOf) {
+    const missing = others.filter((method) => !methods.has(method));
+    const allow = [...methods].join(', ');
+    if (missing.length === 0) continue;
+    app.route({
+      method: missing as HTTPMethods[],
+      url,
+      schema: { hide: true },
+      handler: async (_request, reply) => reply.status(405).header('allow', allow).send(new ChorusError('METHOD_NOT_ALLOWED').toBody()),
+    });
+  }
   return app;
 }

@@ -1,5 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import { ChorusError, SendPayload, StampedMessage } from '../protocol/index.js';
+import type { MessageLog } from '../sequencer/message-log.js';
 import type { SendResult } from '../sequencer/sequencer.js';
 import type { Api, ApiDeps } from './app.js';
 import { DEFAULT_PAGE, GroupParams, Query, Seq, SeqOrZero, errors } from './schemas.js';
@@ -12,22 +13,30 @@ const SendResponse = Type.Object({
   message: StampedMessage,
 });
 
+/**
+ * A history page: after `afterSeq` ascending, and then below `beforeSeq` too when both are given (nothing when no seq
+ * lies between them); otherwise below `beforeSeq`, or from the newest, descending.
+ */
+function readPage(log: MessageLog, groupId: string, afterSeq: number | undefined, beforeSeq: number | undefined, limit: number): Promise<StampedMessage[]> {
+  if (afterSeq === undefined) return log.readBefore(groupId, beforeSeq ?? Number.MAX_SAFE_INTEGER, limit);
+  const between = (beforeSeq ?? Number.MAX_SAFE_INTEGER) - afterSeq - 1;
+  return between > 0 ? log.readAfter(groupId, afterSeq, Math.min(limit, between)) : Promise.resolve([]);
+}
+
 /** History reads, REST sends (through the same sequencer as MQTT) and the read pointer. */
 export async function messageRoutes(app: Api, { config, groups, log, sends }: ApiDeps): Promise<void> {
   app.get(
     '/groups/:groupId/messages',
     {
       schema: {
-        summary: 'Read history: afterSeq pages forward (ascending); beforeSeq, or neither, pages back from the newest (descending)',
+        summary:
+          'Read history: afterSeq pages forward (ascending), up to beforeSeq when both are given; beforeSeq alone, or neither, pages back from the newest (descending)',
         params: GroupParams,
-        querystring: Query(
-          {
-            afterSeq: Type.Optional(SeqOrZero),
-            beforeSeq: Type.Optional(Seq),
-            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: DEFAULT_PAGE })),
-          },
-          { not: { required: ['afterSeq', 'beforeSeq'] }, description: 'afterSeq or beforeSeq, not both' },
-        ),
+        querystring: Query({
+          afterSeq: Type.Optional(SeqOrZero),
+          beforeSeq: Type.Optional(Seq),
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: DEFAULT_PAGE })),
+        }),
         response: {
           200: Type.Object({ messages: Type.Array(StampedMessage), lastSeq: SeqOrZero }),
           ...errors(400, 401, 403, 404, 503),
@@ -41,7 +50,7 @@ export async function messageRoutes(app: Api, { config, groups, log, sends }: Ap
       // returned unless the check passes, and its error, if any, is the one the caller gets.
       const reads = Promise.all([
         log.lastSeq(groupId),
-        afterSeq !== undefined ? log.readAfter(groupId, afterSeq, limit) : log.readBefore(groupId, beforeSeq ?? Number.MAX_SAFE_INTEGER, limit),
+        readPage(log, groupId, afterSeq, beforeSeq, limit),
       ]);
       reads.catch(() => undefined); // awaited below, unless the membership check throws first
       await groups.requireMember(groupId, request.userId);

@@ -9,6 +9,7 @@ export const errorCatalog = {
   NOT_ADMIN: { status: 403, message: 'only group admins may do this' },
   TOPIC_NOT_ALLOWED: { status: 403, message: 'this topic does not accept publishes from clients' },
   NOT_FOUND: { status: 404, message: 'no such resource' },
+  METHOD_NOT_ALLOWED: { status: 405, message: 'this resource does not take that method' },
   GROUP_NOT_FOUND: { status: 404, message: 'no such group' },
   MEMBER_NOT_FOUND: { status: 404, message: 'no such member in this group' },
   VALIDATION_FAILED: { status: 400, message: 'the request does not match its schema' },

@@ -74,7 +74,7 @@ describe('REST API (app.inject)', () => {
     expect(fannedOut.filter((m) => m.groupId === id).map((m) => m.seq)).toEqual([1, 2, 3]);
   });
 
-  it('pages history forward with afterSeq, backward with beforeSeq, and newest-first by default', async () => {
+  it('pages history forward with afterSeq, backward with beforeSeq, between with both, and newest-first by default', async () => {
     const id = (await call('ann', 'POST', '/v1/groups', { name: 'History' })).body.id;
     for (let i = 1; i <= 12; i++) await call('ann', 'POST', `/v1/groups/${id}/messages`, { clientMsgId: `h${i}`, body: `b${i}` });
     const seqs = async (query: string) => (await call('ann', 'GET', `/v1/groups/${id}/messages?${query}`)).body.messages.map((m: StampedMessage) => m.seq);
@@ -82,6 +82,9 @@ describe('REST API (app.inject)', () => {
     expect(await seqs('afterSeq=10')).toEqual([11, 12]);
     expect(await seqs('beforeSeq=4')).toEqual([3, 2, 1]);
     expect(await seqs('limit=3')).toEqual([12, 11, 10]);
+    expect(await seqs('afterSeq=3&beforeSeq=7')).toEqual([4, 5, 6]); // both: the messages between, ascending
+    expect(await seqs('afterSeq=3&beforeSeq=7&limit=2')).toEqual([4, 5]);
+    expect(await seqs('afterSeq=0&beforeSeq=1')).toEqual([]);
     // A member added later reads the most recent history too.
     await call('ann', 'POST', `/v1/groups/${id}/members`, { userId: 'newbie' });
     expect((await call('newbie', 'GET', `/v1/groups/${id}/messages?limit=2`)).body).toMatchObject({ lastSeq: 12, messages: [{ seq: 12 }, { seq: 11 }] });

@@ -101,7 +101,6 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
     expect(await raw('x'.repeat(20_000))).toMatchObject({ status: 413, body: { code: 'PAYLOAD_TOO_LARGE' } });
     expect(await raw(JSON.stringify({ clientMsgId: 'has space', body: 'y' }))).toMatchObject({ status: 400, body: { code: 'VALIDATION_FAILED' } });
     expect((await t.api('alice', 'GET', `${path}?afterSeq=-1`)).body.code).toBe('VALIDATION_FAILED');
-    expect((await t.api('alice', 'GET', `${path}?afterSeq=1&beforeSeq=5`)).body.code).toBe('VALIDATION_FAILED');
     expect((await t.api('alice', 'GET', `${path}?afterSeq=1&colour=blue`)).body.code).toBe('UNKNOWN_FIELD');
     expect((await t.api('alice', 'GET', '/v1/groups?limit=5&sort=name')).body.code).toBe('UNKNOWN_FIELD');
     expect((await t.api('alice', 'GET', '/v1/groups/bad$id/messages')).body.code).toBe('VALIDATION_FAILED');
@@ -143,7 +142,7 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
     expect(members.body.members.map((m: { userId: string }) => m.userId)).not.toContain('false');
   });
 
-  it('answers in the one error shape also what is refused before any route runs (414, 431, bad HTTP, unknown method)', async () => {
+  it('answers in the one error shape also what is refused before any route runs (414, 431, bad HTTP, 405)', async () => {
     const shape = async (res: Response) => [res.status, ((await res.json()) as { code: string }).code];
     const auth = { authorization: `Bearer ${await t.token('alice')}` };
     expect(await shape(await fetch(`${t.chorus.urls.http}/v1/groups/${'g'.repeat(5000)}`, { headers: auth }))).toEqual([414, 'URI_TOO_LONG']);
@@ -151,7 +150,10 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
       431,
       'HEADERS_TOO_LARGE',
     ]);
-    expect(await shape(await fetch(`${t.chorus.urls.http}/v1/groups`, { method: 'PATCH', headers: auth }))).toEqual([404, 'NOT_FOUND']);
+    const patch = await fetch(`${t.chorus.urls.http}/v1/groups`, { method: 'PATCH', headers: auth });
+    expect(patch.headers.get('allow')?.split(', ')).toEqual(expect.arrayContaining(['GET', 'POST']));
+    expect(await shape(patch)).toEqual([405, 'METHOD_NOT_ALLOWED']);
+    expect(await shape(await fetch(`${t.chorus.urls.http}/v1/nowhere`, { method: 'PATCH', headers: auth }))).toEqual([404, 'NOT_FOUND']);
     const socket = tcpConnect(t.chorus.httpPort, '127.0.0.1');
     socket.write('NOT HTTP AT ALL\r\n\r\n');
     const answer = await new Promise<string>((resolve) => {
