@@ -161,17 +161,14 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
     { prefix: '/v1' },
   );
   // OPTIONS is left to CORS preflight when browser origins are configured.
-  const others = ['DELETE', 'GET', 'PATCH', 'POST', 'PUT', 'TRACE', ...(deps.config.corsOrigins ? [] : ['OPTIONS'])];
+  const others = app.supportedMethods.filter((method) => method !== 'HEAD' && !(method === 'OPTIONS' && deps.config.corsOrigins));
   for (const [url, methods] of methodsOf) {
     const missing = others.filter((method) => !methods.has(method));
     const allow = [...methods].join(', ');
     if (missing.length === 0) continue;
-    app.route({
-      method: missing as HTTPMethods[],
-      url,
-      schema: { hide: true },
-      handler: async (_request, reply) => reply.status(405).header('allow', allow).send(new ChorusError('METHOD_NOT_ALLOWED').toBody()),
-    });
+    // Answered in onRequest, before a body is looked at: a method that takes one (QUERY) is refused for the method.
+    const notAllowed = async (_request: unknown, reply: FastifyReply) => reply.status(405).header('allow', allow).send(new ChorusError('METHOD_NOT_ALLOWED').toBody());
+    app.route({ method: missing as HTTPMethods[], url, schema: { hide: true }, onRequest: notAllowed, handler: notAllowed });
   }
   return app;
 }
