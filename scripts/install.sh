@@ -16,6 +16,10 @@ if ! command -v chromium >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# The OpenAPI test runs schemathesis (PyPI) against the live document.
+if ! command -v st >/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
+fi
 if [ -d /usr/include/node ] && [ -z "${npm_config_nodedir:-}" ]; then
   export npm_config_nodedir=/usr
 fi

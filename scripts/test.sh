@@ -4,7 +4,7 @@
 # when they do not answer (scripts/services.sh) and stops what it started. Arguments go to vitest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x node_modules/.bin/vitest ] || bash scripts/install.sh
+if [ ! -x node_modules/.bin/vitest ] || ! command -v st >/dev/null; then bash scripts/install.sh; fi
 npm run typecheck
 npm run lint
 npm run build
