@@ -31,6 +31,12 @@ import { TokenBucket, type FailedAuthThrottle } from './token-bucket.js';
  * this topic, which no client can subscribe to (the ACL allows only group and own-events topics).
  */
 const VOID_TOPIC = '$chorus/void';
+/**
+ * Stored with every persistent session once it is accepted, and refused by the ACL whenever the session is restored:
+ * Aedes reports a session as present only when it has stored subscriptions, and a session whose subscriptions were all
+ * refused still exists ([MQTT-3.2.2-2]). QoS 0, so nothing is ever routed or queued for it.
+ */
+const SESSION_MARKER = { topic: '$chorus/session', qos: 0 as const };
 const EMPTY = Buffer.alloc(0);
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const PRESENCE_FANOUT_MAX = 1000;
@@ -123,6 +129,11 @@ export class ChorusBroker {
       (typeof client === 'function' ? (client as () => void) : (done ?? (() => {})))();
     }) as typeof aedes.publish;
     aedes.on('clientDisconnect', (client) => this.onDisconnect(client));
+    aedes.on('clientReady', (client) => {
+      if (client.clean) return;
+      const { persistence } = aedes as unknown as { persistence: { addSubscriptions(c: Client, subs: (typeof SESSION_MARKER)[]): Promise<void> } };
+      persistence.addSubscriptions(client, [SESSION_MARKER]).catch((err: Error) => logger.debug({ clientId: client.id, err: err.message }, 'session marker not stored'));
+    });
     aedes.on('subscribe', (subscriptions, client) => {
       const topic = eventsTopic(this.live.userOf(client) ?? '');
       if (subscriptions.some((sub) => sub.topic === topic)) this.releaseHeldEvents(client);

@@ -149,6 +149,23 @@ describe('only members read, write or subscribe', () => {
     expect(await connackCode(true)).toBe(0);
   });
 
+  it('reports a persistent session as present on return even when all its subscriptions were refused [MQTT-3.2.2-2]', async () => {
+    const { default: mqtt } = await import('mqtt');
+    const clientId = `alice-session-${Date.now()}`;
+    const session = async () => {
+      const c = mqtt.connect(t.chorus.urls.mqtt, { username: 'alice', password: await t.token('alice'), clientId, clean: false, reconnectPeriod: 0, protocolVersion: 4 });
+      const connack = await new Promise<{ sessionPresent: boolean }>((resolve) => c.once('connect', (packet) => resolve(packet)));
+      return { c, present: connack.sessionPresent };
+    };
+    const first = await session();
+    expect(first.present).toBe(false); // [MQTT-3.2.2-3]: a new session
+    expect(await subscribeCodes(first.c, ['groups/g_not-mine/messages'])).toEqual([0x80]);
+    await first.c.endAsync();
+    const second = await session();
+    expect(second.present).toBe(true);
+    await second.c.endAsync();
+  });
+
   it('refuses MQTT connections with a bad token, a token for another user, or a client id held by another user', async () => {
     const { default: mqtt } = await import('mqtt');
     const tryConnect = (username: string, password: string, clientId: string) =>
