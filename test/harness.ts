@@ -110,6 +110,15 @@ export class TestChorus {
   }
 }
 
+/** A counter or gauge from the node's /metrics, summed over its labels (0 when absent). */
+export async function metric(t: TestChorus, name: string): Promise<number> {
+  const text = await (await fetch(`${t.chorus.urls.http}/metrics`)).text();
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))
+    .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+}
+
 /** Collects JSON messages arriving on a client, by topic. */
 export function collect(client: MqttClient): { all: { topic: string; body: any }[]; on: (topic: string) => any[] } {
   const all: { topic: string; body: any }[] = [];

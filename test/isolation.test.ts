@@ -1,7 +1,7 @@
 import { connect as tcpConnect, type Socket } from 'node:net';
 import mqttPacket from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestChorus, collect, until } from './harness.js';
+import { TestChorus, collect, metric, until } from './harness.js';
 
 /** A raw MQTT 3.1.1 connection that subscribes to `topic` and then never reads again: a frozen device. */
 async function frozenSubscriber(t: TestChorus, userId: string, topic: string): Promise<Socket> {
@@ -16,12 +16,6 @@ async function frozenSubscriber(t: TestChorus, userId: string, topic: string): P
   socket.on('error', () => undefined);
   return socket;
 }
-
-const metric = async (t: TestChorus, name: string): Promise<number> => {
-  const text = await (await fetch(`${t.chorus.urls.http}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
-  return line ? Number(line.split(' ').pop()) : 0;
-};
 
 describe('one client never holds up the others', () => {
   let t: TestChorus;

@@ -2,15 +2,7 @@ import { connect as tcpConnect, type Socket } from 'node:net';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { TestChorus, until } from './harness.js';
-
-const metric = async (t: TestChorus, name: string): Promise<number> => {
-  const text = await (await fetch(`${t.chorus.urls.http}/metrics`)).text();
-  return text
-    .split('\n')
-    .filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))
-    .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
-};
+import { TestChorus, metric, until } from './harness.js';
 
 /** Resolves when the socket is closed by the other side; `false` if it is still open after `ms`. */
 const closedWithin = (socket: Socket | WebSocket, ms: number): Promise<boolean> =>
