@@ -40,6 +40,9 @@ const SESSION_MARKER = { topic: '$chorus/session', qos: 0 as const };
 const EMPTY = Buffer.alloc(0);
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const PRESENCE_FANOUT_MAX = 1000;
+/** At most one typing indicator per user and group in this long; users whose last one is older are forgotten first. */
+const TYPING_INTERVAL_MS = 2000;
+const MAX_TYPING_ENTRIES = 100_000;
 /** Acks and rejections kept for a connection that has not subscribed to its events topic yet (the newest win). */
 const MAX_HELD_EVENTS = 256;
 
@@ -93,6 +96,8 @@ export class ChorusBroker {
   private readonly expiryTimers = new WeakMap<Client, NodeJS.Timeout>();
   private readonly publishBuckets = new WeakMap<Client, TokenBucket>();
   private readonly heldEvents = new WeakMap<Client, UserEvent[]>();
+  /** When each user last typed in each group (performance.now()), for the typing rate. */
+  private readonly lastTyping = new Map<string, number>();
   /** Clients that sent an empty client id with CleanSession 0, refused when they authenticate ([MQTT-3.1.3-8]). */
   private readonly anonymousPersistent = new WeakSet<Client>();
   /** Connections accepted and not yet authenticated, each with what ends its count. */
@@ -172,16 +177,16 @@ export class ChorusBroker {
   }
 
   /** Publishes an event on a user's own events topic. */
-  sendEvent(userId: string, event: UserEvent): void {
-    this.publish(eventsTopic(userId), Buffer.from(JSON.stringify(event)));
+  sendEvent(userId: string, event: UserEvent, qos: 0 | 1 = 1): void {
+    this.publish(eventsTopic(userId), Buffer.from(JSON.stringify(event)), undefined, qos);
   }
 
-  private publish(topic: string, payload: Buffer, brokerId?: string): void {
+  private publish(topic: string, payload: Buffer, brokerId?: string, qos: 0 | 1 = 1): void {
     const packet: PublishPacket & { brokerId?: string } = {
       cmd: 'publish',
       topic,
       payload,
-      qos: 1,
+      qos,
       retain: false,
       dup: false,
       ...(brokerId ? { brokerId } : {}),
@@ -302,6 +307,10 @@ export class ChorusBroker {
     packet.payload = EMPTY;
     packet.retain = false;
     if (userId === undefined) return callback(null); // a will left by a session that no longer exists
+    if (target?.kind === 'typing') {
+      callback(null); // nothing to store: acknowledged (when sent at QoS 1) at once
+      return void this.relayTyping(client!, userId, target.groupId);
+    }
     if (target?.kind !== 'group') {
       this.reject(client!, userId, new ChorusError('TOPIC_NOT_ALLOWED', `clients may not publish to ${target ? 'events topics' : 'this topic'}`));
       return callback(null);
@@ -344,6 +353,29 @@ export class ChorusBroker {
         callback(null);
       },
     );
+  }
+
+  /**
+   * Typing indicators: ephemeral, never stored or sequenced. The sender is the connection's user, whatever the payload
+   * says; at most one per user and group every TYPING_INTERVAL_MS is relayed (more are dropped); and only in groups of
+   * at most liveEventsMaxGroupMembers, to the other members' events topics at QoS 0 (on every node).
+   */
+  private async relayTyping(client: Client, userId: string, groupId: string): Promise<void> {
+    if (!this.live.isMember(client, groupId)) return this.reject(client, userId, new ChorusError('NOT_A_MEMBER'), groupId);
+    const key = `${userId}\n${groupId}`;
+    const now = performance.now();
+    if (now - (this.lastTyping.get(key) ?? -Infinity) < TYPING_INTERVAL_MS) return;
+    this.lastTyping.delete(key); // re-inserted last: the Map's order is least recently typed first
+    this.lastTyping.set(key, now);
+    if (this.lastTyping.size > MAX_TYPING_ENTRIES) this.lastTyping.delete(this.lastTyping.keys().next().value!);
+    const limit = this.deps.config.liveEventsMaxGroupMembers;
+    try {
+      const members = await this.deps.groups.membersPage(groupId, '', limit + 1);
+      if (members.length > limit) return;
+      for (const member of members) if (member.userId !== userId) this.sendEvent(member.userId, { type: 'typing', groupId, userId }, 0);
+    } catch (err) {
+      this.deps.logger.debug({ err: (err as Error).message, groupId }, 'typing not relayed: members unreadable');
+    }
   }
 
   /**

@@ -2,6 +2,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { v7 as uuidv7 } from 'uuid';
 import {
   eventsTopic,
+  typingTopic,
   groupTopic,
   parseTopic,
   type SendPayload,
@@ -46,6 +47,8 @@ interface Listeners {
   error: (err: Error) => void;
   connect: () => void;
   offline: () => void;
+  /** A fellow member is typing in a group (at most one every 2 s per member; groups up to liveEventsMaxGroupMembers). */
+  typing: (typing: { groupId: string; userId: string }) => void;
 }
 
 interface PendingSend {
@@ -64,6 +67,7 @@ const pendingKey = (groupId: string, clientMsgId: string): string => `${groupId}
 
 /** Codes after which the same send may succeed later. */
 const RETRYABLE = new Set(['OVERLOADED', 'STORE_UNAVAILABLE', 'INTERNAL', 'RATE_LIMITED']);
+const TYPING_INTERVAL_MS = 2000;
 /** How long after its PUBACK a send waits for its ack event before it asks for its seq over REST. */
 const ACK_AFTER_PUBACK_MS = 2000;
 
@@ -86,7 +90,10 @@ export class ChorusClient {
     error: new Set(),
     connect: new Set(),
     offline: new Set(),
+    typing: new Set(),
   };
+  /** When this client last said it was typing in each group: the server relays one every 2 s, so no more are sent. */
+  private readonly typedAt = new Map<string, number>();
   private closed = false;
 
   private constructor(private readonly options: ChorusClientOptions) {
@@ -202,6 +209,14 @@ export class ChorusClient {
   async unjoin(groupId: string): Promise<void> {
     if (!this.streams.delete(groupId)) return;
     if (this.mqtt.connected) await this.mqtt.unsubscribeAsync(groupTopic(groupId));
+  }
+
+  /** Tells the group's other connected members that this user is typing (QoS 0, never stored; call it on keystrokes). */
+  typing(groupId: string): void {
+    const now = Date.now();
+    if (now - (this.typedAt.get(groupId) ?? 0) < TYPING_INTERVAL_MS || !this.mqtt.connected) return;
+    this.typedAt.set(groupId, now);
+    this.mqtt.publish(typingTopic(groupId), '', { qos: 0 });
   }
 
   /**
@@ -320,6 +335,8 @@ export class ChorusClient {
       this.join(event.groupId).catch((err: Error) => this.emit('error', err));
     } else if (event.type === 'member-removed') {
       this.streams.delete(event.groupId);
+    } else if (event.type === 'typing') {
+      this.emit('typing', { groupId: event.groupId, userId: event.userId });
     }
     this.emit('event', event);
   }

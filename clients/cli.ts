@@ -108,6 +108,9 @@ async function chat(args: string[]): Promise<void> {
   client.on('event', (e) => {
     if (e.type === 'rejected') out(`! ${e.code}: ${e.message}`);
   });
+  client.on('typing', (t) => {
+    if (t.groupId === groupId) out(`… ${t.userId} is typing`);
+  });
   client.on('offline', () => out('! offline, reconnecting...'));
   client.on('error', (err) => out(`! ${err.message}`));
   const recent = await client.api.messagesBefore(groupId, 20);

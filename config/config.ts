@@ -90,6 +90,12 @@ export const ConfigSchema = Type.Object(
     }),
     rateLimitPerMinute: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 6000, description: 'REST requests per user (or IP) per minute' }),
     maxConnections: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 }),
+    liveEventsMaxGroupMembers: Type.Integer({
+      minimum: 0,
+      maximum: 100_000,
+      default: 1000,
+      description: 'groups up to this size get typing indicators pushed to their members; larger ones do not',
+    }),
     maxUnauthenticatedConnections: Type.Integer({
       minimum: 1,
       maximum: 1_000_000,

@@ -50,4 +50,5 @@ export type UserEvent =
   | { type: 'member-added'; groupId: string; userId: string; role: MemberRole; by: string }
   | { type: 'member-removed'; groupId: string; userId: string; by: string }
   | { type: 'role-changed'; groupId: string; userId: string; role: MemberRole; by: string }
-  | { type: 'presence'; userId: string; online: boolean };
+  | { type: 'presence'; userId: string; online: boolean }
+  | { type: 'typing'; groupId: string; userId: string };

@@ -13,8 +13,10 @@ export const isGroupId = (value: string): boolean => groupIdRe.test(value);
 
 export const groupTopic = (groupId: string): string => `groups/${groupId}/messages`;
 export const eventsTopic = (userId: string): string => `users/${userId}/events`;
+/** Where a member publishes (QoS 0) that they are typing; the others hear it on their events topics. */
+export const typingTopic = (groupId: string): string => `groups/${groupId}/typing`;
 
-export type ParsedTopic = { kind: 'group'; groupId: string } | { kind: 'events'; userId: string };
+export type ParsedTopic = { kind: 'group'; groupId: string } | { kind: 'typing'; groupId: string } | { kind: 'events'; userId: string };
 
 const parsedTopics = new Map<string, ParsedTopic | null>();
 const MAX_CACHED_TOPICS = 10_000;
@@ -37,6 +39,7 @@ function parseTopicUncached(topic: string): ParsedTopic | null {
   if (parts.length !== 3) return null;
   const [root, id, leaf] = parts as [string, string, string];
   if (root === 'groups' && leaf === 'messages' && isGroupId(id)) return { kind: 'group', groupId: id };
+  if (root === 'groups' && leaf === 'typing' && isGroupId(id)) return { kind: 'typing', groupId: id };
   if (root === 'users' && leaf === 'events' && isUserId(id)) return { kind: 'events', userId: id };
   return null;
 }

@@ -90,6 +90,18 @@ describe('many nodes sharing Redis and Cassandra', () => {
     await alice.endAsync();
   });
 
+  it("relays a member's typing to members on other nodes", async () => {
+    const groupId = await newGroup('alice', ['bob']);
+    const [alice, bob] = [await raw('alice', a), await raw('bob', b)];
+    const heard: unknown[] = [];
+    bob.on('message', (_topic, payload) => heard.push(JSON.parse(payload.toString())));
+    await bob.subscribeAsync('users/bob/events', { qos: 1 });
+    await alice.publishAsync(`groups/${groupId}/typing`, '', { qos: 0 });
+    await until(() => heard.length === 1, 'bob hears alice typing through Redis');
+    expect(heard).toEqual([{ type: 'typing', groupId, userId: 'alice' }]);
+    await Promise.all([alice.endAsync(), bob.endAsync()]);
+  });
+
   it('dedups a retry that lands on another node, over MQTT and over REST', async () => {
     const groupId = await newGroup('alice', []);
     const acks: { node: string; seq: number; duplicate: boolean }[] = [];

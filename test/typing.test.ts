@@ -1,0 +1,60 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { typingTopic } from '../protocol/index.js';
+import { TestChorus, collect, sdkClient, sleep, until } from './harness.js';
+
+describe('typing indicators: ephemeral, stamped with the sender, rate-limited, small groups only', () => {
+  let t: TestChorus;
+  beforeAll(async () => {
+    t = await TestChorus.start({ liveEventsMaxGroupMembers: 3, sqliteSynchronous: 'normal' });
+  });
+  afterAll(() => t.close());
+
+  it("relays a member's typing to the others' events at QoS 0, as the sender, at most once per 2 s, and stores nothing", async () => {
+    const groupId = await t.group('alice', ['bob', 'carol']);
+    const [alice, bob, carol, dave] = await Promise.all([t.mqtt('alice'), t.mqtt('bob'), t.mqtt('carol'), t.mqtt('dave')]);
+    const got = new Map<string, ReturnType<typeof collect>>();
+    for (const [name, client] of [['alice', alice], ['bob', bob], ['carol', carol], ['dave', dave]] as const) {
+      got.set(name, collect(client));
+      await client.subscribeAsync(`users/${name}/events`, { qos: 1 });
+    }
+    // The payload's claims are ignored: the server names the connection's user.
+    await alice.publishAsync(typingTopic(groupId), JSON.stringify({ userId: 'mallory' }), { qos: 0 });
+    await alice.publishAsync(typingTopic(groupId), '', { qos: 0 }); // within 2 s: dropped
+    await until(() => got.get('bob')!.all.length === 1 && got.get('carol')!.all.length === 1, 'bob and carol hear it');
+    await sleep(300);
+    for (const name of ['bob', 'carol']) expect(got.get(name)!.all.map((m) => m.body)).toEqual([{ type: 'typing', groupId, userId: 'alice' }]);
+    expect(got.get('alice')!.all).toEqual([]); // not back to the sender
+    // A non-member's typing reaches nobody (and is refused to it).
+    await dave.publishAsync(typingTopic(groupId), '', { qos: 0 });
+    await until(() => got.get('dave')!.all.length === 1, 'the refusal');
+    expect(got.get('dave')!.all[0]!.body).toMatchObject({ type: 'rejected', code: 'NOT_A_MEMBER', groupId });
+    await sleep(2100);
+    await alice.publishAsync(typingTopic(groupId), '', { qos: 0 }); // a new 2 s window
+    await until(() => got.get('bob')!.all.length === 2, 'the second indicator');
+    expect((await t.api('alice', 'GET', `/v1/groups/${groupId}/messages`)).body.messages).toEqual([]);
+    await Promise.all([alice, bob, carol, dave].map((c) => c.endAsync()));
+  });
+
+  it('relays nothing in a group larger than liveEventsMaxGroupMembers', async () => {
+    const groupId = await t.group('ann', ['ben', 'cy', 'dee']); // four members, the limit is three
+    const [ann, ben] = await Promise.all([t.mqtt('ann'), t.mqtt('ben')]);
+    const benGot = collect(ben);
+    await ben.subscribeAsync('users/ben/events', { qos: 1 });
+    await ann.publishAsync(typingTopic(groupId), '', { qos: 0 });
+    await sleep(500);
+    expect(benGot.all).toEqual([]);
+    await Promise.all([ann.endAsync(), ben.endAsync()]);
+  });
+
+  it('reaches SDK clients as a typing event, and the SDK sends at most one every 2 s', async () => {
+    const groupId = await t.group('eve', ['fay']);
+    const [eve, fay] = await Promise.all([sdkClient(t, 'eve'), sdkClient(t, 'fay')]);
+    const heard: { groupId: string; userId: string }[] = [];
+    fay.on('typing', (typing) => heard.push(typing));
+    for (let i = 0; i < 5; i++) eve.typing(groupId);
+    await until(() => heard.length === 1, 'fay hears eve typing');
+    await sleep(300);
+    expect(heard).toEqual([{ groupId, userId: 'eve' }]);
+    await Promise.all([eve.close(), fay.close()]);
+  });
+});
