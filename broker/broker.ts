@@ -368,13 +368,22 @@ export class ChorusBroker {
     this.lastTyping.delete(key); // re-inserted last: the Map's order is least recently typed first
     this.lastTyping.set(key, now);
     if (this.lastTyping.size > MAX_TYPING_ENTRIES) this.lastTyping.delete(this.lastTyping.keys().next().value!);
+    await this.tellGroup(groupId, { type: 'typing', groupId, userId }, userId, 0);
+  }
+
+  /**
+   * Tells a group's members but one of a live event (typing, read receipts) on their events topics, on every node. Only
+   * groups of at most liveEventsMaxGroupMembers: in larger ones such events are not pushed (read them on request).
+   * Best effort: when the members cannot be read, nobody is told.
+   */
+  async tellGroup(groupId: string, event: UserEvent, except: string, qos: 0 | 1 = 1): Promise<void> {
     const limit = this.deps.config.liveEventsMaxGroupMembers;
     try {
       const members = await this.deps.groups.membersPage(groupId, '', limit + 1);
       if (members.length > limit) return;
-      for (const member of members) if (member.userId !== userId) this.sendEvent(member.userId, { type: 'typing', groupId, userId }, 0);
+      for (const member of members) if (member.userId !== except) this.sendEvent(member.userId, event, qos);
     } catch (err) {
-      this.deps.logger.debug({ err: (err as Error).message, groupId }, 'typing not relayed: members unreadable');
+      this.deps.logger.debug({ err: (err as Error).message, groupId, type: event.type }, 'live event not told: members unreadable');
     }
   }
 

@@ -49,6 +49,8 @@ interface Listeners {
   offline: () => void;
   /** A fellow member is typing in a group (at most one every 2 s per member; groups up to liveEventsMaxGroupMembers). */
   typing: (typing: { groupId: string; userId: string }) => void;
+  /** A fellow member's read pointer moved (groups up to liveEventsMaxGroupMembers): they have read up to `seq`. */
+  read: (receipt: { groupId: string; userId: string; seq: number }) => void;
 }
 
 interface PendingSend {
@@ -91,6 +93,7 @@ export class ChorusClient {
     connect: new Set(),
     offline: new Set(),
     typing: new Set(),
+    read: new Set(),
   };
   /** When this client last said it was typing in each group: the server relays one every 2 s, so no more are sent. */
   private readonly typedAt = new Map<string, number>();
@@ -209,6 +212,11 @@ export class ChorusClient {
   async unjoin(groupId: string): Promise<void> {
     if (!this.streams.delete(groupId)) return;
     if (this.mqtt.connected) await this.mqtt.unsubscribeAsync(groupTopic(groupId));
+  }
+
+  /** Moves this user's read pointer forward to `seq` (never back); the group's other members get a read receipt. */
+  markRead(groupId: string, seq: number): Promise<{ readSeq: number; unread: number }> {
+    return this.api.markRead(groupId, seq);
   }
 
   /** Tells the group's other connected members that this user is typing (QoS 0, never stored; call it on keystrokes). */
@@ -337,6 +345,8 @@ export class ChorusClient {
       this.streams.delete(event.groupId);
     } else if (event.type === 'typing') {
       this.emit('typing', { groupId: event.groupId, userId: event.userId });
+    } else if (event.type === 'read') {
+      this.emit('read', { groupId: event.groupId, userId: event.userId, seq: event.seq });
     }
     this.emit('event', event);
   }

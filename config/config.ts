@@ -94,7 +94,7 @@ export const ConfigSchema = Type.Object(
       minimum: 0,
       maximum: 100_000,
       default: 1000,
-      description: 'groups up to this size get typing indicators pushed to their members; larger ones do not',
+      description: 'groups up to this size get typing indicators and read receipts pushed to their members; larger ones do not',
     }),
     maxUnauthenticatedConnections: Type.Integer({
       minimum: 1,

@@ -24,7 +24,7 @@ function readPage(log: MessageLog, groupId: string, afterSeq: number | undefined
 }
 
 /** History reads, REST sends (through the same sequencer as MQTT) and the read pointer. */
-export async function messageRoutes(app: Api, { config, groups, log, sends }: ApiDeps): Promise<void> {
+export async function messageRoutes(app: Api, { config, groups, log, sends, tellGroup }: ApiDeps): Promise<void> {
   app.get(
     '/groups/:groupId/messages',
     {
@@ -94,7 +94,7 @@ export async function messageRoutes(app: Api, { config, groups, log, sends }: Ap
     '/groups/:groupId/read',
     {
       schema: {
-        summary: 'Move my read pointer forward (never back; capped at the last seq)',
+        summary: "Move my read pointer forward (never back; capped at the last seq); the group's other members are told (groups up to liveEventsMaxGroupMembers)",
         params: GroupParams,
         body: Type.Object({ seq: SeqOrZero }, { additionalProperties: false }),
         response: { 200: Type.Object({ readSeq: SeqOrZero, unread: SeqOrZero }), ...errors(400, 401, 403, 404) },
@@ -102,9 +102,11 @@ export async function messageRoutes(app: Api, { config, groups, log, sends }: Ap
     },
     async (request) => {
       const { groupId } = request.params;
-      await groups.requireMember(groupId, request.userId);
+      const before = await groups.requireMember(groupId, request.userId);
       const lastSeq = await log.lastSeq(groupId);
       const readSeq = await groups.markRead(groupId, request.userId, Math.min(request.body.seq, lastSeq));
+      // A receipt only when the pointer moved; told after the answer is on its way, never holding it up.
+      if (readSeq > before.readSeq) void tellGroup(groupId, { type: 'read', groupId, userId: request.userId, seq: readSeq }, request.userId);
       return { readSeq, unread: Math.max(0, lastSeq - readSeq) };
     },
   );

@@ -51,4 +51,5 @@ export type UserEvent =
   | { type: 'member-removed'; groupId: string; userId: string; by: string }
   | { type: 'role-changed'; groupId: string; userId: string; role: MemberRole; by: string }
   | { type: 'presence'; userId: string; online: boolean }
-  | { type: 'typing'; groupId: string; userId: string };
+  | { type: 'typing'; groupId: string; userId: string }
+  | { type: 'read'; groupId: string; userId: string; seq: number };

@@ -143,6 +143,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
         config,
         verifier,
         authThrottle,
+        tellGroup: (groupId, event, except) => broker.tellGroup(groupId, event, except),
         groups,
         log,
         sends,

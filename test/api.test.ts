@@ -29,12 +29,14 @@ describe('REST API (app.inject)', () => {
     maxPendingSends: 1000,
   });
   let app: Api;
+  const told: { groupId: string; event: unknown; except: string }[] = [];
 
   beforeAll(async () => {
     app = await buildApi({
       config,
       verifier: await createTokenVerifier(config),
       authThrottle: new FailedAuthThrottle(config.authFailuresPerMinute),
+      tellGroup: async (groupId, event, except) => void told.push({ groupId, event, except }),
       groups,
       log,
       sends: sequencer,
@@ -70,6 +72,11 @@ describe('REST API (app.inject)', () => {
     expect(await call('ben', 'PUT', `/v1/groups/${id}/read`, { seq: 2 })).toEqual({ status: 200, body: { readSeq: 2, unread: 1 } });
     expect((await call('ben', 'PUT', `/v1/groups/${id}/read`, { seq: 1 })).body.readSeq).toBe(2); // never moves back
     expect((await call('ben', 'PUT', `/v1/groups/${id}/read`, { seq: 99 })).body).toEqual({ readSeq: 3, unread: 0 }); // capped
+    // A read receipt for the others each time the pointer moved (2, then 3), none when it did not.
+    expect(told.filter((t) => t.groupId === id)).toEqual([
+      { groupId: id, event: { type: 'read', groupId: id, userId: 'ben', seq: 2 }, except: 'ben' },
+      { groupId: id, event: { type: 'read', groupId: id, userId: 'ben', seq: 3 }, except: 'ben' },
+    ]);
     expect((await call('ben', 'GET', `/v1/groups/${id}`)).body).toMatchObject({ unread: 0, readSeq: 3 });
     expect(fannedOut.filter((m) => m.groupId === id).map((m) => m.seq)).toEqual([1, 2, 3]);
   });

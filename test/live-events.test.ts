@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { typingTopic } from '../protocol/index.js';
 import { TestChorus, collect, sdkClient, sleep, until } from './harness.js';
 
-describe('typing indicators: ephemeral, stamped with the sender, rate-limited, small groups only', () => {
+describe('live events: typing indicators (ephemeral, stamped with the sender, rate-limited) and read receipts, small groups only', () => {
   let t: TestChorus;
   beforeAll(async () => {
     t = await TestChorus.start({ liveEventsMaxGroupMembers: 3, sqliteSynchronous: 'normal' });
@@ -56,5 +56,26 @@ describe('typing indicators: ephemeral, stamped with the sender, rate-limited, s
     await sleep(300);
     expect(heard).toEqual([{ groupId, userId: 'eve' }]);
     await Promise.all([eve.close(), fay.close()]);
+  });
+
+  it("tells the other members' SDKs when a member's read pointer moves (markRead), and not when it does not", async () => {
+    const groupId = await t.group('gil', ['hana']);
+    const [gil, hana] = await Promise.all([sdkClient(t, 'gil'), sdkClient(t, 'hana')]);
+    const receipts: { groupId: string; userId: string; seq: number }[] = [];
+    gil.on('read', (receipt) => receipts.push(receipt));
+    const mine: unknown[] = [];
+    hana.on('read', (receipt) => mine.push(receipt));
+    for (let i = 0; i < 3; i++) await gil.send(groupId, { body: `m${i}` });
+    expect(await hana.markRead(groupId, 2)).toEqual({ readSeq: 2, unread: 1 });
+    await hana.markRead(groupId, 1); // does not move
+    await hana.markRead(groupId, 3);
+    await until(() => receipts.length === 2, 'two receipts');
+    await sleep(300);
+    expect(receipts).toEqual([
+      { groupId, userId: 'hana', seq: 2 },
+      { groupId, userId: 'hana', seq: 3 },
+    ]);
+    expect(mine).toEqual([]); // not told back to the reader
+    await Promise.all([gil.close(), hana.close()]);
   });
 });
