@@ -5,7 +5,7 @@ import { Aedes, type AedesOptions, type AuthenticateError, type Client, type Pub
 import type { Logger } from 'pino';
 import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { ChorusConfig } from '../config/config.js';
-import type { Groups, MembershipChange } from '../groups/groups.js';
+import type { GroupAnnouncement, Groups, MembershipChange } from '../groups/groups.js';
 import {
   ChorusError,
   eventsTopic,
@@ -17,6 +17,7 @@ import {
 import { parseSendBytes } from '../sequencer/send-validation.js';
 import type { SendPath } from '../sequencer/sequencer.js';
 import type { TokenVerifier } from './auth.js';
+import { seqOfPayload } from './delivered-marks.js';
 import { coalesceWrites } from './write-coalescing.js';
 import { watchFrameSizes } from './frame-limit.js';
 import { LiveUsers } from './live-users.js';
@@ -73,6 +74,8 @@ export interface BrokerDeps {
   /** Failed logins per client address, shared with the REST API. */
   authThrottle: FailedAuthThrottle;
   counters?: BrokerCounters;
+  /** A group message's QoS 1 delivery to a member's client was acknowledged (PUBACK). */
+  onDelivered?: (groupId: string, userId: string, seq: number) => void;
   /** Aedes persistence and message router; in-memory when absent (one node), Redis-backed in a cluster. */
   persistence?: AedesOptions['persistence'];
   mq?: AedesOptions['mq'];
@@ -104,6 +107,7 @@ export class ChorusBroker {
   private readonly unauthenticated = new Map<Duplex, () => void>();
   private readonly unsubscribeFeed: () => void;
   private readonly unsubscribeAnnouncements: () => void;
+  private readonly unsubscribeGroupAnnouncements: () => void;
 
   private constructor(
     private readonly deps: BrokerDeps,
@@ -147,6 +151,20 @@ export class ChorusBroker {
     aedes.on('connectionError', (_client, err) => logger.debug({ err: err.message }, 'connection error'));
     this.unsubscribeFeed = deps.groups.subscribe((change) => this.followMembership(change));
     this.unsubscribeAnnouncements = deps.groups.onAnnounce((change) => this.announceMembership(change));
+    this.unsubscribeGroupAnnouncements = deps.groups.onGroupAnnounce((announcement) => void this.announceGroup(announcement));
+    const { onDelivered } = deps;
+    if (onDelivered) {
+      aedes.on('ack', (packet, client) => {
+        // The original publish, as the persistence kept it until its PUBACK [MQTT-4.3.2-1]; null when it was not kept.
+        const delivered = packet as PublishPacket | null;
+        if (!delivered || !client || delivered.qos !== 1) return;
+        const target = parseTopic(delivered.topic);
+        const userId = this.live.userOf(client);
+        if (target?.kind !== 'group' || userId === undefined) return;
+        const seq = seqOfPayload(delivered.payload as Buffer);
+        if (Number.isSafeInteger(seq) && seq > 0) onDelivered(target.groupId, userId, seq);
+      });
+    }
   }
 
   static async create(deps: BrokerDeps): Promise<ChorusBroker> {
@@ -431,7 +449,7 @@ export class ChorusBroker {
           new Promise<void>((resolve) => {
             if (change.kind === 'added') client.subscribe({ topic, qos: 1 }, () => resolve());
             // The forward check already refuses the removed member; dropping the subscription frees it.
-            else if (change.kind === 'removed') client.unsubscribe({ unsubscriptions: [topic] } as never, () => resolve());
+            else if (change.kind === 'removed' || change.kind === 'group-deleted') client.unsubscribe({ unsubscriptions: [topic] } as never, () => resolve());
             else resolve();
           }),
       ),
@@ -446,7 +464,30 @@ export class ChorusBroker {
     const { groupId, userId, by } = change;
     if (change.kind === 'added') this.sendEvent(userId, { type: 'member-added', groupId, userId, role: change.role, by });
     else if (change.kind === 'removed') this.sendEvent(userId, { type: 'member-removed', groupId, userId, by });
-    else this.sendEvent(userId, { type: 'role-changed', groupId, userId, role: change.role, by });
+    else if (change.kind === 'role-changed') this.sendEvent(userId, { type: 'role-changed', groupId, userId, role: change.role, by });
+  }
+
+  /** Tells every member (of any group size: these are rare admin acts) of a group update or deletion, once. */
+  private async announceGroup(announcement: GroupAnnouncement): Promise<void> {
+    if (announcement.kind === 'group-deleted') {
+      const { groupId, by } = announcement;
+      for (const userId of announcement.memberIds) this.sendEvent(userId, { type: 'group-deleted', groupId, by });
+      return;
+    }
+    const { group, by } = announcement;
+    const event: Extract<UserEvent, { type: 'group-updated' }> = { type: 'group-updated', groupId: group.id, by, name: group.name, historyVisibility: group.historyVisibility };
+    if (group.description !== undefined) event.description = group.description;
+    if (group.avatarUrl !== undefined) event.avatarUrl = group.avatarUrl;
+    try {
+      for (let after = ''; ; ) {
+        const page = await this.deps.groups.membersPage(group.id, after, 1000);
+        for (const member of page) this.sendEvent(member.userId, event);
+        if (page.length < 1000) return;
+        after = page.at(-1)!.userId;
+      }
+    } catch (err) {
+      this.deps.logger.warn({ err: (err as Error).message, groupId: group.id }, 'group update not told to every member: members unreadable');
+    }
   }
 
   /**
@@ -514,6 +555,7 @@ export class ChorusBroker {
   async close(): Promise<void> {
     this.unsubscribeFeed();
     this.unsubscribeAnnouncements();
+    this.unsubscribeGroupAnnouncements();
     for (const client of this.wsServer?.clients ?? []) client.terminate();
     this.wsServer?.close();
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));

@@ -84,8 +84,17 @@ export class LiveUsers {
     return [...(this.users.get(userId)?.clients ?? [])];
   }
 
-  /** Applies a membership change to the connected user it concerns, if any; returns that user's clients. */
+  /** Applies a membership change to the connected users it concerns, if any; returns their clients. */
   apply(change: MembershipChange): Client[] {
+    if (change.kind === 'group-deleted') {
+      const clients: Client[] = [];
+      for (const user of this.users.values()) {
+        if (!user.groups.has(change.groupId) && !user.changesDuringLoad) continue;
+        applyChange(user, change);
+        clients.push(...user.clients);
+      }
+      return clients;
+    }
     const user = this.users.get(change.userId);
     if (!user) return [];
     applyChange(user, change);
@@ -96,5 +105,5 @@ export class LiveUsers {
 function applyChange(user: LiveUser, change: MembershipChange): void {
   user.changesDuringLoad?.push(change);
   if (change.kind === 'added') user.groups.add(change.groupId);
-  if (change.kind === 'removed') user.groups.delete(change.groupId);
+  if (change.kind === 'removed' || change.kind === 'group-deleted') user.groups.delete(change.groupId);
 }

@@ -44,7 +44,7 @@ export const ConfigSchema = Type.Object(
       pattern: "^\\{[A-Za-z0-9_:',. ]+\\}$",
       description: "CQL replication map for the keyspace, e.g. {'class': 'NetworkTopologyStrategy', 'dc1': 3}",
     }),
-    retentionDays: Type.Integer({ minimum: 0, maximum: 3650, default: 30, description: 'Cassandra TTL of messages; 0 keeps them' }),
+    retentionDays: Type.Integer({ minimum: 0, maximum: 3650, default: 30, description: 'Cassandra TTL of messages (0 keeps them); edits and deletes of older messages are refused there' }),
 
     jwtSecret: Type.Optional(Type.String({ minLength: 32, description: 'HS256 secret (at least 32 characters)' })),
     jwtPublicKey: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key (RS256 or ES256)' })),
@@ -94,7 +94,17 @@ export const ConfigSchema = Type.Object(
       minimum: 0,
       maximum: 100_000,
       default: 1000,
-      description: 'groups up to this size get typing indicators and read receipts pushed to their members; larger ones do not',
+      description: 'groups up to this size get typing indicators, read and delivered receipts pushed to their members; larger ones do not',
+    }),
+    deliveredFlushMs: Type.Integer({
+      minimum: 50,
+      maximum: 60_000,
+      default: 1000,
+      description: 'delivered watermarks are written (one batch) and told to small groups this often',
+    }),
+    mentionEveryone: Type.Union([Type.Literal('admins'), Type.Literal('members')], {
+      default: 'admins',
+      description: 'who may mention @everyone (it notifies every member not muted, with high urgency)',
     }),
     maxUnauthenticatedConnections: Type.Integer({
       minimum: 1,

@@ -1,14 +1,36 @@
-import type cassandra from 'cassandra-driver';
-import type { MemberRole } from '../protocol/index.js';
+import cassandra from 'cassandra-driver';
+import type { HistoryVisibility, MemberRole } from '../protocol/index.js';
 import type { CassandraSession } from '../sequencer/cassandra-session.js';
-import type {
-  AddMemberResult,
-  GroupRecord,
-  GroupStore,
-  MemberRecord,
-  RemoveMemberResult,
-  SetRoleResult,
+import {
+  nextRanges,
+  type AddMemberResult,
+  type DeliveredMark,
+  type GroupChanges,
+  type GroupRecord,
+  type GroupStore,
+  type MemberRecord,
+  type ReceiptCounts,
+  type RemoveMemberResult,
+  type SeqRange,
+  type SetRoleResult,
 } from './group-store.js';
+
+/** Rows read per page when a whole partition is scanned (receipt counts, deleting a group). */
+const SCAN_PAGE = 5000;
+
+const toGroup = (id: string, row: Row): GroupRecord => {
+  const description = row.get('description') as string | null;
+  const avatarUrl = row.get('avatar_url') as string | null;
+  return {
+    id,
+    name: row.get('name') as string,
+    ...(description === null ? {} : { description }),
+    ...(avatarUrl === null ? {} : { avatarUrl }),
+    historyVisibility: ((row.get('history_visibility') as HistoryVisibility | null) ?? 'all'),
+    createdBy: row.get('created_by') as string,
+    createdAtMs: (row.get('created_at') as Date).getTime(),
+  };
+};
 
 type Row = cassandra.types.Row;
 
@@ -27,13 +49,22 @@ const toMember = (row: Row, readSeq?: number): MemberRecord => ({
  * Cassandra has no multi-row transactions, so two contract clauses hold here per row, not per group: adding a member is
  * a conditional insert (never a duplicate), but the member limit and the last-admin rule are checked just before the
  * write, and simultaneous changes to one group can pass them by the number of changes racing. Read pointers move
- * with a conditional update and never go back.
+ * with a conditional update and never go back. Delivered watermarks are written with the seq as the cell's write
+ * timestamp, so the highest one wins whatever order the nodes' batches land in, without a read or a lightweight
+ * transaction (a deleted group's partition tombstone, written at the current time, still shadows them all).
  */
 export class GroupStoreCassandra implements GroupStore {
   private constructor(private readonly db: CassandraSession) {}
 
   static async open(db: CassandraSession): Promise<GroupStoreCassandra> {
-    await db.ddl('CREATE TABLE IF NOT EXISTS groups (id text PRIMARY KEY, name text, created_by text, created_at timestamp)');
+    await db.ddl(`CREATE TABLE IF NOT EXISTS groups (
+      id text PRIMARY KEY, name text, created_by text, created_at timestamp, description text, avatar_url text, history_visibility text)`);
+    for (const column of ['description', 'avatar_url', 'history_visibility']) {
+      // Keyspaces made before these columns existed: adding one that exists fails, which is the wanted state.
+      await db.ddl(`ALTER TABLE groups ADD ${column} text`).catch(() => undefined);
+    }
+    await db.ddl('CREATE TABLE IF NOT EXISTS member_ranges (group_id text, user_id text, ranges text, PRIMARY KEY ((group_id), user_id))');
+    await db.ddl('CREATE TABLE IF NOT EXISTS delivered_marks (group_id text, user_id text, seq bigint, PRIMARY KEY ((group_id), user_id))');
     await db.ddl(`CREATE TABLE IF NOT EXISTS members_by_group (
       group_id text, user_id text, role text, joined_at timestamp, read_seq bigint, PRIMARY KEY ((group_id), user_id))`);
     await db.ddl(`CREATE TABLE IF NOT EXISTS members_by_user (
@@ -53,12 +84,10 @@ export class GroupStoreCassandra implements GroupStore {
 
   async createGroup(group: GroupRecord): Promise<void> {
     const created = new Date(group.createdAtMs);
-    const result = await this.db.execute('INSERT INTO groups (id, name, created_by, created_at) VALUES (?, ?, ?, ?) IF NOT EXISTS', [
-      group.id,
-      group.name,
-      group.createdBy,
-      created,
-    ]);
+    const result = await this.db.execute(
+      'INSERT INTO groups (id, name, description, avatar_url, history_visibility, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS',
+      [group.id, group.name, group.description ?? null, group.avatarUrl ?? null, group.historyVisibility, group.createdBy, created],
+    );
     if (!result.wasApplied()) throw new Error(`group ${group.id} exists`);
     await this.db.batch([
       {
@@ -66,14 +95,95 @@ export class GroupStoreCassandra implements GroupStore {
         params: [group.id, group.createdBy, 'admin', created],
       },
       ...this.membershipWrites(group.id, group.createdBy, 'admin', created),
+      { query: 'INSERT INTO member_ranges (group_id, user_id, ranges) VALUES (?, ?, ?)', params: [group.id, group.createdBy, JSON.stringify(nextRanges([], { join: 0 }))] },
     ]);
   }
 
   async getGroup(groupId: string): Promise<GroupRecord | null> {
     const row = (await this.db.execute('SELECT * FROM groups WHERE id = ?', [groupId])).first();
-    return row
-      ? { id: groupId, name: row.get('name') as string, createdBy: row.get('created_by') as string, createdAtMs: (row.get('created_at') as Date).getTime() }
-      : null;
+    return row ? toGroup(groupId, row) : null;
+  }
+
+  async updateGroup(groupId: string, changes: GroupChanges): Promise<GroupRecord | null> {
+    const group = await this.getGroup(groupId);
+    if (!group) return null;
+    const next: GroupRecord = { ...group, name: changes.name ?? group.name, historyVisibility: changes.historyVisibility ?? group.historyVisibility };
+    if (changes.description === null) delete next.description;
+    else if (changes.description !== undefined) next.description = changes.description;
+    if (changes.avatarUrl === null) delete next.avatarUrl;
+    else if (changes.avatarUrl !== undefined) next.avatarUrl = changes.avatarUrl;
+    await this.db.execute('UPDATE groups SET name = ?, description = ?, avatar_url = ?, history_visibility = ? WHERE id = ? IF EXISTS', [
+      next.name,
+      next.description ?? null,
+      next.avatarUrl ?? null,
+      next.historyVisibility,
+      groupId,
+    ]);
+    return next;
+  }
+
+  /** Every member's by-user row first (they name the rows to drop), then the group's partitions and its row. */
+  async deleteGroup(groupId: string): Promise<void> {
+    for (let after = ''; ; ) {
+      const page = await this.listMembers(groupId, after, SCAN_PAGE);
+      for (const member of page) await this.db.execute('DELETE FROM members_by_user WHERE user_id = ? AND group_id = ?', [member.userId, groupId]);
+      if (page.length < SCAN_PAGE) break;
+      after = page.at(-1)!.userId;
+    }
+    for (const table of ['members_by_group', 'group_admins', 'member_ranges', 'delivered_marks']) {
+      await this.db.execute(`DELETE FROM ${table} WHERE group_id = ?`, [groupId]);
+    }
+    await this.db.execute('DELETE FROM groups WHERE id = ?', [groupId]);
+  }
+
+  async seqRanges(groupId: string, userId: string): Promise<SeqRange[]> {
+    const row = (await this.db.execute('SELECT ranges FROM member_ranges WHERE group_id = ? AND user_id = ?', [groupId, userId])).first();
+    return JSON.parse((row?.get('ranges') as string | undefined) ?? '[]') as SeqRange[];
+  }
+
+  /** A member's own ranges change only with their own membership: a read and a write, not a transaction. */
+  private async changeRanges(groupId: string, userId: string, change: { join: number } | { leave: number }): Promise<void> {
+    const ranges = nextRanges(await this.seqRanges(groupId, userId), change);
+    await this.db.execute('INSERT INTO member_ranges (group_id, user_id, ranges) VALUES (?, ?, ?)', [groupId, userId, JSON.stringify(ranges)]);
+  }
+
+  async raiseDelivered(marks: DeliveredMark[]): Promise<void> {
+    for (let i = 0; i < marks.length; i += 100) {
+      await this.db.batch(
+        marks.slice(i, i + 100).map((m) => ({
+          query: 'UPDATE delivered_marks USING TIMESTAMP ? SET seq = ? WHERE group_id = ? AND user_id = ?',
+          params: [cassandra.types.Long.fromNumber(m.seq), m.seq, m.groupId, m.userId],
+        })),
+        false,
+      );
+    }
+  }
+
+  /** Scans the group's members and watermarks: a cost per member, paid only when someone asks. */
+  async receipts(groupId: string, seq: number, afterUserId: string, limit: number): Promise<ReceiptCounts> {
+    const delivered = new Map<string, number>();
+    for (let after = ''; ; ) {
+      const rows = (await this.db.execute('SELECT user_id, seq FROM delivered_marks WHERE group_id = ? AND user_id > ? LIMIT ?', [groupId, after, SCAN_PAGE])).rows;
+      for (const row of rows) delivered.set(row.get('user_id') as string, Number(row.get('seq')));
+      if (rows.length < SCAN_PAGE) break;
+      after = rows.at(-1)!.get('user_id') as string;
+    }
+    const counts: ReceiptCounts = { members: 0, deliveredTo: 0, readBy: 0, readers: [] };
+    for (let after = ''; ; ) {
+      const rows = (await this.db.execute('SELECT user_id, read_seq FROM members_by_group WHERE group_id = ? AND user_id > ? LIMIT ?', [groupId, after, SCAN_PAGE])).rows;
+      for (const row of rows) {
+        const userId = row.get('user_id') as string;
+        const readSeq = Number(row.get('read_seq') ?? 0);
+        counts.members += 1;
+        if (Math.max(readSeq, delivered.get(userId) ?? 0) >= seq) counts.deliveredTo += 1;
+        if (readSeq < seq) continue;
+        counts.readBy += 1;
+        if (userId > afterUserId && counts.readers.length < limit) counts.readers.push({ userId, readSeq });
+      }
+      if (rows.length < SCAN_PAGE) break;
+      after = rows.at(-1)!.get('user_id') as string;
+    }
+    return counts;
   }
 
   async getMember(groupId: string, userId: string): Promise<MemberRecord | null> {
@@ -81,7 +191,7 @@ export class GroupStoreCassandra implements GroupStore {
     return row ? toMember(row) : null;
   }
 
-  async addMember(groupId: string, userId: string, role: MemberRole, maxMembers: number): Promise<AddMemberResult> {
+  async addMember(groupId: string, userId: string, role: MemberRole, maxMembers: number, atSeq = 0): Promise<AddMemberResult> {
     if (!(await this.getGroup(groupId))) return 'no-group';
     if (await this.getMember(groupId, userId)) return 'already-member';
     if ((await this.countMembers(groupId)) >= maxMembers) return 'group-full';
@@ -92,6 +202,7 @@ export class GroupStoreCassandra implements GroupStore {
     );
     if (!inserted.wasApplied()) return 'already-member';
     await this.db.batch(this.membershipWrites(groupId, userId, role, joinedAt));
+    await this.changeRanges(groupId, userId, { join: atSeq });
     return 'added';
   }
 
@@ -103,7 +214,7 @@ export class GroupStoreCassandra implements GroupStore {
     return leaving ? members.length > 1 : true;
   }
 
-  async removeMember(groupId: string, userId: string, keepAnAdmin: boolean): Promise<RemoveMemberResult> {
+  async removeMember(groupId: string, userId: string, keepAnAdmin: boolean, atSeq = 0): Promise<RemoveMemberResult> {
     const member = await this.getMember(groupId, userId);
     if (!member) return 'not-member';
     if (keepAnAdmin && member.role === 'admin' && (await this.wouldOrphan(groupId, userId, true))) return 'last-admin';
@@ -112,6 +223,7 @@ export class GroupStoreCassandra implements GroupStore {
       { query: 'DELETE FROM members_by_user WHERE user_id = ? AND group_id = ?', params: [userId, groupId] },
       { query: 'DELETE FROM group_admins WHERE group_id = ? AND user_id = ?', params: [groupId, userId] },
     ]);
+    await this.changeRanges(groupId, userId, { leave: atSeq });
     return 'removed';
   }
 

@@ -1,15 +1,48 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import type { MemberRole } from '../protocol/index.js';
-import type {
-  AddMemberResult,
-  GroupRecord,
-  GroupStore,
-  MemberRecord,
-  RemoveMemberResult,
-  SetRoleResult,
+import type { HistoryVisibility, MemberRole } from '../protocol/index.js';
+import {
+  nextRanges,
+  type AddMemberResult,
+  type DeliveredMark,
+  type GroupChanges,
+  type GroupRecord,
+  type GroupStore,
+  type MemberRecord,
+  type ReceiptCounts,
+  type RemoveMemberResult,
+  type SeqRange,
+  type SetRoleResult,
 } from './group-store.js';
+
+interface GroupRow {
+  id: string;
+  name: string;
+  description: string | null;
+  avatar_url: string | null;
+  history_visibility: HistoryVisibility;
+  created_by: string;
+  created_at: number;
+}
+
+const toGroup = (row: GroupRow): GroupRecord => ({
+  id: row.id,
+  name: row.name,
+  ...(row.description === null ? {} : { description: row.description }),
+  ...(row.avatar_url === null ? {} : { avatarUrl: row.avatar_url }),
+  historyVisibility: row.history_visibility,
+  createdBy: row.created_by,
+  createdAtMs: row.created_at,
+});
+
+/** Columns added since the first release, for files made by it: (table, name, declaration). */
+const ADDED_COLUMNS: [string, string, string][] = [
+  ['groups', 'description', 'TEXT'],
+  ['groups', 'avatar_url', 'TEXT'],
+  ['groups', 'history_visibility', "TEXT NOT NULL DEFAULT 'all'"],
+  ['members', 'delivered_seq', 'INTEGER NOT NULL DEFAULT 0'],
+];
 
 interface MemberRow {
   group_id: string;
@@ -32,6 +65,7 @@ export class GroupStoreSqlite implements GroupStore {
   private readonly db: Database.Database;
   private readonly stmt;
   private readonly tx;
+  private readonly ranges: (groupId: string, userId: string) => SeqRange[];
 
   constructor(path: string, synchronous: 'full' | 'normal') {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -49,11 +83,33 @@ export class GroupStoreSqlite implements GroupStore {
         PRIMARY KEY (group_id, user_id)
       ) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS members_by_user ON members (user_id, group_id);
+      CREATE TABLE IF NOT EXISTS member_ranges (
+        group_id TEXT NOT NULL, user_id TEXT NOT NULL, ranges TEXT NOT NULL, PRIMARY KEY (group_id, user_id)
+      ) WITHOUT ROWID;
     `);
+    for (const [table, name, declaration] of ADDED_COLUMNS) {
+      const columns = db.prepare<[string], { name: string }>('SELECT name FROM pragma_table_info(?)').all(table);
+      if (!columns.some((c) => c.name === name)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${name} ${declaration}`);
+    }
     const stmt = {
-      insertGroup: db.prepare('INSERT INTO groups (id, name, created_by, created_at) VALUES (?, ?, ?, ?)'),
-      getGroup: db.prepare<[string], { id: string; name: string; created_by: string; created_at: number }>(
-        'SELECT * FROM groups WHERE id = ?',
+      insertGroup: db.prepare(
+        'INSERT INTO groups (id, name, description, avatar_url, history_visibility, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      ),
+      getGroup: db.prepare<[string], GroupRow>('SELECT * FROM groups WHERE id = ?'),
+      updateGroup: db.prepare(
+        'UPDATE groups SET name = ?, description = ?, avatar_url = ?, history_visibility = ? WHERE id = ?',
+      ),
+      deleteGroup: db.prepare('DELETE FROM groups WHERE id = ?'),
+      deleteMembers: db.prepare('DELETE FROM members WHERE group_id = ?'),
+      deleteRanges: db.prepare('DELETE FROM member_ranges WHERE group_id = ?'),
+      getRanges: db.prepare<[string, string], { ranges: string }>('SELECT ranges FROM member_ranges WHERE group_id = ? AND user_id = ?'),
+      putRanges: db.prepare('INSERT OR REPLACE INTO member_ranges (group_id, user_id, ranges) VALUES (?, ?, ?)'),
+      raiseDelivered: db.prepare('UPDATE members SET delivered_seq = MAX(delivered_seq, ?) WHERE group_id = ? AND user_id = ?'),
+      counts: db.prepare<[number, number, string], { members: number; delivered: number | null; read: number | null }>(
+        'SELECT COUNT(*) AS members, SUM(MAX(delivered_seq, read_seq) >= ?) AS delivered, SUM(read_seq >= ?) AS read FROM members WHERE group_id = ?',
+      ),
+      readers: db.prepare<[string, number, string, number], { user_id: string; read_seq: number }>(
+        'SELECT user_id, read_seq FROM members WHERE group_id = ? AND read_seq >= ? AND user_id > ? ORDER BY user_id LIMIT ?',
       ),
       insertMember: db.prepare(
         'INSERT INTO members (group_id, user_id, role, joined_at, read_seq) VALUES (?, ?, ?, ?, 0)',
@@ -87,23 +143,52 @@ export class GroupStoreSqlite implements GroupStore {
       return admins === 1 && remainingMembers > 0;
     };
 
+    const ranges = (groupId: string, userId: string): SeqRange[] => JSON.parse(stmt.getRanges.get(groupId, userId)?.ranges ?? '[]') as SeqRange[];
+    const changeRanges = (groupId: string, userId: string, change: { join: number } | { leave: number }) =>
+      stmt.putRanges.run(groupId, userId, JSON.stringify(nextRanges(ranges(groupId, userId), change)));
+    this.ranges = ranges;
+
     this.tx = {
       createGroup: db.transaction((group: GroupRecord) => {
-        stmt.insertGroup.run(group.id, group.name, group.createdBy, group.createdAtMs);
+        stmt.insertGroup.run(group.id, group.name, group.description ?? null, group.avatarUrl ?? null, group.historyVisibility, group.createdBy, group.createdAtMs);
         stmt.insertMember.run(group.id, group.createdBy, 'admin', group.createdAtMs);
+        changeRanges(group.id, group.createdBy, { join: 0 });
       }),
-      addMember: db.transaction((groupId: string, userId: string, role: MemberRole, max: number): AddMemberResult => {
+      updateGroup: db.transaction((groupId: string, changes: GroupChanges): GroupRecord | null => {
+        const row = stmt.getGroup.get(groupId);
+        if (!row) return null;
+        const next: GroupRow = {
+          ...row,
+          name: changes.name ?? row.name,
+          description: changes.description === undefined ? row.description : changes.description,
+          avatar_url: changes.avatarUrl === undefined ? row.avatar_url : changes.avatarUrl,
+          history_visibility: changes.historyVisibility ?? row.history_visibility,
+        };
+        stmt.updateGroup.run(next.name, next.description, next.avatar_url, next.history_visibility, groupId);
+        return toGroup(next);
+      }),
+      deleteGroup: db.transaction((groupId: string) => {
+        stmt.deleteGroup.run(groupId);
+        stmt.deleteMembers.run(groupId);
+        stmt.deleteRanges.run(groupId);
+      }),
+      addMember: db.transaction((groupId: string, userId: string, role: MemberRole, max: number, atSeq: number): AddMemberResult => {
         if (!stmt.getGroup.get(groupId)) return 'no-group';
         if (stmt.getMember.get(groupId, userId)) return 'already-member';
         if (stmt.countMembers.get(groupId)!.n >= max) return 'group-full';
         stmt.insertMember.run(groupId, userId, role, Date.now());
+        changeRanges(groupId, userId, { join: atSeq });
         return 'added';
       }),
-      removeMember: db.transaction((groupId: string, userId: string, keep: boolean): RemoveMemberResult => {
+      removeMember: db.transaction((groupId: string, userId: string, keep: boolean, atSeq: number): RemoveMemberResult => {
         if (!stmt.getMember.get(groupId, userId)) return 'not-member';
         if (keep && wouldOrphan(groupId, userId, true)) return 'last-admin';
         stmt.deleteMember.run(groupId, userId);
+        changeRanges(groupId, userId, { leave: atSeq });
         return 'removed';
+      }),
+      raiseDelivered: db.transaction((marks: DeliveredMark[]) => {
+        for (const mark of marks) stmt.raiseDelivered.run(mark.seq, mark.groupId, mark.userId);
       }),
       setRole: db.transaction((groupId: string, userId: string, role: MemberRole, keep: boolean): SetRoleResult => {
         if (!stmt.getMember.get(groupId, userId)) return 'not-member';
@@ -120,7 +205,29 @@ export class GroupStoreSqlite implements GroupStore {
 
   async getGroup(groupId: string): Promise<GroupRecord | null> {
     const row = this.stmt.getGroup.get(groupId);
-    return row ? { id: row.id, name: row.name, createdBy: row.created_by, createdAtMs: row.created_at } : null;
+    return row ? toGroup(row) : null;
+  }
+
+  async updateGroup(groupId: string, changes: GroupChanges): Promise<GroupRecord | null> {
+    return this.tx.updateGroup(groupId, changes);
+  }
+
+  async deleteGroup(groupId: string): Promise<void> {
+    this.tx.deleteGroup(groupId);
+  }
+
+  async seqRanges(groupId: string, userId: string): Promise<SeqRange[]> {
+    return this.ranges(groupId, userId);
+  }
+
+  async raiseDelivered(marks: DeliveredMark[]): Promise<void> {
+    this.tx.raiseDelivered(marks);
+  }
+
+  async receipts(groupId: string, seq: number, afterUserId: string, limit: number): Promise<ReceiptCounts> {
+    const counts = this.stmt.counts.get(seq, seq, groupId)!;
+    const readers = this.stmt.readers.all(groupId, seq, afterUserId, limit).map((r) => ({ userId: r.user_id, readSeq: r.read_seq }));
+    return { members: counts.members, deliveredTo: counts.delivered ?? 0, readBy: counts.read ?? 0, readers };
   }
 
   async getMember(groupId: string, userId: string): Promise<MemberRecord | null> {
@@ -128,12 +235,12 @@ export class GroupStoreSqlite implements GroupStore {
     return row ? toMember(row) : null;
   }
 
-  async addMember(groupId: string, userId: string, role: MemberRole, maxMembers: number): Promise<AddMemberResult> {
-    return this.tx.addMember(groupId, userId, role, maxMembers);
+  async addMember(groupId: string, userId: string, role: MemberRole, maxMembers: number, atSeq = 0): Promise<AddMemberResult> {
+    return this.tx.addMember(groupId, userId, role, maxMembers, atSeq);
   }
 
-  async removeMember(groupId: string, userId: string, keepAnAdmin: boolean): Promise<RemoveMemberResult> {
-    return this.tx.removeMember(groupId, userId, keepAnAdmin);
+  async removeMember(groupId: string, userId: string, keepAnAdmin: boolean, atSeq = 0): Promise<RemoveMemberResult> {
+    return this.tx.removeMember(groupId, userId, keepAnAdmin, atSeq);
   }
 
   async setRole(groupId: string, userId: string, role: MemberRole, keepAnAdmin: boolean): Promise<SetRoleResult> {

@@ -1,11 +1,44 @@
-import type { MemberRole } from '../protocol/index.js';
+import type { HistoryVisibility, MemberRole } from '../protocol/index.js';
 
 export interface GroupRecord {
   id: string;
   name: string;
+  description?: string;
+  avatarUrl?: string;
+  historyVisibility: HistoryVisibility;
   createdBy: string;
   /** Milliseconds since the epoch. */
   createdAtMs: number;
+}
+
+/** What an admin may change of a group; null clears an optional field. */
+export interface GroupChanges {
+  name?: string;
+  description?: string | null;
+  avatarUrl?: string | null;
+  historyVisibility?: HistoryVisibility;
+}
+
+/** Seqs a member could see while a member: (after, until], until null while still a member. */
+export interface SeqRange {
+  after: number;
+  until: number | null;
+}
+
+/** Who has a message: counts over all members, and one page of those who read it, by user id. */
+export interface ReceiptCounts {
+  members: number;
+  /** Members whose delivered watermark or read pointer is at or past the seq. */
+  deliveredTo: number;
+  readBy: number;
+  readers: { userId: string; readSeq: number }[];
+}
+
+/** A member's delivered watermark: the highest seq that reached one of their devices. */
+export interface DeliveredMark {
+  groupId: string;
+  userId: string;
+  seq: number;
 }
 
 export interface MemberRecord {
@@ -15,6 +48,18 @@ export interface MemberRecord {
   joinedAtMs: number;
   /** Highest seq the member has marked read; 0 when none. */
   readSeq: number;
+}
+
+/** Seq ranges kept per member: older ones are dropped (that history is then hidden under since-joined). */
+export const MAX_RANGES = 50;
+
+/** Opens a range (join) or closes the open one (leave), keeping the newest MAX_RANGES. */
+export function nextRanges(ranges: SeqRange[], change: { join: number } | { leave: number }): SeqRange[] {
+  const next = ranges.filter((r) => r.until !== null);
+  const open = ranges.find((r) => r.until === null);
+  if ('join' in change) next.push(open ?? { after: change.join, until: null });
+  else if (open) next.push({ after: open.after, until: Math.max(open.after, change.leave) });
+  return next.slice(-MAX_RANGES);
 }
 
 export type AddMemberResult = 'added' | 'already-member' | 'group-full' | 'no-group';
@@ -32,13 +77,25 @@ export type SetRoleResult = 'changed' | 'not-member' | 'last-admin';
  * - setReadSeq only moves a pointer forward and returns the pointer as stored afterwards; a non-member is a no-op
  *   that returns null.
  * - Listings are ordered by id (members by userId, memberships by groupId) and paged by the last id seen ('' = start).
+ * - Seq ranges (history visibility): createGroup and addMember open a range after `atSeq` for the member, removeMember
+ *   closes it at `atSeq`; a member's earlier ranges are kept across leave and re-join (the newest MAX_RANGES).
+ * - raiseDelivered moves delivered watermarks forward only, whatever order the marks arrive in; one call is one batch.
+ * - deleteGroup removes the group, its memberships, pointers, watermarks and ranges; afterwards getGroup is null.
  */
 export interface GroupStore {
   createGroup(group: GroupRecord): Promise<void>;
   getGroup(groupId: string): Promise<GroupRecord | null>;
+  /** Applies the changes; null when there is no such group. */
+  updateGroup(groupId: string, changes: GroupChanges): Promise<GroupRecord | null>;
+  deleteGroup(groupId: string): Promise<void>;
   getMember(groupId: string, userId: string): Promise<MemberRecord | null>;
-  addMember(groupId: string, userId: string, role: MemberRole, maxMembers: number): Promise<AddMemberResult>;
-  removeMember(groupId: string, userId: string, keepAnAdmin: boolean): Promise<RemoveMemberResult>;
+  addMember(groupId: string, userId: string, role: MemberRole, maxMembers: number, atSeq?: number): Promise<AddMemberResult>;
+  removeMember(groupId: string, userId: string, keepAnAdmin: boolean, atSeq?: number): Promise<RemoveMemberResult>;
+  /** The member's seq ranges, oldest first; empty for one who never was a member. */
+  seqRanges(groupId: string, userId: string): Promise<SeqRange[]>;
+  raiseDelivered(marks: DeliveredMark[]): Promise<void>;
+  /** Receipt counts of `seq`; readers paged by user id after `afterUserId`. */
+  receipts(groupId: string, seq: number, afterUserId: string, limit: number): Promise<ReceiptCounts>;
   setRole(groupId: string, userId: string, role: MemberRole, keepAnAdmin: boolean): Promise<SetRoleResult>;
   countMembers(groupId: string): Promise<number>;
   listMembers(groupId: string, afterUserId: string, limit: number): Promise<MemberRecord[]>;

@@ -1,11 +1,26 @@
 import { randomBytes } from 'node:crypto';
-import { ChorusError, type MemberRole } from '../protocol/index.js';
-import type { GroupRecord, GroupStore, MemberRecord } from './group-store.js';
+import { ChorusError, type HistoryVisibility, type MemberRole } from '../protocol/index.js';
+import type { GroupChanges, GroupRecord, GroupStore, MemberRecord, ReceiptCounts, SeqRange } from './group-store.js';
 
 export type MembershipChange =
   | { kind: 'added'; groupId: string; userId: string; role: MemberRole; by: string }
   | { kind: 'removed'; groupId: string; userId: string; by: string }
-  | { kind: 'role-changed'; groupId: string; userId: string; role: MemberRole; by: string };
+  | { kind: 'role-changed'; groupId: string; userId: string; role: MemberRole; by: string }
+  /** Every membership of the group ended at once; `userId` is the admin who deleted it. */
+  | { kind: 'group-deleted'; groupId: string; userId: string; by: string };
+
+/** What concerns a group's members as a whole, told to each of them (from the node where it happened). */
+export type GroupAnnouncement =
+  | { kind: 'group-updated'; group: GroupRecord; by: string }
+  | { kind: 'group-deleted'; groupId: string; by: string; memberIds: string[] };
+
+export interface NewGroup {
+  name: string;
+  members?: string[];
+  description?: string;
+  avatarUrl?: string;
+  historyVisibility?: HistoryVisibility;
+}
 
 /** May return a promise: the local feed waits for it, so a change's REST call returns once this node has followed. */
 export type MembershipListener = (change: MembershipChange) => void | Promise<void>;
@@ -47,17 +62,29 @@ export const newGroupId = (): string => `g_${randomBytes(12).toString('base64url
  */
 export class Groups {
   private readonly announcers = new Set<MembershipListener>();
+  private readonly groupAnnouncers = new Set<(announcement: GroupAnnouncement) => void>();
 
+  /**
+   * @param lastSeq the group's last seq (from the message log): where a member's visible history starts or ends when
+   *   they join or leave.
+   * @param deleteMessages removes a deleted group's messages (the message log's deleteGroup).
+   */
   constructor(
     private readonly store: GroupStore,
     private readonly feed: MembershipFeed,
     private readonly maxMembers: number,
+    private readonly log: { lastSeq(groupId: string): Promise<number>; deleteGroup(groupId: string): Promise<void> } = {
+      lastSeq: async () => 0,
+      deleteGroup: async () => undefined,
+    },
   ) {}
 
-  async create(creatorId: string, name: string, memberIds: string[]): Promise<GroupRecord> {
-    const others = [...new Set(memberIds)].filter((id) => id !== creatorId);
+  async create(creatorId: string, spec: NewGroup): Promise<GroupRecord> {
+    const others = [...new Set(spec.members ?? [])].filter((id) => id !== creatorId);
     if (others.length + 1 > this.maxMembers) throw new ChorusError('GROUP_FULL');
-    const group: GroupRecord = { id: newGroupId(), name, createdBy: creatorId, createdAtMs: Date.now() };
+    const group: GroupRecord = { id: newGroupId(), name: spec.name, historyVisibility: spec.historyVisibility ?? 'all', createdBy: creatorId, createdAtMs: Date.now() };
+    if (spec.description !== undefined) group.description = spec.description;
+    if (spec.avatarUrl !== undefined) group.avatarUrl = spec.avatarUrl;
     await this.store.createGroup(group);
     await this.changed({ kind: 'added', groupId: group.id, userId: creatorId, role: 'admin', by: creatorId });
     for (const userId of others) await this.addMember(group.id, creatorId, userId, 'member');
@@ -83,9 +110,57 @@ export class Groups {
     if (actor.role !== 'admin') throw new ChorusError('NOT_ADMIN');
   }
 
+  /** The user's role, or null for a non-member (no error: for rules that depend on it). */
+  async roleOf(groupId: string, userId: string): Promise<MemberRole | null> {
+    return (await this.store.getMember(groupId, userId))?.role ?? null;
+  }
+
+  /** Admins change the name, description, avatar or history visibility; every member is told. */
+  async update(groupId: string, actorId: string, changes: GroupChanges): Promise<GroupRecord> {
+    await this.requireAdmin(groupId, actorId);
+    const group = await this.store.updateGroup(groupId, changes);
+    if (!group) throw new ChorusError('GROUP_NOT_FOUND');
+    this.announceGroup({ kind: 'group-updated', group, by: actorId });
+    return group;
+  }
+
+  /**
+   * Admins delete a group: its memberships end first (on every node, live subscriptions too, so nothing more can be
+   * sent), then its messages go; the former members are told.
+   */
+  async delete(groupId: string, actorId: string): Promise<void> {
+    await this.requireAdmin(groupId, actorId);
+    const memberIds: string[] = [];
+    for (let after = ''; ; ) {
+      const page = await this.store.listMembers(groupId, after, 1000);
+      for (const member of page) memberIds.push(member.userId);
+      if (page.length < 1000) break;
+      after = page.at(-1)!.userId;
+    }
+    await this.store.deleteGroup(groupId);
+    await this.feed.publish({ kind: 'group-deleted', groupId, userId: actorId, by: actorId });
+    await this.log.deleteGroup(groupId);
+    this.announceGroup({ kind: 'group-deleted', groupId, by: actorId, memberIds });
+  }
+
+  /**
+   * The seq ranges this member may read: everything up to the group's end under `all`, their own membership ranges
+   * under `since-joined`. The caller has checked membership.
+   */
+  async visibleRanges(groupId: string, userId: string): Promise<SeqRange[]> {
+    const group = await this.getGroup(groupId);
+    const ranges = group.historyVisibility === 'all' ? [] : await this.store.seqRanges(groupId, userId);
+    // No ranges: the whole history (also for a member who joined before ranges were kept).
+    return ranges.length > 0 ? ranges : [{ after: 0, until: null }];
+  }
+
+  async receipts(groupId: string, seq: number, afterUserId: string, limit: number): Promise<ReceiptCounts> {
+    return this.store.receipts(groupId, seq, afterUserId, limit);
+  }
+
   async addMember(groupId: string, actorId: string, userId: string, role: MemberRole): Promise<MemberRecord> {
     await this.requireAdmin(groupId, actorId);
-    const result = await this.store.addMember(groupId, userId, role, this.maxMembers);
+    const result = await this.store.addMember(groupId, userId, role, this.maxMembers, await this.log.lastSeq(groupId));
     if (result === 'already-member') throw new ChorusError('ALREADY_MEMBER');
     if (result === 'group-full') throw new ChorusError('GROUP_FULL');
     if (result === 'no-group') throw new ChorusError('GROUP_NOT_FOUND');
@@ -97,7 +172,7 @@ export class Groups {
   async removeMember(groupId: string, actorId: string, userId: string): Promise<void> {
     if (actorId === userId) await this.requireMember(groupId, actorId);
     else await this.requireAdmin(groupId, actorId);
-    const result = await this.store.removeMember(groupId, userId, true);
+    const result = await this.store.removeMember(groupId, userId, true, await this.log.lastSeq(groupId));
     if (result === 'not-member') throw new ChorusError('MEMBER_NOT_FOUND');
     if (result === 'last-admin') throw new ChorusError('LAST_ADMIN');
     await this.changed({ kind: 'removed', groupId, userId, by: actorId });
@@ -162,5 +237,15 @@ export class Groups {
   onAnnounce(listener: MembershipListener): () => void {
     this.announcers.add(listener);
     return () => this.announcers.delete(listener);
+  }
+
+  /** This node only: group updates and deletions made here, to tell the members. */
+  onGroupAnnounce(listener: (announcement: GroupAnnouncement) => void): () => void {
+    this.groupAnnouncers.add(listener);
+    return () => this.groupAnnouncers.delete(listener);
+  }
+
+  private announceGroup(announcement: GroupAnnouncement): void {
+    for (const announce of this.groupAnnouncers) announce(announcement);
   }
 }

@@ -30,6 +30,8 @@ export interface ApiDeps {
   /** Tells a group's other members of a live event (a read receipt) on their events topics. */
   tellGroup: (groupId: string, event: UserEvent, except: string) => Promise<void>;
   groups: Groups;
+  /** Notes what a history read handed a member (their delivered watermark). */
+  deliveredMarks?: { note(groupId: string, userId: string, seq: number): void };
   log: MessageLog;
   sends: SendPath;
   presence: Presence;

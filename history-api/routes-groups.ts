@@ -2,7 +2,20 @@ import { Type } from '@sinclair/typebox';
 import type { GroupRecord, MemberRecord } from '../groups/group-store.js';
 import { UserId } from '../protocol/index.js';
 import type { Api, ApiDeps } from './app.js';
-import { DEFAULT_PAGE, GroupParams, GroupView, MemberParams, MemberView, PageQuery, Role, errors } from './schemas.js';
+import {
+  AvatarUrl,
+  DEFAULT_PAGE,
+  GroupDescription,
+  GroupName,
+  GroupParams,
+  GroupView,
+  HistoryVisibility,
+  MemberParams,
+  MemberView,
+  PageQuery,
+  Role,
+  errors,
+} from './schemas.js';
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -13,7 +26,7 @@ export const memberView = (m: MemberRecord): MemberView => ({
   readSeq: m.readSeq,
 });
 
-/** Groups and their members: create, read, list mine, add/remove members, promote/demote admins. */
+/** Groups and their members: create, read, change, delete, list mine, add/remove members, promote/demote admins. */
 export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<void> {
   const view = async (group: GroupRecord, member: MemberRecord): Promise<GroupView> => {
     const lastSeq = await log.lastSeq(group.id);
@@ -21,6 +34,9 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
     return {
       id: group.id,
       name: group.name,
+      ...(group.description === undefined ? {} : { description: group.description }),
+      ...(group.avatarUrl === undefined ? {} : { avatarUrl: group.avatarUrl }),
+      historyVisibility: group.historyVisibility,
       createdBy: group.createdBy,
       createdAt: iso(group.createdAtMs),
       role: member.role,
@@ -37,8 +53,11 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
         summary: 'Create a group; the caller becomes its admin',
         body: Type.Object(
           {
-            name: Type.String({ minLength: 1, maxLength: 200 }),
+            name: GroupName,
             members: Type.Optional(Type.Array(UserId, { maxItems: 1000, uniqueItems: true })),
+            description: Type.Optional(GroupDescription),
+            avatarUrl: Type.Optional(AvatarUrl),
+            historyVisibility: Type.Optional(HistoryVisibility),
           },
           { additionalProperties: false },
         ),
@@ -46,7 +65,7 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
       },
     },
     async (request, reply) => {
-      const group = await groups.create(request.userId, request.body.name, request.body.members ?? []);
+      const group = await groups.create(request.userId, request.body);
       const member = await groups.requireMember(group.id, request.userId);
       return reply.status(201).send(await view(group, member));
     },
@@ -77,6 +96,45 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
     async (request) => {
       const member = await groups.requireMember(request.params.groupId, request.userId);
       return view(await groups.getGroup(request.params.groupId), member);
+    },
+  );
+
+  app.patch(
+    '/groups/:groupId',
+    {
+      schema: {
+        summary: "Change a group's name, description, avatar or history visibility (admins only); every member hears group-updated",
+        params: GroupParams,
+        body: Type.Object(
+          {
+            name: Type.Optional(GroupName),
+            description: Type.Optional(Type.Union([GroupDescription, Type.Null()])),
+            avatarUrl: Type.Optional(Type.Union([AvatarUrl, Type.Null()])),
+            historyVisibility: Type.Optional(HistoryVisibility),
+          },
+          { additionalProperties: false, minProperties: 1, description: 'null clears description or avatarUrl' },
+        ),
+        response: { 200: GroupView, ...errors(400, 401, 403, 404) },
+      },
+    },
+    async (request) => {
+      const group = await groups.update(request.params.groupId, request.userId, request.body);
+      return view(group, await groups.requireMember(group.id, request.userId));
+    },
+  );
+
+  app.delete(
+    '/groups/:groupId',
+    {
+      schema: {
+        summary: 'Delete a group (admins only): its members hear group-deleted, their subscriptions end at once, its messages and memberships are removed',
+        params: GroupParams,
+        response: { 204: Type.Null(), ...errors(401, 403, 404) },
+      },
+    },
+    async (request, reply) => {
+      await groups.delete(request.params.groupId, request.userId);
+      return reply.status(204).send(null);
     },
   );
 

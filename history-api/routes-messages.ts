@@ -1,9 +1,9 @@
 import { Type } from '@sinclair/typebox';
-import { ChorusError, SendPayload, StampedMessage } from '../protocol/index.js';
-import type { MessageLog } from '../sequencer/message-log.js';
+import { ChorusError, GroupId, SendPayload, StampedMessage, UserId } from '../protocol/index.js';
 import type { SendResult } from '../sequencer/sequencer.js';
 import type { Api, ApiDeps } from './app.js';
-import { DEFAULT_PAGE, GroupParams, Query, Seq, SeqOrZero, errors } from './schemas.js';
+import { DEFAULT_PAGE, GroupParams, PageQuery, Query, Seq, SeqOrZero, errors } from './schemas.js';
+import { WHOLE_HISTORY, isVisible, isWholeHistory, readVisible } from './visible-history.js';
 
 const SendResponse = Type.Object({
   seq: Seq,
@@ -13,18 +13,10 @@ const SendResponse = Type.Object({
   message: StampedMessage,
 });
 
-/**
- * A history page: after `afterSeq` ascending, and then below `beforeSeq` too when both are given (nothing when no seq
- * lies between them); otherwise below `beforeSeq`, or from the newest, descending.
- */
-function readPage(log: MessageLog, groupId: string, afterSeq: number | undefined, beforeSeq: number | undefined, limit: number): Promise<StampedMessage[]> {
-  if (afterSeq === undefined) return log.readBefore(groupId, beforeSeq ?? Number.MAX_SAFE_INTEGER, limit);
-  const between = (beforeSeq ?? Number.MAX_SAFE_INTEGER) - afterSeq - 1;
-  return between > 0 ? log.readAfter(groupId, afterSeq, Math.min(limit, between)) : Promise.resolve([]);
-}
+const ReceiptsParams = Type.Object({ groupId: GroupId, seq: Seq });
 
-/** History reads, REST sends (through the same sequencer as MQTT) and the read pointer. */
-export async function messageRoutes(app: Api, { config, groups, log, sends, tellGroup }: ApiDeps): Promise<void> {
+/** History reads, REST sends (through the same sequencer as MQTT), the read pointer and receipts. */
+export async function messageRoutes(app: Api, { config, groups, log, sends, tellGroup, deliveredMarks }: ApiDeps): Promise<void> {
   app.get(
     '/groups/:groupId/messages',
     {
@@ -36,6 +28,7 @@ export async function messageRoutes(app: Api, { config, groups, log, sends, tell
           afterSeq: Type.Optional(SeqOrZero),
           beforeSeq: Type.Optional(Seq),
           limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: DEFAULT_PAGE })),
+          withReactions: Type.Optional(Type.Boolean({ description: "each message's reaction counts (and whether I reacted)" })),
         }),
         response: {
           200: Type.Object({ messages: Type.Array(StampedMessage), lastSeq: SeqOrZero }),
@@ -45,17 +38,58 @@ export async function messageRoutes(app: Api, { config, groups, log, sends, tell
     },
     async (request) => {
       const { groupId } = request.params;
-      const { afterSeq, beforeSeq, limit = DEFAULT_PAGE } = request.query;
-      // The reads go out with the membership check: one store round trip's wait, not three in a row. Nothing read is
-      // returned unless the check passes, and its error, if any, is the one the caller gets.
-      const reads = Promise.all([
-        log.lastSeq(groupId),
-        readPage(log, groupId, afterSeq, beforeSeq, limit),
-      ]);
+      const { afterSeq, beforeSeq, limit = DEFAULT_PAGE, withReactions = false } = request.query;
+      // The reads go out with the membership check, as if the whole history were visible: one store round trip's
+      // wait, not three in a row. Nothing read is returned unless the check passes, and its error, if any, is the one
+      // the caller gets; a group of since-joined visibility is read again within the member's ranges.
+      const reads = Promise.all([log.lastSeq(groupId), readVisible(log, groupId, WHOLE_HISTORY, afterSeq, beforeSeq, limit)]);
       reads.catch(() => undefined); // awaited below, unless the membership check throws first
-      await groups.requireMember(groupId, request.userId);
-      const [lastSeq, messages] = await reads;
+      const [, ranges] = await Promise.all([groups.requireMember(groupId, request.userId), groups.visibleRanges(groupId, request.userId)]);
+      let [lastSeq, messages] = await reads;
+      if (!isWholeHistory(ranges)) {
+        messages = await readVisible(log, groupId, ranges, afterSeq, beforeSeq, limit);
+      }
+      if (withReactions && messages.length > 0) {
+        const reactions = await log.reactions(groupId, messages.map((m) => m.seq), request.userId);
+        messages = messages.map((m) => (reactions.has(m.seq) && m.deletedAt === undefined ? { ...m, reactions: reactions.get(m.seq)! } : m));
+      }
+      // What a member was handed here reached one of their devices: their delivered watermark moves.
+      const newest = messages.reduce((max, m) => Math.max(max, m.seq), 0);
+      if (newest > 0) deliveredMarks?.note(groupId, request.userId, newest);
       return { messages, lastSeq };
+    },
+  );
+
+  app.get(
+    '/groups/:groupId/messages/:seq/receipts',
+    {
+      schema: {
+        summary: 'Who has a message: member count, how many it was delivered to and read by, and a page of its readers by user id',
+        params: ReceiptsParams,
+        querystring: PageQuery,
+        response: {
+          200: Type.Object({
+            seq: Seq,
+            members: SeqOrZero,
+            deliveredTo: SeqOrZero,
+            readBy: SeqOrZero,
+            readers: Type.Array(UserId),
+            next: Type.Optional(Type.String()),
+          }),
+          ...errors(400, 401, 403, 404),
+        },
+      },
+    },
+    async (request) => {
+      const { groupId, seq } = request.params;
+      const { after = '', limit = DEFAULT_PAGE } = request.query;
+      await groups.requireMember(groupId, request.userId);
+      const [ranges, lastSeq] = await Promise.all([groups.visibleRanges(groupId, request.userId), log.lastSeq(groupId)]);
+      if (seq > lastSeq || !isVisible(ranges, seq)) throw new ChorusError('MESSAGE_NOT_FOUND');
+      const counts = await groups.receipts(groupId, seq, after, limit);
+      const readers = counts.readers.map((r) => r.userId);
+      const body = { seq, members: counts.members, deliveredTo: counts.deliveredTo, readBy: counts.readBy, readers };
+      return readers.length === limit ? { ...body, next: readers.at(-1)! } : body;
     },
   );
 
@@ -66,7 +100,7 @@ export async function messageRoutes(app: Api, { config, groups, log, sends, tell
         summary: 'Send a message; a retry with the same clientMsgId returns the original seq (200) instead of a new one (201)',
         params: GroupParams,
         body: SendPayload,
-        response: { 200: SendResponse, 201: SendResponse, ...errors(400, 401, 403, 404, 413, 503) },
+        response: { 200: SendResponse, 201: SendResponse, ...errors(400, 401, 403, 404, 409, 410, 413, 503) },
       },
     },
     async (request, reply) => {

@@ -12,9 +12,19 @@ export const ErrorResponse = Type.Object(
 
 export const Role = Type.Union([Type.Literal('admin'), Type.Literal('member')]);
 
+export const HistoryVisibility = Type.Union([Type.Literal('all'), Type.Literal('since-joined')], {
+  description: 'all: members read the whole retained history; since-joined: only what was sent while they were members',
+});
+export const GroupName = Type.String({ minLength: 1, maxLength: 200 });
+export const GroupDescription = Type.String({ maxLength: 2000 });
+export const AvatarUrl = Type.String({ maxLength: 2048, pattern: '^https://[^\\s]+$', description: 'https only' });
+
 export const GroupView = Type.Object({
   id: GroupId,
   name: Type.String(),
+  description: Type.Optional(Type.String()),
+  avatarUrl: Type.Optional(Type.String()),
+  historyVisibility: HistoryVisibility,
   createdBy: UserId,
   createdAt: Type.String({ format: 'date-time' }),
   role: Role,

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Presence } from '../broker/presence.js';
 import type { Groups } from '../groups/groups.js';
-import type { StampedMessage } from '../protocol/index.js';
+import { isEventType, type StampedMessage } from '../protocol/index.js';
 import type { PushSender } from './push-sender.js';
 import type { PushStore } from './push-store.js';
 
@@ -44,6 +44,16 @@ const PREVIEW_CHARS = 120;
  */
 const PASS_INTERVAL_MS = 100;
 
+/** The notification's text: the body's start, or what is attached ("📎 photo.jpg, 2 more"). */
+export function previewOf(message: StampedMessage): string {
+  if (message.body !== undefined) return message.body.slice(0, PREVIEW_CHARS);
+  const [first, ...more] = message.attachments ?? [];
+  if (!first) return '';
+  const kind = first.mimeType.split('/')[0];
+  const what = first.name ?? (kind === 'image' ? 'a photo' : kind === 'video' ? 'a video' : kind === 'audio' ? 'an audio clip' : 'a file');
+  return `📎 ${what}${more.length > 0 ? `, ${more.length} more` : ''}`.slice(0, PREVIEW_CHARS);
+}
+
 /** A Topic header (RFC 8030 §5.4: at most 32 base64url characters) per group, so a newer push replaces an older one. */
 const topicOf = (groupId: string): string => createHash('sha256').update(groupId).digest('base64url').slice(0, 32);
 
@@ -71,9 +81,9 @@ export class Notifier {
     private readonly logger: Logger,
   ) {}
 
-  /** Called for every newly stored message; never blocks and never throws. */
+  /** Called for every newly stored message; never blocks and never throws. Edits, deletes and reactions push nothing. */
   onMessage(message: StampedMessage): void {
-    if (this.closed) return;
+    if (this.closed || isEventType(message.type)) return;
     if (this.queue.length >= MAX_QUEUED_MESSAGES) {
       this.queue.shift();
       this.dropped += 1;
@@ -120,7 +130,8 @@ export class Notifier {
         if (mode === 'muted') continue;
         for (const message of messages) {
           if (message.senderId === member.userId) continue;
-          const mention = message.mentions?.includes(member.userId) ?? false;
+          // @everyone counts as a mention of each member: it reaches `mentions` members too, with high urgency.
+          const mention = message.mentionEveryone === true || (message.mentions?.includes(member.userId) ?? false);
           if (mode === 'mentions' && !mention) continue;
           this.offer(member.userId, { message, unread: Math.max(0, message.seq - member.readSeq), count: 1, mention });
         }
@@ -170,7 +181,7 @@ export class Notifier {
       groupId: message.groupId,
       seq: message.seq,
       senderId: message.senderId,
-      preview: message.body.slice(0, PREVIEW_CHARS),
+      preview: previewOf(message),
       unread: pending.unread,
       count: pending.count,
       mention: pending.mention,

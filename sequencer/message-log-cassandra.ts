@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import cassandra from 'cassandra-driver';
-import { ChorusError, type StampedMessage } from '../protocol/index.js';
+import { ChorusError, type ReactionCount, type StampedMessage } from '../protocol/index.js';
 import { REQUEST_TIMEOUT_MS, type CassandraSession } from './cassandra-session.js';
-import { toStampedMessage, type AppendOutcome, type GroupAppend, type MessageDraft, type MessageLog } from './message-log.js';
+import { countReactions, toStampedMessage, type AppendOutcome, type GroupAppend, type MessageDraft, type MessageLog } from './message-log.js';
 import { WriterMovedError, type GroupWriters } from './group-writers.js';
 
 /** Messages per partition: (group_id, bucket) holds seqs [bucket * BUCKET, (bucket + 1) * BUCKET). */
@@ -19,6 +19,8 @@ const RECORD_HEAD_MS = 1000;
 const MAX_HEADS = 100_000;
 /** Bytes of drafts in one write of messages, well under Cassandra's largest mutation (half a commit log segment). */
 const MAX_WRITE_BYTES = 4 * 1024 * 1024;
+/** Reaction rows read for one partition of a history page; past this, counts are of the first ones. */
+const MAX_REACTION_ROWS = 10_000;
 
 export interface CassandraLogOptions {
   /** Messages and their dedup entries expire after this many seconds; 0 keeps them forever. */
@@ -28,24 +30,32 @@ export interface CassandraLogOptions {
 const { types } = cassandra;
 type Row = cassandra.types.Row;
 
-/**
- * What a message row holds besides its key: the draft as JSON, in one cell. Messages are immutable and always read
- * whole, and Cassandra's cost (writing, flushing, compacting, expiring) is per cell: one cell instead of eight typed
- * columns, each with its own timestamp and TTL, is most of what a write costs it.
- */
-const draftJson = (d: MessageDraft): string =>
-  JSON.stringify({
-    senderId: d.senderId,
-    clientMsgId: d.clientMsgId,
-    type: d.type,
-    body: d.body,
-    ...(d.replyToSeq === undefined ? {} : { replyToSeq: d.replyToSeq }),
-    ...(d.mentions === undefined ? {} : { mentions: d.mentions }),
-    createdAtMs: d.createdAtMs,
-  });
+/** A message row's draft with what events did to it (see MessageLog: events). */
+interface StoredDraft extends MessageDraft {
+  editedAtMs?: number;
+  deletedAtMs?: number;
+  /** The seq of the edit whose body this is: an older edit applied again changes nothing. */
+  lastEditSeq?: number;
+  /** The edits of this message, whose bodies a delete erases. */
+  editSeqs?: number[];
+}
 
-const rowToMessage = (groupId: string, row: Row): StampedMessage =>
-  toStampedMessage(groupId, Number(row.get('seq')), JSON.parse(row.get('draft') as string) as MessageDraft);
+/**
+ * What a message row holds besides its key: the draft as JSON, in one cell. Messages are read whole and rarely change
+ * (an edit or delete rewrites the cell), and Cassandra's cost (writing, flushing, compacting, expiring) is per cell:
+ * one cell instead of a dozen typed columns, each with its own timestamp and TTL, is most of what a write costs it.
+ */
+const draftJson = (d: StoredDraft): string => JSON.stringify(d);
+
+const stateOf = (d: StoredDraft) => ({
+  ...(d.editedAtMs === undefined ? {} : { editedAtMs: d.editedAtMs }),
+  ...(d.deletedAtMs === undefined ? {} : { deletedAtMs: d.deletedAtMs }),
+});
+
+const rowToMessage = (groupId: string, row: Row): StampedMessage => {
+  const draft = JSON.parse(row.get('draft') as string) as StoredDraft;
+  return toStampedMessage(groupId, Number(row.get('seq')), draft, stateOf(draft));
+};
 
 /** Drafts or messages (indices, in order) grouped by sender, in chunks of at most DEDUP_CHUNK: one dedup partition each. */
 function chunksBySender(drafts: { senderId: string }[], indices: number[]): { senderId: string; chunk: number[] }[] {
@@ -152,7 +162,7 @@ export class MessageLogCassandra implements MessageLog {
   private readonly completing = new Set<Promise<unknown>>();
 
   /** The write statements, built once: the driver finds a prepared statement by its text, for every message. */
-  private readonly statements: { insertMessage: string; setRange: string; setRangeOfOne: string };
+  private readonly statements: { insertMessage: string; setRange: string; setRangeOfOne: string; react: string };
 
   private constructor(
     private readonly db: CassandraSession,
@@ -164,6 +174,7 @@ export class MessageLogCassandra implements MessageLog {
       insertMessage: `INSERT INTO group_messages (group_id, bucket, seq, draft) VALUES (?, ?, ?, ?)${ttl}`,
       setRange: `UPDATE dedup_ranges${ttl} SET seqs = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?`,
       setRangeOfOne: `UPDATE dedup_ranges${ttl} SET seqs = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?`,
+      react: `INSERT INTO message_reactions (group_id, bucket, target_seq, emoji, user_id) VALUES (?, ?, ?, ?, ?)${ttl}`,
     };
   }
 
@@ -176,6 +187,10 @@ export class MessageLogCassandra implements MessageLog {
       group_id text, sender_id text, client_msg_id text, seqs frozen<tuple<bigint, bigint>>,
       PRIMARY KEY ((group_id, sender_id), client_msg_id))`);
     await db.ddl('CREATE TABLE IF NOT EXISTS group_heads (group_id text PRIMARY KEY, last_seq bigint)');
+    // Partitioned like the messages they count: a history page's reactions are a slice of one or two partitions.
+    await db.ddl(`CREATE TABLE IF NOT EXISTS message_reactions (
+      group_id text, bucket bigint, target_seq bigint, emoji text, user_id text,
+      PRIMARY KEY ((group_id, bucket), target_seq, emoji, user_id))`);
     return new MessageLogCassandra(db, writers, options);
   }
 
@@ -222,7 +237,9 @@ export class MessageLogCassandra implements MessageLog {
           // head row, and gets its entry again before the group's next stamp (reindex).
           await Promise.all([
             this.writeDedup(groupId, drafts, toStamp, seqOf),
-            step.gate.then(() => this.writeMessages(groupId, drafts, toStamp, seqOf, head.epoch)),
+            step.gate
+              .then(() => this.writeMessages(groupId, drafts, toStamp, seqOf, head.epoch))
+              .then(() => this.applyEvents(groupId, toStamp.map((i, k) => ({ seq: seqOf(k), draft: drafts[i]! })), head.epoch)),
           ]);
         }
       } catch (err) {
@@ -273,7 +290,7 @@ export class MessageLogCassandra implements MessageLog {
       if (settling > 0) await sleep(settling);
       const recorded = await this.headRow(groupId);
       const last = await this.probeFrom(groupId, recorded);
-      await this.reindex(groupId, recorded, last);
+      await this.reindex(groupId, recorded, last, writer.epoch);
       head = { epoch: writer.epoch, stamped: last, durable: last, recorded, recordedAt: -Infinity, greatestKeys: new Map() };
       gate = Promise.resolve();
     }
@@ -452,10 +469,10 @@ export class MessageLogCassandra implements MessageLog {
   }
 
   /**
-   * Writes again the dedup entries of the messages in (after, last]: a writer that failed or died may have stored
-   * them without their entries. Each gets the range of its own seq.
+   * Writes again the dedup entries of the messages in (after, last], and applies again the events among them: a writer
+   * that failed or died may have stored them without their entries or effects. Each entry gets the range of its own seq.
    */
-  private async reindex(groupId: string, after: number, last: number): Promise<void> {
+  private async reindex(groupId: string, after: number, last: number, epoch: number): Promise<void> {
     for (let seq = after; seq < last; ) {
       const page = (await this.readAfter(groupId, seq, BUCKET)).filter((m) => m.seq <= last);
       if (page.length === 0) return;
@@ -470,8 +487,56 @@ export class MessageLogCassandra implements MessageLog {
           ),
         ),
       );
+      await this.applyEvents(groupId, page.map((m) => ({ seq: m.seq, draft: draftOfMessage(m) })), epoch);
       seq = page.at(-1)!.seq;
     }
+  }
+
+  /**
+   * Makes the events among these stored messages (ascending) change their targets: in seq order, one write at a time,
+   * each after a fence. Applying one again changes nothing more (an edit older than the target's last is skipped), so
+   * a new writer applies those above the head row again, with their dedup entries (reindex).
+   */
+  private async applyEvents(groupId: string, stored: { seq: number; draft: MessageDraft }[], epoch: number): Promise<void> {
+    for (const { seq, draft } of stored) {
+      if (draft.targetSeq === undefined) continue;
+      const target = await this.readRow(groupId, draft.targetSeq);
+      if (!target) continue;
+      const write = async (rowSeq: number, next: StoredDraft, ttl: number) => {
+        this.fence(groupId, epoch);
+        await this.db.execute('INSERT INTO group_messages (group_id, bucket, seq, draft) VALUES (?, ?, ?, ?) USING TTL ?', [groupId, bucketOf(rowSeq), rowSeq, draftJson(next), ttl]);
+      };
+      const { draft: was, ttl } = target;
+      if (draft.type === 'edit') {
+        if (was.deletedAtMs !== undefined) {
+          const own = await this.readRow(groupId, seq);
+          if (own && own.draft.body !== undefined) await write(seq, erased(own.draft, was.deletedAtMs), own.ttl);
+        } else if ((was.lastEditSeq ?? 0) < seq) {
+          const editSeqs = [...new Set([...(was.editSeqs ?? []), seq])];
+          await write(draft.targetSeq, { ...was, body: draft.body!, editedAtMs: draft.createdAtMs, lastEditSeq: seq, editSeqs }, ttl);
+        }
+      } else if (draft.type === 'delete') {
+        const deletedAtMs = was.deletedAtMs ?? draft.createdAtMs;
+        await write(draft.targetSeq, erased(was, deletedAtMs), ttl);
+        for (const editSeq of was.editSeqs ?? []) {
+          const edit = await this.readRow(groupId, editSeq);
+          if (edit) await write(editSeq, erased(edit.draft, deletedAtMs), edit.ttl);
+        }
+        this.fence(groupId, epoch);
+        await this.db.execute('DELETE FROM message_reactions WHERE group_id = ? AND bucket = ? AND target_seq = ?', [groupId, bucketOf(draft.targetSeq), draft.targetSeq]);
+      } else if (draft.type === 'reaction' && was.deletedAtMs === undefined) {
+        this.fence(groupId, epoch);
+        const key = [groupId, bucketOf(draft.targetSeq), draft.targetSeq, draft.emoji, draft.senderId];
+        if (draft.remove) await this.db.execute('DELETE FROM message_reactions WHERE group_id = ? AND bucket = ? AND target_seq = ? AND emoji = ? AND user_id = ?', key);
+        else await this.db.execute(this.statements.react, key);
+      }
+    }
+  }
+
+  /** One message row as stored, with its remaining TTL in seconds (0: none). */
+  private async readRow(groupId: string, seq: number): Promise<{ draft: StoredDraft; ttl: number } | null> {
+    const row = (await this.db.execute('SELECT draft, TTL(draft) AS ttl FROM group_messages WHERE group_id = ? AND bucket = ? AND seq = ?', [groupId, bucketOf(seq), seq])).first();
+    return row ? { draft: JSON.parse(row.get('draft') as string) as StoredDraft, ttl: Number(row.get('ttl') ?? 0) } : null;
   }
 
   async readAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]> {
@@ -516,7 +581,71 @@ export class MessageLogCassandra implements MessageLog {
     return this.truth(groupId);
   }
 
+  async reactions(groupId: string, seqs: number[], viewerId: string): Promise<Map<number, ReactionCount[]>> {
+    const bySeq = new Map<number, ReactionCount[]>();
+    const wanted = new Set(seqs);
+    const buckets = new Map<number, number[]>();
+    for (const seq of wanted) {
+      const list = buckets.get(bucketOf(seq));
+      if (list) list.push(seq);
+      else buckets.set(bucketOf(seq), [seq]);
+    }
+    const grouped = new Map<number, { emoji: string; userId: string }[]>();
+    await Promise.all(
+      [...buckets].map(async ([bucket, inBucket]) => {
+        const result = await this.db.execute(
+          'SELECT target_seq, emoji, user_id FROM message_reactions WHERE group_id = ? AND bucket = ? AND target_seq >= ? AND target_seq <= ? LIMIT ?',
+          [groupId, bucket, Math.min(...inBucket), Math.max(...inBucket), MAX_REACTION_ROWS],
+        );
+        for (const row of result.rows) {
+          const seq = Number(row.get('target_seq'));
+          if (!wanted.has(seq)) continue;
+          const entry = { emoji: row.get('emoji') as string, userId: row.get('user_id') as string };
+          const list = grouped.get(seq);
+          if (list) list.push(entry);
+          else grouped.set(seq, [entry]);
+        }
+      }),
+    );
+    for (const [seq, list] of grouped) bySeq.set(seq, countReactions(list, viewerId));
+    return bySeq;
+  }
+
+  /**
+   * Partition by partition: the senders found in the messages name the dedup partitions to drop. Whoever calls this
+   * has stopped the group's sends (its memberships are gone), so nothing is written to it meanwhile.
+   */
+  async deleteGroup(groupId: string): Promise<void> {
+    const last = await this.truth(groupId);
+    const senders = new Set<string>();
+    for (let bucket = 0; bucket <= bucketOf(last); bucket++) {
+      const rows = (await this.db.execute('SELECT draft FROM group_messages WHERE group_id = ? AND bucket = ?', [groupId, bucket])).rows;
+      for (const row of rows) senders.add((JSON.parse(row.get('draft') as string) as MessageDraft).senderId);
+      await this.db.execute('DELETE FROM message_reactions WHERE group_id = ? AND bucket = ?', [groupId, bucket]);
+      await this.db.execute('DELETE FROM group_messages WHERE group_id = ? AND bucket = ?', [groupId, bucket]);
+    }
+    for (const senderId of senders) await this.db.execute('DELETE FROM dedup_ranges WHERE group_id = ? AND sender_id = ?', [groupId, senderId]);
+    await this.db.execute('DELETE FROM group_heads WHERE group_id = ?', [groupId]);
+    this.heads.delete(groupId);
+  }
+
   async close(): Promise<void> {
     await Promise.all(this.completing);
   }
+}
+
+/** A row's draft with its content erased: what a delete leaves of a message, or of one of its edits. */
+function erased(draft: StoredDraft, deletedAtMs: number): StoredDraft {
+  const { body: _body, mentions: _mentions, mentionEveryone: _everyone, attachments: _attachments, ...rest } = draft;
+  return { ...rest, deletedAtMs };
+}
+
+/** The draft a stored message was made from (its content as it is now: for re-applying its effect, only the event fields matter). */
+function draftOfMessage(m: StampedMessage): MessageDraft {
+  const draft: MessageDraft = { senderId: m.senderId, clientMsgId: m.clientMsgId, type: m.type, createdAtMs: Date.parse(m.createdAt) };
+  if (m.body !== undefined) draft.body = m.body;
+  if (m.targetSeq !== undefined) draft.targetSeq = m.targetSeq;
+  if (m.emoji !== undefined) draft.emoji = m.emoji;
+  if (m.remove) draft.remove = true;
+  return draft;
 }

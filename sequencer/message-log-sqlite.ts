@@ -1,19 +1,46 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import type { StampedMessage } from '../protocol/index.js';
-import { toStampedMessage, type AppendOutcome, type GroupAppend, type MessageDraft, type MessageLog } from './message-log.js';
+import type { ReactionCount, StampedMessage } from '../protocol/index.js';
+import { countReactions, toStampedMessage, type AppendOutcome, type GroupAppend, type MessageDraft, type MessageLog } from './message-log.js';
 
 interface MessageRow {
   seq: number;
   sender_id: string;
   client_msg_id: string;
   type: string;
+  /** '' when the message has none (a reaction, a deletion, attachments only) or it was erased. */
   body: string;
   reply_to_seq: number | null;
   mentions: string | null;
   created_at: number;
+  /** JSON of the rarer fields: mentionEveryone, attachments, emoji, remove. */
+  extra: string | null;
+  target_seq: number | null;
+  edited_at: number | null;
+  deleted_at: number | null;
+  last_edit_seq: number | null;
 }
+
+type Extra = Pick<MessageDraft, 'mentionEveryone' | 'attachments' | 'emoji' | 'remove'>;
+
+function extraOf(draft: MessageDraft): string | null {
+  const extra: Extra = {};
+  if (draft.mentionEveryone) extra.mentionEveryone = true;
+  if (draft.attachments !== undefined) extra.attachments = draft.attachments;
+  if (draft.emoji !== undefined) extra.emoji = draft.emoji;
+  if (draft.remove) extra.remove = true;
+  return Object.keys(extra).length > 0 ? JSON.stringify(extra) : null;
+}
+
+/** Columns added since the first release, for files made by it: (name, declaration). */
+const ADDED_COLUMNS: [string, string][] = [
+  ['extra', 'TEXT'],
+  ['target_seq', 'INTEGER'],
+  ['edited_at', 'INTEGER'],
+  ['deleted_at', 'INTEGER'],
+  ['last_edit_seq', 'INTEGER'],
+];
 
 export interface SqliteLogOptions {
   /** 'full' fsyncs every commit (power-loss safe); 'normal' in WAL mode is safe against process crashes only. */
@@ -21,15 +48,25 @@ export interface SqliteLogOptions {
 }
 
 const rowToMessage = (groupId: string, row: MessageRow): StampedMessage =>
-  toStampedMessage(groupId, row.seq, {
-    senderId: row.sender_id,
-    clientMsgId: row.client_msg_id,
-    type: row.type,
-    body: row.body,
-    ...(row.reply_to_seq === null ? {} : { replyToSeq: row.reply_to_seq }),
-    ...(row.mentions === null ? {} : { mentions: JSON.parse(row.mentions) as string[] }),
-    createdAtMs: row.created_at,
-  });
+  toStampedMessage(
+    groupId,
+    row.seq,
+    {
+      senderId: row.sender_id,
+      clientMsgId: row.client_msg_id,
+      type: row.type,
+      body: row.body,
+      ...(row.reply_to_seq === null ? {} : { replyToSeq: row.reply_to_seq }),
+      ...(row.mentions === null ? {} : { mentions: JSON.parse(row.mentions) as string[] }),
+      ...(row.extra === null ? {} : (JSON.parse(row.extra) as Extra)),
+      ...(row.target_seq === null ? {} : { targetSeq: row.target_seq }),
+      createdAtMs: row.created_at,
+    },
+    {
+      ...(row.edited_at === null ? {} : { editedAtMs: row.edited_at }),
+      ...(row.deleted_at === null ? {} : { deletedAtMs: row.deleted_at }),
+    },
+  );
 
 /**
  * The embedded message log: one SQLite file in WAL mode. A whole append call is one transaction, so a call that
@@ -43,12 +80,18 @@ export class MessageLogSqlite implements MessageLog {
   private readonly selectAfter: Database.Statement<[string, number, number], MessageRow>;
   private readonly selectBefore: Database.Statement<[string, number, number], MessageRow>;
   private readonly appendTx: (batch: GroupAppend[]) => AppendOutcome[][];
+  private readonly effects;
+  private readonly selectReactions: Database.Statement<[string, number, number], { target_seq: number; emoji: string; user_id: string }>;
+  private readonly deleteGroupTx: (groupId: string) => void;
 
   constructor(path: string, options: SqliteLogOptions) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+    // A deleted message's body is overwritten in its page where that costs no extra write (the WAL keeps the old page
+    // until its next checkpoint).
+    this.db.pragma('secure_delete = FAST');
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS messages (
         group_id TEXT NOT NULL,
@@ -63,12 +106,42 @@ export class MessageLogSqlite implements MessageLog {
         PRIMARY KEY (group_id, seq)
       ) WITHOUT ROWID;
       CREATE UNIQUE INDEX IF NOT EXISTS messages_dedup ON messages (group_id, sender_id, client_msg_id);
+      CREATE TABLE IF NOT EXISTS reactions (
+        group_id TEXT NOT NULL, target_seq INTEGER NOT NULL, emoji TEXT NOT NULL, user_id TEXT NOT NULL,
+        PRIMARY KEY (group_id, target_seq, emoji, user_id)
+      ) WITHOUT ROWID;
     `);
+    const columns = new Set(this.db.prepare<[], { name: string }>('SELECT name FROM pragma_table_info(\'messages\')').all().map((c) => c.name));
+    for (const [name, declaration] of ADDED_COLUMNS) if (!columns.has(name)) this.db.exec(`ALTER TABLE messages ADD COLUMN ${name} ${declaration}`);
+    this.db.exec('CREATE INDEX IF NOT EXISTS messages_by_target ON messages (group_id, target_seq) WHERE target_seq IS NOT NULL');
     this.insert = this.db.prepare(
-      `INSERT INTO messages (group_id, seq, sender_id, client_msg_id, type, body, reply_to_seq, mentions, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO messages (group_id, seq, sender_id, client_msg_id, type, body, reply_to_seq, mentions, created_at, extra, target_seq)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (group_id, sender_id, client_msg_id) DO NOTHING`,
     );
+    const db = this.db;
+    this.effects = {
+      target: db.prepare<[string, number], MessageRow>('SELECT * FROM messages WHERE group_id = ? AND seq = ?'),
+      edit: db.prepare('UPDATE messages SET body = ?, edited_at = ?, last_edit_seq = ? WHERE group_id = ? AND seq = ?'),
+      erase: db.prepare(
+        'UPDATE messages SET body = \'\', mentions = NULL, extra = NULL, deleted_at = COALESCE(deleted_at, ?) WHERE group_id = ? AND seq = ?',
+      ),
+      eraseEdits: db.prepare(
+        "UPDATE messages SET body = '', deleted_at = COALESCE(deleted_at, ?) WHERE group_id = ? AND target_seq = ? AND type = 'edit'",
+      ),
+      dropReactions: db.prepare('DELETE FROM reactions WHERE group_id = ? AND target_seq = ?'),
+      react: db.prepare('INSERT OR IGNORE INTO reactions (group_id, target_seq, emoji, user_id) VALUES (?, ?, ?, ?)'),
+      unreact: db.prepare('DELETE FROM reactions WHERE group_id = ? AND target_seq = ? AND emoji = ? AND user_id = ?'),
+    };
+    this.selectReactions = db.prepare(
+      'SELECT target_seq, emoji, user_id FROM reactions WHERE group_id = ? AND target_seq BETWEEN ? AND ? ORDER BY target_seq',
+    );
+    const deleteMessages = db.prepare('DELETE FROM messages WHERE group_id = ?');
+    const deleteReactions = db.prepare('DELETE FROM reactions WHERE group_id = ?');
+    this.deleteGroupTx = db.transaction((groupId: string) => {
+      deleteMessages.run(groupId);
+      deleteReactions.run(groupId);
+    });
     this.selectLast = this.db.prepare('SELECT MAX(seq) AS seq FROM messages WHERE group_id = ?');
     this.selectByClientMsgId = this.db.prepare(
       'SELECT * FROM messages WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?',
@@ -98,6 +171,8 @@ export class MessageLogSqlite implements MessageLog {
         draft.replyToSeq ?? null,
         draft.mentions && draft.mentions.length > 0 ? JSON.stringify(draft.mentions) : null,
         draft.createdAtMs,
+        extraOf(draft),
+        draft.targetSeq ?? null,
       );
       if (inserted.changes === 0) {
         const stored = this.selectByClientMsgId.get(groupId, draft.senderId, draft.clientMsgId)!;
@@ -106,8 +181,27 @@ export class MessageLogSqlite implements MessageLog {
       last += 1;
       const message = toStampedMessage(groupId, last, draft);
       inThisCall.set(key, message);
+      if (draft.targetSeq !== undefined) this.applyEvent(groupId, last, draft);
       return { message, duplicate: false };
     });
+  }
+
+  /** In the append's transaction: the event and its effect on the target are one commit. */
+  private applyEvent(groupId: string, seq: number, event: MessageDraft): void {
+    const targetSeq = event.targetSeq!;
+    const target = this.effects.target.get(groupId, targetSeq);
+    if (!target) return;
+    if (event.type === 'edit') {
+      if (target.deleted_at !== null) this.effects.erase.run(target.deleted_at, groupId, seq);
+      else if ((target.last_edit_seq ?? 0) < seq) this.effects.edit.run(event.body, event.createdAtMs, seq, groupId, targetSeq);
+    } else if (event.type === 'delete') {
+      this.effects.erase.run(event.createdAtMs, groupId, targetSeq);
+      this.effects.eraseEdits.run(event.createdAtMs, groupId, targetSeq);
+      this.effects.dropReactions.run(groupId, targetSeq);
+    } else if (event.type === 'reaction' && target.deleted_at === null) {
+      if (event.remove) this.effects.unreact.run(groupId, targetSeq, event.emoji, event.senderId);
+      else this.effects.react.run(groupId, targetSeq, event.emoji, event.senderId);
+    }
   }
 
   async append(batch: GroupAppend[]): Promise<AppendOutcome[][]> {
@@ -124,6 +218,26 @@ export class MessageLogSqlite implements MessageLog {
 
   async lastSeq(groupId: string): Promise<number> {
     return this.selectLast.get(groupId)?.seq ?? 0;
+  }
+
+  async reactions(groupId: string, seqs: number[], viewerId: string): Promise<Map<number, ReactionCount[]>> {
+    const bySeq = new Map<number, ReactionCount[]>();
+    if (seqs.length === 0) return bySeq;
+    const wanted = new Set(seqs);
+    const rows = this.selectReactions.all(groupId, Math.min(...seqs), Math.max(...seqs));
+    const grouped = new Map<number, { emoji: string; userId: string }[]>();
+    for (const row of rows) {
+      if (!wanted.has(row.target_seq)) continue;
+      const list = grouped.get(row.target_seq);
+      if (list) list.push({ emoji: row.emoji, userId: row.user_id });
+      else grouped.set(row.target_seq, [{ emoji: row.emoji, userId: row.user_id }]);
+    }
+    for (const [seq, list] of grouped) bySeq.set(seq, countReactions(list, viewerId));
+    return bySeq;
+  }
+
+  async deleteGroup(groupId: string): Promise<void> {
+    this.deleteGroupTx(groupId);
   }
 
   async close(): Promise<void> {

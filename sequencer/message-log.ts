@@ -1,15 +1,27 @@
-import type { StampedMessage } from '../protocol/index.js';
+import type { Attachment, ReactionCount, StampedMessage } from '../protocol/index.js';
 
 /** A message as the sequencer hands it to the log: everything but its seq. */
 export interface MessageDraft {
   senderId: string;
   clientMsgId: string;
   type: string;
-  body: string;
+  body?: string;
   replyToSeq?: number;
   mentions?: string[];
+  mentionEveryone?: true;
+  attachments?: Attachment[];
+  /** edit, delete, reaction: the message they apply to. */
+  targetSeq?: number;
+  emoji?: string;
+  remove?: true;
   /** Milliseconds since the epoch, taken by the sequencer when the draft was accepted. */
   createdAtMs: number;
+}
+
+/** What later events changed of a stored message (absent: nothing). */
+export interface MessageState {
+  editedAtMs?: number;
+  deletedAtMs?: number;
 }
 
 /** The drafts of one group, in the order they must be sequenced. */
@@ -42,6 +54,14 @@ export interface AppendOutcome {
  * - Durability: when append resolves, every outcome it returns survives a crash of this process.
  * - Result shape: outcomes[i][j] belongs to batch[i].drafts[j].
  * - Reads see every append that resolved before the read began.
+ * - Events (types edit, delete, reaction; the sequencer has checked that their target may take them) change their
+ *   target, by the time their append resolves, as if applied in seq order, each at most once:
+ *   - edit: the target's body becomes the edit's, editedAt the edit's createdAt. An edit of a deleted message is
+ *     stored without its body (deletedAt set), so no edit brings a deleted body back.
+ *   - delete: the target keeps no body, attachments or mentions, and gets deletedAt; its edits lose their bodies too,
+ *     and its reactions are removed. The bodies are erased from the store, not hidden.
+ *   - reaction: the sender's emoji is counted on the target (remove: taken back); none on a deleted message.
+ *   An event whose target is missing (expired) is stored and changes nothing.
  */
 export interface MessageLog {
   append(batch: GroupAppend[]): Promise<AppendOutcome[][]>;
@@ -51,21 +71,45 @@ export interface MessageLog {
   readBefore(groupId: string, beforeSeq: number, limit: number): Promise<StampedMessage[]>;
   /** The highest stored seq of the group; 0 when the group has no message. */
   lastSeq(groupId: string): Promise<number>;
+  /**
+   * Reaction counts of the given messages (a page of history), by seq: each emoji once, most used first, `mine` when
+   * `viewerId` is among those who reacted. Messages without reactions are absent.
+   */
+  reactions(groupId: string, seqs: number[], viewerId: string): Promise<Map<number, ReactionCount[]>>;
+  /** Removes every message, dedup entry and reaction of the group. Its sends must be stopped first. */
+  deleteGroup(groupId: string): Promise<void>;
   close(): Promise<void>;
 }
 
-/** Builds the wire form of a stored message: optional fields are absent, never null. */
-export function toStampedMessage(groupId: string, seq: number, draft: MessageDraft): StampedMessage {
-  const message: StampedMessage = {
-    groupId,
-    seq,
-    senderId: draft.senderId,
-    clientMsgId: draft.clientMsgId,
-    type: draft.type,
-    body: draft.body,
-    createdAt: new Date(draft.createdAtMs).toISOString(),
-  };
+/** Builds the wire form of a stored message: optional fields are absent, never null; field order is fixed. */
+export function toStampedMessage(groupId: string, seq: number, draft: MessageDraft, state: MessageState = {}): StampedMessage {
+  // groupId and seq lead: the broker reads a delivered message's seq from the start of its bytes (seqOfPayload).
+  const message = { groupId, seq, senderId: draft.senderId, clientMsgId: draft.clientMsgId, type: draft.type } as StampedMessage;
+  const deleted = state.deletedAtMs !== undefined;
+  if (draft.body !== undefined && draft.body !== '' && !deleted) message.body = draft.body;
   if (draft.replyToSeq !== undefined) message.replyToSeq = draft.replyToSeq;
-  if (draft.mentions !== undefined && draft.mentions.length > 0) message.mentions = draft.mentions;
+  if (!deleted) {
+    if (draft.mentions !== undefined && draft.mentions.length > 0) message.mentions = draft.mentions;
+    if (draft.mentionEveryone) message.mentionEveryone = true;
+    if (draft.attachments !== undefined && draft.attachments.length > 0) message.attachments = draft.attachments;
+  }
+  if (draft.targetSeq !== undefined) message.targetSeq = draft.targetSeq;
+  if (draft.emoji !== undefined) message.emoji = draft.emoji;
+  if (draft.remove) message.remove = true;
+  message.createdAt = new Date(draft.createdAtMs).toISOString();
+  if (state.editedAtMs !== undefined && !deleted) message.editedAt = new Date(state.editedAtMs).toISOString();
+  if (deleted) message.deletedAt = new Date(state.deletedAtMs!).toISOString();
   return message;
+}
+
+/** Sorts one message's reactions for the wire: most used first, then by emoji. */
+export function countReactions(rows: { emoji: string; userId: string }[], viewerId: string): ReactionCount[] {
+  const byEmoji = new Map<string, ReactionCount>();
+  for (const { emoji, userId } of rows) {
+    let count = byEmoji.get(emoji);
+    if (!count) byEmoji.set(emoji, (count = { emoji, count: 0, mine: false }));
+    count.count += 1;
+    if (userId === viewerId) count.mine = true;
+  }
+  return [...byEmoji.values()].sort((a, b) => b.count - a.count || (a.emoji < b.emoji ? -1 : 1));
 }

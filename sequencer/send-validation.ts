@@ -1,5 +1,5 @@
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { ChorusError, SendPayload } from '../protocol/index.js';
+import { ChorusError, SendPayload, isEventType } from '../protocol/index.js';
 
 const checkSend = TypeCompiler.Compile(SendPayload);
 
@@ -47,13 +47,45 @@ export function validateSend(value: unknown, maxBodyBytes: number): SendPayload 
       errors.map((e) => ({ path: e.path || '/', message: e.message })),
     );
   }
-  const bodyBytes = Buffer.byteLength(value.body, 'utf8');
+  checkFieldsOfType(value);
+  const bodyBytes = value.body === undefined ? 0 : Buffer.byteLength(value.body, 'utf8');
   if (bodyBytes > maxBodyBytes) {
     throw new ChorusError('PAYLOAD_TOO_LARGE', `body is ${bodyBytes} bytes; at most ${maxBodyBytes} are allowed`, {
       limit: maxBodyBytes,
     });
   }
   return value;
+}
+
+/** Which fields each type takes (see SendPayload); the schema alone cannot say it with readable errors. */
+function checkFieldsOfType(send: SendPayload): void {
+  const type = send.type ?? 'text';
+  const problems: { path: string; message: string }[] = [];
+  const must = (field: keyof SendPayload, present: boolean) => {
+    if (present && send[field] === undefined) problems.push({ path: `/${field}`, message: `a ${type} message needs ${field}` });
+    if (!present && send[field] !== undefined) problems.push({ path: `/${field}`, message: `a ${type} message takes no ${field}` });
+  };
+  if (isEventType(type)) {
+    must('targetSeq', true);
+    must('body', type === 'edit');
+    must('emoji', type === 'reaction');
+    if (type !== 'reaction') must('remove', false);
+    for (const field of ['replyToSeq', 'mentions', 'mentionEveryone', 'attachments'] as const) must(field, false);
+  } else {
+    for (const field of ['targetSeq', 'emoji', 'remove'] as const) must(field, false);
+    if (send.body === undefined && send.attachments === undefined) problems.push({ path: '/body', message: 'a message needs a body or attachments' });
+  }
+  send.attachments?.forEach((attachment, i) => {
+    let url: URL | null = null;
+    try {
+      url = new URL(attachment.url);
+    } catch {}
+    // Clients fetch these: only https, and never credentials in a URL that every member sees.
+    if (url?.protocol !== 'https:' || url.username !== '' || url.password !== '') {
+      problems.push({ path: `/attachments/${i}/url`, message: 'must be an https URL without user or password' });
+    }
+  });
+  if (problems.length > 0) throw new ChorusError('INVALID_MESSAGE', problems[0]!.message, problems);
 }
 
 /** Parses the raw payload of an MQTT publish to a group topic; validateSend (in the sequencer) checks it. */

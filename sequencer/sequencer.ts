@@ -3,6 +3,7 @@ import { ChorusError, type SendPayload, type StampedMessage } from '../protocol/
 import { WriterMovedError } from './group-writers.js';
 import type { AppendOutcome, GroupAppend, MessageDraft, MessageLog } from './message-log.js';
 import { OrderedDelivery } from './ordered-delivery.js';
+import { SendRules } from './send-rules.js';
 import { validateSend } from './send-validation.js';
 
 export interface SendResult {
@@ -26,6 +27,8 @@ const WRITER_ORDERING = { recoverWindowMs: 30_000, gapWindowMs: 30_000, maxRead:
 
 export interface SequencerOptions {
   maxBodyBytes: number;
+  /** Checks a send against the group's state (targets, replies, @everyone); by default every sender is a plain member. */
+  rules?: SendRules;
   /** Sends waiting for their commit; beyond this a send is refused with OVERLOADED. */
   maxPendingSends: number;
   /** Drafts in one append call, so that one commit stays short. */
@@ -88,6 +91,7 @@ export class Sequencer implements SendPath {
   private closed = false;
   private readonly maxBatch: number;
   private readonly ordering: OrderedDelivery<StampedMessage>;
+  private readonly rules: SendRules;
 
   constructor(
     private readonly log: MessageLog,
@@ -95,6 +99,7 @@ export class Sequencer implements SendPath {
     private readonly options: SequencerOptions,
   ) {
     this.maxBatch = options.maxBatch ?? 4096;
+    this.rules = options.rules ?? new SendRules(log, { roleOf: async () => 'member', retentionMs: 0, mentionEveryone: 'members' });
     this.ordering = new OrderedDelivery<StampedMessage>(log, (_groupId, message) => fanOut(message), (message) => message, {
       ...WRITER_ORDERING,
       onError: (err, groupId) => options.onOrderingError?.(err, groupId),
@@ -113,20 +118,18 @@ export class Sequencer implements SendPath {
    */
   async send(groupId: string, senderId: string, payload: unknown): Promise<SendResult> {
     const send: SendPayload = validateSend(payload, this.options.maxBodyBytes);
-    if (send.replyToSeq !== undefined && send.replyToSeq > (await this.log.lastSeq(groupId))) {
-      throw new ChorusError('REPLY_TO_UNKNOWN', `no message ${send.replyToSeq} in this group`);
-    }
+    await this.rules.check(groupId, senderId, send);
     if (this.closed) throw new ChorusError('STORE_UNAVAILABLE', 'the sequencer is shutting down');
     if (this.pendingCount >= this.options.maxPendingSends) throw new ChorusError('OVERLOADED');
-    const draft: MessageDraft = {
-      senderId,
-      clientMsgId: send.clientMsgId,
-      type: send.type ?? 'text',
-      body: send.body,
-      createdAtMs: Date.now(),
-    };
+    const draft: MessageDraft = { senderId, clientMsgId: send.clientMsgId, type: send.type ?? 'text', createdAtMs: Date.now() };
+    if (send.body !== undefined) draft.body = send.body;
     if (send.replyToSeq !== undefined) draft.replyToSeq = send.replyToSeq;
     if (send.mentions !== undefined && send.mentions.length > 0) draft.mentions = send.mentions;
+    if (send.mentionEveryone) draft.mentionEveryone = true;
+    if (send.attachments !== undefined) draft.attachments = send.attachments;
+    if (send.targetSeq !== undefined) draft.targetSeq = send.targetSeq;
+    if (send.emoji !== undefined) draft.emoji = send.emoji;
+    if (send.remove) draft.remove = true;
     return new Promise<SendResult>((resolve, reject) => {
       let queue = this.queues.get(groupId);
       if (!queue) this.queues.set(groupId, (queue = []));

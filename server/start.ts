@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import { pino, type Logger } from 'pino';
 import { createTokenVerifier } from '../broker/auth.js';
 import { ChorusBroker } from '../broker/broker.js';
+import { DeliveredMarks } from '../broker/delivered-marks.js';
 import { FailedAuthThrottle } from '../broker/token-bucket.js';
 import type { ChorusConfig } from '../config/config.js';
 import { Groups } from '../groups/groups.js';
@@ -11,6 +12,7 @@ import { answerClientError } from '../history-api/client-errors.js';
 import type { MessageLog } from '../sequencer/message-log.js';
 import { Sequencer, type SendPath } from '../sequencer/sequencer.js';
 import { SendRouter } from '../sequencer/send-router.js';
+import { SendRules } from '../sequencer/send-rules.js';
 import type { StampedMessage } from '../protocol/index.js';
 import { Notifier } from '../push/notifier.js';
 import { PushSender } from '../push/push-sender.js';
@@ -88,10 +90,27 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
       : embeddedBackends(config);
   const log = options.messageLog ?? backends.log;
   const sequencerLog = logger.child({ component: 'sequencer' });
-  const groups = new Groups(backends.groupStore, backends.feed, config.maxGroupMembers);
+  const groups = new Groups(backends.groupStore, backends.feed, config.maxGroupMembers, log);
   const authThrottle = new FailedAuthThrottle(config.authFailuresPerMinute);
 
+  // Receipts: a member's delivered watermark is told to the group's members (small groups), all marks of a group in
+  // one event per flush, so that a busy group costs one event per member per flush and not one per delivery.
+  const deliveredMarks = new DeliveredMarks(
+    backends.groupStore,
+    (marks) => {
+      const byGroup = new Map<string, { userId: string; seq: number }[]>();
+      for (const { groupId, userId, seq } of marks) {
+        const list = byGroup.get(groupId);
+        if (list) list.push({ userId, seq });
+        else byGroup.set(groupId, [{ userId, seq }]);
+      }
+      for (const [groupId, groupMarks] of byGroup) void broker.tellGroup(groupId, { type: 'delivered', groupId, marks: groupMarks }, '');
+    },
+    { flushMs: config.deliveredFlushMs, maxPending: 100_000 },
+    logger.child({ component: 'receipts' }),
+  );
   const broker = await ChorusBroker.create({
+    onDelivered: (groupId, userId, seq) => deliveredMarks.note(groupId, userId, seq),
     config,
     verifier,
     groups,
@@ -125,6 +144,12 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
   };
   sequencer = new Sequencer(log, fanOut, {
     maxBodyBytes: config.maxBodyBytes,
+    rules: new SendRules(log, {
+      roleOf: (groupId, userId) => groups.roleOf(groupId, userId),
+      // SQLite keeps messages for good: there, no message is past a retention.
+      retentionMs: config.store === 'cassandra' ? config.retentionDays * 86_400_000 : 0,
+      mentionEveryone: config.mentionEveryone,
+    }),
     maxPendingSends: config.maxPendingSends,
     onStoreError: (err, attempt) => {
       metrics.storeErrors.inc();
@@ -144,6 +169,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
         verifier,
         authThrottle,
         tellGroup: (groupId, event, except) => broker.tellGroup(groupId, event, except),
+        deliveredMarks,
         groups,
         log,
         sends,
@@ -179,6 +205,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
       closed = true;
       await sequencer.drain(5000);
       notifier.close();
+      await deliveredMarks.close();
       await broker.close();
       if (api) await api.close();
       else await new Promise((resolve) => http.close(resolve));

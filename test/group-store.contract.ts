@@ -19,15 +19,15 @@ export function groupStoreContract(name: string, open: () => Promise<GroupStore>
 
     const newGroup = async (createdBy = 'ann') => {
       const id = `g_${randomUUID()}`;
-      await store.createGroup({ id, name: 'team', createdBy, createdAtMs: 1_700_000_000_000 });
+      await store.createGroup({ id, name: 'team', historyVisibility: 'all', createdBy, createdAtMs: 1_700_000_000_000 });
       return id;
     };
 
     it('creates a group with its creator as admin, and refuses an id that exists', async () => {
       const id = await newGroup();
-      expect(await store.getGroup(id)).toEqual({ id, name: 'team', createdBy: 'ann', createdAtMs: 1_700_000_000_000 });
+      expect(await store.getGroup(id)).toEqual({ id, name: 'team', historyVisibility: 'all', createdBy: 'ann', createdAtMs: 1_700_000_000_000 });
       expect(await store.getMember(id, 'ann')).toMatchObject({ groupId: id, userId: 'ann', role: 'admin', readSeq: 0 });
-      await expect(store.createGroup({ id, name: 'again', createdBy: 'bob', createdAtMs: 1 })).rejects.toThrow();
+      await expect(store.createGroup({ id, name: 'again', historyVisibility: 'all', createdBy: 'bob', createdAtMs: 1 })).rejects.toThrow();
       expect(await store.getGroup(`g_${randomUUID()}`)).toBeNull();
     });
 
@@ -82,6 +82,58 @@ export function groupStoreContract(name: string, open: () => Promise<GroupStore>
       expect(await store.setReadSeq(id, 'ann', 9)).toBe(9);
       expect(await store.getMember(id, 'ann')).toMatchObject({ readSeq: 9 });
       expect(await store.setReadSeq(id, 'nobody', 4)).toBeNull();
+    });
+
+    it('changes and clears group metadata, and answers null for no group', async () => {
+      const id = await newGroup();
+      const changed = { name: 'renamed', description: 'about us', avatarUrl: 'https://cdn.example/a.png', historyVisibility: 'since-joined' } as const;
+      expect(await store.updateGroup(id, changed)).toMatchObject(changed);
+      expect(await store.getGroup(id)).toMatchObject(changed);
+      const cleared = await store.updateGroup(id, { description: null });
+      expect(cleared).toMatchObject({ name: 'renamed', avatarUrl: 'https://cdn.example/a.png' });
+      expect(cleared).not.toHaveProperty('description');
+      expect(await store.getGroup(id)).not.toHaveProperty('description');
+      expect(await store.updateGroup(`g_${randomUUID()}`, { name: 'x' })).toBeNull();
+    });
+
+    it('keeps each member seq ranges across leave and re-join', async () => {
+      const id = await newGroup();
+      expect(await store.seqRanges(id, 'ann')).toEqual([{ after: 0, until: null }]);
+      await store.addMember(id, 'bob', 'member', 10, 5);
+      await store.removeMember(id, 'bob', true, 9);
+      expect(await store.seqRanges(id, 'bob')).toEqual([{ after: 5, until: 9 }]);
+      await store.addMember(id, 'bob', 'member', 10, 20);
+      expect(await store.seqRanges(id, 'bob')).toEqual([{ after: 5, until: 9 }, { after: 20, until: null }]);
+      expect(await store.seqRanges(id, 'nobody')).toEqual([]);
+    });
+
+    it('raises delivered watermarks in batches, forward only in any order, and counts receipts', async () => {
+      const id = await newGroup('a0');
+      for (const userId of ['a1', 'a2', 'a3']) await store.addMember(id, userId, 'member', 10);
+      await store.raiseDelivered([
+        { groupId: id, userId: 'a1', seq: 7 },
+        { groupId: id, userId: 'a2', seq: 4 },
+      ]);
+      await store.raiseDelivered([{ groupId: id, userId: 'a1', seq: 3 }]); // late and lower: no effect
+      await store.setReadSeq(id, 'a3', 6); // read implies delivered
+      await store.setReadSeq(id, 'a2', 2);
+      expect(await store.receipts(id, 5, '', 10)).toEqual({ members: 4, deliveredTo: 2, readBy: 1, readers: [{ userId: 'a3', readSeq: 6 }] });
+      expect(await store.receipts(id, 2, '', 1)).toMatchObject({ deliveredTo: 3, readBy: 2, readers: [{ userId: 'a2', readSeq: 2 }] });
+      expect(await store.receipts(id, 2, 'a2', 1)).toMatchObject({ readBy: 2, readers: [{ userId: 'a3', readSeq: 6 }] });
+      expect(await store.receipts(id, 8, '', 10)).toMatchObject({ members: 4, deliveredTo: 0, readBy: 0, readers: [] });
+    });
+
+    it('deletes a group with its memberships, pointers, watermarks and ranges', async () => {
+      const id = await newGroup('d0');
+      await store.addMember(id, 'd1', 'member', 10);
+      await store.raiseDelivered([{ groupId: id, userId: 'd1', seq: 3 }]);
+      await store.deleteGroup(id);
+      expect(await store.getGroup(id)).toBeNull();
+      expect(await store.getMember(id, 'd1')).toBeNull();
+      expect(await store.listMembers(id, '', 10)).toEqual([]);
+      expect((await store.listMemberships('d1', '', 100)).map((m) => m.groupId)).not.toContain(id);
+      expect(await store.seqRanges(id, 'd1')).toEqual([]);
+      expect(await store.receipts(id, 1, '', 10)).toEqual({ members: 0, deliveredTo: 0, readBy: 0, readers: [] });
     });
   });
 }

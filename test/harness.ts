@@ -26,6 +26,12 @@ export class WrappedLog implements MessageLog {
   lastSeq(groupId: string) {
     return this.inner.lastSeq(groupId);
   }
+  reactions(groupId: string, seqs: number[], viewerId: string) {
+    return this.inner.reactions(groupId, seqs, viewerId);
+  }
+  deleteGroup(groupId: string) {
+    return this.inner.deleteGroup(groupId);
+  }
   close() {
     return this.inner.close();
   }

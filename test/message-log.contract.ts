@@ -188,5 +188,86 @@ export function messageLogContract(name: string, openLog: () => Promise<MessageL
         await reopened.close();
       }
     });
+
+    const at = (ms: number) => new Date(Date.UTC(2026, 0, 2, 3, 4, 5, 678) + ms).toISOString();
+
+    it('applies edits in seq order to the target, and returns the events themselves as stored', async () => {
+      const groupId = newGroup();
+      await log.append([{ groupId, drafts: [draft('alice', 'm1', { body: 'first', attachments: [{ url: 'https://cdn.example/p.jpg', mimeType: 'image/jpeg', sizeBytes: 10 }] })] }]);
+      await log.append([
+        {
+          groupId,
+          drafts: [
+            draft('alice', 'e1', { type: 'edit', targetSeq: 1, body: 'second', createdAtMs: Date.UTC(2026, 0, 2, 3, 4, 5, 678) + 1000 }),
+            draft('alice', 'e2', { type: 'edit', targetSeq: 1, body: 'third', createdAtMs: Date.UTC(2026, 0, 2, 3, 4, 5, 678) + 2000 }),
+          ],
+        },
+      ]);
+      const [target, e1, e2] = await log.readAfter(groupId, 0, 10);
+      expect(target).toMatchObject({ seq: 1, body: 'third', editedAt: at(2000), attachments: [{ url: 'https://cdn.example/p.jpg' }] });
+      expect(e1).toMatchObject({ seq: 2, type: 'edit', targetSeq: 1, body: 'second' });
+      expect(e2).toMatchObject({ seq: 3, type: 'edit', targetSeq: 1, body: 'third' });
+      // A retried edit is a duplicate: it changes nothing again.
+      const [retry] = await log.append([{ groupId, drafts: [draft('alice', 'e1', { type: 'edit', targetSeq: 1, body: 'second' })] }]);
+      expect(retry![0]!.duplicate).toBe(true);
+      expect((await log.readAfter(groupId, 0, 1))[0]).toMatchObject({ body: 'third' });
+    });
+
+    it('erases a deleted message and its edits from the store, and no later edit brings a body back', async () => {
+      const groupId = newGroup();
+      await log.append([
+        {
+          groupId,
+          drafts: [
+            draft('alice', 'm1', { body: 'secret', mentions: ['bob'] }),
+            draft('alice', 'e1', { type: 'edit', targetSeq: 1, body: 'secret too' }),
+            draft('bob', 'r1', { type: 'reaction', targetSeq: 1, emoji: '👍' }),
+          ],
+        },
+      ]);
+      await log.append([{ groupId, drafts: [draft('alice', 'd1', { type: 'delete', targetSeq: 1, createdAtMs: Date.UTC(2026, 0, 2, 3, 4, 5, 678) + 5000 })] }]);
+      await log.append([{ groupId, drafts: [draft('alice', 'e2', { type: 'edit', targetSeq: 1, body: 'after the delete' })] }]);
+      const stored = await log.readAfter(groupId, 0, 10);
+      expect(stored[0]).toEqual({ groupId, seq: 1, senderId: 'alice', clientMsgId: 'm1', type: 'text', createdAt: at(0), deletedAt: at(5000) });
+      expect(stored[1]).toMatchObject({ seq: 2, type: 'edit', targetSeq: 1, deletedAt: at(5000) });
+      expect(stored[1]).not.toHaveProperty('body');
+      expect(stored[3]).toMatchObject({ seq: 4, type: 'delete', targetSeq: 1 });
+      expect(stored[4]).toMatchObject({ seq: 5, type: 'edit', targetSeq: 1 });
+      expect(stored[4]).not.toHaveProperty('body');
+      expect(JSON.stringify(stored)).not.toContain('secret');
+      expect(JSON.stringify(stored)).not.toContain('after the delete');
+      expect((await log.reactions(groupId, [1], 'bob')).size).toBe(0);
+    });
+
+    it('counts reactions per message, most used first, with the viewer own marked; remove takes one back', async () => {
+      const groupId = newGroup();
+      const react = (user: string, id: string, targetSeq: number, emoji: string, remove = false) =>
+        draft(user, id, { type: 'reaction', targetSeq, emoji, ...(remove ? { remove: true as const } : {}) });
+      await log.append([{ groupId, drafts: [draft('alice', 'm1'), draft('alice', 'm2'), draft('alice', 'm3')] }]);
+      await log.append([
+        {
+          groupId,
+          drafts: [react('bob', 'r1', 1, '👍'), react('carol', 'r2', 1, '👍'), react('bob', 'r3', 1, '🎉'), react('dan', 'r4', 1, '🎉'), react('dan', 'r5', 3, '❤️')],
+        },
+      ]);
+      await log.append([{ groupId, drafts: [react('dan', 'r6', 1, '🎉', true), react('bob', 'r7', 1, '👍')] }]); // a second 👍 of bob's counts once
+      const counts = await log.reactions(groupId, [1, 2, 3], 'bob');
+      expect(counts.get(1)).toEqual([
+        { emoji: '👍', count: 2, mine: true },
+        { emoji: '🎉', count: 1, mine: true },
+      ]);
+      expect(counts.has(2)).toBe(false);
+      expect(counts.get(3)).toEqual([{ emoji: '❤️', count: 1, mine: false }]);
+      expect((await log.readAfter(groupId, 8, 1))[0]).toMatchObject({ seq: 9, type: 'reaction', targetSeq: 1, emoji: '🎉', remove: true });
+    });
+
+    it('deletes a group: messages, dedup entries and reactions', async () => {
+      const groupId = newGroup();
+      await log.append([{ groupId, drafts: [draft('alice', 'm1'), draft('bob', 'r1', { type: 'reaction', targetSeq: 1, emoji: '👍' })] }]);
+      await log.deleteGroup(groupId);
+      expect(await log.readAfter(groupId, 0, 10)).toEqual([]);
+      expect(await log.lastSeq(groupId)).toBe(0);
+      expect((await log.reactions(groupId, [1], 'bob')).size).toBe(0);
+    });
   });
 }

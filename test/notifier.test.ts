@@ -32,7 +32,7 @@ describe('push notifier passes', () => {
   afterAll(() => notifier.close());
 
   it('reads members and presence once per pass, not once per commit, and starts a quiet group at once', async () => {
-    const { id: groupId } = await groups.create('alice', 'busy', ['bob', 'carol']);
+    const { id: groupId } = await groups.create('alice', { name: 'busy', members: ['bob', 'carol'] });
     let seq = 0;
     const commit = () => {
       for (let i = 0; i < 5; i++) {

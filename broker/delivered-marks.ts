@@ -1,0 +1,76 @@
+import type { Logger } from 'pino';
+import type { DeliveredMark } from '../groups/group-store.js';
+
+export interface DeliveredMarksOptions {
+  /** How often the marks noted meanwhile are written, as one batch. */
+  flushMs: number;
+  /** Distinct (group, member) marks held between flushes; one more starts a flush at once. */
+  maxPending: number;
+}
+
+/**
+ * Delivered watermarks: per member and group, the highest seq that reached one of the member's devices (a live
+ * delivery PUBACKed, or a history page returned to them). Noting one is a map update; the marks noted meanwhile are
+ * written every `flushMs` as one batch (never one store write per PUBACK), and then told to whoever listens (the
+ * group's members, in small groups). A batch the store refuses is dropped: a later delivery carries a higher mark.
+ */
+export class DeliveredMarks {
+  private pending = new Map<string, DeliveredMark>();
+  private timer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(
+    private readonly store: { raiseDelivered(marks: DeliveredMark[]): Promise<void> },
+    private readonly told: (marks: DeliveredMark[]) => void,
+    private readonly options: DeliveredMarksOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  note(groupId: string, userId: string, seq: number): void {
+    if (this.closed) return;
+    const key = `${groupId}\n${userId}`;
+    const mark = this.pending.get(key);
+    if (mark) {
+      if (seq > mark.seq) mark.seq = seq;
+      return;
+    }
+    this.pending.set(key, { groupId, userId, seq });
+    if (this.pending.size >= this.options.maxPending) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), this.options.flushMs).unref();
+  }
+
+  /** Writes what is pending now; resolves when that batch (and every one before it) is written or dropped. */
+  flush(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.pending.size === 0) return this.flushing;
+    const marks = [...this.pending.values()];
+    this.pending = new Map();
+    this.flushing = this.flushing.then(() =>
+      this.store.raiseDelivered(marks).then(
+        () => this.told(marks),
+        (err: unknown) => this.logger.warn({ err: (err as Error).message, marks: marks.length }, 'delivered watermarks not stored; later deliveries carry them'),
+      ),
+    );
+    return this.flushing;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.flush();
+  }
+}
+
+/**
+ * The seq of a stamped message from its serialized form, without parsing it: toStampedMessage puts groupId first and
+ * seq second, and a group id holds no quote. NaN when the bytes are not such a message.
+ */
+export function seqOfPayload(payload: Buffer): number {
+  const at = payload.indexOf('"seq":');
+  if (at < 0 || at > 100) return Number.NaN;
+  let seq = 0;
+  let i = at + 6;
+  for (; i < payload.length && payload[i]! >= 0x30 && payload[i]! <= 0x39; i++) seq = seq * 10 + (payload[i]! - 0x30);
+  return i === at + 6 ? Number.NaN : seq;
+}
