@@ -1,8 +1,11 @@
-import type { MemberRole, SendPayload, StampedMessage } from '../protocol/index.js';
+import type { HistoryVisibility, MemberRole, SendPayload, StampedMessage } from '../protocol/index.js';
 
 export interface GroupInfo {
   id: string;
   name: string;
+  description?: string;
+  avatarUrl?: string;
+  historyVisibility: HistoryVisibility;
   createdBy: string;
   createdAt: string;
   role: MemberRole;
@@ -16,6 +19,24 @@ export interface MemberInfo {
   role: MemberRole;
   joinedAt: string;
   readSeq: number;
+}
+
+/** What a group's admin may set when creating or changing it (null clears description or avatarUrl). */
+export interface GroupSettings {
+  name?: string;
+  description?: string | null;
+  avatarUrl?: string | null;
+  historyVisibility?: HistoryVisibility;
+}
+
+/** Who has a message: counts over all members, and a page of the readers' user ids. */
+export interface Receipts {
+  seq: number;
+  members: number;
+  deliveredTo: number;
+  readBy: number;
+  readers: string[];
+  next?: string;
 }
 
 export interface SendReceipt {
@@ -66,8 +87,24 @@ export class ChorusApi {
     return parsed as T;
   }
 
-  createGroup(name: string, members: string[] = []): Promise<GroupInfo> {
-    return this.call('POST', '/v1/groups', { name, members });
+  createGroup(name: string, members: string[] = [], settings: Omit<GroupSettings, 'name'> = {}): Promise<GroupInfo> {
+    const extra = Object.fromEntries(Object.entries(settings).filter(([, value]) => value !== null && value !== undefined));
+    return this.call('POST', '/v1/groups', { name, members, ...extra });
+  }
+
+  /** Admins: change name, description, avatar or history visibility; every member hears group-updated. */
+  updateGroup(groupId: string, changes: GroupSettings): Promise<GroupInfo> {
+    return this.call('PATCH', `/v1/groups/${encodeURIComponent(groupId)}`, changes);
+  }
+
+  /** Admins: delete the group, its messages and memberships; every member hears group-deleted. */
+  deleteGroup(groupId: string): Promise<void> {
+    return this.call('DELETE', `/v1/groups/${encodeURIComponent(groupId)}`);
+  }
+
+  /** Who has message `seq`: counts, and readers paged by user id after `after`. */
+  receipts(groupId: string, seq: number, after = '', limit = 100): Promise<Receipts> {
+    return this.call('GET', `/v1/groups/${encodeURIComponent(groupId)}/messages/${seq}/receipts?limit=${limit}&after=${encodeURIComponent(after)}`);
   }
 
   getGroup(groupId: string): Promise<GroupInfo> {
@@ -104,12 +141,13 @@ export class ChorusApi {
     return page.messages;
   }
 
-  /** The newest messages before `beforeSeq` (or the newest of all), newest first. */
-  async messagesBefore(groupId: string, limit: number, beforeSeq?: number): Promise<StampedMessage[]> {
+  /** The newest messages before `beforeSeq` (or the newest of all), newest first; with their reactions if asked. */
+  async messagesBefore(groupId: string, limit: number, beforeSeq?: number, options: { withReactions?: boolean } = {}): Promise<StampedMessage[]> {
     const before = beforeSeq === undefined ? '' : `&beforeSeq=${beforeSeq}`;
+    const reactions = options.withReactions ? '&withReactions=true' : '';
     const page = await this.call<{ messages: StampedMessage[] }>(
       'GET',
-      `/v1/groups/${encodeURIComponent(groupId)}/messages?limit=${limit}${before}`,
+      `/v1/groups/${encodeURIComponent(groupId)}/messages?limit=${limit}${before}${reactions}`,
     );
     return page.messages;
   }

@@ -5,12 +5,15 @@ import {
   typingTopic,
   groupTopic,
   parseTopic,
+  isEventType,
+  type Attachment,
   type SendPayload,
   type StampedMessage,
   type UserEvent,
 } from '../protocol/index.js';
 import { ChorusApi, ChorusApiError, type SendReceipt } from './chorus-api.js';
 import { GroupStream } from './group-stream.js';
+import { applyEvent } from './message-state.js';
 import { MemoryPositionStore, type PositionStore } from './position-store.js';
 
 export interface ChorusClientOptions {
@@ -33,10 +36,15 @@ export interface ChorusClientOptions {
 }
 
 export interface OutgoingMessage {
-  body: string;
+  /** The text; a message needs a body, attachments, or both. */
+  body?: string;
   type?: string;
   replyToSeq?: number;
   mentions?: string[];
+  /** @everyone (admins only, unless the server allows every member). */
+  mentionEveryone?: boolean;
+  /** Files the app stored itself (https URLs; see the README on uploads). */
+  attachments?: Attachment[];
   /** Give one to make a send idempotent across process restarts; otherwise a UUID is generated. */
   clientMsgId?: string;
 }
@@ -51,7 +59,17 @@ interface Listeners {
   typing: (typing: { groupId: string; userId: string }) => void;
   /** A fellow member's read pointer moved (groups up to liveEventsMaxGroupMembers): they have read up to `seq`. */
   read: (receipt: { groupId: string; userId: string; seq: number }) => void;
+  /** A member's delivered watermark moved: `seq` reached one of their devices (groups up to liveEventsMaxGroupMembers). */
+  delivered: (receipt: { groupId: string; userId: string; seq: number }) => void;
+  /**
+   * A message this client delivered recently (the last RECENT_PER_GROUP of each group) was edited, deleted or reacted
+   * to: here it is as it stands now. The event itself is delivered as a message too, in seq order.
+   */
+  update: (message: StampedMessage, event: StampedMessage) => void;
 }
+
+/** Messages remembered per group so that edits, deletes and reactions can be applied to them (update events). */
+const RECENT_PER_GROUP = 1000;
 
 interface PendingSend {
   /** groupId + clientMsgId: the send's identity in `pending`. */
@@ -94,7 +112,11 @@ export class ChorusClient {
     offline: new Set(),
     typing: new Set(),
     read: new Set(),
+    delivered: new Set(),
+    update: new Set(),
   };
+  /** Per group, the newest delivered messages (oldest first) with who reacted to each with what, as seen live. */
+  private readonly recent = new Map<string, Map<number, { message: StampedMessage; reactors: Set<string> }>>();
   /** When this client last said it was typing in each group: the server relays one every 2 s, so no more are sent. */
   private readonly typedAt = new Map<string, number>();
   private closed = false;
@@ -232,10 +254,34 @@ export class ChorusClient {
    * Without one given, the clientMsgId is a UUIDv7: ids that grow with time let the sequencer skip its dedup lookup.
    */
   send(groupId: string, message: OutgoingMessage): Promise<SendReceipt> {
-    const payload: SendPayload = { clientMsgId: message.clientMsgId ?? uuidv7(), body: message.body };
+    const payload: SendPayload = { clientMsgId: message.clientMsgId ?? uuidv7() };
+    if (message.body !== undefined) payload.body = message.body;
     if (message.type !== undefined) payload.type = message.type;
     if (message.replyToSeq !== undefined) payload.replyToSeq = message.replyToSeq;
     if (message.mentions !== undefined) payload.mentions = message.mentions;
+    if (message.mentionEveryone) payload.mentionEveryone = true;
+    if (message.attachments !== undefined) payload.attachments = message.attachments;
+    return this.sendPayload(groupId, payload);
+  }
+
+  /** Replaces the body of a message of this user's (a sequenced edit event; members see `update`). */
+  edit(groupId: string, seq: number, body: string, clientMsgId: string = uuidv7()): Promise<SendReceipt> {
+    return this.sendPayload(groupId, { clientMsgId, type: 'edit', targetSeq: seq, body });
+  }
+
+  /** Deletes a message of this user's (or anyone's, for an admin): its body is erased from the store. */
+  deleteMessage(groupId: string, seq: number, clientMsgId: string = uuidv7()): Promise<SendReceipt> {
+    return this.sendPayload(groupId, { clientMsgId, type: 'delete', targetSeq: seq });
+  }
+
+  /** Adds this user's emoji to a message, or (remove) takes it back. */
+  react(groupId: string, seq: number, emoji: string, options: { remove?: boolean; clientMsgId?: string } = {}): Promise<SendReceipt> {
+    const payload: SendPayload = { clientMsgId: options.clientMsgId ?? uuidv7(), type: 'reaction', targetSeq: seq, emoji };
+    if (options.remove) payload.remove = true;
+    return this.sendPayload(groupId, payload);
+  }
+
+  private sendPayload(groupId: string, payload: SendPayload): Promise<SendReceipt> {
     const key = pendingKey(groupId, payload.clientMsgId);
     const existing = this.pending.get(key);
     if (existing) return existing.promise;
@@ -341,19 +387,34 @@ export class ChorusClient {
       }
     } else if (event.type === 'member-added' && this.options.autoJoin !== false) {
       this.join(event.groupId).catch((err: Error) => this.emit('error', err));
-    } else if (event.type === 'member-removed') {
+    } else if (event.type === 'member-removed' || event.type === 'group-deleted') {
       this.streams.delete(event.groupId);
+      this.recent.delete(event.groupId);
     } else if (event.type === 'typing') {
       this.emit('typing', { groupId: event.groupId, userId: event.userId });
     } else if (event.type === 'read') {
       this.emit('read', { groupId: event.groupId, userId: event.userId, seq: event.seq });
+    } else if (event.type === 'delivered') {
+      for (const { userId, seq } of event.marks) this.emit('delivered', { groupId: event.groupId, userId, seq });
     }
     this.emit('event', event);
   }
 
   private deliver(message: StampedMessage): void {
     this.positions.save(message.groupId, message.seq).catch((err: Error) => this.emit('error', err));
+    let recent = this.recent.get(message.groupId);
+    if (!recent) this.recent.set(message.groupId, (recent = new Map()));
+    if (!isEventType(message.type)) {
+      recent.set(message.seq, { message, reactors: new Set() });
+      if (recent.size > RECENT_PER_GROUP) recent.delete(recent.keys().next().value!);
+    }
     this.emit('message', message);
+    const target = message.targetSeq === undefined ? undefined : recent.get(message.targetSeq);
+    const updated = target ? applyEvent(target.message, message, this.userId, target.reactors) : null;
+    if (target && updated) {
+      target.message = updated;
+      this.emit('update', updated, message);
+    }
   }
 
   /** Disconnects. Sends still waiting are rejected; they may still have been stored, so retry with their clientMsgId. */

@@ -6,6 +6,7 @@ import { signToken } from '../broker/auth.js';
 import { ConfigError, loadConfig, type ChorusConfig } from '../config/config.js';
 import { startChorus } from '../server/start.js';
 import { ChorusClient } from './chorus-client.js';
+import { messageLine } from './message-text.js';
 import { FilePositionStore } from './position-store-file.js';
 
 const USAGE = `chorus — group messaging on MQTT
@@ -14,7 +15,9 @@ const USAGE = `chorus — group messaging on MQTT
   chorus token <userId> [--ttl seconds]    print a development token signed with the local secret
   chorus group create <name> --user <id> [--members a,b,c]
                                            create a group, print its id
-  chorus chat <groupId> --user <id>        chat on a group in the terminal (type a line to send)
+  chorus chat <groupId> --user <id>        chat on a group in the terminal (type a line to send; in the chat,
+                                           /edit <seq> <text>, /delete <seq>, /react <seq> <emoji>,
+                                           /unreact <seq> <emoji>, /receipts <seq>)
 
   Client commands take --mqtt <url> (default mqtt://127.0.0.1:1883), --api <url> (default http://127.0.0.1:8080)
   and --token <jwt> (default: CHORUS_TOKEN, else a development token from the local data dir).`;
@@ -103,7 +106,7 @@ async function chat(args: string[]): Promise<void> {
   const client = await connect(values);
   const out = (line: string) => process.stdout.write(`${line}\n`);
   client.on('message', (m) => {
-    if (m.groupId === groupId) out(`[${m.seq}] ${m.senderId}: ${m.body}`);
+    if (m.groupId === groupId) out(messageLine(m));
   });
   client.on('event', (e) => {
     if (e.type === 'rejected') out(`! ${e.code}: ${e.message}`);
@@ -113,15 +116,39 @@ async function chat(args: string[]): Promise<void> {
   });
   client.on('offline', () => out('! offline, reconnecting...'));
   client.on('error', (err) => out(`! ${err.message}`));
-  const recent = await client.api.messagesBefore(groupId, 20);
-  for (const m of recent.reverse()) out(`[${m.seq}] ${m.senderId}: ${m.body}`);
+  const recent = await client.api.messagesBefore(groupId, 20, undefined, { withReactions: true });
+  for (const m of recent.reverse()) out(messageLine(m));
   await client.join(groupId, { from: recent[0]?.seq ?? (await client.api.getGroup(groupId)).lastSeq });
   out(`— joined ${groupId} as ${values.user}; type a message and press Enter (Ctrl-D to quit)`);
   const input = createInterface({ input: process.stdin });
   input.on('line', (line) => {
-    if (line.trim()) client.send(groupId, { body: line }).catch((err: Error) => out(`! not sent: ${err.message}`));
+    if (!line.trim()) return;
+    chatCommand(client, groupId, line).then(
+      (said) => said && out(said),
+      (err: Error) => out(`! not sent: ${err.message}`),
+    );
   });
   input.on('close', () => void client.close().then(() => process.exit(0)));
+}
+
+/** A line typed in the chat: a /command, or a message to send. Resolves with what to print, if anything. */
+async function chatCommand(client: ChorusClient, groupId: string, line: string): Promise<string | undefined> {
+  const [, command, seqText, rest = ''] = /^\/(\w+)(?:\s+(\d+))?(?:\s+(.*))?$/.exec(line.trim()) ?? [];
+  if (command === undefined) {
+    await client.send(groupId, { body: line });
+    return undefined;
+  }
+  const seq = Number(seqText);
+  if (!Number.isSafeInteger(seq) || seq < 1) return '! usage: /edit <seq> <text> | /delete <seq> | /react <seq> <emoji> | /unreact <seq> <emoji> | /receipts <seq>';
+  if (command === 'edit' && rest) await client.edit(groupId, seq, rest);
+  else if (command === 'delete') await client.deleteMessage(groupId, seq);
+  else if (command === 'react' && rest) await client.react(groupId, seq, rest.trim());
+  else if (command === 'unreact' && rest) await client.react(groupId, seq, rest.trim(), { remove: true });
+  else if (command === 'receipts') {
+    const r = await client.api.receipts(groupId, seq);
+    return `— #${seq}: delivered to ${r.deliveredTo} and read by ${r.readBy} of ${r.members}${r.readers.length > 0 ? ` (${r.readers.join(', ')}${r.next ? ', …' : ''})` : ''}`;
+  } else return `! unknown command /${command}`;
+  return undefined;
 }
 
 const commands: Record<string, (args: string[]) => Promise<void>> = { serve, token, group, chat };
