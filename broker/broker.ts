@@ -17,7 +17,7 @@ import {
 import { parseSendBytes } from '../sequencer/send-validation.js';
 import type { SendPath } from '../sequencer/sequencer.js';
 import type { TokenVerifier } from './auth.js';
-import { seqOfPayload } from './delivered-marks.js';
+import { PubackOrder, seqOfPayload } from './delivered-marks.js';
 import { coalesceWrites } from './write-coalescing.js';
 import { watchFrameSizes } from './frame-limit.js';
 import { LiveUsers } from './live-users.js';
@@ -108,6 +108,7 @@ export class ChorusBroker {
   private readonly unsubscribeFeed: () => void;
   private readonly unsubscribeAnnouncements: () => void;
   private readonly unsubscribeGroupAnnouncements: () => void;
+  private readonly pubackOrder = new PubackOrder<Client>();
 
   private constructor(
     private readonly deps: BrokerDeps,
@@ -124,7 +125,11 @@ export class ChorusBroker {
     aedes.authorizeSubscribe = (client, sub, callback) => {
       callback(null, this.mayReceive(client, sub.topic) ? sub : null); // null: SUBACK 0x80 [MQTT-3.9.3-2]
     };
-    aedes.authorizeForward = (client, packet) => (this.mayReceive(client, packet.topic) ? packet : null);
+    aedes.authorizeForward = (client, packet) => {
+      if (!this.mayReceive(client, packet.topic)) return null;
+      if (deps.onDelivered && client.clean) this.noteForward(client, packet);
+      return packet;
+    };
     aedes.authorizePublish = (client, packet, callback) => this.pacePublish(client, packet, callback);
     // Aedes gives an empty client id a generated one whatever CleanSession says; a persistent session needs a name.
     aedes.preConnect = (client, packet, callback) => {
@@ -155,14 +160,12 @@ export class ChorusBroker {
     const { onDelivered } = deps;
     if (onDelivered) {
       aedes.on('ack', (packet, client) => {
-        // The original publish, as the persistence kept it until its PUBACK [MQTT-4.3.2-1]; null when it was not kept.
-        const delivered = packet as PublishPacket | null;
-        if (!delivered || !client || delivered.qos !== 1) return;
-        const target = parseTopic(delivered.topic);
-        const userId = this.live.userOf(client);
-        if (target?.kind !== 'group' || userId === undefined) return;
-        const seq = seqOfPayload(delivered.payload as Buffer);
-        if (Number.isSafeInteger(seq) && seq > 0) onDelivered(target.groupId, userId, seq);
+        const userId = client ? this.live.userOf(client) : undefined;
+        if (!client || userId === undefined) return;
+        // A persistent session's packet comes back from the persistence, kept until its PUBACK [MQTT-4.3.2-1]; a clean
+        // session's does not (Aedes keeps no copy): its PUBACKs are matched to its forwards in order.
+        const delivery = client.clean ? this.pubackOrder.acknowledged(client) : groupDelivery(packet as PublishPacket | undefined);
+        if (delivery) onDelivered(delivery.groupId, userId, delivery.seq);
       });
     }
   }
@@ -288,6 +291,13 @@ export class ChorusBroker {
         this.sendEvent(member.userId, { type: 'presence', userId, online });
       }
     }
+  }
+
+  /** A delivery to a clean session whose PUBACK will follow (QoS 1 after the subscription's downgrade), in order. */
+  private noteForward(client: Client, packet: PublishPacket): void {
+    const granted = (client as unknown as { subscriptions: Record<string, { qos?: number }> }).subscriptions[packet.topic]?.qos ?? 0;
+    if (packet.qos === 0 || granted === 0) return;
+    this.pubackOrder.forwarded(client, groupDelivery(packet));
   }
 
   /** Whether this client may receive messages on `topic`: its groups' topics and its own events topic only. */
@@ -582,4 +592,13 @@ function parseQuietly(payload: Buffer | string): unknown {
 function clientMsgIdOf(send: unknown): string | undefined {
   const id = (send as { clientMsgId?: unknown } | null | undefined)?.clientMsgId;
   return typeof id === 'string' && id.length <= 64 ? id : undefined;
+}
+
+/** The group and seq of a stamped group message being delivered; null for anything else. */
+function groupDelivery(packet: PublishPacket | undefined): { groupId: string; seq: number } | null {
+  if (!packet) return null;
+  const target = parseTopic(packet.topic);
+  if (target?.kind !== 'group') return null;
+  const seq = seqOfPayload(packet.payload as Buffer);
+  return Number.isSafeInteger(seq) && seq > 0 ? { groupId: target.groupId, seq } : null;
 }

@@ -167,7 +167,7 @@ export class MessageLogSqlite implements MessageLog {
         draft.senderId,
         draft.clientMsgId,
         draft.type,
-        draft.body,
+        draft.body ?? '',
         draft.replyToSeq ?? null,
         draft.mentions && draft.mentions.length > 0 ? JSON.stringify(draft.mentions) : null,
         draft.createdAtMs,
