@@ -125,6 +125,56 @@ describe('many nodes sharing Redis and Cassandra', () => {
     expect((await history(groupId)).length).toBe(1);
   }, 30_000);
 
+  it('carries edits, reactions, deletes, receipts, history visibility and group deletion across nodes', async () => {
+    const groupId = await newGroup('alice', ['bob', 'carol']);
+    const [alice, bob] = await Promise.all([cluster.client('alice', [a], apiNode), cluster.client('bob', [b], apiNode)]);
+    const updates: StampedMessage[] = [];
+    alice.on('update', (m) => updates.push(m));
+    const delivered: { userId: string; seq: number }[] = [];
+    alice.on('delivered', (mark) => delivered.push(mark));
+    await Promise.all([alice.join(groupId), bob.join(groupId)]);
+    const { seq } = await alice.send(groupId, { body: 'secret plan' });
+    await bob.react(groupId, seq, '👍'); // sent on node b, stamped by the group's writer
+    await alice.edit(groupId, seq, 'public plan');
+    await until(() => updates.length === 2, 'the reaction and the edit applied at alice');
+    expect(updates.at(-1)).toMatchObject({ seq, body: 'public plan', reactions: [{ emoji: '👍', count: 1, mine: false }] });
+    const page = await cluster.api(apiNode, 'carol', 'GET', `/v1/groups/${groupId}/messages?afterSeq=0&limit=1&withReactions=true`);
+    expect(page.body.messages[0]).toMatchObject({ seq, body: 'public plan', editedAt: expect.any(String), reactions: [{ emoji: '👍', count: 1, mine: false }] });
+
+    // bob's PUBACK on node b moves his delivered mark (a batch in Cassandra), told to alice on node a.
+    await until(() => delivered.some((m) => m.userId === 'bob' && m.seq >= seq), "bob's delivered mark at alice", 15_000);
+    await bob.markRead(groupId, seq);
+    const receipts = await cluster.api(apiNode, 'alice', 'GET', `/v1/groups/${groupId}/messages/${seq}/receipts`);
+    expect(receipts.body).toMatchObject({ seq, members: 3, readBy: 1, readers: ['bob'] });
+    expect(receipts.body.deliveredTo).toBeGreaterThanOrEqual(2);
+
+    await alice.deleteMessage(groupId, seq);
+    const drafts = (await cassandra.execute('SELECT draft FROM group_messages WHERE group_id = ? AND bucket = 0', [groupId])).rows.map((r) => r.get('draft') as string);
+    expect(drafts.join('\n')).not.toMatch(/secret plan|public plan/);
+
+    // since-joined: dave, added now, reads only what follows.
+    await cluster.api(apiNode, 'alice', 'PATCH', `/v1/groups/${groupId}`, { historyVisibility: 'since-joined' });
+    await cluster.api(apiNode, 'alice', 'POST', `/v1/groups/${groupId}/members`, { userId: 'dave' });
+    const { seq: later } = await alice.send(groupId, { body: 'welcome dave' });
+    const daves = await cluster.api(apiNode, 'dave', 'GET', `/v1/groups/${groupId}/messages?afterSeq=0`);
+    expect(daves.body.messages.map((m: StampedMessage) => m.seq)).toEqual([later]);
+
+    // Deleting the group ends carol's subscriptions on every node and removes its rows.
+    const carols = await Promise.all([a, c].map((node) => raw('carol', node)));
+    const told: { type: string }[] = [];
+    for (const carol of carols) {
+      await carol.subscribeAsync([`groups/${groupId}/messages`, 'users/carol/events'], { qos: 1 });
+      carol.on('message', (topic, p) => topic === 'users/carol/events' && told.push(JSON.parse(p.toString())));
+    }
+    expect((await cluster.api(apiNode, 'alice', 'DELETE', `/v1/groups/${groupId}`)).status).toBe(204);
+    await until(() => told.filter((e) => e.type === 'group-deleted').length === 2, 'group-deleted on both of carol’s connections');
+    for (const carol of carols) expect(await subscribeCodes(carol, [`groups/${groupId}/messages`])).toEqual([0x80]);
+    expect((await cassandra.execute('SELECT seq FROM group_messages WHERE group_id = ? AND bucket = 0', [groupId])).rows).toEqual([]);
+    expect((await cassandra.execute('SELECT user_id FROM members_by_group WHERE group_id = ?', [groupId])).rows).toEqual([]);
+    expect((await cluster.api(apiNode, 'alice', 'GET', `/v1/groups/${groupId}`)).body.code).toBe('GROUP_NOT_FOUND');
+    await Promise.all([alice.close(), bob.close(), ...carols.map((carol) => carol.endAsync())]);
+  }, 60_000);
+
   it('revokes a removed member on every node at once', async () => {
     const groupId = await newGroup('alice', ['bob']);
     const bobs = await Promise.all([a, b, c].map((node) => raw('bob', node)));
