@@ -116,6 +116,28 @@ describe('MessageLogCassandra calls in flight together', () => {
     ]);
     await log.close();
   });
+
+  it("applies again an event whose effect a failed write left out, before the group's next stamp", async () => {
+    let failNextEffect = false;
+    const session = Object.create(db) as CassandraSession;
+    session.execute = async (query, params) => {
+      if (failNextEffect && query.includes('USING TTL ?')) {
+        failNextEffect = false;
+        throw new Error('effect timed out');
+      }
+      return db.execute(query, params);
+    };
+    const log = await MessageLogCassandra.open(session, writers, { ttlSeconds: 3600 });
+    const groupId = `g-${randomUUID()}`;
+    await log.append([{ groupId, drafts: [draft('a')] }]);
+    failNextEffect = true;
+    await expect(log.append([{ groupId, drafts: [{ ...draft('e'), type: 'edit', targetSeq: 1, body: 'edited' }] }])).rejects.toThrow('effect timed out');
+    const [target] = await log.readAfter(groupId, 0, 1);
+    expect(target!.body).not.toBe('edited'); // the edit is stored, its effect is not
+    await log.append([{ groupId, drafts: [draft('b')] }]);
+    expect((await log.readAfter(groupId, 0, 1))[0]).toMatchObject({ body: 'edited', editedAt: expect.any(String) });
+    await log.close();
+  });
 });
 
 describe('MessageLogCassandra lookups skipped for time-ordered ids', () => {

@@ -72,6 +72,30 @@ describe('web push for offline members', () => {
     expect(service.pushesTo(erinPhone.id)).toEqual([]);
   });
 
+  it('notifies every member not muted of an admin @everyone, with high urgency; edits, deletes and reactions push nothing', async () => {
+    const groupId = await t.group('alice', ['fred', 'gina', 'hugo']);
+    const [fredPhone, ginaPhone, hugoPhone] = [service.device('fred-phone'), service.device('gina-phone'), service.device('hugo-phone')];
+    for (const [user, phone] of [['fred', fredPhone], ['gina', ginaPhone], ['hugo', hugoPhone]] as const) await subscribe(user, phone);
+    await t.api('gina', 'PUT', `/v1/groups/${groupId}/push-preference`, { mode: 'mentions' });
+    await t.api('hugo', 'PUT', `/v1/groups/${groupId}/push-preference`, { mode: 'muted' });
+    expect((await send('fred', groupId, 'not-admin', { mentionEveryone: true })).body.code).toBe('NOT_ADMIN');
+    const everyone = await send('alice', groupId, 'all-hands', { mentionEveryone: true });
+    expect(everyone.status).toBe(201);
+    await until(() => service.pushesTo(fredPhone.id).length === 1 && service.pushesTo(ginaPhone.id).length === 1, '@everyone to fred and gina');
+    for (const phone of [fredPhone, ginaPhone]) {
+      const [push] = service.pushesTo(phone.id);
+      expect(push!.urgency).toBe('high');
+      expect(push!.payload).toMatchObject({ seq: everyone.body.seq, mention: true });
+    }
+    await sleep(1200); // past the window
+    expect((await send('alice', groupId, 'edit', { type: 'edit', targetSeq: everyone.body.seq, body: 'all hands at 3' })).status).toBe(201);
+    expect((await send('fred', groupId, 'react', { type: 'reaction', targetSeq: everyone.body.seq, emoji: '👍', body: undefined })).status).toBe(201);
+    await sleep(1500);
+    expect(service.pushesTo(fredPhone.id)).toHaveLength(1);
+    expect(service.pushesTo(ginaPhone.id)).toHaveLength(1);
+    expect(service.pushesTo(hugoPhone.id)).toEqual([]);
+  });
+
   it('collapses a burst of 50 messages into one push per window, carrying the count', async () => {
     const groupId = await t.group('alice', ['fay']);
     const fayPhone = service.device('fay-phone');
