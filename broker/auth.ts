@@ -20,6 +20,9 @@ export interface TokenVerifier {
 const DEV_SECRET_FILE = 'jwt-secret';
 /** How far the issuer's clock may be from ours, for exp, nbf and iat. */
 const CLOCK_TOLERANCE_SECONDS = 5;
+/** Verified tokens remembered (a REST client sends the same one with every request), and for how long at most. */
+const MAX_CACHED_TOKENS = 10_000;
+const CACHE_SECONDS = 60;
 
 /**
  * The development secret: generated on first start, kept in the data dir with owner-only permissions so that
@@ -52,27 +55,45 @@ export async function createTokenVerifier(config: ChorusConfig): Promise<TokenVe
   if (config.jwtRequireExp) options.requiredClaims = ['exp'];
   if (config.jwtIssuer) options.issuer = config.jwtIssuer;
   if (config.jwtAudience) options.audience = config.jwtAudience;
+  // A token verified once is known good until the earlier of its exp and CACHE_SECONDS from then: a signature check
+  // saved per request. Least recently used first out.
+  const verified = new Map<string, { token: VerifiedToken; until: number }>();
   return {
     async verify(token: string): Promise<VerifiedToken> {
-      try {
-        const { payload } = await jwtVerify(token, key, options);
-        if (typeof payload.sub !== 'string' || !isUserId(payload.sub)) {
-          throw new ChorusError('UNAUTHORIZED', 'token subject is not a valid user id');
-        }
-        const now = Date.now() / 1000;
-        if (payload.iat !== undefined && payload.iat > now + CLOCK_TOLERANCE_SECONDS) {
-          throw new ChorusError('UNAUTHORIZED', 'token rejected: issued in the future');
-        }
-        if (payload.exp !== undefined && payload.exp - (payload.iat ?? now) > config.jwtMaxLifetimeSeconds) {
-          throw new ChorusError('UNAUTHORIZED', `token rejected: lives longer than ${config.jwtMaxLifetimeSeconds} s`);
-        }
-        return payload.exp === undefined ? { userId: payload.sub } : { userId: payload.sub, expiresAt: payload.exp };
-      } catch (err) {
-        if (err instanceof ChorusError) throw err;
-        throw new ChorusError('UNAUTHORIZED', `token rejected: ${(err as { code?: string }).code ?? 'invalid'}`);
+      const now = Date.now() / 1000;
+      const known = verified.get(token);
+      if (known && known.until > now) {
+        verified.delete(token);
+        verified.set(token, known);
+        return known.token;
       }
+      const checked = await verifyToken(token);
+      verified.delete(token);
+      verified.set(token, { token: checked, until: Math.min(checked.expiresAt ?? Number.POSITIVE_INFINITY, now + CACHE_SECONDS) });
+      if (verified.size > MAX_CACHED_TOKENS) verified.delete(verified.keys().next().value!);
+      return checked;
     },
   };
+
+  async function verifyToken(token: string): Promise<VerifiedToken> {
+    try {
+      const { payload } = await jwtVerify(token, key, options);
+      if (typeof payload.sub !== 'string' || !isUserId(payload.sub)) {
+        throw new ChorusError('UNAUTHORIZED', 'token subject is not a valid user id');
+      }
+      const now = Date.now() / 1000;
+      if (payload.iat !== undefined && payload.iat > now + CLOCK_TOLERANCE_SECONDS) {
+        throw new ChorusError('UNAUTHORIZED', 'token rejected: issued in the future');
+      }
+      if (payload.exp !== undefined && payload.exp - (payload.iat ?? now) > config.jwtMaxLifetimeSeconds) {
+        throw new ChorusError('UNAUTHORIZED', `token rejected: lives longer than ${config.jwtMaxLifetimeSeconds} s`);
+      }
+      return payload.exp === undefined ? { userId: payload.sub } : { userId: payload.sub, expiresAt: payload.exp };
+    } catch (err) {
+      if (err instanceof ChorusError) throw err;
+      throw new ChorusError('UNAUTHORIZED', `token rejected: ${(err as { code?: string }).code ?? 'invalid'}`);
+    }
+  }
 }
 
 /** Signs a token with the configured HS256 secret (or the development secret). Used by `chorus token` and tests. */

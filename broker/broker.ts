@@ -46,6 +46,18 @@ const TYPING_INTERVAL_MS = 2000;
 const MAX_TYPING_ENTRIES = 100_000;
 /** Acks and rejections kept for a connection that has not subscribed to its events topic yet (the newest win). */
 const MAX_HELD_EVENTS = 256;
+/** Where live events of a group travel between nodes: no client may subscribe to `$` topics [MQTT-4.7.2-1]. */
+const LIVE_TOPIC_PREFIX = '$chorus/live/';
+const noop = () => {};
+
+interface LiveBus {
+  emit(packet: { topic: string; payload: Buffer }, done: (err?: Error) => void): void;
+  on(topic: string, listener: (packet: { topic: string; payload: Buffer }, done: () => void) => void): void;
+}
+
+/** Small groups' member lists kept for live events, and for how long at most (in case a membership change was missed). */
+const MAX_LIVE_MEMBER_GROUPS = 10_000;
+const LIVE_MEMBERS_TTL_MS = 10_000;
 
 /** What the broker counts for /metrics. */
 export interface BrokerCounters {
@@ -109,6 +121,12 @@ export class ChorusBroker {
   private readonly unsubscribeAnnouncements: () => void;
   private readonly unsubscribeGroupAnnouncements: () => void;
   private readonly pubackOrder = new PubackOrder<Client>();
+  /** The node's message bus (Aedes's mqemitter: in memory, or Redis in a cluster), for live events. */
+  private readonly mq: LiveBus;
+  /** Small groups' members for live events (see liveEventMembers). */
+  private readonly liveMembers = new Map<string, { members: string[] | null; at: number }>();
+  /** Counts membership changes seen, so that a members read overtaken by one is not kept. */
+  private membershipGeneration = 0;
 
   private constructor(
     private readonly deps: BrokerDeps,
@@ -151,6 +169,11 @@ export class ChorusBroker {
     aedes.on('subscribe', (subscriptions, client) => {
       const topic = eventsTopic(this.live.userOf(client) ?? '');
       if (subscriptions.some((sub) => sub.topic === topic)) this.releaseHeldEvents(client);
+    });
+    this.mq = (aedes as unknown as { mq: LiveBus }).mq;
+    this.mq.on(`${LIVE_TOPIC_PREFIX}+`, (packet, done) => {
+      void this.deliverLive(packet.topic.slice(LIVE_TOPIC_PREFIX.length), packet.payload);
+      done();
     });
     aedes.on('clientError', (client, err) => logger.debug({ clientId: client.id, err: err.message }, 'client error'));
     aedes.on('connectionError', (_client, err) => logger.debug({ err: err.message }, 'connection error'));
@@ -396,23 +419,67 @@ export class ChorusBroker {
     this.lastTyping.delete(key); // re-inserted last: the Map's order is least recently typed first
     this.lastTyping.set(key, now);
     if (this.lastTyping.size > MAX_TYPING_ENTRIES) this.lastTyping.delete(this.lastTyping.keys().next().value!);
-    await this.tellGroup(groupId, { type: 'typing', groupId, userId }, userId, 0);
+    await this.tellGroup(groupId, { type: 'typing', groupId, userId }, userId);
   }
 
   /**
-   * Tells a group's members but one of a live event (typing, read receipts) on their events topics, on every node. Only
-   * groups of at most liveEventsMaxGroupMembers: in larger ones such events are not pushed (read them on request).
-   * Best effort: when the members cannot be read, nobody is told.
+   * Tells a group's members but one of a live event (typing, read and delivered receipts) on their events topics, on
+   * every node. One message per event crosses the node's message bus (Redis in a cluster), not one per member: each
+   * node hands it to its own clients of the group's members (deliverLive). Only groups of at most
+   * liveEventsMaxGroupMembers: in larger ones such events are not pushed (read them on request).
    */
-  async tellGroup(groupId: string, event: UserEvent, except: string, qos: 0 | 1 = 1): Promise<void> {
-    const limit = this.deps.config.liveEventsMaxGroupMembers;
+  async tellGroup(groupId: string, event: UserEvent, except: string): Promise<void> {
+    const packet = { cmd: 'publish', topic: `${LIVE_TOPIC_PREFIX}${groupId}`, payload: Buffer.from(JSON.stringify({ except, event })), qos: 0, retain: false };
+    this.mq.emit(packet, (err?: Error) => {
+      if (err) this.deps.logger.debug({ err: err.message, groupId, type: event.type }, 'live event not told');
+    });
+  }
+
+  /**
+   * A live event from any node, to this node's clients of the group's members, at QoS 0: these are hints that the next
+   * one supersedes, and the receipts route has the truth, so none is queued for an offline session or waits for a
+   * PUBACK. Best effort: when the members cannot be read, nobody here is told.
+   */
+  private async deliverLive(groupId: string, raw: Buffer): Promise<void> {
+    let members: string[] | null;
     try {
-      const members = await this.deps.groups.membersPage(groupId, '', limit + 1);
-      if (members.length > limit) return;
-      for (const member of members) if (member.userId !== except) this.sendEvent(member.userId, event, qos);
+      members = await this.liveEventMembers(groupId);
     } catch (err) {
-      this.deps.logger.debug({ err: (err as Error).message, groupId, type: event.type }, 'live event not told: members unreadable');
+      this.deps.logger.debug({ err: (err as Error).message, groupId }, 'live event not told: members unreadable');
+      return;
     }
+    if (!members) return;
+    const { except, event } = JSON.parse(raw.toString()) as { except: string; event: UserEvent };
+    const payload = Buffer.from(JSON.stringify(event)); // once for all of them
+    for (const userId of members) {
+      if (userId === except) continue;
+      const topic = eventsTopic(userId);
+      for (const client of this.live.clientsOf(userId)) {
+        if (!(client as unknown as { subscriptions: Record<string, unknown> }).subscriptions[topic]) continue;
+        // Aedes's own QoS 0 delivery to one client: the forward check, then the write [MQTT-3.3.5-1].
+        (client as unknown as { deliver0(packet: object, done: () => void): void }).deliver0({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, noop);
+      }
+    }
+  }
+
+  /**
+   * The members of a group small enough for live events (null when it is larger), read once and then kept: every
+   * membership change on any node drops the group's entry (followMembership), and entries expire after
+   * LIVE_MEMBERS_TTL_MS in case a change was missed (Redis away). A read that a change overtook is not kept.
+   */
+  private async liveEventMembers(groupId: string): Promise<string[] | null> {
+    const cached = this.liveMembers.get(groupId);
+    if (cached && performance.now() - cached.at < LIVE_MEMBERS_TTL_MS) return cached.members;
+    const limit = this.deps.config.liveEventsMaxGroupMembers;
+    const generation = this.membershipGeneration;
+    const page = await this.deps.groups.membersPage(groupId, '', limit + 1);
+    const members = page.length > limit ? null : page.map((m) => m.userId);
+    if (generation === this.membershipGeneration) {
+      this.liveMembers.delete(groupId); // re-inserted last: the Map's order is least recently read first
+      this.liveMembers.set(groupId, { members, at: performance.now() });
+      if (this.liveMembers.size > MAX_LIVE_MEMBER_GROUPS) this.liveMembers.delete(this.liveMembers.keys().next().value!);
+    }
+    return members;
   }
 
   /**
@@ -451,6 +518,8 @@ export class ChorusBroker {
 
   /** Makes live subscriptions on this node follow a membership change; resolves when every client has followed. */
   private async followMembership(change: MembershipChange): Promise<void> {
+    this.membershipGeneration += 1;
+    this.liveMembers.delete(change.groupId);
     const clients = this.live.apply(change);
     const topic = groupTopic(change.groupId);
     await Promise.all(

@@ -65,10 +65,12 @@ export class GroupStoreSqlite implements GroupStore {
   private readonly db: Database.Database;
   private readonly stmt;
   private readonly tx;
+  private readonly pointerDb: Database.Database;
+  private readonly pointers;
   private readonly ranges: (groupId: string, userId: string) => SeqRange[];
 
   constructor(path: string, synchronous: 'full' | 'normal') {
-    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    mkdirSync(dirname(path), { recursive: true });
     const db = new Database(path);
     this.db = db;
     db.pragma('journal_mode = WAL');
@@ -91,6 +93,17 @@ export class GroupStoreSqlite implements GroupStore {
       const columns = db.prepare<[string], { name: string }>('SELECT name FROM pragma_table_info(?)').all(table);
       if (!columns.some((c) => c.name === name)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${name} ${declaration}`);
     }
+    // Read pointers and delivered watermarks move often and matter little if the last moments of them are lost with
+    // the power: they are written through a second connection to the same file that commits without an fsync (WAL
+    // NORMAL); the next commit of the main connection, or a checkpoint, makes them durable too.
+    const pointerDb = new Database(path);
+    pointerDb.pragma('synchronous = NORMAL');
+    this.pointerDb = pointerDb;
+    const pointers = {
+      raiseReadSeq: pointerDb.prepare('UPDATE members SET read_seq = MAX(read_seq, ?) WHERE group_id = ? AND user_id = ?'),
+      raiseDelivered: pointerDb.prepare('UPDATE members SET delivered_seq = MAX(delivered_seq, ?) WHERE group_id = ? AND user_id = ?'),
+    };
+    this.pointers = pointers;
     const stmt = {
       insertGroup: db.prepare(
         'INSERT INTO groups (id, name, description, avatar_url, history_visibility, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
@@ -104,7 +117,6 @@ export class GroupStoreSqlite implements GroupStore {
       deleteRanges: db.prepare('DELETE FROM member_ranges WHERE group_id = ?'),
       getRanges: db.prepare<[string, string], { ranges: string }>('SELECT ranges FROM member_ranges WHERE group_id = ? AND user_id = ?'),
       putRanges: db.prepare('INSERT OR REPLACE INTO member_ranges (group_id, user_id, ranges) VALUES (?, ?, ?)'),
-      raiseDelivered: db.prepare('UPDATE members SET delivered_seq = MAX(delivered_seq, ?) WHERE group_id = ? AND user_id = ?'),
       counts: db.prepare<[number, number, string], { members: number; delivered: number | null; read: number | null }>(
         'SELECT COUNT(*) AS members, SUM(MAX(delivered_seq, read_seq) >= ?) AS delivered, SUM(read_seq >= ?) AS read FROM members WHERE group_id = ?',
       ),
@@ -127,9 +139,7 @@ export class GroupStoreSqlite implements GroupStore {
       listMemberships: db.prepare<[string, string, number], MemberRow>(
         'SELECT * FROM members WHERE user_id = ? AND group_id > ? ORDER BY group_id LIMIT ?',
       ),
-      raiseReadSeq: db.prepare(
-        'UPDATE members SET read_seq = MAX(read_seq, ?) WHERE group_id = ? AND user_id = ?',
-      ),
+
     };
     this.stmt = stmt;
 
@@ -187,8 +197,8 @@ export class GroupStoreSqlite implements GroupStore {
         changeRanges(groupId, userId, { leave: atSeq });
         return 'removed';
       }),
-      raiseDelivered: db.transaction((marks: DeliveredMark[]) => {
-        for (const mark of marks) stmt.raiseDelivered.run(mark.seq, mark.groupId, mark.userId);
+      raiseDelivered: pointerDb.transaction((marks: DeliveredMark[]) => {
+        for (const mark of marks) pointers.raiseDelivered.run(mark.seq, mark.groupId, mark.userId);
       }),
       setRole: db.transaction((groupId: string, userId: string, role: MemberRole, keep: boolean): SetRoleResult => {
         if (!stmt.getMember.get(groupId, userId)) return 'not-member';
@@ -260,11 +270,12 @@ export class GroupStoreSqlite implements GroupStore {
   }
 
   async setReadSeq(groupId: string, userId: string, seq: number): Promise<number | null> {
-    this.stmt.raiseReadSeq.run(seq, groupId, userId);
+    this.pointers.raiseReadSeq.run(seq, groupId, userId);
     return this.stmt.getMember.get(groupId, userId)?.read_seq ?? null;
   }
 
   async close(): Promise<void> {
+    if (this.pointerDb.open) this.pointerDb.close();
     if (this.db.open) this.db.close();
   }
 }

@@ -216,9 +216,10 @@ export class Groups {
     }
   }
 
+  /** Moves the member's read pointer forward; NOT_A_MEMBER (or GROUP_NOT_FOUND) for anyone else. */
   async markRead(groupId: string, userId: string, seq: number): Promise<number> {
-    await this.requireMember(groupId, userId);
     const readSeq = await this.store.setReadSeq(groupId, userId, seq);
+    if (readSeq === null) await this.requireMember(groupId, userId); // throws the right code
     if (readSeq === null) throw new ChorusError('NOT_A_MEMBER');
     return readSeq;
   }

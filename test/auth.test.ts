@@ -50,4 +50,14 @@ describe('token verification', () => {
     const lenient = await createTokenVerifier({ ...config, jwtRequireExp: false });
     expect(await lenient.verify(await sign({}))).toEqual({ userId: 'bob' });
   });
+
+  it('remembers a verified token, but never past its exp', async () => {
+    const config = loadConfig({}, { dataDir: tempDir() });
+    const verifier = await createTokenVerifier(config);
+    const token = await signToken(config, 'carol', 1);
+    expect(await verifier.verify(token)).toMatchObject({ userId: 'carol' });
+    expect(await verifier.verify(token)).toMatchObject({ userId: 'carol' }); // from the cache
+    await new Promise((resolve) => setTimeout(resolve, 7000)); // past exp and the 5 s clock tolerance
+    await expect(verifier.verify(token)).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+  }, 15_000);
 });
