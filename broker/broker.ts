@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { ChorusConfig } from '../config/config.js';
 import type { GroupAnnouncement, Groups, MembershipChange } from '../groups/groups.js';
+import type { ReadReceipts } from '../groups/read-receipts.js';
 import {
   ChorusError,
   eventsTopic,
@@ -106,6 +107,7 @@ export class ChorusBroker {
   readonly aedes: Aedes;
   readonly live = new LiveUsers();
   private sends: SendPath | null = null;
+  private readReceipts: ReadReceipts | null = null;
   private tcpServer: TcpServer | null = null;
   private wsServer: WebSocketServer | null = null;
   private readonly expiryTimers = new WeakMap<Client, NodeJS.Timeout>();
@@ -210,6 +212,11 @@ export class ChorusBroker {
   /** Where group publishes go to be sequenced. Until it is set, group publishes are refused as unavailable. */
   useSendPath(sends: SendPath): void {
     this.sends = sends;
+  }
+
+  /** Where read pointers published on `groups/{g}/read` go. Until it is set, they are refused as unavailable. */
+  useReadReceipts(receipts: ReadReceipts): void {
+    this.readReceipts = receipts;
   }
 
   /** Delivers a stamped message, serialized, to every subscriber of its group topic on this node (QoS 1). */
@@ -362,6 +369,7 @@ export class ChorusBroker {
       callback(null); // nothing to store: acknowledged (when sent at QoS 1) at once
       return void this.relayTyping(client!, userId, target.groupId);
     }
+    if (target?.kind === 'read') return this.moveReadPointer(client!, userId, target.groupId, payload, callback);
     if (target?.kind !== 'group') {
       this.reject(client!, userId, new ChorusError('TOPIC_NOT_ALLOWED', `clients may not publish to ${target ? 'events topics' : 'this topic'}`));
       return callback(null);
@@ -401,6 +409,35 @@ export class ChorusBroker {
           return callback(err as ChorusError);
         }
         this.reject(sender, userId, err, groupId, clientMsgIdOf(send));
+        callback(null);
+      },
+    );
+  }
+
+  /**
+   * A read pointer over MQTT: what `PUT /v1/groups/:id/read` does, for the price of a publish on a connection that is
+   * already open. The PUBACK follows once the pointer is stored (or the refusal is final: then a `rejected` event).
+   */
+  private moveReadPointer(client: Client, userId: string, groupId: string, payload: Buffer | string, callback: (err?: Error | null) => void): void {
+    const receipts = this.readReceipts;
+    if (!receipts) return callback(new ChorusError('STORE_UNAVAILABLE', 'this node is not ready for read receipts yet'));
+    if (!this.live.isMember(client, groupId)) {
+      this.reject(client, userId, new ChorusError('NOT_A_MEMBER'), groupId);
+      return callback(null);
+    }
+    let seq: unknown;
+    try {
+      seq = (JSON.parse(payload.toString()) as { seq?: unknown }).seq;
+    } catch {}
+    if (!Number.isSafeInteger(seq) || (seq as number) < 0) {
+      this.reject(client, userId, new ChorusError('INVALID_MESSAGE', 'a read pointer is {"seq": <integer >= 0>}'), groupId);
+      return callback(null);
+    }
+    receipts.markRead(groupId, userId, seq as number).then(
+      () => callback(null),
+      (err: unknown) => {
+        if (isTransient(err)) return callback(err as ChorusError);
+        this.reject(client, userId, err, groupId);
         callback(null);
       },
     );

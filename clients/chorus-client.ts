@@ -2,6 +2,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { v7 as uuidv7 } from 'uuid';
 import {
   eventsTopic,
+  readTopic,
   typingTopic,
   groupTopic,
   parseTopic,
@@ -236,9 +237,14 @@ export class ChorusClient {
     if (this.mqtt.connected) await this.mqtt.unsubscribeAsync(groupTopic(groupId));
   }
 
-  /** Moves this user's read pointer forward to `seq` (never back); the group's other members get a read receipt. */
-  markRead(groupId: string, seq: number): Promise<{ readSeq: number; unread: number }> {
-    return this.api.markRead(groupId, seq);
+  /**
+   * Moves this user's read pointer forward to `seq` (never back); the group's other members get a read receipt.
+   * Over the MQTT connection when it is up (resolves on its PUBACK: the pointer is stored), else over REST. For the
+   * resulting unread count, see `api.markRead`.
+   */
+  async markRead(groupId: string, seq: number): Promise<void> {
+    if (this.mqtt.connected) await this.mqtt.publishAsync(readTopic(groupId), JSON.stringify({ seq }), { qos: 1 });
+    else await this.api.markRead(groupId, seq);
   }
 
   /** Tells the group's other connected members that this user is typing (QoS 0, never stored; call it on keystrokes). */

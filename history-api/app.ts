@@ -13,7 +13,8 @@ import type { Presence } from '../broker/presence.js';
 import type { PushStore } from '../push/push-store.js';
 import type { ChorusConfig } from '../config/config.js';
 import type { Groups } from '../groups/groups.js';
-import { ChorusError, type ErrorBody, type UserEvent } from '../protocol/index.js';
+import type { ReadReceipts } from '../groups/read-receipts.js';
+import { ChorusError, type ErrorBody } from '../protocol/index.js';
 import type { MessageLog } from '../sequencer/message-log.js';
 import type { SendPath } from '../sequencer/sequencer.js';
 import { groupRoutes } from './routes-groups.js';
@@ -27,8 +28,8 @@ export interface ApiDeps {
   verifier: TokenVerifier;
   /** Failed authentications per client address, shared with the broker. */
   authThrottle: FailedAuthThrottle;
-  /** Tells a group's other members of a live event (a read receipt) on their events topics. */
-  tellGroup: (groupId: string, event: UserEvent, except: string) => Promise<void>;
+  /** Moves read pointers and tells the other members. */
+  readReceipts: ReadReceipts;
   groups: Groups;
   /** Notes what a history read handed a member (their delivered watermark). */
   deliveredMarks?: { note(groupId: string, userId: string, seq: number): void };

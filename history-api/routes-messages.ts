@@ -16,7 +16,7 @@ const SendResponse = Type.Object({
 const ReceiptsParams = Type.Object({ groupId: GroupId, seq: Seq });
 
 /** History reads, REST sends (through the same sequencer as MQTT), the read pointer and receipts. */
-export async function messageRoutes(app: Api, { config, groups, log, sends, tellGroup, deliveredMarks }: ApiDeps): Promise<void> {
+export async function messageRoutes(app: Api, { config, groups, log, sends, readReceipts, deliveredMarks }: ApiDeps): Promise<void> {
   app.get(
     '/groups/:groupId/messages',
     {
@@ -134,14 +134,6 @@ export async function messageRoutes(app: Api, { config, groups, log, sends, tell
         response: { 200: Type.Object({ readSeq: SeqOrZero, unread: SeqOrZero }), ...errors(400, 401, 403, 404) },
       },
     },
-    async (request) => {
-      const { groupId } = request.params;
-      const before = await groups.requireMember(groupId, request.userId);
-      const lastSeq = await log.lastSeq(groupId);
-      const readSeq = await groups.markRead(groupId, request.userId, Math.min(request.body.seq, lastSeq));
-      // A receipt only when the pointer moved; told after the answer is on its way, never holding it up.
-      if (readSeq > before.readSeq) void tellGroup(groupId, { type: 'read', groupId, userId: request.userId, seq: readSeq }, request.userId);
-      return { readSeq, unread: Math.max(0, lastSeq - readSeq) };
-    },
+    async (request) => readReceipts.markRead(request.params.groupId, request.userId, request.body.seq),
   );
 }

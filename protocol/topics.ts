@@ -16,7 +16,14 @@ export const eventsTopic = (userId: string): string => `users/${userId}/events`;
 /** Where a member publishes (QoS 0) that they are typing; the others hear it on their events topics. */
 export const typingTopic = (groupId: string): string => `groups/${groupId}/typing`;
 
-export type ParsedTopic = { kind: 'group'; groupId: string } | { kind: 'typing'; groupId: string } | { kind: 'events'; userId: string };
+/** Where a member publishes (QoS 1, `{"seq": N}`) that they have read up to N: their read pointer moves. */
+export const readTopic = (groupId: string): string => `groups/${groupId}/read`;
+
+export type ParsedTopic =
+  | { kind: 'group'; groupId: string }
+  | { kind: 'typing'; groupId: string }
+  | { kind: 'read'; groupId: string }
+  | { kind: 'events'; userId: string };
 
 const parsedTopics = new Map<string, ParsedTopic | null>();
 const MAX_CACHED_TOPICS = 10_000;
@@ -40,6 +47,7 @@ function parseTopicUncached(topic: string): ParsedTopic | null {
   const [root, id, leaf] = parts as [string, string, string];
   if (root === 'groups' && leaf === 'messages' && isGroupId(id)) return { kind: 'group', groupId: id };
   if (root === 'groups' && leaf === 'typing' && isGroupId(id)) return { kind: 'typing', groupId: id };
+  if (root === 'groups' && leaf === 'read' && isGroupId(id)) return { kind: 'read', groupId: id };
   if (root === 'users' && leaf === 'events' && isUserId(id)) return { kind: 'events', userId: id };
   return null;
 }

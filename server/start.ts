@@ -7,6 +7,7 @@ import { DeliveredMarks } from '../broker/delivered-marks.js';
 import { FailedAuthThrottle } from '../broker/token-bucket.js';
 import type { ChorusConfig } from '../config/config.js';
 import { Groups } from '../groups/groups.js';
+import { ReadReceipts } from '../groups/read-receipts.js';
 import { buildApi } from '../history-api/app.js';
 import { answerClientError } from '../history-api/client-errors.js';
 import type { MessageLog } from '../sequencer/message-log.js';
@@ -160,6 +161,8 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
   });
   const sends: SendPath = new SendRouter(backends.writers, sequencer, backends.forwarding, config.maxPendingSends);
   broker.useSendPath(sends);
+  const readReceipts = new ReadReceipts(groups, log, (groupId, event, except) => broker.tellGroup(groupId, event, except));
+  broker.useReadReceipts(readReceipts);
 
   const servesApi = config.role !== 'broker';
   const servesMqtt = config.role !== 'api';
@@ -168,7 +171,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
         config,
         verifier,
         authThrottle,
-        tellGroup: (groupId, event, except) => broker.tellGroup(groupId, event, except),
+        readReceipts,
         deliveredMarks,
         groups,
         log,

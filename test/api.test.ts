@@ -13,6 +13,7 @@ import { tempDir } from './harness.js';
 import { PresenceLocal } from '../broker/presence.js';
 import { FailedAuthThrottle } from '../broker/token-bucket.js';
 import { PushStoreSqlite } from '../push/push-store-sqlite.js';
+import { ReadReceipts } from '../groups/read-receipts.js';
 
 describe('REST API (app.inject)', () => {
   const config = loadConfig({}, { dataDir: tempDir(), maxGroupMembers: 4 });
@@ -36,7 +37,7 @@ describe('REST API (app.inject)', () => {
       config,
       verifier: await createTokenVerifier(config),
       authThrottle: new FailedAuthThrottle(config.authFailuresPerMinute),
-      tellGroup: async (groupId, event, except) => void told.push({ groupId, event, except }),
+      readReceipts: new ReadReceipts(groups, log, async (groupId, event, except) => void told.push({ groupId, event, except })),
       groups,
       log,
       sends: sequencer,

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { typingTopic } from '../protocol/index.js';
-import { TestChorus, collect, sdkClient, sleep, until } from './harness.js';
+import { TestChorus, collect, sdkClient, sleep, subscribeCodes, until } from './harness.js';
 
 describe('live events: typing indicators (ephemeral, stamped with the sender, rate-limited) and read receipts, small groups only', () => {
   let t: TestChorus;
@@ -58,7 +58,7 @@ describe('live events: typing indicators (ephemeral, stamped with the sender, ra
     await Promise.all([eve.close(), fay.close()]);
   });
 
-  it("tells the other members' SDKs when a member's read pointer moves (markRead), and not when it does not", async () => {
+  it("tells the other members' SDKs when a member's read pointer moves (REST, or markRead over MQTT), and not when it does not", async () => {
     const groupId = await t.group('gil', ['hana']);
     const [gil, hana] = await Promise.all([sdkClient(t, 'gil'), sdkClient(t, 'hana')]);
     const receipts: { groupId: string; userId: string; seq: number }[] = [];
@@ -66,9 +66,10 @@ describe('live events: typing indicators (ephemeral, stamped with the sender, ra
     const mine: unknown[] = [];
     hana.on('read', (receipt) => mine.push(receipt));
     for (let i = 0; i < 3; i++) await gil.send(groupId, { body: `m${i}` });
-    expect(await hana.markRead(groupId, 2)).toEqual({ readSeq: 2, unread: 1 });
-    await hana.markRead(groupId, 1); // does not move
+    expect(await hana.api.markRead(groupId, 2)).toEqual({ readSeq: 2, unread: 1 }); // over REST
+    await hana.markRead(groupId, 1); // over MQTT: does not move
     await hana.markRead(groupId, 3);
+    expect((await hana.api.getGroup(groupId)).readSeq).toBe(3); // stored by the time markRead resolved
     await until(() => receipts.length === 2, 'two receipts');
     await sleep(300);
     expect(receipts).toEqual([
@@ -77,5 +78,23 @@ describe('live events: typing indicators (ephemeral, stamped with the sender, ra
     ]);
     expect(mine).toEqual([]); // not told back to the reader
     await Promise.all([gil.close(), hana.close()]);
+  });
+
+  it('takes read pointers over MQTT on groups/{g}/read, refusing non-members and bad payloads with their codes', async () => {
+    const groupId = await t.group('ivy', ['jon']);
+    for (let i = 0; i < 3; i++) await t.api('ivy', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: `r${i}`, body: 'x' });
+    const [jon, kat] = await Promise.all([t.mqtt('jon'), t.mqtt('kat')]);
+    const got = { jon: collect(jon), kat: collect(kat) };
+    await jon.subscribeAsync('users/jon/events', { qos: 1 });
+    await kat.subscribeAsync('users/kat/events', { qos: 1 });
+    await jon.publishAsync(`groups/${groupId}/read`, JSON.stringify({ seq: 99 }), { qos: 1 }); // capped at the last seq
+    expect((await t.api('jon', 'GET', `/v1/groups/${groupId}`)).body).toMatchObject({ readSeq: 3, unread: 0 });
+    await jon.publishAsync(`groups/${groupId}/read`, 'seven', { qos: 1 });
+    await kat.publishAsync(`groups/${groupId}/read`, JSON.stringify({ seq: 1 }), { qos: 1 });
+    await until(() => got.jon.all.length === 1 && got.kat.all.length === 1, 'both refusals');
+    expect(got.jon.all[0]!.body).toMatchObject({ type: 'rejected', code: 'INVALID_MESSAGE', groupId });
+    expect(got.kat.all[0]!.body).toMatchObject({ type: 'rejected', code: 'NOT_A_MEMBER', groupId });
+    expect(await subscribeCodes(jon, [`groups/${groupId}/read`])).toEqual([0x80]);
+    await Promise.all([jon.endAsync(), kat.endAsync()]);
   });
 });
