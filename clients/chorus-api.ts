@@ -21,6 +21,8 @@ export interface MemberInfo {
   readSeq: number;
 }
 
+export type PushMode = 'all' | 'mentions' | 'muted';
+
 /** What a group's admin may set when creating or changing it (null clears description or avatarUrl). */
 export interface GroupSettings {
   name?: string;
@@ -154,6 +156,33 @@ export class ChorusApi {
 
   send(groupId: string, payload: SendPayload): Promise<SendReceipt> {
     return this.call('POST', `/v1/groups/${encodeURIComponent(groupId)}/messages`, payload);
+  }
+
+  /** A page of members by user id, with the count of all. */
+  members(groupId: string, after = '', limit = 100): Promise<{ members: MemberInfo[]; count: number; next?: string }> {
+    return this.call('GET', `/v1/groups/${encodeURIComponent(groupId)}/members?limit=${limit}&after=${encodeURIComponent(after)}`);
+  }
+
+  /** A page of members with whether they are online. */
+  presence(groupId: string, after = ''): Promise<{ members: { userId: string; online: boolean }[]; next?: string }> {
+    return this.call('GET', `/v1/groups/${encodeURIComponent(groupId)}/presence?after=${encodeURIComponent(after)}`);
+  }
+
+  async vapidPublicKey(): Promise<string> {
+    return (await this.call<{ publicKey: string }>('GET', '/v1/push/vapid-public-key')).publicKey;
+  }
+
+  /** Stores this device's push subscription (a PushSubscription's toJSON()). */
+  addPushSubscription(subscription: { endpoint: string; keys: { p256dh: string; auth: string } }, deviceId?: string): Promise<unknown> {
+    return this.call('POST', '/v1/push/subscriptions', { ...subscription, ...(deviceId ? { deviceId } : {}) });
+  }
+
+  async pushMode(groupId: string): Promise<PushMode> {
+    return (await this.call<{ mode: PushMode }>('GET', `/v1/groups/${encodeURIComponent(groupId)}/push-preference`)).mode;
+  }
+
+  async setPushMode(groupId: string, mode: PushMode): Promise<void> {
+    await this.call('PUT', `/v1/groups/${encodeURIComponent(groupId)}/push-preference`, { mode });
   }
 
   markRead(groupId: string, seq: number): Promise<{ readSeq: number; unread: number }> {

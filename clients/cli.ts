@@ -42,7 +42,9 @@ async function serve(args: string[]): Promise<void> {
     [
       `Chorus is running (role ${cfg.role}, store ${cfg.store}${cfg.store === 'sqlite' ? ` in ${cfg.dataDir}` : ''}, ${cfg.env} mode)`,
       ...(cfg.role !== 'api' ? [`  MQTT over TCP        ${chorus.urls.mqtt}`, `  MQTT over WebSocket  ${chorus.urls.ws}`] : []),
-      ...(cfg.role !== 'broker' ? [`  REST API             ${chorus.urls.http}/v1`, `  OpenAPI docs         ${chorus.urls.docs}`] : []),
+      ...(cfg.role !== 'broker'
+        ? [`  Web chat             ${chorus.urls.http}/`, `  REST API             ${chorus.urls.http}/v1`, `  OpenAPI docs         ${chorus.urls.docs}`]
+        : []),
       `  Try it:              npx chorus token alice`,
       '',
     ].join('\n'),

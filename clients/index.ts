@@ -1,5 +1,5 @@
 export { ChorusClient, type ChorusClientOptions, type OutgoingMessage } from './chorus-client.js';
-export { ChorusApi, ChorusApiError, type GroupInfo, type GroupSettings, type MemberInfo, type Receipts, type SendReceipt } from './chorus-api.js';
+export { ChorusApi, ChorusApiError, type GroupInfo, type GroupSettings, type MemberInfo, type PushMode, type Receipts, type SendReceipt } from './chorus-api.js';
 export { applyEvent } from './message-state.js';
 export { humanSize, messageLine } from './message-text.js';
 export { GroupStream, type FetchAfter } from './group-stream.js';

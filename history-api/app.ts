@@ -20,6 +20,7 @@ import type { SendPath } from '../sequencer/sequencer.js';
 import { groupRoutes } from './routes-groups.js';
 import { messageRoutes } from './routes-messages.js';
 import { pushRoutes } from './routes-push.js';
+import { webRoutes } from './routes-web.js';
 import { answerClientError } from './client-errors.js';
 import { ErrorResponse } from './schemas.js';
 
@@ -89,6 +90,9 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
       void (reply as FastifyReply).status(error.statusCode).send(error.toBody());
     },
     clientErrorHandler: answerClientError,
+    // Closing ends every connection, idle or not: a node stops when told, whatever a client left open (a browser gone
+    // offline leaves its sockets open with nobody behind them).
+    forceCloseConnections: true,
   }).withTypeProvider<TypeBoxTypeProvider>() as Api;
   // Request bodies are JSON and are validated as they are: a boolean is not a user id, "1" is not a seq. Query strings
   // and path parameters arrive as text and are converted to their schema's types.
@@ -128,6 +132,7 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   });
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+  await app.register(webRoutes, deps);
   const registry = deps.metrics;
   if (registry) {
     app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => reply.type(registry.contentType).send(await registry.metrics()));

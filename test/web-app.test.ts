@@ -1,0 +1,142 @@
+import { mkdirSync } from 'node:fs';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import webPush from 'web-push';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { StampedMessage } from '../protocol/index.js';
+import { TestChorus } from './harness.js';
+
+/** Debian's Chromium, started as this machine's closed network needs; never a browser a tool would download. */
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+/** SCREENSHOTS=1 writes the README's screenshots (docs/screenshots); otherwise they go to a temp dir. */
+const SHOTS = process.env.SCREENSHOTS === '1' ? 'docs/screenshots' : `${process.env.TMPDIR ?? '/tmp'}/chorus-screenshots`;
+
+describe('the web chat served at / (Chromium through playwright-core)', () => {
+  let t: TestChorus;
+  let browser: Browser;
+  beforeAll(async () => {
+    t = await TestChorus.start({ sqliteSynchronous: 'normal' });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  }, 60_000);
+  afterAll(async () => {
+    await browser?.close();
+    await t?.close();
+  });
+
+  const signIn = async (userId: string, viewport = { width: 1100, height: 700 }): Promise<{ context: BrowserContext; page: Page }> => {
+    const context = await browser.newContext({ viewport });
+    const page = await context.newPage();
+    await page.goto(t.chorus.urls.http);
+    await page.getByTestId('login-user').fill(userId);
+    await page.getByTestId('login-submit').click();
+    await page.getByTestId('group-list').waitFor();
+    await page.locator('#connection', { hasText: 'online' }).waitFor();
+    return { context, page };
+  };
+  const say = async (page: Page, text: string) => {
+    await page.getByTestId('composer').fill(text);
+    await page.getByTestId('composer').press('Enter');
+  };
+  /** The messages a page shows, in the order it shows them: "seq:text" (pending ones have no seq yet). */
+  const shown = (page: Page) =>
+    page.getByTestId('message').evaluateAll((items) => items.map((li) => `${(li as HTMLElement).dataset.seq ?? '?'}:${li.querySelector('.body')?.textContent ?? ''}`));
+  const history = async (groupId: string): Promise<StampedMessage[]> => (await t.api('alice', 'GET', `/v1/groups/${groupId}/messages?afterSeq=0&limit=1000`)).body.messages;
+
+  it('is served with a strict Content-Security-Policy, and signs in through the development route only', async () => {
+    const res = await fetch(`${t.chorus.urls.http}/`);
+    expect(res.status).toBe(200);
+    const csp = res.headers.get('content-security-policy')!;
+    expect(csp).toContain("default-src 'none'");
+    expect(csp).toContain("script-src 'self'");
+    expect(csp).not.toContain('unsafe-inline');
+    expect((await fetch(`${t.chorus.urls.http}/app.js`)).headers.get('content-type')).toMatch(/javascript/);
+    const vapid = webPush.generateVAPIDKeys();
+    const production = await TestChorus.start({ env: 'production', jwtSecret: 'x'.repeat(40), vapidPublicKey: vapid.publicKey, vapidPrivateKey: vapid.privateKey });
+    const devToken = (base: string) => fetch(`${base}/dev/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"userId":"mallory"}' });
+    expect((await devToken(production.chorus.urls.http)).status).toBe(404);
+    expect((await fetch(`${production.chorus.urls.http}/`)).status).toBe(200); // the app itself is served
+    await production.close();
+    expect((await devToken(t.chorus.urls.http)).status).toBe(200);
+  });
+
+  it('lets alice and bob chat: each sees every message once, in the same order; unread badges count and clear', async () => {
+    const alice = await signIn('alice');
+    const bob = await signIn('bob');
+    await alice.page.getByTestId('new-group-name').fill('Lunch');
+    await alice.page.getByTestId('new-group-members').fill('bob');
+    await alice.page.getByTestId('new-group-submit').click();
+    const groupItem = bob.page.getByTestId('group-item').filter({ hasText: 'Lunch' });
+    await groupItem.waitFor();
+    const groupId = (await groupItem.getAttribute('data-group-id'))!;
+
+    await say(alice.page, 'noon?');
+    await say(alice.page, 'at the usual place');
+    await expect.poll(() => groupItem.getByTestId('unread-badge').textContent()).toBe('2');
+    await groupItem.click();
+    await expect.poll(() => groupItem.getByTestId('unread-badge').count()).toBe(0);
+    await say(bob.page, 'yes @alice');
+    await say(alice.page, 'great');
+    const expected = ['1:noon?', '2:at the usual place', '3:yes @alice', '4:great'];
+    await expect.poll(() => shown(alice.page)).toEqual(expected);
+    await expect.poll(() => shown(bob.page)).toEqual(expected);
+    expect((await history(groupId)).map((m) => m.body)).toEqual(['noon?', 'at the usual place', 'yes @alice', 'great']);
+
+    mkdirSync(SHOTS, { recursive: true });
+    await alice.page.screenshot({ path: `${SHOTS}/desktop.png` });
+    const phone = await signIn('bob', { width: 390, height: 760 });
+    await phone.page.getByTestId('group-item').filter({ hasText: 'Lunch' }).click();
+    await expect.poll(() => shown(phone.page)).toEqual(expected);
+    await phone.page.screenshot({ path: `${SHOTS}/phone.png` });
+    await Promise.all([alice.context.close(), bob.context.close(), phone.context.close()]);
+  }, 60_000);
+
+  it('shows 30 messages sent while bob was away, in order, scrolled to the first unread', async () => {
+    const alice = await signIn('alice');
+    const created = await t.api('alice', 'POST', '/v1/groups', { name: 'Away', members: ['bob'] });
+    const groupId = created.body.id as string;
+    await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'before', body: 'before you left' });
+    await t.api('bob', 'PUT', `/v1/groups/${groupId}/read`, { seq: 1 });
+    const item = alice.page.getByTestId('group-item').filter({ hasText: 'Away' });
+    await item.click();
+    for (let i = 1; i <= 30; i++) await say(alice.page, `update ${i}`);
+    await expect.poll(async () => (await history(groupId)).length).toBe(31);
+
+    const bob = await signIn('bob', { width: 900, height: 500 });
+    await bob.page.getByTestId('group-item').filter({ hasText: 'Away' }).click();
+    await expect.poll(async () => (await shown(bob.page)).length).toBe(31);
+    expect(await shown(bob.page)).toEqual(['1:before you left', ...Array.from({ length: 30 }, (_, i) => `${i + 2}:update ${i + 1}`)]);
+    // The first unread (seq 2) is in view, and the newest is not: the view starts where bob left off.
+    const inView = (seq: number) =>
+      bob.page.locator(`[data-testid="message"][data-seq="${seq}"]`).evaluate((li) => {
+        const list = li.closest('ol')!.getBoundingClientRect();
+        const box = li.getBoundingClientRect();
+        return box.bottom > list.top && box.top < list.bottom;
+      });
+    expect(await inView(2)).toBe(true);
+    expect(await inView(31)).toBe(false);
+    await Promise.all([alice.context.close(), bob.context.close()]);
+  }, 90_000);
+
+  it('sends what alice typed while offline once she is back, each message once', async () => {
+    const alice = await signIn('alice');
+    const created = await t.api('alice', 'POST', '/v1/groups', { name: 'Tunnel', members: ['bob'] });
+    const groupId = created.body.id as string;
+    await alice.page.getByTestId('group-item').filter({ hasText: 'Tunnel' }).click();
+    await alice.context.setOffline(true);
+    for (const text of ['in the tunnel', 'still here', 'out soon']) await say(alice.page, text);
+    await alice.page.waitForTimeout(1500);
+    await alice.context.setOffline(false);
+    await expect.poll(async () => (await history(groupId)).map((m) => m.body), { timeout: 30_000 }).toEqual(['in the tunnel', 'still here', 'out soon']);
+    await expect.poll(() => shown(alice.page), { timeout: 15_000 }).toEqual(['1:in the tunnel', '2:still here', '3:out soon']);
+    await alice.page.waitForTimeout(1000);
+    expect((await history(groupId)).length).toBe(3);
+    await alice.context.close();
+  }, 60_000);
+
+  it('registers its service worker for the whole origin', async () => {
+    const alice = await signIn('alice');
+    const scope = await alice.page.evaluate(async () => (await navigator.serviceWorker.ready).scope);
+    expect(scope).toBe(`${t.chorus.urls.http}/`);
+    await alice.context.close();
+  });
+});
