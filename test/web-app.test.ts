@@ -107,11 +107,11 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
     expect(await shown(bob.page)).toEqual(['1:before you left', ...Array.from({ length: 30 }, (_, i) => `${i + 2}:update ${i + 1}`)]);
     // The first unread (seq 2) is in view, and the newest is not: the view starts where bob left off.
     const inView = (seq: number) =>
-      bob.page.locator(`[data-testid="message"][data-seq="${seq}"]`).evaluate((li) => {
-        const list = li.closest('ol')!.getBoundingClientRect();
-        const box = li.getBoundingClientRect();
+      bob.page.evaluate((s) => {
+        const list = document.querySelector('[data-testid="message-list"]')!.getBoundingClientRect();
+        const box = document.querySelector(`[data-testid="message"][data-seq="${s}"]`)!.getBoundingClientRect();
         return box.bottom > list.top && box.top < list.bottom;
-      });
+      }, seq);
     expect(await inView(2)).toBe(true);
     expect(await inView(31)).toBe(false);
     await Promise.all([alice.context.close(), bob.context.close()]);
@@ -138,5 +138,25 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
     const scope = await alice.page.evaluate(async () => (await navigator.serviceWorker.ready).scope);
     expect(scope).toBe(`${t.chorus.urls.http}/`);
     await alice.context.close();
+  });
+
+  it('shows a notification for a push when no Chorus tab is open (pushed to its service worker through DevTools)', async () => {
+    const { context, page } = await signIn('bob');
+    await context.grantPermissions(['notifications'], { origin: t.chorus.urls.http });
+    const blank = await context.newPage();
+    const cdp = await context.newCDPSession(blank);
+    const registrations: { registrationId: string; scopeURL: string }[] = [];
+    cdp.on('ServiceWorker.workerRegistrationUpdated', (e: { registrations: { registrationId: string; scopeURL: string }[] }) => registrations.push(...e.registrations));
+    await cdp.send('ServiceWorker.enable');
+    await expect.poll(() => registrations.length).toBeGreaterThan(0);
+    await page.close(); // no Chorus tab left: the worker shows the push itself
+    const push = { type: 'chorus.message', groupId: 'g_lunch', seq: 3, senderId: 'alice', preview: 'noon?', unread: 1, count: 1, mention: true };
+    await cdp.send('ServiceWorker.deliverPushMessage', { origin: t.chorus.urls.http, registrationId: registrations[0]!.registrationId, data: JSON.stringify(push) });
+    const again = await context.newPage();
+    await again.goto(`${t.chorus.urls.http}/app.css`); // an origin page that runs no app code
+    const notifications = () =>
+      again.evaluate(async () => (await (await navigator.serviceWorker.ready).getNotifications()).map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data })));
+    await expect.poll(notifications).toEqual([{ title: 'alice mentioned you', body: 'noon?', tag: 'g_lunch', data: { groupId: 'g_lunch', seq: 3 } }]);
+    await context.close();
   });
 });

@@ -193,6 +193,8 @@ function show(messages: StampedMessage[], options: { scroll?: 'keep-bottom' | 'k
     if (m.type === 'edit' || m.type === 'delete' || m.type === 'reaction') continue; // applied to their targets
     const existing = list.querySelector<HTMLLIElement>(`li[data-seq="${m.seq}"]`)
       ?? (m.senderId === session!.userId ? list.querySelector<HTMLLIElement>(`li.pending[data-client-msg-id="${CSS.escape(m.clientMsgId)}"]`) : null);
+    const before = shown.get(m.seq);
+    if (existing && before && JSON.stringify(before) === JSON.stringify(m)) continue; // the same again (a catch-up)
     shown.set(m.seq, m);
     oldestShown = Math.min(oldestShown, m.seq);
     const node = renderMessage(m);
