@@ -19,11 +19,15 @@ export function applyEvent(target: StampedMessage, event: StampedMessage, viewer
   if (event.type !== 'reaction' || event.emoji === undefined) return null;
   const key = `${event.emoji}\n${event.senderId}`;
   const adding = !event.remove;
-  if (adding === reactors.has(key)) return null;
+  const counts = (target.reactions ?? []).map((r) => ({ ...r }));
+  const known = counts.find((r) => r.emoji === event.emoji);
+  // A repeat counts once. A removal counts when its reaction was seen live, or may be among the counts history gave
+  // (which name no one but the viewer): those are taken to include it.
+  if (adding && reactors.has(key)) return null;
+  if (!adding && !reactors.has(key) && !(known && (event.senderId !== viewerId || known.mine))) return null;
   if (adding) reactors.add(key);
   else reactors.delete(key);
-  const counts = (target.reactions ?? []).map((r) => ({ ...r }));
-  let count = counts.find((r) => r.emoji === event.emoji);
+  let count = known;
   if (!count) counts.push((count = { emoji: event.emoji, count: 0, mine: false }));
   count.count += adding ? 1 : -1;
   if (event.senderId === viewerId) count.mine = adding;

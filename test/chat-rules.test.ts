@@ -80,6 +80,10 @@ describe('what clients show of messages and events', () => {
     expect(twice.reactions).toEqual([{ emoji: '👍', count: 2, mine: true }]);
     const unliked = applyEvent(twice, event(7, { type: 'reaction', senderId: 'bob', emoji: '👍', remove: true }), 'bob', reactors)!;
     expect(unliked.reactions).toEqual([{ emoji: '👍', count: 1, mine: false }]);
+    // Counts from history name nobody: a removal by someone not seen live is taken from them; the viewer's own only if mine.
+    const fromHistory = { ...base, reactions: [{ emoji: '🎉', count: 2, mine: false }] };
+    expect(applyEvent(fromHistory, event(10, { type: 'reaction', senderId: 'cy', emoji: '🎉', remove: true }), 'bob', new Set())!.reactions).toEqual([{ emoji: '🎉', count: 1, mine: false }]);
+    expect(applyEvent(fromHistory, event(11, { type: 'reaction', senderId: 'bob', emoji: '🎉', remove: true }), 'bob', new Set())).toBeNull();
     const deleted = applyEvent(unliked, event(8, { type: 'delete', createdAt: '2026-01-01T00:02:00.000Z' }), 'bob', reactors)!;
     expect(deleted).toEqual({ groupId: 'g', seq: 1, senderId: 'ann', clientMsgId: 'c1', type: 'text', createdAt: base.createdAt, deletedAt: '2026-01-01T00:02:00.000Z' });
     expect(applyEvent(deleted, event(9, { type: 'edit', body: 'back' }), 'bob', reactors)).toBeNull();

@@ -159,4 +159,39 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
     await expect.poll(notifications).toEqual([{ title: 'alice mentioned you', body: 'noon?', tag: 'g_lunch', data: { groupId: 'g_lunch', seq: 3 } }]);
     await context.close();
   });
+
+  it('reacts, replies, edits and deletes from the conversation, and scrolls back through history without losing its place', async () => {
+    const created = await t.api('alice', 'POST', '/v1/groups', { name: 'Long', members: ['bob'] });
+    const groupId = created.body.id as string;
+    for (let i = 1; i <= 120; i++) await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: `old-${i}`, body: `old ${i}` });
+    await t.api('bob', 'PUT', `/v1/groups/${groupId}/read`, { seq: 120 });
+    const bob = await signIn('bob', { width: 900, height: 500 });
+    await bob.page.getByTestId('group-item').filter({ hasText: 'Long' }).click();
+    await expect.poll(async () => (await shown(bob.page)).length).toBe(50); // the newest page, bob being up to date
+    // Scrolling to the top loads the page before, and what was on screen stays where it was.
+    const list = bob.page.getByTestId('message-list');
+    const anchor = bob.page.locator('[data-testid="message"][data-seq="71"]');
+    await list.evaluate((l) => (l.scrollTop = 0));
+    await expect.poll(async () => (await shown(bob.page)).length).toBeGreaterThanOrEqual(100);
+    expect((await shown(bob.page))[0]).toMatch(/^\d+:old \d+$/);
+    const top = await anchor.evaluate((li) => li.getBoundingClientRect().top - li.parentElement!.getBoundingClientRect().top);
+    expect(top).toBeGreaterThan(-20); // seq 71 was the top row before the older page came in: it is still near the top
+    expect(top).toBeLessThan(60);
+
+    const alice = await signIn('alice');
+    await alice.page.getByTestId('group-item').filter({ hasText: 'Long' }).click();
+    const newest = bob.page.locator('[data-testid="message"][data-seq="120"]');
+    await newest.getByRole('button', { name: 'React 👍 to message 120' }).click();
+    await expect.poll(() => alice.page.locator('[data-testid="message"][data-seq="120"] .reactions').textContent()).toBe('👍 1');
+    await newest.getByRole('button', { name: 'Reply to message 120' }).click();
+    await say(bob.page, 'replying to the last one');
+    await expect.poll(async () => (await history(groupId)).at(-1)).toMatchObject({ body: 'replying to the last one', replyToSeq: 120 });
+    alice.page.once('dialog', (dialog) => void dialog.accept('old 120, edited'));
+    await alice.page.locator('[data-testid="message"][data-seq="120"]').getByRole('button', { name: 'Edit message 120' }).click();
+    await expect.poll(() => newest.locator('.body').textContent()).toBe('old 120, edited');
+    alice.page.once('dialog', (dialog) => void dialog.accept());
+    await alice.page.locator('[data-testid="message"][data-seq="119"]').getByRole('button', { name: 'Delete message 119' }).click();
+    await expect.poll(() => bob.page.locator('[data-testid="message"][data-seq="119"] .body').textContent()).toBe('This message was deleted');
+    await Promise.all([alice.context.close(), bob.context.close()]);
+  }, 90_000);
 });

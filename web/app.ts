@@ -2,7 +2,16 @@
  * The Chorus web chat: one page on the SDK (MQTT over WebSocket, the REST API), served by Chorus itself at `/`.
  * Everything it shows is built with DOM calls and textContent, never from HTML strings: message text is data.
  */
-import { ChorusApiError, ChorusClient, LocalStoragePositionStore, humanSize, type GroupInfo, type PushMode, type StampedMessage } from '../clients/index.js';
+import {
+  ChorusApiError,
+  ChorusClient,
+  LocalStoragePositionStore,
+  applyEvent,
+  humanSize,
+  type GroupInfo,
+  type PushMode,
+  type StampedMessage,
+} from '../clients/index.js';
 
 interface Session {
   userId: string;
@@ -40,12 +49,16 @@ const groups = new Map<string, GroupState>();
 let current: string | null = null;
 /** The open conversation: what it shows, by seq, and its oldest shown seq (for scrolling back). */
 let shown = new Map<number, StampedMessage>();
+/** Who reacted with what to the messages shown, as seen live (so that a repeated reaction counts once). */
+let reactorsOf = new Map<number, Set<string>>();
 let oldestShown = Number.POSITIVE_INFINITY;
 let loadingOlder = false;
 let noOlder = false;
 const typingNow = new Map<string, number>();
 let readTimer: ReturnType<typeof setTimeout> | null = null;
 let refreshTimer: ReturnType<typeof setTimeout> | null = null;
+/** The message the next send replies to, if any. */
+let replyTo: StampedMessage | null = null;
 
 // ---- sign in ----
 
@@ -180,7 +193,35 @@ function renderMessage(m: StampedMessage): HTMLLIElement {
     li.append(el('div', {}, link));
   }
   if (m.reactions?.length) li.append(el('div', { className: 'reactions', textContent: m.reactions.map((r) => `${r.emoji} ${r.count}`).join('  ') }));
+  if (!m.deletedAt) li.append(messageActions(m, mine, g.info.role === 'admin'));
   return li;
+}
+
+/** Reply, react, and (the sender) edit or (the sender or an admin) delete: buttons, so the keyboard reaches them. */
+function messageActions(m: StampedMessage, mine: boolean, admin: boolean): HTMLElement {
+  const bar = el('span', { className: 'actions' });
+  const action = (label: string, name: string, run: () => void) => {
+    const button = el('button', { type: 'button', className: 'small quiet', textContent: label, title: name });
+    button.setAttribute('aria-label', `${name} message ${m.seq}`);
+    button.addEventListener('click', run);
+    bar.append(button);
+  };
+  action('↪', 'Reply to', () => {
+    replyTo = m;
+    byId('replying').textContent = `Replying to ${previewOf(m)} (Escape cancels)`;
+    byId('replying').hidden = false;
+    byId<HTMLTextAreaElement>('composer').focus();
+  });
+  const liked = m.reactions?.some((r) => r.emoji === '👍' && r.mine) ?? false;
+  action('👍', liked ? 'Take back 👍 from' : 'React 👍 to', () => void client!.react(m.groupId, m.seq, '👍', { remove: liked }));
+  if (mine) {
+    action('✎', 'Edit', () => {
+      const body = prompt('Edit your message', m.body ?? '');
+      if (body?.trim() && body !== m.body) void client!.edit(m.groupId, m.seq, body.trim());
+    });
+  }
+  if (mine || admin) action('🗑', 'Delete', () => confirm('Delete this message for everyone?') && void client!.deleteMessage(m.groupId, m.seq));
+  return bar;
 }
 
 /** Adds messages to the open conversation in seq order; ones already shown are replaced (an update). */
@@ -213,6 +254,7 @@ async function openGroup(groupId: string): Promise<void> {
   const g = groups.get(groupId);
   if (!g) return;
   current = groupId;
+  cancelReply();
   history.replaceState(null, '', `#group=${encodeURIComponent(groupId)}`);
   byId('app').classList.add('in-conversation');
   byId('conversation').hidden = false;
@@ -222,6 +264,7 @@ async function openGroup(groupId: string): Promise<void> {
   const list = byId('message-list');
   list.replaceChildren();
   shown = new Map();
+  reactorsOf = new Map();
   oldestShown = Number.POSITIVE_INFINITY;
   noOlder = false;
   const firstUnread = g.info.readSeq + 1;
@@ -246,6 +289,7 @@ async function openGroup(groupId: string): Promise<void> {
 
 function closeGroup(): void {
   current = null;
+  cancelReply();
   byId('app').classList.remove('in-conversation');
   byId('conversation').hidden = true;
   history.replaceState(null, '', location.pathname);
@@ -296,11 +340,18 @@ async function sendFromComposer(): Promise<void> {
   list.scrollTop = list.scrollHeight;
   try {
     // Offline, MQTT.js keeps the publish and sends it on reconnect, and the SDK retries over REST: always this id.
-    await client!.send(groupId, { clientMsgId, body: text, ...(mentions.length > 0 ? { mentions } : {}) });
+    const reply = replyTo && replyTo.groupId === groupId ? { replyToSeq: replyTo.seq } : {};
+    cancelReply();
+    await client!.send(groupId, { clientMsgId, body: text, ...reply, ...(mentions.length > 0 ? { mentions } : {}) });
   } catch (err) {
     const meta = pending.querySelector('.meta');
     if (meta) meta.textContent = `not sent: ${err instanceof ChorusApiError ? err.code : (err as Error).message}`;
   }
+}
+
+function cancelReply(): void {
+  replyTo = null;
+  byId('replying').hidden = true;
 }
 
 // ---- live events ----
@@ -317,7 +368,12 @@ function onMessage(m: StampedMessage): void {
     }
   }
   if (m.groupId === current) {
-    show([m]);
+    // An edit, delete or reaction changes the message it names, as shown (history brought it, or the live stream).
+    const target = m.targetSeq === undefined ? undefined : shown.get(m.targetSeq);
+    let reactors = reactorsOf.get(m.targetSeq ?? 0);
+    if (!reactors) reactorsOf.set(m.targetSeq ?? 0, (reactors = new Set()));
+    const updated = target ? applyEvent(target, m, session!.userId, reactors) : null;
+    show(updated ? [updated] : [m]);
     markReadSoon();
   }
   renderGroups();
@@ -402,7 +458,6 @@ async function start(s: Session): Promise<void> {
   client.on('connect', () => (status.textContent = 'online'));
   client.on('offline', () => (status.textContent = 'offline, reconnecting…'));
   client.on('message', onMessage);
-  client.on('update', (m) => m.groupId === current && show([m]));
   client.on('typing', ({ groupId, userId }) => {
     if (groupId !== current) return;
     typingNow.set(`${groupId}\n${userId}`, Date.now());
@@ -491,7 +546,8 @@ function wire(): void {
   byId('enable-push').addEventListener('click', () => void enablePush());
   document.addEventListener('keydown', (e) => {
     if (e.key !== 'Escape') return;
-    if (!byId('members').hidden) byId('members').hidden = true;
+    if (replyTo) cancelReply();
+    else if (!byId('members').hidden) byId('members').hidden = true;
     else if (current) closeGroup();
   });
   document.addEventListener('visibilitychange', markReadSoon);
