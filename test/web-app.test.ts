@@ -4,6 +4,7 @@ import webPush from 'web-push';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StampedMessage } from '../protocol/index.js';
 import { TestChorus } from './harness.js';
+import { TestPushService } from './push-service.js';
 
 /** Debian's Chromium, started as this machine's closed network needs; never a browser a tool would download. */
 const CHROMIUM = '/usr/bin/chromium';
@@ -14,13 +15,17 @@ const SHOTS = process.env.SCREENSHOTS === '1' ? 'docs/screenshots' : `${process.
 describe('the web chat served at / (Chromium through playwright-core)', () => {
   let t: TestChorus;
   let browser: Browser;
+  let pushService: TestPushService;
   beforeAll(async () => {
-    t = await TestChorus.start({ sqliteSynchronous: 'normal' });
+    pushService = new TestPushService();
+    await pushService.start();
+    t = await TestChorus.start({ sqliteSynchronous: 'normal', pushAllowLoopback: true, pushCaFile: pushService.caFile, pushWindowSeconds: 1 });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   }, 60_000);
   afterAll(async () => {
     await browser?.close();
     await t?.close();
+    await pushService?.close();
   });
 
   const signIn = async (userId: string, viewport = { width: 1100, height: 700 }): Promise<{ context: BrowserContext; page: Page }> => {
@@ -194,4 +199,25 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
     await expect.poll(() => bob.page.locator('[data-testid="message"][data-seq="119"] .body').textContent()).toBe('This message was deleted');
     await Promise.all([alice.context.close(), bob.context.close()]);
   }, 90_000);
+
+  it("subscribes bob's browser to push from the Notifications button; the test push service then decrypts a push for him while he is away", async () => {
+    // Chromium here has no push service to register with (pushManager.subscribe fails offline), so the subscription the
+    // browser would get from one is the test push service's: everything after it is the page's and the server's own.
+    const device = pushService.device('bob-browser');
+    const { context, page } = await signIn('bob');
+    await context.grantPermissions(['notifications'], { origin: t.chorus.urls.http });
+    await page.evaluate((subscription) => {
+      PushManager.prototype.subscribe = async () => ({ toJSON: () => subscription }) as unknown as PushSubscription;
+    }, device.subscription);
+    await page.getByRole('button', { name: 'Notifications' }).click();
+    await expect.poll(() => page.locator('#enable-push').textContent()).toBe('Notifications on');
+    const stored = await t.api('bob', 'GET', '/v1/push/subscriptions');
+    expect(stored.body.subscriptions.map((s: { endpoint: string }) => s.endpoint)).toEqual([device.subscription.endpoint]);
+    const created = await t.api('alice', 'POST', '/v1/groups', { name: 'Pushy', members: ['bob'] });
+    await context.close(); // bob is away
+    await expect.poll(async () => (await t.api('alice', 'GET', `/v1/groups/${created.body.id}/presence`)).body.members.find((m: { userId: string }) => m.userId === 'bob')?.online).toBe(false);
+    await t.api('alice', 'POST', `/v1/groups/${created.body.id}/messages`, { clientMsgId: 'push-me', body: 'are you there, bob?' });
+    await expect.poll(() => pushService.pushesTo(device.id).length).toBe(1);
+    expect(pushService.pushesTo(device.id)[0]!.payload).toMatchObject({ type: 'chorus.message', groupId: created.body.id, senderId: 'alice', preview: 'are you there, bob?' });
+  });
 });
