@@ -67,6 +67,8 @@ export async function webRoutes(app: Api, { config }: ApiDeps): Promise<void> {
     '/dev/token',
     {
       schema: {
+        // Not part of the API (which takes bearer tokens): a development helper, left out of the OpenAPI document.
+        hide: true,
         summary: 'Development only (absent when env=production): a token for any user id, for the web chat',
         body: Type.Object({ userId: UserId }, { additionalProperties: false }),
         response: { 200: Type.Object({ token: Type.String(), expiresAt: Type.Integer() }), ...errors(400) },
