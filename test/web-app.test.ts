@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import webPush from 'web-push';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { StampedMessage } from '../protocol/index.js';
 import { TestChorus } from './harness.js';
 import { TestPushService } from './push-service.js';
@@ -28,8 +28,14 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
     await pushService?.close();
   });
 
+  /** Every context a test opened, closed after it whether it passed or not (a leftover stays online). */
+  const contexts: BrowserContext[] = [];
+  afterEach(async () => {
+    await Promise.all(contexts.splice(0).map((c) => c.close().catch(() => undefined)));
+  });
   const signIn = async (userId: string, viewport = { width: 1100, height: 700 }): Promise<{ context: BrowserContext; page: Page }> => {
     const context = await browser.newContext({ viewport });
+    contexts.push(context);
     const page = await context.newPage();
     await page.goto(t.chorus.urls.http);
     await page.getByTestId('login-user').fill(userId);
