@@ -228,8 +228,10 @@ function messageActions(m: StampedMessage, mine: boolean, admin: boolean): HTMLE
 function show(messages: StampedMessage[], options: { scroll?: 'keep-bottom' | 'keep-place' } = {}): void {
   const list = byId('message-list');
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  const heightBefore = list.scrollHeight;
-  const topBefore = list.scrollTop;
+  // The place is kept by a message: the first one in view stays where it is on screen, whatever moved the list.
+  const listTop = list.getBoundingClientRect().top;
+  const anchor = [...list.querySelectorAll<HTMLLIElement>('li[data-seq]')].find((li) => li.getBoundingClientRect().bottom > listTop);
+  const anchorOffset = anchor ? anchor.getBoundingClientRect().top - listTop : 0;
   for (const m of messages) {
     if (m.type === 'edit' || m.type === 'delete' || m.type === 'reaction') continue; // applied to their targets
     const existing = list.querySelector<HTMLLIElement>(`li[data-seq="${m.seq}"]`)
@@ -246,7 +248,7 @@ function show(messages: StampedMessage[], options: { scroll?: 'keep-bottom' | 'k
     const after = [...list.querySelectorAll<HTMLLIElement>('li[data-seq]')].find((li) => Number(li.dataset.seq) > m.seq);
     list.insertBefore(node, after ?? list.querySelector('li.pending'));
   }
-  if (options.scroll === 'keep-place') list.scrollTop = topBefore + (list.scrollHeight - heightBefore);
+  if (options.scroll === 'keep-place' && anchor?.isConnected) list.scrollTop += anchor.getBoundingClientRect().top - listTop - anchorOffset;
   else if (atBottom) list.scrollTop = list.scrollHeight;
 }
 
