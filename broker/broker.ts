@@ -325,7 +325,7 @@ export class ChorusBroker {
 
   /** A delivery to a clean session whose PUBACK will follow (QoS 1 after the subscription's downgrade), in order. */
   private noteForward(client: Client, packet: PublishPacket): void {
-    const granted = (client as unknown as { subscriptions: Record<string, { qos?: number }> }).subscriptions[packet.topic]?.qos ?? 0;
+    const granted = subscriptionOf(client, packet.topic)?.qos ?? 0;
     if (packet.qos === 0 || granted === 0) return;
     this.pubackOrder.forwarded(client, groupDelivery(packet));
   }
@@ -492,7 +492,7 @@ export class ChorusBroker {
       if (userId === except) continue;
       const topic = eventsTopic(userId);
       for (const client of this.live.clientsOf(userId)) {
-        if (!(client as unknown as { subscriptions: Record<string, unknown> }).subscriptions[topic]) continue;
+        if (!subscriptionOf(client, topic)) continue;
         // Aedes's own QoS 0 delivery to one client: the forward check, then the write [MQTT-3.3.5-1].
         (client as unknown as { deliver0(packet: object, done: () => void): void }).deliver0({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, noop);
       }
@@ -527,7 +527,7 @@ export class ChorusBroker {
    */
   private tellSender(client: Client, userId: string, event: UserEvent): void {
     const topic = eventsTopic(userId);
-    if ((client as unknown as { subscriptions: Record<string, unknown> }).subscriptions[topic]) return this.sendEvent(userId, event);
+    if (subscriptionOf(client, topic)) return this.sendEvent(userId, event);
     // Not subscribed yet: MQTT.js re-sends its unacknowledged publishes before it subscribes on a new connection, so
     // their acks are held for the connection until it subscribes to its events topic (a few, the newest).
     let held = this.heldEvents.get(client);
@@ -595,12 +595,7 @@ export class ChorusBroker {
     if (group.description !== undefined) event.description = group.description;
     if (group.avatarUrl !== undefined) event.avatarUrl = group.avatarUrl;
     try {
-      for (let after = ''; ; ) {
-        const page = await this.deps.groups.membersPage(group.id, after, 1000);
-        for (const member of page) this.sendEvent(member.userId, event);
-        if (page.length < 1000) return;
-        after = page.at(-1)!.userId;
-      }
+      for await (const page of this.deps.groups.memberPages(group.id, 1000)) for (const member of page) this.sendEvent(member.userId, event);
     } catch (err) {
       this.deps.logger.warn({ err: (err as Error).message, groupId: group.id }, 'group update not told to every member: members unreadable');
     }
@@ -707,4 +702,9 @@ function groupDelivery(packet: PublishPacket | undefined): { groupId: string; se
   if (target?.kind !== 'group') return null;
   const seq = seqOfPayload(packet.payload as Buffer);
   return Number.isSafeInteger(seq) && seq > 0 ? { groupId: target.groupId, seq } : null;
+}
+
+/** The client's subscription to exactly this topic (Aedes keeps them by filter; Chorus topics have no wildcards). */
+function subscriptionOf(client: Client, topic: string): { qos?: number } | undefined {
+  return (client as unknown as { subscriptions: Record<string, { qos?: number } | undefined> }).subscriptions[topic];
 }

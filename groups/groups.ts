@@ -65,9 +65,8 @@ export class Groups {
   private readonly groupAnnouncers = new Set<(announcement: GroupAnnouncement) => void>();
 
   /**
-   * @param lastSeq the group's last seq (from the message log): where a member's visible history starts or ends when
-   *   they join or leave.
-   * @param deleteMessages removes a deleted group's messages (the message log's deleteGroup).
+   * @param log the message log's lastSeq (where a member's visible history starts or ends when they join or leave)
+   *   and deleteGroup (a deleted group's messages go with it).
    */
   constructor(
     private readonly store: GroupStore,
@@ -131,12 +130,7 @@ export class Groups {
   async delete(groupId: string, actorId: string): Promise<void> {
     await this.requireAdmin(groupId, actorId);
     const memberIds: string[] = [];
-    for (let after = ''; ; ) {
-      const page = await this.store.listMembers(groupId, after, 1000);
-      for (const member of page) memberIds.push(member.userId);
-      if (page.length < 1000) break;
-      after = page.at(-1)!.userId;
-    }
+    for await (const page of this.memberPages(groupId, 1000)) for (const member of page) memberIds.push(member.userId);
     await this.store.deleteGroup(groupId);
     await this.feed.publish({ kind: 'group-deleted', groupId, userId: actorId, by: actorId });
     await this.log.deleteGroup(groupId);
@@ -199,6 +193,16 @@ export class Groups {
   /** A page of members without an actor check: for server-side work (push, presence), never for a client. */
   async membersPage(groupId: string, afterUserId: string, limit: number): Promise<MemberRecord[]> {
     return this.store.listMembers(groupId, afterUserId, limit);
+  }
+
+  /** Every member, a page of `pageSize` at a time by user id, without an actor check: server-side work only. */
+  async *memberPages(groupId: string, pageSize: number): AsyncGenerator<MemberRecord[]> {
+    for (let after = ''; ; ) {
+      const page = await this.store.listMembers(groupId, after, pageSize);
+      yield page;
+      if (page.length < pageSize) return;
+      after = page.at(-1)!.userId;
+    }
   }
 
   async listMemberships(userId: string, afterGroupId: string, limit: number): Promise<MemberRecord[]> {

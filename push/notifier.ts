@@ -121,8 +121,7 @@ export class Notifier {
 
   /** One pass over the group's members for all of its queued messages, in seq order. */
   private async notifyMembers(groupId: string, messages: StampedMessage[]): Promise<void> {
-    for (let after = ''; ; ) {
-      const page = await this.groups.membersPage(groupId, after, MEMBERS_PAGE);
+    for await (const page of this.groups.memberPages(groupId, MEMBERS_PAGE)) {
       const online = await this.presence.online(page.map((m) => m.userId));
       for (const member of page) {
         if (online.has(member.userId)) continue;
@@ -136,8 +135,6 @@ export class Notifier {
           this.offer(member.userId, { message, unread: Math.max(0, message.seq - member.readSeq), count: 1, mention });
         }
       }
-      if (page.length < MEMBERS_PAGE) return;
-      after = page.at(-1)!.userId;
     }
   }
 

@@ -582,7 +582,6 @@ export class MessageLogCassandra implements MessageLog {
   }
 
   async reactions(groupId: string, seqs: number[], viewerId: string): Promise<Map<number, ReactionCount[]>> {
-    const bySeq = new Map<number, ReactionCount[]>();
     const wanted = new Set(seqs);
     const buckets = new Map<number, number[]>();
     for (const seq of wanted) {
@@ -590,25 +589,16 @@ export class MessageLogCassandra implements MessageLog {
       if (list) list.push(seq);
       else buckets.set(bucketOf(seq), [seq]);
     }
-    const grouped = new Map<number, { emoji: string; userId: string }[]>();
-    await Promise.all(
+    const slices = await Promise.all(
       [...buckets].map(async ([bucket, inBucket]) => {
         const result = await this.db.execute(
           'SELECT target_seq, emoji, user_id FROM message_reactions WHERE group_id = ? AND bucket = ? AND target_seq >= ? AND target_seq <= ? LIMIT ?',
           [groupId, bucket, Math.min(...inBucket), Math.max(...inBucket), MAX_REACTION_ROWS],
         );
-        for (const row of result.rows) {
-          const seq = Number(row.get('target_seq'));
-          if (!wanted.has(seq)) continue;
-          const entry = { emoji: row.get('emoji') as string, userId: row.get('user_id') as string };
-          const list = grouped.get(seq);
-          if (list) list.push(entry);
-          else grouped.set(seq, [entry]);
-        }
+        return result.rows.map((row) => ({ seq: Number(row.get('target_seq')), emoji: row.get('emoji') as string, userId: row.get('user_id') as string }));
       }),
     );
-    for (const [seq, list] of grouped) bySeq.set(seq, countReactions(list, viewerId));
-    return bySeq;
+    return countReactions(slices.flat(), wanted, viewerId);
   }
 
   /**

@@ -221,19 +221,9 @@ export class MessageLogSqlite implements MessageLog {
   }
 
   async reactions(groupId: string, seqs: number[], viewerId: string): Promise<Map<number, ReactionCount[]>> {
-    const bySeq = new Map<number, ReactionCount[]>();
-    if (seqs.length === 0) return bySeq;
-    const wanted = new Set(seqs);
+    if (seqs.length === 0) return new Map();
     const rows = this.selectReactions.all(groupId, Math.min(...seqs), Math.max(...seqs));
-    const grouped = new Map<number, { emoji: string; userId: string }[]>();
-    for (const row of rows) {
-      if (!wanted.has(row.target_seq)) continue;
-      const list = grouped.get(row.target_seq);
-      if (list) list.push({ emoji: row.emoji, userId: row.user_id });
-      else grouped.set(row.target_seq, [{ emoji: row.emoji, userId: row.user_id }]);
-    }
-    for (const [seq, list] of grouped) bySeq.set(seq, countReactions(list, viewerId));
-    return bySeq;
+    return countReactions(rows.map((r) => ({ seq: r.target_seq, emoji: r.emoji, userId: r.user_id })), new Set(seqs), viewerId);
   }
 
   async deleteGroup(groupId: string): Promise<void> {

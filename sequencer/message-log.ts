@@ -102,14 +102,22 @@ export function toStampedMessage(groupId: string, seq: number, draft: MessageDra
   return message;
 }
 
-/** Sorts one message's reactions for the wire: most used first, then by emoji. */
-export function countReactions(rows: { emoji: string; userId: string }[], viewerId: string): ReactionCount[] {
-  const byEmoji = new Map<string, ReactionCount>();
-  for (const { emoji, userId } of rows) {
+/**
+ * A page's reaction rows (one per seq, emoji and user) counted per message for the wire: rows of seqs not wanted are
+ * left out; each message's emojis most used first, then by emoji, `mine` when `viewerId` reacted with it.
+ */
+export function countReactions(rows: { seq: number; emoji: string; userId: string }[], wanted: Set<number>, viewerId: string): Map<number, ReactionCount[]> {
+  const bySeq = new Map<number, Map<string, ReactionCount>>();
+  for (const { seq, emoji, userId } of rows) {
+    if (!wanted.has(seq)) continue;
+    let byEmoji = bySeq.get(seq);
+    if (!byEmoji) bySeq.set(seq, (byEmoji = new Map()));
     let count = byEmoji.get(emoji);
     if (!count) byEmoji.set(emoji, (count = { emoji, count: 0, mine: false }));
     count.count += 1;
     if (userId === viewerId) count.mine = true;
   }
-  return [...byEmoji.values()].sort((a, b) => b.count - a.count || (a.emoji < b.emoji ? -1 : 1));
+  const counted = new Map<number, ReactionCount[]>();
+  for (const [seq, byEmoji] of bySeq) counted.set(seq, [...byEmoji.values()].sort((a, b) => b.count - a.count || (a.emoji < b.emoji ? -1 : 1)));
+  return counted;
 }

@@ -1,12 +1,10 @@
 import { createServer, type Server } from 'node:http';
 import { build } from 'esbuild';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium } from './chromium.js';
 import { TestChorus } from './harness.js';
 
-/** Debian's Chromium, started as this machine's closed network needs; never a browser a tool would download. */
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 const PAGE = `<!doctype html><meta charset="utf-8"><title>Chorus SDK in a browser</title>
 <script type="module">
@@ -40,7 +38,7 @@ describe('the SDK in a real browser (Chromium, MQTT over WebSocket)', () => {
     await new Promise<void>((resolve) => pages.listen(0, '127.0.0.1', () => resolve()));
     pageOrigin = `http://127.0.0.1:${(pages.address() as { port: number }).port}`;
     t = await TestChorus.start({ corsOrigins: pageOrigin });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
     page = await browser.newPage();
   }, 60_000);
   afterAll(async () => {

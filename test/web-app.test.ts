@@ -1,14 +1,12 @@
 import { mkdirSync } from 'node:fs';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import webPush from 'web-push';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { StampedMessage } from '../protocol/index.js';
+import { launchChromium } from './chromium.js';
 import { TestChorus } from './harness.js';
 import { TestPushService } from './push-service.js';
 
-/** Debian's Chromium, started as this machine's closed network needs; never a browser a tool would download. */
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 /** SCREENSHOTS=1 writes the README's screenshots (docs/screenshots); otherwise they go to a temp dir. */
 const SHOTS = process.env.SCREENSHOTS === '1' ? 'docs/screenshots' : `${process.env.TMPDIR ?? '/tmp'}/chorus-screenshots`;
 
@@ -20,7 +18,7 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
     pushService = new TestPushService();
     await pushService.start();
     t = await TestChorus.start({ sqliteSynchronous: 'normal', pushAllowLoopback: true, pushCaFile: pushService.caFile, pushWindowSeconds: 1 });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
   }, 60_000);
   afterAll(async () => {
     await browser?.close();
