@@ -24,6 +24,8 @@ try {
     subscribers: 10,
     rate: 20,
     quietMs: 15_000,
+    recoveryLimitMs: 30_000,
+    writerNode: 1, // the node killed first: its groups must be taken over
     faults: [
       { kind: 'kill-node', node: 1, downMs: 10_000 },
       { kind: 'stop-redis', downMs: DOWN_MS },

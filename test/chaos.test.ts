@@ -4,7 +4,7 @@ import { Cluster } from './cluster-harness.js';
 
 /**
  * The short form of `npm run chaos`: three nodes on the real Redis and Cassandra, raw MQTT senders and subscribers,
- * while a node is SIGKILLed and restarted, Redis is stopped and started empty, and Cassandra is paused (SIGSTOP).
+ * while the node writing the group is SIGKILLed and restarted, Redis is stopped and started empty, and Cassandra is paused (SIGSTOP).
  */
 describe('fault injection (short form)', () => {
   const cluster = new Cluster();
@@ -20,6 +20,8 @@ describe('fault injection (short form)', () => {
       subscribers: 4,
       rate: 10,
       quietMs: 5000,
+      recoveryLimitMs: 30_000,
+      writerNode: 1, // the node killed below: its groups must be taken over
       faults: [
         { kind: 'kill-node', node: 1, downMs: 1000 },
         { kind: 'stop-redis', downMs: 5000 },

@@ -19,8 +19,12 @@ export interface ChaosPlan {
   subscribers: number;
   /** Publishes per second per sender (each waits for its PUBACK before the next). */
   rate: number;
-  /** Load before the first fault, between faults, and after the last. */
+  /** Load before the first fault, and after each fault once a send was acknowledged again. */
   quietMs: number;
+  /** The node (index) that sends the group's first message before the load, and so becomes its writer. */
+  writerNode: number;
+  /** The longest wait for the first acknowledgement after a fault ended: past it the fault never recovered. */
+  recoveryLimitMs: number;
   faults: Fault[];
 }
 
@@ -81,6 +85,8 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
   if (created.status !== 201) throw new Error(`create group: ${created.status} ${JSON.stringify(created.body)}`);
   const groupId = created.body.id as string;
   const topic = `groups/${groupId}/messages`;
+  const first = await cluster.api(nodes[plan.writerNode]!, groupAdmin, 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'first', body: 'first' });
+  if (first.status !== 201) throw new Error(`first send: ${first.status} ${JSON.stringify(first.body)}`);
 
   const connect = async (userId: string, i: number): Promise<MqttClient> =>
     mqtt.connect({
@@ -151,6 +157,10 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
     begun.push({ at: started, fault: describeFault(fault) });
     await inject(fault, killed);
     const ended = Date.now();
+    // Recovery is waited for (a killed writer's groups are taken over only after its lease, longer than quietMs), up
+    // to recoveryLimitMs, so that the load after the fault is always a full quietMs of a working cluster.
+    const recoveredBy = Date.now() + plan.recoveryLimitMs;
+    while ((ackTimes.at(-1) ?? 0) < ended && Date.now() < recoveredBy) await sleep(100);
     await sleep(plan.quietMs);
     const recovered = ackTimes.find((t) => t >= ended);
     const window = [started, ...ackTimes.filter((t) => t > started), Date.now()];
