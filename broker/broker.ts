@@ -41,7 +41,8 @@ const VOID_TOPIC = '$chorus/void';
 const SESSION_MARKER = { topic: '$chorus/session', qos: 0 as const };
 const EMPTY = Buffer.alloc(0);
 const MAX_TIMER_MS = 2 ** 31 - 1;
-const PRESENCE_FANOUT_MAX = 1000;
+/** The longest a connection waits, unread, for a place among the unauthenticated ones (see admit). */
+const WAITING_TIMEOUT_MS = 10_000;
 /** At most one typing indicator per user and group in this long; users whose last one is older are forgotten first. */
 const TYPING_INTERVAL_MS = 2000;
 const MAX_TYPING_ENTRIES = 100_000;
@@ -119,6 +120,10 @@ export class ChorusBroker {
   private readonly anonymousPersistent = new WeakSet<Client>();
   /** Connections accepted and not yet authenticated, each with what ends its count. */
   private readonly unauthenticated = new Map<Duplex, () => void>();
+  /** Connections waiting for a place among the unauthenticated ones, oldest first, each with what lets it in. */
+  private readonly waiting = new Map<Duplex, () => void>();
+  /** Set by close(): disconnects from then on are the node's own. */
+  private closing = false;
   private readonly unsubscribeFeed: () => void;
   private readonly unsubscribeAnnouncements: () => void;
   private readonly unsubscribeGroupAnnouncements: () => void;
@@ -294,6 +299,9 @@ export class ChorusBroker {
     if (userId === undefined) return;
     const groupIds = this.live.groupsOf(userId); // read before the last client takes the set away
     this.live.detach(client);
+    // A node shutting down closes every client at once: presence leaves with the node (Presence.close), and the
+    // clients are back on another node within seconds, so nobody is told they went offline meanwhile.
+    if (this.closing) return;
     void this.presenceChanged(userId, groupIds, () => this.deps.presence.disconnected(userId), false);
   }
 
@@ -306,21 +314,14 @@ export class ChorusBroker {
   }
 
   /**
-   * Tells the user's fellow members that the user came online or went offline, on their events topics. Groups larger
-   * than PRESENCE_FANOUT_MAX members are left out: there presence is read on demand (GET /v1/groups/:id/presence).
-   * The groups come from the live ACL set, which connecting already loaded: no second scan of the user's memberships.
+   * Tells the user's fellow members that the user came online or went offline, on their events topics: one live event
+   * per group (tellGroup: one message on the node bus, each node hands it to its own clients), in groups of at most
+   * liveEventsMaxGroupMembers; in larger ones presence is read on demand (GET /v1/groups/:id/presence). The groups
+   * come from the live ACL set, which connecting already loaded: no second scan of the user's memberships, and no read
+   * of any group's members on this path.
    */
   private async announcePresence(userId: string, groupIds: string[], online: boolean): Promise<void> {
-    const told = new Set<string>([userId]);
-    for (const groupId of groupIds) {
-      const members = await this.deps.groups.membersPage(groupId, '', PRESENCE_FANOUT_MAX + 1);
-      if (members.length > PRESENCE_FANOUT_MAX) continue;
-      for (const member of members) {
-        if (told.has(member.userId)) continue;
-        told.add(member.userId);
-        this.sendEvent(member.userId, { type: 'presence', userId, online });
-      }
-    }
+    for (const groupId of groupIds) await this.tellGroup(groupId, { type: 'presence', groupId, userId, online }, userId);
   }
 
   /** A delivery to a clean session whose PUBACK will follow (QoS 1 after the subscription's downgrade), in order. */
@@ -602,18 +603,55 @@ export class ChorusBroker {
   }
 
   /**
-   * Every connection, TCP or WebSocket, before Aedes sees it: refused when too many are still unauthenticated, closed
-   * at the first packet header over maxPacketBytes, and cut off when its unsent output passes maxClientBufferBytes.
+   * Every connection, TCP or WebSocket, before Aedes sees it. At most maxUnauthenticatedConnections are served before
+   * they authenticate; those beyond wait, unread, in arrival order, for a place (a reconnect storm is served as fast
+   * as logins complete instead of being refused), up to maxWaitingConnections of them for at most WAITING_TIMEOUT_MS;
+   * beyond that a connection is closed at once.
    */
-  private admit(stream: Duplex, remote: string | undefined): boolean {
+  private admit(stream: Duplex, remote: string | undefined, handle: () => void): void {
     const { config, logger, counters } = this.deps;
-    if (this.unauthenticated.size >= config.maxUnauthenticatedConnections) {
+    if (this.unauthenticated.size < config.maxUnauthenticatedConnections && this.waiting.size === 0) return this.serve(stream, remote, handle);
+    if (this.waiting.size >= config.maxWaitingConnections || this.closing) {
       counters?.connectionRefused('unauthenticated-limit');
-      logger.warn({ remote }, 'too many unauthenticated connections: refusing');
+      logger.warn({ remote }, 'too many connections waiting to authenticate: refusing');
       stream.destroy();
-      return false;
+      return;
     }
-    const authenticated = () => this.unauthenticated.delete(stream);
+    const timer = setTimeout(() => stream.destroy(), WAITING_TIMEOUT_MS);
+    timer.unref();
+    const leave = () => {
+      clearTimeout(timer);
+      this.waiting.delete(stream);
+    };
+    stream.once('close', leave);
+    this.waiting.set(stream, () => {
+      stream.off('close', leave);
+      leave();
+      this.serve(stream, remote, handle);
+    });
+  }
+
+  /** Connections waiting for a place among the unauthenticated ones. */
+  get waitingConnections(): number {
+    return this.waiting.size;
+  }
+
+  /** Lets waiting connections in while there is room among the unauthenticated ones. */
+  private admitWaiting(): void {
+    while (this.waiting.size > 0 && this.unauthenticated.size < this.deps.config.maxUnauthenticatedConnections) {
+      this.waiting.values().next().value!(); // the oldest: a Map keeps arrival order
+    }
+  }
+
+  /**
+   * Hands a connection to Aedes: it counts as unauthenticated until it authenticates or closes, is closed at the first
+   * packet header over maxPacketBytes, and is cut off when its unsent output passes maxClientBufferBytes.
+   */
+  private serve(stream: Duplex, remote: string | undefined, handle: () => void): void {
+    const { config, logger, counters } = this.deps;
+    const authenticated = () => {
+      if (this.unauthenticated.delete(stream)) this.admitWaiting();
+    };
     this.unauthenticated.set(stream, authenticated);
     stream.once('close', authenticated);
     watchFrameSizes(stream, config.maxPacketBytes, (size) => {
@@ -624,7 +662,7 @@ export class ChorusBroker {
       counters?.slowConsumerCut();
       logger.warn({ remote, clientId: (stream as { client?: Client }).client?.id, buffered }, 'client not reading: closing (slow consumer)');
     });
-    return true;
+    handle();
   }
 
   /** Serves MQTT over TCP. Resolves with the bound port. */
@@ -634,7 +672,7 @@ export class ChorusBroker {
     const server = createServer({ noDelay: true }, (socket) => {
       socket.on('error', () => socket.destroy());
       coalesceWrites(socket);
-      if (this.admit(socket, socket.remoteAddress)) this.aedes.handle(socket);
+      this.admit(socket, socket.remoteAddress, () => this.aedes.handle(socket));
     });
     this.tcpServer = server;
     await new Promise<void>((resolve, reject) => {
@@ -658,19 +696,23 @@ export class ChorusBroker {
         const stream = createWebSocketStream(ws);
         stream.on('error', () => stream.destroy());
         // maxPayload bounds one WebSocket message; an MQTT packet may span many, so its header is watched as on TCP.
-        if (this.admit(stream, req.socket.remoteAddress)) this.aedes.handle(stream, req);
+        this.admit(stream, req.socket.remoteAddress, () => this.aedes.handle(stream, req));
       });
     });
   }
 
   async close(): Promise<void> {
+    this.closing = true;
+    // No new connections from here on; the open ones are closed by Aedes below.
+    const listenersClosed = new Promise<void>((resolve) => (this.tcpServer ? this.tcpServer.close(() => resolve()) : resolve()));
     this.unsubscribeFeed();
     this.unsubscribeAnnouncements();
     this.unsubscribeGroupAnnouncements();
+    for (const stream of this.waiting.keys()) stream.destroy();
     for (const client of this.wsServer?.clients ?? []) client.terminate();
     this.wsServer?.close();
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
-    await new Promise<void>((resolve) => (this.tcpServer ? this.tcpServer.close(() => resolve()) : resolve()));
+    await listenersClosed;
   }
 }
 

@@ -34,6 +34,9 @@ function config(overrides: Partial<ChorusConfig> = {}): ChorusConfig {
   }
 }
 
+/** How long `chorus serve` may take to close after SIGTERM or SIGINT. */
+const SHUTDOWN_DEADLINE_MS = 9000;
+
 async function serve(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { role: { type: 'string' } } });
   const cfg = config(values.role ? { role: values.role as ChorusConfig['role'] } : {});
@@ -53,6 +56,12 @@ async function serve(args: string[]): Promise<void> {
   const stop = async () => {
     if (stopping) return;
     stopping = true;
+    // Orchestrators kill a node 10 s after SIGTERM (Docker, Kubernetes by default): whatever is still closing by then
+    // is cut short here instead. Nothing acknowledged depends on it: a PUBACK or a 2xx is only sent once stored.
+    setTimeout(() => {
+      process.stderr.write(`Chorus did not close within ${SHUTDOWN_DEADLINE_MS} ms: exiting\n`);
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS).unref();
     await chorus.close();
     process.exit(0);
   };

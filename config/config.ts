@@ -112,6 +112,12 @@ export const ConfigSchema = Type.Object(
       default: 1000,
       description: 'MQTT connections accepted but not yet authenticated; beyond this new ones are closed at once',
     }),
+    maxWaitingConnections: Type.Integer({
+      minimum: 0,
+      maximum: 1_000_000,
+      default: 10_000,
+      description: 'MQTT connections beyond maxUnauthenticatedConnections that wait, unread, for a place (10 s at most); beyond this new ones are closed at once',
+    }),
     maxClientBufferBytes: Type.Integer({
       minimum: 16_384,
       maximum: 268_435_456,

@@ -110,7 +110,7 @@ export type UserEvent =
   | { type: 'member-added'; groupId: string; userId: string; role: MemberRole; by: string }
   | { type: 'member-removed'; groupId: string; userId: string; by: string }
   | { type: 'role-changed'; groupId: string; userId: string; role: MemberRole; by: string }
-  | { type: 'presence'; userId: string; online: boolean }
+  | { type: 'presence'; groupId: string; userId: string; online: boolean }
   | { type: 'typing'; groupId: string; userId: string }
   | { type: 'read'; groupId: string; userId: string; seq: number }
   | { type: 'delivered'; groupId: string; marks: { userId: string; seq: number }[] }

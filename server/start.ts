@@ -83,6 +83,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
   const metrics = new ChorusMetrics({
     pendingSends: () => sequencer.pending,
     connectedClients: () => broker.aedes.connectedClients,
+    waitingConnections: () => broker.waitingConnections,
     pushDropped: () => notifier.dropped + sender.droppedCount,
   });
   const backends: Backends =

@@ -75,7 +75,18 @@ describe('failed logins and unauthenticated connections are bounded', () => {
     expect(await metric(t, 'chorus_mqtt_refused_connections_total')).toBe(1);
   });
 
-  it('closes a new connection at once while too many have not authenticated', async () => {
+});
+
+describe('connections waiting to authenticate are bounded', () => {
+  let t: TestChorus;
+  beforeAll(async () => {
+    t = await TestChorus.start({ maxUnauthenticatedConnections: 2, maxWaitingConnections: 1 });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('lets a connection wait while too many have not authenticated, serves it when one leaves, and closes one beyond maxWaitingConnections at once', async () => {
     const open = async () => {
       const socket = tcpConnect(t.chorus.mqttPort, '127.0.0.1');
       socket.on('error', () => undefined);
@@ -83,10 +94,21 @@ describe('failed logins and unauthenticated connections are bounded', () => {
       return socket;
     };
     const idle = [await open(), await open()];
-    const third = await open();
-    expect(await closedWithin(third, 5000)).toBe(true);
-    expect(await closedWithin(idle[0]!, 300)).toBe(false); // those already waiting keep their connect timeout
-    for (const socket of idle) socket.destroy();
+    const waiting = mqtt.connect(t.chorus.urls.mqtt, { username: 'alice', password: await t.token('alice'), reconnectPeriod: 0, protocolVersion: 4, connectTimeout: 20_000 });
+    const connected = new Promise<boolean>((resolve) => {
+      waiting.once('connect', () => resolve(true));
+      waiting.once('close', () => resolve(false));
+    });
+    await until(async () => (await metric(t, 'chorus_mqtt_waiting_connections')) === 1, 'the third connection waits');
+    const fourth = await open();
+    expect(await closedWithin(fourth, 5000)).toBe(true);
+    expect(await metric(t, 'chorus_mqtt_refused_connections_total')).toBe(1);
+    expect(waiting.connected).toBe(false); // unread while it waits
+    idle[0]!.destroy();
+    expect(await connected).toBe(true);
+    expect(await closedWithin(idle[1]!, 300)).toBe(false); // those already served keep their connect timeout
+    idle[1]!.destroy();
+    await waiting.endAsync();
   });
 });
 

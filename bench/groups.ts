@@ -1,0 +1,262 @@
+/**
+ * The scale part of `npm run bench`: the shapes of load that matter with many groups and connections, each run
+ * against Mosquitto (when installed), bare Aedes and Chorus (SQLite log), one after another in each round, so that
+ * machine noise hits all alike. Medians over BENCH_GROUPS_ROUNDS rounds (default 3), ratios against bare Aedes.
+ *
+ * 1. Many groups: 50 groups x 20 members (1,000 connections), open-loop publishing at rising rates; p50 / p99 of
+ *    delivery, and server CPU per delivery. The highest rate with p99 < 200 ms and every delivery made.
+ * 2. Connections: BENCH_CONNECTIONS (default 10,000) members of groups of 20 connect and subscribe, 200 at a time:
+ *    the rate, and server memory per idle connection.
+ * 3. One big group: BENCH_BIG_GROUP (default 10,000) members of one group connect and subscribe; then one message to
+ *    all of them: the time until the last has it.
+ * 4. Reconnect storm: 2,000 persistent sessions (groups of 20) go away, 10 messages are sent to each group, and all
+ *    reconnect at once: refused or reset connections, and the time until every member has every message.
+ * Each server runs in its own process, the load generator (bench/groups-loadgen.ts) in another.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { signToken } from '../broker/auth.js';
+import { loadConfig } from '../config/config.js';
+import { freePort } from './free-port.js';
+import type { GroupsLoadSpec, Member, Step } from './groups-loadgen.js';
+
+const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
+const ROUNDS = env('BENCH_GROUPS_ROUNDS', 3);
+const CONNECTIONS = env('BENCH_CONNECTIONS', 10_000);
+const BIG_GROUP = env('BENCH_BIG_GROUP', 10_000);
+const RATES = (process.env.BENCH_RATES ?? '250,500,750,1000,1500').split(',').map(Number);
+const P99_LIMIT_MS = 200;
+const here = new URL('.', import.meta.url).pathname;
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim() || 100);
+
+interface Server {
+  child: ChildProcess;
+  /** Topics and credentials for `groups` groups of the given sizes. */
+  members(sizes: number[], persistent: boolean): Promise<Member[]>;
+}
+
+interface Target {
+  name: string;
+  start(): Promise<Server & { port: number }>;
+}
+
+function waitForLine(child: ChildProcess, text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      seen += d.toString();
+      if (seen.includes(text)) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`server exited with ${code} before "${text}"`)));
+  });
+}
+
+/** Members of anonymous brokers: any user name, a topic per group. */
+const plainMembers = async (sizes: number[], persistent: boolean): Promise<Member[]> =>
+  sizes.flatMap((size, g) =>
+    Array.from({ length: size }, (_, i) => ({ username: `u${g}-${i}`, password: 'x', clientId: `c${g}-${i}${persistent ? '-p' : ''}`, topic: `groups/g${g}/messages` })),
+  );
+
+const mosquitto: Target = {
+  name: 'Mosquitto',
+  async start() {
+    const port = await freePort();
+    const file = join(mkdtempSync(join(tmpdir(), 'chorus-bench-mosquitto-')), 'mosquitto.conf');
+    writeFileSync(file, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000\nlog_type error\n`);
+    const child = spawn('mosquitto', ['-c', file], { stdio: 'ignore' }); // its log, unread, would fill a pipe and stop it
+    await waitUntilListening(port);
+    return { child, port, members: plainMembers };
+  },
+};
+
+const bareAedes: Target = {
+  name: 'bare Aedes',
+  async start() {
+    const port = await freePort();
+    const child = spawn(process.execPath, [join(here, 'bare-aedes.js'), String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await waitForLine(child, 'ready');
+    return { child, port, members: plainMembers };
+  },
+};
+
+const chorus: Target = {
+  name: 'Chorus (SQLite)',
+  async start() {
+    const [port, httpPort] = [await freePort(), await freePort()];
+    const settings = {
+      CHORUS_DATA_DIR: mkdtempSync(join(tmpdir(), 'chorus-bench-groups-')),
+      CHORUS_MQTT_PORT: String(port),
+      CHORUS_HTTP_PORT: String(httpPort),
+      CHORUS_LOG_LEVEL: 'error',
+      CHORUS_MAX_CONNECTIONS: '100000',
+      CHORUS_RATE_LIMIT_PER_MINUTE: '10000000',
+    };
+    const child = spawn(process.execPath, [join(here, '..', 'clients', 'cli.js'), 'serve'], { env: { ...process.env, ...settings }, stdio: ['ignore', 'pipe', 'inherit'] });
+    await waitForLine(child, 'Chorus is running');
+    const config = loadConfig(settings);
+    const api = async (admin: string, method: string, path: string, body: unknown) => {
+      const res = await fetch(`http://127.0.0.1:${httpPort}/v1${path}`, {
+        method,
+        headers: { authorization: `Bearer ${await signToken(config, admin, 7200)}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
+      return (await res.json()) as { id: string };
+    };
+    return {
+      child,
+      port,
+      async members(sizes, persistent) {
+        const members: Member[] = [];
+        for (const [g, size] of sizes.entries()) {
+          const users = Array.from({ length: size }, (_, i) => `u${g}-${i}`);
+          const admin = users[0]!;
+          const { id } = await api(admin, 'POST', '/groups', { name: `g${g}`, members: users.slice(1, 1000) });
+          for (let i = 1000; i < users.length; i += 50) {
+            await Promise.all(users.slice(i, i + 50).map((userId) => api(admin, 'POST', `/groups/${id}/members`, { userId })));
+          }
+          for (const userId of users) {
+            members.push({ username: userId, password: await signToken(config, userId, 7200), clientId: `${userId}${persistent ? '-p' : ''}`, topic: `groups/${id}/messages` });
+          }
+        }
+        return members;
+      },
+    };
+  },
+};
+
+async function waitUntilListening(port: number): Promise<void> {
+  const { connect } = await import('node:net');
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, '127.0.0.1', () => resolve(true)).on('error', () => resolve(false));
+      socket.once('connect', () => socket.destroy());
+    });
+    if (ok) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`nothing listens on ${port}`);
+}
+
+/** The server process's CPU seconds so far and its resident memory in bytes. */
+function usage(pid: number): { cpuSeconds: number; rssBytes: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return {
+    cpuSeconds: (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS,
+    rssBytes: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN) * 1024,
+  };
+}
+
+type StepResult = Record<string, number | string | null> & { step: string; cpuSeconds: number; rssBytes: number; rssBeforeBytes: number };
+
+/** Runs the load generator's steps against a fresh server; each result carries the server's CPU and memory. */
+async function runSteps(target: Target, sizes: number[], persistent: boolean, steps: Step[]): Promise<StepResult[]> {
+  const server = await target.start();
+  try {
+    const members = await server.members(sizes, persistent);
+    const spec: GroupsLoadSpec = { port: server.port, members, clean: !persistent, bodyBytes: 100, steps };
+    const file = join(mkdtempSync(join(tmpdir(), 'chorus-bench-spec-')), 'spec.json');
+    writeFileSync(file, JSON.stringify(spec));
+    const pid = server.child.pid!;
+    let before = usage(pid);
+    const gen = spawn(process.execPath, [join(here, 'groups-loadgen.js'), file], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const results: StepResult[] = [];
+    for await (const line of createInterface({ input: gen.stdout! })) {
+      const after = usage(pid);
+      results.push({ ...JSON.parse(line), cpuSeconds: after.cpuSeconds - before.cpuSeconds, rssBytes: after.rssBytes, rssBeforeBytes: before.rssBytes });
+      before = usage(pid);
+      gen.stdin!.write('next\n');
+    }
+    return results;
+  } finally {
+    server.child.kill('SIGTERM');
+    await new Promise((resolve) => server.child.once('exit', resolve));
+  }
+}
+
+const median = (values: number[]) => {
+  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+  if (sorted.length === 0) return Number.NaN;
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
+
+const hasMosquitto = spawnSync('sh', ['-c', 'command -v mosquitto']).status === 0;
+const targets = hasMosquitto ? [mosquitto, bareAedes, chorus] : [bareAedes, chorus];
+if (!hasMosquitto) console.log('Mosquitto is not installed (apt-get install mosquitto): left out');
+
+type Scenario = { title: string; sizes: number[]; persistent: boolean; steps: Step[] };
+const scenarios: Scenario[] = [
+  {
+    title: 'many groups',
+    sizes: Array.from({ length: 50 }, () => 20),
+    persistent: false,
+    steps: [{ kind: 'connect', concurrency: 100 }, ...RATES.map((rate): Step => ({ kind: 'rate', rate, warmupMs: 2000, measureMs: 5000 }))],
+  },
+  { title: 'connections', sizes: Array.from({ length: Math.ceil(CONNECTIONS / 20) }, () => 20), persistent: false, steps: [{ kind: 'connect', concurrency: 200 }] },
+  { title: 'big group', sizes: [BIG_GROUP], persistent: false, steps: [{ kind: 'connect', concurrency: 200 }, { kind: 'fanout', from: 0, timeoutMs: 20_000 }] },
+  { title: 'reconnect storm', sizes: Array.from({ length: 100 }, () => 20), persistent: true, steps: [{ kind: 'connect', concurrency: 200 }, { kind: 'storm', perGroup: 10, timeoutMs: 60_000 }] },
+];
+
+const results = new Map<string, StepResult[][]>(); // `${scenario}|${target}` -> per round
+for (let round = 1; round <= ROUNDS; round++) {
+  for (const scenario of scenarios) {
+    for (const target of targets) {
+      const steps = await runSteps(target, scenario.sizes, scenario.persistent, scenario.steps);
+      const key = `${scenario.title}|${target.name}`;
+      results.set(key, [...(results.get(key) ?? []), steps]);
+      console.log(`round ${round} ${scenario.title}, ${target.name}: ${steps.map((s) => JSON.stringify(s)).join(' ')}`);
+    }
+  }
+}
+
+/** The median over rounds of one number of one step. */
+const stat = (scenario: string, target: Target, pick: (steps: StepResult[]) => number) => median((results.get(`${scenario}|${target.name}`) ?? []).map(pick));
+const ratio = (value: number, base: number) => (Number.isFinite(value) && Number.isFinite(base) && base !== 0 ? `${(value / base).toFixed(2)}x` : '-');
+
+console.log(`\nmedians of ${ROUNDS} rounds; ratios against bare Aedes\n`);
+console.log('**Many groups** (50 groups x 20 members, open loop): p99 / p50 ms of delivery at each offered rate; server CPU µs per delivery');
+console.log(`| target | ${RATES.map((r) => `${r} msg/s`).join(' | ')} | highest rate with p99 < ${P99_LIMIT_MS} ms | vs bare Aedes | CPU µs per delivery at ${RATES[1]} msg/s |`);
+console.log(`|---|${RATES.map(() => '---|').join('')}---|---|---|`);
+const rateStep = (steps: StepResult[], rate: number) => steps.find((s) => s.step === 'rate' && s.rate === rate)!;
+const highest = (steps: StepResult[]) => Math.max(0, ...RATES.filter((r) => Number(rateStep(steps, r).p99Ms) < P99_LIMIT_MS && Number(rateStep(steps, r).deliveredShare) > 0.99));
+const cpuPerDelivery = (s: StepResult) => (s.cpuSeconds * 1e6) / (Number(s.deliveredPerSec) * 8 + 1e-9); // the step spans warm-up, measure and settle: 8 s
+const highestAedes = stat('many groups', bareAedes, highest);
+for (const t of targets) {
+  const cells = RATES.map((r) => `${fmt(stat('many groups', t, (s) => Number(rateStep(s, r).p99Ms)), 1)} / ${fmt(stat('many groups', t, (s) => Number(rateStep(s, r).p50Ms)), 1)}`);
+  const best = stat('many groups', t, highest);
+  console.log(`| ${t.name} | ${cells.join(' | ')} | ${fmt(best)} | ${ratio(best, highestAedes)} | ${fmt(stat('many groups', t, (s) => cpuPerDelivery(rateStep(s, RATES[1]!))), 1)} |`);
+}
+
+console.log(`\n**Connections** (${CONNECTIONS} members of groups of 20, and ${BIG_GROUP} members of one group; connect + subscribe, 200 at a time)`);
+console.log('| target | connections/s | vs bare Aedes | failed | memory per idle connection KB | one big group: connections/s | vs bare Aedes | one message to all: last delivery ms |');
+console.log('|---|---|---|---|---|---|---|---|');
+const connectStep = (steps: StepResult[]) => steps.find((s) => s.step === 'connect')!;
+const perConnKb = (steps: StepResult[]) => {
+  const s = connectStep(steps);
+  return (s.rssBytes - s.rssBeforeBytes) / 1024 / Number(s.connections);
+};
+const connRate = (scenario: string, t: Target) => stat(scenario, t, (s) => Number(connectStep(s).perSec));
+for (const t of targets) {
+  const fanout = (steps: StepResult[]) => Number(steps.find((s) => s.step === 'fanout')!.lastDeliveryMs);
+  console.log(
+    `| ${t.name} | ${fmt(connRate('connections', t))} | ${ratio(connRate('connections', t), connRate('connections', bareAedes))} | ${fmt(stat('connections', t, (s) => Number(connectStep(s).failed)))} | ${fmt(stat('connections', t, perConnKb), 1)} | ${fmt(connRate('big group', t))} | ${ratio(connRate('big group', t), connRate('big group', bareAedes))} | ${fmt(stat('big group', t, fanout))} |`,
+  );
+}
+
+console.log('\n**Reconnect storm** (2,000 persistent sessions, groups of 20, 10 messages each while away, all back at once)');
+console.log('| target | refused or reset | all connected ms | all caught up ms | vs bare Aedes |');
+console.log('|---|---|---|---|---|');
+const stormStep = (steps: StepResult[]) => steps.find((s) => s.step === 'storm')!;
+const caughtUp = (t: Target) => stat('reconnect storm', t, (s) => Number(stormStep(s).caughtUpMs ?? Number.NaN));
+for (const t of targets) {
+  console.log(
+    `| ${t.name} | ${fmt(stat('reconnect storm', t, (s) => Number(stormStep(s).failed)))} | ${fmt(stat('reconnect storm', t, (s) => Number(stormStep(s).connectedMs)))} | ${fmt(caughtUp(t))} | ${ratio(caughtUp(t), caughtUp(bareAedes))} |`,
+  );
+}
