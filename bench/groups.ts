@@ -11,7 +11,8 @@
  *    all of them: the time until the last has it.
  * 4. Reconnect storm: 2,000 persistent sessions (groups of 20) go away, 10 messages are sent to each group, and all
  *    reconnect at once: refused or reset connections, and the time until every member has every message.
- * Each server runs in its own process, the load generator (bench/groups-loadgen.ts) in another.
+ * Each server runs in its own process, the load generator (bench/groups-loadgen.ts) in another. BENCH_TARGETS and
+ * BENCH_SCENARIOS (comma-separated names or prefixes) run a part; BENCH_PROFILE_DIR writes CPU profiles of Chorus there.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -94,7 +95,8 @@ const chorus: Target = {
       CHORUS_MAX_CONNECTIONS: '100000',
       CHORUS_RATE_LIMIT_PER_MINUTE: '10000000',
     };
-    const child = spawn(process.execPath, [join(here, '..', 'clients', 'cli.js'), 'serve'], { env: { ...process.env, ...settings }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
+    const child = spawn(process.execPath, [...profile, join(here, '..', 'clients', 'cli.js'), 'serve'], { env: { ...process.env, ...settings }, stdio: ['ignore', 'pipe', 'inherit'] });
     await waitForLine(child, 'Chorus is running');
     const config = loadConfig(settings);
     const api = async (admin: string, method: string, path: string, body: unknown) => {
@@ -188,7 +190,8 @@ const median = (values: number[]) => {
 const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
 
 const hasMosquitto = spawnSync('sh', ['-c', 'command -v mosquitto']).status === 0;
-const targets = hasMosquitto ? [mosquitto, bareAedes, chorus] : [bareAedes, chorus];
+const onlyTargets = process.env.BENCH_TARGETS?.split(',');
+const targets = (hasMosquitto ? [mosquitto, bareAedes, chorus] : [bareAedes, chorus]).filter((t) => !onlyTargets || onlyTargets.some((name) => t.name.startsWith(name)));
 if (!hasMosquitto) console.log('Mosquitto is not installed (apt-get install mosquitto): left out');
 
 type Scenario = { title: string; sizes: number[]; persistent: boolean; steps: Step[] };
@@ -204,9 +207,10 @@ const scenarios: Scenario[] = [
   { title: 'reconnect storm', sizes: Array.from({ length: 100 }, () => 20), persistent: true, steps: [{ kind: 'connect', concurrency: 200 }, { kind: 'storm', perGroup: 10, timeoutMs: 60_000 }] },
 ];
 
+const onlyScenarios = process.env.BENCH_SCENARIOS?.split(',');
 const results = new Map<string, StepResult[][]>(); // `${scenario}|${target}` -> per round
 for (let round = 1; round <= ROUNDS; round++) {
-  for (const scenario of scenarios) {
+  for (const scenario of scenarios.filter((s) => !onlyScenarios || onlyScenarios.includes(s.title))) {
     for (const target of targets) {
       const steps = await runSteps(target, scenario.sizes, scenario.persistent, scenario.steps);
       const key = `${scenario.title}|${target.name}`;
