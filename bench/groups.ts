@@ -28,7 +28,7 @@ const env = (name: string, fallback: number) => Number(process.env[name] ?? fall
 const ROUNDS = env('BENCH_GROUPS_ROUNDS', 3);
 const CONNECTIONS = env('BENCH_CONNECTIONS', 10_000);
 const BIG_GROUP = env('BENCH_BIG_GROUP', 10_000);
-const RATES = (process.env.BENCH_RATES ?? '250,500,750,1000,1500').split(',').map(Number);
+const RATES = (process.env.BENCH_RATES ?? '500,1000,1500,2000,2500').split(',').map(Number);
 const P99_LIMIT_MS = 200;
 const here = new URL('.', import.meta.url).pathname;
 const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim() || 100);

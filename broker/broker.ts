@@ -43,6 +43,8 @@ const EMPTY = Buffer.alloc(0);
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** The longest a connection waits, unread, for a place among the unauthenticated ones (see admit). */
 const WAITING_TIMEOUT_MS = 10_000;
+/** Connections the kernel may hold for accept() (capped by net.core.somaxconn). */
+export const LISTEN_BACKLOG = 4096;
 /** At most one typing indicator per user and group in this long; users whose last one is older are forgotten first. */
 const TYPING_INTERVAL_MS = 2000;
 const MAX_TYPING_ENTRIES = 100_000;
@@ -677,7 +679,9 @@ export class ChorusBroker {
     this.tcpServer = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(port, host, () => resolve());
+      // A deep accept queue: in a reconnect storm connections wait there rather than being dropped while the event
+      // loop is busy (Node's default is 511).
+      server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => resolve());
     });
     return (server.address() as { port: number }).port;
   }

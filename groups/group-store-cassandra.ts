@@ -257,6 +257,11 @@ export class GroupStoreCassandra implements GroupStore {
     );
   }
 
+  async listGroupIds(userId: string, afterGroupId: string, limit: number): Promise<string[]> {
+    const result = await this.db.execute('SELECT group_id FROM members_by_user WHERE user_id = ? AND group_id > ? LIMIT ?', [userId, afterGroupId, limit]);
+    return result.rows.map((row) => row.get('group_id') as string);
+  }
+
   async setReadSeq(groupId: string, userId: string, seq: number): Promise<number | null> {
     for (;;) {
       const member = await this.getMember(groupId, userId);

@@ -139,6 +139,8 @@ export class GroupStoreSqlite implements GroupStore {
       listMemberships: db.prepare<[string, string, number], MemberRow>(
         'SELECT * FROM members WHERE user_id = ? AND group_id > ? ORDER BY group_id LIMIT ?',
       ),
+      // Answered from the members_by_user index alone.
+      listGroupIds: db.prepare<[string, string, number], string>('SELECT group_id FROM members WHERE user_id = ? AND group_id > ? ORDER BY group_id LIMIT ?').pluck(),
 
     };
     this.stmt = stmt;
@@ -267,6 +269,10 @@ export class GroupStoreSqlite implements GroupStore {
 
   async listMemberships(userId: string, afterGroupId: string, limit: number): Promise<MemberRecord[]> {
     return this.stmt.listMemberships.all(userId, afterGroupId, limit).map(toMember);
+  }
+
+  async listGroupIds(userId: string, afterGroupId: string, limit: number): Promise<string[]> {
+    return this.stmt.listGroupIds.all(userId, afterGroupId, limit);
   }
 
   async setReadSeq(groupId: string, userId: string, seq: number): Promise<number | null> {

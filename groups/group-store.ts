@@ -100,6 +100,11 @@ export interface GroupStore {
   countMembers(groupId: string): Promise<number>;
   listMembers(groupId: string, afterUserId: string, limit: number): Promise<MemberRecord[]>;
   listMemberships(userId: string, afterGroupId: string, limit: number): Promise<MemberRecord[]>;
+  /**
+   * The ids of the user's groups after `afterGroupId`, ordered, at most `limit`: what listMemberships pages through,
+   * without the member rows (read for every connection, so kept to the user's own index).
+   */
+  listGroupIds(userId: string, afterGroupId: string, limit: number): Promise<string[]>;
   setReadSeq(groupId: string, userId: string, seq: number): Promise<number | null>;
   close(): Promise<void>;
 }

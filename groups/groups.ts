@@ -213,10 +213,10 @@ export class Groups {
   async allGroupIds(userId: string): Promise<string[]> {
     const ids: string[] = [];
     for (let after = ''; ; ) {
-      const page = await this.store.listMemberships(userId, after, 1000);
-      for (const member of page) ids.push(member.groupId);
+      const page = await this.store.listGroupIds(userId, after, 1000);
+      ids.push(...page);
       if (page.length < 1000) return ids;
-      after = page.at(-1)!.groupId;
+      after = page.at(-1)!;
     }
   }
 

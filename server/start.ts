@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { pino, type Logger } from 'pino';
 import { createTokenVerifier } from '../broker/auth.js';
-import { ChorusBroker } from '../broker/broker.js';
+import { ChorusBroker, LISTEN_BACKLOG } from '../broker/broker.js';
 import { DeliveredMarks } from '../broker/delivered-marks.js';
 import { FailedAuthThrottle } from '../broker/token-bucket.js';
 import type { ChorusConfig } from '../config/config.js';
@@ -186,8 +186,9 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
   const http = api ? api.server : healthServer(metrics);
   if (servesMqtt) broker.attachWebSocket(http, config.wsPath);
   const mqttPort = servesMqtt ? await broker.listenTcp(config.host, config.mqttPort) : 0;
-  if (api) await api.listen({ host: config.host, port: config.httpPort });
-  else await new Promise<void>((resolve) => http.listen(config.httpPort, config.host, () => resolve()));
+  // The HTTP port carries MQTT over WebSocket too: the same deep accept queue as the TCP listener, for reconnect storms.
+  if (api) await api.listen({ host: config.host, port: config.httpPort, backlog: LISTEN_BACKLOG });
+  else await new Promise<void>((resolve) => http.listen({ port: config.httpPort, host: config.host, backlog: LISTEN_BACKLOG }, () => resolve()));
   const httpPort = (http.address() as { port: number }).port;
 
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;

@@ -73,6 +73,9 @@ export function groupStoreContract(name: string, open: () => Promise<GroupStore>
       const page1 = await store.listMemberships(user, '', 2);
       expect(page1.map((m) => m.groupId)).toEqual(sorted.slice(0, 2));
       expect((await store.listMemberships(user, page1[1]!.groupId, 2)).map((m) => m.groupId)).toEqual(sorted.slice(2));
+      expect(await store.listGroupIds(user, '', 2)).toEqual(sorted.slice(0, 2));
+      expect(await store.listGroupIds(user, sorted[1]!, 2)).toEqual(sorted.slice(2));
+      expect(await store.listGroupIds(`u_${randomUUID()}`, '', 2)).toEqual([]);
     });
 
     it('moves a read pointer forward only, and answers null for a non-member', async () => {
