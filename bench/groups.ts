@@ -22,6 +22,7 @@ import { createInterface } from 'node:readline';
 import { signToken } from '../broker/auth.js';
 import { loadConfig } from '../config/config.js';
 import { freePort } from './free-port.js';
+import { waitForLine } from './wait-for-line.js';
 import type { GroupsLoadSpec, Member, Step } from './groups-loadgen.js';
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
@@ -42,17 +43,6 @@ interface Server {
 interface Target {
   name: string;
   start(): Promise<Server & { port: number }>;
-}
-
-function waitForLine(child: ChildProcess, text: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let seen = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      seen += d.toString();
-      if (seen.includes(text)) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`server exited with ${code} before "${text}"`)));
-  });
 }
 
 /** Members of anonymous brokers: any user name, a topic per group. */
@@ -225,15 +215,20 @@ const stat = (scenario: string, target: Target, pick: (steps: StepResult[]) => n
 const ratio = (value: number, base: number) => (Number.isFinite(value) && Number.isFinite(base) && base !== 0 ? `${(value / base).toFixed(2)}x` : '-');
 
 console.log(`\nmedians of ${ROUNDS} rounds; ratios against bare Aedes\n`);
-console.log('**Many groups** (50 groups x 20 members, open loop): p99 / p50 ms of delivery at each offered rate; server CPU µs per delivery');
+console.log('**Many groups** (50 groups x 20 members, open loop): p99 / p50 ms of delivery at each rate asked (rate offered); server CPU µs per delivery');
 console.log(`| target | ${RATES.map((r) => `${r} msg/s`).join(' | ')} | highest rate with p99 < ${P99_LIMIT_MS} ms | vs bare Aedes | CPU µs per delivery at ${RATES[1]} msg/s |`);
 console.log(`|---|${RATES.map(() => '---|').join('')}---|---|---|`);
 const rateStep = (steps: StepResult[], rate: number) => steps.find((s) => s.step === 'rate' && s.rate === rate)!;
-const highest = (steps: StepResult[]) => Math.max(0, ...RATES.filter((r) => Number(rateStep(steps, r).p99Ms) < P99_LIMIT_MS && Number(rateStep(steps, r).deliveredShare) > 0.99));
+/** A rate is met when the generator offered it (it saturates near 1,300 msg/s here), all was delivered, and p99 held. */
+const met = (s: StepResult) => Number(s.offeredPerSec) >= 0.95 * Number(s.rate) && Number(s.deliveredShare) > 0.99 && Number(s.p99Ms) < P99_LIMIT_MS;
+const highest = (steps: StepResult[]) => Math.max(0, ...RATES.filter((r) => met(rateStep(steps, r))));
 const cpuPerDelivery = (s: StepResult) => (s.cpuSeconds * 1e6) / (Number(s.deliveredPerSec) * 8 + 1e-9); // the step spans warm-up, measure and settle: 8 s
 const highestAedes = stat('many groups', bareAedes, highest);
 for (const t of targets) {
-  const cells = RATES.map((r) => `${fmt(stat('many groups', t, (s) => Number(rateStep(s, r).p99Ms)), 1)} / ${fmt(stat('many groups', t, (s) => Number(rateStep(s, r).p50Ms)), 1)}`);
+  const cells = RATES.map(
+    (r) =>
+      `${fmt(stat('many groups', t, (s) => Number(rateStep(s, r).p99Ms)), 1)} / ${fmt(stat('many groups', t, (s) => Number(rateStep(s, r).p50Ms)), 1)} (${fmt(stat('many groups', t, (s) => Number(rateStep(s, r).offeredPerSec)))})`,
+  );
   const best = stat('many groups', t, highest);
   console.log(`| ${t.name} | ${cells.join(' | ')} | ${fmt(best)} | ${ratio(best, highestAedes)} | ${fmt(stat('many groups', t, (s) => cpuPerDelivery(rateStep(s, RATES[1]!))), 1)} |`);
 }

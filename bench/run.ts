@@ -17,6 +17,7 @@ import cassandra from 'cassandra-driver';
 import { signToken } from '../broker/auth.js';
 import { loadConfig } from '../config/config.js';
 import { freePort } from './free-port.js';
+import { waitForLine } from './wait-for-line.js';
 import type { LoadSpec } from './loadgen.js';
 
 interface Result {
@@ -55,17 +56,6 @@ const PRE_MEASURE_MS = 2000;
 const CASSANDRA_WARM_UP_MS = 90_000;
 const here = new URL('.', import.meta.url).pathname;
 
-
-function waitForLine(child: ChildProcess, text: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let seen = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      seen += d.toString();
-      if (seen.includes(text)) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`server exited with ${code} before "${text}"`)));
-  });
-}
 
 const users = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 

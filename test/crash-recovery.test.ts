@@ -1,13 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import mqtt from 'mqtt';
 import { afterAll, describe, expect, it } from 'vitest';
 import { signToken } from '../broker/auth.js';
 import { ChorusClient } from '../clients/chorus-client.js';
-import { loadConfig } from '../config/config.js';
-import { freePort, sleep, tempDir } from './harness.js';
-
-const CLI = new URL('../dist/clients/cli.js', import.meta.url).pathname;
+import { serveProcess, sleep } from './harness.js';
 
 describe('SIGKILL mid-stream', () => {
   const children: ChildProcess[] = [];
@@ -15,32 +11,7 @@ describe('SIGKILL mid-stream', () => {
     for (const child of children) child.kill('SIGKILL');
   });
 
-  /** `chorus serve` on fixed ports and a data dir of its own, started again on the same ones after a kill. */
-  const chorusProcess = async () => {
-    expect(existsSync(CLI), 'run `npm run build` first (npm test does)').toBe(true);
-    const dataDir = tempDir();
-    const [mqttPort, httpPort] = [await freePort(), await freePort()];
-    const env = { ...process.env, CHORUS_DATA_DIR: dataDir, CHORUS_MQTT_PORT: String(mqttPort), CHORUS_HTTP_PORT: String(httpPort), CHORUS_LOG_LEVEL: 'warn' };
-    const start = async () => {
-      const child = spawn(process.execPath, [CLI, 'serve'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-      children.push(child);
-      await new Promise<void>((resolve, reject) => {
-        child.stdout!.on('data', (d: Buffer) => d.toString().includes('Chorus is running') && resolve());
-        child.once('exit', (code) => reject(new Error(`chorus exited with ${code}`)));
-      });
-      return child;
-    };
-    const config = loadConfig({ CHORUS_DATA_DIR: dataDir });
-    const api = async (method: string, path: string, body?: unknown) => {
-      const res = await fetch(`http://127.0.0.1:${httpPort}${path}`, {
-        method,
-        headers: { authorization: `Bearer ${await signToken(config, 'alice', 600)}`, 'content-type': 'application/json' },
-        body: body === undefined ? null : JSON.stringify(body),
-      });
-      return (await res.json()) as any;
-    };
-    return { start, api, config, mqttPort, httpPort };
-  };
+  const chorusProcess = () => serveProcess(children);
 
   it('keeps every acknowledged message, and seq continues after restart without reuse or holes', async () => {
     const { start, api, config, mqttPort } = await chorusProcess();

@@ -1,4 +1,5 @@
-import { mkdtempSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
@@ -194,4 +195,37 @@ export async function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+const CLI = new URL('../dist/clients/cli.js', import.meta.url).pathname;
+
+/**
+ * `chorus serve` as its own process, on fixed ports and a data dir of its own, started again on the same ones after a
+ * kill or a stop. Each started child is pushed to `children`, for the caller to kill after the tests. `api` calls the
+ * REST API as alice.
+ */
+export async function serveProcess(children: ChildProcess[]) {
+  if (!existsSync(CLI)) throw new Error('run `npm run build` first (npm test does)');
+  const dataDir = tempDir();
+  const [mqttPort, httpPort] = [await freePort(), await freePort()];
+  const env = { ...process.env, CHORUS_DATA_DIR: dataDir, CHORUS_MQTT_PORT: String(mqttPort), CHORUS_HTTP_PORT: String(httpPort), CHORUS_LOG_LEVEL: 'warn' };
+  const start = async () => {
+    const child = spawn(process.execPath, [CLI, 'serve'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(child);
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.on('data', (d: Buffer) => d.toString().includes('Chorus is running') && resolve());
+      child.once('exit', (code) => reject(new Error(`chorus exited with ${code}`)));
+    });
+    return child;
+  };
+  const config = loadConfig({ CHORUS_DATA_DIR: dataDir });
+  const api = async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(`http://127.0.0.1:${httpPort}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${await signToken(config, 'alice', 600)}`, 'content-type': 'application/json' },
+      body: body === undefined ? null : JSON.stringify(body),
+    });
+    return (await res.json()) as any;
+  };
+  return { start, api, config, mqttPort, httpPort };
 }

@@ -1,13 +1,11 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import mqtt from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { afterAll, describe, expect, it } from 'vitest';
 import { signToken } from '../broker/auth.js';
-import { loadConfig } from '../config/config.js';
-import { freePort, sleep, tempDir } from './harness.js';
+import { serveProcess, sleep } from './harness.js';
 
-const CLI = new URL('../dist/clients/cli.js', import.meta.url).pathname;
 /** Idle subscribers: enough that closing them one by one, with the work each disconnect used to do, took seconds. */
 const CROWD = 2997;
 const SENDERS = 10;
@@ -37,29 +35,8 @@ describe('SIGTERM', () => {
   });
 
   it(`ends a node within 10 s with ${CROWD} connections and sends in flight, losing nothing acknowledged`, async () => {
-    const dataDir = tempDir();
-    const [mqttPort, httpPort] = [await freePort(), await freePort()];
-    const env = { ...process.env, CHORUS_DATA_DIR: dataDir, CHORUS_MQTT_PORT: String(mqttPort), CHORUS_HTTP_PORT: String(httpPort), CHORUS_LOG_LEVEL: 'warn' };
-    const start = async () => {
-      const child = spawn(process.execPath, [CLI, 'serve'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-      children.push(child);
-      await new Promise<void>((resolve, reject) => {
-        child.stdout!.on('data', (d: Buffer) => d.toString().includes('Chorus is running') && resolve());
-        child.once('exit', (code) => reject(new Error(`chorus exited with ${code}`)));
-      });
-      return child;
-    };
-    const config = loadConfig({ CHORUS_DATA_DIR: dataDir });
+    const { start, api, config, mqttPort } = await serveProcess(children);
     const token = (userId: string) => signToken(config, userId, 600);
-    const api = async (method: string, path: string, body?: unknown) => {
-      const res = await fetch(`http://127.0.0.1:${httpPort}${path}`, {
-        method,
-        headers: { authorization: `Bearer ${await token('alice')}`, 'content-type': 'application/json' },
-        body: body === undefined ? null : JSON.stringify(body),
-      });
-      return (await res.json()) as any;
-    };
-
     const server = await start();
     // Three groups of 1,000 (alice and 999 others), one connection per member: every connect and disconnect concerns a
     // group small enough for presence events. The sends go to a group of alice alone, so they cost commits, not fan-out.
