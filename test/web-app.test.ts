@@ -182,7 +182,8 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
     const anchor = bob.page.locator('[data-testid="message"][data-seq="71"]');
     await list.evaluate((l) => (l.scrollTop = 0));
     await expect.poll(async () => (await shown(bob.page)).length).toBeGreaterThanOrEqual(100);
-    expect((await shown(bob.page))[0]).toMatch(/^\d+:old \d+$/);
+    // Polled: CI once read an empty list right after it held 100 rows (seen once, cause not found; see the stop-20 note).
+    await expect.poll(async () => (await shown(bob.page))[0]).toMatch(/^\d+:old \d+$/);
     const top = await anchor.evaluate((li) => li.getBoundingClientRect().top - li.parentElement!.getBoundingClientRect().top);
     expect(top).toBeGreaterThan(-20); // seq 71 was the top row before the older page came in: it is still near the top
     expect(top).toBeLessThan(60);
