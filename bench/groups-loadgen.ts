@@ -4,7 +4,9 @@
  *
  * It runs the steps of its spec one after another and prints one JSON line after each (`{"step": ..., ...}`), then
  * waits for a line on stdin before the next one, so that the parent can read the server's CPU time and memory between
- * steps. Payloads carry their send time, so latencies are end to end: publisher -> broker (-> log) -> subscriber.
+ * steps. Payloads carry their send time (epoch milliseconds, sub-millisecond resolution), so latencies are end to end:
+ * publisher -> broker (-> log) -> subscriber, and comparable between generator processes on one machine (bench/scale.ts
+ * runs several).
  */
 import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
@@ -16,17 +18,24 @@ export interface Member {
   username: string;
   password: string;
   clientId: string;
-  /** The group's topic: subscribed on connect, published to. */
-  topic: string;
+  /** The topics of the member's groups, subscribed on connect; the first is the one it publishes to. */
+  topics: string[];
 }
 
 export type Step =
   /** Connects every member (connect + subscribe), `concurrency` at a time: how fast, and how many failed. */
   | { kind: 'connect'; concurrency: number }
-  /** Open loop: `rate` publishes per second in all, each group's members taking turns, groups round robin. */
-  | { kind: 'rate'; rate: number; warmupMs: number; measureMs: number }
-  /** One publish by member `from`: the time until every other member of its topic has it. */
-  | { kind: 'fanout'; from: number; timeoutMs: number }
+  /**
+   * Open loop: `rate` publishes per second in all, each group's members taking turns, groups (by first topic) round
+   * robin. `latencies` adds every measured latency to the report (for a parent that merges several generators).
+   */
+  | { kind: 'rate'; rate: number; warmupMs: number; measureMs: number; latencies?: boolean }
+  /**
+   * One publish by member `from` (when this generator has it) to its topic number `topicIndex`, `delayMs` after the
+   * step starts: the time until every other member subscribed to that topic here has it. Without `from`, the generator
+   * only listens (another one publishes).
+   */
+  | { kind: 'fanout'; from?: number; topicIndex: number; delayMs: number; timeoutMs: number }
   /**
    * Reconnect storm (persistent sessions): every member but the publishers disconnects, `perGroup` messages are
    * published to each group meanwhile, then all reconnect at once: failed connects, and the time until every one has
@@ -51,8 +60,11 @@ interface Conn {
   nextMessageId: number;
   inFlight: number;
   /** Called for every publish this connection receives (after its PUBACK is sent). */
-  onDelivery: (payload: Buffer) => void;
+  onDelivery: (topic: string, payload: Buffer) => void;
 }
+
+/** Epoch milliseconds with sub-millisecond resolution: comparable across processes on one machine. */
+const now = () => performance.timeOrigin + performance.now();
 
 const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -67,7 +79,8 @@ function send(socket: Socket, packet: mqttPacket.Packet): void {
   socket.write(mqttPacket.generate(packet));
 }
 
-/** Connects and subscribes one member; resolves when its SUBACK arrived, rejects on a refusal, reset or timeout. */
+/** Connects and subscribes one member; resolves when its SUBACK arrived, rejects on a refusal, reset or timeout (the
+ * error's message says which: `CONNACK n`, `timeout`, `closed`, or the socket error's code such as EMFILE). */
 function open(port: number, conn: Conn, clean: boolean): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
@@ -75,10 +88,10 @@ function open(port: number, conn: Conn, clean: boolean): Promise<void> {
     conn.socket = socket;
     const parser = mqttPacket.parser({ protocolVersion: 4 });
     const timer = setTimeout(() => fail(new Error('timeout')), 30_000);
-    const fail = (err: Error) => {
+    const fail = (err: Error & { code?: string }) => {
       clearTimeout(timer);
       socket.destroy();
-      reject(err);
+      reject(new Error(err.code ?? err.message));
     };
     socket.on('data', (chunk) => parser.parse(chunk));
     socket.on('error', fail);
@@ -86,7 +99,7 @@ function open(port: number, conn: Conn, clean: boolean): Promise<void> {
     parser.on('packet', (p) => {
       if (p.cmd === 'connack') {
         if (p.returnCode !== 0) return fail(new Error(`CONNACK ${p.returnCode}`));
-        send(socket, { cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: conn.member.topic, qos: 1 }] });
+        send(socket, { cmd: 'subscribe', messageId: 1, subscriptions: conn.member.topics.map((topic) => ({ topic, qos: 1 as const })) });
       } else if (p.cmd === 'suback') {
         clearTimeout(timer);
         resolve();
@@ -94,7 +107,7 @@ function open(port: number, conn: Conn, clean: boolean): Promise<void> {
         conn.inFlight -= 1;
       } else if (p.cmd === 'publish') {
         if (p.qos === 1) send(socket, { cmd: 'puback', messageId: p.messageId! });
-        conn.onDelivery(p.payload as Buffer);
+        conn.onDelivery(p.topic, p.payload as Buffer);
       }
     });
     const { username, password, clientId } = conn.member;
@@ -102,30 +115,37 @@ function open(port: number, conn: Conn, clean: boolean): Promise<void> {
   });
 }
 
-/** Opens every connection, at most `concurrency` at a time; returns how many failed. */
-async function openAll(port: number, conns: Conn[], clean: boolean, concurrency: number): Promise<number> {
+/** Opens every connection, at most `concurrency` at a time; returns how many failed, and why (reason -> count). */
+async function openAll(port: number, conns: Conn[], clean: boolean, concurrency: number): Promise<{ failed: number; failures: Record<string, number> }> {
   let next = 0;
   let failed = 0;
+  const failures: Record<string, number> = {};
   const lane = async () => {
     while (next < conns.length) {
       const conn = conns[next++]!;
-      await open(port, conn, clean).catch(() => (failed += 1));
+      await open(port, conn, clean).catch((err: Error) => {
+        failed += 1;
+        failures[err.message] = (failures[err.message] ?? 0) + 1;
+      });
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, conns.length) }, lane));
-  return failed;
+  return { failed, failures };
 }
 
-function publish(conn: Conn, filler: string): void {
-  if (!conn.socket || conn.socket.destroyed) return;
+/** Publishes one message (QoS 1) from `conn`; returns its send time, or undefined when the connection is gone. */
+function publish(conn: Conn, filler: string, topicIndex = 0): number | undefined {
+  if (!conn.socket || conn.socket.destroyed) return undefined;
   conn.nextMessageId = (conn.nextMessageId % 65535) + 1;
   conn.inFlight += 1;
-  const clientMsgId = `${conn.member.clientId}-${conn.nextMessageId}-${performance.now()}`;
-  const payload = `{"clientMsgId":"${clientMsgId}","body":"~T${performance.now()}|${filler}"}`;
-  send(conn.socket, { cmd: 'publish', topic: conn.member.topic, qos: 1, messageId: conn.nextMessageId, retain: false, dup: false, payload });
+  const sentAt = now();
+  const clientMsgId = `${conn.member.clientId}-${conn.nextMessageId}-${sentAt}`;
+  const payload = `{"clientMsgId":"${clientMsgId}","body":"~T${sentAt}|${filler}"}`;
+  send(conn.socket, { cmd: 'publish', topic: conn.member.topics[topicIndex]!, qos: 1, messageId: conn.nextMessageId, retain: false, dup: false, payload });
+  return sentAt;
 }
 
-const sentAt = (payload: Buffer): number => {
+const sentAtOf = (payload: Buffer): number => {
   const text = payload.toString();
   const at = text.indexOf('~T');
   return Number(text.slice(at + 2, text.indexOf('|', at)));
@@ -136,9 +156,9 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
   const conns: Conn[] = spec.members.map((member) => ({ member, socket: undefined, nextMessageId: 0, inFlight: 0, onDelivery: () => undefined }));
   const byTopic = new Map<string, Conn[]>();
   for (const conn of conns) {
-    const group = byTopic.get(conn.member.topic);
+    const group = byTopic.get(conn.member.topics[0]!);
     if (group) group.push(conn);
-    else byTopic.set(conn.member.topic, [conn]);
+    else byTopic.set(conn.member.topics[0]!, [conn]);
   }
   const groups = [...byTopic.values()];
   const report = async (result: object) => {
@@ -149,10 +169,10 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
   for (const step of spec.steps) {
     switch (step.kind) {
       case 'connect': {
-        const started = performance.now();
-        const failed = await openAll(spec.port, conns, spec.clean, step.concurrency);
-        const seconds = (performance.now() - started) / 1000;
-        await report({ step: 'connect', connections: conns.length, failed, perSec: (conns.length - failed) / seconds });
+        const started = now();
+        const { failed, failures } = await openAll(spec.port, conns, spec.clean, step.concurrency);
+        const ended = now();
+        await report({ step: 'connect', connections: conns.length, failed, failures, perSec: (conns.length - failed) / ((ended - started) / 1000), startedAt: started, endedAt: ended });
         break;
       }
       case 'rate': {
@@ -161,8 +181,8 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
         let offered = 0;
         let skipped = 0;
         for (const conn of conns) {
-          conn.onDelivery = (payload) => {
-            if (measuring) latencies.push(performance.now() - sentAt(payload));
+          conn.onDelivery = (topic, payload) => {
+            if (measuring && topic === conn.member.topics[0]) latencies.push(now() - sentAtOf(payload));
           };
         }
         const turn = groups.map(() => 0);
@@ -196,33 +216,39 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
         await report({
           step: 'rate',
           rate: step.rate,
+          offered,
+          delivered: latencies.length,
           offeredPerSec: offered / seconds,
           deliveredPerSec: latencies.length / seconds,
           deliveredShare: expected === 0 ? 0 : latencies.length / expected,
           skipped,
           p50Ms: percentile(latencies, 50),
           p99Ms: percentile(latencies, 99),
+          ...(step.latencies ? { latencies: latencies.map((ms) => Math.round(ms * 10) / 10) } : {}),
         });
         break;
       }
       case 'fanout': {
-        const from = conns[step.from]!;
-        const receivers = byTopic.get(from.member.topic)!.filter((c) => c !== from);
+        const from = step.from === undefined ? undefined : conns[step.from];
+        const topic = (from ?? conns[0]!).member.topics[step.topicIndex]!;
+        const receivers = conns.filter((c) => c !== from && c.member.topics[step.topicIndex] === topic);
         let waiting = receivers.length;
-        let last = 0;
-        const started = performance.now();
+        let lastAt = 0;
         const done = new Promise<void>((resolve) => {
+          if (waiting === 0) resolve();
           for (const conn of receivers) {
-            conn.onDelivery = () => {
+            conn.onDelivery = (deliveredOn) => {
+              if (deliveredOn !== topic) return;
               conn.onDelivery = () => undefined;
-              last = performance.now();
+              lastAt = now();
               if (--waiting === 0) resolve();
             };
           }
         });
-        publish(from, filler);
+        await sleep(step.delayMs);
+        const sentAt = from && publish(from, filler, step.topicIndex);
         await Promise.race([done, sleep(step.timeoutMs)]);
-        await report({ step: 'fanout', receivers: receivers.length, missing: waiting, lastDeliveryMs: last - started });
+        await report({ step: 'fanout', receivers: receivers.length, missing: waiting, ...(sentAt ? { sentAt, lastDeliveryMs: lastAt - sentAt } : {}), lastDeliveryAt: lastAt });
         break;
       }
       case 'storm': {
@@ -246,10 +272,10 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
           };
         }
         const started = performance.now();
-        const failed = await openAll(spec.port, away, spec.clean, away.length);
+        const { failed, failures } = await openAll(spec.port, away, spec.clean, away.length);
         const connectedMs = performance.now() - started;
         await Promise.race([allCaughtUp, sleep(step.timeoutMs)]);
-        await report({ step: 'storm', reconnecting: away.length, failed, connectedMs, behind, caughtUpMs: behind === 0 ? performance.now() - started : null });
+        await report({ step: 'storm', reconnecting: away.length, failed, failures, connectedMs, behind, caughtUpMs: behind === 0 ? performance.now() - started : null });
         break;
       }
       case 'close':

@@ -48,7 +48,7 @@ interface Target {
 /** Members of anonymous brokers: any user name, a topic per group. */
 const plainMembers = async (sizes: number[], persistent: boolean): Promise<Member[]> =>
   sizes.flatMap((size, g) =>
-    Array.from({ length: size }, (_, i) => ({ username: `u${g}-${i}`, password: 'x', clientId: `c${g}-${i}${persistent ? '-p' : ''}`, topic: `groups/g${g}/messages` })),
+    Array.from({ length: size }, (_, i) => ({ username: `u${g}-${i}`, password: 'x', clientId: `c${g}-${i}${persistent ? '-p' : ''}`, topics: [`groups/g${g}/messages`] })),
   );
 
 const mosquitto: Target = {
@@ -111,7 +111,7 @@ const chorus: Target = {
             await Promise.all(users.slice(i, i + 50).map((userId) => api(admin, 'POST', `/groups/${id}/members`, { userId })));
           }
           for (const userId of users) {
-            members.push({ username: userId, password: await signToken(config, userId, 7200), clientId: `${userId}${persistent ? '-p' : ''}`, topic: `groups/${id}/messages` });
+            members.push({ username: userId, password: await signToken(config, userId, 7200), clientId: `${userId}${persistent ? '-p' : ''}`, topics: [`groups/${id}/messages`] });
           }
         }
         return members;
@@ -193,7 +193,7 @@ const scenarios: Scenario[] = [
     steps: [{ kind: 'connect', concurrency: 100 }, ...RATES.map((rate): Step => ({ kind: 'rate', rate, warmupMs: 2000, measureMs: 5000 }))],
   },
   { title: 'connections', sizes: Array.from({ length: Math.ceil(CONNECTIONS / 20) }, () => 20), persistent: false, steps: [{ kind: 'connect', concurrency: 200 }] },
-  { title: 'big group', sizes: [BIG_GROUP], persistent: false, steps: [{ kind: 'connect', concurrency: 200 }, { kind: 'fanout', from: 0, timeoutMs: 20_000 }] },
+  { title: 'big group', sizes: [BIG_GROUP], persistent: false, steps: [{ kind: 'connect', concurrency: 200 }, { kind: 'fanout', from: 0, topicIndex: 0, delayMs: 0, timeoutMs: 20_000 }] },
   { title: 'reconnect storm', sizes: Array.from({ length: 100 }, () => 20), persistent: true, steps: [{ kind: 'connect', concurrency: 200 }, { kind: 'storm', perGroup: 10, timeoutMs: 60_000 }] },
 ];
 

@@ -127,6 +127,11 @@ export class ChorusApi {
     return this.call('POST', `/v1/groups/${encodeURIComponent(groupId)}/members`, { userId, role });
   }
 
+  /** Adds up to 1,000 users at once (admins only); those already members are listed apart and left as they are. */
+  addMembers(groupId: string, userIds: string[], role: MemberRole = 'member'): Promise<{ added: string[]; alreadyMembers: string[] }> {
+    return this.call('POST', `/v1/groups/${encodeURIComponent(groupId)}/members/batch`, { userIds, role });
+  }
+
   removeMember(groupId: string, userId: string): Promise<void> {
     return this.call('DELETE', `/v1/groups/${encodeURIComponent(groupId)}/members/${encodeURIComponent(userId)}`);
   }

@@ -4,6 +4,7 @@ import type { CassandraSession } from '../sequencer/cassandra-session.js';
 import {
   nextRanges,
   type AddMemberResult,
+  type AddMembersResult,
   type DeliveredMark,
   type GroupChanges,
   type GroupRecord,
@@ -17,6 +18,8 @@ import {
 
 /** Rows read per page when a whole partition is scanned (receipt counts, deleting a group). */
 const SCAN_PAGE = 5000;
+/** Members added per batch by addMembers: one conditional batch each, well under Cassandra's batch size limits. */
+const BULK_CHUNK = 50;
 
 const toGroup = (id: string, row: Row): GroupRecord => {
   const description = row.get('description') as string | null;
@@ -52,6 +55,12 @@ const toMember = (row: Row, readSeq?: number): MemberRecord => ({
  * with a conditional update and never go back. Delivered watermarks are written with the seq as the cell's write
  * timestamp, so the highest one wins whatever order the nodes' batches land in, without a read or a lightweight
  * transaction (a deleted group's partition tombstone, written at the current time, still shadows them all).
+ *
+ * A group's size is a counter (group_sizes), moved after each add and removal, so checking the member limit costs one
+ * read however big the group (counting the partition cost one row per member: adding the 100,000th member read
+ * 100,000 rows). Counters are not idempotent: a process that dies between a membership write and its count, or two
+ * removals of one member racing, leave it off by one each time. Groups made before the counter existed have no row
+ * and are counted the old way.
  */
 export class GroupStoreCassandra implements GroupStore {
   private constructor(private readonly db: CassandraSession) {}
@@ -70,6 +79,7 @@ export class GroupStoreCassandra implements GroupStore {
     await db.ddl(`CREATE TABLE IF NOT EXISTS members_by_user (
       user_id text, group_id text, role text, joined_at timestamp, PRIMARY KEY ((user_id), group_id))`);
     await db.ddl('CREATE TABLE IF NOT EXISTS group_admins (group_id text, user_id text, PRIMARY KEY ((group_id), user_id))');
+    await db.ddl('CREATE TABLE IF NOT EXISTS group_sizes (group_id text PRIMARY KEY, members counter)');
     return new GroupStoreCassandra(db);
   }
 
@@ -97,6 +107,12 @@ export class GroupStoreCassandra implements GroupStore {
       ...this.membershipWrites(group.id, group.createdBy, 'admin', created),
       { query: 'INSERT INTO member_ranges (group_id, user_id, ranges) VALUES (?, ?, ?)', params: [group.id, group.createdBy, JSON.stringify(nextRanges([], { join: 0 }))] },
     ]);
+    await this.countMember(group.id, 1);
+  }
+
+  /** Moves the group's size counter (counters cannot share a batch with other tables). */
+  private async countMember(groupId: string, by: 1 | -1): Promise<void> {
+    await this.db.execute('UPDATE group_sizes SET members = members + ? WHERE group_id = ?', [cassandra.types.Long.fromNumber(by), groupId]);
   }
 
   async getGroup(groupId: string): Promise<GroupRecord | null> {
@@ -130,7 +146,7 @@ export class GroupStoreCassandra implements GroupStore {
       if (page.length < SCAN_PAGE) break;
       after = page.at(-1)!.userId;
     }
-    for (const table of ['members_by_group', 'group_admins', 'member_ranges', 'delivered_marks']) {
+    for (const table of ['members_by_group', 'group_admins', 'member_ranges', 'delivered_marks', 'group_sizes']) {
       await this.db.execute(`DELETE FROM ${table} WHERE group_id = ?`, [groupId]);
     }
     await this.db.execute('DELETE FROM groups WHERE id = ?', [groupId]);
@@ -202,8 +218,63 @@ export class GroupStoreCassandra implements GroupStore {
     );
     if (!inserted.wasApplied()) return 'already-member';
     await this.db.batch(this.membershipWrites(groupId, userId, role, joinedAt));
+    await this.countMember(groupId, 1);
     await this.changeRanges(groupId, userId, { join: atSeq });
     return 'added';
+  }
+
+  /**
+   * Newcomers go in chunks, each one conditional batch on the group's partition (one Paxos round for the chunk instead
+   * of one per member); a chunk that meets a member added meanwhile is read again and retried without them.
+   */
+  async addMembers(groupId: string, userIds: string[], role: MemberRole, maxMembers: number, atSeq = 0): Promise<AddMembersResult> {
+    if (!(await this.getGroup(groupId))) return 'no-group';
+    const existing = new Set<string>();
+    for (let i = 0; i < userIds.length; i += BULK_CHUNK) {
+      for (const userId of await this.membersAmong(groupId, userIds.slice(i, i + BULK_CHUNK))) existing.add(userId);
+    }
+    const newcomers = userIds.filter((userId) => !existing.has(userId));
+    if ((await this.countMembers(groupId)) + newcomers.length > maxMembers) return 'group-full';
+    const added: string[] = [];
+    const joinedAt = new Date();
+    for (let i = 0; i < newcomers.length; i += BULK_CHUNK) {
+      let chunk = newcomers.slice(i, i + BULK_CHUNK);
+      while (chunk.length > 0) {
+        const inserted = await this.db.batch(
+          chunk.map((userId) => ({
+            query: 'INSERT INTO members_by_group (group_id, user_id, role, joined_at, read_seq) VALUES (?, ?, ?, ?, 0) IF NOT EXISTS',
+            params: [groupId, userId, role, joinedAt],
+          })),
+        );
+        if (inserted.wasApplied()) break;
+        const raced = new Set(await this.membersAmong(groupId, chunk));
+        for (const userId of raced) existing.add(userId);
+        chunk = chunk.filter((userId) => !raced.has(userId));
+      }
+      if (chunk.length === 0) continue;
+      await this.db.batch(chunk.flatMap((userId) => this.membershipWrites(groupId, userId, role, joinedAt)));
+      await this.db.execute('UPDATE group_sizes SET members = members + ? WHERE group_id = ?', [cassandra.types.Long.fromNumber(chunk.length), groupId]);
+      const ranges = await this.rangesAmong(groupId, chunk);
+      await this.db.batch(
+        chunk.map((userId) => ({
+          query: 'INSERT INTO member_ranges (group_id, user_id, ranges) VALUES (?, ?, ?)',
+          params: [groupId, userId, JSON.stringify(nextRanges(ranges.get(userId) ?? [], { join: atSeq }))],
+        })),
+        false, // one partition: applied together anyway
+      );
+      added.push(...chunk);
+    }
+    return { added, alreadyMembers: userIds.filter((userId) => existing.has(userId)) };
+  }
+
+  private async membersAmong(groupId: string, userIds: string[]): Promise<string[]> {
+    const rows = (await this.db.execute('SELECT user_id FROM members_by_group WHERE group_id = ? AND user_id IN ?', [groupId, userIds])).rows;
+    return rows.map((row) => row.get('user_id') as string);
+  }
+
+  private async rangesAmong(groupId: string, userIds: string[]): Promise<Map<string, SeqRange[]>> {
+    const rows = (await this.db.execute('SELECT user_id, ranges FROM member_ranges WHERE group_id = ? AND user_id IN ?', [groupId, userIds])).rows;
+    return new Map(rows.map((row) => [row.get('user_id') as string, JSON.parse(row.get('ranges') as string) as SeqRange[]]));
   }
 
   /** True when taking `userId` out of the admins leaves other members without one. */
@@ -223,6 +294,7 @@ export class GroupStoreCassandra implements GroupStore {
       { query: 'DELETE FROM members_by_user WHERE user_id = ? AND group_id = ?', params: [userId, groupId] },
       { query: 'DELETE FROM group_admins WHERE group_id = ? AND user_id = ?', params: [groupId, userId] },
     ]);
+    await this.countMember(groupId, -1);
     await this.changeRanges(groupId, userId, { leave: atSeq });
     return 'removed';
   }
@@ -241,6 +313,8 @@ export class GroupStoreCassandra implements GroupStore {
   }
 
   async countMembers(groupId: string): Promise<number> {
+    const size = (await this.db.execute('SELECT members FROM group_sizes WHERE group_id = ?', [groupId])).first();
+    if (size) return Math.max(0, Number(size.get('members')));
     const row = (await this.db.execute('SELECT COUNT(*) AS n FROM members_by_group WHERE group_id = ?', [groupId])).first();
     return Number(row?.get('n') ?? 0);
   }

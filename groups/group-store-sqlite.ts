@@ -5,6 +5,7 @@ import type { HistoryVisibility, MemberRole } from '../protocol/index.js';
 import {
   nextRanges,
   type AddMemberResult,
+  type AddMembersResult,
   type DeliveredMark,
   type GroupChanges,
   type GroupRecord,
@@ -192,6 +193,18 @@ export class GroupStoreSqlite implements GroupStore {
         changeRanges(groupId, userId, { join: atSeq });
         return 'added';
       }),
+      addMembers: db.transaction((groupId: string, userIds: string[], role: MemberRole, max: number, atSeq: number): AddMembersResult => {
+        if (!stmt.getGroup.get(groupId)) return 'no-group';
+        const alreadyMembers = userIds.filter((userId) => stmt.getMember.get(groupId, userId));
+        const added = userIds.filter((userId) => !alreadyMembers.includes(userId));
+        if (stmt.countMembers.get(groupId)!.n + added.length > max) return 'group-full';
+        const joinedAt = Date.now();
+        for (const userId of added) {
+          stmt.insertMember.run(groupId, userId, role, joinedAt);
+          changeRanges(groupId, userId, { join: atSeq });
+        }
+        return { added, alreadyMembers };
+      }),
       removeMember: db.transaction((groupId: string, userId: string, keep: boolean, atSeq: number): RemoveMemberResult => {
         if (!stmt.getMember.get(groupId, userId)) return 'not-member';
         if (keep && wouldOrphan(groupId, userId, true)) return 'last-admin';
@@ -249,6 +262,10 @@ export class GroupStoreSqlite implements GroupStore {
 
   async addMember(groupId: string, userId: string, role: MemberRole, maxMembers: number, atSeq = 0): Promise<AddMemberResult> {
     return this.tx.addMember(groupId, userId, role, maxMembers, atSeq);
+  }
+
+  async addMembers(groupId: string, userIds: string[], role: MemberRole, maxMembers: number, atSeq = 0): Promise<AddMembersResult> {
+    return this.tx.addMembers(groupId, userIds, role, maxMembers, atSeq);
   }
 
   async removeMember(groupId: string, userId: string, keepAnAdmin: boolean, atSeq = 0): Promise<RemoveMemberResult> {

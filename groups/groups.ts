@@ -86,7 +86,7 @@ export class Groups {
     if (spec.avatarUrl !== undefined) group.avatarUrl = spec.avatarUrl;
     await this.store.createGroup(group);
     await this.changed({ kind: 'added', groupId: group.id, userId: creatorId, role: 'admin', by: creatorId });
-    for (const userId of others) await this.addMember(group.id, creatorId, userId, 'member');
+    if (others.length > 0) await this.addMembers(group.id, creatorId, others, 'member');
     return group;
   }
 
@@ -160,6 +160,16 @@ export class Groups {
     if (result === 'no-group') throw new ChorusError('GROUP_NOT_FOUND');
     await this.changed({ kind: 'added', groupId, userId, role, by: actorId });
     return (await this.store.getMember(groupId, userId))!;
+  }
+
+  /** Admins add many users at once; each newcomer is announced as addMember would; members already there are listed. */
+  async addMembers(groupId: string, actorId: string, userIds: string[], role: MemberRole): Promise<{ added: string[]; alreadyMembers: string[] }> {
+    await this.requireAdmin(groupId, actorId);
+    const result = await this.store.addMembers(groupId, [...new Set(userIds)], role, this.maxMembers, await this.log.lastSeq(groupId));
+    if (result === 'group-full') throw new ChorusError('GROUP_FULL');
+    if (result === 'no-group') throw new ChorusError('GROUP_NOT_FOUND');
+    for (const userId of result.added) await this.changed({ kind: 'added', groupId, userId, role, by: actorId });
+    return result;
   }
 
   /** Admins remove anyone; any member may remove themself (leave). */

@@ -18,6 +18,8 @@ import {
 } from './schemas.js';
 
 const iso = (ms: number) => new Date(ms).toISOString();
+/** Users added by one request (group creation's `members` and the batch route): bounds one request's writes. */
+const MEMBERS_PER_BATCH = 1000;
 
 export const memberView = (m: MemberRecord): MemberView => ({
   userId: m.userId,
@@ -54,7 +56,7 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
         body: Type.Object(
           {
             name: GroupName,
-            members: Type.Optional(Type.Array(UserId, { maxItems: 1000, uniqueItems: true })),
+            members: Type.Optional(Type.Array(UserId, { maxItems: MEMBERS_PER_BATCH, uniqueItems: true })),
             description: Type.Optional(GroupDescription),
             avatarUrl: Type.Optional(AvatarUrl),
             historyVisibility: Type.Optional(HistoryVisibility),
@@ -175,6 +177,25 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
       const member = await groups.addMember(request.params.groupId, request.userId, userId, role);
       return reply.status(201).send(memberView(member));
     },
+  );
+
+  app.post(
+    '/groups/:groupId/members/batch',
+    {
+      schema: {
+        summary: 'Add up to 1,000 members at once (admins only); those already members are left as they are',
+        params: GroupParams,
+        body: Type.Object(
+          { userIds: Type.Array(UserId, { minItems: 1, maxItems: MEMBERS_PER_BATCH, uniqueItems: true }), role: Type.Optional(Role) },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({ added: Type.Array(Type.String()), alreadyMembers: Type.Array(Type.String()) }, { description: 'in the order asked' }),
+          ...errors(400, 401, 403, 404, 409),
+        },
+      },
+    },
+    async (request) => groups.addMembers(request.params.groupId, request.userId, request.body.userIds, request.body.role ?? 'member'),
   );
 
   app.delete(

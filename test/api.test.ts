@@ -129,6 +129,21 @@ describe('REST API (app.inject)', () => {
     expect((await call('zed', 'POST', '/v1/groups/g_missing/members', { userId: 'x' })).body.code).toBe('GROUP_NOT_FOUND');
   });
 
+  it('adds members in a batch: admins only, those already in listed apart, all or none against the limit, each announced', async () => {
+    const id = (await call('ann', 'POST', '/v1/groups', { name: 'Batch' })).body.id;
+    const batch = (userId: string, userIds: string[]) => call(userId, 'POST', `/v1/groups/${id}/members/batch`, { userIds });
+    expect((await batch('ann', ['b1', 'b2'])).body).toEqual({ added: ['b1', 'b2'], alreadyMembers: [] });
+    expect((await batch('b1', ['b3'])).body.code).toBe('NOT_ADMIN');
+    expect((await batch('ann', ['b3', 'b4'])).body.code).toBe('GROUP_FULL'); // 3 + 2 > 4: none added
+    expect((await call('ann', 'GET', `/v1/groups/${id}/members`)).body.count).toBe(3);
+    const before = changes.length;
+    expect((await batch('ann', ['b2', 'b3', 'ann'])).body).toEqual({ added: ['b3'], alreadyMembers: ['b2', 'ann'] });
+    expect(changes.slice(before)).toEqual([{ kind: 'added', groupId: id, userId: 'b3', role: 'member', by: 'ann' }]);
+    expect((await batch('ann', [])).body.code).toBe('VALIDATION_FAILED');
+    expect((await batch('ann', ['x', 'x'])).body.code).toBe('VALIDATION_FAILED');
+    expect((await call('ann', 'POST', '/v1/groups/g_missing/members/batch', { userIds: ['x'] })).body.code).toBe('GROUP_NOT_FOUND');
+  });
+
   it('validates bodies with the stable codes and serves the OpenAPI document', async () => {
     expect((await call('ann', 'POST', '/v1/groups', { name: '' })).body.code).toBe('VALIDATION_FAILED');
     expect((await call('ann', 'POST', '/v1/groups', { name: 'x', color: 'red' })).body.code).toBe('UNKNOWN_FIELD');

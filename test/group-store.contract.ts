@@ -45,6 +45,37 @@ export function groupStoreContract(name: string, open: () => Promise<GroupStore>
       expect(await store.countMembers(id)).toBe(5);
     });
 
+    it('adds members in bulk: those already in are left as they are, and the limit is all or none', async () => {
+      const id = await newGroup();
+      expect(await store.addMember(id, 'bob', 'admin', 100)).toBe('added');
+      const many = Array.from({ length: 120 }, (_, i) => `b${String(i).padStart(3, '0')}`); // more than one chunk
+      expect(await store.addMembers(id, ['bob', ...many.slice(0, 60)], 'member', 200, 7)).toEqual({ added: many.slice(0, 60), alreadyMembers: ['bob'] });
+      expect(await store.getMember(id, 'bob')).toMatchObject({ role: 'admin' }); // left as it was
+      expect(await store.addMembers(id, many, 'member', 100)).toBe('group-full'); // 62 + 60 newcomers > 100
+      expect(await store.countMembers(id)).toBe(62);
+      expect(await store.addMembers(id, many, 'member', 200, 9)).toEqual({ added: many.slice(60), alreadyMembers: many.slice(0, 60) });
+      expect(await store.countMembers(id)).toBe(122);
+      expect(await store.getMember(id, 'b119')).toMatchObject({ role: 'member', readSeq: 0 });
+      expect(await store.seqRanges(id, 'b000')).toEqual([{ after: 7, until: null }]);
+      expect(await store.seqRanges(id, 'b119')).toEqual([{ after: 9, until: null }]);
+      expect((await store.listMemberships('b119', '', 10)).map((m) => m.groupId)).toEqual([id]);
+      expect(await store.addMembers(`g_${randomUUID()}`, ['x'], 'member', 10)).toBe('no-group');
+      // A member who left and comes back in a batch keeps the earlier range.
+      expect(await store.removeMember(id, 'b000', true, 20)).toBe('removed');
+      expect(await store.addMembers(id, ['b000'], 'member', 200, 30)).toEqual({ added: ['b000'], alreadyMembers: [] });
+      expect(await store.seqRanges(id, 'b000')).toEqual([{ after: 7, until: 20 }, { after: 30, until: null }]);
+    });
+
+    it('adds each user once when a bulk add races single adds of the same users', async () => {
+      const id = await newGroup();
+      const users = Array.from({ length: 80 }, (_, i) => `r${i}`);
+      const [bulk, ...singles] = await Promise.all([store.addMembers(id, users, 'member', 1000), ...users.map((u) => store.addMember(id, u, 'member', 1000))]);
+      if (typeof bulk === 'string') throw new Error(bulk);
+      const addedOnce = users.filter((u, i) => (bulk.added.includes(u) ? 1 : 0) + (singles[i] === 'added' ? 1 : 0) === 1);
+      expect(addedOnce).toEqual(users);
+      expect(await store.countMembers(id)).toBe(81);
+    });
+
     it('keeps an admin while the group has members, on removal and on role change', async () => {
       const id = await newGroup();
       await store.addMember(id, 'bob', 'member', 10);
@@ -52,8 +83,10 @@ export function groupStoreContract(name: string, open: () => Promise<GroupStore>
       expect(await store.setRole(id, 'ann', 'member', true)).toBe('last-admin');
       expect(await store.setRole(id, 'bob', 'admin', true)).toBe('changed');
       expect(await store.setRole(id, 'zed', 'admin', true)).toBe('not-member');
+      expect(await store.countMembers(id)).toBe(2);
       expect(await store.removeMember(id, 'ann', true)).toBe('removed');
       expect(await store.removeMember(id, 'ann', true)).toBe('not-member');
+      expect(await store.countMembers(id)).toBe(1); // a removal that found no member counts nothing
       expect(await store.getMember(id, 'ann')).toBeNull();
       expect(await store.getMember(id, 'bob')).toMatchObject({ role: 'admin' });
     });

@@ -1,0 +1,394 @@
+/**
+ * `npm run bench:scale`: a Chorus cluster of BENCH_SCALE_CONNECTIONS (default 100,000) connections on this one box.
+ *
+ * It starts the real Redis and Cassandra (scripts/services.sh), N Chorus nodes sharing them (enough that none holds more
+ * than BENCH_SCALE_PER_NODE connections, default 17,000: a process may open 20,000 files here) and one load generator
+ * (bench/groups-loadgen.ts) per node. Users u0..u(C-1) are members of one small group each (BENCH_SCALE_GROUP_SIZE,
+ * default 50; members spread over the nodes, so a group's messages cross Redis) and all of one big group of C members.
+ * Every member connects over MQTT (TCP) to its node and subscribes to both groups' topics. Then:
+ *
+ * 1. setup: the groups are made through the REST API (memberships written per second);
+ * 2. connect: every member connects and subscribes, 50 at a time per generator: the rate, failures by reason, memory
+ *    and files per node;
+ * 3. probe: BENCH_SCALE_PROBE_RATE (default 100) msg/s across the small groups for BENCH_SCALE_PROBE_MS: p50 / p99
+ *    of delivery, every delivery counted;
+ * 4. big group: three messages to all C members, one after another: the time until the last member has each
+ *    (target < 2 s).
+ *
+ * After each phase it reads every process's CPU time and memory (/proc) and the box's idle time, and says which
+ * resource ran out when a phase fell short: CPU (the box's cores were busy), file descriptors (EMFILE), memory
+ * (MemAvailable below 1 GiB), or the servers (refused or timed-out connections with CPU to spare).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import cassandra from 'cassandra-driver';
+import { signToken } from '../broker/auth.js';
+import { loadConfig } from '../config/config.js';
+import { freePort } from './free-port.js';
+import type { GroupsLoadSpec, Member, Step } from './groups-loadgen.js';
+
+const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
+const CONNECTIONS = env('BENCH_SCALE_CONNECTIONS', 100_000);
+const PER_NODE = env('BENCH_SCALE_PER_NODE', 17_000);
+const NODES = env('BENCH_SCALE_NODES', Math.ceil(CONNECTIONS / PER_NODE));
+const GROUP_SIZE = env('BENCH_SCALE_GROUP_SIZE', 50);
+const PROBE_RATE = env('BENCH_SCALE_PROBE_RATE', 100);
+const PROBE_MS = env('BENCH_SCALE_PROBE_MS', 20_000);
+const FANOUTS = 3;
+const BIG_GROUP_TARGET_MS = 2000;
+const P99_TARGET_MS = 200;
+const SETUP_CONCURRENCY = 64;
+
+const root = new URL('../..', import.meta.url).pathname;
+const here = new URL('.', import.meta.url).pathname;
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim() || 100);
+const REDIS_PORT = env('CHORUS_TEST_REDIS_PORT', 6399);
+const CASSANDRA_PORT = env('CHORUS_TEST_CASSANDRA_PORT', 9142);
+const SECRET = 'bench-scale-secret-bench-scale-secret-0123456789';
+const config = loadConfig({ CHORUS_JWT_SECRET: SECRET });
+const work = mkdtempSync(join(tmpdir(), 'chorus-bench-scale-'));
+const keyspace = `chorus_bench_scale_${Date.now()}`;
+
+// ---- machine readings ------------------------------------------------------------------------------------------
+
+/** A process's CPU seconds so far and its resident memory in bytes (0 and 0 once it is gone). */
+function usage(pid: number): { cpuSeconds: number; rssBytes: number } {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return { cpuSeconds: (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS, rssBytes: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024 };
+  } catch {
+    return { cpuSeconds: 0, rssBytes: 0 };
+  }
+}
+const openFiles = (pid: number) => {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return 0;
+  }
+};
+/** The box's busy and total CPU time (all cores) in clock ticks. */
+function boxCpu(): { busy: number; total: number } {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = fields.reduce((a, b) => a + b, 0);
+  return { busy: total - fields[3]! - fields[4]!, total }; // idle and iowait are not busy
+}
+const memAvailableBytes = () => Number(/MemAvailable:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0) * 1024;
+const pidFile = (path: string) => {
+  try {
+    return Number(readFileSync(join(root, path), 'utf8').trim());
+  } catch {
+    return 0;
+  }
+};
+
+type Component = 'nodes' | 'generators' | 'cassandra' | 'redis';
+interface Reading {
+  at: number;
+  box: { busy: number; total: number };
+  memAvailable: number;
+  cpu: Record<Component, number>;
+  nodeRss: number[];
+  generatorRss: number[];
+  nodeFiles: number[];
+}
+
+// ---- the cluster ------------------------------------------------------------------------------------------------
+
+interface Node {
+  child: ChildProcess;
+  mqttPort: number;
+  httpPort: number;
+  log: string;
+}
+
+async function startNode(i: number): Promise<Node> {
+  const [mqttPort, httpPort] = [await freePort(), await freePort()];
+  const log = join(work, `node-${i}.log`);
+  const out = openSync(log, 'a');
+  const child = spawn(process.execPath, [join(here, '..', 'clients', 'cli.js'), 'serve'], {
+    env: {
+      ...process.env,
+      CHORUS_STORE: 'cassandra',
+      CHORUS_NODE_ID: `scale-${i}`,
+      CHORUS_REDIS_URL: `redis://127.0.0.1:${REDIS_PORT}`,
+      CHORUS_CASSANDRA_CONTACT_POINTS: `127.0.0.1:${CASSANDRA_PORT}`,
+      CHORUS_CASSANDRA_KEYSPACE: keyspace,
+      CHORUS_JWT_SECRET: SECRET,
+      CHORUS_MQTT_PORT: String(mqttPort),
+      CHORUS_HTTP_PORT: String(httpPort),
+      CHORUS_DATA_DIR: mkdtempSync(join(work, `node-${i}-`)),
+      CHORUS_LOG_LEVEL: 'warn',
+      CHORUS_MAX_CONNECTIONS: String(PER_NODE + 1000),
+      CHORUS_MAX_GROUP_MEMBERS: String(Math.max(CONNECTIONS, 100_000)),
+      CHORUS_RATE_LIMIT_PER_MINUTE: '10000000',
+    },
+    stdio: ['ignore', out, out],
+  });
+  const deadline = Date.now() + 120_000;
+  while (!readFileSync(log, 'utf8').includes('Chorus is running')) {
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`node ${i} did not start: ${readFileSync(log, 'utf8').slice(-2000)}`);
+    await sleep(200);
+  }
+  return { child, mqttPort, httpPort, log };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function api(node: Node, userId: string, method: string, path: string, body: unknown): Promise<{ id: string }> {
+  for (let attempt = 1; ; attempt++) {
+    const res = await fetch(`http://127.0.0.1:${node.httpPort}/v1${path}`, {
+      method,
+      headers: { authorization: `Bearer ${await signToken(config, userId, 7200)}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    if (res.ok) return (await res.json()) as { id: string };
+    const text = await res.text();
+    // 503: a dependency was briefly too busy (Cassandra timeouts under this load); anything else is a bug.
+    if (res.status !== 503 || attempt === 5) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+    await sleep(500 * attempt);
+  }
+}
+
+/** Runs `work` over `items`, `concurrency` at a time. */
+async function pool<T>(items: T[], concurrency: number, work: (item: T, i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        await work(items[i]!, i);
+      }
+    }),
+  );
+}
+
+// ---- the run ----------------------------------------------------------------------------------------------------
+
+const median = (values: number[]) => {
+  const sorted = values.filter(Number.isFinite).sort((a, b) => a - b);
+  if (sorted.length === 0) return Number.NaN;
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '-');
+const mb = (bytes: number) => fmt(bytes / 2 ** 20);
+
+async function main(): Promise<void> {
+  const services = spawnSync('bash', [join(root, 'scripts/services.sh'), 'start'], { stdio: 'inherit' });
+  if (services.status !== 0) throw new Error('scripts/services.sh start failed: Redis and Cassandra are needed');
+  const cassandraPid = pidFile('.services/cassandra/cassandra.pid');
+  const redisPid = pidFile('.services/redis/redis.pid');
+  const groupCount = Math.ceil(CONNECTIONS / GROUP_SIZE);
+  console.log(`${CONNECTIONS} connections, ${NODES} nodes, ${groupCount} groups of ${GROUP_SIZE} and one of ${CONNECTIONS}; ${cpus().length} cores; logs in ${work}`);
+
+  const nodes: Node[] = [await startNode(0)]; // the first creates the keyspace's tables alone
+  nodes.push(...(await Promise.all(Array.from({ length: NODES - 1 }, (_, i) => startNode(i + 1)))));
+  const generators: ChildProcess[] = [];
+  const read = (): Reading => {
+    const cpu = (pids: number[]) => pids.reduce((sum, pid) => sum + usage(pid).cpuSeconds, 0);
+    return {
+      at: performance.now(),
+      box: boxCpu(),
+      memAvailable: memAvailableBytes(),
+      cpu: { nodes: cpu(nodes.map((n) => n.child.pid!)), generators: cpu(generators.map((g) => g.pid!)), cassandra: cpu([cassandraPid]), redis: cpu([redisPid]) },
+      nodeRss: nodes.map((n) => usage(n.child.pid!).rssBytes),
+      generatorRss: generators.map((g) => usage(g.pid!).rssBytes),
+      nodeFiles: nodes.map((n) => openFiles(n.child.pid!)),
+    };
+  };
+  const phases: { name: string; before: Reading; after: Reading }[] = [];
+
+  try {
+    // 1. setup
+    const user = (i: number) => `u${i}`;
+    const setupStart = read();
+    const smallTopics: string[] = [];
+    await pool(
+      Array.from({ length: groupCount }, (_, g) => g),
+      SETUP_CONCURRENCY,
+      async (g) => {
+        const users = Array.from({ length: Math.min(GROUP_SIZE, CONNECTIONS - g * GROUP_SIZE) }, (_, j) => user(g * GROUP_SIZE + j));
+        const { id } = await api(nodes[g % NODES]!, users[0]!, 'POST', '/groups', { name: `small ${g}`, members: users.slice(1) });
+        smallTopics[g] = `groups/${id}/messages`;
+      },
+    );
+    const firstBatch = Math.min(CONNECTIONS, 1000);
+    const big = await api(nodes[0]!, user(0), 'POST', '/groups', { name: 'everyone', members: Array.from({ length: firstBatch - 1 }, (_, i) => user(i + 1)) });
+    const batches = Array.from({ length: Math.ceil((CONNECTIONS - firstBatch) / 1000) }, (_, b) => firstBatch + b * 1000);
+    await pool(batches, 8, async (from, b) => {
+      const userIds = Array.from({ length: Math.min(1000, CONNECTIONS - from) }, (_, i) => user(from + i));
+      await api(nodes[b % NODES]!, user(0), 'POST', `/groups/${big.id}/members/batch`, { userIds });
+    });
+    phases.push({ name: 'setup', before: setupStart, after: read() });
+    const memberships = CONNECTIONS * 2;
+    const setupSeconds = (phases[0]!.after.at - setupStart.at) / 1000;
+    const setupUse = used(phases[0]!);
+    console.log(
+      `setup: ${memberships} memberships in ${fmt(setupSeconds, 1)} s (${fmt(memberships / setupSeconds)}/s); box CPU ${pct(setupUse.busy)} (nodes ${pct(setupUse.shares.nodes)}, Cassandra ${pct(setupUse.shares.cassandra)}, Redis ${pct(setupUse.shares.redis)})`,
+    );
+
+    // 2..4 through one generator per node
+    const bigTopic = `groups/${big.id}/messages`;
+    const specs: Member[][] = nodes.map(() => []);
+    for (let i = 0; i < CONNECTIONS; i++) {
+      specs[i % NODES]!.push({ username: user(i), password: await signToken(config, user(i), 7200), clientId: user(i), topics: [smallTopics[Math.floor(i / GROUP_SIZE)]!, bigTopic] });
+    }
+    const stepsFor = (k: number): Step[] => [
+      { kind: 'connect', concurrency: 50 },
+      { kind: 'rate', rate: PROBE_RATE / NODES, warmupMs: 3000, measureMs: PROBE_MS, latencies: true },
+      ...Array.from({ length: FANOUTS }, (): Step => ({ kind: 'fanout', ...(k === 0 ? { from: 0 } : {}), topicIndex: 1, delayMs: 2000, timeoutMs: 30_000 })),
+      { kind: 'close' },
+    ];
+    const lines: AsyncIterator<string>[] = [];
+    for (const [k, node] of nodes.entries()) {
+      const spec: GroupsLoadSpec = { port: node.mqttPort, members: specs[k]!, clean: true, bodyBytes: 100, steps: stepsFor(k) };
+      const file = join(work, `spec-${k}.json`);
+      writeFileSync(file, JSON.stringify(spec));
+      const gen = spawn(process.execPath, ['--max-old-space-size=4096', join(here, 'groups-loadgen.js'), file], { stdio: ['pipe', 'pipe', 'inherit'] });
+      generators.push(gen);
+      lines.push(createInterface({ input: gen.stdout! })[Symbol.asyncIterator]());
+    }
+    const results: Record<string, unknown>[][] = [];
+    const stepNames = stepsFor(0).map((s) => s.kind);
+    let before = read();
+    for (const [i, name] of stepNames.entries()) {
+      const step = await Promise.all(
+        lines.map(async (it, k) => {
+          const line = await it.next();
+          if (line.done) throw new Error(`generator ${k} ended before step ${name}`);
+          return JSON.parse(line.value) as Record<string, unknown>;
+        }),
+      );
+      const after = read();
+      phases.push({ name: `${name}${name === 'fanout' ? ` ${i - 1}` : ''}`, before, after });
+      results.push(step);
+      if (name === 'connect') {
+        const failed = step.reduce((n, r) => n + Number(r.failed), 0);
+        console.log(`connect: ${CONNECTIONS - failed} connected, ${failed} failed ${JSON.stringify(mergeCounts(step.map((r) => r.failures as Record<string, number>)))}`);
+      }
+      for (const gen of generators) gen.stdin!.write('next\n');
+      before = read();
+    }
+    report(results, phases, nodes.length);
+  } finally {
+    for (const gen of generators) gen.kill('SIGKILL');
+    await Promise.all(nodes.map((n) => stop(n.child)));
+    const client = new cassandra.Client({ contactPoints: [`127.0.0.1:${CASSANDRA_PORT}`], localDataCenter: 'datacenter1' });
+    await client.execute(`DROP KEYSPACE IF EXISTS ${keyspace}`).catch((err: Error) => console.log(`could not drop ${keyspace}: ${err.message}`));
+    await client.shutdown();
+  }
+}
+
+const mergeCounts = (counts: Record<string, number>[]) => {
+  const merged: Record<string, number> = {};
+  for (const c of counts) for (const [k, v] of Object.entries(c ?? {})) merged[k] = (merged[k] ?? 0) + v;
+  return merged;
+};
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  await Promise.race([exited, sleep(15_000)]);
+  child.kill('SIGKILL');
+}
+
+/** What a phase used: the box's busy share, each component's share of the box, memory left. */
+function used(phase: { before: Reading; after: Reading }) {
+  const seconds = (phase.after.at - phase.before.at) / 1000;
+  const cores = cpus().length;
+  const share = (c: Component) => (phase.after.cpu[c] - phase.before.cpu[c]) / seconds / cores;
+  return {
+    seconds,
+    busy: (phase.after.box.busy - phase.before.box.busy) / (phase.after.box.total - phase.before.box.total),
+    shares: { nodes: share('nodes'), generators: share('generators'), cassandra: share('cassandra'), redis: share('redis') },
+    memAvailable: Math.min(phase.before.memAvailable, phase.after.memAvailable),
+  };
+}
+
+const pct = (x: number) => `${fmt(x * 100)}%`;
+
+/** The resource that limited a phase that fell short, with its figure. */
+function limit(phase: { before: Reading; after: Reading }, failures: Record<string, number> = {}): string {
+  const u = used(phase);
+  if (failures.EMFILE || failures.ENFILE) return `file descriptors: ${failures.EMFILE ?? failures.ENFILE} connects failed with EMFILE/ENFILE (20,000 per process)`;
+  if (u.memAvailable < 2 ** 30) return `memory: ${mb(u.memAvailable)} MB available`;
+  if (u.busy > 0.9) return `CPU: the box was ${pct(u.busy)} busy (nodes ${pct(u.shares.nodes)}, generators ${pct(u.shares.generators)}, Cassandra ${pct(u.shares.cassandra)}, Redis ${pct(u.shares.redis)})`;
+  return `not CPU (${pct(u.busy)} busy) nor memory (${mb(u.memAvailable)} MB available): see the node logs`;
+}
+
+function report(results: Record<string, unknown>[][], phases: { name: string; before: Reading; after: Reading }[], nodeCount: number): void {
+  const phase = (name: string) => phases.find((p) => p.name === name)!;
+  console.log('\n**Cluster on one box** (bench/scale.ts)');
+  console.log('| phase | result | target | box CPU busy (nodes / generators / Cassandra / Redis) | what limited it |');
+  console.log('|---|---|---|---|---|');
+  const row = (name: string, result: string, target: string, met: boolean, failures?: Record<string, number>) => {
+    const u = used(phase(name));
+    const shares = `${pct(u.busy)} (${pct(u.shares.nodes)} / ${pct(u.shares.generators)} / ${pct(u.shares.cassandra)} / ${pct(u.shares.redis)})`;
+    console.log(`| ${name} | ${result} | ${target} | ${shares} | ${met ? 'met' : limit(phase(name), failures)} |`);
+  };
+
+  const connect = results[0]!;
+  const failed = connect.reduce((n, r) => n + Number(r.failed), 0);
+  const failures = mergeCounts(connect.map((r) => r.failures as Record<string, number>));
+  const connected = CONNECTIONS - failed;
+  const connectSeconds = (Math.max(...connect.map((r) => Number(r.endedAt))) - Math.min(...connect.map((r) => Number(r.startedAt)))) / 1000;
+  const c = phase('connect');
+  const nodeGrowth = c.after.nodeRss.reduce((a, b) => a + b, 0) - c.before.nodeRss.reduce((a, b) => a + b, 0);
+  row(
+    'connect',
+    `${fmt(connected)} of ${fmt(CONNECTIONS)} in ${fmt(connectSeconds, 1)} s: ${fmt(connected / connectSeconds)}/s; failed ${failed} ${failed ? JSON.stringify(failures) : ''}`,
+    'all',
+    failed === 0,
+    failures,
+  );
+
+  const probe = results[1]!;
+  const latencies = probe.flatMap((r) => r.latencies as number[]).sort((a, b) => a - b);
+  const offered = probe.reduce((n, r) => n + Number(r.offered), 0);
+  const delivered = probe.reduce((n, r) => n + Number(r.delivered), 0);
+  const share = offered === 0 ? 0 : delivered / (offered * GROUP_SIZE);
+  const p99 = percentile(latencies, 99);
+  row(
+    'rate',
+    `${fmt(offered / (PROBE_MS / 1000))} msg/s offered, ${pct(share)} delivered: p50 ${fmt(percentile(latencies, 50), 1)} ms, p99 ${fmt(p99, 1)} ms`,
+    `p99 < ${P99_TARGET_MS} ms`,
+    p99 < P99_TARGET_MS && share > 0.99,
+  );
+
+  const fanouts = results.slice(2, 2 + FANOUTS);
+  const lastMs = fanouts.map((step) => {
+    const sentAt = Number(step.find((r) => r.sentAt !== undefined)?.sentAt);
+    return Math.max(...step.map((r) => Number(r.lastDeliveryAt))) - sentAt;
+  });
+  const missing = fanouts.map((step) => step.reduce((n, r) => n + Number(r.missing), 0));
+  fanouts.forEach((_, i) => {
+    const name = `fanout ${i + 1}`;
+    row(name, `${fmt(CONNECTIONS - 1)} receivers, ${missing[i]} missing: last delivery ${fmt(lastMs[i]!)} ms`, `< ${BIG_GROUP_TARGET_MS} ms`, missing[i] === 0 && lastMs[i]! < BIG_GROUP_TARGET_MS);
+  });
+
+  console.log(`\nbig group, median of ${FANOUTS}: last delivery ${fmt(median(lastMs))} ms`);
+  console.log('\n**Per node** (after connect)');
+  console.log('| node | connections | RSS MB | memory per connection KB | open files |');
+  console.log('|---|---|---|---|---|');
+  for (let k = 0; k < nodeCount; k++) {
+    const conns = Number(connect[k]!.connections) - Number(connect[k]!.failed);
+    console.log(`| ${k} | ${fmt(conns)} | ${mb(c.after.nodeRss[k]!)} | ${fmt((c.after.nodeRss[k]! - c.before.nodeRss[k]!) / 1024 / conns, 1)} | ${fmt(c.after.nodeFiles[k]!)} |`);
+  }
+  console.log(`\nall nodes: ${fmt(nodeGrowth / 1024 / connected, 1)} KB per connection; generators: ${mb(c.after.generatorRss.reduce((a, b) => a + b, 0))} MB; memory available at the lowest: ${mb(Math.min(...phases.map((p) => used(p).memAvailable)))} MB`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: Error) => {
+    console.error(`bench:scale failed: ${err.stack ?? err.message}`);
+    process.exit(1);
+  },
+);
