@@ -206,8 +206,10 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
         await sleep(step.warmupMs);
         measuring = true;
         const started = performance.now();
+        const measureFrom = now();
         await sleep(step.measureMs);
         measuring = false;
+        const measureTo = now();
         clearInterval(timer);
         const seconds = (performance.now() - started) / 1000;
         const expected = offered * (conns.length / groups.length);
@@ -216,6 +218,8 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
         await report({
           step: 'rate',
           rate: step.rate,
+          measureFrom,
+          measureTo,
           offered,
           delivered: latencies.length,
           offeredPerSec: offered / seconds,
@@ -231,7 +235,8 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
       case 'fanout': {
         const from = step.from === undefined ? undefined : conns[step.from];
         const topic = (from ?? conns[0]!).member.topics[step.topicIndex]!;
-        const receivers = conns.filter((c) => c !== from && c.member.topics[step.topicIndex] === topic);
+        // Members whose connection failed or was closed are not waited for (the connect step counted them).
+        const receivers = conns.filter((c) => c !== from && c.member.topics[step.topicIndex] === topic && c.socket && !c.socket.destroyed);
         let waiting = receivers.length;
         let lastAt = 0;
         const done = new Promise<void>((resolve) => {

@@ -18,6 +18,7 @@
  * After each phase it reads every process's CPU time and memory (/proc) and the box's idle time, and says which
  * resource ran out when a phase fell short: CPU (the box's cores were busy), file descriptors (EMFILE), memory
  * (MemAvailable below 1 GiB), or the servers (refused or timed-out connections with CPU to spare).
+ * BENCH_PROFILE_DIR writes the nodes' CPU profiles there.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -37,10 +38,12 @@ const NODES = env('BENCH_SCALE_NODES', Math.ceil(CONNECTIONS / PER_NODE));
 const GROUP_SIZE = env('BENCH_SCALE_GROUP_SIZE', 50);
 const PROBE_RATE = env('BENCH_SCALE_PROBE_RATE', 100);
 const PROBE_MS = env('BENCH_SCALE_PROBE_MS', 20_000);
-const FANOUTS = 3;
+const FANOUTS = env('BENCH_SCALE_FANOUTS', 3);
 const BIG_GROUP_TARGET_MS = 2000;
 const P99_TARGET_MS = 200;
 const SETUP_CONCURRENCY = 64;
+/** How often CPU is sampled (ms). */
+const SAMPLE_MS = 250;
 
 const root = new URL('../..', import.meta.url).pathname;
 const here = new URL('.', import.meta.url).pathname;
@@ -88,15 +91,20 @@ const pidFile = (path: string) => {
 };
 
 type Component = 'nodes' | 'generators' | 'cassandra' | 'redis';
-interface Reading {
+/** CPU so far (the box's, and each component's processes'), at an epoch time in ms. */
+interface CpuSample {
   at: number;
   box: { busy: number; total: number };
   memAvailable: number;
   cpu: Record<Component, number>;
+}
+/** Memory and files per process, read after a phase. */
+interface Snapshot {
   nodeRss: number[];
   generatorRss: number[];
   nodeFiles: number[];
 }
+const epochNow = () => performance.timeOrigin + performance.now();
 
 // ---- the cluster ------------------------------------------------------------------------------------------------
 
@@ -111,7 +119,8 @@ async function startNode(i: number): Promise<Node> {
   const [mqttPort, httpPort] = [await freePort(), await freePort()];
   const log = join(work, `node-${i}.log`);
   const out = openSync(log, 'a');
-  const child = spawn(process.execPath, [join(here, '..', 'clients', 'cli.js'), 'serve'], {
+  const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
+  const child = spawn(process.execPath, [...profile, join(here, '..', 'clients', 'cli.js'), 'serve'], {
     env: {
       ...process.env,
       CHORUS_STORE: 'cassandra',
@@ -191,24 +200,27 @@ async function main(): Promise<void> {
   const nodes: Node[] = [await startNode(0)]; // the first creates the keyspace's tables alone
   nodes.push(...(await Promise.all(Array.from({ length: NODES - 1 }, (_, i) => startNode(i + 1)))));
   const generators: ChildProcess[] = [];
-  const read = (): Reading => {
+  const sampleCpu = (): CpuSample => {
     const cpu = (pids: number[]) => pids.reduce((sum, pid) => sum + usage(pid).cpuSeconds, 0);
     return {
-      at: performance.now(),
+      at: epochNow(),
       box: boxCpu(),
       memAvailable: memAvailableBytes(),
       cpu: { nodes: cpu(nodes.map((n) => n.child.pid!)), generators: cpu(generators.map((g) => g.pid!)), cassandra: cpu([cassandraPid]), redis: cpu([redisPid]) },
-      nodeRss: nodes.map((n) => usage(n.child.pid!).rssBytes),
-      generatorRss: generators.map((g) => usage(g.pid!).rssBytes),
-      nodeFiles: nodes.map((n) => openFiles(n.child.pid!)),
     };
   };
-  const phases: { name: string; before: Reading; after: Reading }[] = [];
-
+  const snapshot = (): Snapshot => ({
+    nodeRss: nodes.map((n) => usage(n.child.pid!).rssBytes),
+    generatorRss: generators.map((g) => usage(g.pid!).rssBytes),
+    nodeFiles: nodes.map((n) => openFiles(n.child.pid!)),
+  });
+  // Sampled all along, so that each phase's CPU is read over exactly its own window (a fan-out lasts a few seconds).
+  const samples: CpuSample[] = [sampleCpu()];
+  const sampler = setInterval(() => samples.push(sampleCpu()), SAMPLE_MS);
   try {
     // 1. setup
     const user = (i: number) => `u${i}`;
-    const setupStart = read();
+    const setupStart = epochNow();
     const smallTopics: string[] = [];
     await pool(
       Array.from({ length: groupCount }, (_, g) => g),
@@ -226,10 +238,10 @@ async function main(): Promise<void> {
       const userIds = Array.from({ length: Math.min(1000, CONNECTIONS - from) }, (_, i) => user(from + i));
       await api(nodes[b % NODES]!, user(0), 'POST', `/groups/${big.id}/members/batch`, { userIds });
     });
-    phases.push({ name: 'setup', before: setupStart, after: read() });
+    const setupPhase = { name: 'setup', from: setupStart, to: epochNow() };
     const memberships = CONNECTIONS * 2;
-    const setupSeconds = (phases[0]!.after.at - setupStart.at) / 1000;
-    const setupUse = used(phases[0]!);
+    const setupSeconds = (setupPhase.to - setupStart) / 1000;
+    const setupUse = used(samples, setupPhase);
     console.log(
       `setup: ${memberships} memberships in ${fmt(setupSeconds, 1)} s (${fmt(memberships / setupSeconds)}/s); box CPU ${pct(setupUse.busy)} (nodes ${pct(setupUse.shares.nodes)}, Cassandra ${pct(setupUse.shares.cassandra)}, Redis ${pct(setupUse.shares.redis)})`,
     );
@@ -247,6 +259,7 @@ async function main(): Promise<void> {
       { kind: 'close' },
     ];
     const lines: AsyncIterator<string>[] = [];
+    const beforeConnect = snapshot();
     for (const [k, node] of nodes.entries()) {
       const spec: GroupsLoadSpec = { port: node.mqttPort, members: specs[k]!, clean: true, bodyBytes: 100, steps: stepsFor(k) };
       const file = join(work, `spec-${k}.json`);
@@ -256,9 +269,8 @@ async function main(): Promise<void> {
       lines.push(createInterface({ input: gen.stdout! })[Symbol.asyncIterator]());
     }
     const results: Record<string, unknown>[][] = [];
-    const stepNames = stepsFor(0).map((s) => s.kind);
-    let before = read();
-    for (const [i, name] of stepNames.entries()) {
+    let afterConnect = beforeConnect;
+    for (const name of stepsFor(0).map((s) => s.kind)) {
       const step = await Promise.all(
         lines.map(async (it, k) => {
           const line = await it.next();
@@ -266,18 +278,18 @@ async function main(): Promise<void> {
           return JSON.parse(line.value) as Record<string, unknown>;
         }),
       );
-      const after = read();
-      phases.push({ name: `${name}${name === 'fanout' ? ` ${i - 1}` : ''}`, before, after });
       results.push(step);
       if (name === 'connect') {
+        afterConnect = snapshot();
         const failed = step.reduce((n, r) => n + Number(r.failed), 0);
         console.log(`connect: ${CONNECTIONS - failed} connected, ${failed} failed ${JSON.stringify(mergeCounts(step.map((r) => r.failures as Record<string, number>)))}`);
       }
       for (const gen of generators) gen.stdin!.write('next\n');
-      before = read();
     }
-    report(results, phases, nodes.length);
+    await sleep(SAMPLE_MS * 2); // a sample past the last window
+    report(results, samples, beforeConnect, afterConnect);
   } finally {
+    clearInterval(sampler);
     for (const gen of generators) gen.kill('SIGKILL');
     await Promise.all(nodes.map((n) => stop(n.child)));
     const client = new cassandra.Client({ contactPoints: [`127.0.0.1:${CASSANDRA_PORT}`], localDataCenter: 'datacenter1' });
@@ -300,50 +312,57 @@ async function stop(child: ChildProcess): Promise<void> {
   child.kill('SIGKILL');
 }
 
-/** What a phase used: the box's busy share, each component's share of the box, memory left. */
-function used(phase: { before: Reading; after: Reading }) {
-  const seconds = (phase.after.at - phase.before.at) / 1000;
+interface Phase {
+  name: string;
+  /** Epoch ms. */
+  from: number;
+  to: number;
+}
+
+/** What a window used: the box's busy share, each component's share of the box, the least memory available. */
+function used(samples: CpuSample[], { from, to }: Phase) {
+  const first = [...samples].reverse().find((s) => s.at <= from) ?? samples[0]!;
+  const last = samples.find((s) => s.at >= to) ?? samples.at(-1)!;
+  const seconds = (last.at - first.at) / 1000;
   const cores = cpus().length;
-  const share = (c: Component) => (phase.after.cpu[c] - phase.before.cpu[c]) / seconds / cores;
+  const share = (c: Component) => (last.cpu[c] - first.cpu[c]) / seconds / cores;
   return {
-    seconds,
-    busy: (phase.after.box.busy - phase.before.box.busy) / (phase.after.box.total - phase.before.box.total),
+    busy: (last.box.busy - first.box.busy) / (last.box.total - first.box.total),
     shares: { nodes: share('nodes'), generators: share('generators'), cassandra: share('cassandra'), redis: share('redis') },
-    memAvailable: Math.min(phase.before.memAvailable, phase.after.memAvailable),
+    memAvailable: Math.min(...samples.filter((s) => s.at >= first.at && s.at <= last.at).map((s) => s.memAvailable)),
   };
 }
 
 const pct = (x: number) => `${fmt(x * 100)}%`;
 
 /** The resource that limited a phase that fell short, with its figure. */
-function limit(phase: { before: Reading; after: Reading }, failures: Record<string, number> = {}): string {
-  const u = used(phase);
+function limit(u: ReturnType<typeof used>, failures: Record<string, number> = {}): string {
   if (failures.EMFILE || failures.ENFILE) return `file descriptors: ${failures.EMFILE ?? failures.ENFILE} connects failed with EMFILE/ENFILE (20,000 per process)`;
   if (u.memAvailable < 2 ** 30) return `memory: ${mb(u.memAvailable)} MB available`;
   if (u.busy > 0.9) return `CPU: the box was ${pct(u.busy)} busy (nodes ${pct(u.shares.nodes)}, generators ${pct(u.shares.generators)}, Cassandra ${pct(u.shares.cassandra)}, Redis ${pct(u.shares.redis)})`;
   return `not CPU (${pct(u.busy)} busy) nor memory (${mb(u.memAvailable)} MB available): see the node logs`;
 }
 
-function report(results: Record<string, unknown>[][], phases: { name: string; before: Reading; after: Reading }[], nodeCount: number): void {
-  const phase = (name: string) => phases.find((p) => p.name === name)!;
-  console.log('\n**Cluster on one box** (bench/scale.ts)');
+function report(results: Record<string, unknown>[][], samples: CpuSample[], beforeConnect: Snapshot, afterConnect: Snapshot): void {
+  console.log('\n**Cluster on one box** (bench/scale.ts; CPU read over each phase\'s own window)');
   console.log('| phase | result | target | box CPU busy (nodes / generators / Cassandra / Redis) | what limited it |');
   console.log('|---|---|---|---|---|');
-  const row = (name: string, result: string, target: string, met: boolean, failures?: Record<string, number>) => {
-    const u = used(phase(name));
+  const row = (phase: Phase, result: string, target: string, met: boolean, failures?: Record<string, number>) => {
+    const u = used(samples, phase);
     const shares = `${pct(u.busy)} (${pct(u.shares.nodes)} / ${pct(u.shares.generators)} / ${pct(u.shares.cassandra)} / ${pct(u.shares.redis)})`;
-    console.log(`| ${name} | ${result} | ${target} | ${shares} | ${met ? 'met' : limit(phase(name), failures)} |`);
+    console.log(`| ${phase.name} | ${result} | ${target} | ${shares} | ${met ? 'met' : limit(u, failures)} |`);
   };
 
   const connect = results[0]!;
   const failed = connect.reduce((n, r) => n + Number(r.failed), 0);
   const failures = mergeCounts(connect.map((r) => r.failures as Record<string, number>));
   const connected = CONNECTIONS - failed;
-  const connectSeconds = (Math.max(...connect.map((r) => Number(r.endedAt))) - Math.min(...connect.map((r) => Number(r.startedAt)))) / 1000;
-  const c = phase('connect');
-  const nodeGrowth = c.after.nodeRss.reduce((a, b) => a + b, 0) - c.before.nodeRss.reduce((a, b) => a + b, 0);
+  const connectPhase = { name: 'connect', from: Math.min(...connect.map((r) => Number(r.startedAt))), to: Math.max(...connect.map((r) => Number(r.endedAt))) };
+  const connectSeconds = (connectPhase.to - connectPhase.from) / 1000;
+  const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
+  const nodeGrowth = sum(afterConnect.nodeRss) - sum(beforeConnect.nodeRss);
   row(
-    'connect',
+    connectPhase,
     `${fmt(connected)} of ${fmt(CONNECTIONS)} in ${fmt(connectSeconds, 1)} s: ${fmt(connected / connectSeconds)}/s; failed ${failed} ${failed ? JSON.stringify(failures) : ''}`,
     'all',
     failed === 0,
@@ -356,33 +375,33 @@ function report(results: Record<string, unknown>[][], phases: { name: string; be
   const delivered = probe.reduce((n, r) => n + Number(r.delivered), 0);
   const share = offered === 0 ? 0 : delivered / (offered * GROUP_SIZE);
   const p99 = percentile(latencies, 99);
+  const probePhase = { name: 'probe', from: Math.max(...probe.map((r) => Number(r.measureFrom))), to: Math.min(...probe.map((r) => Number(r.measureTo))) };
   row(
-    'rate',
+    probePhase,
     `${fmt(offered / (PROBE_MS / 1000))} msg/s offered, ${pct(share)} delivered: p50 ${fmt(percentile(latencies, 50), 1)} ms, p99 ${fmt(p99, 1)} ms`,
     `p99 < ${P99_TARGET_MS} ms`,
     p99 < P99_TARGET_MS && share > 0.99,
   );
 
-  const fanouts = results.slice(2, 2 + FANOUTS);
-  const lastMs = fanouts.map((step) => {
+  const fanouts = results.slice(2, 2 + FANOUTS).map((step, i) => {
     const sentAt = Number(step.find((r) => r.sentAt !== undefined)?.sentAt);
-    return Math.max(...step.map((r) => Number(r.lastDeliveryAt))) - sentAt;
+    const lastAt = Math.max(...step.map((r) => Number(r.lastDeliveryAt)));
+    return { phase: { name: `big group ${i + 1}`, from: sentAt, to: lastAt }, lastMs: lastAt - sentAt, receivers: sum(step.map((r) => Number(r.receivers))), missing: sum(step.map((r) => Number(r.missing))) };
   });
-  const missing = fanouts.map((step) => step.reduce((n, r) => n + Number(r.missing), 0));
-  fanouts.forEach((_, i) => {
-    const name = `fanout ${i + 1}`;
-    row(name, `${fmt(CONNECTIONS - 1)} receivers, ${missing[i]} missing: last delivery ${fmt(lastMs[i]!)} ms`, `< ${BIG_GROUP_TARGET_MS} ms`, missing[i] === 0 && lastMs[i]! < BIG_GROUP_TARGET_MS);
-  });
+  for (const f of fanouts) {
+    row(f.phase, `${fmt(f.receivers)} receivers, ${f.missing} missing: last delivery ${fmt(f.lastMs)} ms`, `< ${BIG_GROUP_TARGET_MS} ms`, f.missing === 0 && f.lastMs < BIG_GROUP_TARGET_MS);
+  }
 
-  console.log(`\nbig group, median of ${FANOUTS}: last delivery ${fmt(median(lastMs))} ms`);
+  console.log(`\nbig group, median of ${FANOUTS}: last delivery ${fmt(median(fanouts.map((f) => f.lastMs)))} ms`);
   console.log('\n**Per node** (after connect)');
   console.log('| node | connections | RSS MB | memory per connection KB | open files |');
   console.log('|---|---|---|---|---|');
-  for (let k = 0; k < nodeCount; k++) {
+  afterConnect.nodeRss.forEach((rss, k) => {
     const conns = Number(connect[k]!.connections) - Number(connect[k]!.failed);
-    console.log(`| ${k} | ${fmt(conns)} | ${mb(c.after.nodeRss[k]!)} | ${fmt((c.after.nodeRss[k]! - c.before.nodeRss[k]!) / 1024 / conns, 1)} | ${fmt(c.after.nodeFiles[k]!)} |`);
-  }
-  console.log(`\nall nodes: ${fmt(nodeGrowth / 1024 / connected, 1)} KB per connection; generators: ${mb(c.after.generatorRss.reduce((a, b) => a + b, 0))} MB; memory available at the lowest: ${mb(Math.min(...phases.map((p) => used(p).memAvailable)))} MB`);
+    console.log(`| ${k} | ${fmt(conns)} | ${mb(rss)} | ${fmt((rss - beforeConnect.nodeRss[k]!) / 1024 / conns, 1)} | ${fmt(afterConnect.nodeFiles[k]!)} |`);
+  });
+  const lowest = Math.min(...samples.map((s) => s.memAvailable));
+  console.log(`\nall nodes: ${fmt(nodeGrowth / 1024 / connected, 1)} KB per connection; generators: ${mb(sum(afterConnect.generatorRss))} MB; memory available at the lowest: ${mb(lowest)} MB`);
 }
 
 main().then(

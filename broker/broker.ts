@@ -41,6 +41,8 @@ const VOID_TOPIC = '$chorus/void';
 const SESSION_MARKER = { topic: '$chorus/session', qos: 0 as const };
 const EMPTY = Buffer.alloc(0);
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Logins refused because the group store failed are logged at most this often (an outage refuses thousands). */
+const LOGIN_FAILURE_LOG_MS = 10_000;
 /** The longest a connection waits, unread, for a place among the unauthenticated ones (see admit). */
 const WAITING_TIMEOUT_MS = 10_000;
 /** Connections the kernel may hold for accept() (capped by net.core.somaxconn). */
@@ -120,6 +122,8 @@ export class ChorusBroker {
   private readonly lastTyping = new Map<string, number>();
   /** Clients that sent an empty client id with CleanSession 0, refused when they authenticate ([MQTT-3.1.3-8]). */
   private readonly anonymousPersistent = new WeakSet<Client>();
+  private loginStoreFailures = 0;
+  private loginStoreFailureLoggedAt = 0;
   /** Connections accepted and not yet authenticated, each with what ends its count. */
   private readonly unauthenticated = new Map<Duplex, () => void>();
   /** Connections waiting for a place among the unauthenticated ones, oldest first, each with what lets it in. */
@@ -281,9 +285,16 @@ export class ChorusBroker {
     const holder = (this.aedes as unknown as { clients: Record<string, Client | undefined> }).clients[client.id];
     const holderUser = holder ? this.live.userOf(holder) : undefined;
     if (holderUser !== undefined && holderUser !== verified.userId) throw authError('client id in use', 2);
-    await this.live.attach(client, verified.userId, () => this.deps.groups.allGroupIds(verified.userId));
-    this.unauthenticated.get(client.conn as Duplex)?.();
     const userId = verified.userId;
+    try {
+      await this.live.attach(client, userId, () => this.deps.groups.allGroupIds(userId));
+    } catch (err) {
+      // The store could not say which groups are the user's (down, or too busy to answer in time): "server unavailable",
+      // so that the client comes back later, never "not authorized" ([MQTT-3.2.2-6] table 3.1).
+      this.noteLoginStoreFailure(err as Error);
+      throw authError('the group store is unavailable; retry later', 3);
+    }
+    this.unauthenticated.get(client.conn as Duplex)?.();
     void this.presenceChanged(userId, this.live.groupsOf(userId), () => this.deps.presence.connected(userId), true);
     if (verified.expiresAt !== undefined) {
       const ms = verified.expiresAt * 1000 - Date.now();
@@ -293,6 +304,16 @@ export class ChorusBroker {
         this.expiryTimers.set(client, timer);
       }
     }
+  }
+
+  /** Logs logins refused because the store failed, at most once per LOGIN_FAILURE_LOG_MS with how many there were. */
+  private noteLoginStoreFailure(err: Error): void {
+    this.loginStoreFailures += 1;
+    const now = Date.now();
+    if (now - this.loginStoreFailureLoggedAt < LOGIN_FAILURE_LOG_MS) return;
+    this.deps.logger.warn({ refused: this.loginStoreFailures, err: err.message }, "logins refused (CONNACK 3): the user's groups could not be read");
+    this.loginStoreFailures = 0;
+    this.loginStoreFailureLoggedAt = now;
   }
 
   private onDisconnect(client: Client): void {

@@ -149,6 +149,25 @@ describe('only members read, write or subscribe', () => {
     expect(await connackCode(true)).toBe(0);
   });
 
+  it("answers a login whose groups cannot be read with CONNACK 3, server unavailable, not 5 [MQTT-3.2.2-6]", async () => {
+    const { default: mqtt } = await import('mqtt');
+    const groups = (t.chorus.broker as unknown as { deps: { groups: { allGroupIds(userId: string): Promise<string[]> } } }).deps.groups;
+    const read = groups.allGroupIds;
+    groups.allGroupIds = async () => {
+      throw new Error('the store is down');
+    };
+    try {
+      const c = mqtt.connect(t.chorus.urls.mqtt, { username: 'store-down', password: await t.token('store-down'), reconnectPeriod: 0, protocolVersion: 4 });
+      const err = await new Promise<{ code?: number }>((resolve) => c.once('error', resolve));
+      c.end(true);
+      expect(err.code).toBe(3); // "come back later": a client may retry, unlike 5 (not authorized)
+    } finally {
+      groups.allGroupIds = read;
+    }
+    const back = await t.mqtt('store-down'); // the same login, once the store answers
+    back.end(true);
+  });
+
   it('reports a persistent session as present on return even when all its subscriptions were refused [MQTT-3.2.2-2]', async () => {
     const { default: mqtt } = await import('mqtt');
     const clientId = `alice-session-${Date.now()}`;
