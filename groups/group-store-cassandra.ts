@@ -18,6 +18,9 @@ import {
 
 /** Rows read per page when a whole partition is scanned (receipt counts, deleting a group). */
 const SCAN_PAGE = 5000;
+/** Delivered watermarks per batch, and batches written at once, by raiseDelivered. */
+const MARKS_PER_BATCH = 100;
+const MARK_BATCHES_IN_FLIGHT = 4;
 /** Members added per batch by addMembers: one conditional batch each, well under Cassandra's batch size limits. */
 const BULK_CHUNK = 50;
 
@@ -163,16 +166,32 @@ export class GroupStoreCassandra implements GroupStore {
     await this.db.execute('INSERT INTO member_ranges (group_id, user_id, ranges) VALUES (?, ?, ?)', [groupId, userId, JSON.stringify(ranges)]);
   }
 
+  /**
+   * One unlogged batch per group (a single partition: applied as one write, no coordinator fan-out) of at most
+   * MARKS_PER_BATCH marks, MARK_BATCHES_IN_FLIGHT at a time.
+   */
   async raiseDelivered(marks: DeliveredMark[]): Promise<void> {
-    for (let i = 0; i < marks.length; i += 100) {
-      await this.db.batch(
-        marks.slice(i, i + 100).map((m) => ({
-          query: 'UPDATE delivered_marks USING TIMESTAMP ? SET seq = ? WHERE group_id = ? AND user_id = ?',
-          params: [cassandra.types.Long.fromNumber(m.seq), m.seq, m.groupId, m.userId],
-        })),
-        false,
-      );
+    const byGroup = new Map<string, DeliveredMark[]>();
+    for (const mark of marks) {
+      const list = byGroup.get(mark.groupId);
+      if (list) list.push(mark);
+      else byGroup.set(mark.groupId, [mark]);
     }
+    const batches = [...byGroup.values()].flatMap((list) => Array.from({ length: Math.ceil(list.length / MARKS_PER_BATCH) }, (_, i) => list.slice(i * MARKS_PER_BATCH, (i + 1) * MARKS_PER_BATCH)));
+    let next = 0;
+    const lane = async () => {
+      while (next < batches.length) {
+        const batch = batches[next++]!;
+        await this.db.batch(
+          batch.map((m) => ({
+            query: 'UPDATE delivered_marks USING TIMESTAMP ? SET seq = ? WHERE group_id = ? AND user_id = ?',
+            params: [cassandra.types.Long.fromNumber(m.seq), m.seq, m.groupId, m.userId],
+          })),
+          false,
+        );
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(MARK_BATCHES_IN_FLIGHT, batches.length) }, lane));
   }
 
   /** Scans the group's members and watermarks: a cost per member, paid only when someone asks. */

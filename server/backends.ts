@@ -101,7 +101,9 @@ export async function clusterBackends(config: ChorusConfig, logger: Logger, onRe
     });
     return redis;
   };
-  const connectRedis = (options: RedisOptions = {}) => watch(new Redis(redisUrl, options));
+  // Auto-pipelining: the commands one tick issues leave in one write (a login or a fan-out issues several; ioredis keeps
+  // their order, and leaves SUBSCRIBE and MULTI out of it).
+  const connectRedis = (options: RedisOptions = {}) => watch(new Redis(redisUrl, { enableAutoPipelining: true, ...options }));
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}`;
   const db = await CassandraSession.connect({
     contactPoints: config.cassandraContactPoints.split(',').map((p) => p.trim()),

@@ -158,7 +158,7 @@ describe('only members read, write or subscribe', () => {
     };
     try {
       const c = mqtt.connect(t.chorus.urls.mqtt, { username: 'store-down', password: await t.token('store-down'), reconnectPeriod: 0, protocolVersion: 4 });
-      const err = await new Promise<{ code?: number }>((resolve) => c.once('error', resolve));
+      const err = await new Promise<Error & { code?: number }>((resolve) => c.once('error', resolve));
       c.end(true);
       expect(err.code).toBe(3); // "come back later": a client may retry, unlike 5 (not authorized)
     } finally {
