@@ -13,7 +13,8 @@
  * 3. probe: BENCH_SCALE_PROBE_RATE (default 100) msg/s across the small groups for BENCH_SCALE_PROBE_MS: p50 / p99
  *    of delivery, every delivery counted;
  * 4. big group: three messages to all C members, one after another: the time until the last member has each
- *    (target < 2 s).
+ *    (target < 2 s);
+ * 5. shutdown: SIGTERM to every node with all its clients connected: the time until each exits (target < 10 s).
  *
  * After each phase it reads every process's CPU time and memory (/proc) and the box's idle time, and says which
  * resource ran out when a phase fell short: CPU (the box's cores were busy), file descriptors (EMFILE), memory
@@ -41,6 +42,7 @@ const PROBE_MS = env('BENCH_SCALE_PROBE_MS', 20_000);
 const FANOUTS = env('BENCH_SCALE_FANOUTS', 3);
 const BIG_GROUP_TARGET_MS = 2000;
 const P99_TARGET_MS = 200;
+const SHUTDOWN_TARGET_MS = 10_000;
 const SETUP_CONCURRENCY = 64;
 /** How often CPU is sampled (ms). */
 const SAMPLE_MS = 250;
@@ -256,7 +258,6 @@ async function main(): Promise<void> {
       { kind: 'connect', concurrency: 50 },
       { kind: 'rate', rate: PROBE_RATE / NODES, warmupMs: 3000, measureMs: PROBE_MS, latencies: true },
       ...Array.from({ length: FANOUTS }, (): Step => ({ kind: 'fanout', ...(k === 0 ? { from: 0 } : {}), topicIndex: 1, delayMs: 2000, timeoutMs: 30_000 })),
-      { kind: 'close' },
     ];
     const lines: AsyncIterator<string>[] = [];
     const beforeConnect = snapshot();
@@ -270,7 +271,8 @@ async function main(): Promise<void> {
     }
     const results: Record<string, unknown>[][] = [];
     let afterConnect = beforeConnect;
-    for (const name of stepsFor(0).map((s) => s.kind)) {
+    const stepNames = stepsFor(0).map((s) => s.kind);
+    for (const [i, name] of stepNames.entries()) {
       const step = await Promise.all(
         lines.map(async (it, k) => {
           const line = await it.next();
@@ -284,10 +286,12 @@ async function main(): Promise<void> {
         const failed = step.reduce((n, r) => n + Number(r.failed), 0);
         console.log(`connect: ${CONNECTIONS - failed} connected, ${failed} failed ${JSON.stringify(mergeCounts(step.map((r) => r.failures as Record<string, number>)))}`);
       }
-      for (const gen of generators) gen.stdin!.write('next\n');
+      if (i < stepNames.length - 1) for (const gen of generators) gen.stdin!.write('next\n');
     }
+    // 5. shutdown: every node gets SIGTERM while all its clients are still connected.
+    const exitMs = await Promise.all(nodes.map((n) => stop(n.child)));
     await sleep(SAMPLE_MS * 2); // a sample past the last window
-    report(results, samples, beforeConnect, afterConnect);
+    report(results, samples, beforeConnect, afterConnect, exitMs);
   } finally {
     clearInterval(sampler);
     for (const gen of generators) gen.kill('SIGKILL');
@@ -304,12 +308,16 @@ const mergeCounts = (counts: Record<string, number>[]) => {
   return merged;
 };
 
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
+/** SIGTERM, then SIGKILL after 15 s; resolves with how long the process took to exit (ms). */
+async function stop(child: ChildProcess): Promise<number> {
+  if (child.exitCode !== null || child.signalCode !== null) return 0;
+  const started = performance.now();
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill('SIGTERM');
   await Promise.race([exited, sleep(15_000)]);
+  const ms = performance.now() - started;
   child.kill('SIGKILL');
+  return ms;
 }
 
 interface Phase {
@@ -343,7 +351,7 @@ function limit(u: ReturnType<typeof used>, failures: Record<string, number> = {}
   return `not CPU (${pct(u.busy)} busy) nor memory (${mb(u.memAvailable)} MB available): see the node logs`;
 }
 
-function report(results: Record<string, unknown>[][], samples: CpuSample[], beforeConnect: Snapshot, afterConnect: Snapshot): void {
+function report(results: Record<string, unknown>[][], samples: CpuSample[], beforeConnect: Snapshot, afterConnect: Snapshot, exitMs: number[]): void {
   console.log('\n**Cluster on one box** (bench/scale.ts; CPU read over each phase\'s own window)');
   console.log('| phase | result | target | box CPU busy (nodes / generators / Cassandra / Redis) | what limited it |');
   console.log('|---|---|---|---|---|');
@@ -392,6 +400,10 @@ function report(results: Record<string, unknown>[][], samples: CpuSample[], befo
     row(f.phase, `${fmt(f.receivers)} receivers, ${f.missing} missing: last delivery ${fmt(f.lastMs)} ms`, `< ${BIG_GROUP_TARGET_MS} ms`, f.missing === 0 && f.lastMs < BIG_GROUP_TARGET_MS);
   }
 
+  const slowestExit = Math.max(...exitMs);
+  console.log(
+    `| shutdown | SIGTERM to all ${exitMs.length} nodes with their clients connected: slowest exit ${fmt(slowestExit)} ms | < ${SHUTDOWN_TARGET_MS} ms | - | ${slowestExit < SHUTDOWN_TARGET_MS ? 'met' : 'not met: see the node logs'} |`,
+  );
   console.log(`\nbig group, median of ${FANOUTS}: last delivery ${fmt(median(fanouts.map((f) => f.lastMs)))} ms`);
   console.log('\n**Per node** (after connect)');
   console.log('| node | connections | RSS MB | memory per connection KB | open files |');
