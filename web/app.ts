@@ -254,7 +254,8 @@ function show(messages: StampedMessage[], options: { scroll?: 'keep-bottom' | 'k
 
 async function openGroup(groupId: string): Promise<void> {
   const g = groups.get(groupId);
-  if (!g) return;
+  // Opening the open group again would clear it and lose the reader's place (and what scrolling back loaded).
+  if (!g || current === groupId) return;
   current = groupId;
   cancelReply();
   history.replaceState(null, '', `#group=${encodeURIComponent(groupId)}`);
@@ -441,6 +442,9 @@ async function enablePush(): Promise<void> {
 // ---- start ----
 
 async function start(s: Session): Promise<void> {
+  // After a session expired: the next one (maybe another user) starts from nothing the last one showed.
+  if (current) closeGroup();
+  groups.clear();
   session = s;
   sessionStorage.setItem(SESSION_KEY, JSON.stringify(s));
   byId('login').hidden = true;
@@ -491,9 +495,10 @@ async function start(s: Session): Promise<void> {
       renderGroups();
     }
   });
-  for (const info of await client.api.listGroups()) await addGroup(info);
   const wanted = new URLSearchParams(location.hash.slice(1)).get('group');
-  if (wanted && groups.has(wanted)) await openGroup(wanted);
+  for (const info of await client.api.listGroups()) await addGroup(info);
+  // The list is clickable while it fills: a group the user opened meanwhile wins over the one in the address.
+  if (wanted && current === null && groups.has(wanted)) await openGroup(wanted);
 }
 
 function wire(): void {
