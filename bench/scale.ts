@@ -19,7 +19,7 @@
  * After each phase it reads every process's CPU time and memory (/proc) and the box's idle time, and says which
  * resource ran out when a phase fell short: CPU (the box's cores were busy), file descriptors (EMFILE), memory
  * (MemAvailable below 1 GiB), or the servers (refused or timed-out connections with CPU to spare).
- * BENCH_PROFILE_DIR writes the nodes' CPU profiles there.
+ * BENCH_PROFILE_DIR writes the nodes' CPU profiles there; BENCH_LOG_LEVEL sets the nodes' (warn).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -134,7 +134,7 @@ async function startNode(i: number): Promise<Node> {
       CHORUS_MQTT_PORT: String(mqttPort),
       CHORUS_HTTP_PORT: String(httpPort),
       CHORUS_DATA_DIR: mkdtempSync(join(work, `node-${i}-`)),
-      CHORUS_LOG_LEVEL: 'warn',
+      CHORUS_LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
       CHORUS_MAX_CONNECTIONS: String(PER_NODE + 1000),
       CHORUS_MAX_GROUP_MEMBERS: String(Math.max(CONNECTIONS, 100_000)),
       CHORUS_RATE_LIMIT_PER_MINUTE: '10000000',

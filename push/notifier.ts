@@ -124,6 +124,9 @@ export class Notifier {
     for await (const page of this.groups.memberPages(groupId, MEMBERS_PAGE)) {
       const online = await this.presence.online(page.map((m) => m.userId));
       for (const member of page) {
+        // A node that is closing stops mid-pass: its clients leaving would otherwise make every member of a big group
+        // look offline, and the pass would read their push settings until the store closed under it.
+        if (this.closed) return;
         if (online.has(member.userId)) continue;
         const mode = await this.store.getMode(member.userId, groupId);
         if (mode === 'muted') continue;

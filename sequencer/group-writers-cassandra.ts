@@ -188,7 +188,10 @@ export class GroupWritersCassandra implements GroupWriters {
   private async release(holds: [string, Hold][]): Promise<void> {
     if (holds.length === 0) return;
     for (const [groupId] of holds) this.held.delete(groupId);
-    await sleep(REQUEST_TIMEOUT_MS);
+    // No write to them is sent from here on, and one sent at t lands by t + REQUEST_TIMEOUT_MS (as a takeover assumes):
+    // only the newest needs waiting out. `lastUsed` is when a write last checked its hold, so never before its send.
+    const lastSent = Math.max(...holds.map(([, hold]) => hold.lastUsed));
+    await sleep(Math.max(0, lastSent + REQUEST_TIMEOUT_MS - performance.now()));
     for (let i = 0; i < holds.length; i += RELEASE_CONCURRENCY) {
       await Promise.all(
         holds.slice(i, i + RELEASE_CONCURRENCY).map(([groupId, hold]) =>

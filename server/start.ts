@@ -208,14 +208,23 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     async close() {
       if (closed) return;
       closed = true;
-      await sequencer.drain(5000);
+      // Each step's time is logged: a node that is slow to stop says where.
+      const steps: Record<string, number> = {};
+      const step = async (name: string, work: () => unknown) => {
+        const started = performance.now();
+        await work();
+        steps[name] = Math.round(performance.now() - started);
+      };
+      await step('sendsInFlightMs', () => sequencer.drain(5000));
       notifier.close();
-      await deliveredMarks.close();
-      await broker.close();
-      if (api) await api.close();
-      else await new Promise((resolve) => http.close(resolve));
+      await step('deliveredMarksMs', () => deliveredMarks.close());
+      await step('clientsMs', () => broker.close());
+      await step('httpMs', () => (api ? api.close() : new Promise((resolve) => http.close(resolve))));
       if (options.messageLog) await options.messageLog.close();
-      await backends.close();
+      await step('backendsMs', () => backends.close());
+      const totalMs = Object.values(steps).reduce((sum, ms) => sum + ms, 0);
+      // Half the 10 s that orchestrators give a node after SIGTERM: a warning, so that it shows at the default level.
+      logger[totalMs >= 5000 ? 'warn' : 'info']({ ...steps, totalMs }, 'closed');
     },
   };
 }

@@ -276,6 +276,26 @@ describe('many nodes sharing Redis and Cassandra', () => {
     await c.start();
   }, 120_000);
 
+  it("puts on Redis only the $SYS notices Aedes acts on (a client's arrival, for takeovers): no subscribe, unsubscribe or disconnect notices", async () => {
+    const spy = await connectRedis();
+    const channels: string[] = [];
+    spy.on('pmessage', (_pattern: string, channel: string) => channels.push(channel));
+    await spy.psubscribe('$SYS/*');
+    try {
+      const groupId = await newGroup('sysop', ['sysuser']);
+      const client = await raw('sysuser', b);
+      const topic = `groups/${groupId}/messages`;
+      expect(await subscribeCodes(client, [topic])).toEqual([1]);
+      await client.unsubscribeAsync(topic);
+      await client.endAsync();
+      await until(() => channels.some((channel) => channel.endsWith('/new/clients')), 'the new/clients notice');
+      await sleep(500); // the notices left out would have followed within milliseconds
+      expect(channels.filter((channel) => /\/(new\/subscribes|new\/unsubscribes|disconnect\/clients)$/.test(channel))).toEqual([]);
+    } finally {
+      spy.disconnect();
+    }
+  });
+
   it('shows a user connected to one broker node as online through the api node, and offline once gone', async () => {
     const groupId = await newGroup('alice', ['nina']);
     const nina = await raw('nina', b);

@@ -78,6 +78,28 @@ describe('GroupWritersCassandra (real Cassandra)', () => {
     }
   });
 
+  it('gives its groups back on close once their last writes could have landed, and without waiting when they could', async () => {
+    for (const writtenJustBefore of [true, false]) {
+      const a = await GroupWritersCassandra.start(shared, 'a', timing);
+      const b = await GroupWritersCassandra.start(shared, 'b', timing);
+      try {
+        const groupId = group();
+        expect(await a.writerOf(groupId)).toEqual({ here: true, epoch: 1 });
+        expect(a.holding(groupId)).toBe(1); // what a write checks just before it is sent
+        if (!writtenJustBefore) await sleep(REQUEST_TIMEOUT_MS);
+        const started = performance.now();
+        await a.close();
+        const closeMs = performance.now() - started;
+        // Closing right after a write waits out its request timeout (it might still land); long after, it need not.
+        if (writtenJustBefore) expect(closeMs).toBeGreaterThanOrEqual(REQUEST_TIMEOUT_MS - 50);
+        else expect(closeMs).toBeLessThan(REQUEST_TIMEOUT_MS);
+        expect(await b.writerOf(groupId)).toEqual({ here: true, epoch: 2 });
+      } finally {
+        await Promise.all([a.close(), b.close()]);
+      }
+    }
+  });
+
   it('gives back a group it has not written for idleMs, and another node takes it at once', async () => {
     const idle = { ...timing, idleMs: 300 };
     const a = await GroupWritersCassandra.start(shared, 'a', idle);

@@ -52,4 +52,23 @@ describe('push notifier passes', () => {
     expect(presence.asked).toBeGreaterThanOrEqual(2);
     expect(presence.asked).toBeLessThanOrEqual(3);
   });
+
+  it('stops a pass mid-group once closed (its clients leaving would make every member look offline)', async () => {
+    const { id: groupId } = await groups.create('alice', { name: 'big', members: Array.from({ length: 90 }, (_, i) => `m${i}`) });
+    let modesRead = 0;
+    // Each offline member's push setting is read one by one: a millisecond each makes the pass last about 90 ms.
+    const slowStore = Object.create(pushStore) as PushStoreSqlite;
+    slowStore.getMode = async (userId, group) => {
+      modesRead += 1;
+      await sleep(1);
+      return pushStore.getMode(userId, group);
+    };
+    const closing = new Notifier(groups, new PresenceLocal(), slowStore, new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger), 1000, logger);
+    closing.onMessage(toStampedMessage(groupId, 1, { senderId: 'alice', clientMsgId: 'big-1', type: 'text', body: 'hi', createdAtMs: Date.now() }));
+    while (modesRead < 5) await sleep(1);
+    closing.close();
+    const atClose = modesRead;
+    await sleep(200);
+    expect(modesRead).toBeLessThanOrEqual(atClose + 1); // the read under way when it closed, and none after
+  });
 });
