@@ -4,7 +4,7 @@ import type { Presence } from '../broker/presence.js';
 import type { Groups } from '../groups/groups.js';
 import { isEventType, type StampedMessage } from '../protocol/index.js';
 import type { PushSender } from './push-sender.js';
-import type { PushStore } from './push-store.js';
+import { MAX_REACHABLE_QUERY, type PushStore } from './push-store.js';
 
 /** What a push carries (encrypted): enough for a notification and a badge, not the whole message. */
 export interface PushPayload {
@@ -36,7 +36,7 @@ interface Window {
 
 const MAX_QUEUED_MESSAGES = 10_000;
 const MAX_WINDOWS = 100_000;
-const MEMBERS_PAGE = 500;
+const MEMBERS_PAGE = MAX_REACHABLE_QUERY;
 const PREVIEW_CHARS = 120;
 /**
  * Passes over a group's members start at most this often: a busy group's commits arriving meanwhile share one pass,
@@ -119,17 +119,26 @@ export class Notifier {
     if (this.queue.length > 0 && !this.closed) this.schedulePass();
   }
 
-  /** One pass over the group's members for all of its queued messages, in seq order. */
+  /**
+   * One pass over the group's members for all of its queued messages, in seq order. Per page of members: one presence
+   * read, then one store read for those offline (which of them push can reach, and how they want it), never a read
+   * per member, so that a big group's pass stays short and the groups after it in the queue are not kept waiting.
+   */
   private async notifyMembers(groupId: string, messages: StampedMessage[]): Promise<void> {
     for await (const page of this.groups.memberPages(groupId, MEMBERS_PAGE)) {
+      // A node that is closing stops mid-pass: its clients leaving would otherwise make every member look offline.
+      if (this.closed) return;
       const online = await this.presence.online(page.map((m) => m.userId));
-      for (const member of page) {
-        // A node that is closing stops mid-pass: its clients leaving would otherwise make every member of a big group
-        // look offline, and the pass would read their push settings until the store closed under it.
-        if (this.closed) return;
-        if (online.has(member.userId)) continue;
-        const mode = await this.store.getMode(member.userId, groupId);
-        if (mode === 'muted') continue;
+      const offline = page.filter((member) => !online.has(member.userId) && messages.some((message) => message.senderId !== member.userId));
+      if (offline.length === 0) continue;
+      const reachable = await this.store.reachable(
+        offline.map((member) => member.userId),
+        groupId,
+      );
+      if (this.closed) return;
+      for (const member of offline) {
+        const mode = reachable.get(member.userId);
+        if (mode === undefined || mode === 'muted') continue;
         for (const message of messages) {
           if (message.senderId === member.userId) continue;
           // @everyone counts as a mention of each member: it reaches `mentions` members too, with high urgency.

@@ -48,5 +48,18 @@ export class PushStoreCassandra implements PushStore {
     return (row?.get('mode') as PushMode | undefined) ?? 'all';
   }
 
+  /** Two reads whatever the number of users: each is one partition per user, asked together with IN. */
+  async reachable(userIds: string[], groupId: string): Promise<Map<string, PushMode>> {
+    if (userIds.length === 0) return new Map();
+    const subscribed = (await this.db.execute('SELECT user_id FROM push_subscriptions WHERE user_id IN ? PER PARTITION LIMIT 1', [userIds])).rows.map(
+      (row) => row.get('user_id') as string,
+    );
+    if (subscribed.length === 0) return new Map();
+    const modes = await this.db.execute('SELECT user_id, mode FROM push_modes WHERE user_id IN ? AND group_id = ?', [subscribed, groupId]);
+    const reachable = new Map<string, PushMode>(subscribed.map((userId) => [userId, 'all']));
+    for (const row of modes.rows) reachable.set(row.get('user_id') as string, row.get('mode') as PushMode);
+    return reachable;
+  }
+
   async close(): Promise<void> {}
 }

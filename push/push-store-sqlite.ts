@@ -73,6 +73,16 @@ export class PushStoreSqlite implements PushStore {
     return row?.mode ?? 'all';
   }
 
+  async reachable(userIds: string[], groupId: string): Promise<Map<string, PushMode>> {
+    const rows = this.db
+      .prepare<[string, string], { user_id: string; mode: PushMode | null }>(
+        `SELECT s.user_id, m.mode FROM (SELECT DISTINCT user_id FROM push_subscriptions WHERE user_id IN (SELECT value FROM json_each(?))) s
+         LEFT JOIN push_modes m ON m.user_id = s.user_id AND m.group_id = ?`,
+      )
+      .all(JSON.stringify(userIds), groupId);
+    return new Map(rows.map((row) => [row.user_id, row.mode ?? 'all']));
+  }
+
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }

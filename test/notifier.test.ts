@@ -53,22 +53,44 @@ describe('push notifier passes', () => {
     expect(presence.asked).toBeLessThanOrEqual(3);
   });
 
-  it('stops a pass mid-group once closed (its clients leaving would make every member look offline)', async () => {
-    const { id: groupId } = await groups.create('alice', { name: 'big', members: Array.from({ length: 90 }, (_, i) => `m${i}`) });
-    let modesRead = 0;
-    // Each offline member's push setting is read one by one: a millisecond each makes the pass last about 90 ms.
-    const slowStore = Object.create(pushStore) as PushStoreSqlite;
-    slowStore.getMode = async (userId, group) => {
-      modesRead += 1;
-      await sleep(1);
+  it('reads push settings once per page of members, not per member, and stops a pass once closed', async () => {
+    const members = Array.from({ length: 90 }, (_, i) => `m${i}`);
+    const { id: groupId } = await groups.create('alice', { name: 'big', members });
+    for (const userId of members) {
+      await pushStore.saveSubscription({ userId, endpoint: `https://push.example.com/${userId}`, p256dh: 'B'.repeat(87), auth: 'a'.repeat(22), createdAtMs: Date.now() }, 5);
+    }
+    const reads = { reachable: 0, getMode: 0, listSubscriptions: 0 };
+    let reachableDelayMs = 0;
+    const countingStore = Object.create(pushStore) as PushStoreSqlite;
+    countingStore.reachable = async (userIds, group) => {
+      reads.reachable += 1;
+      await sleep(reachableDelayMs);
+      return pushStore.reachable(userIds, group);
+    };
+    countingStore.getMode = async (userId, group) => {
+      reads.getMode += 1;
       return pushStore.getMode(userId, group);
     };
-    const closing = new Notifier(groups, new PresenceLocal(), slowStore, new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger), 1000, logger);
-    closing.onMessage(toStampedMessage(groupId, 1, { senderId: 'alice', clientMsgId: 'big-1', type: 'text', body: 'hi', createdAtMs: Date.now() }));
-    while (modesRead < 5) await sleep(1);
-    closing.close();
-    const atClose = modesRead;
-    await sleep(200);
-    expect(modesRead).toBeLessThanOrEqual(atClose + 1); // the read under way when it closed, and none after
+    countingStore.listSubscriptions = async (userId) => {
+      reads.listSubscriptions += 1;
+      return pushStore.listSubscriptions(userId);
+    };
+    const message = (seq: number) => toStampedMessage(groupId, seq, { senderId: 'alice', clientMsgId: `big-${seq}`, type: 'text', body: 'hi', createdAtMs: Date.now() });
+    const newNotifier = () => new Notifier(groups, new PresenceLocal(), countingStore, new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger), 1000, logger);
+
+    const open = newNotifier();
+    open.onMessage(message(1));
+    while (reads.listSubscriptions < members.length) await sleep(5); // each offline member with a subscription gets a push
+    expect(reads).toEqual({ reachable: 1, getMode: 0, listSubscriptions: members.length });
+    open.close();
+
+    reads.reachable = reads.listSubscriptions = 0;
+    reachableDelayMs = 100;
+    const closing = newNotifier();
+    closing.onMessage(message(2));
+    while (reads.reachable === 0) await sleep(1);
+    closing.close(); // while the page's settings are being read: nothing is pushed after
+    await sleep(300);
+    expect(reads.listSubscriptions).toBe(0);
   });
 });

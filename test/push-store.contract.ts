@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { PushStore, PushSubscriptionRecord } from '../push/push-store.js';
+import { MAX_REACHABLE_QUERY, type PushStore, type PushSubscriptionRecord } from '../push/push-store.js';
 
 /** The PushStore contract, run by every backend. */
 export function pushStoreContract(name: string, open: () => Promise<PushStore>): void {
@@ -47,6 +47,29 @@ export function pushStoreContract(name: string, open: () => Promise<PushStore>):
       await store.setMode(user, 'g2', 'mentions');
       await store.setMode(user, 'g2', 'all');
       expect([await store.getMode(user, 'g1'), await store.getMode(user, 'g2')]).toEqual(['muted', 'all']);
+    });
+
+    it('tells which of many users push can reach, each with their preference for the group', async () => {
+      const run = randomUUID();
+      const users = Array.from({ length: MAX_REACHABLE_QUERY }, (_, i) => `r-${run}-${i}`);
+      const [twoDevices, muted, mentions, plain] = users;
+      await store.saveSubscription(sub(twoDevices!, 1), 5);
+      await store.saveSubscription(sub(twoDevices!, 2), 5);
+      for (const user of [muted!, mentions!, plain!]) await store.saveSubscription(sub(user, 1), 5);
+      await store.setMode(muted!, 'g1', 'muted');
+      await store.setMode(mentions!, 'g1', 'mentions');
+      await store.setMode(mentions!, 'g2', 'muted'); // another group's preference changes nothing here
+      await store.setMode(users[10]!, 'g1', 'mentions'); // a preference without a subscription: not reachable
+      const reachable = await store.reachable(users, 'g1');
+      expect([...reachable].sort()).toEqual(
+        [
+          [twoDevices, 'all'],
+          [muted, 'muted'],
+          [mentions, 'mentions'],
+          [plain, 'all'],
+        ].sort(),
+      );
+      expect(await store.reachable([], 'g1')).toEqual(new Map());
     });
   });
 }
