@@ -442,9 +442,11 @@ async function enablePush(): Promise<void> {
 // ---- start ----
 
 async function start(s: Session): Promise<void> {
-  // After a session expired: the next one (maybe another user) starts from nothing the last one showed.
-  if (current) closeGroup();
+  // After a session expired: the next one (maybe another user) starts from nothing the last one showed, even when it
+  // has no groups to fill the list with.
   groups.clear();
+  if (current) closeGroup(); // renders the emptied list
+  else renderGroups();
   session = s;
   sessionStorage.setItem(SESSION_KEY, JSON.stringify(s));
   byId('login').hidden = true;
