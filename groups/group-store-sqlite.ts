@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { HistoryVisibility, MemberRole } from '../protocol/index.js';
+import { pagedStatement } from '../sqlite/paged-statement.js';
 import {
   nextRanges,
   type AddMemberResult,
@@ -121,7 +122,8 @@ export class GroupStoreSqlite implements GroupStore {
       counts: db.prepare<[number, number, string], { members: number; delivered: number | null; read: number | null }>(
         'SELECT COUNT(*) AS members, SUM(MAX(delivered_seq, read_seq) >= ?) AS delivered, SUM(read_seq >= ?) AS read FROM members WHERE group_id = ?',
       ),
-      readers: db.prepare<[string, number, string, number], { user_id: string; read_seq: number }>(
+      readers: pagedStatement<[string, number, string], { user_id: string; read_seq: number }>(
+        db,
         'SELECT user_id, read_seq FROM members WHERE group_id = ? AND read_seq >= ? AND user_id > ? ORDER BY user_id LIMIT ?',
       ),
       insertMember: db.prepare(
@@ -134,15 +136,14 @@ export class GroupStoreSqlite implements GroupStore {
       countAdmins: db.prepare<[string], { n: number }>(
         "SELECT COUNT(*) AS n FROM members WHERE group_id = ? AND role = 'admin'",
       ),
-      listMembers: db.prepare<[string, string, number], MemberRow>(
-        'SELECT * FROM members WHERE group_id = ? AND user_id > ? ORDER BY user_id LIMIT ?',
-      ),
-      listMemberships: db.prepare<[string, string, number], MemberRow>(
-        'SELECT * FROM members WHERE user_id = ? AND group_id > ? ORDER BY group_id LIMIT ?',
-      ),
+      listMembers: pagedStatement<[string, string], MemberRow>(db, 'SELECT * FROM members WHERE group_id = ? AND user_id > ? ORDER BY user_id LIMIT ?'),
+      listMemberships: pagedStatement<[string, string], MemberRow>(db, 'SELECT * FROM members WHERE user_id = ? AND group_id > ? ORDER BY group_id LIMIT ?'),
       // Answered from the members_by_user index alone.
-      listGroupIds: db.prepare<[string, string, number], string>('SELECT group_id FROM members WHERE user_id = ? AND group_id > ? ORDER BY group_id LIMIT ?').pluck(),
-
+      listGroupIds: pagedStatement<[string, string], string>(
+        db,
+        'SELECT group_id FROM members WHERE user_id = ? AND group_id > ? ORDER BY group_id LIMIT ?',
+        { pluck: true },
+      ),
     };
     this.stmt = stmt;
 
@@ -251,7 +252,7 @@ export class GroupStoreSqlite implements GroupStore {
 
   async receipts(groupId: string, seq: number, afterUserId: string, limit: number): Promise<ReceiptCounts> {
     const counts = this.stmt.counts.get(seq, seq, groupId)!;
-    const readers = this.stmt.readers.all(groupId, seq, afterUserId, limit).map((r) => ({ userId: r.user_id, readSeq: r.read_seq }));
+    const readers = this.stmt.readers(limit).all(groupId, seq, afterUserId).map((r) => ({ userId: r.user_id, readSeq: r.read_seq }));
     return { members: counts.members, deliveredTo: counts.delivered ?? 0, readBy: counts.read ?? 0, readers };
   }
 
@@ -281,15 +282,15 @@ export class GroupStoreSqlite implements GroupStore {
   }
 
   async listMembers(groupId: string, afterUserId: string, limit: number): Promise<MemberRecord[]> {
-    return this.stmt.listMembers.all(groupId, afterUserId, limit).map(toMember);
+    return this.stmt.listMembers(limit).all(groupId, afterUserId).map(toMember);
   }
 
   async listMemberships(userId: string, afterGroupId: string, limit: number): Promise<MemberRecord[]> {
-    return this.stmt.listMemberships.all(userId, afterGroupId, limit).map(toMember);
+    return this.stmt.listMemberships(limit).all(userId, afterGroupId).map(toMember);
   }
 
   async listGroupIds(userId: string, afterGroupId: string, limit: number): Promise<string[]> {
-    return this.stmt.listGroupIds.all(userId, afterGroupId, limit);
+    return this.stmt.listGroupIds(limit).all(userId, afterGroupId);
   }
 
   async setReadSeq(groupId: string, userId: string, seq: number): Promise<number | null> {

@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { ReactionCount, StampedMessage } from '../protocol/index.js';
+import { pagedStatement } from '../sqlite/paged-statement.js';
 import { countReactions, toStampedMessage, type AppendOutcome, type GroupAppend, type MessageDraft, type MessageLog } from './message-log.js';
 
 interface MessageRow {
@@ -77,8 +78,8 @@ export class MessageLogSqlite implements MessageLog {
   private readonly insert: Database.Statement;
   private readonly selectLast: Database.Statement<[string], { seq: number | null }>;
   private readonly selectByClientMsgId: Database.Statement<[string, string, string], MessageRow>;
-  private readonly selectAfter: Database.Statement<[string, number, number], MessageRow>;
-  private readonly selectBefore: Database.Statement<[string, number, number], MessageRow>;
+  private readonly selectAfter: (limit: number) => Database.Statement<[string, number], MessageRow>;
+  private readonly selectBefore: (limit: number) => Database.Statement<[string, number], MessageRow>;
   private readonly appendTx: (batch: GroupAppend[]) => AppendOutcome[][];
   private readonly effects;
   private readonly selectReactions: Database.Statement<[string, number, number], { target_seq: number; emoji: string; user_id: string }>;
@@ -146,10 +147,8 @@ export class MessageLogSqlite implements MessageLog {
     this.selectByClientMsgId = this.db.prepare(
       'SELECT * FROM messages WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?',
     );
-    this.selectAfter = this.db.prepare('SELECT * FROM messages WHERE group_id = ? AND seq > ? ORDER BY seq ASC LIMIT ?');
-    this.selectBefore = this.db.prepare(
-      'SELECT * FROM messages WHERE group_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
-    );
+    this.selectAfter = pagedStatement(this.db, 'SELECT * FROM messages WHERE group_id = ? AND seq > ? ORDER BY seq ASC LIMIT ?');
+    this.selectBefore = pagedStatement(this.db, 'SELECT * FROM messages WHERE group_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?');
     this.appendTx = this.db.transaction((batch: GroupAppend[]) => batch.map((part) => this.appendGroup(part)));
   }
 
@@ -209,11 +208,11 @@ export class MessageLogSqlite implements MessageLog {
   }
 
   async readAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]> {
-    return this.selectAfter.all(groupId, afterSeq, limit).map((row) => rowToMessage(groupId, row));
+    return this.selectAfter(limit).all(groupId, afterSeq).map((row) => rowToMessage(groupId, row));
   }
 
   async readBefore(groupId: string, beforeSeq: number, limit: number): Promise<StampedMessage[]> {
-    return this.selectBefore.all(groupId, beforeSeq, limit).map((row) => rowToMessage(groupId, row));
+    return this.selectBefore(limit).all(groupId, beforeSeq).map((row) => rowToMessage(groupId, row));
   }
 
   async lastSeq(groupId: string): Promise<number> {
