@@ -15,7 +15,7 @@ import { MembershipFeedRedis } from '../groups/membership-feed-redis.js';
 import { CassandraSession } from '../sequencer/cassandra-session.js';
 import type { MessageLog } from '../sequencer/message-log.js';
 import { MessageLogCassandra } from '../sequencer/message-log-cassandra.js';
-import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
+import { MessageLogSqliteThread } from '../sequencer/message-log-sqlite-thread.js';
 import { GroupWritersCassandra } from '../sequencer/group-writers-cassandra.js';
 import { SendForwardingRedis } from '../sequencer/send-forwarding-redis.js';
 import type { FanOut } from '../broker/fanout.js';
@@ -58,7 +58,7 @@ export interface Backends extends Pick<BrokerDeps, 'persistence' | 'mq'> {
  */
 export function embeddedBackends(config: ChorusConfig): Backends {
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}`;
-  const log = new MessageLogSqlite(join(config.dataDir, 'messages.db'), { synchronous: config.sqliteSynchronous });
+  const log = new MessageLogSqliteThread(join(config.dataDir, 'messages.db'), { synchronous: config.sqliteSynchronous });
   const groupStore = new GroupStoreSqlite(join(config.dataDir, 'groups.db'), config.sqliteSynchronous);
   const pushStore = new PushStoreSqlite(join(config.dataDir, 'push.db'));
   return {
