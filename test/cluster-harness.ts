@@ -11,8 +11,12 @@ const SECRET = 'cluster-test-secret-cluster-test-secret-0123456789';
 
 type Role = 'all' | 'broker' | 'api';
 
+/** The last lines of a node's log kept in memory, for a failed test to print (the processes leave no files). */
+const MAX_LOG_LINES = 300;
+
 export class ClusterNode {
   child: ChildProcess | null = null;
+  private readonly logLines: string[] = [];
   constructor(
     readonly name: string,
     readonly role: Role,
@@ -31,19 +35,35 @@ export class ClusterNode {
   async start(): Promise<void> {
     const child = spawn(process.execPath, [CLI, 'serve'], { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
-    let output = '';
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${this.name} did not start: ${output}`)), 60_000);
-      child.stdout!.on('data', (d: Buffer) => {
-        output += d.toString();
-        if (output.includes('Chorus is running')) {
-          clearTimeout(timer);
-          resolve();
-        }
+    this.logLines.push(`--- started (pid ${child.pid}) at ${new Date().toISOString()}`);
+    const keep = (stream: NodeJS.ReadableStream) => {
+      let partial = '';
+      stream.on('data', (d: Buffer) => {
+        const lines = (partial + d.toString()).split('\n');
+        partial = lines.pop()!;
+        this.logLines.push(...lines);
+        if (this.logLines.length > MAX_LOG_LINES) this.logLines.splice(0, this.logLines.length - MAX_LOG_LINES);
       });
-      child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-      child.once('exit', (code) => reject(new Error(`${this.name} exited with ${code}: ${output}`)));
+    };
+    keep(child.stdout!);
+    keep(child.stderr!);
+    child.once('exit', (code, signal) => this.logLines.push(`--- exited (code ${code}, signal ${signal}) at ${new Date().toISOString()}`));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.name} did not start:\n${this.logTail()}`)), 60_000);
+      const started = (d: Buffer) => {
+        if (!d.toString().includes('Chorus is running')) return;
+        clearTimeout(timer);
+        child.stdout!.off('data', started);
+        resolve();
+      };
+      child.stdout!.on('data', started);
+      child.once('exit', (code) => reject(new Error(`${this.name} exited with ${code}:\n${this.logTail()}`)));
     });
+  }
+
+  /** The node's last log lines (stdout and stderr, across its restarts). */
+  logTail(): string {
+    return this.logLines.join('\n');
   }
 
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
@@ -118,5 +138,10 @@ export class Cluster {
 
   async stop(): Promise<void> {
     await Promise.all(this.nodes.map((n) => n.stop('SIGKILL')));
+  }
+
+  /** Every node's last log lines, for a failed test to print. */
+  logTails(): string {
+    return this.nodes.map((n) => `=== ${n.name} (${n.role})\n${n.logTail()}`).join('\n');
   }
 }

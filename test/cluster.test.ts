@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import type { MqttClient } from 'mqtt';
 import mqtt from 'mqtt';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
 import type { StampedMessage } from '../protocol/index.js';
 import { Cluster, type ClusterNode } from './cluster-harness.js';
 import { deliveries, sleep, subscribeCodes, until } from './harness.js';
@@ -11,7 +11,8 @@ import { connectCassandra, connectRedis } from './services.js';
 const SERVICES = new URL('../scripts/services.sh', import.meta.url).pathname;
 
 describe('many nodes sharing Redis and Cassandra', () => {
-  const cluster = new Cluster();
+  // Debug logs, kept in memory per node and printed when a test fails: a failure here can be explained afterwards.
+  const cluster = new Cluster(undefined, { CHORUS_LOG_LEVEL: 'debug' });
   let a: ClusterNode, b: ClusterNode, c: ClusterNode, apiNode: ClusterNode;
   let cassandra: CassandraSession;
 
@@ -24,6 +25,7 @@ describe('many nodes sharing Redis and Cassandra', () => {
     await cassandra?.close();
     await cluster.stop();
   });
+  beforeEach(() => onTestFailed(() => console.error(`node logs, last lines:\n${cluster.logTails()}`)));
 
   const raw = async (userId: string, node: ClusterNode): Promise<MqttClient> => {
     const client = mqtt.connect(node.mqttUrl, { username: userId, password: await cluster.token(userId), reconnectPeriod: 0 });
