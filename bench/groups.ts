@@ -12,7 +12,7 @@
  * 4. Reconnect storm: 2,000 persistent sessions (groups of 20) go away, 10 messages are sent to each group, and all
  *    reconnect at once: refused or reset connections, and the time until every member has every message.
  * Each server runs in its own process, the load generator (bench/groups-loadgen.ts) in another. BENCH_TARGETS and
- * BENCH_SCENARIOS (comma-separated names or prefixes) run a part; BENCH_PROFILE_DIR writes CPU profiles of Chorus there.
+ * BENCH_SCENARIOS (comma-separated names or prefixes) run a part; BENCH_PROFILE_DIR writes CPU profiles of the Node servers (bare Aedes, Chorus) there.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -45,6 +45,9 @@ interface Target {
   start(): Promise<Server & { port: number }>;
 }
 
+/** Node's flags that write a CPU profile of a server process into BENCH_PROFILE_DIR when it is set. */
+const profileArgs = () => (process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : []);
+
 /** Members of anonymous brokers: any user name, a topic per group. */
 const plainMembers = async (sizes: number[], persistent: boolean): Promise<Member[]> =>
   sizes.flatMap((size, g) =>
@@ -67,7 +70,7 @@ const bareAedes: Target = {
   name: 'bare Aedes',
   async start() {
     const port = await freePort();
-    const child = spawn(process.execPath, [join(here, 'bare-aedes.js'), String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...profileArgs(), join(here, 'bare-aedes.js'), String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
     await waitForLine(child, 'ready');
     return { child, port, members: plainMembers };
   },
@@ -85,8 +88,7 @@ const chorus: Target = {
       CHORUS_MAX_CONNECTIONS: '100000',
       CHORUS_RATE_LIMIT_PER_MINUTE: '10000000',
     };
-    const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
-    const child = spawn(process.execPath, [...profile, join(here, '..', 'clients', 'cli.js'), 'serve'], { env: { ...process.env, ...settings }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...profileArgs(), join(here, '..', 'clients', 'cli.js'), 'serve'], { env: { ...process.env, ...settings }, stdio: ['ignore', 'pipe', 'inherit'] });
     await waitForLine(child, 'Chorus is running');
     const config = loadConfig(settings);
     const api = async (admin: string, method: string, path: string, body: unknown) => {
