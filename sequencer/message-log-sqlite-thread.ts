@@ -40,6 +40,9 @@ export class MessageLogSqliteThread implements MessageLog {
   ) {
     // Opened here first, so the schema exists (and is migrated) before the writer opens the file.
     this.reader = new MessageLogSqlite(path, options);
+    // Started now, not at the first write: that write does not wait for a thread to boot, and the thread's memory
+    // (its own V8 isolate: 19-20 MB of RSS, measured) is there from the start rather than appearing under load.
+    this.startWorker();
   }
 
   append(batch: GroupAppend[]): Promise<AppendOutcome[][]> {
