@@ -24,8 +24,8 @@ import { loadConfig } from '../config/config.js';
 import { freePort } from './free-port.js';
 import { waitForLine } from './wait-for-line.js';
 import type { GroupsLoadSpec, Member, Step } from './groups-loadgen.js';
+import { env } from './env-number.js';
 
-const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
 const ROUNDS = env('BENCH_GROUPS_ROUNDS', 3);
 const CONNECTIONS = env('BENCH_CONNECTIONS', 10_000);
 const BIG_GROUP = env('BENCH_BIG_GROUP', 10_000);

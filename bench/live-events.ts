@@ -20,8 +20,8 @@ import { signToken } from '../broker/auth.js';
 import { seqOfPayload } from '../broker/delivered-marks.js';
 import { loadConfig } from '../config/config.js';
 import { freePort } from './free-port.js';
+import { env } from './env-number.js';
 
-const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
 const ROUNDS = env('BENCH_LIVE_ROUNDS', 5);
 const PHASE_MS = env('BENCH_LIVE_PHASE_MS', 8000);
 const GROUPS = env('BENCH_LIVE_GROUPS', 10);

@@ -19,6 +19,7 @@ import { loadConfig } from '../config/config.js';
 import { freePort } from './free-port.js';
 import { waitForLine } from './wait-for-line.js';
 import type { LoadSpec } from './loadgen.js';
+import { env } from './env-number.js';
 
 interface Result {
   publishPerSec: number;
@@ -44,7 +45,6 @@ interface Target {
   start(port: number): Promise<Started>;
 }
 
-const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
 const ROUNDS = env('BENCH_ROUNDS', 5);
 const MEASURE_MS = env('BENCH_MEASURE_MS', 8000);
 const PUBLISHERS = env('BENCH_PUBLISHERS', 4);

@@ -31,8 +31,8 @@ import { signToken } from '../broker/auth.js';
 import { loadConfig } from '../config/config.js';
 import { freePort } from './free-port.js';
 import type { GroupsLoadSpec, Member, Step } from './groups-loadgen.js';
+import { env } from './env-number.js';
 
-const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
 const CONNECTIONS = env('BENCH_SCALE_CONNECTIONS', 100_000);
 const PER_NODE = env('BENCH_SCALE_PER_NODE', 17_000);
 const NODES = env('BENCH_SCALE_NODES', Math.ceil(CONNECTIONS / PER_NODE));

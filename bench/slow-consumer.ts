@@ -18,8 +18,8 @@ import mqttPacket from 'mqtt-packet';
 import { signToken } from '../broker/auth.js';
 import { loadConfig } from '../config/config.js';
 import { freePort } from './free-port.js';
+import { env } from './env-number.js';
 
-const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
 const ROUNDS = env('BENCH_SLOW_ROUNDS', 3);
 const PHASE_MS = env('BENCH_SLOW_PHASE_MS', 15_000);
 const BUFFER_BYTES = 1_048_576;
