@@ -25,6 +25,8 @@ const toRecord = (row: SubscriptionRow): PushSubscriptionRecord => ({
 export class PushStoreSqlite implements PushStore {
   private readonly db: Database.Database;
   private readonly save: (s: PushSubscriptionRecord, max: number) => 'saved' | 'limit';
+  /** The notifier asks this once per page of members on every pass: prepared once, here. */
+  private readonly selectReachable: Database.Statement<[string, string], { user_id: string; mode: PushMode | null }>;
 
   constructor(path: string) {
     mkdirSync(dirname(path), { recursive: true });
@@ -42,6 +44,10 @@ export class PushStoreSqlite implements PushStore {
     const upsert = this.db.prepare(
       `INSERT INTO push_subscriptions (user_id, endpoint, p256dh, auth, device_id, created_at) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (user_id, endpoint) DO UPDATE SET p256dh = excluded.p256dh, auth = excluded.auth, device_id = excluded.device_id`,
+    );
+    this.selectReachable = this.db.prepare(
+      `SELECT s.user_id, m.mode FROM (SELECT DISTINCT user_id FROM push_subscriptions WHERE user_id IN (SELECT value FROM json_each(?))) s
+       LEFT JOIN push_modes m ON m.user_id = s.user_id AND m.group_id = ?`,
     );
     this.save = this.db.transaction((s: PushSubscriptionRecord, max: number) => {
       if (!exists.get(s.userId, s.endpoint) && count.get(s.userId)!.n >= max) return 'limit';
@@ -74,12 +80,7 @@ export class PushStoreSqlite implements PushStore {
   }
 
   async reachable(userIds: string[], groupId: string): Promise<Map<string, PushMode>> {
-    const rows = this.db
-      .prepare<[string, string], { user_id: string; mode: PushMode | null }>(
-        `SELECT s.user_id, m.mode FROM (SELECT DISTINCT user_id FROM push_subscriptions WHERE user_id IN (SELECT value FROM json_each(?))) s
-         LEFT JOIN push_modes m ON m.user_id = s.user_id AND m.group_id = ?`,
-      )
-      .all(JSON.stringify(userIds), groupId);
+    const rows = this.selectReachable.all(JSON.stringify(userIds), groupId);
     return new Map(rows.map((row) => [row.user_id, row.mode ?? 'all']));
   }
 
