@@ -61,9 +61,12 @@ interface LiveBus {
   on(topic: string, listener: (packet: { topic: string; payload: Buffer }, done: () => void) => void): void;
 }
 
-/** Small groups' member lists kept for live events, and for how long at most (in case a membership change was missed). */
-const MAX_LIVE_MEMBER_GROUPS = 10_000;
-const LIVE_MEMBERS_TTL_MS = 10_000;
+/**
+ * Whether a group is small enough for live events, kept per group for at most this long (a membership change drops it
+ * at once; the expiry is for a change this node missed while Redis was away), for at most this many groups.
+ */
+const LIVE_SIZE_TTL_MS = 60_000;
+const MAX_LIVE_SIZE_GROUPS = 10_000;
 
 /** What the broker counts for /metrics. */
 export interface BrokerCounters {
@@ -136,9 +139,9 @@ export class ChorusBroker {
   private readonly pubackOrder = new PubackOrder<Client>();
   /** The node's message bus (Aedes's mqemitter: in memory, or Redis in a cluster), for live events. */
   private readonly mq: LiveBus;
-  /** Small groups' members for live events (see liveEventMembers). */
-  private readonly liveMembers = new Map<string, { members: string[] | null; at: number }>();
-  /** Counts membership changes seen, so that a members read overtaken by one is not kept. */
+  /** Which groups are small enough for live events (see smallForLiveEvents). */
+  private readonly liveSizes = new Map<string, { small: boolean; at: number }>();
+  /** Counts membership changes seen, so that a size read overtaken by one is not kept. */
   private membershipGeneration = 0;
 
   private constructor(
@@ -190,7 +193,7 @@ export class ChorusBroker {
     });
     this.mq = (aedes as unknown as { mq: LiveBus }).mq;
     this.mq.on(`${LIVE_TOPIC_PREFIX}+`, (packet, done) => {
-      void this.deliverLive(packet.topic.slice(LIVE_TOPIC_PREFIX.length), packet.payload);
+      this.deliverLive(packet.topic.slice(LIVE_TOPIC_PREFIX.length), packet.payload);
       done();
     });
     aedes.on('clientError', (client, err) => logger.debug({ clientId: client.id, err: err.message }, 'client error'));
@@ -492,9 +495,16 @@ export class ChorusBroker {
    * Tells a group's members but one of a live event (typing, read and delivered receipts) on their events topics, on
    * every node. One message per event crosses the node's message bus (Redis in a cluster), not one per member: each
    * node hands it to its own clients of the group's members (deliverLive). Only groups of at most
-   * liveEventsMaxGroupMembers: in larger ones such events are not pushed (read them on request).
+   * liveEventsMaxGroupMembers: in larger ones such events are not pushed (read them on request). Best effort: when
+   * the group's size cannot be read, nobody is told.
    */
   async tellGroup(groupId: string, event: UserEvent, except: string): Promise<void> {
+    try {
+      if (!(await this.smallForLiveEvents(groupId))) return;
+    } catch (err) {
+      this.deps.logger.debug({ err: (err as Error).message, groupId, type: event.type }, 'live event not told: group size unreadable');
+      return;
+    }
     const packet = { cmd: 'publish', topic: `${LIVE_TOPIC_PREFIX}${groupId}`, payload: Buffer.from(JSON.stringify({ except, event })), qos: 0, retain: false };
     this.mq.emit(packet, (err?: Error) => {
       if (err) this.deps.logger.debug({ err: err.message, groupId, type: event.type }, 'live event not told');
@@ -504,17 +514,12 @@ export class ChorusBroker {
   /**
    * A live event from any node, to this node's clients of the group's members, at QoS 0: these are hints that the next
    * one supersedes, and the receipts route has the truth, so none is queued for an offline session or waits for a
-   * PUBACK. Best effort: when the members cannot be read, nobody here is told.
+   * PUBACK. The members are those the live ACL knows here, kept current by every membership change: no store read,
+   * so that an event costs each node in proportion to its own clients of the group, and nothing when it has none.
    */
-  private async deliverLive(groupId: string, raw: Buffer): Promise<void> {
-    let members: string[] | null;
-    try {
-      members = await this.liveEventMembers(groupId);
-    } catch (err) {
-      this.deps.logger.debug({ err: (err as Error).message, groupId }, 'live event not told: members unreadable');
-      return;
-    }
-    if (!members) return;
+  private deliverLive(groupId: string, raw: Buffer): void {
+    const members = this.live.membersOf(groupId);
+    if (members.length === 0) return;
     const { except, event } = JSON.parse(raw.toString()) as { except: string; event: UserEvent };
     const payload = Buffer.from(JSON.stringify(event)); // once for all of them
     for (const userId of members) {
@@ -529,23 +534,21 @@ export class ChorusBroker {
   }
 
   /**
-   * The members of a group small enough for live events (null when it is larger), read once and then kept: every
+   * Whether the group has at most liveEventsMaxGroupMembers members, from the store's count, then kept: every
    * membership change on any node drops the group's entry (followMembership), and entries expire after
-   * LIVE_MEMBERS_TTL_MS in case a change was missed (Redis away). A read that a change overtook is not kept.
+   * LIVE_SIZE_TTL_MS in case a change was missed (Redis away). A read that a change overtook is not kept.
    */
-  private async liveEventMembers(groupId: string): Promise<string[] | null> {
-    const cached = this.liveMembers.get(groupId);
-    if (cached && performance.now() - cached.at < LIVE_MEMBERS_TTL_MS) return cached.members;
-    const limit = this.deps.config.liveEventsMaxGroupMembers;
+  private async smallForLiveEvents(groupId: string): Promise<boolean> {
+    const cached = this.liveSizes.get(groupId);
+    if (cached && performance.now() - cached.at < LIVE_SIZE_TTL_MS) return cached.small;
     const generation = this.membershipGeneration;
-    const page = await this.deps.groups.membersPage(groupId, '', limit + 1);
-    const members = page.length > limit ? null : page.map((m) => m.userId);
+    const small = (await this.deps.groups.countMembers(groupId)) <= this.deps.config.liveEventsMaxGroupMembers;
     if (generation === this.membershipGeneration) {
-      this.liveMembers.delete(groupId); // re-inserted last: the Map's order is least recently read first
-      this.liveMembers.set(groupId, { members, at: performance.now() });
-      if (this.liveMembers.size > MAX_LIVE_MEMBER_GROUPS) this.liveMembers.delete(this.liveMembers.keys().next().value!);
+      this.liveSizes.delete(groupId); // re-inserted last: the Map's order is least recently read first
+      this.liveSizes.set(groupId, { small, at: performance.now() });
+      if (this.liveSizes.size > MAX_LIVE_SIZE_GROUPS) this.liveSizes.delete(this.liveSizes.keys().next().value!);
     }
-    return members;
+    return small;
   }
 
   /**
@@ -585,7 +588,7 @@ export class ChorusBroker {
   /** Makes live subscriptions on this node follow a membership change; resolves when every client has followed. */
   private async followMembership(change: MembershipChange): Promise<void> {
     this.membershipGeneration += 1;
-    this.liveMembers.delete(change.groupId);
+    this.liveSizes.delete(change.groupId);
     const clients = this.live.apply(change);
     const topic = groupTopic(change.groupId);
     await Promise.all(

@@ -4,21 +4,24 @@ import type { MembershipChange } from '../groups/groups.js';
 interface LiveUser {
   userId: string;
   clients: Set<Client>;
-  /** The user's groups, kept current by membership changes: the broker's synchronous ACL. */
+  /** The user's groups, kept current by membership changes: the broker's synchronous ACL. Empty until loaded. */
   groups: Set<string>;
-  /** Changes that arrived while `groups` was being loaded; replayed on top of the loaded set. */
+  /** Changes that arrived while `groups` was being loaded (null once loaded); replayed on top of the loaded set. */
   changesDuringLoad: MembershipChange[] | null;
   /** Settles when `groups` is loaded: a second client of the user waits for it before it is authorized. */
   loaded: Promise<void>;
 }
 
 /**
- * The users with at least one connected client on this node, each with the set of groups they belong to. Forwarding
- * checks run for every delivered message, so they read this in-memory set instead of the store.
+ * The users with at least one connected client on this node, each with the set of groups they belong to, and per group
+ * the users here who belong to it. Forwarding checks run for every delivered message, and live events (presence,
+ * typing, receipts) go to the group's members on this node, so both read these in-memory sets instead of the store.
  */
 export class LiveUsers {
   private readonly users = new Map<string, LiveUser>();
   private readonly owners = new WeakMap<Client, string>();
+  /** Group id -> the ids of this node's live users whose loaded groups include it; a group with none has no entry. */
+  private readonly members = new Map<string, Set<string>>();
 
   /**
    * Registers a connected client. The first client of a user loads the user's groups through `loadGroups`; the
@@ -42,8 +45,10 @@ export class LiveUsers {
     user.loaded = loadGroups().then((loaded) => {
       const changes = user.changesDuringLoad ?? [];
       user.changesDuringLoad = null;
-      user.groups = new Set(loaded);
-      for (const change of changes) applyChange(user, change);
+      // A user whose clients all left during the load is gone from this node: nothing of theirs is indexed.
+      if (this.users.get(userId) !== user) return;
+      for (const groupId of loaded) this.join(user, groupId);
+      for (const change of changes) this.applyLoaded(user, change);
     });
     try {
       await user.loaded;
@@ -63,6 +68,7 @@ export class LiveUsers {
     user.clients.delete(client);
     if (user.clients.size > 0) return false;
     this.users.delete(userId);
+    for (const groupId of user.groups) this.unindex(userId, groupId);
     return true;
   }
 
@@ -84,26 +90,52 @@ export class LiveUsers {
     return [...(this.users.get(userId)?.clients ?? [])];
   }
 
+  /** The ids of this node's live users who are members of the group, as the ACL knows them now. */
+  membersOf(groupId: string): string[] {
+    return [...(this.members.get(groupId) ?? [])];
+  }
+
   /** Applies a membership change to the connected users it concerns, if any; returns their clients. */
   apply(change: MembershipChange): Client[] {
     if (change.kind === 'group-deleted') {
       const clients: Client[] = [];
       for (const user of this.users.values()) {
         if (!user.groups.has(change.groupId) && !user.changesDuringLoad) continue;
-        applyChange(user, change);
+        this.applyChange(user, change);
         clients.push(...user.clients);
       }
       return clients;
     }
     const user = this.users.get(change.userId);
     if (!user) return [];
-    applyChange(user, change);
+    this.applyChange(user, change);
     return [...user.clients];
   }
-}
 
-function applyChange(user: LiveUser, change: MembershipChange): void {
-  user.changesDuringLoad?.push(change);
-  if (change.kind === 'added') user.groups.add(change.groupId);
-  if (change.kind === 'removed' || change.kind === 'group-deleted') user.groups.delete(change.groupId);
+  private applyChange(user: LiveUser, change: MembershipChange): void {
+    if (user.changesDuringLoad) user.changesDuringLoad.push(change);
+    else this.applyLoaded(user, change);
+  }
+
+  private applyLoaded(user: LiveUser, change: MembershipChange): void {
+    if (change.kind === 'added') this.join(user, change.groupId);
+    if (change.kind === 'removed' || change.kind === 'group-deleted') this.leave(user, change.groupId);
+  }
+
+  private join(user: LiveUser, groupId: string): void {
+    user.groups.add(groupId);
+    let members = this.members.get(groupId);
+    if (!members) this.members.set(groupId, (members = new Set()));
+    members.add(user.userId);
+  }
+
+  private leave(user: LiveUser, groupId: string): void {
+    if (user.groups.delete(groupId)) this.unindex(user.userId, groupId);
+  }
+
+  private unindex(userId: string, groupId: string): void {
+    const members = this.members.get(groupId);
+    members?.delete(userId);
+    if (members?.size === 0) this.members.delete(groupId);
+  }
 }
