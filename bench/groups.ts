@@ -202,7 +202,7 @@ const scenarios: Scenario[] = [
 const onlyScenarios = process.env.BENCH_SCENARIOS?.split(',');
 const results = new Map<string, StepResult[][]>(); // `${scenario}|${target}` -> per round
 for (let round = 1; round <= ROUNDS; round++) {
-  for (const scenario of scenarios.filter((s) => !onlyScenarios || onlyScenarios.includes(s.title))) {
+  for (const scenario of scenarios.filter((s) => !onlyScenarios || onlyScenarios.some((name) => s.title.startsWith(name)))) {
     for (const target of targets) {
       const steps = await runSteps(target, scenario.sizes, scenario.persistent, scenario.steps);
       const key = `${scenario.title}|${target.name}`;

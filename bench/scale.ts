@@ -11,7 +11,8 @@
  * 2. connect: every member connects and subscribes, 50 at a time per generator: the rate, failures by reason, memory
  *    and files per node;
  * 3. probe: BENCH_SCALE_PROBE_RATE (default 100) msg/s across the small groups for BENCH_SCALE_PROBE_MS: p50 / p99
- *    of delivery, every delivery counted;
+ *    of delivery, every delivery counted, and of the nodes' commits over the step (their /metrics histograms), which
+ *    says how much of the delivery time the message log took;
  * 4. big group: three messages to all C members, one after another: the time until the last member has each
  *    (target < 2 s);
  * 5. shutdown: SIGTERM to every node with all its clients connected: the time until each exits (target < 10 s).
@@ -151,6 +152,30 @@ async function startNode(i: number): Promise<Node> {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Cumulative commit counts by upper bound (seconds), summed over every node's chorus_sequencer_commit_seconds. */
+type CommitHistogram = Map<number, number>;
+
+async function commitHistogram(nodes: Node[]): Promise<CommitHistogram> {
+  const total: CommitHistogram = new Map();
+  for (const node of nodes) {
+    const text = await (await fetch(`http://127.0.0.1:${node.httpPort}/metrics`)).text();
+    for (const [, le, count] of text.matchAll(/^chorus_sequencer_commit_seconds_bucket\{le="([^"]+)"\} (\d+)$/gm)) {
+      const bound = le === '+Inf' ? Number.POSITIVE_INFINITY : Number(le);
+      total.set(bound, (total.get(bound) ?? 0) + Number(count));
+    }
+  }
+  return total;
+}
+
+/** The commits between two readings: how many, and the bucket bound (ms) that p50 and p99 of them fell under. */
+function commitsBetween(before: CommitHistogram, after: CommitHistogram): { count: number; p50Ms: number; p99Ms: number } {
+  const bounds = [...after.keys()].sort((a, b) => a - b);
+  const within = (bound: number) => (after.get(bound) ?? 0) - (before.get(bound) ?? 0);
+  const count = within(Number.POSITIVE_INFINITY);
+  const under = (p: number) => 1000 * (bounds.find((bound) => within(bound) >= (count * p) / 100) ?? Number.POSITIVE_INFINITY);
+  return { count, p50Ms: under(50), p99Ms: under(99) };
+}
+
 async function api(node: Node, userId: string, method: string, path: string, body: unknown): Promise<{ id: string }> {
   for (let attempt = 1; ; attempt++) {
     const res = await fetch(`http://127.0.0.1:${node.httpPort}/v1${path}`, {
@@ -271,6 +296,8 @@ async function main(): Promise<void> {
     }
     const results: Record<string, unknown>[][] = [];
     let afterConnect = beforeConnect;
+    let commitsBeforeProbe: CommitHistogram = new Map();
+    let probeCommits = { count: 0, p50Ms: Number.NaN, p99Ms: Number.NaN };
     const stepNames = stepsFor(0).map((s) => s.kind);
     for (const [i, name] of stepNames.entries()) {
       const step = await Promise.all(
@@ -285,13 +312,15 @@ async function main(): Promise<void> {
         afterConnect = snapshot();
         const failed = step.reduce((n, r) => n + Number(r.failed), 0);
         console.log(`connect: ${CONNECTIONS - failed} connected, ${failed} failed ${JSON.stringify(mergeCounts(step.map((r) => r.failures as Record<string, number>)))}`);
+        commitsBeforeProbe = await commitHistogram(nodes);
       }
+      if (name === 'rate') probeCommits = commitsBetween(commitsBeforeProbe, await commitHistogram(nodes));
       if (i < stepNames.length - 1) for (const gen of generators) gen.stdin!.write('next\n');
     }
     // 5. shutdown: every node gets SIGTERM while all its clients are still connected.
     const exitMs = await Promise.all(nodes.map((n) => stop(n.child)));
     await sleep(SAMPLE_MS * 2); // a sample past the last window
-    report(results, samples, beforeConnect, afterConnect, exitMs);
+    report(results, samples, beforeConnect, afterConnect, exitMs, probeCommits);
   } finally {
     clearInterval(sampler);
     for (const gen of generators) gen.kill('SIGKILL');
@@ -351,7 +380,14 @@ function limit(u: ReturnType<typeof used>, failures: Record<string, number> = {}
   return `not CPU (${pct(u.busy)} busy) nor memory (${mb(u.memAvailable)} MB available): see the node logs`;
 }
 
-function report(results: Record<string, unknown>[][], samples: CpuSample[], beforeConnect: Snapshot, afterConnect: Snapshot, exitMs: number[]): void {
+function report(
+  results: Record<string, unknown>[][],
+  samples: CpuSample[],
+  beforeConnect: Snapshot,
+  afterConnect: Snapshot,
+  exitMs: number[],
+  probeCommits: { count: number; p50Ms: number; p99Ms: number },
+): void {
   console.log('\n**Cluster on one box** (bench/scale.ts; CPU read over each phase\'s own window)');
   console.log('| phase | result | target | box CPU busy (nodes / generators / Cassandra / Redis) | what limited it |');
   console.log('|---|---|---|---|---|');
@@ -386,7 +422,7 @@ function report(results: Record<string, unknown>[][], samples: CpuSample[], befo
   const probePhase = { name: 'probe', from: Math.max(...probe.map((r) => Number(r.measureFrom))), to: Math.min(...probe.map((r) => Number(r.measureTo))) };
   row(
     probePhase,
-    `${fmt(offered / (PROBE_MS / 1000))} msg/s offered, ${pct(share)} delivered: p50 ${fmt(percentile(latencies, 50), 1)} ms, p99 ${fmt(p99, 1)} ms`,
+    `${fmt(offered / (PROBE_MS / 1000))} msg/s offered, ${pct(share)} delivered: p50 ${fmt(percentile(latencies, 50), 1)} ms, p99 ${fmt(p99, 1)} ms; its ${fmt(probeCommits.count)} commits (warm-up included): p50 ≤ ${fmt(probeCommits.p50Ms)} ms, p99 ≤ ${fmt(probeCommits.p99Ms)} ms`,
     `p99 < ${P99_TARGET_MS} ms`,
     p99 < P99_TARGET_MS && share > 0.99,
   );
