@@ -11,8 +11,8 @@
  * 2. connect: every member connects and subscribes, 50 at a time per generator: the rate, failures by reason, memory
  *    and files per node;
  * 3. probe: BENCH_SCALE_PROBE_RATE (default 100) msg/s across the small groups for BENCH_SCALE_PROBE_MS: p50 / p99
- *    of delivery, every delivery counted, and of the nodes' commits over the step (their /metrics histograms), which
- *    says how much of the delivery time the message log took;
+ *    of delivery, every delivery counted; and, from the nodes' /metrics over the step, their commits' p50 / p99 and
+ *    their event loops' delay, which say how much of the delivery time the message log and busy nodes took;
  * 4. big group: three messages to all C members, one after another: the time until the last member has each
  *    (target < 2 s);
  * 5. shutdown: SIGTERM to every node with all its clients connected: the time until each exits (target < 10 s).
@@ -155,16 +155,27 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** Cumulative commit counts by upper bound (seconds), summed over every node's chorus_sequencer_commit_seconds. */
 type CommitHistogram = Map<number, number>;
 
-async function commitHistogram(nodes: Node[]): Promise<CommitHistogram> {
-  const total: CommitHistogram = new Map();
+/** What the nodes' /metrics say: their commit times so far, and their event loops' delay since the last reading. */
+interface NodeReadings {
+  commits: CommitHistogram;
+  /** The highest of the nodes' p99 and maximum event-loop delay (ms); prom-client starts these afresh at each reading. */
+  loopDelayP99Ms: number;
+  loopDelayMaxMs: number;
+}
+
+async function readNodes(nodes: Node[]): Promise<NodeReadings> {
+  const readings: NodeReadings = { commits: new Map(), loopDelayP99Ms: 0, loopDelayMaxMs: 0 };
   for (const node of nodes) {
     const text = await (await fetch(`http://127.0.0.1:${node.httpPort}/metrics`)).text();
     for (const [, le, count] of text.matchAll(/^chorus_sequencer_commit_seconds_bucket\{le="([^"]+)"\} (\d+)$/gm)) {
       const bound = le === '+Inf' ? Number.POSITIVE_INFINITY : Number(le);
-      total.set(bound, (total.get(bound) ?? 0) + Number(count));
+      readings.commits.set(bound, (readings.commits.get(bound) ?? 0) + Number(count));
     }
+    const gauge = (name: string) => 1000 * Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+    readings.loopDelayP99Ms = Math.max(readings.loopDelayP99Ms, gauge('chorus_nodejs_eventloop_lag_p99_seconds'));
+    readings.loopDelayMaxMs = Math.max(readings.loopDelayMaxMs, gauge('chorus_nodejs_eventloop_lag_max_seconds'));
   }
-  return total;
+  return readings;
 }
 
 /** The commits between two readings: how many, and the bucket bound (ms) that p50 and p99 of them fell under. */
@@ -297,7 +308,7 @@ async function main(): Promise<void> {
     const results: Record<string, unknown>[][] = [];
     let afterConnect = beforeConnect;
     let commitsBeforeProbe: CommitHistogram = new Map();
-    let probeCommits = { count: 0, p50Ms: Number.NaN, p99Ms: Number.NaN };
+    let probeReadings = { count: 0, p50Ms: Number.NaN, p99Ms: Number.NaN, loopDelayP99Ms: Number.NaN, loopDelayMaxMs: Number.NaN };
     const stepNames = stepsFor(0).map((s) => s.kind);
     for (const [i, name] of stepNames.entries()) {
       const step = await Promise.all(
@@ -312,15 +323,18 @@ async function main(): Promise<void> {
         afterConnect = snapshot();
         const failed = step.reduce((n, r) => n + Number(r.failed), 0);
         console.log(`connect: ${CONNECTIONS - failed} connected, ${failed} failed ${JSON.stringify(mergeCounts(step.map((r) => r.failures as Record<string, number>)))}`);
-        commitsBeforeProbe = await commitHistogram(nodes);
+        commitsBeforeProbe = (await readNodes(nodes)).commits;
       }
-      if (name === 'rate') probeCommits = commitsBetween(commitsBeforeProbe, await commitHistogram(nodes));
+      if (name === 'rate') {
+        const { commits, loopDelayP99Ms, loopDelayMaxMs } = await readNodes(nodes);
+        probeReadings = { ...commitsBetween(commitsBeforeProbe, commits), loopDelayP99Ms, loopDelayMaxMs };
+      }
       if (i < stepNames.length - 1) for (const gen of generators) gen.stdin!.write('next\n');
     }
     // 5. shutdown: every node gets SIGTERM while all its clients are still connected.
     const exitMs = await Promise.all(nodes.map((n) => stop(n.child)));
     await sleep(SAMPLE_MS * 2); // a sample past the last window
-    report(results, samples, beforeConnect, afterConnect, exitMs, probeCommits);
+    report(results, samples, beforeConnect, afterConnect, exitMs, probeReadings);
   } finally {
     clearInterval(sampler);
     for (const gen of generators) gen.kill('SIGKILL');
@@ -386,7 +400,7 @@ function report(
   beforeConnect: Snapshot,
   afterConnect: Snapshot,
   exitMs: number[],
-  probeCommits: { count: number; p50Ms: number; p99Ms: number },
+  probeReadings: { count: number; p50Ms: number; p99Ms: number; loopDelayP99Ms: number; loopDelayMaxMs: number },
 ): void {
   console.log('\n**Cluster on one box** (bench/scale.ts; CPU read over each phase\'s own window)');
   console.log('| phase | result | target | box CPU busy (nodes / generators / Cassandra / Redis) | what limited it |');
@@ -422,7 +436,7 @@ function report(
   const probePhase = { name: 'probe', from: Math.max(...probe.map((r) => Number(r.measureFrom))), to: Math.min(...probe.map((r) => Number(r.measureTo))) };
   row(
     probePhase,
-    `${fmt(offered / (PROBE_MS / 1000))} msg/s offered, ${pct(share)} delivered: p50 ${fmt(percentile(latencies, 50), 1)} ms, p99 ${fmt(p99, 1)} ms; its ${fmt(probeCommits.count)} commits (warm-up included): p50 ≤ ${fmt(probeCommits.p50Ms)} ms, p99 ≤ ${fmt(probeCommits.p99Ms)} ms`,
+    `${fmt(offered / (PROBE_MS / 1000))} msg/s offered, ${pct(share)} delivered: p50 ${fmt(percentile(latencies, 50), 1)} ms, p99 ${fmt(p99, 1)} ms; over the step (warm-up included) its ${fmt(probeReadings.count)} commits took p50 ≤ ${fmt(probeReadings.p50Ms)} ms, p99 ≤ ${fmt(probeReadings.p99Ms)} ms, and the nodes' event loops were delayed up to p99 ${fmt(probeReadings.loopDelayP99Ms)} ms, max ${fmt(probeReadings.loopDelayMaxMs)} ms`,
     `p99 < ${P99_TARGET_MS} ms`,
     p99 < P99_TARGET_MS && share > 0.99,
   );
