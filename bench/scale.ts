@@ -20,7 +20,8 @@
  * After each phase it reads every process's CPU time and memory (/proc) and the box's idle time, and says which
  * resource ran out when a phase fell short: CPU (the box's cores were busy), file descriptors (EMFILE), memory
  * (MemAvailable below 1 GiB), or the servers (refused or timed-out connections with CPU to spare).
- * BENCH_PROFILE_DIR writes the nodes' CPU profiles there; BENCH_LOG_LEVEL sets the nodes' (warn).
+ * BENCH_PROFILE_DIR writes the nodes' CPU profiles there; BENCH_LOG_LEVEL sets the nodes' (warn); BENCH_SCALE_NODE_FLAGS
+ * gives the nodes Node.js flags (the generators keep theirs).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -41,6 +42,8 @@ const GROUP_SIZE = env('BENCH_SCALE_GROUP_SIZE', 50);
 const PROBE_RATE = env('BENCH_SCALE_PROBE_RATE', 100);
 const PROBE_MS = env('BENCH_SCALE_PROBE_MS', 20_000);
 const FANOUTS = env('BENCH_SCALE_FANOUTS', 3);
+/** Node.js flags for the Chorus nodes only (space-separated), e.g. `--max-semi-space-size=64`. */
+const NODE_FLAGS = (process.env.BENCH_SCALE_NODE_FLAGS ?? '').split(' ').filter(Boolean);
 const BIG_GROUP_TARGET_MS = 2000;
 const P99_TARGET_MS = 200;
 const SHUTDOWN_TARGET_MS = 10_000;
@@ -123,7 +126,7 @@ async function startNode(i: number): Promise<Node> {
   const log = join(work, `node-${i}.log`);
   const out = openSync(log, 'a');
   const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
-  const child = spawn(process.execPath, [...profile, join(here, '..', 'clients', 'cli.js'), 'serve'], {
+  const child = spawn(process.execPath, [...NODE_FLAGS, ...profile, join(here, '..', 'clients', 'cli.js'), 'serve'], {
     env: {
       ...process.env,
       CHORUS_STORE: 'cassandra',
