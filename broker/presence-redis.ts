@@ -42,7 +42,9 @@ export class PresenceRedis implements Presence {
     if (before === COUNTS_WRITTEN) return;
     const pipeline = this.redis.pipeline();
     for (const [userId, count] of this.local) pipeline.hset(this.key(userId), this.nodeId, String(count));
-    await pipeline.exec();
+    const results = await pipeline.exec().catch(() => null);
+    // A rewrite cut short must not leave the key saying the counts are written: the next heartbeat tries again.
+    if (!results || results.some(([err]) => err)) await this.redis.set(this.nodeKey, ALIVE, 'EX', NODE_TTL_SECONDS);
   }
 
   private async totalOnLiveNodes(userId: string): Promise<number> {

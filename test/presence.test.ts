@@ -65,4 +65,17 @@ describe('PresenceRedis heartbeat (real Redis)', () => {
     expect(await redis.hget(userKey(a), nodeId)).toBeNull();
     await node.close();
   });
+
+  it('tries the rewrite again at the next heartbeat when one was cut short', async () => {
+    const { redis, nodeId, node, a } = await heartbeatNode();
+    await node.connected(a);
+    await vi.waitFor(async () => expect(await redis.get(nodeKey(nodeId))).toBe('counts'), { timeout: 5_000, interval: HEARTBEAT_MS });
+    // The counts are lost, and a's cannot be written back (a key of the wrong type fails its HSET) for a few heartbeats.
+    await redis.multi().del(nodeKey(nodeId)).set(userKey(a), 'not a hash').exec();
+    await vi.waitFor(async () => expect(await redis.exists(nodeKey(nodeId))).toBe(1), { timeout: 5_000, interval: 10 });
+    await new Promise((resolve) => setTimeout(resolve, HEARTBEAT_MS * 4));
+    await redis.del(userKey(a));
+    await vi.waitFor(async () => expect(await node.online([a])).toEqual(new Set([a])), { timeout: 5_000, interval: HEARTBEAT_MS });
+    await node.close();
+  });
 });
