@@ -76,9 +76,14 @@ export class PresenceRedis implements Presence {
     return (await this.totalOnLiveNodes(userId)) === 0;
   }
 
+  /** One HGETALL per user (auto-pipelined), then one MGET for every node they name: not one MGET per user. */
   async online(userIds: string[]): Promise<Set<string>> {
-    const totals = await Promise.all(userIds.map((id) => this.totalOnLiveNodes(id)));
-    return new Set(userIds.filter((_, i) => totals[i]! > 0));
+    const counts = await Promise.all(userIds.map((id) => this.redis.hgetall(this.key(id))));
+    const named = [...new Set(counts.flatMap((perNode) => Object.keys(perNode).filter((node) => Number(perNode[node]) > 0)))];
+    if (named.length === 0) return new Set();
+    const alive = await this.redis.mget(named.map((node) => `chorus:node:${node}`));
+    const live = new Set(named.filter((_, i) => alive[i]));
+    return new Set(userIds.filter((_, i) => Object.entries(counts[i]!).some(([node, count]) => live.has(node) && Number(count) > 0)));
   }
 
   /** A node that stops on purpose takes its clients out of presence at once. */

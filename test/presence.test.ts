@@ -66,6 +66,16 @@ describe('PresenceRedis heartbeat (real Redis)', () => {
     await node.close();
   });
 
+  it("counts no client of a node whose key is gone (a crashed node's)", async () => {
+    const { redis, node, a, b } = await heartbeatNode();
+    await redis.hset(userKey(a), `crashed-${randomUUID()}`, '3');
+    await node.connected(b);
+    expect(await node.online([a, b])).toEqual(new Set([b]));
+    await node.connected(a);
+    expect(await node.online([a, b])).toEqual(new Set([a, b]));
+    await node.close();
+  });
+
   it('tries the rewrite again at the next heartbeat when one was cut short', async () => {
     const { redis, nodeId, node, a } = await heartbeatNode();
     await node.connected(a);
