@@ -7,6 +7,8 @@ const NODE_TTL_SECONDS = 10;
 const COUNTS_WRITTEN = 'counts';
 /** The node key's value when a connect made it: the node is alive, but its other users' counts may be missing. */
 const ALIVE = 'alive';
+/** A node's heartbeat key: while it stands, the node's counts in the users' hashes count. */
+const nodeKeyOf = (nodeId: string): string => `chorus:node:${nodeId}`;
 
 /**
  * Presence across nodes in Redis: per user a hash of node id -> connected clients, and per node a heartbeat key that
@@ -34,7 +36,7 @@ export class PresenceRedis implements Presence {
   }
 
   private get nodeKey(): string {
-    return `chorus:node:${this.nodeId}`;
+    return nodeKeyOf(this.nodeId);
   }
 
   private async heartbeat(): Promise<void> {
@@ -47,12 +49,16 @@ export class PresenceRedis implements Presence {
     if (!results || results.some(([err]) => err)) await this.redis.set(this.nodeKey, ALIVE, 'EX', NODE_TTL_SECONDS);
   }
 
-  private async totalOnLiveNodes(userId: string): Promise<number> {
-    const counts = await this.redis.hgetall(this.key(userId));
-    const nodes = Object.keys(counts).filter((node) => Number(counts[node]) > 0);
-    if (nodes.length === 0) return 0;
-    const alive = await this.redis.mget(nodes.map((node) => `chorus:node:${node}`));
-    return nodes.reduce((sum, node, i) => sum + (alive[i] ? Number(counts[node]) : 0), 0);
+  /**
+   * Each user's clients on nodes that are alive: one HGETALL per user (auto-pipelined), then one MGET for every node
+   * those hashes name, not one per user.
+   */
+  private async totalsOnLiveNodes(userIds: string[]): Promise<number[]> {
+    const counts = await Promise.all(userIds.map((id) => this.redis.hgetall(this.key(id))));
+    const named = [...new Set(counts.flatMap((perNode) => Object.keys(perNode).filter((node) => Number(perNode[node]) > 0)))];
+    const alive = named.length === 0 ? [] : await this.redis.mget(named.map(nodeKeyOf));
+    const live = new Set(named.filter((_, i) => alive[i]));
+    return counts.map((perNode) => Object.entries(perNode).reduce((sum, [node, count]) => sum + (live.has(node) && Number(count) > 0 ? Number(count) : 0), 0));
   }
 
   async connected(userId: string): Promise<boolean> {
@@ -61,7 +67,7 @@ export class PresenceRedis implements Presence {
     // Only when missing (NX): a key that says the counts are written must keep saying so.
     await this.redis.set(this.nodeKey, ALIVE, 'EX', NODE_TTL_SECONDS, 'NX');
     await this.redis.hset(this.key(userId), this.nodeId, String(count));
-    return (await this.totalOnLiveNodes(userId)) === 1;
+    return (await this.totalsOnLiveNodes([userId]))[0] === 1;
   }
 
   async disconnected(userId: string): Promise<boolean> {
@@ -73,17 +79,12 @@ export class PresenceRedis implements Presence {
     }
     this.local.delete(userId);
     await this.redis.hdel(this.key(userId), this.nodeId);
-    return (await this.totalOnLiveNodes(userId)) === 0;
+    return (await this.totalsOnLiveNodes([userId]))[0] === 0;
   }
 
-  /** One HGETALL per user (auto-pipelined), then one MGET for every node they name: not one MGET per user. */
   async online(userIds: string[]): Promise<Set<string>> {
-    const counts = await Promise.all(userIds.map((id) => this.redis.hgetall(this.key(id))));
-    const named = [...new Set(counts.flatMap((perNode) => Object.keys(perNode).filter((node) => Number(perNode[node]) > 0)))];
-    if (named.length === 0) return new Set();
-    const alive = await this.redis.mget(named.map((node) => `chorus:node:${node}`));
-    const live = new Set(named.filter((_, i) => alive[i]));
-    return new Set(userIds.filter((_, i) => Object.entries(counts[i]!).some(([node, count]) => live.has(node) && Number(count) > 0)));
+    const totals = await this.totalsOnLiveNodes(userIds);
+    return new Set(userIds.filter((_, i) => totals[i]! > 0));
   }
 
   /** A node that stops on purpose takes its clients out of presence at once. */
