@@ -190,6 +190,9 @@ function commitsBetween(before: CommitHistogram, after: CommitHistogram): { coun
   return { count, p50Ms: under(50), p99Ms: under(99) };
 }
 
+/** The probe step's commits, and the worst event-loop delay of any node over it. */
+type ProbeReadings = ReturnType<typeof commitsBetween> & Pick<NodeReadings, 'loopDelayP99Ms' | 'loopDelayMaxMs'>;
+
 async function api(node: Node, userId: string, method: string, path: string, body: unknown): Promise<{ id: string }> {
   for (let attempt = 1; ; attempt++) {
     const res = await fetch(`http://127.0.0.1:${node.httpPort}/v1${path}`, {
@@ -311,7 +314,7 @@ async function main(): Promise<void> {
     const results: Record<string, unknown>[][] = [];
     let afterConnect = beforeConnect;
     let commitsBeforeProbe: CommitHistogram = new Map();
-    let probeReadings = { count: 0, p50Ms: Number.NaN, p99Ms: Number.NaN, loopDelayP99Ms: Number.NaN, loopDelayMaxMs: Number.NaN };
+    let probeReadings: ProbeReadings = { count: 0, p50Ms: Number.NaN, p99Ms: Number.NaN, loopDelayP99Ms: Number.NaN, loopDelayMaxMs: Number.NaN };
     const stepNames = stepsFor(0).map((s) => s.kind);
     for (const [i, name] of stepNames.entries()) {
       const step = await Promise.all(
@@ -403,7 +406,7 @@ function report(
   beforeConnect: Snapshot,
   afterConnect: Snapshot,
   exitMs: number[],
-  probeReadings: { count: number; p50Ms: number; p99Ms: number; loopDelayP99Ms: number; loopDelayMaxMs: number },
+  probeReadings: ProbeReadings,
 ): void {
   console.log('\n**Cluster on one box** (bench/scale.ts; CPU read over each phase\'s own window)');
   console.log('| phase | result | target | box CPU busy (nodes / generators / Cassandra / Redis) | what limited it |');
