@@ -20,9 +20,13 @@ describe('the SQLite log with writes on their own thread', () => {
       const draft = (clientMsgId: string) => ({ senderId: 'alice', clientMsgId, type: 'text', body: clientMsgId, createdAtMs: Date.now() });
       const first = (await log.append([{ groupId: 'g', drafts: [draft('one')] }]))[0]![0];
       expect(first!.message.seq).toBe(1);
+      // Fsynced writes of another group queued ahead, so that the thread dies before it reaches 'two' (alone, 'two' was
+      // sometimes stored and answered before the termination landed).
+      const ahead = Array.from({ length: 20 }, (_, i) => log.append([{ groupId: 'h', drafts: [draft(`ahead-${i}`)] }]));
       const inFlight = log.append([{ groupId: 'g', drafts: [draft('two')] }]);
       await (log as unknown as { worker: Worker }).worker.terminate();
       await expect(inFlight).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+      await Promise.allSettled(ahead);
       // The retry of the same send, on a new thread: stored once, with the next seq whether or not the first try landed.
       const retried = (await log.append([{ groupId: 'g', drafts: [draft('two')] }]))[0]![0];
       const next = (await log.append([{ groupId: 'g', drafts: [draft('three')] }]))[0]![0];
