@@ -20,6 +20,7 @@ import type { SendPath } from '../sequencer/sequencer.js';
 import type { TokenVerifier } from './auth.js';
 import { PubackOrder, seqOfPayload } from './delivered-marks.js';
 import { coalesceWrites } from './write-coalescing.js';
+import { type DeliveryTarget, GroupPublishes, writeGroupPublish } from './group-publishes.js';
 import { watchFrameSizes } from './frame-limit.js';
 import { LiveUsers } from './live-users.js';
 import { boundOutput } from './output-bound.js';
@@ -137,6 +138,7 @@ export class ChorusBroker {
   private readonly unsubscribeAnnouncements: () => void;
   private readonly unsubscribeGroupAnnouncements: () => void;
   private readonly pubackOrder = new PubackOrder<Client>();
+  private readonly groupPublishes = new GroupPublishes();
   /** The node's message bus (Aedes's mqemitter: in memory, or Redis in a cluster), for live events. */
   private readonly mq: LiveBus;
   /** Which groups are small enough for live events (see smallForLiveEvents). */
@@ -161,6 +163,7 @@ export class ChorusBroker {
     };
     aedes.authorizeForward = (client, packet) => {
       if (!this.mayReceive(client, packet.topic)) return null;
+      if (this.deliverGroupPublish(client, packet)) return null; // written: Aedes has nothing left to do
       if (deps.onDelivered && client.clean) this.noteForward(client, packet);
       return packet;
     };
@@ -239,11 +242,32 @@ export class ChorusBroker {
   }
 
   /** Delivers a stamped message, serialized, to every subscriber of its group topic on this node (QoS 1). */
-  deliverSerialized(groupId: string, payload: Buffer): void {
+  deliverSerialized(groupId: string, seq: number, payload: Buffer): void {
+    const topic = groupTopic(groupId);
+    this.groupPublishes.register(topic, groupId, seq, payload);
     // Aedes drops, per client, a packet whose counter is below the last one it delivered under the same broker id.
     // In a cluster group messages and events travel different paths (splitRouter), so an event published before a
     // group message can arrive after it: group messages count under a broker id of their own.
-    this.publish(groupTopic(groupId), payload, `${this.aedes.id}/groups`);
+    this.publish(topic, payload, `${this.aedes.id}/groups`);
+  }
+
+  /**
+   * Writes a group message to a clean-session subscriber at QoS 1 from its PUBLISH serialized once for all
+   * of them, instead of letting Aedes copy, defer and serialize the packet again for each (in 6 writes). Aedes keeps
+   * nothing of a clean session's QoS 1 deliveries anyway; a persistent session's delivery is left to Aedes, which keeps
+   * it until its PUBACK [MQTT-4.3.2-1], and so is a QoS 0 subscription's and anything that is not a fresh routing of
+   * a group message (a packet with an identifier comes from a stored queue). Returns whether it wrote the packet.
+   */
+  private deliverGroupPublish(client: Client, packet: PublishPacket): boolean {
+    const publish = this.groupPublishes.of(packet.payload);
+    if (!publish || !client.clean || packet.qos !== 1 || packet.messageId !== undefined) return false;
+    const target = client as unknown as DeliveryTarget & { connected: boolean; closed: boolean };
+    if ((subscriptionOf(client, packet.topic)?.qos ?? 0) < 1) return false;
+    // A connection already closing gets nothing, as Aedes's own write refuses it ("connection closed").
+    if (!target.connected || target.closed || target.conn.destroyed) return true;
+    writeGroupPublish(target, publish, packet.payload as Buffer);
+    if (this.deps.onDelivered) this.pubackOrder.forwarded(client, publish);
+    return true;
   }
 
   /** Publishes an event on a user's own events topic. */
@@ -693,6 +717,8 @@ export class ChorusBroker {
       counters?.slowConsumerCut();
       logger.warn({ remote, clientId: (stream as { client?: Client }).client?.id, buffered }, 'client not reading: closing (slow consumer)');
     });
+    // Over the bound: each turn's gathered bytes are one bounded write, checked as it is made.
+    coalesceWrites(stream);
     handle();
   }
 
@@ -702,7 +728,6 @@ export class ChorusBroker {
     // client to acknowledge the last one (Node's HTTP server, and so the WebSocket path, already sets TCP_NODELAY).
     const server = createServer({ noDelay: true }, (socket) => {
       socket.on('error', () => socket.destroy());
-      coalesceWrites(socket);
       this.admit(socket, socket.remoteAddress, () => this.aedes.handle(socket));
     });
     this.tcpServer = server;

@@ -9,8 +9,9 @@ import type { Duplex } from 'node:stream';
  * What it missed is in the history API, where clients catch up after a reconnect.
  *
  * Unsent bytes are `writableLength` once the stream is uncorked: what the kernel (or, for a WebSocket, the socket under
- * it) has not taken. While corked, writes only gather for one syscall (write coalescing, mqtt-packet), so the check waits
- * for the uncork: a burst that a reading client takes at once is not held against it. Writes after the cut are dropped.
+ * it) has not taken. While corked (mqtt-packet corks for each packet), writes only gather, so the check waits for the
+ * uncork. Write coalescing sits over this bound: each turn's writes reach it as one, checked as it is made, so a burst
+ * that a reading client takes at once is not held against it. Writes after the cut are dropped.
  */
 export function boundOutput(stream: Duplex, maxBytes: number, onOverflow: (bufferedBytes: number) => void): void {
   const write = stream.write;

@@ -136,7 +136,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
   // in each group's seq order; a gap (messages this node missed while Redis was away, say) is read from the log first.
   const arrivals = new OrderedDelivery<Arrival>(
     log,
-    (groupId, arrival) => broker.deliverSerialized(groupId, arrival.payload),
+    (groupId, arrival) => broker.deliverSerialized(groupId, arrival.seq, arrival.payload),
     (message) => ({ seq: message.seq, payload: Buffer.from(JSON.stringify(message)) }),
     { ...ARRIVAL_ORDERING, onError: (err, groupId) => sequencerLog.warn({ err, groupId }, 'could not read the log to fill a gap in live delivery') },
   );

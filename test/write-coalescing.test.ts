@@ -74,6 +74,22 @@ describe('write coalescing', () => {
     expect(writes()).toBe(2);
   });
 
+  it('keeps strings, callbacks and end(): UTF-8 bytes in order, each callback once written, gathered bytes before the end', async () => {
+    const { writer, reader, received, close: closePair } = await pair();
+    close = closePair;
+    coalesceWrites(writer);
+    const writes = countHandleWrites(writer);
+    const called: string[] = [];
+    writer.write(Buffer.from('a|'), () => called.push('a'));
+    writer.write('ü|', 'utf8', () => called.push('ü'));
+    writer.write('c|');
+    writer.end();
+    await once(reader, 'end');
+    expect(received().toString()).toBe('a|ü|c|');
+    expect(called).toEqual(['a', 'ü']);
+    expect(writes()).toBe(1);
+  });
+
   it('is what makes the difference: without it the same writes reach the handle one by one', async () => {
     const { writer, reader, received, close: closePair } = await pair();
     close = closePair;
