@@ -3,13 +3,20 @@ import type { Duplex } from 'node:stream';
 type WriteCallback = (err?: Error | null) => void;
 
 /**
- * Gathers what is written to one connection within a turn of the event loop into one buffer, written once.
+ * Chunks this large are written by reference, not copied: a big message to many subscribers would otherwise be held
+ * once per connection wherever a socket cannot take it at once, instead of once for all of them.
+ */
+const SHARED_CHUNK_BYTES = 1024;
+
+/**
+ * Gathers what is written to one connection within a turn of the event loop, and writes it at the turn's end as one
+ * write: small chunks copied together, large ones (payloads) passed by reference, all in one corked batch.
  *
  * Aedes delivers each packet in its own setImmediate, and mqtt-packet writes a PUBLISH as six chunks (header, length,
  * topic length, topic, message id, payload): a commit of n messages is 6n writes on every subscriber's stream. Corked,
  * they still cost the stream machinery 6n times and the syscall 6n iovecs (the topic, a string, encoded by the handle);
- * over a WebSocket each chunk is a frame of its own. Gathered here, the stream sees one write per turn: one syscall,
- * one frame, for a delay of one turn (until the loop's next check phase).
+ * over a WebSocket each chunk is a frame of its own. Gathered here, the stream sees a write per turn (and per large
+ * chunk): one syscall, for a delay of one turn (until the loop's next check phase).
  *
  * Writes report "keep going" (true): applied over boundOutput, which cuts off a connection that stops reading instead
  * of making anybody wait for it. Gathered bytes are dropped if the stream is destroyed before the turn ends, as corked
@@ -19,27 +26,40 @@ export function coalesceWrites(stream: Duplex): void {
   const write = stream.write as (chunk: Buffer, callback?: WriteCallback) => boolean;
   const end = stream.end;
   let chunks: Buffer[] = [];
-  let bytes = 0;
   let callbacks: WriteCallback[] = [];
   let scheduled = false;
   const flush = () => {
     scheduled = false;
     if (chunks.length === 0) return;
-    const gathered = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, bytes);
+    const gathered = chunks;
     const waiting = callbacks;
     chunks = [];
-    bytes = 0;
     callbacks = [];
     if (stream.destroyed || stream.writableEnded) return;
-    if (waiting.length === 0) write.call(stream, gathered);
-    else write.call(stream, gathered, (err?: Error | null) => {
-      for (const callback of waiting) callback(err);
-    });
+    const batch: Buffer[] = [];
+    let small: Buffer[] = [];
+    for (const chunk of gathered) {
+      if (chunk.length < SHARED_CHUNK_BYTES) {
+        small.push(chunk);
+        continue;
+      }
+      if (small.length > 0) batch.push(small.length === 1 ? small[0]! : Buffer.concat(small));
+      small = [];
+      batch.push(chunk);
+    }
+    if (small.length > 0) batch.push(small.length === 1 ? small[0]! : Buffer.concat(small));
+    const last = batch.pop()!;
+    stream.cork();
+    for (const buffer of batch) write.call(stream, buffer);
+    if (waiting.length === 0) write.call(stream, last);
+    else
+      write.call(stream, last, (err?: Error | null) => {
+        for (const callback of waiting) callback(err);
+      });
+    stream.uncork();
   };
   stream.write = function gatheredWrite(chunk: unknown, encoding?: unknown, callback?: unknown): boolean {
-    const buffer = typeof chunk === 'string' ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8') : (chunk as Buffer);
-    chunks.push(buffer);
-    bytes += buffer.length;
+    chunks.push(typeof chunk === 'string' ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8') : (chunk as Buffer));
     const done = typeof encoding === 'function' ? encoding : callback;
     if (typeof done === 'function') callbacks.push(done as WriteCallback);
     if (!scheduled) {

@@ -90,6 +90,26 @@ describe('write coalescing', () => {
     expect(writes()).toBe(1);
   });
 
+  it('passes a large chunk on by reference, not copied per connection, still in one handle write', async () => {
+    const { writer, reader, received, close: closePair } = await pair();
+    close = closePair;
+    const passedOn: Buffer[] = [];
+    const write = writer.write.bind(writer) as (chunk: Buffer) => boolean;
+    writer.write = ((chunk: Buffer) => {
+      passedOn.push(chunk);
+      return write(chunk);
+    }) as Socket['write'];
+    coalesceWrites(writer);
+    const writes = countHandleWrites(writer);
+    const payload = Buffer.alloc(4096, 0x70);
+    for (const chunk of [Buffer.from('h1'), Buffer.from('i1'), payload, Buffer.from('h2'), Buffer.from('i2'), payload]) writer.write(chunk);
+    const expected = Buffer.concat([Buffer.from('h1i1'), payload, Buffer.from('h2i2'), payload]);
+    while (received().length < expected.length) await once(reader, 'data');
+    expect(received().equals(expected)).toBe(true);
+    expect(passedOn.map((chunk) => (chunk === payload ? 'payload' : chunk.toString()))).toEqual(['h1i1', 'payload', 'h2i2', 'payload']);
+    expect(writes()).toBe(1);
+  });
+
   it('is what makes the difference: without it the same writes reach the handle one by one', async () => {
     const { writer, reader, received, close: closePair } = await pair();
     close = closePair;
