@@ -218,7 +218,9 @@ const ratio = (value: number, base: number) => (Number.isFinite(value) && Number
 
 console.log(`\nmedians of ${ROUNDS} rounds; ratios against bare Aedes\n`);
 console.log('**Many groups** (50 groups x 20 members, open loop): p99 / p50 ms of delivery at each rate asked (rate offered); server CPU µs per delivery');
-console.log(`| target | ${RATES.map((r) => `${r} msg/s`).join(' | ')} | highest rate with p99 < ${P99_LIMIT_MS} ms | vs bare Aedes | CPU µs per delivery at ${RATES[1]} msg/s |`);
+/** Where CPU per delivery is compared: the second rate asked (1,000 msg/s by default), or the only one. */
+const CPU_RATE = RATES[Math.min(1, RATES.length - 1)]!;
+console.log(`| target | ${RATES.map((r) => `${r} msg/s`).join(' | ')} | highest rate with p99 < ${P99_LIMIT_MS} ms | vs bare Aedes | CPU µs per delivery at ${CPU_RATE} msg/s |`);
 console.log(`|---|${RATES.map(() => '---|').join('')}---|---|---|`);
 const rateStep = (steps: StepResult[], rate: number) => steps.find((s) => s.step === 'rate' && s.rate === rate)!;
 /** A rate is met when the generator offered it (it saturates near 1,300 msg/s here), all was delivered, and p99 held. */
@@ -232,7 +234,7 @@ for (const t of targets) {
       `${fmt(stat('many groups', t, (s) => Number(rateStep(s, r).p99Ms)), 1)} / ${fmt(stat('many groups', t, (s) => Number(rateStep(s, r).p50Ms)), 1)} (${fmt(stat('many groups', t, (s) => Number(rateStep(s, r).offeredPerSec)))})`,
   );
   const best = stat('many groups', t, highest);
-  console.log(`| ${t.name} | ${cells.join(' | ')} | ${fmt(best)} | ${ratio(best, highestAedes)} | ${fmt(stat('many groups', t, (s) => cpuPerDelivery(rateStep(s, RATES[1]!))), 1)} |`);
+  console.log(`| ${t.name} | ${cells.join(' | ')} | ${fmt(best)} | ${ratio(best, highestAedes)} | ${fmt(stat('many groups', t, (s) => cpuPerDelivery(rateStep(s, CPU_RATE))), 1)} |`);
 }
 
 console.log(`\n**Connections** (${CONNECTIONS} members of groups of 20, and ${BIG_GROUP} members of one group; connect + subscribe, 200 at a time)`);

@@ -5,6 +5,7 @@ import { Aedes, type AedesOptions, type AuthenticateError, type Client, type Pub
 import type { Logger } from 'pino';
 import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { ChorusConfig } from '../config/config.js';
+import { GroupSizes } from '../groups/group-sizes.js';
 import type { GroupAnnouncement, Groups, MembershipChange } from '../groups/groups.js';
 import type { ReadReceipts } from '../groups/read-receipts.js';
 import {
@@ -61,13 +62,6 @@ interface LiveBus {
   emit(packet: { topic: string; payload: Buffer }, done: (err?: Error) => void): void;
   on(topic: string, listener: (packet: { topic: string; payload: Buffer }, done: () => void) => void): void;
 }
-
-/**
- * Whether a group is small enough for live events, kept per group for at most this long (a membership change drops it
- * at once; the expiry is for a change this node missed while Redis was away), for at most this many groups.
- */
-const LIVE_SIZE_TTL_MS = 60_000;
-const MAX_LIVE_SIZE_GROUPS = 10_000;
 
 /** What the broker counts for /metrics. */
 export interface BrokerCounters {
@@ -141,10 +135,8 @@ export class ChorusBroker {
   private readonly groupPublishes = new GroupPublishes();
   /** The node's message bus (Aedes's mqemitter: in memory, or Redis in a cluster), for live events. */
   private readonly mq: LiveBus;
-  /** Which groups are small enough for live events (see smallForLiveEvents). */
-  private readonly liveSizes = new Map<string, { small: boolean; at: number }>();
-  /** Counts membership changes seen, so that a size read overtaken by one is not kept. */
-  private membershipGeneration = 0;
+  /** Member counts, for which groups are small enough for live events. */
+  private readonly groupSizes: GroupSizes;
 
   private constructor(
     private readonly deps: BrokerDeps,
@@ -202,6 +194,7 @@ export class ChorusBroker {
     aedes.on('clientError', (client, err) => logger.debug({ clientId: client.id, err: err.message }, 'client error'));
     aedes.on('connectionError', (_client, err) => logger.debug({ err: err.message }, 'connection error'));
     this.unsubscribeFeed = deps.groups.subscribe((change) => this.followMembership(change));
+    this.groupSizes = new GroupSizes(deps.groups);
     this.unsubscribeAnnouncements = deps.groups.onAnnounce((change) => this.announceMembership(change));
     this.unsubscribeGroupAnnouncements = deps.groups.onGroupAnnounce((announcement) => void this.announceGroup(announcement));
     const { onDelivered } = deps;
@@ -557,22 +550,9 @@ export class ChorusBroker {
     }
   }
 
-  /**
-   * Whether the group has at most liveEventsMaxGroupMembers members, from the store's count, then kept: every
-   * membership change on any node drops the group's entry (followMembership), and entries expire after
-   * LIVE_SIZE_TTL_MS in case a change was missed (Redis away). A read that a change overtook is not kept.
-   */
+  /** Whether the group has at most liveEventsMaxGroupMembers members (its count as kept by groupSizes). */
   private async smallForLiveEvents(groupId: string): Promise<boolean> {
-    const cached = this.liveSizes.get(groupId);
-    if (cached && performance.now() - cached.at < LIVE_SIZE_TTL_MS) return cached.small;
-    const generation = this.membershipGeneration;
-    const small = (await this.deps.groups.countMembers(groupId)) <= this.deps.config.liveEventsMaxGroupMembers;
-    if (generation === this.membershipGeneration) {
-      this.liveSizes.delete(groupId); // re-inserted last: the Map's order is least recently read first
-      this.liveSizes.set(groupId, { small, at: performance.now() });
-      if (this.liveSizes.size > MAX_LIVE_SIZE_GROUPS) this.liveSizes.delete(this.liveSizes.keys().next().value!);
-    }
-    return small;
+    return (await this.groupSizes.of(groupId)) <= this.deps.config.liveEventsMaxGroupMembers;
   }
 
   /**
@@ -611,8 +591,6 @@ export class ChorusBroker {
 
   /** Makes live subscriptions on this node follow a membership change; resolves when every client has followed. */
   private async followMembership(change: MembershipChange): Promise<void> {
-    this.membershipGeneration += 1;
-    this.liveSizes.delete(change.groupId);
     const clients = this.live.apply(change);
     const topic = groupTopic(change.groupId);
     await Promise.all(
@@ -764,6 +742,7 @@ export class ChorusBroker {
     // No new connections from here on; the open ones are closed by Aedes below.
     const listenersClosed = new Promise<void>((resolve) => (this.tcpServer ? this.tcpServer.close(() => resolve()) : resolve()));
     this.unsubscribeFeed();
+    this.groupSizes.close();
     this.unsubscribeAnnouncements();
     this.unsubscribeGroupAnnouncements();
     for (const stream of this.waiting.keys()) stream.destroy();

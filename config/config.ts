@@ -64,6 +64,12 @@ export const ConfigSchema = Type.Object(
     pushWindowSeconds: Type.Integer({ minimum: 1, maximum: 86_400, default: 60, description: 'at most one push per user per group per window' }),
     pushTtlSeconds: Type.Integer({ minimum: 0, maximum: 2_419_200, default: 86_400, description: 'how long a push service keeps an undelivered push' }),
     maxPushSubscriptionsPerUser: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
+    pushEveryMessageMaxGroupMembers: Type.Integer({
+      minimum: 0,
+      maximum: 1_000_000,
+      default: 1000,
+      description: 'groups up to this size push every message to offline members; larger ones push only mentions by name',
+    }),
     pushAllowLoopback: Type.Boolean({ default: false, description: 'accept https://127.0.0.1 push endpoints (tests only)' }),
     pushCaFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of extra CAs trusted for push endpoints' })),
 

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Presence } from '../broker/presence.js';
+import type { MemberRecord } from '../groups/group-store.js';
+import { GroupSizes } from '../groups/group-sizes.js';
 import type { Groups } from '../groups/groups.js';
 import { isEventType, type StampedMessage } from '../protocol/index.js';
 import type { PushSender } from './push-sender.js';
@@ -72,14 +74,24 @@ export class Notifier {
   private closed = false;
   dropped = 0;
 
+  private readonly groupSizes: GroupSizes;
+
+  /**
+   * `everyMessageMaxMembers`: groups up to this size push every message to their offline members (a pass reads the
+   * members); in larger ones only members mentioned by name are pushed (a pass reads just those), so that a busy big
+   * group does not cost a read of all its members every pass.
+   */
   constructor(
     private readonly groups: Groups,
     private readonly presence: Presence,
     private readonly store: PushStore,
     private readonly sender: PushSender,
     private readonly windowMs: number,
+    private readonly everyMessageMaxMembers: number,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.groupSizes = new GroupSizes(groups);
+  }
 
   /** Called for every newly stored message; never blocks and never throws. Edits, deletes and reactions push nothing. */
   onMessage(message: StampedMessage): void {
@@ -120,34 +132,55 @@ export class Notifier {
   }
 
   /**
-   * One pass over the group's members for all of its queued messages, in seq order. Per page of members: one presence
-   * read, then one store read for those offline (which of them push can reach, and how they want it), never a read
-   * per member, so that a big group's pass stays short and the groups after it in the queue are not kept waiting.
+   * One pass for all of the group's queued messages, in seq order: over all its members in a group of at most
+   * everyMessageMaxMembers, over the members mentioned by name in a larger one (whose pass would otherwise read every
+   * member each time it has news). Reads go per page of members, never per member, so that a pass stays short and the
+   * groups after it in the queue are not kept waiting.
    */
   private async notifyMembers(groupId: string, messages: StampedMessage[]): Promise<void> {
-    for await (const page of this.groups.memberPages(groupId, MEMBERS_PAGE)) {
-      // A node that is closing stops mid-pass: its clients leaving would otherwise make every member look offline.
-      if (this.closed) return;
-      const online = await this.presence.online(page.map((m) => m.userId));
-      const offline = page.filter((member) => !online.has(member.userId) && messages.some((message) => message.senderId !== member.userId));
-      if (offline.length === 0) continue;
-      const reachable = await this.store.reachable(
-        offline.map((member) => member.userId),
-        groupId,
-      );
-      if (this.closed) return;
-      for (const member of offline) {
-        const mode = reachable.get(member.userId);
-        if (mode === undefined || mode === 'muted') continue;
-        for (const message of messages) {
-          if (message.senderId === member.userId) continue;
-          // @everyone counts as a mention of each member: it reaches `mentions` members too, with high urgency.
-          const mention = message.mentionEveryone === true || (message.mentions?.includes(member.userId) ?? false);
-          if (mode === 'mentions' && !mention) continue;
-          this.offer(member.userId, { message, unread: Math.max(0, message.seq - member.readSeq), count: 1, mention });
-        }
+    if ((await this.groupSizes.of(groupId)) <= this.everyMessageMaxMembers) {
+      for await (const page of this.groups.memberPages(groupId, MEMBERS_PAGE)) {
+        if (!(await this.notifyPage(groupId, page, messages, false))) return;
+      }
+      return;
+    }
+    const mentioned = new Set(messages.flatMap((message) => (message.mentions ?? []).filter((userId) => userId !== message.senderId)));
+    const userIds = [...mentioned];
+    for (let at = 0; at < userIds.length; at += MEMBERS_PAGE) {
+      const page = await this.groups.membersAmong(groupId, userIds.slice(at, at + MEMBERS_PAGE));
+      if (!(await this.notifyPage(groupId, page, messages, true))) return;
+    }
+  }
+
+  /**
+   * Offers pushes to a page of members: one presence read, then one store read for those offline (which of them push
+   * can reach, and how they want it). With `mentionsOnly`, a member hears only of messages naming them. Returns false
+   * when the notifier closed meanwhile: a node that is closing stops mid-pass, since its clients leaving would
+   * otherwise make every member look offline.
+   */
+  private async notifyPage(groupId: string, page: MemberRecord[], messages: StampedMessage[], mentionsOnly: boolean): Promise<boolean> {
+    if (this.closed) return false;
+    const online = await this.presence.online(page.map((m) => m.userId));
+    const offline = page.filter((member) => !online.has(member.userId) && messages.some((message) => message.senderId !== member.userId));
+    if (offline.length === 0) return true;
+    const reachable = await this.store.reachable(
+      offline.map((member) => member.userId),
+      groupId,
+    );
+    if (this.closed) return false;
+    for (const member of offline) {
+      const mode = reachable.get(member.userId);
+      if (mode === undefined || mode === 'muted') continue;
+      for (const message of messages) {
+        if (message.senderId === member.userId) continue;
+        const named = message.mentions?.includes(member.userId) ?? false;
+        // @everyone counts as a mention of each member: it reaches `mentions` members too, with high urgency.
+        const mention = named || (message.mentionEveryone === true && !mentionsOnly);
+        if ((mode === 'mentions' || mentionsOnly) && !mention) continue;
+        this.offer(member.userId, { message, unread: Math.max(0, message.seq - member.readSeq), count: 1, mention });
       }
     }
+    return true;
   }
 
   private offer(userId: string, next: Pending): void {
@@ -202,6 +235,7 @@ export class Notifier {
 
   close(): void {
     this.closed = true;
+    this.groupSizes.close();
     for (const window of this.windows.values()) clearTimeout(window.timer);
     this.windows.clear();
     this.sender.close();

@@ -131,7 +131,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     ...(extraCa ? { extraCa } : {}),
     allowLoopback: config.pushAllowLoopback,
   });
-  const notifier = new Notifier(groups, backends.presence, backends.pushStore, sender, config.pushWindowSeconds * 1000, pushLog);
+  const notifier = new Notifier(groups, backends.presence, backends.pushStore, sender, config.pushWindowSeconds * 1000, config.pushEveryMessageMaxGroupMembers, pushLog);
   // Fan-out first: live delivery never waits for push, which only queues the message. What arrives here is delivered
   // in each group's seq order; a gap (messages this node missed while Redis was away, say) is read from the log first.
   const arrivals = new OrderedDelivery<Arrival>(

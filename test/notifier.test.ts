@@ -28,7 +28,7 @@ describe('push notifier passes', () => {
   const pushStore = new PushStoreSqlite(join(dir, 'push.db'));
   const groups = new Groups(new GroupStoreSqlite(join(dir, 'groups.db'), 'normal'), new MembershipFeedLocal(), 100);
   const presence = new CountedPresence();
-  const notifier = new Notifier(groups, presence, pushStore, new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger), 1000, logger);
+  const notifier = new Notifier(groups, presence, pushStore, new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger), 1000, 1000, logger);
   afterAll(() => notifier.close());
 
   it('reads members and presence once per pass, not once per commit, and starts a quiet group at once', async () => {
@@ -76,7 +76,7 @@ describe('push notifier passes', () => {
       return pushStore.listSubscriptions(userId);
     };
     const message = (seq: number) => toStampedMessage(groupId, seq, { senderId: 'alice', clientMsgId: `big-${seq}`, type: 'text', body: 'hi', createdAtMs: Date.now() });
-    const newNotifier = () => new Notifier(groups, new PresenceLocal(), countingStore, new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger), 1000, logger);
+    const newNotifier = () => new Notifier(groups, new PresenceLocal(), countingStore, new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger), 1000, 1000, logger);
 
     const open = newNotifier();
     open.onMessage(message(1));
@@ -92,5 +92,49 @@ describe('push notifier passes', () => {
     closing.close(); // while the page's settings are being read: nothing is pushed after
     await sleep(300);
     expect(reads.listSubscriptions).toBe(0);
+  });
+
+  it('in a group over everyMessageMaxMembers, pushes only members named in a message, and reads just them', async () => {
+    const members = Array.from({ length: 8 }, (_, i) => `big${i}`);
+    const { id: groupId } = await groups.create('alice', { name: 'over the limit', members });
+    for (const userId of members) {
+      await pushStore.saveSubscription({ userId, endpoint: `https://push.example.com/${userId}`, p256dh: 'B'.repeat(87), auth: 'a'.repeat(22), createdAtMs: Date.now() }, 5);
+    }
+    await pushStore.setMode('big1', groupId, 'muted');
+    await pushStore.setMode('big2', groupId, 'all');
+    const pushed: { userId: string; mention: boolean; seq: number }[] = [];
+    class RecordingSender extends PushSender {
+      override send(subscription: { userId: string }, payload: object): void {
+        const p = payload as { mention: boolean; seq: number };
+        pushed.push({ userId: subscription.userId, mention: p.mention, seq: p.seq });
+      }
+    }
+    let memberPagesRead = 0;
+    const countingGroups = Object.create(groups) as Groups;
+    countingGroups.memberPages = (group, pageSize) => {
+      memberPagesRead += 1;
+      return groups.memberPages(group, pageSize);
+    };
+    // 9 members (alice and 8) over a limit of 5: mentions only. big1 muted this group; big2 asked for every message.
+    const sender = new RecordingSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger);
+    const mentionsOnly = new Notifier(countingGroups, new PresenceLocal(), pushStore, sender, 1000, 5, logger);
+    const message = (seq: number, extra: { mentions?: string[]; mentionEveryone?: true }) =>
+      toStampedMessage(groupId, seq, { senderId: 'alice', clientMsgId: `over-${seq}`, type: 'text', body: 'hi', createdAtMs: Date.now(), ...extra });
+    mentionsOnly.onMessage(message(1, {}));
+    mentionsOnly.onMessage(message(2, { mentionEveryone: true }));
+    mentionsOnly.onMessage(message(3, { mentions: ['big0', 'big1', 'not-a-member'] }));
+    while (pushed.length === 0) await sleep(5); // the mention
+    await sleep(200);
+    expect(pushed).toEqual([{ userId: 'big0', mention: true, seq: 3 }]);
+    expect(memberPagesRead).toBe(0);
+    mentionsOnly.close();
+
+    // The same messages in a group within the limit: every offline member but the muted one hears of them.
+    pushed.length = 0;
+    const everyMessage = new Notifier(countingGroups, new PresenceLocal(), pushStore, sender, 1000, 9, logger);
+    everyMessage.onMessage(message(4, {}));
+    while (pushed.length < members.length - 1) await sleep(5); // every member but the muted one
+    expect(memberPagesRead).toBe(1);
+    everyMessage.close();
   });
 });
