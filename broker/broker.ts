@@ -254,10 +254,10 @@ export class ChorusBroker {
   private deliverGroupPublish(client: Client, packet: PublishPacket): boolean {
     const publish = this.groupPublishes.of(packet.payload);
     if (!publish || !client.clean || packet.qos !== 1 || packet.messageId !== undefined) return false;
-    const target = client as unknown as DeliveryTarget & { connected: boolean; closed: boolean };
+    const target = client as unknown as DeliveryTarget & { connecting: boolean; connected: boolean };
     if ((subscriptionOf(client, packet.topic)?.qos ?? 0) < 1) return false;
-    // A connection already closing gets nothing, as Aedes's own write refuses it ("connection closed").
-    if (!target.connected || target.closed || target.conn.destroyed) return true;
+    // A connection closed or closing gets nothing, as Aedes's own write refuses it ("connection closed").
+    if (!target.connecting && !target.connected) return true;
     writeGroupPublish(target, publish, packet.payload as Buffer);
     if (this.deps.onDelivered) this.pubackOrder.forwarded(client, publish);
     return true;
