@@ -5,7 +5,7 @@ import { Aedes, type AedesOptions, type AuthenticateError, type Client, type Pub
 import type { Logger } from 'pino';
 import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { ChorusConfig } from '../config/config.js';
-import { GroupSizes } from '../groups/group-sizes.js';
+import { MembershipCache } from '../groups/membership-cache.js';
 import type { GroupAnnouncement, Groups, MembershipChange } from '../groups/groups.js';
 import type { ReadReceipts } from '../groups/read-receipts.js';
 import {
@@ -62,6 +62,9 @@ interface LiveBus {
   emit(packet: { topic: string; payload: Buffer }, done: (err?: Error) => void): void;
   on(topic: string, listener: (packet: { topic: string; payload: Buffer }, done: () => void) => void): void;
 }
+
+/** Groups whose member count is kept for live events (each a few bytes; the least recently asked go first). */
+const MAX_SIZED_GROUPS = 10_000;
 
 /** What the broker counts for /metrics. */
 export interface BrokerCounters {
@@ -136,7 +139,7 @@ export class ChorusBroker {
   /** The node's message bus (Aedes's mqemitter: in memory, or Redis in a cluster), for live events. */
   private readonly mq: LiveBus;
   /** Member counts, for which groups are small enough for live events. */
-  private readonly groupSizes: GroupSizes;
+  private readonly groupSizes: MembershipCache<number>;
 
   private constructor(
     private readonly deps: BrokerDeps,
@@ -194,7 +197,7 @@ export class ChorusBroker {
     aedes.on('clientError', (client, err) => logger.debug({ clientId: client.id, err: err.message }, 'client error'));
     aedes.on('connectionError', (_client, err) => logger.debug({ err: err.message }, 'connection error'));
     this.unsubscribeFeed = deps.groups.subscribe((change) => this.followMembership(change));
-    this.groupSizes = new GroupSizes(deps.groups);
+    this.groupSizes = new MembershipCache<number>(deps.groups, { maxWeight: MAX_SIZED_GROUPS });
     this.unsubscribeAnnouncements = deps.groups.onAnnounce((change) => this.announceMembership(change));
     this.unsubscribeGroupAnnouncements = deps.groups.onGroupAnnounce((announcement) => void this.announceGroup(announcement));
     const { onDelivered } = deps;
@@ -552,7 +555,8 @@ export class ChorusBroker {
 
   /** Whether the group has at most liveEventsMaxGroupMembers members (its count as kept by groupSizes). */
   private async smallForLiveEvents(groupId: string): Promise<boolean> {
-    return (await this.groupSizes.of(groupId)) <= this.deps.config.liveEventsMaxGroupMembers;
+    const members = await this.groupSizes.get(groupId, () => this.deps.groups.countMembers(groupId));
+    return members <= this.deps.config.liveEventsMaxGroupMembers;
   }
 
   /**

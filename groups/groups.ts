@@ -205,13 +205,9 @@ export class Groups {
     return this.store.listMembers(groupId, afterUserId, limit);
   }
 
-  /**
-   * Those of `userIds` who are members of the group, without an actor check: server-side work only. One read per user,
-   * at once: for short lists (a message's mentions), never a group's members.
-   */
-  async membersAmong(groupId: string, userIds: string[]): Promise<MemberRecord[]> {
-    const members = await Promise.all(userIds.map((userId) => this.store.getMember(groupId, userId)));
-    return members.filter((member): member is MemberRecord => member !== null);
+  /** The user's membership of the group, or null, without an actor check: server-side work only. */
+  async findMember(groupId: string, userId: string): Promise<MemberRecord | null> {
+    return this.store.getMember(groupId, userId);
   }
 
   /** Every member, a page of `pageSize` at a time by user id, without an actor check: server-side work only. */

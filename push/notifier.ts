@@ -1,9 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Presence } from '../broker/presence.js';
-import type { MemberRecord } from '../groups/group-store.js';
-import { GroupSizes } from '../groups/group-sizes.js';
 import type { Groups } from '../groups/groups.js';
+import { MembershipCache } from '../groups/membership-cache.js';
 import { isEventType, type StampedMessage } from '../protocol/index.js';
 import type { PushSender } from './push-sender.js';
 import { MAX_REACHABLE_QUERY, type PushStore } from './push-store.js';
@@ -25,7 +24,6 @@ export interface PushPayload {
 
 interface Pending {
   message: StampedMessage;
-  unread: number;
   count: number;
   mention: boolean;
 }
@@ -39,6 +37,10 @@ interface Window {
 const MAX_QUEUED_MESSAGES = 10_000;
 const MAX_WINDOWS = 100_000;
 const MEMBERS_PAGE = MAX_REACHABLE_QUERY;
+/** Groups whose member count is kept between passes. */
+const MAX_SIZED_GROUPS = 10_000;
+/** Member ids kept between passes, over all groups (a few MB): a busy group's pass then reads no members. */
+const MAX_KEPT_MEMBER_IDS = 200_000;
 const PREVIEW_CHARS = 120;
 /**
  * Passes over a group's members start at most this often: a busy group's commits arriving meanwhile share one pass,
@@ -74,7 +76,8 @@ export class Notifier {
   private closed = false;
   dropped = 0;
 
-  private readonly groupSizes: GroupSizes;
+  private readonly groupSizes: MembershipCache<number>;
+  private readonly memberIds: MembershipCache<string[]>;
 
   /**
    * `everyMessageMaxMembers`: groups up to this size push every message to their offline members (a pass reads the
@@ -90,7 +93,8 @@ export class Notifier {
     private readonly everyMessageMaxMembers: number,
     private readonly logger: Logger,
   ) {
-    this.groupSizes = new GroupSizes(groups);
+    this.groupSizes = new MembershipCache<number>(groups, { maxWeight: MAX_SIZED_GROUPS });
+    this.memberIds = new MembershipCache<string[]>(groups, { maxWeight: MAX_KEPT_MEMBER_IDS, weigh: (userIds) => userIds.length });
   }
 
   /** Called for every newly stored message; never blocks and never throws. Edits, deletes and reactions push nothing. */
@@ -134,50 +138,51 @@ export class Notifier {
   /**
    * One pass for all of the group's queued messages, in seq order: over all its members in a group of at most
    * everyMessageMaxMembers, over the members mentioned by name in a larger one (whose pass would otherwise read every
-   * member each time it has news). Reads go per page of members, never per member, so that a pass stays short and the
-   * groups after it in the queue are not kept waiting.
+   * member each time it has news). A group's member ids are kept between passes until a membership change (see
+   * MembershipCache), so a busy group's pass reads none; whether a user is still a member, and their read pointer, is
+   * read when a push is about to go out. Presence and the push store are read per page of members, never per member,
+   * so that a pass stays short and the groups after it in the queue are not kept waiting.
    */
   private async notifyMembers(groupId: string, messages: StampedMessage[]): Promise<void> {
-    if ((await this.groupSizes.of(groupId)) <= this.everyMessageMaxMembers) {
-      for await (const page of this.groups.memberPages(groupId, MEMBERS_PAGE)) {
-        if (!(await this.notifyPage(groupId, page, messages, false))) return;
-      }
-      return;
-    }
-    const mentioned = new Set(messages.flatMap((message) => (message.mentions ?? []).filter((userId) => userId !== message.senderId)));
-    const userIds = [...mentioned];
+    const members = await this.groupSizes.get(groupId, () => this.groups.countMembers(groupId));
+    const everyMessage = members <= this.everyMessageMaxMembers;
+    const userIds = everyMessage
+      ? await this.memberIds.get(groupId, () => this.readMemberIds(groupId))
+      : [...new Set(messages.flatMap((message) => message.mentions ?? []))];
     for (let at = 0; at < userIds.length; at += MEMBERS_PAGE) {
-      const page = await this.groups.membersAmong(groupId, userIds.slice(at, at + MEMBERS_PAGE));
-      if (!(await this.notifyPage(groupId, page, messages, true))) return;
+      if (!(await this.notifyPage(groupId, userIds.slice(at, at + MEMBERS_PAGE), messages, !everyMessage))) return;
     }
   }
 
+  private async readMemberIds(groupId: string): Promise<string[]> {
+    const userIds: string[] = [];
+    for await (const page of this.groups.memberPages(groupId, MEMBERS_PAGE)) for (const member of page) userIds.push(member.userId);
+    return userIds;
+  }
+
   /**
-   * Offers pushes to a page of members: one presence read, then one store read for those offline (which of them push
-   * can reach, and how they want it). With `mentionsOnly`, a member hears only of messages naming them. Returns false
+   * Offers pushes to a page of users: one presence read, then one store read for those offline (which of them push
+   * can reach, and how they want it). With `mentionsOnly`, a user hears only of messages naming them. Returns false
    * when the notifier closed meanwhile: a node that is closing stops mid-pass, since its clients leaving would
    * otherwise make every member look offline.
    */
-  private async notifyPage(groupId: string, page: MemberRecord[], messages: StampedMessage[], mentionsOnly: boolean): Promise<boolean> {
+  private async notifyPage(groupId: string, userIds: string[], messages: StampedMessage[], mentionsOnly: boolean): Promise<boolean> {
     if (this.closed) return false;
-    const online = await this.presence.online(page.map((m) => m.userId));
-    const offline = page.filter((member) => !online.has(member.userId) && messages.some((message) => message.senderId !== member.userId));
+    const online = await this.presence.online(userIds);
+    const offline = userIds.filter((userId) => !online.has(userId) && messages.some((message) => message.senderId !== userId));
     if (offline.length === 0) return true;
-    const reachable = await this.store.reachable(
-      offline.map((member) => member.userId),
-      groupId,
-    );
+    const reachable = await this.store.reachable(offline, groupId);
     if (this.closed) return false;
-    for (const member of offline) {
-      const mode = reachable.get(member.userId);
+    for (const userId of offline) {
+      const mode = reachable.get(userId);
       if (mode === undefined || mode === 'muted') continue;
       for (const message of messages) {
-        if (message.senderId === member.userId) continue;
-        const named = message.mentions?.includes(member.userId) ?? false;
+        if (message.senderId === userId) continue;
+        const named = message.mentions?.includes(userId) ?? false;
         // @everyone counts as a mention of each member: it reaches `mentions` members too, with high urgency.
         const mention = named || (message.mentionEveryone === true && !mentionsOnly);
         if ((mode === 'mentions' || mentionsOnly) && !mention) continue;
-        this.offer(member.userId, { message, unread: Math.max(0, message.seq - member.readSeq), count: 1, mention });
+        this.offer(userId, { message, count: 1, mention });
       }
     }
     return true;
@@ -188,7 +193,7 @@ export class Notifier {
     const window = this.windows.get(key);
     if (window) {
       const p = window.pending;
-      window.pending = p ? { message: next.message, unread: next.unread, count: p.count + 1, mention: p.mention || next.mention } : next;
+      window.pending = p ? { message: next.message, count: p.count + 1, mention: p.mention || next.mention } : next;
       return;
     }
     if (this.windows.size >= MAX_WINDOWS) {
@@ -215,16 +220,24 @@ export class Notifier {
     this.windows.set(key, window);
   }
 
+  /**
+   * Pushes to every device of the user, if they are still a member (the member ids a pass worked from may be older
+   * than a removal: a removed member is never told of the group's messages), with their unread count as of now.
+   */
   private async push(userId: string, pending: Pending): Promise<void> {
-    const subscriptions = await this.store.listSubscriptions(userId).catch(() => []);
     const { message } = pending;
+    const [member, subscriptions] = await Promise.all([
+      this.groups.findMember(message.groupId, userId).catch(() => null),
+      this.store.listSubscriptions(userId).catch(() => []),
+    ]);
+    if (!member || this.closed) return;
     const payload: PushPayload = {
       type: 'chorus.message',
       groupId: message.groupId,
       seq: message.seq,
       senderId: message.senderId,
       preview: previewOf(message),
-      unread: pending.unread,
+      unread: Math.max(0, message.seq - member.readSeq),
       count: pending.count,
       mention: pending.mention,
     };
@@ -236,6 +249,7 @@ export class Notifier {
   close(): void {
     this.closed = true;
     this.groupSizes.close();
+    this.memberIds.close();
     for (const window of this.windows.values()) clearTimeout(window.timer);
     this.windows.clear();
     this.sender.close();

@@ -137,4 +137,39 @@ describe('push notifier passes', () => {
     expect(memberPagesRead).toBe(1);
     everyMessage.close();
   });
+
+  it('keeps a group’s member ids between passes, and never pushes to a user no longer a member, even when it missed the change', async () => {
+    const members = ['keep0', 'keep1', 'keep2'];
+    const { id: groupId } = await groups.create('alice', { name: 'kept', members });
+    for (const userId of members) {
+      await pushStore.saveSubscription({ userId, endpoint: `https://push.example.com/${userId}`, p256dh: 'B'.repeat(87), auth: 'a'.repeat(22), createdAtMs: Date.now() }, 5);
+    }
+    const pushed: string[] = [];
+    class RecordingSender extends PushSender {
+      override send(subscription: { userId: string }): void {
+        pushed.push(subscription.userId);
+      }
+    }
+    let memberPagesRead = 0;
+    // Membership changes never reach this notifier, as when Redis is away: its kept member ids go stale.
+    const deaf = Object.create(groups) as Groups;
+    deaf.subscribe = () => () => undefined;
+    deaf.memberPages = (group, pageSize) => {
+      memberPagesRead += 1;
+      return groups.memberPages(group, pageSize);
+    };
+    const sender = new RecordingSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger);
+    const kept = new Notifier(deaf, new PresenceLocal(), pushStore, sender, 50, 1000, logger);
+    const message = (seq: number) => toStampedMessage(groupId, seq, { senderId: 'alice', clientMsgId: `kept-${seq}`, type: 'text', body: 'hi', createdAtMs: Date.now() });
+    kept.onMessage(message(1));
+    while (pushed.length < 3) await sleep(5);
+    await groups.removeMember(groupId, 'alice', 'keep1');
+    await sleep(100); // past the push window
+    kept.onMessage(message(2));
+    while (pushed.length < 5) await sleep(5);
+    await sleep(100);
+    expect(pushed.sort()).toEqual(['keep0', 'keep0', 'keep1', 'keep2', 'keep2']);
+    expect(memberPagesRead).toBe(1);
+    kept.close();
+  });
 });
