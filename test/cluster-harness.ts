@@ -102,7 +102,8 @@ export class Cluster {
       CHORUS_MQTT_PORT: String(mqttPort),
       CHORUS_HTTP_PORT: String(httpPort),
       CHORUS_DATA_DIR: tempDir(),
-      CHORUS_LOG_LEVEL: 'warn',
+      // Debug: a failing test prints each node's last lines, which then say why (a live event not told, a client error).
+      CHORUS_LOG_LEVEL: 'debug',
       ...this.settings,
     };
     const node = new ClusterNode(name, role, mqttPort, httpPort, env);
