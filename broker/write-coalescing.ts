@@ -10,7 +10,7 @@ const SHARED_CHUNK_BYTES = 1024;
 
 /**
  * Gathers what is written to one connection within a turn of the event loop, and writes it at the turn's end as one
- * write: small chunks copied together, large ones (payloads) passed by reference, all in one corked batch.
+ * write: small chunks copied together, large ones (payloads) passed by reference, several buffers in one corked batch.
  *
  * Aedes delivers each packet in its own setImmediate, and mqtt-packet writes a PUBLISH as six chunks (header, length,
  * topic length, topic, message id, payload): a commit of n messages is 6n writes on every subscriber's stream. Corked,
@@ -36,27 +36,32 @@ export function coalesceWrites(stream: Duplex): void {
     chunks = [];
     callbacks = [];
     if (stream.destroyed || stream.writableEnded) return;
+    // Runs of small chunks become one buffer each; a large chunk stands on its own between them.
     const batch: Buffer[] = [];
-    let small: Buffer[] = [];
+    let run: Buffer[] = [];
+    const endRun = () => {
+      if (run.length > 0) batch.push(run.length === 1 ? run[0]! : Buffer.concat(run));
+      run = [];
+    };
     for (const chunk of gathered) {
-      if (chunk.length < SHARED_CHUNK_BYTES) {
-        small.push(chunk);
-        continue;
+      if (chunk.length < SHARED_CHUNK_BYTES) run.push(chunk);
+      else {
+        endRun();
+        batch.push(chunk);
       }
-      if (small.length > 0) batch.push(small.length === 1 ? small[0]! : Buffer.concat(small));
-      small = [];
-      batch.push(chunk);
     }
-    if (small.length > 0) batch.push(small.length === 1 ? small[0]! : Buffer.concat(small));
+    endRun();
     const last = batch.pop()!;
-    stream.cork();
+    // Corked only when there is more than one buffer, so that they leave in one syscall; the usual single one goes as is.
+    const corked = batch.length > 0;
+    if (corked) stream.cork();
     for (const buffer of batch) write.call(stream, buffer);
     if (waiting.length === 0) write.call(stream, last);
     else
       write.call(stream, last, (err?: Error | null) => {
         for (const callback of waiting) callback(err);
       });
-    stream.uncork();
+    if (corked) stream.uncork();
   };
   stream.write = function gatheredWrite(chunk: unknown, encoding?: unknown, callback?: unknown): boolean {
     chunks.push(typeof chunk === 'string' ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8') : (chunk as Buffer));
