@@ -31,6 +31,25 @@ describe('push notifier passes', () => {
   const notifier = new Notifier(groups, presence, pushStore, new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger), 1000, 1000, logger);
   afterAll(() => notifier.close());
 
+  /** Gives each user one push subscription. */
+  const subscribeToPush = async (userIds: string[]) => {
+    for (const userId of userIds) {
+      await pushStore.saveSubscription({ userId, endpoint: `https://push.example.com/${userId}`, p256dh: 'B'.repeat(87), auth: 'a'.repeat(22), createdAtMs: Date.now() }, 5);
+    }
+  };
+
+  /** A sender that records whom it would push, and what (seq, mention), instead of sending. */
+  const recordingSender = () => {
+    const pushed: { userId: string; mention: boolean; seq: number }[] = [];
+    const sender = new (class extends PushSender {
+      override send(subscription: { userId: string }, payload: object): void {
+        const p = payload as { mention: boolean; seq: number };
+        pushed.push({ userId: subscription.userId, mention: p.mention, seq: p.seq });
+      }
+    })(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger);
+    return { sender, pushed };
+  };
+
   it('reads members and presence once per pass, not once per commit, and starts a quiet group at once', async () => {
     const { id: groupId } = await groups.create('alice', { name: 'busy', members: ['bob', 'carol'] });
     let seq = 0;
@@ -56,9 +75,7 @@ describe('push notifier passes', () => {
   it('reads push settings once per page of members, not per member, and stops a pass once closed', async () => {
     const members = Array.from({ length: 90 }, (_, i) => `m${i}`);
     const { id: groupId } = await groups.create('alice', { name: 'big', members });
-    for (const userId of members) {
-      await pushStore.saveSubscription({ userId, endpoint: `https://push.example.com/${userId}`, p256dh: 'B'.repeat(87), auth: 'a'.repeat(22), createdAtMs: Date.now() }, 5);
-    }
+    await subscribeToPush(members);
     const reads = { reachable: 0, getMode: 0, listSubscriptions: 0 };
     let reachableDelayMs = 0;
     const countingStore = Object.create(pushStore) as PushStoreSqlite;
@@ -97,18 +114,10 @@ describe('push notifier passes', () => {
   it('in a group over everyMessageMaxMembers, pushes only members named in a message, and reads just them', async () => {
     const members = Array.from({ length: 8 }, (_, i) => `big${i}`);
     const { id: groupId } = await groups.create('alice', { name: 'over the limit', members });
-    for (const userId of members) {
-      await pushStore.saveSubscription({ userId, endpoint: `https://push.example.com/${userId}`, p256dh: 'B'.repeat(87), auth: 'a'.repeat(22), createdAtMs: Date.now() }, 5);
-    }
+    await subscribeToPush(members);
     await pushStore.setMode('big1', groupId, 'muted');
     await pushStore.setMode('big2', groupId, 'all');
-    const pushed: { userId: string; mention: boolean; seq: number }[] = [];
-    class RecordingSender extends PushSender {
-      override send(subscription: { userId: string }, payload: object): void {
-        const p = payload as { mention: boolean; seq: number };
-        pushed.push({ userId: subscription.userId, mention: p.mention, seq: p.seq });
-      }
-    }
+    const { sender, pushed } = recordingSender();
     let memberPagesRead = 0;
     const countingGroups = Object.create(groups) as Groups;
     countingGroups.memberPages = (group, pageSize) => {
@@ -116,7 +125,6 @@ describe('push notifier passes', () => {
       return groups.memberPages(group, pageSize);
     };
     // 9 members (alice and 8) over a limit of 5: mentions only. big1 muted this group; big2 asked for every message.
-    const sender = new RecordingSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger);
     const mentionsOnly = new Notifier(countingGroups, new PresenceLocal(), pushStore, sender, 1000, 5, logger);
     const message = (seq: number, extra: { mentions?: string[]; mentionEveryone?: true }) =>
       toStampedMessage(groupId, seq, { senderId: 'alice', clientMsgId: `over-${seq}`, type: 'text', body: 'hi', createdAtMs: Date.now(), ...extra });
@@ -141,15 +149,8 @@ describe('push notifier passes', () => {
   it('keeps a group’s member ids between passes, and never pushes to a user no longer a member, even when it missed the change', async () => {
     const members = ['keep0', 'keep1', 'keep2'];
     const { id: groupId } = await groups.create('alice', { name: 'kept', members });
-    for (const userId of members) {
-      await pushStore.saveSubscription({ userId, endpoint: `https://push.example.com/${userId}`, p256dh: 'B'.repeat(87), auth: 'a'.repeat(22), createdAtMs: Date.now() }, 5);
-    }
-    const pushed: string[] = [];
-    class RecordingSender extends PushSender {
-      override send(subscription: { userId: string }): void {
-        pushed.push(subscription.userId);
-      }
-    }
+    await subscribeToPush(members);
+    const { sender, pushed } = recordingSender();
     let memberPagesRead = 0;
     // Membership changes never reach this notifier, as when Redis is away: its kept member ids go stale.
     const deaf = Object.create(groups) as Groups;
@@ -158,7 +159,6 @@ describe('push notifier passes', () => {
       memberPagesRead += 1;
       return groups.memberPages(group, pageSize);
     };
-    const sender = new RecordingSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger);
     const kept = new Notifier(deaf, new PresenceLocal(), pushStore, sender, 50, 1000, logger);
     const message = (seq: number) => toStampedMessage(groupId, seq, { senderId: 'alice', clientMsgId: `kept-${seq}`, type: 'text', body: 'hi', createdAtMs: Date.now() });
     kept.onMessage(message(1));
@@ -168,7 +168,7 @@ describe('push notifier passes', () => {
     kept.onMessage(message(2));
     while (pushed.length < 5) await sleep(5);
     await sleep(100);
-    expect(pushed.sort()).toEqual(['keep0', 'keep0', 'keep1', 'keep2', 'keep2']);
+    expect(pushed.map((p) => p.userId).sort()).toEqual(['keep0', 'keep0', 'keep1', 'keep2', 'keep2']);
     expect(memberPagesRead).toBe(1);
     kept.close();
   });
