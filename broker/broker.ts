@@ -20,11 +20,10 @@ import { parseSendBytes } from '../sequencer/send-validation.js';
 import type { SendPath } from '../sequencer/sequencer.js';
 import type { TokenVerifier } from './auth.js';
 import { PubackOrder, seqOfPayload } from './delivered-marks.js';
-import { coalesceWrites } from './write-coalescing.js';
 import { type DeliveryTarget, GroupPublishes, writeGroupPublish } from './group-publishes.js';
 import { watchFrameSizes } from './frame-limit.js';
 import { LiveUsers } from './live-users.js';
-import { boundOutput } from './output-bound.js';
+import { gatherOutput } from './connection-output.js';
 import type { Presence } from './presence.js';
 import { BoundedMemoryPersistence } from './persistence-bounded.js';
 import { TokenBucket, type FailedAuthThrottle } from './token-bucket.js';
@@ -220,7 +219,7 @@ export class ChorusBroker {
       connectTimeout: 10_000,
       maxClientsIdLength: 128,
       heartbeatInterval: 60_000,
-      // No queue in the router: deliveries never wait for a socket (boundOutput), so each emit finishes in its turn.
+      // No queue in the router: deliveries never wait for a socket (gatherOutput), so each emit finishes in its turn.
       // A bounded router queue only stalls every group behind one, and draining it recurses (qlobber stack overflow).
       concurrency: 0,
     });
@@ -695,12 +694,11 @@ export class ChorusBroker {
       logger.warn({ size, remote }, 'packet larger than maxPacketBytes: closing');
       stream.destroy();
     });
-    boundOutput(stream, config.maxClientBufferBytes, (buffered) => {
+    // Each turn's writes go out as one, and a connection whose unsent output passes the bound is cut off.
+    gatherOutput(stream, config.maxClientBufferBytes, (buffered) => {
       counters?.slowConsumerCut();
       logger.warn({ remote, clientId: (stream as { client?: Client }).client?.id, buffered }, 'client not reading: closing (slow consumer)');
     });
-    // Over the bound: each turn's gathered bytes are one bounded write, checked as it is made.
-    coalesceWrites(stream);
     handle();
   }
 

@@ -1,7 +1,7 @@
 import { connect, createServer, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
-import { coalesceWrites } from '../broker/write-coalescing.js';
+import { gatherOutput } from '../broker/connection-output.js';
 
 /** A loopback pair: the server side is returned to write on, the client side collects what arrives. */
 async function pair(): Promise<{ writer: Socket; received: () => Buffer; reader: Socket; close: () => void }> {
@@ -51,7 +51,11 @@ async function writePacketsLikeAedes(socket: Socket, packets: Buffer[]): Promise
   );
 }
 
-describe('write coalescing', () => {
+const unexpectedOverflow = (buffered: number) => {
+  throw new Error(`cut off with ${buffered} bytes unsent`);
+};
+
+describe('connection output: gathered per turn', () => {
   let close: () => void = () => undefined;
   afterEach(() => close());
 
@@ -61,7 +65,7 @@ describe('write coalescing', () => {
     const packets = Array.from({ length: 50 }, (_, i) => Buffer.from(`packet ${i} ${'x'.repeat(i)}|`));
     const expected = Buffer.concat(packets);
 
-    coalesceWrites(writer);
+    gatherOutput(writer, Number.POSITIVE_INFINITY, unexpectedOverflow);
     const writes = countHandleWrites(writer);
     await writePacketsLikeAedes(writer, packets);
     while (received().length < expected.length) await once(reader, 'data');
@@ -77,7 +81,7 @@ describe('write coalescing', () => {
   it('keeps strings, callbacks and end(): UTF-8 bytes in order, each callback once written, gathered bytes before the end', async () => {
     const { writer, reader, received, close: closePair } = await pair();
     close = closePair;
-    coalesceWrites(writer);
+    gatherOutput(writer, Number.POSITIVE_INFINITY, unexpectedOverflow);
     const writes = countHandleWrites(writer);
     const called: string[] = [];
     writer.write(Buffer.from('a|'), () => called.push('a'));
@@ -99,7 +103,7 @@ describe('write coalescing', () => {
       passedOn.push(chunk);
       return write(chunk);
     }) as Socket['write'];
-    coalesceWrites(writer);
+    gatherOutput(writer, Number.POSITIVE_INFINITY, unexpectedOverflow);
     const writes = countHandleWrites(writer);
     const payload = Buffer.alloc(4096, 0x70);
     for (const chunk of [Buffer.from('h1'), Buffer.from('i1'), payload, Buffer.from('h2'), Buffer.from('i2'), payload]) writer.write(chunk);
@@ -118,5 +122,60 @@ describe('write coalescing', () => {
     await writePacketsLikeAedes(writer, packets);
     while (received().length < Buffer.concat(packets).length) await once(reader, 'data');
     expect(writes()).toBeGreaterThan(10);
+  });
+});
+
+describe('connection output: bounded', () => {
+  let close: () => void = () => undefined;
+  afterEach(() => close());
+
+  it('cuts off a connection whose reader stopped once its unsent bytes pass the bound, and drops later writes', async () => {
+    const { writer, reader, close: closePair } = await pair();
+    close = closePair;
+    reader.pause(); // reads nothing: the kernel's buffers fill, then the stream's
+    const cuts: number[] = [];
+    gatherOutput(writer, 256 * 1024, (buffered) => cuts.push(buffered));
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    let returned = true;
+    for (let turn = 0; turn < 400 && !writer.destroyed; turn++) {
+      returned &&= writer.write(chunk);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(writer.destroyed).toBe(true);
+    expect(cuts).toHaveLength(1);
+    expect(cuts[0]).toBeGreaterThan(256 * 1024);
+    expect(returned).toBe(true); // never "wait for drain": nobody waits for this reader
+    expect(writer.write(chunk)).toBe(true);
+    expect(cuts).toHaveLength(1);
+  });
+
+  it('does not hold a burst that a reading client takes at once against it', async () => {
+    const { writer, reader, received, close: closePair } = await pair();
+    close = closePair;
+    gatherOutput(writer, 16 * 1024, unexpectedOverflow);
+    const burst = Array.from({ length: 64 }, (_, i) => Buffer.alloc(1000, 0x30 + (i % 10)));
+    for (const chunk of burst) writer.write(chunk); // 64,000 bytes in one turn, four times the bound
+    const expected = Buffer.concat(burst);
+    while (received().length < expected.length) await once(reader, 'data');
+    expect(received().equals(expected)).toBe(true);
+    expect(writer.destroyed).toBe(false);
+  });
+
+  it('flushes every connection written to in a turn, each in one handle write', async () => {
+    const pairs = await Promise.all([pair(), pair(), pair()]);
+    close = () => {
+      for (const p of pairs) p.close();
+    };
+    const writes = pairs.map(({ writer }) => {
+      gatherOutput(writer, Number.POSITIVE_INFINITY, unexpectedOverflow);
+      return countHandleWrites(writer);
+    });
+    for (let i = 0; i < 10; i++) for (const [n, { writer }] of pairs.entries()) writer.write(Buffer.from(`${n}:${i}|`));
+    for (const [n, { reader, received }] of pairs.entries()) {
+      const expected = Array.from({ length: 10 }, (_, i) => `${n}:${i}|`).join('');
+      while (received().length < expected.length) await once(reader, 'data');
+      expect(received().toString()).toBe(expected);
+    }
+    expect(writes.map((count) => count())).toEqual([1, 1, 1]);
   });
 });
