@@ -55,6 +55,10 @@ const MAX_TYPING_ENTRIES = 100_000;
 const MAX_HELD_EVENTS = 256;
 /** Where live events of a group travel between nodes: no client may subscribe to `$` topics [MQTT-4.7.2-1]. */
 const LIVE_TOPIC_PREFIX = '$chorus/live/';
+/** A live event on the bus: the event, and the one member not to tell (its author; '' for nobody). */
+type LiveEntry = { except: string; event: UserEvent };
+/** (group, user) presence changes held for the next batch; one more sends the batch at once. */
+const MAX_PENDING_PRESENCE = 10_000;
 const noop = () => {};
 
 interface LiveBus {
@@ -139,6 +143,10 @@ export class ChorusBroker {
   private readonly mq: LiveBus;
   /** Member counts, for which groups are small enough for live events. */
   private readonly groupSizes: MembershipCache<number>;
+  /** Presence changes for the next batch: group id -> user id -> online. */
+  private pendingPresence = new Map<string, Map<string, boolean>>();
+  private pendingPresenceCount = 0;
+  private presenceTimer: NodeJS.Timeout | null = null;
 
   private constructor(
     private readonly deps: BrokerDeps,
@@ -357,21 +365,41 @@ export class ChorusBroker {
 
   private async presenceChanged(userId: string, groupIds: string[], update: () => Promise<boolean>, online: boolean): Promise<void> {
     try {
-      if (await update()) await this.announcePresence(userId, groupIds, online);
+      if (await update()) this.announcePresence(userId, groupIds, online);
     } catch (err) {
       this.deps.logger.warn({ err: (err as Error).message, userId }, 'presence update failed');
     }
   }
 
   /**
-   * Tells the user's fellow members that the user came online or went offline, on their events topics: one live event
-   * per group (tellGroup: one message on the node bus, each node hands it to its own clients), in groups of at most
-   * liveEventsMaxGroupMembers; in larger ones presence is read on demand (GET /v1/groups/:id/presence). The groups
-   * come from the live ACL set, which connecting already loaded: no second scan of the user's memberships, and no read
-   * of any group's members on this path.
+   * Tells the user's fellow members that the user came online or went offline, on their events topics, in groups of
+   * at most liveEventsMaxGroupMembers (in larger ones presence is read on demand: GET /v1/groups/:id/presence). The
+   * changes of presenceBatchMs are told together, one bus message per group (tellGroupAll: each node hands the events
+   * to its own clients), each user's last state only: a reconnect storm, or a node's clients moving to the others,
+   * costs a message per group instead of one per member and group, and a member who flapped counts once. The groups come from the live ACL set, which connecting
+   * already loaded: no second scan of the user's memberships, and no read of any group's members on this path.
    */
-  private async announcePresence(userId: string, groupIds: string[], online: boolean): Promise<void> {
-    for (const groupId of groupIds) await this.tellGroup(groupId, { type: 'presence', groupId, userId, online }, userId);
+  private announcePresence(userId: string, groupIds: string[], online: boolean): void {
+    for (const groupId of groupIds) {
+      let changes = this.pendingPresence.get(groupId);
+      if (!changes) this.pendingPresence.set(groupId, (changes = new Map()));
+      if (!changes.has(userId)) this.pendingPresenceCount += 1;
+      changes.set(userId, online);
+    }
+    if (this.pendingPresenceCount > MAX_PENDING_PRESENCE) this.tellPresence();
+    else this.presenceTimer ??= setTimeout(() => this.tellPresence(), this.deps.config.presenceBatchMs).unref();
+  }
+
+  private tellPresence(): void {
+    if (this.presenceTimer) clearTimeout(this.presenceTimer);
+    this.presenceTimer = null;
+    const pending = this.pendingPresence;
+    this.pendingPresence = new Map();
+    this.pendingPresenceCount = 0;
+    for (const [groupId, changes] of pending) {
+      const entries = [...changes].map(([userId, online]): LiveEntry => ({ except: userId, event: { type: 'presence', groupId, userId, online } }));
+      void this.tellGroupAll(groupId, entries);
+    }
   }
 
   /** A delivery to a clean session whose PUBACK will follow (QoS 1 after the subscription's downgrade), in order. */
@@ -512,21 +540,27 @@ export class ChorusBroker {
 
   /**
    * Tells a group's members but one of a live event (typing, read and delivered receipts) on their events topics, on
-   * every node. One message per event crosses the node's message bus (Redis in a cluster), not one per member: each
+   * every node. One message per event (a list of them: see tellPresence) crosses the node's message bus (Redis in a
+   * cluster), not one per member: each
    * node hands it to its own clients of the group's members (deliverLive). Only groups of at most
    * liveEventsMaxGroupMembers: in larger ones such events are not pushed (read them on request). Best effort: when
    * the group's size cannot be read, nobody is told.
    */
-  async tellGroup(groupId: string, event: UserEvent, except: string): Promise<void> {
+  tellGroup(groupId: string, event: UserEvent, except: string): Promise<void> {
+    return this.tellGroupAll(groupId, [{ except, event }]);
+  }
+
+  /** tellGroup for several events of one group, as one message on the bus. */
+  private async tellGroupAll(groupId: string, entries: LiveEntry[]): Promise<void> {
     try {
       if (!(await this.smallForLiveEvents(groupId))) return;
     } catch (err) {
-      this.deps.logger.debug({ err: (err as Error).message, groupId, type: event.type }, 'live event not told: group size unreadable');
+      this.deps.logger.debug({ err: (err as Error).message, groupId, type: entries[0]!.event.type }, 'live event not told: group size unreadable');
       return;
     }
-    const packet = { cmd: 'publish', topic: `${LIVE_TOPIC_PREFIX}${groupId}`, payload: Buffer.from(JSON.stringify({ except, event })), qos: 0, retain: false };
+    const packet = { cmd: 'publish', topic: `${LIVE_TOPIC_PREFIX}${groupId}`, payload: Buffer.from(JSON.stringify(entries)), qos: 0, retain: false };
     this.mq.emit(packet, (err?: Error) => {
-      if (err) this.deps.logger.debug({ err: err.message, groupId, type: event.type }, 'live event not told');
+      if (err) this.deps.logger.debug({ err: err.message, groupId, type: entries[0]!.event.type }, 'live event not told');
     });
   }
 
@@ -539,15 +573,16 @@ export class ChorusBroker {
   private deliverLive(groupId: string, raw: Buffer): void {
     const members = this.live.membersOf(groupId);
     if (members.length === 0) return;
-    const { except, event } = JSON.parse(raw.toString()) as { except: string; event: UserEvent };
-    const payload = Buffer.from(JSON.stringify(event)); // once for all of them
+    const entries = (JSON.parse(raw.toString()) as LiveEntry[]).map(({ except, event }) => ({ except, payload: Buffer.from(JSON.stringify(event)) })); // once for all of them
     for (const userId of members) {
-      if (userId === except) continue;
       const topic = eventsTopic(userId);
       for (const client of this.live.clientsOf(userId)) {
         if (!subscriptionOf(client, topic)) continue;
-        // Aedes's own QoS 0 delivery to one client: the forward check, then the write [MQTT-3.3.5-1].
-        (client as unknown as { deliver0(packet: object, done: () => void): void }).deliver0({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, noop);
+        for (const { except, payload } of entries) {
+          if (userId === except) continue;
+          // Aedes's own QoS 0 delivery to one client: the forward check, then the write [MQTT-3.3.5-1].
+          (client as unknown as { deliver0(packet: object, done: () => void): void }).deliver0({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, noop);
+        }
       }
     }
   }
@@ -745,6 +780,7 @@ export class ChorusBroker {
     const listenersClosed = new Promise<void>((resolve) => (this.tcpServer ? this.tcpServer.close(() => resolve()) : resolve()));
     this.unsubscribeFeed();
     this.groupSizes.close();
+    if (this.presenceTimer) clearTimeout(this.presenceTimer); // see onDisconnect: presence leaves with the node
     this.unsubscribeAnnouncements();
     this.unsubscribeGroupAnnouncements();
     for (const stream of this.waiting.keys()) stream.destroy();

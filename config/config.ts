@@ -102,6 +102,12 @@ export const ConfigSchema = Type.Object(
       default: 1000,
       description: 'groups up to this size get typing indicators, read and delivered receipts pushed to their members; larger ones do not',
     }),
+    presenceBatchMs: Type.Integer({
+      minimum: 0,
+      maximum: 10_000,
+      default: 250,
+      description: 'presence changes are told this long after they happen, all of a group together (one bus message per group)',
+    }),
     deliveredFlushMs: Type.Integer({
       minimum: 50,
       maximum: 60_000,

@@ -17,20 +17,22 @@ describe('live events: typing indicators (ephemeral, stamped with the sender, ra
       got.set(name, collect(client));
       await client.subscribeAsync(`users/${name}/events`, { qos: 1 });
     }
+    // Presence events (the members' own connects, told in a batch) are not what this test is about.
+    const heard = (name: string) => got.get(name)!.all.filter((m) => m.body.type !== 'presence');
     // The payload's claims are ignored: the server names the connection's user.
     await alice.publishAsync(typingTopic(groupId), JSON.stringify({ userId: 'mallory' }), { qos: 0 });
     await alice.publishAsync(typingTopic(groupId), '', { qos: 0 }); // within 2 s: dropped
-    await until(() => got.get('bob')!.all.length === 1 && got.get('carol')!.all.length === 1, 'bob and carol hear it');
+    await until(() => heard('bob').length === 1 && heard('carol').length === 1, 'bob and carol hear it');
     await sleep(300);
-    for (const name of ['bob', 'carol']) expect(got.get(name)!.all.map((m) => m.body)).toEqual([{ type: 'typing', groupId, userId: 'alice' }]);
-    expect(got.get('alice')!.all).toEqual([]); // not back to the sender
+    for (const name of ['bob', 'carol']) expect(heard(name).map((m) => m.body)).toEqual([{ type: 'typing', groupId, userId: 'alice' }]);
+    expect(heard('alice')).toEqual([]); // not back to the sender
     // A non-member's typing reaches nobody (and is refused to it).
     await dave.publishAsync(typingTopic(groupId), '', { qos: 0 });
-    await until(() => got.get('dave')!.all.length === 1, 'the refusal');
-    expect(got.get('dave')!.all[0]!.body).toMatchObject({ type: 'rejected', code: 'NOT_A_MEMBER', groupId });
+    await until(() => heard('dave').length === 1, 'the refusal');
+    expect(heard('dave')[0]!.body).toMatchObject({ type: 'rejected', code: 'NOT_A_MEMBER', groupId });
     await sleep(2100);
     await alice.publishAsync(typingTopic(groupId), '', { qos: 0 }); // a new 2 s window
-    await until(() => got.get('bob')!.all.length === 2, 'the second indicator');
+    await until(() => heard('bob').length === 2, 'the second indicator');
     expect((await t.api('alice', 'GET', `/v1/groups/${groupId}/messages`)).body.messages).toEqual([]);
     await Promise.all([alice, bob, carol, dave].map((c) => c.endAsync()));
   });
@@ -96,5 +98,53 @@ describe('live events: typing indicators (ephemeral, stamped with the sender, ra
     expect(got.kat.all[0]!.body).toMatchObject({ type: 'rejected', code: 'NOT_A_MEMBER', groupId });
     expect(await subscribeCodes(jon, [`groups/${groupId}/read`])).toEqual([0x80]);
     await Promise.all([jon.endAsync(), kat.endAsync()]);
+  });
+});
+
+describe('presence: changes told in batches, one bus message per group', () => {
+  const BATCH_MS = 3000; // wide enough for the connects below to land in one batch on a busy machine
+  let t: TestChorus;
+  beforeAll(async () => {
+    t = await TestChorus.start({ presenceBatchMs: BATCH_MS, sqliteSynchronous: 'normal' });
+  });
+  afterAll(() => t.close());
+
+  it("tells the members who came (and went and came back) within one batch in one message per group, each user's last state once", async () => {
+    const groupId = await t.group('olga', ['pam', 'quinn', 'rita']);
+    const otherGroupId = await t.group('pam', ['olga']);
+    const olga = await t.mqtt('olga');
+    const got = collect(olga);
+    await olga.subscribeAsync('users/olga/events', { qos: 1 });
+    await sleep(BATCH_MS + 500); // olga's own batch has gone out
+    const bus: Record<string, { userId: string; online: boolean }[][]> = { [groupId]: [], [otherGroupId]: [] };
+    const mq = (t.chorus.broker.aedes as unknown as { mq: { on(topic: string, listener: (packet: { topic: string; payload: Buffer }, done: () => void) => void): void } }).mq;
+    mq.on('$chorus/live/+', (packet, done) => {
+      const groupOf = packet.topic.slice('$chorus/live/'.length);
+      const entries = JSON.parse(packet.payload.toString()) as { event: { userId: string; online: boolean } }[];
+      bus[groupOf]?.push(entries.map(({ event }) => ({ userId: event.userId, online: event.online })));
+      done();
+    });
+    const [pam, quinn] = await Promise.all([t.mqtt('pam'), t.mqtt('quinn')]);
+    const rita = await t.mqtt('rita');
+    await rita.endAsync(); // offline, and back before the batch goes out
+    const ritaAgain = await t.mqtt('rita');
+    const presence = () => got.on('users/olga/events').filter((e) => e.type === 'presence');
+    await until(() => presence().length >= 3, 'olga hears of pam, quinn and rita', BATCH_MS + 10_000);
+    await sleep(500);
+    expect(bus[groupId]).toHaveLength(1);
+    expect(bus[groupId]![0]!.sort((a, b) => a.userId.localeCompare(b.userId))).toEqual([
+      { userId: 'pam', online: true },
+      { userId: 'quinn', online: true },
+      { userId: 'rita', online: true },
+    ]);
+    expect(bus[otherGroupId]).toEqual([[{ userId: 'pam', online: true }]]);
+    // olga shares both groups with pam: one event for each group, one for each other member
+    expect(presence().map((e) => `${e.userId} ${e.groupId === groupId ? 'group' : 'other'} ${e.online}`).sort()).toEqual([
+      'pam group true',
+      'pam other true',
+      'quinn group true',
+      'rita group true',
+    ]);
+    await Promise.all([olga, pam, quinn, ritaAgain].map((c) => c.endAsync()));
   });
 });
