@@ -180,8 +180,11 @@ export class ChorusBroker {
     // subscribe to $SYS (the ACL) and Aedes itself follows only heartbeat, birth and new/clients (for takeovers), yet
     // in a cluster each notice is a Redis message that every node reads (a tenth of a 17,000-connection node's
     // shutdown, and a Redis message per subscribe when clients connect).
+    // new/clients tells the other nodes to close their client of the same id (a takeover, [MQTT-3.1.4-2]); a node
+    // alone (no shared router) closes its own in registerClient, so its notice would reach nobody.
     const route = aedes.publish.bind(aedes) as (packet: PublishPacket, client: unknown, done: unknown) => void;
-    const unheard = new Set([VOID_TOPIC, ...['disconnect/clients', 'new/subscribes', 'new/unsubscribes'].map((notice) => `$SYS/${aedes.id}/${notice}`)]);
+    const notices = ['disconnect/clients', 'new/subscribes', 'new/unsubscribes', ...(deps.mq ? [] : ['new/clients'])];
+    const unheard = new Set([VOID_TOPIC, ...notices.map((notice) => `$SYS/${aedes.id}/${notice}`)]);
     aedes.publish = ((packet: PublishPacket, client: unknown, done?: (err?: Error) => void) => {
       if (!unheard.has(packet.topic)) return route(packet, client, done);
       (typeof client === 'function' ? (client as () => void) : (done ?? (() => {})))();

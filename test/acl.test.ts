@@ -206,4 +206,14 @@ describe('only members read, write or subscribe', () => {
     expect(held.connected).toBe(true);
     await held.endAsync();
   });
+
+  it("lets a user's new connection take over its own client id: the one holding it is closed [MQTT-3.1.4-2]", async () => {
+    const first = await t.mqtt('alice', { clientId: 'alice-phone' });
+    const firstClosed = new Promise<void>((resolve) => first.once('close', () => resolve()));
+    const second = await t.mqtt('alice', { clientId: 'alice-phone' });
+    await firstClosed;
+    expect(first.connected).toBe(false);
+    expect(second.connected).toBe(true);
+    await second.endAsync();
+  });
 });
