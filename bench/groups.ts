@@ -12,7 +12,8 @@
  * 4. Reconnect storm: 2,000 persistent sessions (groups of 20) go away, 10 messages are sent to each group, and all
  *    reconnect at once: refused or reset connections, and the time until every member has every message.
  * Each server runs in its own process, the load generator (bench/groups-loadgen.ts) in another. BENCH_TARGETS and
- * BENCH_SCENARIOS (comma-separated names or prefixes) run a part; BENCH_PROFILE_DIR writes CPU profiles of the Node servers (bare Aedes, Chorus) there.
+ * BENCH_SCENARIOS (comma-separated names or prefixes) run a part; BENCH_PROFILE_DIR writes CPU profiles of the Node servers (bare Aedes, Chorus) there;
+ * BENCH_HEAP=1 adds their live heap per idle connection (heap snapshots before and after the connect step).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -25,6 +26,7 @@ import { freePort } from './free-port.js';
 import { waitForLine } from './wait-for-line.js';
 import type { GroupsLoadSpec, Member, Step } from './groups-loadgen.js';
 import { env } from './env-number.js';
+import { LiveHeap } from './live-heap.js';
 
 const ROUNDS = env('BENCH_GROUPS_ROUNDS', 3);
 const CONNECTIONS = env('BENCH_CONNECTIONS', 10_000);
@@ -33,9 +35,13 @@ const RATES = (process.env.BENCH_RATES ?? '500,1000,1500,2000,2500').split(',').
 const P99_LIMIT_MS = 200;
 const here = new URL('.', import.meta.url).pathname;
 const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim() || 100);
+/** BENCH_HEAP=1: the Node servers' live heap (from heap snapshots) before and after each connect step, per connection. */
+const HEAP = process.env.BENCH_HEAP === '1';
 
 interface Server {
   child: ChildProcess;
+  /** Set for Node servers in BENCH_HEAP mode. */
+  heap?: LiveHeap;
   /** Topics and credentials for `groups` groups of the given sizes. */
   members(sizes: number[], persistent: boolean): Promise<Member[]>;
 }
@@ -70,9 +76,13 @@ const bareAedes: Target = {
   name: 'bare Aedes',
   async start() {
     const port = await freePort();
-    const child = spawn(process.execPath, [...profileArgs(), join(here, 'bare-aedes.js'), String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const heap = HEAP ? new LiveHeap() : undefined;
+    const child = spawn(process.execPath, [...profileArgs(), ...(heap ? LiveHeap.flags : []), join(here, 'bare-aedes.js'), String(port)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      ...(heap ? { cwd: heap.dir } : {}),
+    });
     await waitForLine(child, 'ready');
-    return { child, port, members: plainMembers };
+    return { child, port, members: plainMembers, ...(heap ? { heap } : {}) };
   },
 };
 
@@ -88,7 +98,12 @@ const chorus: Target = {
       CHORUS_MAX_CONNECTIONS: '100000',
       CHORUS_RATE_LIMIT_PER_MINUTE: '10000000',
     };
-    const child = spawn(process.execPath, [...profileArgs(), join(here, '..', 'clients', 'cli.js'), 'serve'], { env: { ...process.env, ...settings }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const heap = HEAP ? new LiveHeap() : undefined;
+    const child = spawn(process.execPath, [...profileArgs(), ...(heap ? LiveHeap.flags : []), join(here, '..', 'clients', 'cli.js'), 'serve'], {
+      env: { ...process.env, ...settings },
+      stdio: ['ignore', 'pipe', 'inherit'],
+      ...(heap ? { cwd: heap.dir } : {}),
+    });
     await waitForLine(child, 'Chorus is running');
     const config = loadConfig(settings);
     const api = async (admin: string, method: string, path: string, body: unknown) => {
@@ -103,6 +118,7 @@ const chorus: Target = {
     return {
       child,
       port,
+      ...(heap ? { heap } : {}),
       async members(sizes, persistent) {
         const members: Member[] = [];
         for (const [g, size] of sizes.entries()) {
@@ -146,7 +162,7 @@ function usage(pid: number): { cpuSeconds: number; rssBytes: number } {
   };
 }
 
-type StepResult = Record<string, number | string | null> & { step: string; cpuSeconds: number; rssBytes: number; rssBeforeBytes: number };
+type StepResult = Record<string, number | string | null> & { step: string; cpuSeconds: number; rssBytes: number; rssBeforeBytes: number; liveHeapBytes: number | null };
 
 /** Runs the load generator's steps against a fresh server; each result carries the server's CPU and memory. */
 async function runSteps(target: Target, sizes: number[], persistent: boolean, steps: Step[]): Promise<StepResult[]> {
@@ -157,12 +173,15 @@ async function runSteps(target: Target, sizes: number[], persistent: boolean, st
     const file = join(mkdtempSync(join(tmpdir(), 'chorus-bench-spec-')), 'spec.json');
     writeFileSync(file, JSON.stringify(spec));
     const pid = server.child.pid!;
+    const heapBefore = server.heap ? await server.heap.liveHeapBytes(server.child) : Number.NaN;
     let before = usage(pid);
     const gen = spawn(process.execPath, [join(here, 'groups-loadgen.js'), file], { stdio: ['pipe', 'pipe', 'inherit'] });
     const results: StepResult[] = [];
     for await (const line of createInterface({ input: gen.stdout! })) {
       const after = usage(pid);
-      results.push({ ...JSON.parse(line), cpuSeconds: after.cpuSeconds - before.cpuSeconds, rssBytes: after.rssBytes, rssBeforeBytes: before.rssBytes });
+      const step = JSON.parse(line) as Record<string, number | string | null>;
+      const liveHeapBytes = server.heap && step.step === 'connect' ? (await server.heap.liveHeapBytes(server.child)) - heapBefore : null;
+      results.push({ ...step, step: String(step.step), cpuSeconds: after.cpuSeconds - before.cpuSeconds, rssBytes: after.rssBytes, rssBeforeBytes: before.rssBytes, liveHeapBytes });
       before = usage(pid);
       gen.stdin!.write('next\n');
     }
@@ -238,18 +257,24 @@ for (const t of targets) {
 }
 
 console.log(`\n**Connections** (${CONNECTIONS} members of groups of 20, and ${BIG_GROUP} members of one group; connect + subscribe, 200 at a time)`);
-console.log('| target | connections/s | vs bare Aedes | failed | memory per idle connection KB | one big group: connections/s | vs bare Aedes | one message to all: last delivery ms |');
-console.log('|---|---|---|---|---|---|---|---|');
+console.log(
+  `| target | connections/s | vs bare Aedes | failed | memory per idle connection KB | live heap per idle connection KB${HEAP ? '' : ' (BENCH_HEAP=1)'} | one big group: connections/s | vs bare Aedes | one message to all: last delivery ms |`,
+);
+console.log('|---|---|---|---|---|---|---|---|---|');
 const connectStep = (steps: StepResult[]) => steps.find((s) => s.step === 'connect')!;
 const perConnKb = (steps: StepResult[]) => {
   const s = connectStep(steps);
   return (s.rssBytes - s.rssBeforeBytes) / 1024 / Number(s.connections);
 };
+const liveHeapPerConnKb = (steps: StepResult[]) => {
+  const s = connectStep(steps);
+  return s.liveHeapBytes === null ? Number.NaN : Number(s.liveHeapBytes) / 1024 / Number(s.connections);
+};
 const connRate = (scenario: string, t: Target) => stat(scenario, t, (s) => Number(connectStep(s).perSec));
 for (const t of targets) {
   const fanout = (steps: StepResult[]) => Number(steps.find((s) => s.step === 'fanout')!.lastDeliveryMs);
   console.log(
-    `| ${t.name} | ${fmt(connRate('connections', t))} | ${ratio(connRate('connections', t), connRate('connections', bareAedes))} | ${fmt(stat('connections', t, (s) => Number(connectStep(s).failed)))} | ${fmt(stat('connections', t, perConnKb), 1)} | ${fmt(connRate('big group', t))} | ${ratio(connRate('big group', t), connRate('big group', bareAedes))} | ${fmt(stat('big group', t, fanout))} |`,
+    `| ${t.name} | ${fmt(connRate('connections', t))} | ${ratio(connRate('connections', t), connRate('connections', bareAedes))} | ${fmt(stat('connections', t, (s) => Number(connectStep(s).failed)))} | ${fmt(stat('connections', t, perConnKb), 1)} | ${fmt(stat('connections', t, liveHeapPerConnKb), 1)} | ${fmt(connRate('big group', t))} | ${ratio(connRate('big group', t), connRate('big group', bareAedes))} | ${fmt(stat('big group', t, fanout))} |`,
   );
 }
 
