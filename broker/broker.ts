@@ -379,10 +379,12 @@ export class ChorusBroker {
    * at most liveEventsMaxGroupMembers (in larger ones presence is read on demand: GET /v1/groups/:id/presence). The
    * changes of presenceBatchMs are told together, one bus message per group (tellGroupAll: each node hands the events
    * to its own clients), each user's last state only: a reconnect storm, or a node's clients moving to the others,
-   * costs a message per group instead of one per member and group, and a member who flapped counts once. The groups come from the live ACL set, which connecting
-   * already loaded: no second scan of the user's memberships, and no read of any group's members on this path.
+   * costs a message per group instead of one per member and group, and a member who flapped counts once. The groups
+   * come from the live ACL set, which connecting already loaded: no second scan of the user's memberships, and no read
+   * of any group's members on this path.
    */
   private announcePresence(userId: string, groupIds: string[], online: boolean): void {
+    if (this.closing) return; // presence leaves with the node (see onDisconnect)
     for (const groupId of groupIds) {
       let changes = this.pendingPresence.get(groupId);
       if (!changes) this.pendingPresence.set(groupId, (changes = new Map()));
@@ -544,10 +546,9 @@ export class ChorusBroker {
   /**
    * Tells a group's members but one of a live event (typing, read and delivered receipts) on their events topics, on
    * every node. One message per event (a list of them: see tellPresence) crosses the node's message bus (Redis in a
-   * cluster), not one per member: each
-   * node hands it to its own clients of the group's members (deliverLive). Only groups of at most
-   * liveEventsMaxGroupMembers: in larger ones such events are not pushed (read them on request). Best effort: when
-   * the group's size cannot be read, nobody is told.
+   * cluster), not one per member: each node hands it to its own clients of the group's members (deliverLive). Only
+   * groups of at most liveEventsMaxGroupMembers: in larger ones such events are not pushed (read them on request).
+   * Best effort: when the group's size cannot be read, nobody is told.
    */
   tellGroup(groupId: string, event: UserEvent, except: string): Promise<void> {
     return this.tellGroupAll(groupId, [{ except, event }]);
