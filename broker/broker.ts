@@ -5,7 +5,6 @@ import { Aedes, type AedesOptions, type AuthenticateError, type Client, type Pub
 import type { Logger } from 'pino';
 import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { ChorusConfig } from '../config/config.js';
-import { MembershipCache } from '../groups/membership-cache.js';
 import type { GroupAnnouncement, Groups, MembershipChange } from '../groups/groups.js';
 import type { ReadReceipts } from '../groups/read-receipts.js';
 import {
@@ -66,8 +65,6 @@ interface LiveBus {
   on(topic: string, listener: (packet: { topic: string; payload: Buffer }, done: () => void) => void): void;
 }
 
-/** Groups whose member count is kept for live events (each a few bytes; the least recently asked go first). */
-const MAX_SIZED_GROUPS = 10_000;
 
 /** What the broker counts for /metrics. */
 export interface BrokerCounters {
@@ -141,8 +138,6 @@ export class ChorusBroker {
   private readonly groupPublishes = new GroupPublishes();
   /** The node's message bus (Aedes's mqemitter: in memory, or Redis in a cluster), for live events. */
   private readonly mq: LiveBus;
-  /** Member counts, for which groups are small enough for live events. */
-  private readonly groupSizes: MembershipCache<number>;
   /** Presence changes for the next batch: group id -> user id -> online. */
   private pendingPresence = new Map<string, Map<string, boolean>>();
   private pendingPresenceCount = 0;
@@ -207,7 +202,6 @@ export class ChorusBroker {
     aedes.on('clientError', (client, err) => logger.debug({ clientId: client.id, err: err.message }, 'client error'));
     aedes.on('connectionError', (_client, err) => logger.debug({ err: err.message }, 'connection error'));
     this.unsubscribeFeed = deps.groups.subscribe((change) => this.followMembership(change));
-    this.groupSizes = new MembershipCache<number>(deps.groups, { maxWeight: MAX_SIZED_GROUPS });
     this.unsubscribeAnnouncements = deps.groups.onAnnounce((change) => this.announceMembership(change));
     this.unsubscribeGroupAnnouncements = deps.groups.onGroupAnnounce((announcement) => void this.announceGroup(announcement));
     const { onDelivered } = deps;
@@ -591,9 +585,9 @@ export class ChorusBroker {
     }
   }
 
-  /** Whether the group has at most liveEventsMaxGroupMembers members (its count as kept by groupSizes). */
+  /** Whether the group has at most liveEventsMaxGroupMembers members (its count as kept by Groups). */
   private async smallForLiveEvents(groupId: string): Promise<boolean> {
-    const members = await this.groupSizes.get(groupId, () => this.deps.groups.countMembers(groupId));
+    const members = await this.deps.groups.keptMemberCount(groupId);
     return members <= this.deps.config.liveEventsMaxGroupMembers;
   }
 
@@ -783,7 +777,6 @@ export class ChorusBroker {
     // No new connections from here on; the open ones are closed by Aedes below.
     const listenersClosed = new Promise<void>((resolve) => (this.tcpServer ? this.tcpServer.close(() => resolve()) : resolve()));
     this.unsubscribeFeed();
-    this.groupSizes.close();
     if (this.presenceTimer) clearTimeout(this.presenceTimer); // see onDisconnect: presence leaves with the node
     this.unsubscribeAnnouncements();
     this.unsubscribeGroupAnnouncements();

@@ -1,6 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { ChorusError, type HistoryVisibility, type MemberRole } from '../protocol/index.js';
 import type { GroupChanges, GroupRecord, GroupStore, MemberRecord, ReceiptCounts, SeqRange } from './group-store.js';
+import { MembershipCache } from './membership-cache.js';
+
+/** Groups whose member count is kept (each a few bytes; the least recently asked go first). */
+const MAX_COUNTED_GROUPS = 10_000;
 
 export type MembershipChange =
   | { kind: 'added'; groupId: string; userId: string; role: MemberRole; by: string }
@@ -63,6 +67,8 @@ export const newGroupId = (): string => `g_${randomBytes(12).toString('base64url
 export class Groups {
   private readonly announcers = new Set<MembershipListener>();
   private readonly groupAnnouncers = new Set<(announcement: GroupAnnouncement) => void>();
+  /** Member counts, for what depends on a group's size: one for the node's live events and push alike. */
+  private readonly memberCounts: MembershipCache<number>;
 
   /**
    * @param log the message log's lastSeq (where a member's visible history starts or ends when they join or leave)
@@ -76,7 +82,9 @@ export class Groups {
       lastSeq: async () => 0,
       deleteGroup: async () => undefined,
     },
-  ) {}
+  ) {
+    this.memberCounts = new MembershipCache<number>(this, { maxWeight: MAX_COUNTED_GROUPS });
+  }
 
   async create(creatorId: string, spec: NewGroup): Promise<GroupRecord> {
     const others = [...new Set(spec.members ?? [])].filter((id) => id !== creatorId);
@@ -193,6 +201,14 @@ export class Groups {
 
   async countMembers(groupId: string): Promise<number> {
     return this.store.countMembers(groupId);
+  }
+
+  /**
+   * The member count as kept until the group's next membership change (at most a minute old: see MembershipCache),
+   * for decisions by group size on hot paths; rejects when the store cannot say.
+   */
+  keptMemberCount(groupId: string): Promise<number> {
+    return this.memberCounts.get(groupId, () => this.store.countMembers(groupId));
   }
 
   async listMembers(groupId: string, actorId: string, afterUserId: string, limit: number): Promise<MemberRecord[]> {

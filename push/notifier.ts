@@ -37,8 +37,6 @@ interface Window {
 const MAX_QUEUED_MESSAGES = 10_000;
 const MAX_WINDOWS = 100_000;
 const MEMBERS_PAGE = MAX_REACHABLE_QUERY;
-/** Groups whose member count is kept between passes. */
-const MAX_SIZED_GROUPS = 10_000;
 /** Member ids kept between passes, over all groups (a few MB): a busy group's pass then reads no members. */
 const MAX_KEPT_MEMBER_IDS = 200_000;
 const PREVIEW_CHARS = 120;
@@ -76,7 +74,6 @@ export class Notifier {
   private closed = false;
   dropped = 0;
 
-  private readonly groupSizes: MembershipCache<number>;
   private readonly memberIds: MembershipCache<string[]>;
 
   /**
@@ -93,7 +90,6 @@ export class Notifier {
     private readonly everyMessageMaxMembers: number,
     private readonly logger: Logger,
   ) {
-    this.groupSizes = new MembershipCache<number>(groups, { maxWeight: MAX_SIZED_GROUPS });
     this.memberIds = new MembershipCache<string[]>(groups, { maxWeight: MAX_KEPT_MEMBER_IDS, weigh: (userIds) => userIds.length });
   }
 
@@ -144,7 +140,7 @@ export class Notifier {
    * so that a pass stays short and the groups after it in the queue are not kept waiting.
    */
   private async notifyMembers(groupId: string, messages: StampedMessage[]): Promise<void> {
-    const members = await this.groupSizes.get(groupId, () => this.groups.countMembers(groupId));
+    const members = await this.groups.keptMemberCount(groupId);
     const everyMessage = members <= this.everyMessageMaxMembers;
     const userIds = everyMessage
       ? await this.memberIds.get(groupId, () => this.readMemberIds(groupId))
@@ -248,7 +244,6 @@ export class Notifier {
 
   close(): void {
     this.closed = true;
-    this.groupSizes.close();
     this.memberIds.close();
     for (const window of this.windows.values()) clearTimeout(window.timer);
     this.windows.clear();
