@@ -27,6 +27,15 @@ describe('the OpenAPI document is the truth (schemathesis, every check and phase
   });
   afterAll(() => t.close());
 
+  it('documents the router\'s 414 (a path parameter too long) on every route with a path parameter, and only there', async () => {
+    const doc = (await (await fetch(`${t.chorus.urls.http}/docs/json`)).json()) as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
+    const operations = Object.entries(doc.paths).flatMap(([path, methods]) => Object.values(methods).map((operation) => ({ path, codes: Object.keys(operation.responses) })));
+    expect(operations.filter(({ path }) => path.includes('{')).length).toBeGreaterThan(10);
+    for (const { path, codes } of operations) expect(codes.includes('414'), path).toBe(path.includes('{'));
+    const tooLong = await t.api('alice', 'GET', `/v1/groups/g_${'x'.repeat(200)}`);
+    expect([tooLong.status, tooLong.body.code]).toEqual([414, 'URI_TOO_LONG']);
+  });
+
   for (const user of ['alice', 'bob']) {
     it(`finds nothing as ${user}`, async () => {
       const seed = process.env.SCHEMATHESIS_SEED ?? String(Date.now());
