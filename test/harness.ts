@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
@@ -184,17 +184,30 @@ export async function subscribeCodes(client: MqttClient, topics: string[]): Prom
   }
 }
 
-/** A port that was free a moment ago (bind to 0, read, close). */
+/**
+ * The kernel's ephemeral ports (what bind(0) and every outgoing connection get): a port picked from them and released
+ * can be taken by another test's client before a server binds it (seen: EADDRINUSE when a `chorus serve` started).
+ */
+const EPHEMERAL_FROM = Number(/^(\d+)/.exec(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8'))?.[1] ?? 32768);
+const FIXED_PORTS_FROM = 20_000;
+/** Where the ephemeral range starts lower than usual (32768), the ports overlap it and the race is back, rarely. */
+const FIXED_PORTS_TO = Math.max(EPHEMERAL_FROM, FIXED_PORTS_FROM + 1000);
+
+/**
+ * A port that was free a moment ago, for a server that must be started again on the same one: tried at random below
+ * the ephemeral range, where only explicit binds land.
+ */
 export async function freePort(): Promise<number> {
   const { createServer } = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
+  for (;;) {
+    const port = FIXED_PORTS_FROM + Math.floor(Math.random() * (FIXED_PORTS_TO - FIXED_PORTS_FROM));
+    const free = await new Promise<boolean>((resolve) => {
+      const server = createServer();
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
 }
 
 const CLI = new URL('../dist/clients/cli.js', import.meta.url).pathname;
