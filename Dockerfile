@@ -7,4 +7,4 @@ RUN npm ci && npm prune --omit=dev
 ENV CHORUS_HOST=0.0.0.0
 EXPOSE 1883 8080
 USER node
-CMD ["node", "dist/clients/cli.js", "serve"]
+CMD ["node", "dist/server/cli.js", "serve"]

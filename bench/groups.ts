@@ -19,8 +19,9 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CHORUS_CLI } from './chorus-cli.js';
 import { createInterface } from 'node:readline';
-import { signToken } from '../broker/auth.js';
+import { signToken } from '../auth/token-verifier.js';
 import { loadConfig } from '../config/config.js';
 import { freePort } from './free-port.js';
 import { waitForLine } from './wait-for-line.js';
@@ -99,7 +100,7 @@ const chorus: Target = {
       CHORUS_RATE_LIMIT_PER_MINUTE: '10000000',
     };
     const heap = HEAP ? new LiveHeap() : undefined;
-    const child = spawn(process.execPath, [...profileArgs(), ...(heap ? LiveHeap.flags : []), join(here, '..', 'clients', 'cli.js'), 'serve'], {
+    const child = spawn(process.execPath, [...profileArgs(), ...(heap ? LiveHeap.flags : []), CHORUS_CLI, 'serve'], {
       env: { ...process.env, ...settings },
       stdio: ['ignore', 'pipe', 'inherit'],
       ...(heap ? { cwd: heap.dir } : {}),

@@ -15,8 +15,9 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CHORUS_CLI } from './chorus-cli.js';
 import mqtt, { type MqttClient } from 'mqtt';
-import { signToken } from '../broker/auth.js';
+import { signToken } from '../auth/token-verifier.js';
 import { seqOfPayload } from '../broker/delivered-marks.js';
 import { loadConfig } from '../config/config.js';
 import { freePort } from './free-port.js';
@@ -27,7 +28,6 @@ const PHASE_MS = env('BENCH_LIVE_PHASE_MS', 8000);
 const GROUPS = env('BENCH_LIVE_GROUPS', 10);
 const MEMBERS = env('BENCH_LIVE_MEMBERS', 20);
 const WINDOW = env('BENCH_LIVE_WINDOW', 16);
-const here = new URL('.', import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
@@ -41,7 +41,7 @@ const settings = {
   CHORUS_RATE_LIMIT_PER_MINUTE: '1000000',
 };
 const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
-const server = spawn(process.execPath, [...profile, join(here, '..', 'clients', 'cli.js'), 'serve'], { env: { ...process.env, ...settings }, stdio: ['ignore', 'pipe', 'inherit'] });
+const server = spawn(process.execPath, [...profile, CHORUS_CLI, 'serve'], { env: { ...process.env, ...settings }, stdio: ['ignore', 'pipe', 'inherit'] });
 await new Promise<void>((resolve) => server.stdout!.on('data', (d: Buffer) => d.toString().includes('Chorus is running') && resolve()));
 const config = loadConfig(settings);
 /** The server's CPU time so far, in seconds (utime + stime from /proc, in clock ticks of 10 ms). */

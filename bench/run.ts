@@ -13,8 +13,9 @@ import { readFileSync } from 'node:fs';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CHORUS_CLI } from './chorus-cli.js';
 import cassandra from 'cassandra-driver';
-import { signToken } from '../broker/auth.js';
+import { signToken } from '../auth/token-verifier.js';
 import { loadConfig } from '../config/config.js';
 import { freePort } from './free-port.js';
 import { waitForLine } from './wait-for-line.js';
@@ -78,13 +79,12 @@ const chorusTarget = (name: string, settings: () => Record<string, string>): Tar
   async start(port) {
     const dataDir = mkdtempSync(join(tmpdir(), 'chorus-bench-'));
     const httpPort = await freePort();
-    const cli = join(here, '..', 'clients', 'cli.js');
     const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
     const extra = settings();
     const childEnv = { ...process.env, CHORUS_DATA_DIR: dataDir, CHORUS_MQTT_PORT: String(port), CHORUS_HTTP_PORT: String(httpPort), CHORUS_LOG_LEVEL: 'warn',
       // Each load-generator connection stands for many members: it publishes far above one device's rate.
       CHORUS_MQTT_PUBLISH_RATE: '1000000', ...extra };
-    const child = spawn(process.execPath, [...profile, cli, 'serve'], { env: childEnv, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...profile, CHORUS_CLI, 'serve'], { env: childEnv, stdio: ['ignore', 'pipe', 'inherit'] });
     await waitForLine(child, 'Chorus is running');
     const config = loadConfig({ CHORUS_DATA_DIR: dataDir, ...extra });
     const publishers = users('pub', PUBLISHERS);

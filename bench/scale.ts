@@ -27,9 +27,10 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CHORUS_CLI } from './chorus-cli.js';
 import { createInterface } from 'node:readline';
 import cassandra from 'cassandra-driver';
-import { signToken } from '../broker/auth.js';
+import { signToken } from '../auth/token-verifier.js';
 import { loadConfig } from '../config/config.js';
 import { freePort } from './free-port.js';
 import type { GroupsLoadSpec, Member, Step } from './groups-loadgen.js';
@@ -126,7 +127,7 @@ async function startNode(i: number): Promise<Node> {
   const log = join(work, `node-${i}.log`);
   const out = openSync(log, 'a');
   const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
-  const child = spawn(process.execPath, [...NODE_FLAGS, ...profile, join(here, '..', 'clients', 'cli.js'), 'serve'], {
+  const child = spawn(process.execPath, [...NODE_FLAGS, ...profile, CHORUS_CLI, 'serve'], {
     env: {
       ...process.env,
       CHORUS_STORE: 'cassandra',

@@ -13,9 +13,10 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { connect as tcpConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CHORUS_CLI } from './chorus-cli.js';
 import mqtt, { type MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
-import { signToken } from '../broker/auth.js';
+import { signToken } from '../auth/token-verifier.js';
 import { loadConfig } from '../config/config.js';
 import { freePort } from './free-port.js';
 import { env } from './env-number.js';
@@ -23,7 +24,6 @@ import { env } from './env-number.js';
 const ROUNDS = env('BENCH_SLOW_ROUNDS', 3);
 const PHASE_MS = env('BENCH_SLOW_PHASE_MS', 15_000);
 const BUFFER_BYTES = 1_048_576;
-const here = new URL('.', import.meta.url).pathname;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const percentile = (values: number[], p: number) => [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(values.length * p))]!;
@@ -39,7 +39,7 @@ const settings = {
   CHORUS_MQTT_PUBLISH_RATE: '1000000',
   CHORUS_MAX_CLIENT_BUFFER_BYTES: String(BUFFER_BYTES),
 };
-const server = spawn(process.execPath, [join(here, '..', 'clients', 'cli.js'), 'serve'], { env: { ...process.env, ...settings }, stdio: ['ignore', 'pipe', 'inherit'] });
+const server = spawn(process.execPath, [CHORUS_CLI, 'serve'], { env: { ...process.env, ...settings }, stdio: ['ignore', 'pipe', 'inherit'] });
 let exited: number | null = null;
 server.once('exit', (code) => (exited = code ?? -1));
 await new Promise<void>((resolve) => server.stdout!.on('data', (d: Buffer) => d.toString().includes('Chorus is running') && resolve()));

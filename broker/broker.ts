@@ -5,7 +5,8 @@ import { Aedes, type AedesOptions, type AuthenticateError, type Client, type Pub
 import type { Logger } from 'pino';
 import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { ChorusConfig } from '../config/config.js';
-import type { GroupAnnouncement, Groups, MembershipChange } from '../groups/groups.js';
+import type { GroupAnnouncement, Groups } from '../groups/groups.js';
+import type { MembershipChange } from '../groups/membership-feed.js';
 import type { ReadReceipts } from '../groups/read-receipts.js';
 import {
   ChorusError,
@@ -17,7 +18,7 @@ import {
 } from '../protocol/index.js';
 import { parseSendBytes } from '../sequencer/send-validation.js';
 import type { SendPath } from '../sequencer/sequencer.js';
-import type { TokenVerifier } from './auth.js';
+import type { TokenVerifier } from '../auth/token-verifier.js';
 import { PubackOrder, seqOfPayload } from './delivered-marks.js';
 import { type DeliveryTarget, GroupPublishes, writeGroupPublish } from './group-publishes.js';
 import { watchFrameSizes } from './frame-limit.js';
@@ -25,7 +26,8 @@ import { LiveUsers } from './live-users.js';
 import { gatherOutput } from './connection-output.js';
 import type { Presence } from './presence.js';
 import { BoundedMemoryPersistence } from './persistence-bounded.js';
-import { TokenBucket, type FailedAuthThrottle } from './token-bucket.js';
+import type { FailedAuthThrottle } from '../auth/failed-auth-throttle.js';
+import { TokenBucket } from '../auth/token-bucket.js';
 
 /**
  * Client publishes are acknowledged but never forwarded as they are: the sequencer fans out the stamped message

@@ -1,5 +1,5 @@
 import type { Client } from 'aedes';
-import type { MembershipChange } from '../groups/groups.js';
+import type { MembershipChange } from '../groups/membership-feed.js';
 
 interface LiveUser {
   userId: string;

@@ -1,6 +1,6 @@
 import cassandra from 'cassandra-driver';
 import type { HistoryVisibility, MemberRole } from '../protocol/index.js';
-import type { CassandraSession } from '../sequencer/cassandra-session.js';
+import type { CassandraSession } from '../cassandra/session.js';
 import {
   nextRanges,
   type AddMemberResult,

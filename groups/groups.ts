@@ -2,16 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { ChorusError, type HistoryVisibility, type MemberRole } from '../protocol/index.js';
 import type { GroupChanges, GroupRecord, GroupStore, MemberRecord, ReceiptCounts, SeqRange } from './group-store.js';
 import { MembershipCache } from './membership-cache.js';
+import type { MembershipChange, MembershipFeed, MembershipListener } from './membership-feed.js';
 
 /** Groups whose member count is kept (each a few bytes; the least recently asked go first). */
 const MAX_COUNTED_GROUPS = 10_000;
-
-export type MembershipChange =
-  | { kind: 'added'; groupId: string; userId: string; role: MemberRole; by: string }
-  | { kind: 'removed'; groupId: string; userId: string; by: string }
-  | { kind: 'role-changed'; groupId: string; userId: string; role: MemberRole; by: string }
-  /** Every membership of the group ended at once; `userId` is the admin who deleted it. */
-  | { kind: 'group-deleted'; groupId: string; userId: string; by: string };
 
 /** What concerns a group's members as a whole, told to each of them (from the node where it happened). */
 export type GroupAnnouncement =
@@ -24,37 +18,6 @@ export interface NewGroup {
   description?: string;
   avatarUrl?: string;
   historyVisibility?: HistoryVisibility;
-}
-
-/** May return a promise: the local feed waits for it, so a change's REST call returns once this node has followed. */
-export type MembershipListener = (change: MembershipChange) => void | Promise<void>;
-
-/**
- * Carries membership changes to every part of Chorus that acts on them (in this process, or on every node).
- *
- * Contract:
- * - Every listener subscribed on any node when a change is published receives it once.
- * - `publish` resolves once every such listener has acted on the change (its promise settled), so a removal is in
- *   force everywhere when the call that made it returns; a node that does not answer is waited for a bounded time only.
- * - The function `subscribe` returns unsubscribes: that listener receives nothing published afterwards.
- */
-export interface MembershipFeed {
-  publish(change: MembershipChange): Promise<void>;
-  subscribe(listener: MembershipListener): () => void;
-}
-
-/** The single-process feed: publish resolves once every listener has acted on the change. */
-export class MembershipFeedLocal implements MembershipFeed {
-  private readonly listeners = new Set<MembershipListener>();
-
-  async publish(change: MembershipChange): Promise<void> {
-    await Promise.all([...this.listeners].map((listener) => listener(change)));
-  }
-
-  subscribe(listener: MembershipListener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
 }
 
 export const newGroupId = (): string => `g_${randomBytes(12).toString('base64url')}`;

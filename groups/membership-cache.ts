@@ -1,4 +1,4 @@
-import type { Groups } from './groups.js';
+import type { MembershipChanges } from './membership-feed.js';
 
 const TTL_MS = 60_000;
 
@@ -23,10 +23,10 @@ export class MembershipCache<T> {
   private readonly unsubscribe: () => void;
 
   constructor(
-    groups: Groups,
+    changes: MembershipChanges,
     private readonly options: MembershipCacheOptions<T>,
   ) {
-    this.unsubscribe = groups.subscribe((change) => {
+    this.unsubscribe = changes.subscribe((change) => {
       this.generation += 1;
       this.drop(change.groupId);
     });

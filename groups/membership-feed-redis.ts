@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { MembershipChange, MembershipFeed, MembershipListener } from './groups.js';
+import type { MembershipChange, MembershipFeed, MembershipListener } from './membership-feed.js';
 
 const CHANGES = 'chorus:membership';
 const APPLIED = 'chorus:membership:applied';

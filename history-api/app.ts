@@ -2,56 +2,19 @@ import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { Ajv } from 'ajv';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type HTTPMethods } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
-import type { Registry } from 'prom-client';
-import type { TokenVerifier } from '../broker/auth.js';
-import type { FailedAuthThrottle } from '../broker/token-bucket.js';
-import type { Presence } from '../broker/presence.js';
-import type { PushStore } from '../push/push-store.js';
-import type { ChorusConfig } from '../config/config.js';
-import type { Groups } from '../groups/groups.js';
-import type { ReadReceipts } from '../groups/read-receipts.js';
 import { ChorusError, type ErrorBody } from '../protocol/index.js';
-import type { MessageLog } from '../sequencer/message-log.js';
-import type { SendPath } from '../sequencer/sequencer.js';
+import type { Api, ApiDeps } from './api-deps.js';
 import { groupRoutes } from './routes-groups.js';
 import { messageRoutes } from './routes-messages.js';
 import { pushRoutes } from './routes-push.js';
 import { webRoutes } from './routes-web.js';
 import { answerClientError } from './client-errors.js';
 import { ErrorResponse } from './schemas.js';
-
-export interface ApiDeps {
-  config: ChorusConfig;
-  verifier: TokenVerifier;
-  /** Failed authentications per client address, shared with the broker. */
-  authThrottle: FailedAuthThrottle;
-  /** Moves read pointers and tells the other members. */
-  readReceipts: ReadReceipts;
-  groups: Groups;
-  /** Notes what a history read handed a member (their delivered watermark). */
-  deliveredMarks?: { note(groupId: string, userId: string, seq: number): void };
-  log: MessageLog;
-  sends: SendPath;
-  presence: Presence;
-  push: { store: PushStore; vapidPublicKey: string };
-  /** Served at /metrics when given. */
-  metrics?: Registry;
-  logger: Logger;
-}
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** The authenticated caller, set by the bearer-token hook of the /v1 routes. */
-    userId: string;
-  }
-}
-
-export type Api = FastifyInstance<any, any, any, Logger, TypeBoxTypeProvider>;
 
 /** Maps any error thrown in a route (ours, Fastify's, a schema failure) to the one ErrorBody shape. */
 function toErrorBody(err: FastifyError | ChorusError): { status: number; body: ErrorBody } {

@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import type { GroupRecord, MemberRecord } from '../groups/group-store.js';
 import { UserId } from '../protocol/index.js';
-import type { Api, ApiDeps } from './app.js';
+import type { Api, ApiDeps } from './api-deps.js';
 import {
   AvatarUrl,
   DEFAULT_PAGE,

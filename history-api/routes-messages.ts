@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import { ChorusError, GroupId, SendPayload, StampedMessage, UserId } from '../protocol/index.js';
 import type { SendResult } from '../sequencer/sequencer.js';
-import type { Api, ApiDeps } from './app.js';
+import type { Api, ApiDeps } from './api-deps.js';
 import { DEFAULT_PAGE, GroupParams, PageQuery, Query, Seq, SeqOrZero, errors } from './schemas.js';
 import { WHOLE_HISTORY, isVisible, isWholeHistory, readVisible } from './visible-history.js';
 

@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import { ChorusError } from '../protocol/index.js';
 import { checkPushEndpoint, checkPushKeys, systemResolve } from '../push/endpoint-policy.js';
-import type { Api, ApiDeps } from './app.js';
+import type { Api, ApiDeps } from './api-deps.js';
 import { DEFAULT_PAGE, GroupParams, PageQuery, errors } from './schemas.js';
 
 const Base64Url = (min: number, max: number) => Type.String({ pattern: '^[A-Za-z0-9_-]+={0,2}$', minLength: min, maxLength: max });

@@ -1,9 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Type } from '@sinclair/typebox';
-import { signToken } from '../broker/auth.js';
+import { signToken } from '../auth/token-verifier.js';
 import { ChorusError, UserId } from '../protocol/index.js';
-import type { Api, ApiDeps } from './app.js';
+import type { Api, ApiDeps } from './api-deps.js';
 import { errors } from './schemas.js';
 
 /** The built web chat: dist/web, beside the compiled server or under the project when running from source. */

@@ -1,4 +1,4 @@
-import type { CassandraSession } from '../sequencer/cassandra-session.js';
+import type { CassandraSession } from '../cassandra/session.js';
 import type { PushMode, PushStore, PushSubscriptionRecord } from './push-store.js';
 
 /** Push subscriptions and preferences on Cassandra, partitioned by user. The per-user limit is checked before the write. */

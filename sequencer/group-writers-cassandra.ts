@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ChorusError } from '../protocol/index.js';
-import { REQUEST_TIMEOUT_MS, type CassandraSession } from './cassandra-session.js';
+import { REQUEST_TIMEOUT_MS, type CassandraSession } from '../cassandra/session.js';
 import type { GroupWriter, GroupWriters } from './group-writers.js';
 
 export interface GroupWritersTiming {

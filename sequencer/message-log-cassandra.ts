@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import cassandra from 'cassandra-driver';
 import { ChorusError, type ReactionCount, type StampedMessage } from '../protocol/index.js';
-import { REQUEST_TIMEOUT_MS, type CassandraSession } from './cassandra-session.js';
+import { REQUEST_TIMEOUT_MS, type CassandraSession } from '../cassandra/session.js';
 import { countReactions, toStampedMessage, type AppendOutcome, type GroupAppend, type MessageDraft, type MessageLog } from './message-log.js';
 import { WriterMovedError, type GroupWriters } from './group-writers.js';
 

@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { pino, type Logger } from 'pino';
-import { createTokenVerifier } from '../broker/auth.js';
+import { createTokenVerifier } from '../auth/token-verifier.js';
 import { ChorusBroker, LISTEN_BACKLOG } from '../broker/broker.js';
 import { DeliveredMarks } from '../broker/delivered-marks.js';
-import { FailedAuthThrottle } from '../broker/token-bucket.js';
+import { FailedAuthThrottle } from '../auth/failed-auth-throttle.js';
 import type { ChorusConfig } from '../config/config.js';
 import { Groups } from '../groups/groups.js';
 import { ReadReceipts } from '../groups/read-receipts.js';

@@ -1,17 +1,19 @@
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTokenVerifier, signToken } from '../broker/auth.js';
+import { createTokenVerifier, signToken } from '../auth/token-verifier.js';
 import { loadConfig } from '../config/config.js';
 import { GroupStoreSqlite } from '../groups/group-store-sqlite.js';
-import { Groups, MembershipFeedLocal, type MembershipChange } from '../groups/groups.js';
-import { buildApi, type Api } from '../history-api/app.js';
+import { Groups } from '../groups/groups.js';
+import { MembershipFeedLocal, type MembershipChange } from '../groups/membership-feed.js';
+import type { Api } from '../history-api/api-deps.js';
+import { buildApi } from '../history-api/app.js';
 import type { StampedMessage } from '../protocol/index.js';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
 import { Sequencer } from '../sequencer/sequencer.js';
 import { tempDir } from './harness.js';
 import { PresenceLocal } from '../broker/presence.js';
-import { FailedAuthThrottle } from '../broker/token-bucket.js';
+import { FailedAuthThrottle } from '../auth/failed-auth-throttle.js';
 import { PushStoreSqlite } from '../push/push-store-sqlite.js';
 import { ReadReceipts } from '../groups/read-receipts.js';
 

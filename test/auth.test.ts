@@ -1,6 +1,6 @@
 import { SignJWT, exportSPKI, generateKeyPair } from 'jose';
 import { describe, expect, it } from 'vitest';
-import { createTokenVerifier, signToken } from '../broker/auth.js';
+import { createTokenVerifier, signToken } from '../auth/token-verifier.js';
 import { loadConfig } from '../config/config.js';
 import { tempDir } from './harness.js';
 

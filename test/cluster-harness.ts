@@ -1,12 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { signToken } from '../broker/auth.js';
+import { signToken } from '../auth/token-verifier.js';
 import { ChorusClient } from '../clients/chorus-client.js';
 import { loadConfig } from '../config/config.js';
 import { freePort, tempDir } from './harness.js';
 import { cassandraContactPoint, redisUrl, testKeyspace } from './services.js';
 
-const CLI = new URL('../dist/clients/cli.js', import.meta.url).pathname;
+const CLI = new URL('../dist/server/cli.js', import.meta.url).pathname;
 const SECRET = 'cluster-test-secret-cluster-test-secret-0123456789';
 
 type Role = 'all' | 'broker' | 'api';

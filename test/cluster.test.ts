@@ -5,7 +5,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } f
 import type { StampedMessage } from '../protocol/index.js';
 import { Cluster, type ClusterNode } from './cluster-harness.js';
 import { deliveries, sleep, subscribeCodes, until } from './harness.js';
-import type { CassandraSession } from '../sequencer/cassandra-session.js';
+import type { CassandraSession } from '../cassandra/session.js';
 import { connectCassandra, connectRedis } from './services.js';
 
 const SERVICES = new URL('../scripts/services.sh', import.meta.url).pathname;

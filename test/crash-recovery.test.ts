@@ -1,7 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import mqtt from 'mqtt';
 import { afterAll, describe, expect, it } from 'vitest';
-import { signToken } from '../broker/auth.js';
+import { signToken } from '../auth/token-verifier.js';
 import { ChorusClient } from '../clients/chorus-client.js';
 import { serveProcess, sleep } from './harness.js';
 

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { afterAll } from 'vitest';
 import { GroupStoreCassandra } from '../groups/group-store-cassandra.js';
 import { GroupStoreSqlite } from '../groups/group-store-sqlite.js';
-import type { CassandraSession } from '../sequencer/cassandra-session.js';
+import type { CassandraSession } from '../cassandra/session.js';
 import { groupStoreContract } from './group-store.contract.js';
 import { tempDir } from './harness.js';
 import { connectCassandra, testKeyspace } from './services.js';

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CassandraSession } from '../sequencer/cassandra-session.js';
-import { REQUEST_TIMEOUT_MS } from '../sequencer/cassandra-session.js';
+import type { CassandraSession } from '../cassandra/session.js';
+import { REQUEST_TIMEOUT_MS } from '../cassandra/session.js';
 import { WriterMovedError } from '../sequencer/group-writers.js';
 import { GroupWritersCassandra, type GroupWritersTiming } from '../sequencer/group-writers-cassandra.js';
 import type { MessageDraft } from '../sequencer/message-log.js';

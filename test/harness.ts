@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { pino } from 'pino';
-import { signToken } from '../broker/auth.js';
+import { signToken } from '../auth/token-verifier.js';
 import { loadConfig, type ChorusConfig } from '../config/config.js';
 import { startChorus, type ChorusBackends, type RunningChorus } from '../server/start.js';
 import { ChorusClient } from '../clients/chorus-client.js';
@@ -210,7 +210,7 @@ export async function freePort(): Promise<number> {
   }
 }
 
-const CLI = new URL('../dist/clients/cli.js', import.meta.url).pathname;
+const CLI = new URL('../dist/server/cli.js', import.meta.url).pathname;
 
 /**
  * `chorus serve` as its own process, on fixed ports and a data dir of its own, started again on the same ones after a

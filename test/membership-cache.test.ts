@@ -5,7 +5,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { MembershipCache } from '../groups/membership-cache.js';
 import { GroupStoreSqlite } from '../groups/group-store-sqlite.js';
-import { Groups, MembershipFeedLocal } from '../groups/groups.js';
+import { Groups } from '../groups/groups.js';
+import { MembershipFeedLocal } from '../groups/membership-feed.js';
 
 describe('membership cache', () => {
   const dir = mkdtempSync(join(tmpdir(), 'chorus-group-sizes-'));

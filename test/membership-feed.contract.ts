@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import type { MembershipChange, MembershipFeed } from '../groups/groups.js';
+import type { MembershipChange, MembershipFeed } from '../groups/membership-feed.js';
 
 /** Nodes sharing one feed: `node()` makes another (in one process they may be one and the same). */
 export interface FeedMedium {

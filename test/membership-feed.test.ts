@@ -1,4 +1,4 @@
-import { MembershipFeedLocal } from '../groups/groups.js';
+import { MembershipFeedLocal } from '../groups/membership-feed.js';
 import { MembershipFeedRedis } from '../groups/membership-feed-redis.js';
 import { membershipFeedContract } from './membership-feed.contract.js';
 import { redisConnections } from './services.js';

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { REQUEST_TIMEOUT_MS, type CassandraSession } from '../sequencer/cassandra-session.js';
+import { REQUEST_TIMEOUT_MS, type CassandraSession } from '../cassandra/session.js';
 import { GroupWritersCassandra } from '../sequencer/group-writers-cassandra.js';
 import type { AppendOutcome, MessageDraft } from '../sequencer/message-log.js';
 import { MessageLogCassandra } from '../sequencer/message-log-cassandra.js';

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { afterAll } from 'vitest';
 import { PushStoreCassandra } from '../push/push-store-cassandra.js';
 import { PushStoreSqlite } from '../push/push-store-sqlite.js';
-import type { CassandraSession } from '../sequencer/cassandra-session.js';
+import type { CassandraSession } from '../cassandra/session.js';
 import { tempDir } from './harness.js';
 import { pushStoreContract } from './push-store.contract.js';
 import { connectCassandra, testKeyspace } from './services.js';

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import cassandra from 'cassandra-driver';
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
-import { CassandraSession } from '../sequencer/cassandra-session.js';
+import { CassandraSession } from '../cassandra/session.js';
 
 /**
  * The real Redis and Cassandra that `scripts/services.sh start` runs on loopback (the global setup starts them when

@@ -3,7 +3,7 @@ import { connect, type Socket } from 'node:net';
 import mqtt from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { afterAll, describe, expect, it } from 'vitest';
-import { signToken } from '../broker/auth.js';
+import { signToken } from '../auth/token-verifier.js';
 import { serveProcess, sleep } from './harness.js';
 
 /** Idle subscribers: enough that closing them one by one, with the work each disconnect used to do, took seconds. */

@@ -2,12 +2,12 @@
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { signToken } from '../broker/auth.js';
+import { signToken } from '../auth/token-verifier.js';
 import { ConfigError, loadConfig, type ChorusConfig } from '../config/config.js';
-import { startChorus } from '../server/start.js';
-import { ChorusClient } from './chorus-client.js';
-import { messageLine } from './message-text.js';
-import { FilePositionStore } from './position-store-file.js';
+import { startChorus } from './start.js';
+import { ChorusClient } from '../clients/chorus-client.js';
+import { messageLine } from '../clients/message-text.js';
+import { FilePositionStore } from '../clients/position-store-file.js';
 
 const USAGE = `chorus — group messaging on MQTT
 
