@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { CHORUS_CLI } from './chorus-cli.js';
 import mqtt, { type MqttClient } from 'mqtt';
 import { signToken } from '../auth/token-verifier.js';
-import { seqOfPayload } from '../broker/delivered-marks.js';
+import { seqOfPayload } from '../broker/puback-order.js';
 import { loadConfig } from '../config/config.js';
 import { freePort } from './free-port.js';
 import { env } from './env-number.js';

@@ -1,4 +1,4 @@
-import type { Duplex } from 'node:stream';
+import type { DeliveryTarget } from './aedes.js';
 
 /** A stamped group message as this node delivers it: which one it is, and its PUBLISH up to the packet identifier. */
 export interface GroupPublish {
@@ -6,12 +6,6 @@ export interface GroupPublish {
   seq: number;
   /** Fixed header (QoS 1, DUP 0, RETAIN 0), Remaining Length and topic name: the same for every subscriber. */
   head: Buffer;
-}
-
-/** What Aedes keeps per client that a QoS 1 delivery needs: its connection and its next packet identifier. */
-export interface DeliveryTarget {
-  conn: Duplex;
-  _nextId: number;
 }
 
 /**

@@ -20,7 +20,7 @@ export interface SendPath {
  * Hands a stored message to live delivery: per group in seq order, without holes, each seq once; after a writer change
  * the recent messages may be handed on again (at-least-once, same seq). See OrderedDelivery.
  */
-export type FanOut = (message: StampedMessage) => void;
+export type LiveDelivery = (message: StampedMessage) => void;
 
 /** How the writer keeps its live delivery in order: a dead writer's last messages are recent, older ones are history. */
 const WRITER_ORDERING = { recoverWindowMs: 30_000, gapWindowMs: 30_000, maxRead: 256, maxGap: 256, maxGroups: 100_000 };
@@ -95,12 +95,12 @@ export class Sequencer implements SendPath {
 
   constructor(
     private readonly log: MessageLog,
-    fanOut: FanOut,
+    output: LiveDelivery,
     private readonly options: SequencerOptions,
   ) {
     this.maxBatch = options.maxBatch ?? 4096;
     this.rules = options.rules ?? new SendRules(log, { roleOf: async () => 'member', retentionMs: 0, mentionEveryone: 'members' });
-    this.ordering = new OrderedDelivery<StampedMessage>(log, (_groupId, message) => fanOut(message), (message) => message, {
+    this.ordering = new OrderedDelivery<StampedMessage>(log, (_groupId, message) => output(message), (message) => message, {
       ...WRITER_ORDERING,
       onError: (err, groupId) => options.onOrderingError?.(err, groupId),
     });

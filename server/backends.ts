@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { BrokerDeps } from '../broker/broker.js';
+import type { AedesSeams } from '../broker/aedes.js';
 import redisPersistence from 'aedes-persistence-redis';
 import type { EventEmitter } from 'node:events';
 import { Redis, type RedisOptions } from 'ioredis';
@@ -18,9 +18,10 @@ import { MessageLogCassandra } from '../sequencer/message-log-cassandra.js';
 import { MessageLogSqliteThread } from '../sequencer/message-log-sqlite-thread.js';
 import { GroupWritersCassandra } from '../sequencer/group-writers-cassandra.js';
 import { SendForwardingRedis } from '../sequencer/send-forwarding-redis.js';
-import type { FanOut } from '../broker/fanout.js';
-import { FanOutLocal } from '../broker/fanout.js';
-import { FanOutRedis, splitRouter } from '../broker/fanout-redis.js';
+import type { FanOut } from '../delivery/fan-out.js';
+import { FanOutLocal } from '../delivery/fan-out.js';
+import { FanOutRedis } from '../delivery/fan-out-redis.js';
+import { splitRouter } from '../broker/split-router.js';
 import { GroupWritersLocal, type GroupWriters } from '../sequencer/group-writers.js';
 import { SendForwardingLocal, type SendForwarding } from '../sequencer/send-forwarding.js';
 import { PresenceLocal, type Presence } from '../broker/presence.js';
@@ -37,7 +38,7 @@ const FORWARD_TIMEOUT_MS = 30_000;
 
 /** The stores and shared broker state of one process, per the configured store. */
 /** Aedes persistence and router come as BrokerDeps takes them: absent means in-memory (one node). */
-export interface Backends extends Pick<BrokerDeps, 'persistence' | 'mq'> {
+export interface Backends extends Pick<AedesSeams, 'persistence' | 'mq'> {
   log: MessageLog;
   groupStore: GroupStore;
   feed: MembershipFeed;

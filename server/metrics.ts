@@ -46,8 +46,12 @@ export class ChorusMetrics {
     connectionRefused: (reason) => this.refusedConnections.inc({ reason }),
   };
 
-  constructor(gauges: { pendingSends: () => number; connectedClients: () => number; waitingConnections: () => number; pushDropped: () => number }) {
+  constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'chorus_' });
+  }
+
+  /** The node's gauges, read at each scrape from the components that keep them (built after the counters above). */
+  observe(gauges: { pendingSends: () => number; connectedClients: () => number; waitingConnections: () => number; pushDropped: () => number }): void {
     new Gauge({ name: 'chorus_sequencer_pending_sends', help: 'Sends waiting for their commit', registers: [this.registry], collect() { this.set(gauges.pendingSends()); } });
     new Gauge({ name: 'chorus_mqtt_connected_clients', help: 'MQTT clients connected to this node', registers: [this.registry], collect() { this.set(gauges.connectedClients()); } });
     new Gauge({ name: 'chorus_mqtt_waiting_connections', help: 'MQTT connections waiting, unread, for a place among the unauthenticated ones', registers: [this.registry], collect() { this.set(gauges.waitingConnections()); } });

@@ -1,38 +1,30 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { pino, type Logger } from 'pino';
-import { createTokenVerifier } from '../auth/token-verifier.js';
-import { ChorusBroker, LISTEN_BACKLOG } from '../broker/broker.js';
-import { DeliveredMarks } from '../broker/delivered-marks.js';
 import { FailedAuthThrottle } from '../auth/failed-auth-throttle.js';
+import { createTokenVerifier } from '../auth/token-verifier.js';
+import { LISTEN_BACKLOG } from '../broker/admission.js';
+import { createAedes } from '../broker/aedes.js';
+import { ChorusBroker } from '../broker/broker.js';
+import { GroupDelivery } from '../broker/group-delivery.js';
+import { LiveEvents } from '../broker/live-events.js';
+import { LiveUsers } from '../broker/live-users.js';
 import type { ChorusConfig } from '../config/config.js';
+import { DeliveredMarks } from '../delivery/delivered-marks.js';
+import { DeliveryPipeline } from '../delivery/pipeline.js';
 import { Groups } from '../groups/groups.js';
 import { ReadReceipts } from '../groups/read-receipts.js';
 import { buildApi } from '../history-api/app.js';
 import { answerClientError } from '../history-api/client-errors.js';
-import type { MessageLog } from '../sequencer/message-log.js';
-import { Sequencer, type SendPath } from '../sequencer/sequencer.js';
-import { SendRouter } from '../sequencer/send-router.js';
-import { SendRules } from '../sequencer/send-rules.js';
-import type { StampedMessage } from '../protocol/index.js';
 import { Notifier } from '../push/notifier.js';
 import { PushSender } from '../push/push-sender.js';
 import { vapidKeys } from '../push/vapid.js';
+import type { MessageLog } from '../sequencer/message-log.js';
+import { SendRouter } from '../sequencer/send-router.js';
+import { SendRules } from '../sequencer/send-rules.js';
+import { Sequencer } from '../sequencer/sequencer.js';
+import { type Backends, clusterBackends, embeddedBackends } from './backends.js';
 import { ChorusMetrics } from './metrics.js';
-import { OrderedDelivery } from '../sequencer/ordered-delivery.js';
-import { clusterBackends, embeddedBackends, type Backends } from './backends.js';
-
-/** A stamped message as it arrives from the fan-out, serialized. */
-interface Arrival {
-  seq: number;
-  payload: Buffer;
-}
-
-/**
- * Arrivals: a node that starts takes what comes; a gap is filled whole, in pages of 1,000, up to its newest 100,000
- * messages (a Redis outage of a minute at 1,600 messages a second); beyond that, subscribers read history.
- */
-const ARRIVAL_ORDERING = { recoverWindowMs: 0, gapWindowMs: Number.POSITIVE_INFINITY, maxRead: 1000, maxGap: 100_000, maxGroups: 100_000 };
 
 export interface RunningChorus {
   /** 0 when this node serves no MQTT over TCP (role api). */
@@ -67,85 +59,67 @@ function healthServer(metrics: ChorusMetrics): Server {
   return server;
 }
 
+/** Web Push: the sender (VAPID, the push service's limits) and the notifier that decides whom to tell of what. */
+function pushNotifier(config: ChorusConfig, backends: Backends, groups: Groups, logger: Logger) {
+  const vapid = vapidKeys(config);
+  const extraCa = config.pushCaFile ? readFileSync(config.pushCaFile) : undefined;
+  const sender = new PushSender(vapid, config.vapidSubject, config.pushTtlSeconds, backends.pushStore, logger, {
+    ...(extraCa ? { extraCa } : {}),
+    allowLoopback: config.pushAllowLoopback,
+  });
+  const notifier = new Notifier(groups, backends.presence, backends.pushStore, sender, config.pushWindowSeconds * 1000, config.pushEveryMessageMaxGroupMembers, logger);
+  return { notifier, sender, vapidPublicKey: vapid.publicKey };
+}
+
 /**
- * Starts one Chorus process. Data flows one way: broker -> sequencer -> log -> fan-out through the broker. With many
- * nodes, the sequencer is that of the node writing the group: sends reach it through the router.
+ * Starts one Chorus process: its backends (the tier), then its components in the order data flows through them, each
+ * built from what it uses: client -> broker -> sequencer -> log -> delivery (fan-out to every node) -> broker.
  *
  * - store sqlite (role all): everything in one process on embedded backends.
  * - store cassandra: the role decides what this node serves. broker: MQTT over TCP and WebSocket (and sequences what
  *   its clients publish); api: the REST API (and sequences REST sends, fanning them out through Redis to every broker
- *   node); all: both.
+ *   node); all: both. With many nodes, a send is sequenced by the node writing its group: it reaches it through the
+ *   send router.
  */
 export async function startChorus(config: ChorusConfig, options: ChorusBackends = {}): Promise<RunningChorus> {
   const logger = options.logger ?? pino({ level: config.logLevel });
-  const verifier = await createTokenVerifier(config);
-  let sequencer: Sequencer;
-  const metrics = new ChorusMetrics({
-    pendingSends: () => sequencer.pending,
-    connectedClients: () => broker.aedes.connectedClients,
-    waitingConnections: () => broker.waitingConnections,
-    pushDropped: () => notifier.dropped + sender.droppedCount,
-  });
+  const metrics = new ChorusMetrics();
   const backends: Backends =
     config.store === 'cassandra'
       ? await clusterBackends(config, logger.child({ component: 'backends' }), () => metrics.redisErrors.inc())
       : embeddedBackends(config);
   const log = options.messageLog ?? backends.log;
-  const sequencerLog = logger.child({ component: 'sequencer' });
   const groups = new Groups(backends.groupStore, backends.feed, config.maxGroupMembers, log);
+  const verifier = await createTokenVerifier(config);
   const authThrottle = new FailedAuthThrottle(config.authFailuresPerMinute);
 
+  // The MQTT node's outputs come first: live delivery and live events end there.
+  const brokerLog = logger.child({ component: 'broker' });
+  const aedes = await createAedes({ ...backends, maxOfflineQueue: config.maxOfflineQueue });
+  const live = new LiveUsers();
+  const events = new LiveEvents({
+    aedes,
+    live,
+    memberCount: (groupId) => groups.keptMemberCount(groupId),
+    liveEventsMaxGroupMembers: config.liveEventsMaxGroupMembers,
+    presenceBatchMs: config.presenceBatchMs,
+    logger: brokerLog,
+  });
   // Receipts: a member's delivered watermark is told to the group's members (small groups), all marks of a group in
   // one event per flush, so that a busy group costs one event per member per flush and not one per delivery.
-  const deliveredMarks = new DeliveredMarks(
-    backends.groupStore,
-    (marks) => {
-      if (closed) return; // the clients are leaving: nobody to tell
-      const byGroup = new Map<string, { userId: string; seq: number }[]>();
-      for (const { groupId, userId, seq } of marks) {
-        const list = byGroup.get(groupId);
-        if (list) list.push({ userId, seq });
-        else byGroup.set(groupId, [{ userId, seq }]);
-      }
-      for (const [groupId, groupMarks] of byGroup) void broker.tellGroup(groupId, { type: 'delivered', groupId, marks: groupMarks }, '');
-    },
-    { flushMs: config.deliveredFlushMs, maxPending: 100_000 },
-    logger.child({ component: 'receipts' }),
-  );
-  const broker = await ChorusBroker.create({
-    onDelivered: (groupId, userId, seq) => deliveredMarks.note(groupId, userId, seq),
-    config,
-    verifier,
-    groups,
-    logger: logger.child({ component: 'broker' }),
-    presence: backends.presence,
-    authThrottle,
-    counters: metrics.broker,
-    ...(backends.persistence ? { persistence: backends.persistence } : {}),
-    ...(backends.mq ? { mq: backends.mq } : {}),
-  });
-  const vapid = vapidKeys(config);
-  const pushLog = logger.child({ component: 'push' });
-  const extraCa = config.pushCaFile ? readFileSync(config.pushCaFile) : undefined;
-  const sender = new PushSender(vapid, config.vapidSubject, config.pushTtlSeconds, backends.pushStore, pushLog, {
-    ...(extraCa ? { extraCa } : {}),
-    allowLoopback: config.pushAllowLoopback,
-  });
-  const notifier = new Notifier(groups, backends.presence, backends.pushStore, sender, config.pushWindowSeconds * 1000, config.pushEveryMessageMaxGroupMembers, pushLog);
-  // Fan-out first: live delivery never waits for push, which only queues the message. What arrives here is delivered
-  // in each group's seq order; a gap (messages this node missed while Redis was away, say) is read from the log first.
-  const arrivals = new OrderedDelivery<Arrival>(
+  const deliveredMarks = new DeliveredMarks(backends.groupStore, (marks) => events.tellDelivered(marks), { flushMs: config.deliveredFlushMs, maxPending: 100_000 }, logger.child({ component: 'receipts' }));
+  const subscribers = new GroupDelivery(aedes, live, brokerLog, (groupId, userId, seq) => deliveredMarks.note(groupId, userId, seq));
+  const { notifier, sender, vapidPublicKey } = pushNotifier(config, backends, groups, logger.child({ component: 'push' }));
+
+  const sequencerLog = logger.child({ component: 'sequencer' });
+  const delivery = new DeliveryPipeline({
     log,
-    (groupId, arrival) => broker.deliverSerialized(groupId, arrival.seq, arrival.payload),
-    (message) => ({ seq: message.seq, payload: Buffer.from(JSON.stringify(message)) }),
-    { ...ARRIVAL_ORDERING, onError: (err, groupId) => sequencerLog.warn({ err, groupId }, 'could not read the log to fill a gap in live delivery') },
-  );
-  backends.fanOut.onDeliver((groupId, seq, payload) => arrivals.offer(groupId, [{ seq, payload }]));
-  const fanOut = (m: StampedMessage) => {
-    backends.fanOut.publish(m);
-    notifier.onMessage(m);
-  };
-  sequencer = new Sequencer(log, fanOut, {
+    fanOut: backends.fanOut,
+    subscribers,
+    hook: notifier,
+    onGapReadError: (err, groupId) => sequencerLog.warn({ err, groupId }, 'could not read the log to fill a gap in live delivery'),
+  });
+  const sequencer = new Sequencer(log, delivery.publish, {
     maxBodyBytes: config.maxBodyBytes,
     rules: new SendRules(log, {
       roleOf: (groupId, userId) => groups.roleOf(groupId, userId),
@@ -161,10 +135,30 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     onCommit: metrics.onCommit,
     onOrderingError: (err, groupId) => sequencerLog.warn({ err, groupId }, 'could not read the log to keep live delivery in order'),
   });
-  const sends: SendPath = new SendRouter(backends.writers, sequencer, backends.forwarding, config.maxPendingSends);
-  broker.useSendPath(sends);
-  const readReceipts = new ReadReceipts(groups, log, (groupId, event, except) => broker.tellGroup(groupId, event, except));
-  broker.useReadReceipts(readReceipts);
+  const sends = new SendRouter(backends.writers, sequencer, backends.forwarding, config.maxPendingSends);
+  const readReceipts = new ReadReceipts(groups, log, events.tellGroup);
+  const broker = new ChorusBroker({
+    aedes,
+    live,
+    events,
+    subscribers,
+    config,
+    verifier,
+    authThrottle,
+    groups,
+    presence: backends.presence,
+    sends,
+    readReceipts,
+    clustered: backends.mq !== undefined,
+    counters: metrics.broker,
+    logger: brokerLog,
+  });
+  metrics.observe({
+    pendingSends: () => sequencer.pending,
+    connectedClients: () => aedes.connectedClients,
+    waitingConnections: () => broker.waitingConnections,
+    pushDropped: () => notifier.dropped + sender.droppedCount,
+  });
 
   const servesApi = config.role !== 'broker';
   const servesMqtt = config.role !== 'api';
@@ -179,7 +173,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
         log,
         sends,
         presence: backends.presence,
-        push: { store: backends.pushStore, vapidPublicKey: vapid.publicKey },
+        push: { store: backends.pushStore, vapidPublicKey },
         metrics: metrics.registry,
         logger: logger.child({ component: 'api' }),
       })

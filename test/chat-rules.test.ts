@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { PubackOrder, seqOfPayload } from '../broker/delivered-marks.js';
+import { PubackOrder, seqOfPayload } from '../broker/puback-order.js';
 import { applyEvent } from '../clients/message-state.js';
 import { messageLine } from '../clients/message-text.js';
 import type { StampedMessage } from '../protocol/index.js';

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import type { FanOut } from '../broker/fanout.js';
+import type { FanOut } from '../delivery/fan-out.js';
 import type { StampedMessage } from '../protocol/index.js';
 import { until } from './harness.js';
 

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
-import { FanOutLocal } from '../broker/fanout.js';
-import { FanOutRedis } from '../broker/fanout-redis.js';
+import { FanOutLocal } from '../delivery/fan-out.js';
+import { FanOutRedis } from '../delivery/fan-out-redis.js';
 import { fanOutContract, stamped } from './fanout.contract.js';
 import { until } from './harness.js';
 import { redisConnections } from './services.js';

@@ -1,11 +1,6 @@
-import MQEmitter, { type MQEmitter as Emitter } from 'mqemitter';
 import type { Redis } from 'ioredis';
 import type { StampedMessage } from '../protocol/index.js';
-import type { Deliver, FanOut } from './fanout.js';
-
-type Packet = Parameters<Emitter['emit']>[0];
-type Listener = Parameters<Emitter['on']>[1];
-type Done = () => void;
+import type { Deliver, FanOut } from './fan-out.js';
 
 const CHANNEL = 'chorus:fanout';
 /** Bytes in one Redis message, far below Redis's output-buffer limit for pub/sub subscribers (32 MB by default). */
@@ -14,35 +9,6 @@ const MAX_MESSAGE_BYTES = 256 * 1024;
 /** Byte values of the line framing: ASCII, so they never occur inside a multi-byte UTF-8 character. */
 const NEWLINE = 0x0a;
 const SPACE = 0x20;
-
-const isGroupTopic = (topic: string) => topic.startsWith('groups/');
-
-/**
- * Aedes's router in a cluster. Group message topics stay in this process: their messages reach the other nodes through
- * FanOutRedis, a whole commit in one Redis message, rather than one Redis round trip per message. Everything else
- * (events topics, Aedes's own $SYS topics) goes through the shared router (mqemitter-redis). Clients may subscribe to
- * exact group and events topics only (the broker's ACL), so no subscription spans both.
- */
-export function splitRouter(shared: Emitter): Emitter {
-  const local = MQEmitter(); // no queue, as Aedes's own router (see ChorusBroker.create)
-  const pick = (topic: string) => (isGroupTopic(topic) ? local : shared);
-  const router = {
-    on(topic: string, listener: Listener, done?: Done) {
-      pick(topic).on(topic, listener, done);
-      return router;
-    },
-    removeListener(topic: string, listener: Listener, done?: Done) {
-      pick(topic).removeListener(topic, listener, done);
-    },
-    emit(packet: Packet, done?: (err?: Error) => void) {
-      pick(packet.topic).emit(packet, done);
-    },
-    close(done: Done) {
-      local.close(() => shared.close(done));
-    },
-  };
-  return router as unknown as Emitter; // Aedes uses on, removeListener, emit and close
-}
 
 /**
  * Fan-out over Redis pub/sub, for many nodes. The writing node delivers to its own subscribers at once and publishes

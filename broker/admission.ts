@@ -1,0 +1,161 @@
+import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import { createServer, type Server as TcpServer } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { createWebSocketStream, WebSocketServer } from 'ws';
+import { gatherOutput } from './connection-output.js';
+import { watchFrameSizes } from './frame-limit.js';
+
+/** The longest a connection waits, unread, for a place among the unauthenticated ones (see admit). */
+const WAITING_TIMEOUT_MS = 10_000;
+/** Connections the kernel may hold for accept() (capped by net.core.somaxconn). */
+export const LISTEN_BACKLOG = 4096;
+
+export interface AdmissionLimits {
+  maxUnauthenticatedConnections: number;
+  maxWaitingConnections: number;
+  maxPacketBytes: number;
+  maxClientBufferBytes: number;
+}
+
+export interface AdmissionDeps {
+  limits: AdmissionLimits;
+  /** Hands an admitted connection to the MQTT protocol (Aedes's handle; `req` for WebSocket). */
+  handle: (stream: Duplex, req?: IncomingMessage) => void;
+  /** A connection was refused before authenticating: too many unauthenticated ones. */
+  onRefused: () => void;
+  /** A connection whose unsent output passed maxClientBufferBytes was closed. */
+  onSlowConsumerCut: () => void;
+  logger: Logger;
+}
+
+/**
+ * Every connection, TCP or WebSocket, before the MQTT protocol sees it: the listeners, the bound on connections that
+ * have not authenticated yet, the packet-size watch and the bound on unsent output.
+ */
+export class Admission {
+  /** Connections accepted and not yet authenticated, each with what ends its count. */
+  private readonly unauthenticated = new Map<Duplex, () => void>();
+  /** Connections waiting for a place among the unauthenticated ones, oldest first, each with what lets it in. */
+  private readonly waiting = new Map<Duplex, () => void>();
+  private tcpServer: TcpServer | null = null;
+  private wsServer: WebSocketServer | null = null;
+  private closing = false;
+
+  constructor(private readonly deps: AdmissionDeps) {}
+
+  /** Connections waiting for a place among the unauthenticated ones. */
+  get waitingConnections(): number {
+    return this.waiting.size;
+  }
+
+  /** The connection authenticated: it no longer counts against maxUnauthenticatedConnections. */
+  authenticated(stream: Duplex): void {
+    this.unauthenticated.get(stream)?.();
+  }
+
+  /** Serves MQTT over TCP. Resolves with the bound port. */
+  async listenTcp(host: string, port: number): Promise<number> {
+    // No Nagle: PUBACKs and deliveries are small packets, and with Nagle each connection's next write waits for the
+    // client to acknowledge the last one (Node's HTTP server, and so the WebSocket path, already sets TCP_NODELAY).
+    const server = createServer({ noDelay: true }, (socket) => {
+      socket.on('error', () => socket.destroy());
+      this.admit(socket, socket.remoteAddress, () => this.deps.handle(socket));
+    });
+    this.tcpServer = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      // A deep accept queue: in a reconnect storm connections wait there rather than being dropped while the event
+      // loop is busy (Node's default is 511).
+      server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => resolve());
+    });
+    return (server.address() as { port: number }).port;
+  }
+
+  /** Serves MQTT over WebSocket on `path` of an HTTP server (subprotocol "mqtt"). */
+  attachWebSocket(server: HttpServer, path: string): void {
+    const wss = new WebSocketServer({ noServer: true, maxPayload: this.deps.limits.maxPacketBytes });
+    this.wsServer = wss;
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      if (url.pathname !== path) {
+        socket.destroy();
+        return;
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        const stream = createWebSocketStream(ws);
+        stream.on('error', () => stream.destroy());
+        // maxPayload bounds one WebSocket message; an MQTT packet may span many, so its header is watched as on TCP.
+        this.admit(stream, req.socket.remoteAddress, () => this.deps.handle(stream, req));
+      });
+    });
+  }
+
+  /** Stops listening and drops the connections still waiting; resolves once the TCP listener is closed. */
+  close(): Promise<void> {
+    this.closing = true;
+    const listenersClosed = new Promise<void>((resolve) => (this.tcpServer ? this.tcpServer.close(() => resolve()) : resolve()));
+    for (const stream of this.waiting.keys()) stream.destroy();
+    for (const client of this.wsServer?.clients ?? []) client.terminate();
+    this.wsServer?.close();
+    return listenersClosed;
+  }
+
+  /**
+   * At most maxUnauthenticatedConnections are served before they authenticate; those beyond wait, unread, in arrival
+   * order, for a place (a reconnect storm is served as fast as logins complete instead of being refused), up to
+   * maxWaitingConnections of them for at most WAITING_TIMEOUT_MS; beyond that a connection is closed at once.
+   */
+  private admit(stream: Duplex, remote: string | undefined, handle: () => void): void {
+    const { limits, logger } = this.deps;
+    if (this.unauthenticated.size < limits.maxUnauthenticatedConnections && this.waiting.size === 0) return this.serve(stream, remote, handle);
+    if (this.waiting.size >= limits.maxWaitingConnections || this.closing) {
+      this.deps.onRefused();
+      logger.warn({ remote }, 'too many connections waiting to authenticate: refusing');
+      stream.destroy();
+      return;
+    }
+    const timer = setTimeout(() => stream.destroy(), WAITING_TIMEOUT_MS);
+    timer.unref();
+    const leave = () => {
+      clearTimeout(timer);
+      this.waiting.delete(stream);
+    };
+    stream.once('close', leave);
+    this.waiting.set(stream, () => {
+      stream.off('close', leave);
+      leave();
+      this.serve(stream, remote, handle);
+    });
+  }
+
+  /** Lets waiting connections in while there is room among the unauthenticated ones. */
+  private admitWaiting(): void {
+    while (this.waiting.size > 0 && this.unauthenticated.size < this.deps.limits.maxUnauthenticatedConnections) {
+      this.waiting.values().next().value!(); // the oldest: a Map keeps arrival order
+    }
+  }
+
+  /**
+   * Hands a connection to the protocol: it counts as unauthenticated until it authenticates or closes, is closed at
+   * the first packet header over maxPacketBytes, and is cut off when its unsent output passes maxClientBufferBytes.
+   */
+  private serve(stream: Duplex, remote: string | undefined, handle: () => void): void {
+    const { limits, logger } = this.deps;
+    const authenticated = () => {
+      if (this.unauthenticated.delete(stream)) this.admitWaiting();
+    };
+    this.unauthenticated.set(stream, authenticated);
+    stream.once('close', authenticated);
+    watchFrameSizes(stream, limits.maxPacketBytes, (size) => {
+      logger.warn({ size, remote }, 'packet larger than maxPacketBytes: closing');
+      stream.destroy();
+    });
+    // Each turn's writes go out as one, and a connection whose unsent output passes the bound is cut off.
+    gatherOutput(stream, limits.maxClientBufferBytes, (buffered) => {
+      this.deps.onSlowConsumerCut();
+      logger.warn({ remote, clientId: (stream as { client?: { id: string } }).client?.id, buffered }, 'client not reading: closing (slow consumer)');
+    });
+    handle();
+  }
+}

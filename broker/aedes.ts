@@ -1,0 +1,90 @@
+import type { Duplex } from 'node:stream';
+import { Aedes, type AedesOptions, type Client, type PublishPacket } from 'aedes';
+import { BoundedMemoryPersistence } from './persistence-bounded.js';
+
+/**
+ * Every use Chorus makes of Aedes beyond its public API (its client map, router, persistence, per-client state and
+ * QoS 0 write), in one place: moving to another Aedes version means reading this file, and test/aedes-internals.test.ts
+ * checks each of these against the installed Aedes.
+ */
+
+/** Aedes's message router (mqemitter: in memory, or Redis in a cluster), as Chorus uses it for live events. */
+export interface MessageBus {
+  emit(packet: { cmd: 'publish'; topic: string; payload: Buffer; qos: 0; retain: false }, done: (err?: Error) => void): void;
+  on(topic: string, listener: (packet: { topic: string; payload: Buffer }, done: () => void) => void): void;
+}
+
+/** What Aedes keeps per client that a QoS 1 delivery written by Chorus needs: its connection and next packet id. */
+export interface DeliveryTarget {
+  conn: Duplex;
+  _nextId: number;
+}
+
+export interface AedesSeams {
+  /** Aedes persistence and message router; in-memory when absent (one node), Redis-backed in a cluster. */
+  persistence?: AedesOptions['persistence'];
+  mq?: AedesOptions['mq'];
+  /** Queued QoS 1 packets per offline session of the in-memory persistence. */
+  maxOfflineQueue: number;
+}
+
+export function createAedes({ persistence, mq, maxOfflineQueue }: AedesSeams): Promise<Aedes> {
+  return Aedes.createBroker({
+    persistence: persistence ?? (new BoundedMemoryPersistence(maxOfflineQueue) as never),
+    ...(mq ? { mq } : {}),
+    connectTimeout: 10_000,
+    maxClientsIdLength: 128,
+    heartbeatInterval: 60_000,
+    // No queue in the router: deliveries never wait for a socket (gatherOutput), so each emit finishes in its turn.
+    // A bounded router queue only stalls every group behind one, and draining it recurses (qlobber stack overflow).
+    concurrency: 0,
+  });
+}
+
+/** The connected client of this id on this node (Aedes's `clients` map). */
+export function clientById(aedes: Aedes, clientId: string): Client | undefined {
+  return (aedes as unknown as { clients: Record<string, Client | undefined> }).clients[clientId];
+}
+
+/** Every client connected to this node, in connection order. */
+export function clientsOf(aedes: Aedes): Client[] {
+  return Object.values((aedes as unknown as { clients: Record<string, Client> }).clients);
+}
+
+export function messageBus(aedes: Aedes): MessageBus {
+  return (aedes as unknown as { mq: MessageBus }).mq;
+}
+
+/** Stores subscriptions with a client's persistent session, as Aedes does for a SUBSCRIBE. */
+export function storeSubscriptions(aedes: Aedes, client: Client, subscriptions: { topic: string; qos: 0 | 1 }[]): Promise<void> {
+  const { persistence } = aedes as unknown as { persistence: { addSubscriptions(c: Client, subs: { topic: string; qos: 0 | 1 }[]): Promise<void> } };
+  return persistence.addSubscriptions(client, subscriptions);
+}
+
+/** The client's subscription to exactly this topic (Aedes keeps them by filter; Chorus topics have no wildcards). */
+export function subscriptionOf(client: Client, topic: string): { qos?: number } | undefined {
+  return (client as unknown as { subscriptions: Record<string, { qos?: number } | undefined> }).subscriptions[topic];
+}
+
+/** Aedes's own QoS 0 delivery to one client: the forward check, then the write [MQTT-3.3.5-1]. */
+export function deliver0(client: Client, packet: PublishPacket, done: () => void): void {
+  (client as unknown as { deliver0(packet: PublishPacket, done: () => void): void }).deliver0(packet, done);
+}
+
+/** The client's connection and packet-id counter; null when the connection is closed or closing (Aedes writes nothing then). */
+export function writableTarget(client: Client): DeliveryTarget | null {
+  const target = client as unknown as DeliveryTarget & { connecting: boolean; connected: boolean };
+  return target.connecting || target.connected ? target : null;
+}
+
+/**
+ * Stops Aedes from routing the packets it publishes on these topics (each a voided client publish or a `$SYS` notice
+ * nobody follows): their publish completes at once.
+ */
+export function silenceTopics(aedes: Aedes, topics: Set<string>): void {
+  const route = aedes.publish.bind(aedes) as (packet: PublishPacket, client: unknown, done: unknown) => void;
+  aedes.publish = ((packet: PublishPacket, client: unknown, done?: (err?: Error) => void) => {
+    if (!topics.has(packet.topic)) return route(packet, client, done);
+    (typeof client === 'function' ? (client as () => void) : (done ?? (() => {})))();
+  }) as typeof aedes.publish;
+}

@@ -1,0 +1,157 @@
+import type { Socket } from 'node:net';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Aedes, AuthenticateError, Client, ConnectPacket } from 'aedes';
+import type { Logger } from 'pino';
+import type { FailedAuthThrottle } from '../auth/failed-auth-throttle.js';
+import type { TokenVerifier, VerifiedToken } from '../auth/token-verifier.js';
+import { clientById } from './aedes.js';
+import type { LiveEvents } from './live-events.js';
+import type { LiveUsers } from './live-users.js';
+import type { Presence } from './presence.js';
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Logins refused because the group store failed are logged at most this often (an outage refuses thousands). */
+const LOGIN_FAILURE_LOG_MS = 10_000;
+
+export interface LoginDeps {
+  aedes: Aedes;
+  live: LiveUsers;
+  events: LiveEvents;
+  verifier: TokenVerifier;
+  /** Failed logins per client address, shared with the REST API. */
+  authThrottle: FailedAuthThrottle;
+  presence: Presence;
+  /** The user's group ids, for the live ACL. */
+  groupIdsOf: (userId: string) => Promise<string[]>;
+  /** The connection authenticated (it no longer counts as unauthenticated). */
+  onAuthenticated: (conn: Duplex) => void;
+  /** A connection was refused because its address failed too often. */
+  onThrottled: () => void;
+  maxConnections: number;
+  logger: Logger;
+}
+
+/** CONNACK return codes, MQTT 3.1.1 table 3.1 ([MQTT-3.2.2-5]). */
+const authError = (message: string, returnCode: 2 | 3 | 4 | 5): AuthenticateError =>
+  Object.assign(new Error(message), { returnCode }) as AuthenticateError;
+
+/**
+ * A connection's life as a user's: CONNECT checked (the JWT in the password, the client id), the user's groups loaded
+ * into the live ACL, presence told, the connection closed when its token expires; and on disconnect, the reverse.
+ */
+export class Logins {
+  private readonly expiryTimers = new WeakMap<Client, NodeJS.Timeout>();
+  /** Clients that sent an empty client id with CleanSession 0, refused when they authenticate ([MQTT-3.1.3-8]). */
+  private readonly anonymousPersistent = new WeakSet<Client>();
+  private loginStoreFailures = 0;
+  private loginStoreFailureLoggedAt = 0;
+  /** Set by close(): disconnects from then on are the node's own. */
+  private closing = false;
+
+  constructor(private readonly deps: LoginDeps) {}
+
+  /** Aedes's preConnect: Aedes gives an empty client id a generated one whatever CleanSession says. */
+  readonly preConnect = (client: Client, packet: ConnectPacket, done: (err: Error | null, ok: boolean) => void): void => {
+    if (packet.clientId === '' && !packet.clean) this.anonymousPersistent.add(client);
+    done(null, true);
+  };
+
+  /** Aedes's authenticate. */
+  readonly authenticate = (client: Client, username: string | undefined, password: Buffer | undefined, done: (err: AuthenticateError | null, ok: boolean) => void): void => {
+    this.login(client, username, password).then(
+      () => done(null, true),
+      (err: AuthenticateError) => done(err, false),
+    );
+  };
+
+  /** The client disconnected (for any reason). */
+  disconnected(client: Client): void {
+    clearTimeout(this.expiryTimers.get(client));
+    const userId = this.deps.live.userOf(client);
+    if (userId === undefined) return;
+    const groupIds = this.deps.live.groupsOf(userId); // read before the last client takes the set away
+    this.deps.live.detach(client);
+    // A node shutting down closes every client at once: presence leaves with the node (Presence.close), and the
+    // clients are back on another node within seconds, so nobody is told they went offline meanwhile.
+    if (this.closing) return;
+    void this.presenceChanged(userId, groupIds, () => this.deps.presence.disconnected(userId), false);
+  }
+
+  close(): void {
+    this.closing = true;
+  }
+
+  private async login(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
+    const { aedes, live, authThrottle } = this.deps;
+    // Over the cap, CONNACK 3 "server unavailable" tells the client to come back later ([MQTT-3.2.2-6] table 3.1).
+    if (aedes.connectedClients >= this.deps.maxConnections) throw authError('too many connections', 3);
+    // [MQTT-3.1.3-8]: an empty client id with CleanSession 0 gets CONNACK 0x02 (identifier rejected).
+    if (this.anonymousPersistent.has(client)) throw authError('a persistent session needs a client id', 2);
+    const address = addressOf(client);
+    if (authThrottle.blocked(address)) {
+      this.deps.onThrottled();
+      throw authError('too many failed logins from this address; retry later', 3);
+    }
+    const refuse = (message: string) => {
+      authThrottle.failed(address);
+      return authError(message, 4);
+    };
+    if (!username || !password) throw refuse('username (user id) and password (token) are required');
+    let verified: VerifiedToken;
+    try {
+      verified = await this.deps.verifier.verify(password.toString('utf8'));
+    } catch {
+      throw refuse('invalid token');
+    }
+    if (verified.userId !== username) throw refuse('token does not belong to this user id');
+    // A client id is a session: another user must not take it over ([MQTT-3.1.4-2] would close the holder).
+    const holder = clientById(aedes, client.id);
+    const holderUser = holder ? live.userOf(holder) : undefined;
+    if (holderUser !== undefined && holderUser !== verified.userId) throw authError('client id in use', 2);
+    const userId = verified.userId;
+    try {
+      await live.attach(client, userId, () => this.deps.groupIdsOf(userId));
+    } catch (err) {
+      // The store could not say which groups are the user's (down, or too busy to answer in time): "server unavailable",
+      // so that the client comes back later, never "not authorized" ([MQTT-3.2.2-6] table 3.1).
+      this.noteLoginStoreFailure(err as Error);
+      throw authError('the group store is unavailable; retry later', 3);
+    }
+    this.deps.onAuthenticated(client.conn as Duplex);
+    void this.presenceChanged(userId, live.groupsOf(userId), () => this.deps.presence.connected(userId), true);
+    if (verified.expiresAt !== undefined) {
+      const ms = verified.expiresAt * 1000 - Date.now();
+      if (ms < MAX_TIMER_MS) {
+        const timer = setTimeout(() => client.close(), Math.max(0, ms));
+        timer.unref();
+        this.expiryTimers.set(client, timer);
+      }
+    }
+  }
+
+  /** Logs logins refused because the store failed, at most once per LOGIN_FAILURE_LOG_MS with how many there were. */
+  private noteLoginStoreFailure(err: Error): void {
+    this.loginStoreFailures += 1;
+    const now = Date.now();
+    if (now - this.loginStoreFailureLoggedAt < LOGIN_FAILURE_LOG_MS) return;
+    this.deps.logger.warn({ refused: this.loginStoreFailures, err: err.message }, "logins refused (CONNACK 3): the user's groups could not be read");
+    this.loginStoreFailures = 0;
+    this.loginStoreFailureLoggedAt = now;
+  }
+
+  private async presenceChanged(userId: string, groupIds: string[], update: () => Promise<boolean>, online: boolean): Promise<void> {
+    try {
+      if (await update()) this.deps.events.announcePresence(userId, groupIds, online);
+    } catch (err) {
+      this.deps.logger.warn({ err: (err as Error).message, userId }, 'presence update failed');
+    }
+  }
+}
+
+/** The client's IP address, over TCP or WebSocket. */
+function addressOf(client: Client): string {
+  const conn = client.conn as Partial<Socket>;
+  const req = (client as { req?: IncomingMessage }).req;
+  return conn.remoteAddress ?? req?.socket.remoteAddress ?? 'unknown';
+}
