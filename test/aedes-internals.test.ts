@@ -1,0 +1,128 @@
+import { createServer, type Server } from 'node:net';
+import type { Aedes, Client } from 'aedes';
+import mqtt, { type MqttClient } from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  clientById,
+  clientsOf,
+  createAedes,
+  deliver0,
+  messageBus,
+  silenceTopics,
+  storeSubscriptions,
+  subscriptionOf,
+  writableTarget,
+} from '../broker/aedes.js';
+import { until } from './harness.js';
+
+// Each internal of Aedes that broker/aedes.ts relies on, checked against the installed Aedes through a real client:
+// an Aedes upgrade that moves one of them fails here, by name, before anything that depends on it.
+describe('the Aedes internals Chorus relies on', () => {
+  let aedes: Aedes;
+  let server: Server;
+  let port: number;
+  const clients: MqttClient[] = [];
+
+  const connect = async (clientId: string, clean = true): Promise<MqttClient> => {
+    const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { clientId, clean, reconnectPeriod: 0 });
+    clients.push(client);
+    await until(() => clientById(aedes, clientId) !== undefined, `${clientId} registered`);
+    return client;
+  };
+
+  beforeAll(async () => {
+    aedes = await createAedes({ maxOfflineQueue: 10 });
+    server = createServer(aedes.handle);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    port = (server.address() as { port: number }).port;
+  });
+  afterAll(async () => {
+    for (const client of clients) client.end(true);
+    await new Promise<void>((resolve) => aedes.close(() => resolve()));
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  it('clients: the connected clients by id, in connection order', async () => {
+    await connect('first');
+    await connect('second');
+    expect(clientById(aedes, 'first')?.id).toBe('first');
+    expect(clientById(aedes, 'nobody')).toBeUndefined();
+    expect(clientsOf(aedes).map((c: Client) => c.id)).toEqual(expect.arrayContaining(['first', 'second']));
+    expect(clientsOf(aedes).findIndex((c) => c.id === 'first')).toBeLessThan(clientsOf(aedes).findIndex((c) => c.id === 'second'));
+  });
+
+  it('subscriptions: a client subscription by exact topic, with its granted QoS', async () => {
+    const client = await connect('subscriber');
+    await client.subscribeAsync('groups/g_a/messages', { qos: 1 });
+    const aedesClient = clientById(aedes, 'subscriber')!;
+    expect(subscriptionOf(aedesClient, 'groups/g_a/messages')?.qos).toBe(1);
+    expect(subscriptionOf(aedesClient, 'groups/g_b/messages')).toBeUndefined();
+  });
+
+  it('mq: the router carries a packet from emit to a listener', async () => {
+    const heard: string[] = [];
+    messageBus(aedes).on('$test/bus/+', (packet, done) => {
+      heard.push(packet.payload.toString());
+      done();
+    });
+    messageBus(aedes).emit({ cmd: 'publish', topic: '$test/bus/x', payload: Buffer.from('hello'), qos: 0, retain: false }, () => {});
+    await until(() => heard.length === 1, 'the bus to deliver');
+    expect(heard).toEqual(['hello']);
+  });
+
+  it('deliver0: a QoS 0 PUBLISH written to one client', async () => {
+    const client = await connect('receiver0');
+    await client.subscribeAsync('users/u/events', { qos: 0 });
+    const received: string[] = [];
+    client.on('message', (topic, payload) => received.push(`${topic} ${payload.toString()}`));
+    const packet = { cmd: 'publish' as const, topic: 'users/u/events', payload: Buffer.from('{"type":"typing"}'), qos: 0 as const, retain: false, dup: false };
+    deliver0(clientById(aedes, 'receiver0')!, packet, () => {});
+    await until(() => received.length === 1, 'the QoS 0 write');
+    expect(received).toEqual(['users/u/events {"type":"typing"}']);
+  });
+
+  it('conn and _nextId: the connection and the next packet identifier (1-65535) of a connected client, none of a closed one', async () => {
+    await connect('target');
+    const aedesClient = clientById(aedes, 'target')!;
+    const target = writableTarget(aedesClient);
+    expect(target).not.toBeNull();
+    expect(typeof target!.conn.write).toBe('function');
+    expect(target!._nextId).toBeGreaterThanOrEqual(1);
+    expect(target!._nextId).toBeLessThanOrEqual(65_535);
+    await new Promise<void>((resolve) => aedesClient.close(() => resolve()));
+    expect(writableTarget(aedesClient)).toBeNull();
+  });
+
+  it('persistence: subscriptions stored with a persistent session are there when it comes back', async () => {
+    const client = await connect('persistent', false);
+    await storeSubscriptions(aedes, clientById(aedes, 'persistent')!, [{ topic: '$chorus/test-marker', qos: 0 }]);
+    await client.endAsync();
+    await until(() => clientById(aedes, 'persistent') === undefined, 'the session to go offline');
+    // CONNACK's Session Present is 1 only when Aedes found stored subscriptions for the client id [MQTT-3.2.2-2].
+    const connack = await new Promise<{ sessionPresent: boolean }>((resolve) => {
+      const again = mqtt.connect(`mqtt://127.0.0.1:${port}`, { clientId: 'persistent', clean: false, reconnectPeriod: 0 });
+      clients.push(again);
+      again.once('connect', (packet) => resolve(packet as { sessionPresent: boolean }));
+    });
+    expect(connack.sessionPresent).toBe(true);
+  });
+
+  it('publish: a silenced topic is not routed, and its publish completes at once', async () => {
+    const heard: string[] = [];
+    messageBus(aedes).on('$test/silenced', (packet, done) => {
+      heard.push(packet.topic);
+      done();
+    });
+    messageBus(aedes).on('$test/routed', (packet, done) => {
+      heard.push(packet.topic);
+      done();
+    });
+    silenceTopics(aedes, new Set(['$test/silenced']));
+    const publish = (topic: string) =>
+      new Promise<void>((resolve) => aedes.publish({ cmd: 'publish', topic, payload: Buffer.from('x'), qos: 0, retain: false, dup: false }, () => resolve()));
+    await publish('$test/silenced');
+    await publish('$test/routed');
+    await until(() => heard.length === 1, 'the routed topic');
+    expect(heard).toEqual(['$test/routed']);
+  });
+});
