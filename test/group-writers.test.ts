@@ -2,10 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CassandraSession } from '../cassandra/session.js';
 import { REQUEST_TIMEOUT_MS } from '../cassandra/session.js';
-import { WriterMovedError } from '../sequencer/group-writers.js';
+import { GroupWritersLocal, WriterMovedError } from '../sequencer/group-writers.js';
 import { GroupWritersCassandra, type GroupWritersTiming } from '../sequencer/group-writers-cassandra.js';
 import type { MessageDraft } from '../sequencer/message-log.js';
 import { MessageLogCassandra } from '../sequencer/message-log-cassandra.js';
+import { groupWritersContract } from './group-writers.contract.js';
 import { sleep } from './harness.js';
 import { connectCassandra, testKeyspace } from './services.js';
 
@@ -29,25 +30,10 @@ afterAll(async () => {
 const draft = (senderId: string, clientMsgId: string): MessageDraft => ({ senderId, clientMsgId, type: 'text', body: clientMsgId, createdAtMs: Date.now() });
 const group = () => `g-${randomUUID()}`;
 
-describe('GroupWritersCassandra (real Cassandra)', () => {
-  it('gives a group one writer: the first node to ask; the others are told which node it is', async () => {
-    const a = await GroupWritersCassandra.start(shared, 'a', timing);
-    const b = await GroupWritersCassandra.start(shared, 'b', timing);
-    try {
-      const groupId = group();
-      const [first, second] = await Promise.all([a.writerOf(groupId), b.writerOf(groupId)]);
-      const writers = [first, second].filter((w) => w.here);
-      expect(writers).toHaveLength(1);
-      const holder = first.here ? a : b;
-      const other = first.here ? b : a;
-      expect(first.here ? second : first).toEqual({ here: false, nodeId: holder.nodeId });
-      expect(holder.holding(groupId)).toBe(1);
-      expect(other.holding(groupId)).toBeUndefined();
-    } finally {
-      await Promise.all([a.close(), b.close()]);
-    }
-  });
+groupWritersContract('GroupWritersLocal', 1, async (nodeId) => new GroupWritersLocal(nodeId));
+groupWritersContract('GroupWritersCassandra (real Cassandra)', Number.POSITIVE_INFINITY, (nodeId) => GroupWritersCassandra.start(shared, nodeId, timing));
 
+describe('GroupWritersCassandra (real Cassandra)', () => {
   it('a log on a node that does not write the group refuses the append and writes nothing', async () => {
     const a = await GroupWritersCassandra.start(shared, 'a', timing);
     const b = await GroupWritersCassandra.start(shared, 'b', timing);
@@ -62,19 +48,6 @@ describe('GroupWritersCassandra (real Cassandra)', () => {
       expect((await logA.readAfter(groupId, 0, 10)).map((m) => m.clientMsgId)).toEqual(['m1']);
     } finally {
       await Promise.all([a.close(), b.close()]);
-    }
-  });
-
-  it('a group given back on close is taken by the next node at once, under a larger epoch', async () => {
-    const a = await GroupWritersCassandra.start(shared, 'a', timing);
-    const b = await GroupWritersCassandra.start(shared, 'b', timing);
-    try {
-      const groupId = group();
-      expect(await a.writerOf(groupId)).toEqual({ here: true, epoch: 1 });
-      await a.close();
-      expect(await b.writerOf(groupId)).toEqual({ here: true, epoch: 2 });
-    } finally {
-      await b.close();
     }
   });
 
