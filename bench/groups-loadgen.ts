@@ -8,6 +8,7 @@
  * publisher -> broker (-> log) -> subscriber, and comparable between generator processes on one machine (bench/scale.ts
  * runs several).
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -67,7 +68,6 @@ interface Conn {
 const now = () => performance.timeOrigin + performance.now();
 
 const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
 function send(socket: Socket, packet: mqttPacket.Packet): void {

@@ -11,6 +11,7 @@
  * Environment: BENCH_LIVE_ROUNDS (default 5), BENCH_LIVE_PHASE_MS (default 8000), BENCH_LIVE_GROUPS (10),
  * BENCH_LIVE_MEMBERS (20), BENCH_LIVE_WINDOW (16), BENCH_LIVE_PHASES (none,typical,stress); BENCH_PROFILE_DIR writes a CPU profile of the server there.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,7 +29,6 @@ const PHASE_MS = env('BENCH_LIVE_PHASE_MS', 8000);
 const GROUPS = env('BENCH_LIVE_GROUPS', 10);
 const MEMBERS = env('BENCH_LIVE_MEMBERS', 20);
 const WINDOW = env('BENCH_LIVE_WINDOW', 16);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 const [mqttPort, httpPort] = [await freePort(), await freePort()];

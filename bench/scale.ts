@@ -23,6 +23,7 @@
  * BENCH_PROFILE_DIR writes the nodes' CPU profiles there; BENCH_LOG_LEVEL sets the nodes' (warn); BENCH_SCALE_NODE_FLAGS
  * gives the nodes Node.js flags (the generators keep theirs).
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -154,7 +155,6 @@ async function startNode(i: number): Promise<Node> {
   return { child, mqttPort, httpPort, log };
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Cumulative commit counts by upper bound (seconds), summed over every node's chorus_sequencer_commit_seconds. */
 type CommitHistogram = Map<number, number>;

@@ -8,6 +8,7 @@
  * Reports the probe's p50 / p99 in each kind of phase (medians over BENCH_SLOW_ROUNDS rounds, default 3), their
  * ratio, the server's RSS, and how many frozen connections were cut off. BENCH_SLOW_ROUNDS=10 floods for 5 minutes.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { connect as tcpConnect, type Socket } from 'node:net';
@@ -25,7 +26,6 @@ const ROUNDS = env('BENCH_SLOW_ROUNDS', 3);
 const PHASE_MS = env('BENCH_SLOW_PHASE_MS', 15_000);
 const BUFFER_BYTES = 1_048_576;
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const percentile = (values: number[], p: number) => [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(values.length * p))]!;
 const median = (values: number[]) => percentile(values, 0.5);
 

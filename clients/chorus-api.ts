@@ -1,27 +1,8 @@
-import type { HistoryVisibility, MemberRole, SendPayload, StampedMessage } from '../protocol/index.js';
+import type { GroupView, HistoryVisibility, MemberRole, MemberView, PushMode, ReceiptsView, SendPayload, SendView, StampedMessage } from '../protocol/index.js';
 
-export interface GroupInfo {
-  id: string;
-  name: string;
-  description?: string;
-  avatarUrl?: string;
-  historyVisibility: HistoryVisibility;
-  createdBy: string;
-  createdAt: string;
-  role: MemberRole;
-  lastSeq: number;
-  readSeq: number;
-  unread: number;
-}
-
-export interface MemberInfo {
-  userId: string;
-  role: MemberRole;
-  joinedAt: string;
-  readSeq: number;
-}
-
-export type PushMode = 'all' | 'mentions' | 'muted';
+export type GroupInfo = GroupView;
+export type MemberInfo = MemberView;
+export type { PushMode };
 
 /** What a group's admin may set when creating or changing it (null clears description or avatarUrl). */
 export interface GroupSettings {
@@ -32,21 +13,10 @@ export interface GroupSettings {
 }
 
 /** Who has a message: counts over all members, and a page of the readers' user ids. */
-export interface Receipts {
-  seq: number;
-  members: number;
-  deliveredTo: number;
-  readBy: number;
-  readers: string[];
-  next?: string;
-}
+export type Receipts = ReceiptsView;
 
-export interface SendReceipt {
-  seq: number;
-  createdAt: string;
-  clientMsgId: string;
-  duplicate: boolean;
-}
+/** What the SDK learns of a stored send, over REST or MQTT alike (the REST answer also carries the message). */
+export type SendReceipt = Omit<SendView, 'message'>;
 
 /** An error answer of the REST API; `code` is the stable error code (see protocol/errors.ts). */
 export class ChorusApiError extends Error {

@@ -1,17 +1,9 @@
 import { Type } from '@sinclair/typebox';
-import { ChorusError, GroupId, SendPayload, StampedMessage, UserId } from '../protocol/index.js';
+import { ChorusError, GroupId, ReceiptsView, SendPayload, SendView, StampedMessage } from '../protocol/index.js';
 import type { SendResult } from '../sequencer/sequencer.js';
 import type { Api, ApiDeps } from './api-deps.js';
 import { DEFAULT_PAGE, GroupParams, PageQuery, Query, Seq, SeqOrZero, errors } from './schemas.js';
 import { WHOLE_HISTORY, isVisible, isWholeHistory, readVisible } from './visible-history.js';
-
-const SendResponse = Type.Object({
-  seq: Seq,
-  createdAt: Type.String({ format: 'date-time' }),
-  clientMsgId: Type.String(),
-  duplicate: Type.Boolean({ description: 'true when this clientMsgId was already stored; seq is the original' }),
-  message: StampedMessage,
-});
 
 const ReceiptsParams = Type.Object({ groupId: GroupId, seq: Seq });
 
@@ -68,14 +60,7 @@ export async function messageRoutes(app: Api, { config, groups, log, sends, read
         params: ReceiptsParams,
         querystring: PageQuery,
         response: {
-          200: Type.Object({
-            seq: Seq,
-            members: SeqOrZero,
-            deliveredTo: SeqOrZero,
-            readBy: SeqOrZero,
-            readers: Type.Array(UserId),
-            next: Type.Optional(Type.String()),
-          }),
+          200: ReceiptsView,
           ...errors(400, 401, 403, 404),
         },
       },
@@ -100,7 +85,7 @@ export async function messageRoutes(app: Api, { config, groups, log, sends, read
         summary: 'Send a message; a retry with the same clientMsgId returns the original seq (200) instead of a new one (201)',
         params: GroupParams,
         body: SendPayload,
-        response: { 200: SendResponse, 201: SendResponse, ...errors(400, 401, 403, 404, 409, 410, 413, 503) },
+        response: { 200: SendView, 201: SendView, ...errors(400, 401, 403, 404, 409, 410, 413, 503) },
       },
     },
     async (request, reply) => {

@@ -1,11 +1,10 @@
 import { Type } from '@sinclair/typebox';
-import { ChorusError } from '../protocol/index.js';
+import { ChorusError, PushMode } from '../protocol/index.js';
 import { checkPushEndpoint, checkPushKeys, systemResolve } from '../push/endpoint-policy.js';
 import type { Api, ApiDeps } from './api-deps.js';
 import { DEFAULT_PAGE, GroupParams, PageQuery, errors } from './schemas.js';
 
 const Base64Url = (min: number, max: number) => Type.String({ pattern: '^[A-Za-z0-9_-]+={0,2}$', minLength: min, maxLength: max });
-const PushMode = Type.Union([Type.Literal('all'), Type.Literal('mentions'), Type.Literal('muted')]);
 
 /** Web Push: the VAPID key, a user's push subscriptions, per-group preferences; and group presence. */
 export async function pushRoutes(app: Api, { config, groups, push, presence }: ApiDeps): Promise<void> {

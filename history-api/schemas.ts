@@ -1,5 +1,7 @@
-import { Type, type ObjectOptions, type Static, type TProperties } from '@sinclair/typebox';
+import { Type, type ObjectOptions, type TProperties } from '@sinclair/typebox';
 import { GroupId, Seq, UserId, errorCodes } from '../protocol/index.js';
+
+export { GroupView, HistoryVisibility, MemberView, Role } from '../protocol/index.js';
 
 export const ErrorResponse = Type.Object(
   {
@@ -10,37 +12,9 @@ export const ErrorResponse = Type.Object(
   { $id: 'ErrorResponse', description: 'every 4xx/5xx body; branch on code' },
 );
 
-export const Role = Type.Union([Type.Literal('admin'), Type.Literal('member')]);
-
-export const HistoryVisibility = Type.Union([Type.Literal('all'), Type.Literal('since-joined')], {
-  description: 'all: members read the whole retained history; since-joined: only what was sent while they were members',
-});
 export const GroupName = Type.String({ minLength: 1, maxLength: 200 });
 export const GroupDescription = Type.String({ maxLength: 2000 });
 export const AvatarUrl = Type.String({ maxLength: 2048, pattern: '^https://[^\\s]+$', description: 'https only' });
-
-export const GroupView = Type.Object({
-  id: GroupId,
-  name: Type.String(),
-  description: Type.Optional(Type.String()),
-  avatarUrl: Type.Optional(Type.String()),
-  historyVisibility: HistoryVisibility,
-  createdBy: UserId,
-  createdAt: Type.String({ format: 'date-time' }),
-  role: Role,
-  lastSeq: Type.Integer({ minimum: 0 }),
-  readSeq: Type.Integer({ minimum: 0 }),
-  unread: Type.Integer({ minimum: 0 }),
-});
-export type GroupView = Static<typeof GroupView>;
-
-export const MemberView = Type.Object({
-  userId: UserId,
-  role: Role,
-  joinedAt: Type.String({ format: 'date-time' }),
-  readSeq: Type.Integer({ minimum: 0 }),
-});
-export type MemberView = Static<typeof MemberView>;
 
 export const GroupParams = Type.Object({ groupId: GroupId });
 export const MemberParams = Type.Object({ groupId: GroupId, userId: UserId });

@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { GROUP_ID_PATTERN, USER_ID_PATTERN } from './topics.js';
+import type { HistoryVisibility, MemberRole } from './views.js';
 
 export const UserId = Type.String({ pattern: USER_ID_PATTERN, description: 'user id: 1-64 of A-Z a-z 0-9 _ . @ -' });
 export const GroupId = Type.String({ pattern: GROUP_ID_PATTERN, description: 'group id: 1-64 of A-Z a-z 0-9 _ -' });
@@ -98,10 +99,6 @@ export const StampedMessage = Type.Object({
 });
 export type StampedMessage = Static<typeof StampedMessage>;
 
-/** Who may see a group's history: everything retained (all), or what was sent while they were a member. */
-export type HistoryVisibility = 'all' | 'since-joined';
-
-export type MemberRole = 'admin' | 'member';
 
 /** Events on `users/{userId}/events`: what concerns only that user. */
 export type UserEvent =

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ChorusError } from '../protocol/index.js';
+import { backoffMs } from './backoff.js';
 import { WriterMovedError, type GroupWriter, type GroupWriters } from './group-writers.js';
 import type { ForwardedSend, SendForwarding } from './send-forwarding.js';
 import type { SendPath, SendResult, Sequencer } from './sequencer.js';
@@ -10,7 +11,6 @@ import type { SendPath, SendResult, Sequencer } from './sequencer.js';
  */
 const MAX_REROUTE_MS = 30_000;
 const MAX_BACKOFF_MS = 1000;
-const backoffMs = (attempt: number) => Math.min(MAX_BACKOFF_MS, 50 * 2 ** attempt);
 
 const isUnavailable = (err: unknown) => err instanceof ChorusError && err.code === 'STORE_UNAVAILABLE';
 
@@ -47,7 +47,7 @@ export class SendRouter implements SendPath {
         if (Date.now() - started > MAX_REROUTE_MS) {
           throw new ChorusError('STORE_UNAVAILABLE', `group ${groupId} is changing writers; retry with the same clientMsgId`);
         }
-        if (attempt > 0) await this.hold(() => sleep(backoffMs(attempt)));
+        if (attempt > 0) await this.hold(() => sleep(backoffMs(attempt, MAX_BACKOFF_MS)));
       }
     }
   }
@@ -60,7 +60,7 @@ export class SendRouter implements SendPath {
       } catch (err) {
         if (!isUnavailable(err) || this.writers.closed) throw err;
       }
-      await this.hold(() => sleep(backoffMs(attempt)));
+      await this.hold(() => sleep(backoffMs(attempt, MAX_BACKOFF_MS)));
     }
   }
 

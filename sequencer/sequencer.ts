@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ChorusError, type SendPayload, type StampedMessage } from '../protocol/index.js';
+import { backoffMs } from './backoff.js';
 import { WriterMovedError } from './group-writers.js';
 import type { AppendOutcome, GroupAppend, MessageDraft, MessageLog } from './message-log.js';
 import { OrderedDelivery } from './ordered-delivery.js';
@@ -251,7 +252,7 @@ export class Sequencer implements SendPath {
     this.requeue(commit);
     if (this.backingOff) return; // a commit taken before the first failure failed with it
     this.backingOff = true;
-    const delay = Math.min(MAX_BACKOFF_MS, 50 * 2 ** Math.min(this.failures, 10));
+    const delay = backoffMs(this.failures, MAX_BACKOFF_MS);
     setTimeout(() => {
       this.backingOff = false;
       this.scheduleFlush();

@@ -1,5 +1,6 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestChorus, collect, deliveries, sdkClient, sleep, subscribeCodes, until } from './harness.js';
+import { TestChorus, collect, deliveries, sdkClient, subscribeCodes, until } from './harness.js';
 
 describe('only members read, write or subscribe', () => {
   let t: TestChorus;

@@ -1,6 +1,7 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tcpConnect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestChorus, collect, sleep, until } from './harness.js';
+import { TestChorus, collect, until } from './harness.js';
 
 describe('bad input gets a clear code, never a crash, a redelivery loop or a lost message', () => {
   let t: TestChorus;

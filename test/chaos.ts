@@ -1,8 +1,8 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Cluster, ClusterNode } from './cluster-harness.js';
-import { sleep } from './harness.js';
 
 const SERVICES = new URL('../scripts/services.sh', import.meta.url).pathname;
 const CASSANDRA_PID = new URL('../.services/cassandra/cassandra.pid', import.meta.url).pathname;

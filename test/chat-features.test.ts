@@ -1,8 +1,9 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StampedMessage } from '../protocol/index.js';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
-import { TestChorus, collect, sdkClient, sleep, subscribeCodes, tempDir, until } from './harness.js';
+import { TestChorus, collect, sdkClient, subscribeCodes, tempDir, until } from './harness.js';
 
 /** The chat features end to end on the embedded tier: real MQTT.js clients (raw and through the SDK) and REST. */
 describe('chat features: edits, deletes, reactions, attachments, @everyone, receipts, group admin, history visibility', () => {

@@ -1,10 +1,11 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { execFileSync } from 'node:child_process';
 import type { MqttClient } from 'mqtt';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
 import type { StampedMessage } from '../protocol/index.js';
 import { Cluster, type ClusterNode } from './cluster-harness.js';
-import { deliveries, sleep, subscribeCodes, until } from './harness.js';
+import { deliveries, subscribeCodes, until } from './harness.js';
 import type { CassandraSession } from '../cassandra/session.js';
 import { connectCassandra, connectRedis } from './services.js';
 

@@ -1,9 +1,10 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
 import mqtt from 'mqtt';
 import { afterAll, describe, expect, it } from 'vitest';
 import { signToken } from '../auth/token-verifier.js';
 import { ChorusClient } from '../clients/chorus-client.js';
-import { serveProcess, sleep } from './harness.js';
+import { serveProcess } from './harness.js';
 
 describe('SIGKILL mid-stream', () => {
   const children: ChildProcess[] = [];

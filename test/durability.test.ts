@@ -1,9 +1,10 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import mqtt from 'mqtt';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GroupAppend } from '../sequencer/message-log.js';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
-import { TestChorus, WrappedLog, collect, sleep, tempDir, until } from './harness.js';
+import { TestChorus, WrappedLog, collect, tempDir, until } from './harness.js';
 
 /** The real SQLite log, whose appends wait until the gate opens (or fail while it is set to fail). */
 class GatedLog extends WrappedLog {

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CassandraSession } from '../cassandra/session.js';
@@ -7,7 +8,6 @@ import { GroupWritersCassandra, type GroupWritersTiming } from '../sequencer/gro
 import type { MessageDraft } from '../sequencer/message-log.js';
 import { MessageLogCassandra } from '../sequencer/message-log-cassandra.js';
 import { groupWritersContract } from './group-writers.contract.js';
-import { sleep } from './harness.js';
 import { connectCassandra, testKeyspace } from './services.js';
 
 // Short leases, so that a dead node's groups change hands within a test.

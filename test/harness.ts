@@ -142,7 +142,6 @@ export async function until(predicate: () => boolean | Promise<boolean>, what: s
   }
 }
 
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** An SDK client connected as `userId`, over TCP or WebSocket. */
 export async function sdkClient(

@@ -1,7 +1,8 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import mqttPacket from 'mqtt-packet';
 import { connect as tcpConnect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestChorus, collect, sleep, until } from './harness.js';
+import { TestChorus, collect, until } from './harness.js';
 
 describe('a retried send never makes a second message', () => {
   let t: TestChorus;

@@ -1,6 +1,7 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { typingTopic } from '../protocol/index.js';
-import { TestChorus, collect, sdkClient, sleep, subscribeCodes, until } from './harness.js';
+import { TestChorus, collect, sdkClient, subscribeCodes, until } from './harness.js';
 
 describe('live events: typing indicators (ephemeral, stamped with the sender, rate-limited) and read receipts, small groups only', () => {
   let t: TestChorus;

@@ -1,9 +1,10 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import { connect as tcpConnect } from 'node:net';
 import mqttPacket from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { TestChorus, collect, sleep, until } from './harness.js';
+import { TestChorus, collect, until } from './harness.js';
 
 /** A small deterministic generator, so that a failing run can be repeated with its seed. */
 function random(seed: number): () => number {

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createServer, type LookupFunction } from 'node:net';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -7,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PushSender } from '../push/push-sender.js';
 import { PushStoreSqlite } from '../push/push-store-sqlite.js';
-import { sleep, tempDir, until } from './harness.js';
+import { tempDir, until } from './harness.js';
 import { TestPushService } from './push-service.js';
 
 describe('push sender', () => {

@@ -1,5 +1,6 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestChorus, collect, deliveries, sdkClient, sleep, until } from './harness.js';
+import { TestChorus, collect, deliveries, sdkClient, until } from './harness.js';
 import { TestPushService, type Device } from './push-service.js';
 
 describe('web push for offline members', () => {

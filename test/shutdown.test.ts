@@ -1,10 +1,11 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import mqtt from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { afterAll, describe, expect, it } from 'vitest';
 import { signToken } from '../auth/token-verifier.js';
-import { serveProcess, sleep } from './harness.js';
+import { serveProcess } from './harness.js';
 
 /** Idle subscribers: enough that closing them one by one, with the work each disconnect used to do, took seconds. */
 const CROWD = 2997;

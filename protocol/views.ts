@@ -1,0 +1,65 @@
+import { type Static, Type } from '@sinclair/typebox';
+import { GroupId, Seq, StampedMessage, UserId } from './messages.js';
+
+/**
+ * What the REST API answers, as schemas: the routes validate and document their responses with them, and the SDK
+ * takes its types from them, so the two cannot drift apart.
+ */
+
+export const Role = Type.Union([Type.Literal('admin'), Type.Literal('member')]);
+export type MemberRole = Static<typeof Role>;
+
+export const HistoryVisibility = Type.Union([Type.Literal('all'), Type.Literal('since-joined')], {
+  description: 'all: members read the whole retained history; since-joined: only what was sent while they were members',
+});
+/** Who may see a group's history: everything retained (all), or what was sent while they were a member. */
+export type HistoryVisibility = Static<typeof HistoryVisibility>;
+
+const SeqOrZero = Type.Integer({ minimum: 0 });
+
+export const GroupView = Type.Object({
+  id: GroupId,
+  name: Type.String(),
+  description: Type.Optional(Type.String()),
+  avatarUrl: Type.Optional(Type.String()),
+  historyVisibility: HistoryVisibility,
+  createdBy: UserId,
+  createdAt: Type.String({ format: 'date-time' }),
+  role: Role,
+  lastSeq: SeqOrZero,
+  readSeq: SeqOrZero,
+  unread: SeqOrZero,
+});
+export type GroupView = Static<typeof GroupView>;
+
+export const MemberView = Type.Object({
+  userId: UserId,
+  role: Role,
+  joinedAt: Type.String({ format: 'date-time' }),
+  readSeq: SeqOrZero,
+});
+export type MemberView = Static<typeof MemberView>;
+
+/** Who has a message: counts over all members, and a page of the readers' user ids. */
+export const ReceiptsView = Type.Object({
+  seq: Seq,
+  members: SeqOrZero,
+  deliveredTo: SeqOrZero,
+  readBy: SeqOrZero,
+  readers: Type.Array(UserId),
+  next: Type.Optional(Type.String()),
+});
+export type ReceiptsView = Static<typeof ReceiptsView>;
+
+/** A send's outcome: its seq (the original one for a retried clientMsgId) and the message as stored. */
+export const SendView = Type.Object({
+  seq: Seq,
+  createdAt: Type.String({ format: 'date-time' }),
+  clientMsgId: Type.String(),
+  duplicate: Type.Boolean({ description: 'true when this clientMsgId was already stored; seq is the original' }),
+  message: StampedMessage,
+});
+export type SendView = Static<typeof SendView>;
+
+export const PushMode = Type.Union([Type.Literal('all'), Type.Literal('mentions'), Type.Literal('muted')]);
+export type PushMode = Static<typeof PushMode>;
