@@ -2,6 +2,7 @@
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
+import { pino, type Logger } from 'pino';
 import { signToken } from '../auth/token-verifier.js';
 import { ConfigError, loadConfig, type ChorusConfig } from '../config/config.js';
 import { startChorus } from './start.js';
@@ -37,10 +38,20 @@ function config(overrides: Partial<ChorusConfig> = {}): ChorusConfig {
 /** How long `chorus serve` may take to close after SIGTERM or SIGINT. */
 const SHUTDOWN_DEADLINE_MS = 9000;
 
+/**
+ * JSON lines, one per event, for log collectors; in development on a terminal, lines a person can scan (pino-pretty,
+ * synchronous so that nothing is lost at exit).
+ */
+async function serverLogger(cfg: ChorusConfig): Promise<Logger> {
+  if (cfg.env !== 'development' || !process.stdout.isTTY) return pino({ level: cfg.logLevel });
+  const { default: pretty } = await import('pino-pretty');
+  return pino({ level: cfg.logLevel }, pretty({ colorize: true, sync: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' }));
+}
+
 async function serve(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { role: { type: 'string' } } });
   const cfg = config(values.role ? { role: values.role as ChorusConfig['role'] } : {});
-  const chorus = await startChorus(cfg);
+  const chorus = await startChorus(cfg, { logger: await serverLogger(cfg) });
   process.stdout.write(
     [
       `Chorus is running (role ${cfg.role}, store ${cfg.store}${cfg.store === 'sqlite' ? ` in ${cfg.dataDir}` : ''}, ${cfg.env} mode)`,

@@ -209,7 +209,7 @@ export async function freePort(): Promise<number> {
   }
 }
 
-const CLI = new URL('../dist/server/cli.js', import.meta.url).pathname;
+export const CLI = new URL('../dist/server/cli.js', import.meta.url).pathname;
 
 /**
  * `chorus serve` as its own process, on fixed ports and a data dir of its own, started again on the same ones after a
