@@ -40,7 +40,7 @@ describe('docker-compose.yml stays true to the code', () => {
 
   it('builds the image that runs `chorus serve`', () => {
     const dockerfile = readFileSync(`${root}Dockerfile`, 'utf8');
-    expect(dockerfile).toMatch(/CMD \["node", "dist\/clients\/cli\.js", "serve"\]/);
+    expect(dockerfile).toMatch(/CMD \["node", "dist\/server\/cli\.js", "serve"\]/);
     expect(dockerfile).toMatch(/ENV CHORUS_HOST=0\.0\.0\.0/);
   });
 });
