@@ -1,4 +1,4 @@
-import type { StampedMessage } from '../protocol/index.js';
+import { ERASED_BY_DELETE, effectOf, type StampedMessage } from '../protocol/index.js';
 
 /**
  * A delivered message as a later event (edit, delete, reaction: one that names it by targetSeq) leaves it, as the
@@ -8,15 +8,17 @@ import type { StampedMessage } from '../protocol/index.js';
  */
 export function applyEvent(target: StampedMessage, event: StampedMessage, viewerId: string, reactors: Set<string>): StampedMessage | null {
   if (event.targetSeq !== target.seq || target.deletedAt !== undefined) return null;
-  if (event.type === 'edit') {
+  const effect = effectOf(event.type);
+  if (effect === 'edit') {
     if (event.senderId !== target.senderId || event.body === undefined) return null;
     return { ...target, body: event.body, editedAt: event.createdAt };
   }
-  if (event.type === 'delete') {
-    const { body: _body, mentions: _mentions, mentionEveryone: _everyone, attachments: _attachments, editedAt: _edited, reactions: _reactions, ...rest } = target;
+  if (effect === 'delete') {
+    const { editedAt: _edited, reactions: _reactions, ...rest } = target;
+    for (const field of ERASED_BY_DELETE) delete rest[field];
     return { ...rest, deletedAt: event.createdAt };
   }
-  if (event.type !== 'reaction' || event.emoji === undefined) return null;
+  if (effect !== 'reaction' || event.emoji === undefined) return null;
   const key = `${event.emoji}\n${event.senderId}`;
   const adding = !event.remove;
   const counts = (target.reactions ?? []).map((r) => ({ ...r }));

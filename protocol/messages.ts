@@ -18,14 +18,6 @@ export const MAX_MENTIONS = 50;
 export const MAX_ATTACHMENTS = 10;
 
 /**
- * Types with a meaning to Chorus: each refers to an earlier message of the group by `targetSeq` and is sequenced like
- * any message (so catch-up by seq replays it in order). Every other type is the app's own and carries a body.
- */
-export const EVENT_TYPES = ['edit', 'delete', 'reaction'] as const;
-export type EventType = (typeof EVENT_TYPES)[number];
-export const isEventType = (type: string): type is EventType => (EVENT_TYPES as readonly string[]).includes(type);
-
-/**
  * A file the app stored elsewhere (Chorus carries no uploads: a client puts the file in the app's object store, by a
  * presigned URL say, and sends its https URL here).
  */

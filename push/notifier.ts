@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Presence } from '../broker/presence.js';
 import type { Groups } from '../groups/groups.js';
 import { MembershipCache } from '../groups/membership-cache.js';
-import { isEventType, type StampedMessage } from '../protocol/index.js';
+import { messageTypeOf, type StampedMessage } from '../protocol/index.js';
 import type { PushSender } from './push-sender.js';
 import { MAX_REACHABLE_QUERY, type PushStore } from './push-store.js';
 
@@ -93,9 +93,9 @@ export class Notifier {
     this.memberIds = new MembershipCache<string[]>(groups, { maxWeight: MAX_KEPT_MEMBER_IDS, weigh: (userIds) => userIds.length });
   }
 
-  /** Called for every newly stored message; never blocks and never throws. Edits, deletes and reactions push nothing. */
+  /** Called for every newly stored message; never blocks and never throws. Only types that are pushed (not events). */
   onMessage(message: StampedMessage): void {
-    if (this.closed || isEventType(message.type)) return;
+    if (this.closed || !messageTypeOf(message.type).pushed) return;
     if (this.queue.length >= MAX_QUEUED_MESSAGES) {
       this.queue.shift();
       this.dropped += 1;

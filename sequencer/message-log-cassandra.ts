@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import cassandra from 'cassandra-driver';
-import { ChorusError, type ReactionCount, type StampedMessage } from '../protocol/index.js';
+import { ChorusError, contentOf, ERASED_BY_DELETE, effectOf, type ReactionCount, type StampedMessage } from '../protocol/index.js';
 import { REQUEST_TIMEOUT_MS, type CassandraSession } from '../cassandra/session.js';
 import { countReactions, toStampedMessage, type AppendOutcome, type GroupAppend, type MessageDraft, type MessageLog } from './message-log.js';
 import { WriterMovedError, type GroupWriters } from './group-writers.js';
@@ -507,7 +507,8 @@ export class MessageLogCassandra implements MessageLog {
         await this.db.execute('INSERT INTO group_messages (group_id, bucket, seq, draft) VALUES (?, ?, ?, ?) USING TTL ?', [groupId, bucketOf(rowSeq), rowSeq, draftJson(next), ttl]);
       };
       const { draft: was, ttl } = target;
-      if (draft.type === 'edit') {
+      const effect = effectOf(draft.type);
+      if (effect === 'edit') {
         if (was.deletedAtMs !== undefined) {
           const own = await this.readRow(groupId, seq);
           if (own && own.draft.body !== undefined) await write(seq, erased(own.draft, was.deletedAtMs), own.ttl);
@@ -515,7 +516,7 @@ export class MessageLogCassandra implements MessageLog {
           const editSeqs = [...new Set([...(was.editSeqs ?? []), seq])];
           await write(draft.targetSeq, { ...was, body: draft.body!, editedAtMs: draft.createdAtMs, lastEditSeq: seq, editSeqs }, ttl);
         }
-      } else if (draft.type === 'delete') {
+      } else if (effect === 'delete') {
         const deletedAtMs = was.deletedAtMs ?? draft.createdAtMs;
         await write(draft.targetSeq, erased(was, deletedAtMs), ttl);
         for (const editSeq of was.editSeqs ?? []) {
@@ -524,7 +525,7 @@ export class MessageLogCassandra implements MessageLog {
         }
         this.fence(groupId, epoch);
         await this.db.execute('DELETE FROM message_reactions WHERE group_id = ? AND bucket = ? AND target_seq = ?', [groupId, bucketOf(draft.targetSeq), draft.targetSeq]);
-      } else if (draft.type === 'reaction' && was.deletedAtMs === undefined) {
+      } else if (effect === 'reaction' && was.deletedAtMs === undefined) {
         this.fence(groupId, epoch);
         const key = [groupId, bucketOf(draft.targetSeq), draft.targetSeq, draft.emoji, draft.senderId];
         if (draft.remove) await this.db.execute('DELETE FROM message_reactions WHERE group_id = ? AND bucket = ? AND target_seq = ? AND emoji = ? AND user_id = ?', key);
@@ -626,16 +627,12 @@ export class MessageLogCassandra implements MessageLog {
 
 /** A row's draft with its content erased: what a delete leaves of a message, or of one of its edits. */
 function erased(draft: StoredDraft, deletedAtMs: number): StoredDraft {
-  const { body: _body, mentions: _mentions, mentionEveryone: _everyone, attachments: _attachments, ...rest } = draft;
-  return { ...rest, deletedAtMs };
+  const rest: StoredDraft = { ...draft, deletedAtMs };
+  for (const field of ERASED_BY_DELETE) delete rest[field];
+  return rest;
 }
 
 /** The draft a stored message was made from (its content as it is now: for re-applying its effect, only the event fields matter). */
 function draftOfMessage(m: StampedMessage): MessageDraft {
-  const draft: MessageDraft = { senderId: m.senderId, clientMsgId: m.clientMsgId, type: m.type, createdAtMs: Date.parse(m.createdAt) };
-  if (m.body !== undefined) draft.body = m.body;
-  if (m.targetSeq !== undefined) draft.targetSeq = m.targetSeq;
-  if (m.emoji !== undefined) draft.emoji = m.emoji;
-  if (m.remove) draft.remove = true;
-  return draft;
+  return { senderId: m.senderId, clientMsgId: m.clientMsgId, type: m.type, createdAtMs: Date.parse(m.createdAt), ...contentOf(m) };
 }

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import type { ReactionCount, StampedMessage } from '../protocol/index.js';
+import { contentOf, effectOf, type MessageContent, type ReactionCount, type StampedMessage } from '../protocol/index.js';
 import { pagedStatement } from '../sqlite/paged-statement.js';
 import { countReactions, toStampedMessage, type AppendOutcome, type GroupAppend, type MessageDraft, type MessageLog } from './message-log.js';
 
@@ -15,7 +15,7 @@ interface MessageRow {
   reply_to_seq: number | null;
   mentions: string | null;
   created_at: number;
-  /** JSON of the rarer fields: mentionEveryone, attachments, emoji, remove. */
+  /** JSON of the content fields without a column of their own (mentionEveryone, attachments, emoji, remove, ...). */
   extra: string | null;
   target_seq: number | null;
   edited_at: number | null;
@@ -23,15 +23,12 @@ interface MessageRow {
   last_edit_seq: number | null;
 }
 
-type Extra = Pick<MessageDraft, 'mentionEveryone' | 'attachments' | 'emoji' | 'remove'>;
+/** Content fields stored in columns of their own; every other one goes to `extra`, so a new field needs no column. */
+const COLUMN_FIELDS = new Set<string>(['body', 'replyToSeq', 'mentions', 'targetSeq']);
 
 function extraOf(draft: MessageDraft): string | null {
-  const extra: Extra = {};
-  if (draft.mentionEveryone) extra.mentionEveryone = true;
-  if (draft.attachments !== undefined) extra.attachments = draft.attachments;
-  if (draft.emoji !== undefined) extra.emoji = draft.emoji;
-  if (draft.remove) extra.remove = true;
-  return Object.keys(extra).length > 0 ? JSON.stringify(extra) : null;
+  const extra = Object.entries(contentOf(draft)).filter(([field]) => !COLUMN_FIELDS.has(field));
+  return extra.length > 0 ? JSON.stringify(Object.fromEntries(extra)) : null;
 }
 
 /** Columns added since the first release, for files made by it: (name, declaration). */
@@ -59,7 +56,7 @@ const rowToMessage = (groupId: string, row: MessageRow): StampedMessage =>
       body: row.body,
       ...(row.reply_to_seq === null ? {} : { replyToSeq: row.reply_to_seq }),
       ...(row.mentions === null ? {} : { mentions: JSON.parse(row.mentions) as string[] }),
-      ...(row.extra === null ? {} : (JSON.parse(row.extra) as Extra)),
+      ...(row.extra === null ? {} : (JSON.parse(row.extra) as MessageContent)),
       ...(row.target_seq === null ? {} : { targetSeq: row.target_seq }),
       createdAtMs: row.created_at,
     },
@@ -190,14 +187,15 @@ export class MessageLogSqlite implements MessageLog {
     const targetSeq = event.targetSeq!;
     const target = this.effects.target.get(groupId, targetSeq);
     if (!target) return;
-    if (event.type === 'edit') {
+    const effect = effectOf(event.type);
+    if (effect === 'edit') {
       if (target.deleted_at !== null) this.effects.erase.run(target.deleted_at, groupId, seq);
       else if ((target.last_edit_seq ?? 0) < seq) this.effects.edit.run(event.body, event.createdAtMs, seq, groupId, targetSeq);
-    } else if (event.type === 'delete') {
+    } else if (effect === 'delete') {
       this.effects.erase.run(event.createdAtMs, groupId, targetSeq);
       this.effects.eraseEdits.run(event.createdAtMs, groupId, targetSeq);
       this.effects.dropReactions.run(groupId, targetSeq);
-    } else if (event.type === 'reaction' && target.deleted_at === null) {
+    } else if (effect === 'reaction' && target.deleted_at === null) {
       if (event.remove) this.effects.unreact.run(groupId, targetSeq, event.emoji, event.senderId);
       else this.effects.react.run(groupId, targetSeq, event.emoji, event.senderId);
     }

@@ -1,19 +1,10 @@
-import type { Attachment, ReactionCount, StampedMessage } from '../protocol/index.js';
+import { contentOf, ERASED_BY_DELETE, type MessageContent, type ReactionCount, type StampedMessage } from '../protocol/index.js';
 
 /** A message as the sequencer hands it to the log: everything but its seq. */
-export interface MessageDraft {
+export interface MessageDraft extends MessageContent {
   senderId: string;
   clientMsgId: string;
   type: string;
-  body?: string;
-  replyToSeq?: number;
-  mentions?: string[];
-  mentionEveryone?: true;
-  attachments?: Attachment[];
-  /** edit, delete, reaction: the message they apply to. */
-  targetSeq?: number;
-  emoji?: string;
-  remove?: true;
   /** Milliseconds since the epoch, taken by the sequencer when the draft was accepted. */
   createdAtMs: number;
 }
@@ -86,16 +77,9 @@ export function toStampedMessage(groupId: string, seq: number, draft: MessageDra
   // groupId and seq lead: the broker reads a delivered message's seq from the start of its bytes (seqOfPayload).
   const message = { groupId, seq, senderId: draft.senderId, clientMsgId: draft.clientMsgId, type: draft.type } as StampedMessage;
   const deleted = state.deletedAtMs !== undefined;
-  if (draft.body !== undefined && draft.body !== '' && !deleted) message.body = draft.body;
-  if (draft.replyToSeq !== undefined) message.replyToSeq = draft.replyToSeq;
-  if (!deleted) {
-    if (draft.mentions !== undefined && draft.mentions.length > 0) message.mentions = draft.mentions;
-    if (draft.mentionEveryone) message.mentionEveryone = true;
-    if (draft.attachments !== undefined && draft.attachments.length > 0) message.attachments = draft.attachments;
-  }
-  if (draft.targetSeq !== undefined) message.targetSeq = draft.targetSeq;
-  if (draft.emoji !== undefined) message.emoji = draft.emoji;
-  if (draft.remove) message.remove = true;
+  const content = contentOf(draft) as Record<string, unknown>;
+  if (deleted) for (const field of ERASED_BY_DELETE) delete content[field];
+  Object.assign(message, content);
   message.createdAt = new Date(draft.createdAtMs).toISOString();
   if (state.editedAtMs !== undefined && !deleted) message.editedAt = new Date(state.editedAtMs).toISOString();
   if (deleted) message.deletedAt = new Date(state.deletedAtMs!).toISOString();

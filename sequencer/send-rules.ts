@@ -1,4 +1,4 @@
-import { ChorusError, isEventType, type MemberRole, type SendPayload } from '../protocol/index.js';
+import { ChorusError, isEventType, type MemberRole, messageTypeOf, type SendPayload } from '../protocol/index.js';
 import type { MessageLog } from './message-log.js';
 
 export interface SendRulesOptions {
@@ -35,7 +35,10 @@ export class SendRules {
     if (send.targetSeq !== undefined) await this.checkTarget(groupId, senderId, send.type ?? 'text', send.targetSeq);
   }
 
+  /** Whether an event of `type` may name message `targetSeq` (its declaration in protocol/message-types.ts says). */
   private async checkTarget(groupId: string, senderId: string, type: string, targetSeq: number): Promise<void> {
+    const event = messageTypeOf(type).event;
+    if (!event) return; // send-validation lets targetSeq through for events only
     const [target] = await this.log.readAfter(groupId, targetSeq - 1, 1);
     if (target?.seq !== targetSeq) {
       // Seqs have no gaps: one at or below the last that cannot be read has expired.
@@ -44,11 +47,13 @@ export class SendRules {
     }
     if (isEventType(target.type)) throw new ChorusError('TARGET_UNKNOWN', `message ${targetSeq} is a ${target.type} event`);
     const { retentionMs } = this.options;
-    if (type !== 'reaction' && retentionMs > 0 && Date.parse(target.createdAt) < Date.now() - retentionMs) throw new ChorusError('TARGET_EXPIRED');
-    if (type === 'edit' && target.senderId !== senderId) throw new ChorusError('NOT_SENDER', 'only the sender of a message may edit it');
-    if (type === 'delete' && target.senderId !== senderId && (await this.options.roleOf(groupId, senderId)) !== 'admin') {
-      throw new ChorusError('NOT_SENDER', "only the sender of a message or a group admin may delete it");
+    if (event.withinRetention && retentionMs > 0 && Date.parse(target.createdAt) < Date.now() - retentionMs) throw new ChorusError('TARGET_EXPIRED');
+    if (target.senderId !== senderId) {
+      if (event.of === 'own') throw new ChorusError('NOT_SENDER', `only the sender of a message may ${type} it`);
+      if (event.of === 'own-or-admin' && (await this.options.roleOf(groupId, senderId)) !== 'admin') {
+        throw new ChorusError('NOT_SENDER', `only the sender of a message or a group admin may ${type} it`);
+      }
     }
-    if (type !== 'delete' && target.deletedAt !== undefined) throw new ChorusError('TARGET_DELETED');
+    if (!event.ofDeleted && target.deletedAt !== undefined) throw new ChorusError('TARGET_DELETED');
   }
 }

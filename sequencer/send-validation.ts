@@ -1,5 +1,5 @@
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { ChorusError, SendPayload, isEventType } from '../protocol/index.js';
+import { CONTENT_FIELDS, ChorusError, SendPayload, messageTypeOf } from '../protocol/index.js';
 
 const checkSend = TypeCompiler.Compile(SendPayload);
 
@@ -57,24 +57,17 @@ export function validateSend(value: unknown, maxBodyBytes: number): SendPayload 
   return value;
 }
 
-/** Which fields each type takes (see SendPayload); the schema alone cannot say it with readable errors. */
+/** Which fields each type takes (protocol/message-types.ts); the schema alone cannot say it with readable errors. */
 function checkFieldsOfType(send: SendPayload): void {
   const type = send.type ?? 'text';
+  const { required, optional, oneOf } = messageTypeOf(type);
   const problems: { path: string; message: string }[] = [];
-  const must = (field: keyof SendPayload, present: boolean) => {
-    if (present && send[field] === undefined) problems.push({ path: `/${field}`, message: `a ${type} message needs ${field}` });
-    if (!present && send[field] !== undefined) problems.push({ path: `/${field}`, message: `a ${type} message takes no ${field}` });
-  };
-  if (isEventType(type)) {
-    must('targetSeq', true);
-    must('body', type === 'edit');
-    must('emoji', type === 'reaction');
-    if (type !== 'reaction') must('remove', false);
-    for (const field of ['replyToSeq', 'mentions', 'mentionEveryone', 'attachments'] as const) must(field, false);
-  } else {
-    for (const field of ['targetSeq', 'emoji', 'remove'] as const) must(field, false);
-    if (send.body === undefined && send.attachments === undefined) problems.push({ path: '/body', message: 'a message needs a body or attachments' });
+  for (const field of CONTENT_FIELDS) {
+    const present = send[field] !== undefined;
+    if (!present && required.includes(field)) problems.push({ path: `/${field}`, message: `a ${type} message needs ${field}` });
+    if (present && !required.includes(field) && !optional.includes(field)) problems.push({ path: `/${field}`, message: `a ${type} message takes no ${field}` });
   }
+  if (oneOf && !oneOf.some((field) => send[field] !== undefined)) problems.push({ path: `/${oneOf[0]}`, message: `a message needs ${oneOf.join(' or ')}` });
   send.attachments?.forEach((attachment, i) => {
     let url: URL | null = null;
     try {

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ChorusError, type SendPayload, type StampedMessage } from '../protocol/index.js';
+import { ChorusError, contentOf, type SendPayload, type StampedMessage } from '../protocol/index.js';
 import { backoffMs } from './backoff.js';
 import { WriterMovedError } from './group-writers.js';
 import type { AppendOutcome, GroupAppend, MessageDraft, MessageLog } from './message-log.js';
@@ -122,15 +122,7 @@ export class Sequencer implements SendPath {
     await this.rules.check(groupId, senderId, send);
     if (this.closed) throw new ChorusError('STORE_UNAVAILABLE', 'the sequencer is shutting down');
     if (this.pendingCount >= this.options.maxPendingSends) throw new ChorusError('OVERLOADED');
-    const draft: MessageDraft = { senderId, clientMsgId: send.clientMsgId, type: send.type ?? 'text', createdAtMs: Date.now() };
-    if (send.body !== undefined) draft.body = send.body;
-    if (send.replyToSeq !== undefined) draft.replyToSeq = send.replyToSeq;
-    if (send.mentions !== undefined && send.mentions.length > 0) draft.mentions = send.mentions;
-    if (send.mentionEveryone) draft.mentionEveryone = true;
-    if (send.attachments !== undefined) draft.attachments = send.attachments;
-    if (send.targetSeq !== undefined) draft.targetSeq = send.targetSeq;
-    if (send.emoji !== undefined) draft.emoji = send.emoji;
-    if (send.remove) draft.remove = true;
+    const draft: MessageDraft = { senderId, clientMsgId: send.clientMsgId, type: send.type ?? 'text', createdAtMs: Date.now(), ...contentOf(send) };
     return new Promise<SendResult>((resolve, reject) => {
       let queue = this.queues.get(groupId);
       if (!queue) this.queues.set(groupId, (queue = []));

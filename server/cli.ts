@@ -7,7 +7,7 @@ import { signToken } from '../auth/token-verifier.js';
 import { ConfigError, loadConfig, type ChorusConfig } from '../config/config.js';
 import { startChorus } from './start.js';
 import { ChorusClient } from '../clients/chorus-client.js';
-import { messageLine } from '../clients/message-text.js';
+import { messageLine } from '../protocol/index.js';
 import { FilePositionStore } from '../clients/position-store-file.js';
 
 const USAGE = `chorus — group messaging on MQTT

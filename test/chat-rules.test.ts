@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PubackOrder, seqOfPayload } from '../broker/puback-order.js';
 import { applyEvent } from '../clients/message-state.js';
-import { messageLine } from '../clients/message-text.js';
+import { messageLine } from '../protocol/index.js';
 import type { StampedMessage } from '../protocol/index.js';
 import { previewOf } from '../push/notifier.js';
 import { toStampedMessage } from '../sequencer/message-log.js';

@@ -8,6 +8,7 @@ import {
   LocalStoragePositionStore,
   applyEvent,
   humanSize,
+  isEventType,
   type GroupInfo,
   type PushMode,
   type StampedMessage,
@@ -233,7 +234,7 @@ function show(messages: StampedMessage[], options: { scroll?: 'keep-bottom' | 'k
   const anchor = [...list.querySelectorAll<HTMLLIElement>('li[data-seq]')].find((li) => li.getBoundingClientRect().bottom > listTop);
   const anchorOffset = anchor ? anchor.getBoundingClientRect().top - listTop : 0;
   for (const m of messages) {
-    if (m.type === 'edit' || m.type === 'delete' || m.type === 'reaction') continue; // applied to their targets
+    if (isEventType(m.type)) continue; // applied to their targets
     const existing = list.querySelector<HTMLLIElement>(`li[data-seq="${m.seq}"]`)
       ?? (m.senderId === session!.userId ? list.querySelector<HTMLLIElement>(`li.pending[data-client-msg-id="${CSS.escape(m.clientMsgId)}"]`) : null);
     const before = shown.get(m.seq);
@@ -362,7 +363,7 @@ function cancelReply(): void {
 function onMessage(m: StampedMessage): void {
   const g = groups.get(m.groupId);
   if (!g) return;
-  const isEvent = m.type === 'edit' || m.type === 'delete' || m.type === 'reaction';
+  const isEvent = isEventType(m.type);
   if (m.seq > g.lastSeq) {
     g.lastSeq = m.seq;
     if (!isEvent) {
