@@ -27,7 +27,8 @@ export class FailedAuthThrottle {
 
   failed(address: string): void {
     let bucket = this.buckets.get(address);
-    if (bucket) this.buckets.delete(address); // re-inserted last: the Map's order is least recently failed first
+    if (bucket)
+      this.buckets.delete(address); // re-inserted last: the Map's order is least recently failed first
     else {
       if (this.buckets.size >= this.maxAddresses) this.buckets.delete(this.buckets.keys().next().value!);
       bucket = new TokenBucket(this.perMinute, this.perMinute / 60);

@@ -79,7 +79,10 @@ export async function createTokenVerifier(config: ChorusConfig): Promise<TokenVe
       }
       const checked = verifyToken(token, now);
       verified.delete(token);
-      verified.set(token, { token: checked, until: Math.min(checked.expiresAt ?? Number.POSITIVE_INFINITY, now + CACHE_SECONDS) });
+      verified.set(token, {
+        token: checked,
+        until: Math.min(checked.expiresAt ?? Number.POSITIVE_INFINITY, now + CACHE_SECONDS),
+      });
       if (verified.size > MAX_CACHED_TOKENS) verified.delete(verified.keys().next().value!);
       return checked;
     },

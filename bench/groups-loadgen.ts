@@ -67,7 +67,8 @@ interface Conn {
 /** Epoch milliseconds with sub-millisecond resolution: comparable across processes on one machine. */
 const now = () => performance.timeOrigin + performance.now();
 
-const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+const percentile = (sorted: number[], p: number): number =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
 const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
 function send(socket: Socket, packet: mqttPacket.Packet): void {
@@ -99,7 +100,11 @@ function open(port: number, conn: Conn, clean: boolean): Promise<void> {
     parser.on('packet', (p) => {
       if (p.cmd === 'connack') {
         if (p.returnCode !== 0) return fail(new Error(`CONNACK ${p.returnCode}`));
-        send(socket, { cmd: 'subscribe', messageId: 1, subscriptions: conn.member.topics.map((topic) => ({ topic, qos: 1 as const })) });
+        send(socket, {
+          cmd: 'subscribe',
+          messageId: 1,
+          subscriptions: conn.member.topics.map((topic) => ({ topic, qos: 1 as const })),
+        });
       } else if (p.cmd === 'suback') {
         clearTimeout(timer);
         resolve();
@@ -111,12 +116,26 @@ function open(port: number, conn: Conn, clean: boolean): Promise<void> {
       }
     });
     const { username, password, clientId } = conn.member;
-    send(socket, { cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean, clientId, keepalive: 300, username, password: Buffer.from(password) });
+    send(socket, {
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clean,
+      clientId,
+      keepalive: 300,
+      username,
+      password: Buffer.from(password),
+    });
   });
 }
 
 /** Opens every connection, at most `concurrency` at a time; returns how many failed, and why (reason -> count). */
-async function openAll(port: number, conns: Conn[], clean: boolean, concurrency: number): Promise<{ failed: number; failures: Record<string, number> }> {
+async function openAll(
+  port: number,
+  conns: Conn[],
+  clean: boolean,
+  concurrency: number,
+): Promise<{ failed: number; failures: Record<string, number> }> {
   let next = 0;
   let failed = 0;
   const failures: Record<string, number> = {};
@@ -141,7 +160,15 @@ function publish(conn: Conn, filler: string, topicIndex = 0): number | undefined
   const sentAt = now();
   const clientMsgId = `${conn.member.clientId}-${conn.nextMessageId}-${sentAt}`;
   const payload = `{"clientMsgId":"${clientMsgId}","body":"~T${sentAt}|${filler}"}`;
-  send(conn.socket, { cmd: 'publish', topic: conn.member.topics[topicIndex]!, qos: 1, messageId: conn.nextMessageId, retain: false, dup: false, payload });
+  send(conn.socket, {
+    cmd: 'publish',
+    topic: conn.member.topics[topicIndex]!,
+    qos: 1,
+    messageId: conn.nextMessageId,
+    retain: false,
+    dup: false,
+    payload,
+  });
   return sentAt;
 }
 
@@ -153,7 +180,13 @@ const sentAtOf = (payload: Buffer): number => {
 
 async function run(spec: GroupsLoadSpec): Promise<void> {
   const filler = 'x'.repeat(spec.bodyBytes);
-  const conns: Conn[] = spec.members.map((member) => ({ member, socket: undefined, nextMessageId: 0, inFlight: 0, onDelivery: () => undefined }));
+  const conns: Conn[] = spec.members.map((member) => ({
+    member,
+    socket: undefined,
+    nextMessageId: 0,
+    inFlight: 0,
+    onDelivery: () => undefined,
+  }));
   const byTopic = new Map<string, Conn[]>();
   for (const conn of conns) {
     const group = byTopic.get(conn.member.topics[0]!);
@@ -172,7 +205,15 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
         const started = now();
         const { failed, failures } = await openAll(spec.port, conns, spec.clean, step.concurrency);
         const ended = now();
-        await report({ step: 'connect', connections: conns.length, failed, failures, perSec: (conns.length - failed) / ((ended - started) / 1000), startedAt: started, endedAt: ended });
+        await report({
+          step: 'connect',
+          connections: conns.length,
+          failed,
+          failures,
+          perSec: (conns.length - failed) / ((ended - started) / 1000),
+          startedAt: started,
+          endedAt: ended,
+        });
         break;
       }
       case 'rate': {
@@ -236,7 +277,9 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
         const from = step.from === undefined ? undefined : conns[step.from];
         const topic = (from ?? conns[0]!).member.topics[step.topicIndex]!;
         // Members whose connection failed or was closed are not waited for (the connect step counted them).
-        const receivers = conns.filter((c) => c !== from && c.member.topics[step.topicIndex] === topic && c.socket && !c.socket.destroyed);
+        const receivers = conns.filter(
+          (c) => c !== from && c.member.topics[step.topicIndex] === topic && c.socket && !c.socket.destroyed,
+        );
         let waiting = receivers.length;
         let lastAt = 0;
         const done = new Promise<void>((resolve) => {
@@ -253,7 +296,13 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
         await sleep(step.delayMs);
         const sentAt = from && publish(from, filler, step.topicIndex);
         await Promise.race([done, sleep(step.timeoutMs)]);
-        await report({ step: 'fanout', receivers: receivers.length, missing: waiting, ...(sentAt ? { sentAt, lastDeliveryMs: lastAt - sentAt } : {}), lastDeliveryAt: lastAt });
+        await report({
+          step: 'fanout',
+          receivers: receivers.length,
+          missing: waiting,
+          ...(sentAt ? { sentAt, lastDeliveryMs: lastAt - sentAt } : {}),
+          lastDeliveryAt: lastAt,
+        });
         break;
       }
       case 'storm': {
@@ -280,7 +329,15 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
         const { failed, failures } = await openAll(spec.port, away, spec.clean, away.length);
         const connectedMs = performance.now() - started;
         await Promise.race([allCaughtUp, sleep(step.timeoutMs)]);
-        await report({ step: 'storm', reconnecting: away.length, failed, failures, connectedMs, behind, caughtUpMs: behind === 0 ? performance.now() - started : null });
+        await report({
+          step: 'storm',
+          reconnecting: away.length,
+          failed,
+          failures,
+          connectedMs,
+          behind,
+          caughtUpMs: behind === 0 ? performance.now() - started : null,
+        });
         break;
       }
       case 'close':

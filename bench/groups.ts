@@ -53,12 +53,18 @@ interface Target {
 }
 
 /** Node's flags that write a CPU profile of a server process into BENCH_PROFILE_DIR when it is set. */
-const profileArgs = () => (process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : []);
+const profileArgs = () =>
+  process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
 
 /** Members of anonymous brokers: any user name, a topic per group. */
 const plainMembers = async (sizes: number[], persistent: boolean): Promise<Member[]> =>
   sizes.flatMap((size, g) =>
-    Array.from({ length: size }, (_, i) => ({ username: `u${g}-${i}`, password: 'x', clientId: `c${g}-${i}${persistent ? '-p' : ''}`, topics: [`groups/g${g}/messages`] })),
+    Array.from({ length: size }, (_, i) => ({
+      username: `u${g}-${i}`,
+      password: 'x',
+      clientId: `c${g}-${i}${persistent ? '-p' : ''}`,
+      topics: [`groups/g${g}/messages`],
+    })),
   );
 
 const mosquitto: Target = {
@@ -66,7 +72,10 @@ const mosquitto: Target = {
   async start() {
     const port = await freePort();
     const file = join(mkdtempSync(join(tmpdir(), 'chorus-bench-mosquitto-')), 'mosquitto.conf');
-    writeFileSync(file, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000\nlog_type error\n`);
+    writeFileSync(
+      file,
+      `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000\nlog_type error\n`,
+    );
     const child = spawn('mosquitto', ['-c', file], { stdio: 'ignore' }); // its log, unread, would fill a pipe and stop it
     await waitUntilListening(port);
     return { child, port, members: plainMembers };
@@ -78,10 +87,14 @@ const bareAedes: Target = {
   async start() {
     const port = await freePort();
     const heap = HEAP ? new LiveHeap() : undefined;
-    const child = spawn(process.execPath, [...profileArgs(), ...(heap ? LiveHeap.flags : []), join(here, 'bare-aedes.js'), String(port)], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-      ...(heap ? { cwd: heap.dir } : {}),
-    });
+    const child = spawn(
+      process.execPath,
+      [...profileArgs(), ...(heap ? LiveHeap.flags : []), join(here, 'bare-aedes.js'), String(port)],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        ...(heap ? { cwd: heap.dir } : {}),
+      },
+    );
     await waitForLine(child, 'ready');
     return { child, port, members: plainMembers, ...(heap ? { heap } : {}) };
   },
@@ -110,7 +123,10 @@ const chorus: Target = {
     const api = async (admin: string, method: string, path: string, body: unknown) => {
       const res = await fetch(`http://127.0.0.1:${httpPort}/v1${path}`, {
         method,
-        headers: { authorization: `Bearer ${await signToken(config, admin, 7200)}`, 'content-type': 'application/json' },
+        headers: {
+          authorization: `Bearer ${await signToken(config, admin, 7200)}`,
+          'content-type': 'application/json',
+        },
         body: JSON.stringify(body),
       });
       if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
@@ -127,10 +143,17 @@ const chorus: Target = {
           const admin = users[0]!;
           const { id } = await api(admin, 'POST', '/groups', { name: `g${g}`, members: users.slice(1, 1000) });
           for (let i = 1000; i < users.length; i += 50) {
-            await Promise.all(users.slice(i, i + 50).map((userId) => api(admin, 'POST', `/groups/${id}/members`, { userId })));
+            await Promise.all(
+              users.slice(i, i + 50).map((userId) => api(admin, 'POST', `/groups/${id}/members`, { userId })),
+            );
           }
           for (const userId of users) {
-            members.push({ username: userId, password: await signToken(config, userId, 7200), clientId: `${userId}${persistent ? '-p' : ''}`, topics: [`groups/${id}/messages`] });
+            members.push({
+              username: userId,
+              password: await signToken(config, userId, 7200),
+              clientId: `${userId}${persistent ? '-p' : ''}`,
+              topics: [`groups/${id}/messages`],
+            });
           }
         }
         return members;
@@ -163,7 +186,13 @@ function usage(pid: number): { cpuSeconds: number; rssBytes: number } {
   };
 }
 
-type StepResult = Record<string, number | string | null> & { step: string; cpuSeconds: number; rssBytes: number; rssBeforeBytes: number; liveHeapBytes: number | null };
+type StepResult = Record<string, number | string | null> & {
+  step: string;
+  cpuSeconds: number;
+  rssBytes: number;
+  rssBeforeBytes: number;
+  liveHeapBytes: number | null;
+};
 
 /** Runs the load generator's steps against a fresh server; each result carries the server's CPU and memory. */
 async function runSteps(target: Target, sizes: number[], persistent: boolean, steps: Step[]): Promise<StepResult[]> {
@@ -176,13 +205,23 @@ async function runSteps(target: Target, sizes: number[], persistent: boolean, st
     const pid = server.child.pid!;
     const heapBefore = server.heap ? await server.heap.liveHeapBytes(server.child) : Number.NaN;
     let before = usage(pid);
-    const gen = spawn(process.execPath, [join(here, 'groups-loadgen.js'), file], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const gen = spawn(process.execPath, [join(here, 'groups-loadgen.js'), file], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
     const results: StepResult[] = [];
     for await (const line of createInterface({ input: gen.stdout! })) {
       const after = usage(pid);
       const step = JSON.parse(line) as Record<string, number | string | null>;
-      const liveHeapBytes = server.heap && step.step === 'connect' ? (await server.heap.liveHeapBytes(server.child)) - heapBefore : null;
-      results.push({ ...step, step: String(step.step), cpuSeconds: after.cpuSeconds - before.cpuSeconds, rssBytes: after.rssBytes, rssBeforeBytes: before.rssBytes, liveHeapBytes });
+      const liveHeapBytes =
+        server.heap && step.step === 'connect' ? (await server.heap.liveHeapBytes(server.child)) - heapBefore : null;
+      results.push({
+        ...step,
+        step: String(step.step),
+        cpuSeconds: after.cpuSeconds - before.cpuSeconds,
+        rssBytes: after.rssBytes,
+        rssBeforeBytes: before.rssBytes,
+        liveHeapBytes,
+      });
       before = usage(pid);
       gen.stdin!.write('next\n');
     }
@@ -203,7 +242,9 @@ const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) :
 
 const hasMosquitto = spawnSync('sh', ['-c', 'command -v mosquitto']).status === 0;
 const onlyTargets = process.env.BENCH_TARGETS?.split(',');
-const targets = (hasMosquitto ? [mosquitto, bareAedes, chorus] : [bareAedes, chorus]).filter((t) => !onlyTargets || onlyTargets.some((name) => t.name.startsWith(name)));
+const targets = (hasMosquitto ? [mosquitto, bareAedes, chorus] : [bareAedes, chorus]).filter(
+  (t) => !onlyTargets || onlyTargets.some((name) => t.name.startsWith(name)),
+);
 if (!hasMosquitto) console.log('Mosquitto is not installed (apt-get install mosquitto): left out');
 
 type Scenario = { title: string; sizes: number[]; persistent: boolean; steps: Step[] };
@@ -212,17 +253,43 @@ const scenarios: Scenario[] = [
     title: 'many groups',
     sizes: Array.from({ length: 50 }, () => 20),
     persistent: false,
-    steps: [{ kind: 'connect', concurrency: 100 }, ...RATES.map((rate): Step => ({ kind: 'rate', rate, warmupMs: 2000, measureMs: 5000 }))],
+    steps: [
+      { kind: 'connect', concurrency: 100 },
+      ...RATES.map((rate): Step => ({ kind: 'rate', rate, warmupMs: 2000, measureMs: 5000 })),
+    ],
   },
-  { title: 'connections', sizes: Array.from({ length: Math.ceil(CONNECTIONS / 20) }, () => 20), persistent: false, steps: [{ kind: 'connect', concurrency: 200 }] },
-  { title: 'big group', sizes: [BIG_GROUP], persistent: false, steps: [{ kind: 'connect', concurrency: 200 }, { kind: 'fanout', from: 0, topicIndex: 0, delayMs: 0, timeoutMs: 20_000 }] },
-  { title: 'reconnect storm', sizes: Array.from({ length: 100 }, () => 20), persistent: true, steps: [{ kind: 'connect', concurrency: 200 }, { kind: 'storm', perGroup: 10, timeoutMs: 60_000 }] },
+  {
+    title: 'connections',
+    sizes: Array.from({ length: Math.ceil(CONNECTIONS / 20) }, () => 20),
+    persistent: false,
+    steps: [{ kind: 'connect', concurrency: 200 }],
+  },
+  {
+    title: 'big group',
+    sizes: [BIG_GROUP],
+    persistent: false,
+    steps: [
+      { kind: 'connect', concurrency: 200 },
+      { kind: 'fanout', from: 0, topicIndex: 0, delayMs: 0, timeoutMs: 20_000 },
+    ],
+  },
+  {
+    title: 'reconnect storm',
+    sizes: Array.from({ length: 100 }, () => 20),
+    persistent: true,
+    steps: [
+      { kind: 'connect', concurrency: 200 },
+      { kind: 'storm', perGroup: 10, timeoutMs: 60_000 },
+    ],
+  },
 ];
 
 const onlyScenarios = process.env.BENCH_SCENARIOS?.split(',');
 const results = new Map<string, StepResult[][]>(); // `${scenario}|${target}` -> per round
 for (let round = 1; round <= ROUNDS; round++) {
-  for (const scenario of scenarios.filter((s) => !onlyScenarios || onlyScenarios.some((name) => s.title.startsWith(name)))) {
+  for (const scenario of scenarios.filter(
+    (s) => !onlyScenarios || onlyScenarios.some((name) => s.title.startsWith(name)),
+  )) {
     for (const target of targets) {
       const steps = await runSteps(target, scenario.sizes, scenario.persistent, scenario.steps);
       const key = `${scenario.title}|${target.name}`;
@@ -233,31 +300,51 @@ for (let round = 1; round <= ROUNDS; round++) {
 }
 
 /** The median over rounds of one number of one step. */
-const stat = (scenario: string, target: Target, pick: (steps: StepResult[]) => number) => median((results.get(`${scenario}|${target.name}`) ?? []).map(pick));
-const ratio = (value: number, base: number) => (Number.isFinite(value) && Number.isFinite(base) && base !== 0 ? `${(value / base).toFixed(2)}x` : '-');
+const stat = (scenario: string, target: Target, pick: (steps: StepResult[]) => number) =>
+  median((results.get(`${scenario}|${target.name}`) ?? []).map(pick));
+const ratio = (value: number, base: number) =>
+  Number.isFinite(value) && Number.isFinite(base) && base !== 0 ? `${(value / base).toFixed(2)}x` : '-';
 
 console.log(`\nmedians of ${ROUNDS} rounds; ratios against bare Aedes\n`);
-console.log('**Many groups** (50 groups x 20 members, open loop): p99 / p50 ms of delivery at each rate asked (rate offered); server CPU µs per delivery');
+console.log(
+  '**Many groups** (50 groups x 20 members, open loop): p99 / p50 ms of delivery at each rate asked (rate offered); server CPU µs per delivery',
+);
 /** Where CPU per delivery is compared: the second rate asked (1,000 msg/s by default), or the only one. */
 const CPU_RATE = RATES[Math.min(1, RATES.length - 1)]!;
-console.log(`| target | ${RATES.map((r) => `${r} msg/s`).join(' | ')} | highest rate with p99 < ${P99_LIMIT_MS} ms | vs bare Aedes | CPU µs per delivery at ${CPU_RATE} msg/s |`);
+console.log(
+  `| target | ${RATES.map((r) => `${r} msg/s`).join(' | ')} | highest rate with p99 < ${P99_LIMIT_MS} ms | vs bare Aedes | CPU µs per delivery at ${CPU_RATE} msg/s |`,
+);
 console.log(`|---|${RATES.map(() => '---|').join('')}---|---|---|`);
 const rateStep = (steps: StepResult[], rate: number) => steps.find((s) => s.step === 'rate' && s.rate === rate)!;
 /** A rate is met when the generator offered it (it saturates near 1,300 msg/s here), all was delivered, and p99 held. */
-const met = (s: StepResult) => Number(s.offeredPerSec) >= 0.95 * Number(s.rate) && Number(s.deliveredShare) > 0.99 && Number(s.p99Ms) < P99_LIMIT_MS;
+const met = (s: StepResult) =>
+  Number(s.offeredPerSec) >= 0.95 * Number(s.rate) && Number(s.deliveredShare) > 0.99 && Number(s.p99Ms) < P99_LIMIT_MS;
 const highest = (steps: StepResult[]) => Math.max(0, ...RATES.filter((r) => met(rateStep(steps, r))));
 const cpuPerDelivery = (s: StepResult) => (s.cpuSeconds * 1e6) / (Number(s.deliveredPerSec) * 8 + 1e-9); // the step spans warm-up, measure and settle: 8 s
 const highestAedes = stat('many groups', bareAedes, highest);
 for (const t of targets) {
   const cells = RATES.map(
     (r) =>
-      `${fmt(stat('many groups', t, (s) => Number(rateStep(s, r).p99Ms)), 1)} / ${fmt(stat('many groups', t, (s) => Number(rateStep(s, r).p50Ms)), 1)} (${fmt(stat('many groups', t, (s) => Number(rateStep(s, r).offeredPerSec)))})`,
+      `${fmt(
+        stat('many groups', t, (s) => Number(rateStep(s, r).p99Ms)),
+        1,
+      )} / ${fmt(
+        stat('many groups', t, (s) => Number(rateStep(s, r).p50Ms)),
+        1,
+      )} (${fmt(stat('many groups', t, (s) => Number(rateStep(s, r).offeredPerSec)))})`,
   );
   const best = stat('many groups', t, highest);
-  console.log(`| ${t.name} | ${cells.join(' | ')} | ${fmt(best)} | ${ratio(best, highestAedes)} | ${fmt(stat('many groups', t, (s) => cpuPerDelivery(rateStep(s, CPU_RATE))), 1)} |`);
+  console.log(
+    `| ${t.name} | ${cells.join(' | ')} | ${fmt(best)} | ${ratio(best, highestAedes)} | ${fmt(
+      stat('many groups', t, (s) => cpuPerDelivery(rateStep(s, CPU_RATE))),
+      1,
+    )} |`,
+  );
 }
 
-console.log(`\n**Connections** (${CONNECTIONS} members of groups of 20, and ${BIG_GROUP} members of one group; connect + subscribe, 200 at a time)`);
+console.log(
+  `\n**Connections** (${CONNECTIONS} members of groups of 20, and ${BIG_GROUP} members of one group; connect + subscribe, 200 at a time)`,
+);
 console.log(
   `| target | connections/s | vs bare Aedes | failed | memory per idle connection KB | live heap per idle connection KB${HEAP ? '' : ' (BENCH_HEAP=1)'} | one big group: connections/s | vs bare Aedes | one message to all: last delivery ms |`,
 );
@@ -279,7 +366,9 @@ for (const t of targets) {
   );
 }
 
-console.log('\n**Reconnect storm** (2,000 persistent sessions, groups of 20, 10 messages each while away, all back at once)');
+console.log(
+  '\n**Reconnect storm** (2,000 persistent sessions, groups of 20, 10 messages each while away, all back at once)',
+);
 console.log('| target | refused or reset | all connected ms | all caught up ms | vs bare Aedes |');
 console.log('|---|---|---|---|---|');
 const stormStep = (steps: StepResult[]) => steps.find((s) => s.step === 'storm')!;

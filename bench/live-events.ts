@@ -41,8 +41,13 @@ const settings = {
   CHORUS_RATE_LIMIT_PER_MINUTE: '1000000',
 };
 const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
-const server = spawn(process.execPath, [...profile, CHORUS_CLI, 'serve'], { env: { ...process.env, ...settings }, stdio: ['ignore', 'pipe', 'inherit'] });
-await new Promise<void>((resolve) => server.stdout!.on('data', (d: Buffer) => d.toString().includes('Chorus is running') && resolve()));
+const server = spawn(process.execPath, [...profile, CHORUS_CLI, 'serve'], {
+  env: { ...process.env, ...settings },
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
+await new Promise<void>((resolve) =>
+  server.stdout!.on('data', (d: Buffer) => d.toString().includes('Chorus is running') && resolve()),
+);
 const config = loadConfig(settings);
 /** The server's CPU time so far, in seconds (utime + stime from /proc, in clock ticks of 10 ms). */
 const serverCpuSeconds = () => {
@@ -50,7 +55,8 @@ const serverCpuSeconds = () => {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 };
 const tokens = new Map<string, string>();
-const token = async (userId: string) => tokens.get(userId) ?? tokens.set(userId, await signToken(config, userId, 3600)).get(userId)!;
+const token = async (userId: string) =>
+  tokens.get(userId) ?? tokens.set(userId, await signToken(config, userId, 3600)).get(userId)!;
 const rest = async (userId: string, method: string, path: string, body: unknown) => {
   const res = await fetch(`http://127.0.0.1:${httpPort}${path}`, {
     method,
@@ -73,9 +79,17 @@ const liveEvents = { read: 0, typing: 0, delivered: 0 };
 const members: Member[] = [];
 for (let g = 0; g < GROUPS; g++) {
   const userIds = Array.from({ length: MEMBERS }, (_, i) => `g${g}m${i}`);
-  const { id: groupId } = await rest(userIds[0]!, 'POST', '/v1/groups', { name: `bench ${g}`, members: userIds.slice(1) });
+  const { id: groupId } = await rest(userIds[0]!, 'POST', '/v1/groups', {
+    name: `bench ${g}`,
+    members: userIds.slice(1),
+  });
   for (const userId of userIds) {
-    const client = mqtt.connect(`mqtt://127.0.0.1:${mqttPort}`, { username: userId, password: await token(userId), protocolVersion: 4, reconnectPeriod: 0 });
+    const client = mqtt.connect(`mqtt://127.0.0.1:${mqttPort}`, {
+      username: userId,
+      password: await token(userId),
+      protocolVersion: 4,
+      reconnectPeriod: 0,
+    });
     await new Promise((resolve) => client.once('connect', resolve));
     const member: Member = { userId, groupId, client, seen: 0 };
     client.on('message', (topic, payload) => {
@@ -100,7 +114,11 @@ const publishers = members.filter((m) => m.userId.endsWith('m0'));
 const lanes = publishers.flatMap((publisher) =>
   Array.from({ length: WINDOW }, async (_, lane) => {
     for (let i = 0; running; i++) {
-      await publisher.client.publishAsync(`groups/${publisher.groupId}/messages`, JSON.stringify({ clientMsgId: `${lane}-${i}-${Date.now()}`, body: 'hello, group' }), { qos: 1 });
+      await publisher.client.publishAsync(
+        `groups/${publisher.groupId}/messages`,
+        JSON.stringify({ clientMsgId: `${lane}-${i}-${Date.now()}`, body: 'hello, group' }),
+        { qos: 1 },
+      );
     }
   }),
 );
@@ -116,9 +134,11 @@ const chatterLoops = members.map(async (member, i) => {
   await sleep((i * 1000) / members.length);
   for (let tick = 0; running; tick++) {
     const reads = chatter === 'stress' || (chatter === 'typical' && tick % 2 === 0);
-    const types = tick % 2 === 0 && (chatter === 'stress' || (chatter === 'typical' && index > 0 && index <= TYPERS_PER_GROUP));
+    const types =
+      tick % 2 === 0 && (chatter === 'stress' || (chatter === 'typical' && index > 0 && index <= TYPERS_PER_GROUP));
     // As the SDK's markRead does while connected: a QoS 1 publish on the open connection.
-    if (reads && member.seen > 0) member.client.publish(`groups/${member.groupId}/read`, JSON.stringify({ seq: member.seen }), { qos: 1 });
+    if (reads && member.seen > 0)
+      member.client.publish(`groups/${member.groupId}/read`, JSON.stringify({ seq: member.seen }), { qos: 1 });
     if (types) member.client.publish(`groups/${member.groupId}/typing`, '', { qos: 0 });
     await sleep(1000);
   }
@@ -135,9 +155,18 @@ for (let round = 1; round <= ROUNDS; round++) {
     const cpuBefore = serverCpuSeconds();
     const eventsBefore = { ...liveEvents };
     await sleep(PHASE_MS);
-    const events = { read: liveEvents.read - eventsBefore.read, typing: liveEvents.typing - eventsBefore.typing, delivered: liveEvents.delivered - eventsBefore.delivered };
+    const events = {
+      read: liveEvents.read - eventsBefore.read,
+      typing: liveEvents.typing - eventsBefore.typing,
+      delivered: liveEvents.delivered - eventsBefore.delivered,
+    };
     const delivered = deliveries - before;
-    const phase = { chatter: on, perSec: (delivered * 1000) / PHASE_MS, cpuUsPerDelivery: ((serverCpuSeconds() - cpuBefore) * 1e6) / delivered, events };
+    const phase = {
+      chatter: on,
+      perSec: (delivered * 1000) / PHASE_MS,
+      cpuUsPerDelivery: ((serverCpuSeconds() - cpuBefore) * 1e6) / delivered,
+      events,
+    };
     phases.push(phase);
     console.log(
       `round ${round} ${on === 'none' ? 'without chatter' : `${on} chatter`}: ${phase.perSec.toFixed(0)} deliveries/s, server CPU ${phase.cpuUsPerDelivery.toFixed(1)} µs per delivery; events received: ${events.read} read, ${events.typing} typing, ${events.delivered} delivered`,
@@ -158,7 +187,9 @@ console.log('| chatter | read + typing events/s | message deliveries/s | ratio |
 console.log('|---|---|---|---|---|---|');
 for (const on of PHASES) {
   const r = summary(on);
-  console.log(`| ${on} | ${r.events.toFixed(0)} | ${r.perSec.toFixed(0)} | ${(r.perSec / off.perSec).toFixed(2)}x | ${r.cpu.toFixed(1)} µs | ${(r.cpu / off.cpu).toFixed(2)}x |`);
+  console.log(
+    `| ${on} | ${r.events.toFixed(0)} | ${r.perSec.toFixed(0)} | ${(r.perSec / off.perSec).toFixed(2)}x | ${r.cpu.toFixed(1)} µs | ${(r.cpu / off.cpu).toFixed(2)}x |`,
+  );
 }
 console.log('target: typical chatter keeps message throughput >= 0.90x of none');
 await Promise.all(members.map((m) => m.client.endAsync(true)));

@@ -47,14 +47,26 @@ async function open(port: number, clientId: string, username: string, password: 
     onPacket: (handler) => parser.on('packet', handler),
   };
   await new Promise<void>((resolve, reject) => {
-    parser.once('packet', (p) => ((p as mqttPacket.IConnackPacket).returnCode === 0 ? resolve() : reject(new Error(`CONNACK ${JSON.stringify(p)}`))));
+    parser.once('packet', (p) =>
+      (p as mqttPacket.IConnackPacket).returnCode === 0 ? resolve() : reject(new Error(`CONNACK ${JSON.stringify(p)}`)),
+    );
     socket.once('error', reject);
-    conn.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, keepalive: 60, username, password: Buffer.from(password) });
+    conn.send({
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clean: true,
+      clientId,
+      keepalive: 60,
+      username,
+      password: Buffer.from(password),
+    });
   });
   return conn;
 }
 
-const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+const percentile = (sorted: number[], p: number): number =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 
 async function run(spec: LoadSpec): Promise<void> {
   const latencies: number[] = [];

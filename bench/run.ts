@@ -57,18 +57,23 @@ const PRE_MEASURE_MS = 2000;
 const CASSANDRA_WARM_UP_MS = 90_000;
 const here = new URL('.', import.meta.url).pathname;
 
-
 const users = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
 const bareAedes: Target = {
   name: 'bare Aedes (QoS 1)',
   async start(port) {
-    const child = spawn(process.execPath, [join(here, 'bare-aedes.js'), String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [join(here, 'bare-aedes.js'), String(port)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     await waitForLine(child, 'ready');
     const anyone = (u: string) => ({ username: u, password: 'x' });
     return {
       child,
-      spec: { topic: 'groups/bench/messages', publishers: users('pub', PUBLISHERS).map(anyone), subscribers: users('sub', SUBSCRIBERS).map(anyone) },
+      spec: {
+        topic: 'groups/bench/messages',
+        publishers: users('pub', PUBLISHERS).map(anyone),
+        subscribers: users('sub', SUBSCRIBERS).map(anyone),
+      },
     };
   },
 };
@@ -79,12 +84,24 @@ const chorusTarget = (name: string, settings: () => Record<string, string>): Tar
   async start(port) {
     const dataDir = mkdtempSync(join(tmpdir(), 'chorus-bench-'));
     const httpPort = await freePort();
-    const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
+    const profile = process.env.BENCH_PROFILE_DIR
+      ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`]
+      : [];
     const extra = settings();
-    const childEnv = { ...process.env, CHORUS_DATA_DIR: dataDir, CHORUS_MQTT_PORT: String(port), CHORUS_HTTP_PORT: String(httpPort), CHORUS_LOG_LEVEL: 'warn',
+    const childEnv = {
+      ...process.env,
+      CHORUS_DATA_DIR: dataDir,
+      CHORUS_MQTT_PORT: String(port),
+      CHORUS_HTTP_PORT: String(httpPort),
+      CHORUS_LOG_LEVEL: 'warn',
       // Each load-generator connection stands for many members: it publishes far above one device's rate.
-      CHORUS_MQTT_PUBLISH_RATE: '1000000', ...extra };
-    const child = spawn(process.execPath, [...profile, CHORUS_CLI, 'serve'], { env: childEnv, stdio: ['ignore', 'pipe', 'inherit'] });
+      CHORUS_MQTT_PUBLISH_RATE: '1000000',
+      ...extra,
+    };
+    const child = spawn(process.execPath, [...profile, CHORUS_CLI, 'serve'], {
+      env: childEnv,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     await waitForLine(child, 'Chorus is running');
     const config = loadConfig({ CHORUS_DATA_DIR: dataDir, ...extra });
     const publishers = users('pub', PUBLISHERS);
@@ -105,9 +122,12 @@ const chorusTarget = (name: string, settings: () => Record<string, string>): Tar
         subscribers: await Promise.all(subscribers.map(creds)),
       },
       async readHistory(afterSeq: number) {
-        const page = await fetch(`http://127.0.0.1:${httpPort}/v1/groups/${groupId}/messages?afterSeq=${afterSeq}&limit=100`, {
-          headers: { authorization: `Bearer ${reader}` },
-        });
+        const page = await fetch(
+          `http://127.0.0.1:${httpPort}/v1/groups/${groupId}/messages?afterSeq=${afterSeq}&limit=100`,
+          {
+            headers: { authorization: `Bearer ${reader}` },
+          },
+        );
         if (!page.ok) throw new Error(`history read: ${page.status}`);
         await page.arrayBuffer();
       },
@@ -127,7 +147,10 @@ const chorusCassandra = chorusTarget('Chorus, Cassandra + Redis', () => ({
 }));
 
 /** p50 and p99 of 200 reads of 100 messages after a random seq within what was sent. */
-async function historyLatency(read: (afterSeq: number) => Promise<void>, lastSeq: number): Promise<{ p50: number; p99: number }> {
+async function historyLatency(
+  read: (afterSeq: number) => Promise<void>,
+  lastSeq: number,
+): Promise<{ p50: number; p99: number }> {
   const times: number[] = [];
   for (let i = 0; i < 200; i++) {
     const started = performance.now();
@@ -147,15 +170,24 @@ async function measure(target: Target): Promise<Result> {
   const port = await freePort();
   const { child, spec, readHistory } = await target.start(port);
   try {
-    const load: LoadSpec = { port, ...spec, window: WINDOW, bodyBytes: 100, warmupMs: PRE_MEASURE_MS, measureMs: MEASURE_MS };
-    const gen = spawn(process.execPath, [join(here, 'loadgen.js'), JSON.stringify(load)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const load: LoadSpec = {
+      port,
+      ...spec,
+      window: WINDOW,
+      bodyBytes: 100,
+      warmupMs: PRE_MEASURE_MS,
+      measureMs: MEASURE_MS,
+    };
+    const gen = spawn(process.execPath, [join(here, 'loadgen.js'), JSON.stringify(load)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
     gen.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     const code = await new Promise<number | null>((resolve) => gen.once('exit', resolve));
     if (code !== 0) throw new Error(`load generator failed against ${target.name}`);
     const result: Result = { ...(JSON.parse(out) as Omit<Result, 'serverRssMb'>), serverRssMb: rssMb(child.pid!) };
     if (readHistory) {
-      const sent = Math.floor(result.publishPerSec * (MEASURE_MS + PRE_MEASURE_MS) / 1000);
+      const sent = Math.floor((result.publishPerSec * (MEASURE_MS + PRE_MEASURE_MS)) / 1000);
       const { p50, p99 } = await historyLatency(readHistory, sent);
       result.historyP50Ms = p50;
       result.historyP99Ms = p99;
@@ -174,10 +206,13 @@ const median = (values: number[]) => {
 };
 
 const withCassandra = process.env.BENCH_CASSANDRA !== '0';
-if (withCassandra) execFileSync('bash', [join(here, '..', '..', 'scripts', 'services.sh'), 'start'], { stdio: 'inherit' });
+if (withCassandra)
+  execFileSync('bash', [join(here, '..', '..', 'scripts', 'services.sh'), 'start'], { stdio: 'inherit' });
 const targets = withCassandra ? [bareAedes, chorusSqlite, chorusCassandra] : [bareAedes, chorusSqlite];
 const results = new Map<string, Result[]>(targets.map((t) => [t.name, []]));
-console.log(`workload: ${PUBLISHERS} publishers x ${WINDOW} in flight, ${SUBSCRIBERS} subscribers, 1 topic, 100-byte bodies, QoS 1; ${ROUNDS} rounds x ${MEASURE_MS} ms`);
+console.log(
+  `workload: ${PUBLISHERS} publishers x ${WINDOW} in flight, ${SUBSCRIBERS} subscribers, 1 topic, 100-byte bodies, QoS 1; ${ROUNDS} rounds x ${MEASURE_MS} ms`,
+);
 if (withCassandra) {
   // After a start, Cassandra's JVM compiles its hot paths (and catches up on flushes) for a minute or more under load,
   // and runs can hold steady at a cold pace before they speed up: not what the rounds measure. Uncounted runs: at least
@@ -197,7 +232,9 @@ for (let round = 1; round <= ROUNDS; round++) {
     const result = await measure(target);
     results.get(target.name)!.push(result);
     const history = result.historyP99Ms === undefined ? '' : `; history page p99 ${result.historyP99Ms.toFixed(2)} ms`;
-    console.log(`round ${round} ${target.name}: ${result.publishPerSec.toFixed(0)} msg/s in, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms${history}`);
+    console.log(
+      `round ${round} ${target.name}: ${result.publishPerSec.toFixed(0)} msg/s in, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms${history}`,
+    );
   }
 }
 
@@ -215,7 +252,9 @@ const summary = targets.map((t) => {
   };
 });
 console.log('\nmedians:');
-console.log('| target | published msg/s | delivered msg/s | p50 ms | p99 ms | server RSS MB | vs bare Aedes | history page p50 / p99 ms |');
+console.log(
+  '| target | published msg/s | delivered msg/s | p50 ms | p99 ms | server RSS MB | vs bare Aedes | history page p50 / p99 ms |',
+);
 console.log('|---|---|---|---|---|---|---|---|');
 const base = summary[0]!.publishPerSec;
 for (const s of summary) {

@@ -71,7 +71,10 @@ function usage(pid: number): { cpuSeconds: number; rssBytes: number } {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    return { cpuSeconds: (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS, rssBytes: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024 };
+    return {
+      cpuSeconds: (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS,
+      rssBytes: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024,
+    };
   } catch {
     return { cpuSeconds: 0, rssBytes: 0 };
   }
@@ -89,7 +92,8 @@ function boxCpu(): { busy: number; total: number } {
   const total = fields.reduce((a, b) => a + b, 0);
   return { busy: total - fields[3]! - fields[4]!, total }; // idle and iowait are not busy
 }
-const memAvailableBytes = () => Number(/MemAvailable:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0) * 1024;
+const memAvailableBytes = () =>
+  Number(/MemAvailable:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0) * 1024;
 const pidFile = (path: string) => {
   try {
     return Number(readFileSync(join(root, path), 'utf8').trim());
@@ -127,7 +131,9 @@ async function startNode(i: number): Promise<Node> {
   const [mqttPort, httpPort] = [await freePort(), await freePort()];
   const log = join(work, `node-${i}.log`);
   const out = openSync(log, 'a');
-  const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
+  const profile = process.env.BENCH_PROFILE_DIR
+    ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`]
+    : [];
   const child = spawn(process.execPath, [...NODE_FLAGS, ...profile, CHORUS_CLI, 'serve'], {
     env: {
       ...process.env,
@@ -149,12 +155,12 @@ async function startNode(i: number): Promise<Node> {
   });
   const deadline = Date.now() + 120_000;
   while (!readFileSync(log, 'utf8').includes('Chorus is running')) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`node ${i} did not start: ${readFileSync(log, 'utf8').slice(-2000)}`);
+    if (child.exitCode !== null || Date.now() > deadline)
+      throw new Error(`node ${i} did not start: ${readFileSync(log, 'utf8').slice(-2000)}`);
     await sleep(200);
   }
   return { child, mqttPort, httpPort, log };
 }
-
 
 /** Cumulative commit counts by upper bound (seconds), summed over every node's chorus_sequencer_commit_seconds. */
 type CommitHistogram = Map<number, number>;
@@ -183,11 +189,15 @@ async function readNodes(nodes: Node[]): Promise<NodeReadings> {
 }
 
 /** The commits between two readings: how many, and the bucket bound (ms) that p50 and p99 of them fell under. */
-function commitsBetween(before: CommitHistogram, after: CommitHistogram): { count: number; p50Ms: number; p99Ms: number } {
+function commitsBetween(
+  before: CommitHistogram,
+  after: CommitHistogram,
+): { count: number; p50Ms: number; p99Ms: number } {
   const bounds = [...after.keys()].sort((a, b) => a - b);
   const within = (bound: number) => (after.get(bound) ?? 0) - (before.get(bound) ?? 0);
   const count = within(Number.POSITIVE_INFINITY);
-  const under = (p: number) => 1000 * (bounds.find((bound) => within(bound) >= (count * p) / 100) ?? Number.POSITIVE_INFINITY);
+  const under = (p: number) =>
+    1000 * (bounds.find((bound) => within(bound) >= (count * p) / 100) ?? Number.POSITIVE_INFINITY);
   return { count, p50Ms: under(50), p99Ms: under(99) };
 }
 
@@ -230,8 +240,12 @@ const median = (values: number[]) => {
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 };
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '-');
+const percentile = (sorted: number[], p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+const fmt = (n: number, digits = 0) =>
+  Number.isFinite(n)
+    ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
+    : '-';
 const mb = (bytes: number) => fmt(bytes / 2 ** 20);
 
 async function main(): Promise<void> {
@@ -240,7 +254,9 @@ async function main(): Promise<void> {
   const cassandraPid = pidFile('.services/cassandra/cassandra.pid');
   const redisPid = pidFile('.services/redis/redis.pid');
   const groupCount = Math.ceil(CONNECTIONS / GROUP_SIZE);
-  console.log(`${CONNECTIONS} connections, ${NODES} nodes, ${groupCount} groups of ${GROUP_SIZE} and one of ${CONNECTIONS}; ${cpus().length} cores; logs in ${work}`);
+  console.log(
+    `${CONNECTIONS} connections, ${NODES} nodes, ${groupCount} groups of ${GROUP_SIZE} and one of ${CONNECTIONS}; ${cpus().length} cores; logs in ${work}`,
+  );
 
   const nodes: Node[] = [await startNode(0)]; // the first creates the keyspace's tables alone
   nodes.push(...(await Promise.all(Array.from({ length: NODES - 1 }, (_, i) => startNode(i + 1)))));
@@ -251,7 +267,12 @@ async function main(): Promise<void> {
       at: epochNow(),
       box: boxCpu(),
       memAvailable: memAvailableBytes(),
-      cpu: { nodes: cpu(nodes.map((n) => n.child.pid!)), generators: cpu(generators.map((g) => g.pid!)), cassandra: cpu([cassandraPid]), redis: cpu([redisPid]) },
+      cpu: {
+        nodes: cpu(nodes.map((n) => n.child.pid!)),
+        generators: cpu(generators.map((g) => g.pid!)),
+        cassandra: cpu([cassandraPid]),
+        redis: cpu([redisPid]),
+      },
     };
   };
   const snapshot = (): Snapshot => ({
@@ -271,14 +292,25 @@ async function main(): Promise<void> {
       Array.from({ length: groupCount }, (_, g) => g),
       SETUP_CONCURRENCY,
       async (g) => {
-        const users = Array.from({ length: Math.min(GROUP_SIZE, CONNECTIONS - g * GROUP_SIZE) }, (_, j) => user(g * GROUP_SIZE + j));
-        const { id } = await api(nodes[g % NODES]!, users[0]!, 'POST', '/groups', { name: `small ${g}`, members: users.slice(1) });
+        const users = Array.from({ length: Math.min(GROUP_SIZE, CONNECTIONS - g * GROUP_SIZE) }, (_, j) =>
+          user(g * GROUP_SIZE + j),
+        );
+        const { id } = await api(nodes[g % NODES]!, users[0]!, 'POST', '/groups', {
+          name: `small ${g}`,
+          members: users.slice(1),
+        });
         smallTopics[g] = `groups/${id}/messages`;
       },
     );
     const firstBatch = Math.min(CONNECTIONS, 1000);
-    const big = await api(nodes[0]!, user(0), 'POST', '/groups', { name: 'everyone', members: Array.from({ length: firstBatch - 1 }, (_, i) => user(i + 1)) });
-    const batches = Array.from({ length: Math.ceil((CONNECTIONS - firstBatch) / 1000) }, (_, b) => firstBatch + b * 1000);
+    const big = await api(nodes[0]!, user(0), 'POST', '/groups', {
+      name: 'everyone',
+      members: Array.from({ length: firstBatch - 1 }, (_, i) => user(i + 1)),
+    });
+    const batches = Array.from(
+      { length: Math.ceil((CONNECTIONS - firstBatch) / 1000) },
+      (_, b) => firstBatch + b * 1000,
+    );
     await pool(batches, 8, async (from, b) => {
       const userIds = Array.from({ length: Math.min(1000, CONNECTIONS - from) }, (_, i) => user(from + i));
       await api(nodes[b % NODES]!, user(0), 'POST', `/groups/${big.id}/members/batch`, { userIds });
@@ -295,27 +327,55 @@ async function main(): Promise<void> {
     const bigTopic = `groups/${big.id}/messages`;
     const specs: Member[][] = nodes.map(() => []);
     for (let i = 0; i < CONNECTIONS; i++) {
-      specs[i % NODES]!.push({ username: user(i), password: await signToken(config, user(i), 7200), clientId: user(i), topics: [smallTopics[Math.floor(i / GROUP_SIZE)]!, bigTopic] });
+      specs[i % NODES]!.push({
+        username: user(i),
+        password: await signToken(config, user(i), 7200),
+        clientId: user(i),
+        topics: [smallTopics[Math.floor(i / GROUP_SIZE)]!, bigTopic],
+      });
     }
     const stepsFor = (k: number): Step[] => [
       { kind: 'connect', concurrency: 50 },
       { kind: 'rate', rate: PROBE_RATE / NODES, warmupMs: 3000, measureMs: PROBE_MS, latencies: true },
-      ...Array.from({ length: FANOUTS }, (): Step => ({ kind: 'fanout', ...(k === 0 ? { from: 0 } : {}), topicIndex: 1, delayMs: 2000, timeoutMs: 30_000 })),
+      ...Array.from(
+        { length: FANOUTS },
+        (): Step => ({
+          kind: 'fanout',
+          ...(k === 0 ? { from: 0 } : {}),
+          topicIndex: 1,
+          delayMs: 2000,
+          timeoutMs: 30_000,
+        }),
+      ),
     ];
     const lines: AsyncIterator<string>[] = [];
     const beforeConnect = snapshot();
     for (const [k, node] of nodes.entries()) {
-      const spec: GroupsLoadSpec = { port: node.mqttPort, members: specs[k]!, clean: true, bodyBytes: 100, steps: stepsFor(k) };
+      const spec: GroupsLoadSpec = {
+        port: node.mqttPort,
+        members: specs[k]!,
+        clean: true,
+        bodyBytes: 100,
+        steps: stepsFor(k),
+      };
       const file = join(work, `spec-${k}.json`);
       writeFileSync(file, JSON.stringify(spec));
-      const gen = spawn(process.execPath, ['--max-old-space-size=4096', join(here, 'groups-loadgen.js'), file], { stdio: ['pipe', 'pipe', 'inherit'] });
+      const gen = spawn(process.execPath, ['--max-old-space-size=4096', join(here, 'groups-loadgen.js'), file], {
+        stdio: ['pipe', 'pipe', 'inherit'],
+      });
       generators.push(gen);
       lines.push(createInterface({ input: gen.stdout! })[Symbol.asyncIterator]());
     }
     const results: Record<string, unknown>[][] = [];
     let afterConnect = beforeConnect;
     let commitsBeforeProbe: CommitHistogram = new Map();
-    let probeReadings: ProbeReadings = { count: 0, p50Ms: Number.NaN, p99Ms: Number.NaN, loopDelayP99Ms: Number.NaN, loopDelayMaxMs: Number.NaN };
+    let probeReadings: ProbeReadings = {
+      count: 0,
+      p50Ms: Number.NaN,
+      p99Ms: Number.NaN,
+      loopDelayP99Ms: Number.NaN,
+      loopDelayMaxMs: Number.NaN,
+    };
     const stepNames = stepsFor(0).map((s) => s.kind);
     for (const [i, name] of stepNames.entries()) {
       const step = await Promise.all(
@@ -329,7 +389,9 @@ async function main(): Promise<void> {
       if (name === 'connect') {
         afterConnect = snapshot();
         const failed = step.reduce((n, r) => n + Number(r.failed), 0);
-        console.log(`connect: ${CONNECTIONS - failed} connected, ${failed} failed ${JSON.stringify(mergeCounts(step.map((r) => r.failures as Record<string, number>)))}`);
+        console.log(
+          `connect: ${CONNECTIONS - failed} connected, ${failed} failed ${JSON.stringify(mergeCounts(step.map((r) => r.failures as Record<string, number>)))}`,
+        );
         commitsBeforeProbe = (await readNodes(nodes)).commits;
       }
       if (name === 'rate') {
@@ -346,8 +408,13 @@ async function main(): Promise<void> {
     clearInterval(sampler);
     for (const gen of generators) gen.kill('SIGKILL');
     await Promise.all(nodes.map((n) => stop(n.child)));
-    const client = new cassandra.Client({ contactPoints: [`127.0.0.1:${CASSANDRA_PORT}`], localDataCenter: 'datacenter1' });
-    await client.execute(`DROP KEYSPACE IF EXISTS ${keyspace}`).catch((err: Error) => console.log(`could not drop ${keyspace}: ${err.message}`));
+    const client = new cassandra.Client({
+      contactPoints: [`127.0.0.1:${CASSANDRA_PORT}`],
+      localDataCenter: 'datacenter1',
+    });
+    await client
+      .execute(`DROP KEYSPACE IF EXISTS ${keyspace}`)
+      .catch((err: Error) => console.log(`could not drop ${keyspace}: ${err.message}`));
     await client.shutdown();
   }
 }
@@ -386,7 +453,12 @@ function used(samples: CpuSample[], { from, to }: Phase) {
   const share = (c: Component) => (last.cpu[c] - first.cpu[c]) / seconds / cores;
   return {
     busy: (last.box.busy - first.box.busy) / (last.box.total - first.box.total),
-    shares: { nodes: share('nodes'), generators: share('generators'), cassandra: share('cassandra'), redis: share('redis') },
+    shares: {
+      nodes: share('nodes'),
+      generators: share('generators'),
+      cassandra: share('cassandra'),
+      redis: share('redis'),
+    },
     memAvailable: Math.min(...samples.filter((s) => s.at >= first.at && s.at <= last.at).map((s) => s.memAvailable)),
   };
 }
@@ -395,9 +467,11 @@ const pct = (x: number) => `${fmt(x * 100)}%`;
 
 /** The resource that limited a phase that fell short, with its figure. */
 function limit(u: ReturnType<typeof used>, failures: Record<string, number> = {}): string {
-  if (failures.EMFILE || failures.ENFILE) return `file descriptors: ${failures.EMFILE ?? failures.ENFILE} connects failed with EMFILE/ENFILE (20,000 per process)`;
+  if (failures.EMFILE || failures.ENFILE)
+    return `file descriptors: ${failures.EMFILE ?? failures.ENFILE} connects failed with EMFILE/ENFILE (20,000 per process)`;
   if (u.memAvailable < 2 ** 30) return `memory: ${mb(u.memAvailable)} MB available`;
-  if (u.busy > 0.9) return `CPU: the box was ${pct(u.busy)} busy (nodes ${pct(u.shares.nodes)}, generators ${pct(u.shares.generators)}, Cassandra ${pct(u.shares.cassandra)}, Redis ${pct(u.shares.redis)})`;
+  if (u.busy > 0.9)
+    return `CPU: the box was ${pct(u.busy)} busy (nodes ${pct(u.shares.nodes)}, generators ${pct(u.shares.generators)}, Cassandra ${pct(u.shares.cassandra)}, Redis ${pct(u.shares.redis)})`;
   return `not CPU (${pct(u.busy)} busy) nor memory (${mb(u.memAvailable)} MB available): see the node logs`;
 }
 
@@ -409,7 +483,7 @@ function report(
   exitMs: number[],
   probeReadings: ProbeReadings,
 ): void {
-  console.log('\n**Cluster on one box** (bench/scale.ts; CPU read over each phase\'s own window)');
+  console.log("\n**Cluster on one box** (bench/scale.ts; CPU read over each phase's own window)");
   console.log('| phase | result | target | box CPU busy (nodes / generators / Cassandra / Redis) | what limited it |');
   console.log('|---|---|---|---|---|');
   const row = (phase: Phase, result: string, target: string, met: boolean, failures?: Record<string, number>) => {
@@ -422,7 +496,11 @@ function report(
   const failed = connect.reduce((n, r) => n + Number(r.failed), 0);
   const failures = mergeCounts(connect.map((r) => r.failures as Record<string, number>));
   const connected = CONNECTIONS - failed;
-  const connectPhase = { name: 'connect', from: Math.min(...connect.map((r) => Number(r.startedAt))), to: Math.max(...connect.map((r) => Number(r.endedAt))) };
+  const connectPhase = {
+    name: 'connect',
+    from: Math.min(...connect.map((r) => Number(r.startedAt))),
+    to: Math.max(...connect.map((r) => Number(r.endedAt))),
+  };
   const connectSeconds = (connectPhase.to - connectPhase.from) / 1000;
   const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
   const nodeGrowth = sum(afterConnect.nodeRss) - sum(beforeConnect.nodeRss);
@@ -440,7 +518,11 @@ function report(
   const delivered = probe.reduce((n, r) => n + Number(r.delivered), 0);
   const share = offered === 0 ? 0 : delivered / (offered * GROUP_SIZE);
   const p99 = percentile(latencies, 99);
-  const probePhase = { name: 'probe', from: Math.max(...probe.map((r) => Number(r.measureFrom))), to: Math.min(...probe.map((r) => Number(r.measureTo))) };
+  const probePhase = {
+    name: 'probe',
+    from: Math.max(...probe.map((r) => Number(r.measureFrom))),
+    to: Math.min(...probe.map((r) => Number(r.measureTo))),
+  };
   row(
     probePhase,
     `${fmt(offered / (PROBE_MS / 1000))} msg/s offered, ${pct(share)} delivered: p50 ${fmt(percentile(latencies, 50), 1)} ms, p99 ${fmt(p99, 1)} ms; over the step (warm-up included) its ${fmt(probeReadings.count)} commits took p50 ≤ ${fmt(probeReadings.p50Ms)} ms, p99 ≤ ${fmt(probeReadings.p99Ms)} ms, and the nodes' event loops were delayed up to p99 ${fmt(probeReadings.loopDelayP99Ms)} ms, max ${fmt(probeReadings.loopDelayMaxMs)} ms`,
@@ -451,10 +533,20 @@ function report(
   const fanouts = results.slice(2, 2 + FANOUTS).map((step, i) => {
     const sentAt = Number(step.find((r) => r.sentAt !== undefined)?.sentAt);
     const lastAt = Math.max(...step.map((r) => Number(r.lastDeliveryAt)));
-    return { phase: { name: `big group ${i + 1}`, from: sentAt, to: lastAt }, lastMs: lastAt - sentAt, receivers: sum(step.map((r) => Number(r.receivers))), missing: sum(step.map((r) => Number(r.missing))) };
+    return {
+      phase: { name: `big group ${i + 1}`, from: sentAt, to: lastAt },
+      lastMs: lastAt - sentAt,
+      receivers: sum(step.map((r) => Number(r.receivers))),
+      missing: sum(step.map((r) => Number(r.missing))),
+    };
   });
   for (const f of fanouts) {
-    row(f.phase, `${fmt(f.receivers)} receivers, ${f.missing} missing: last delivery ${fmt(f.lastMs)} ms`, `< ${BIG_GROUP_TARGET_MS} ms`, f.missing === 0 && f.lastMs < BIG_GROUP_TARGET_MS);
+    row(
+      f.phase,
+      `${fmt(f.receivers)} receivers, ${f.missing} missing: last delivery ${fmt(f.lastMs)} ms`,
+      `< ${BIG_GROUP_TARGET_MS} ms`,
+      f.missing === 0 && f.lastMs < BIG_GROUP_TARGET_MS,
+    );
   }
 
   const slowestExit = Math.max(...exitMs);
@@ -467,10 +559,14 @@ function report(
   console.log('|---|---|---|---|---|');
   afterConnect.nodeRss.forEach((rss, k) => {
     const conns = Number(connect[k]!.connections) - Number(connect[k]!.failed);
-    console.log(`| ${k} | ${fmt(conns)} | ${mb(rss)} | ${fmt((rss - beforeConnect.nodeRss[k]!) / 1024 / conns, 1)} | ${fmt(afterConnect.nodeFiles[k]!)} |`);
+    console.log(
+      `| ${k} | ${fmt(conns)} | ${mb(rss)} | ${fmt((rss - beforeConnect.nodeRss[k]!) / 1024 / conns, 1)} | ${fmt(afterConnect.nodeFiles[k]!)} |`,
+    );
   });
   const lowest = Math.min(...samples.map((s) => s.memAvailable));
-  console.log(`\nall nodes: ${fmt(nodeGrowth / 1024 / connected, 1)} KB per connection; generators: ${mb(sum(afterConnect.generatorRss))} MB; memory available at the lowest: ${mb(lowest)} MB`);
+  console.log(
+    `\nall nodes: ${fmt(nodeGrowth / 1024 / connected, 1)} KB per connection; generators: ${mb(sum(afterConnect.generatorRss))} MB; memory available at the lowest: ${mb(lowest)} MB`,
+  );
 }
 
 main().then(

@@ -26,7 +26,8 @@ const ROUNDS = env('BENCH_SLOW_ROUNDS', 3);
 const PHASE_MS = env('BENCH_SLOW_PHASE_MS', 15_000);
 const BUFFER_BYTES = 1_048_576;
 
-const percentile = (values: number[], p: number) => [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(values.length * p))]!;
+const percentile = (values: number[], p: number) =>
+  [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(values.length * p))]!;
 const median = (values: number[]) => percentile(values, 0.5);
 
 const dataDir = mkdtempSync(join(tmpdir(), 'chorus-bench-slow-'));
@@ -39,10 +40,15 @@ const settings = {
   CHORUS_MQTT_PUBLISH_RATE: '1000000',
   CHORUS_MAX_CLIENT_BUFFER_BYTES: String(BUFFER_BYTES),
 };
-const server = spawn(process.execPath, [CHORUS_CLI, 'serve'], { env: { ...process.env, ...settings }, stdio: ['ignore', 'pipe', 'inherit'] });
+const server = spawn(process.execPath, [CHORUS_CLI, 'serve'], {
+  env: { ...process.env, ...settings },
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
 let exited: number | null = null;
 server.once('exit', (code) => (exited = code ?? -1));
-await new Promise<void>((resolve) => server.stdout!.on('data', (d: Buffer) => d.toString().includes('Chorus is running') && resolve()));
+await new Promise<void>((resolve) =>
+  server.stdout!.on('data', (d: Buffer) => d.toString().includes('Chorus is running') && resolve()),
+);
 const config = loadConfig(settings);
 const token = (userId: string) => signToken(config, userId, 3600);
 const createGroup = async (admin: string, members: string[]) => {
@@ -54,11 +60,17 @@ const createGroup = async (admin: string, members: string[]) => {
   return ((await res.json()) as { id: string }).id;
 };
 const client = async (userId: string): Promise<MqttClient> => {
-  const c = mqtt.connect(`mqtt://127.0.0.1:${mqttPort}`, { username: userId, password: await token(userId), protocolVersion: 4, reconnectPeriod: 0 });
+  const c = mqtt.connect(`mqtt://127.0.0.1:${mqttPort}`, {
+    username: userId,
+    password: await token(userId),
+    protocolVersion: 4,
+    reconnectPeriod: 0,
+  });
   await new Promise((resolve) => c.once('connect', resolve));
   return c;
 };
-const rssMb = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024;
+const rssMb = () =>
+  Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024;
 const slowConsumersCut = async () => {
   const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
   return Number(/^chorus_mqtt_slow_consumers_total (\d+)/m.exec(text)?.[1] ?? 0);
@@ -81,13 +93,19 @@ let floodCount = 0;
 const body = 'x'.repeat(4000);
 const floodLanes = Array.from({ length: 16 }, async (_, lane) => {
   for (let i = 0; running; i++) {
-    await flooder!.publishAsync(`groups/${flood}/messages`, JSON.stringify({ clientMsgId: `f${lane}-${i}`, body }), { qos: 1 });
+    await flooder!.publishAsync(`groups/${flood}/messages`, JSON.stringify({ clientMsgId: `f${lane}-${i}`, body }), {
+      qos: 1,
+    });
     floodCount += 1;
   }
 });
 const probing = (async () => {
   for (let i = 0; running; i++) {
-    void prober!.publishAsync(`groups/${probe}/messages`, JSON.stringify({ clientMsgId: `p${i}`, body: JSON.stringify({ at: performance.now() }) }), { qos: 1 });
+    void prober!.publishAsync(
+      `groups/${probe}/messages`,
+      JSON.stringify({ clientMsgId: `p${i}`, body: JSON.stringify({ at: performance.now() }) }),
+      { qos: 1 },
+    );
     await sleep(20);
   }
 })();
@@ -98,8 +116,25 @@ async function freeze(): Promise<Socket> {
   await new Promise((resolve) => socket.once('connect', resolve));
   socket.on('error', () => undefined);
   const password = Buffer.from(await token('frozen'));
-  socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: `frozen-${Date.now()}`, keepalive: 0, username: 'frozen', password }));
-  socket.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `groups/${flood}/messages`, qos: 1 }] }));
+  socket.write(
+    mqttPacket.generate({
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clean: true,
+      clientId: `frozen-${Date.now()}`,
+      keepalive: 0,
+      username: 'frozen',
+      password,
+    }),
+  );
+  socket.write(
+    mqttPacket.generate({
+      cmd: 'subscribe',
+      messageId: 1,
+      subscriptions: [{ topic: `groups/${flood}/messages`, qos: 1 }],
+    }),
+  );
   await new Promise((resolve) => socket.once('data', resolve));
   socket.pause();
   return socket;
@@ -116,9 +151,17 @@ for (let round = 1; round <= ROUNDS; round++) {
     latencies = [];
     const floodBefore = floodCount;
     await sleep(PHASE_MS);
-    const phase = { frozen, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), rss: rssMb(), floodPerSec: ((floodCount - floodBefore) * 1000) / PHASE_MS };
+    const phase = {
+      frozen,
+      p50: percentile(latencies, 0.5),
+      p99: percentile(latencies, 0.99),
+      rss: rssMb(),
+      floodPerSec: ((floodCount - floodBefore) * 1000) / PHASE_MS,
+    };
     phases.push(phase);
-    console.log(`round ${round} ${frozen ? 'with a frozen member' : 'without'}: probe p50 ${phase.p50.toFixed(2)} ms, p99 ${phase.p99.toFixed(2)} ms; flood ${phase.floodPerSec.toFixed(0)} msg/s; RSS ${phase.rss.toFixed(0)} MB`);
+    console.log(
+      `round ${round} ${frozen ? 'with a frozen member' : 'without'}: probe p50 ${phase.p50.toFixed(2)} ms, p99 ${phase.p99.toFixed(2)} ms; flood ${phase.floodPerSec.toFixed(0)} msg/s; RSS ${phase.rss.toFixed(0)} MB`,
+    );
     socket?.destroy();
   }
 }
@@ -128,18 +171,30 @@ await Promise.race([Promise.all([...floodLanes, probing]), sleep(5000)]);
 const cut = await slowConsumersCut();
 const summary = (frozen: boolean) => {
   const ps = phases.filter((p) => p.frozen === frozen);
-  return { p50: median(ps.map((p) => p.p50)), p99: median(ps.map((p) => p.p99)), flood: median(ps.map((p) => p.floodPerSec)) };
+  return {
+    p50: median(ps.map((p) => p.p50)),
+    p99: median(ps.map((p) => p.p99)),
+    flood: median(ps.map((p) => p.floodPerSec)),
+  };
 };
 const [without, withFrozen] = [summary(false), summary(true)];
 console.log('\nslow consumer (medians):');
 console.log('| unrelated group, probe latency | p50 ms | p99 ms | flood msg/s (4 KB) |');
 console.log('|---|---|---|---|');
-console.log(`| without a frozen member | ${without.p50.toFixed(2)} | ${without.p99.toFixed(2)} | ${without.flood.toFixed(0)} |`);
-console.log(`| with a frozen member | ${withFrozen.p50.toFixed(2)} | ${withFrozen.p99.toFixed(2)} | ${withFrozen.flood.toFixed(0)} |`);
+console.log(
+  `| without a frozen member | ${without.p50.toFixed(2)} | ${without.p99.toFixed(2)} | ${without.flood.toFixed(0)} |`,
+);
+console.log(
+  `| with a frozen member | ${withFrozen.p50.toFixed(2)} | ${withFrozen.p99.toFixed(2)} | ${withFrozen.flood.toFixed(0)} |`,
+);
 console.log(`p99 with / without: ${(withFrozen.p99 / without.p99).toFixed(2)}x (target <= 1.5x)`);
-console.log(`server RSS: ${baseRss.toFixed(0)} MB at the start, peak ${peakRss.toFixed(0)} MB (maxClientBufferBytes ${BUFFER_BYTES / 1_048_576} MiB per connection)`);
+console.log(
+  `server RSS: ${baseRss.toFixed(0)} MB at the start, peak ${peakRss.toFixed(0)} MB (maxClientBufferBytes ${BUFFER_BYTES / 1_048_576} MiB per connection)`,
+);
 const survived = exited === null;
-console.log(`frozen connections cut off: ${cut} of ${ROUNDS}; server still running after ${((ROUNDS * 2 * PHASE_MS) / 60_000).toFixed(1)} minutes of flood: ${survived}`);
+console.log(
+  `frozen connections cut off: ${cut} of ${ROUNDS}; server still running after ${((ROUNDS * 2 * PHASE_MS) / 60_000).toFixed(1)} minutes of flood: ${survived}`,
+);
 await Promise.all([flooder, reader, prober, watcher].map((c) => c!.endAsync(true)));
 server.kill('SIGTERM');
 await new Promise((resolve) => server.once('exit', resolve));

@@ -94,7 +94,9 @@ export class Admission {
   /** Stops listening and drops the connections still waiting; resolves once the TCP listener is closed. */
   close(): Promise<void> {
     this.closing = true;
-    const listenersClosed = new Promise<void>((resolve) => (this.tcpServer ? this.tcpServer.close(() => resolve()) : resolve()));
+    const listenersClosed = new Promise<void>((resolve) =>
+      this.tcpServer ? this.tcpServer.close(() => resolve()) : resolve(),
+    );
     for (const stream of this.waiting.keys()) stream.destroy();
     for (const client of this.wsServer?.clients ?? []) client.terminate();
     this.wsServer?.close();
@@ -108,7 +110,8 @@ export class Admission {
    */
   private admit(stream: Duplex, remote: string | undefined, handle: () => void): void {
     const { limits, logger } = this.deps;
-    if (this.unauthenticated.size < limits.maxUnauthenticatedConnections && this.waiting.size === 0) return this.serve(stream, remote, handle);
+    if (this.unauthenticated.size < limits.maxUnauthenticatedConnections && this.waiting.size === 0)
+      return this.serve(stream, remote, handle);
     if (this.waiting.size >= limits.maxWaitingConnections || this.closing) {
       this.deps.onRefused();
       logger.warn({ remote }, 'too many connections waiting to authenticate: refusing');
@@ -154,7 +157,10 @@ export class Admission {
     // Each turn's writes go out as one, and a connection whose unsent output passes the bound is cut off.
     gatherOutput(stream, limits.maxClientBufferBytes, (buffered) => {
       this.deps.onSlowConsumerCut();
-      logger.warn({ remote, clientId: (stream as { client?: { id: string } }).client?.id, buffered }, 'client not reading: closing (slow consumer)');
+      logger.warn(
+        { remote, clientId: (stream as { client?: { id: string } }).client?.id, buffered },
+        'client not reading: closing (slow consumer)',
+      );
     });
     handle();
   }

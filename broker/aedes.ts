@@ -10,7 +10,10 @@ import { BoundedMemoryPersistence } from './persistence-bounded.js';
 
 /** Aedes's message router (mqemitter: in memory, or Redis in a cluster), as Chorus uses it for live events. */
 export interface MessageBus {
-  emit(packet: { cmd: 'publish'; topic: string; payload: Buffer; qos: 0; retain: false }, done: (err?: Error) => void): void;
+  emit(
+    packet: { cmd: 'publish'; topic: string; payload: Buffer; qos: 0; retain: false },
+    done: (err?: Error) => void,
+  ): void;
   on(topic: string, listener: (packet: { topic: string; payload: Buffer }, done: () => void) => void): void;
 }
 
@@ -56,8 +59,14 @@ export function messageBus(aedes: Aedes): MessageBus {
 }
 
 /** Stores subscriptions with a client's persistent session, as Aedes does for a SUBSCRIBE. */
-export function storeSubscriptions(aedes: Aedes, client: Client, subscriptions: { topic: string; qos: 0 | 1 }[]): Promise<void> {
-  const { persistence } = aedes as unknown as { persistence: { addSubscriptions(c: Client, subs: { topic: string; qos: 0 | 1 }[]): Promise<void> } };
+export function storeSubscriptions(
+  aedes: Aedes,
+  client: Client,
+  subscriptions: { topic: string; qos: 0 | 1 }[],
+): Promise<void> {
+  const { persistence } = aedes as unknown as {
+    persistence: { addSubscriptions(c: Client, subs: { topic: string; qos: 0 | 1 }[]): Promise<void> };
+  };
   return persistence.addSubscriptions(client, subscriptions);
 }
 

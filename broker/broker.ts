@@ -111,7 +111,8 @@ export class ChorusBroker {
     aedes.authorizeSubscribe = (client, sub, callback) => {
       callback(null, this.mayReceive(client, sub.topic) ? sub : null); // null: SUBACK 0x80 [MQTT-3.9.3-2]
     };
-    aedes.authorizeForward = (client, packet) => (this.mayReceive(client, packet.topic) ? subscribers.forward(client, packet) : null);
+    aedes.authorizeForward = (client, packet) =>
+      this.mayReceive(client, packet.topic) ? subscribers.forward(client, packet) : null;
     aedes.authorizePublish = publishes.authorizePublish;
     // A voided client publish has nobody to reach: skip the routing pipeline (offline queues, mq match) entirely. So
     // have Aedes's notices of each disconnect, subscribe and unsubscribe ($SYS/<broker id>/...): clients may not
@@ -120,14 +121,26 @@ export class ChorusBroker {
     // shutdown, and a Redis message per subscribe when clients connect).
     // new/clients tells the other nodes to close their client of the same id (a takeover, [MQTT-3.1.4-2]); a node
     // alone (no shared router) closes its own in registerClient, so its notice would reach nobody.
-    const notices = ['disconnect/clients', 'new/subscribes', 'new/unsubscribes', ...(deps.clustered ? [] : ['new/clients'])];
+    const notices = [
+      'disconnect/clients',
+      'new/subscribes',
+      'new/unsubscribes',
+      ...(deps.clustered ? [] : ['new/clients']),
+    ];
     silenceTopics(aedes, new Set([VOID_TOPIC, ...notices.map((notice) => `$SYS/${aedes.id}/${notice}`)]));
     aedes.on('clientDisconnect', (client) => this.logins.disconnected(client));
     aedes.on('clientReady', (client) => {
       if (client.clean) return;
-      storeSubscriptions(aedes, client, [SESSION_MARKER]).catch((err: Error) => logger.debug({ clientId: client.id, err: err.message }, 'session marker not stored'));
+      storeSubscriptions(aedes, client, [SESSION_MARKER]).catch((err: Error) =>
+        logger.debug({ clientId: client.id, err: err.message }, 'session marker not stored'),
+      );
     });
-    aedes.on('subscribe', (subscriptions, client) => publishes.subscribed(client, subscriptions.map((sub) => sub.topic)));
+    aedes.on('subscribe', (subscriptions, client) =>
+      publishes.subscribed(
+        client,
+        subscriptions.map((sub) => sub.topic),
+      ),
+    );
     aedes.on('clientError', (client, err) => logger.debug({ clientId: client.id, err: err.message }, 'client error'));
     aedes.on('connectionError', (_client, err) => logger.debug({ err: err.message }, 'connection error'));
   }

@@ -70,7 +70,10 @@ export function gatherOutput(stream: Duplex, maxBytes: number, onOverflow: (buff
 function gatheredWrite(this: Duplex, chunk: unknown, encoding?: unknown, callback?: unknown): boolean {
   const output = outputs.get(this)!;
   if (output.cut) return true;
-  const buffer = typeof chunk === 'string' ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8') : (chunk as Buffer);
+  const buffer =
+    typeof chunk === 'string'
+      ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
+      : (chunk as Buffer);
   const done = typeof encoding === 'function' ? encoding : callback;
   if (output.chunks === null) {
     output.chunks = [buffer];

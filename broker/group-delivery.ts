@@ -27,7 +27,8 @@ export class GroupDelivery implements LocalSubscribers {
     private readonly onDelivered?: OnDelivered,
   ) {
     this.brokerId = `${aedes.id}/groups`;
-    if (onDelivered) aedes.on('ack', (packet, client) => this.acknowledged(packet as PublishPacket | undefined, client, onDelivered));
+    if (onDelivered)
+      aedes.on('ack', (packet, client) => this.acknowledged(packet as PublishPacket | undefined, client, onDelivered));
   }
 
   deliverSerialized(groupId: string, seq: number, payload: Buffer): void {
@@ -36,7 +37,15 @@ export class GroupDelivery implements LocalSubscribers {
     // Aedes drops, per client, a packet whose counter is below the last one it delivered under the same broker id.
     // In a cluster group messages and events travel different paths (splitRouter), so an event published before a
     // group message can arrive after it: group messages count under a broker id of their own.
-    const packet: PublishPacket & { brokerId: string } = { cmd: 'publish', topic, payload, qos: 1, retain: false, dup: false, brokerId: this.brokerId };
+    const packet: PublishPacket & { brokerId: string } = {
+      cmd: 'publish',
+      topic,
+      payload,
+      qos: 1,
+      retain: false,
+      dup: false,
+      brokerId: this.brokerId,
+    };
     this.aedes.publish(packet, (err) => {
       if (err) this.logger.error({ err, topic }, 'publish failed');
     });
@@ -61,7 +70,8 @@ export class GroupDelivery implements LocalSubscribers {
       return null;
     }
     // A delivery to a clean session whose PUBACK will follow (QoS 1 after the subscription's downgrade), in order.
-    if (this.onDelivered && client.clean && packet.qos !== 0 && granted >= 1) this.pubackOrder.forwarded(client, groupDelivery(packet));
+    if (this.onDelivered && client.clean && packet.qos !== 0 && granted >= 1)
+      this.pubackOrder.forwarded(client, groupDelivery(packet));
     return packet;
   }
 

@@ -47,7 +47,14 @@ export class LiveEvents {
 
   /** Publishes an event on a user's own events topic (to the user's clients on every node). */
   sendEvent(userId: string, event: UserEvent, qos: 0 | 1 = 1): void {
-    const packet: PublishPacket = { cmd: 'publish', topic: eventsTopic(userId), payload: Buffer.from(JSON.stringify(event)), qos, retain: false, dup: false };
+    const packet: PublishPacket = {
+      cmd: 'publish',
+      topic: eventsTopic(userId),
+      payload: Buffer.from(JSON.stringify(event)),
+      qos,
+      retain: false,
+      dup: false,
+    };
     this.deps.aedes.publish(packet, (err) => {
       if (err) this.deps.logger.error({ err, topic: packet.topic }, 'publish failed');
     });
@@ -60,7 +67,8 @@ export class LiveEvents {
    * groups of at most liveEventsMaxGroupMembers: in larger ones such events are not pushed (read them on request).
    * Best effort: when the group's size cannot be read, nobody is told.
    */
-  readonly tellGroup = (groupId: string, event: UserEvent, except: string): Promise<void> => this.tellGroupAll(groupId, [{ except, event }]);
+  readonly tellGroup = (groupId: string, event: UserEvent, except: string): Promise<void> =>
+    this.tellGroupAll(groupId, [{ except, event }]);
 
   /** Delivered watermarks as stored, told to each group's members: all marks of a group in one event. */
   tellDelivered(marks: DeliveredMark[]): void {
@@ -71,7 +79,8 @@ export class LiveEvents {
       if (list) list.push({ userId, seq });
       else byGroup.set(groupId, [{ userId, seq }]);
     }
-    for (const [groupId, groupMarks] of byGroup) void this.tellGroup(groupId, { type: 'delivered', groupId, marks: groupMarks }, '');
+    for (const [groupId, groupMarks] of byGroup)
+      void this.tellGroup(groupId, { type: 'delivered', groupId, marks: groupMarks }, '');
   }
 
   /**
@@ -108,7 +117,9 @@ export class LiveEvents {
     this.pendingPresence = new Map();
     this.pendingPresenceCount = 0;
     for (const [groupId, changes] of pending) {
-      const entries = [...changes].map(([userId, online]): LiveEntry => ({ except: userId, event: { type: 'presence', groupId, userId, online } }));
+      const entries = [...changes].map(
+        ([userId, online]): LiveEntry => ({ except: userId, event: { type: 'presence', groupId, userId, online } }),
+      );
       void this.tellGroupAll(groupId, entries);
     }
   }
@@ -119,10 +130,19 @@ export class LiveEvents {
     try {
       if ((await this.deps.memberCount(groupId)) > this.deps.liveEventsMaxGroupMembers) return;
     } catch (err) {
-      logger.debug({ err: (err as Error).message, groupId, type: entries[0]!.event.type }, 'live event not told: group size unreadable');
+      logger.debug(
+        { err: (err as Error).message, groupId, type: entries[0]!.event.type },
+        'live event not told: group size unreadable',
+      );
       return;
     }
-    const packet = { cmd: 'publish' as const, topic: `${LIVE_TOPIC_PREFIX}${groupId}`, payload: Buffer.from(JSON.stringify(entries)), qos: 0 as const, retain: false as const };
+    const packet = {
+      cmd: 'publish' as const,
+      topic: `${LIVE_TOPIC_PREFIX}${groupId}`,
+      payload: Buffer.from(JSON.stringify(entries)),
+      qos: 0 as const,
+      retain: false as const,
+    };
     this.bus.emit(packet, (err?: Error) => {
       if (err) logger.debug({ err: err.message, groupId, type: entries[0]!.event.type }, 'live event not told');
     });
@@ -138,13 +158,17 @@ export class LiveEvents {
     const { live } = this.deps;
     const members = live.membersOf(groupId);
     if (members.length === 0) return;
-    const entries = (JSON.parse(raw.toString()) as LiveEntry[]).map(({ except, event }) => ({ except, payload: Buffer.from(JSON.stringify(event)) })); // once for all of them
+    const entries = (JSON.parse(raw.toString()) as LiveEntry[]).map(({ except, event }) => ({
+      except,
+      payload: Buffer.from(JSON.stringify(event)),
+    })); // once for all of them
     for (const userId of members) {
       const topic = eventsTopic(userId);
       for (const client of live.clientsOf(userId)) {
         if (!subscriptionOf(client, topic)) continue;
         for (const { except, payload } of entries) {
-          if (userId !== except) deliver0(client, { cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, noop);
+          if (userId !== except)
+            deliver0(client, { cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, noop);
         }
       }
     }

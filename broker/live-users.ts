@@ -40,7 +40,13 @@ export class LiveUsers {
       }
       return;
     }
-    const user: LiveUser = { userId, clients: new Set([client]), groups: new Set(), changesDuringLoad: [], loaded: Promise.resolve() };
+    const user: LiveUser = {
+      userId,
+      clients: new Set([client]),
+      groups: new Set(),
+      changesDuringLoad: [],
+      loaded: Promise.resolve(),
+    };
     this.users.set(userId, user);
     user.loaded = loadGroups().then((loaded) => {
       const changes = user.changesDuringLoad ?? [];

@@ -52,13 +52,22 @@ export class Logins {
   constructor(private readonly deps: LoginDeps) {}
 
   /** Aedes's preConnect: Aedes gives an empty client id a generated one whatever CleanSession says. */
-  readonly preConnect = (client: Client, packet: ConnectPacket, done: (err: Error | null, ok: boolean) => void): void => {
+  readonly preConnect = (
+    client: Client,
+    packet: ConnectPacket,
+    done: (err: Error | null, ok: boolean) => void,
+  ): void => {
     if (packet.clientId === '' && !packet.clean) this.anonymousPersistent.add(client);
     done(null, true);
   };
 
   /** Aedes's authenticate. */
-  readonly authenticate = (client: Client, username: string | undefined, password: Buffer | undefined, done: (err: AuthenticateError | null, ok: boolean) => void): void => {
+  readonly authenticate = (
+    client: Client,
+    username: string | undefined,
+    password: Buffer | undefined,
+    done: (err: AuthenticateError | null, ok: boolean) => void,
+  ): void => {
     this.login(client, username, password).then(
       () => done(null, true),
       (err: AuthenticateError) => done(err, false),
@@ -135,12 +144,20 @@ export class Logins {
     this.loginStoreFailures += 1;
     const now = Date.now();
     if (now - this.loginStoreFailureLoggedAt < LOGIN_FAILURE_LOG_MS) return;
-    this.deps.logger.warn({ refused: this.loginStoreFailures, err: err.message }, "logins refused (CONNACK 3): the user's groups could not be read");
+    this.deps.logger.warn(
+      { refused: this.loginStoreFailures, err: err.message },
+      "logins refused (CONNACK 3): the user's groups could not be read",
+    );
     this.loginStoreFailures = 0;
     this.loginStoreFailureLoggedAt = now;
   }
 
-  private async presenceChanged(userId: string, groupIds: string[], update: () => Promise<boolean>, online: boolean): Promise<void> {
+  private async presenceChanged(
+    userId: string,
+    groupIds: string[],
+    update: () => Promise<boolean>,
+    online: boolean,
+  ): Promise<void> {
     try {
       if (await update()) this.deps.events.announcePresence(userId, groupIds, online);
     } catch (err) {

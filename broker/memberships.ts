@@ -39,7 +39,8 @@ export class LiveMemberships {
           new Promise<void>((resolve) => {
             if (change.kind === 'added') client.subscribe({ topic, qos: 1 }, () => resolve());
             // The forward check already refuses the removed member; dropping the subscription frees it.
-            else if (change.kind === 'removed' || change.kind === 'group-deleted') client.unsubscribe({ unsubscriptions: [topic] } as never, () => resolve());
+            else if (change.kind === 'removed' || change.kind === 'group-deleted')
+              client.unsubscribe({ unsubscriptions: [topic] } as never, () => resolve());
             else resolve();
           }),
       ),
@@ -52,26 +53,39 @@ export class LiveMemberships {
    */
   private announce(change: MembershipChange): void {
     const { groupId, userId, by } = change;
-    if (change.kind === 'added') this.events.sendEvent(userId, { type: 'member-added', groupId, userId, role: change.role, by });
+    if (change.kind === 'added')
+      this.events.sendEvent(userId, { type: 'member-added', groupId, userId, role: change.role, by });
     else if (change.kind === 'removed') this.events.sendEvent(userId, { type: 'member-removed', groupId, userId, by });
-    else if (change.kind === 'role-changed') this.events.sendEvent(userId, { type: 'role-changed', groupId, userId, role: change.role, by });
+    else if (change.kind === 'role-changed')
+      this.events.sendEvent(userId, { type: 'role-changed', groupId, userId, role: change.role, by });
   }
 
   /** Tells every member (of any group size: these are rare admin acts) of a group update or deletion, once. */
   private async announceGroup(announcement: GroupAnnouncement): Promise<void> {
     if (announcement.kind === 'group-deleted') {
       const { groupId, by } = announcement;
-      for (const userId of announcement.memberIds) this.events.sendEvent(userId, { type: 'group-deleted', groupId, by });
+      for (const userId of announcement.memberIds)
+        this.events.sendEvent(userId, { type: 'group-deleted', groupId, by });
       return;
     }
     const { group, by } = announcement;
-    const event: Extract<UserEvent, { type: 'group-updated' }> = { type: 'group-updated', groupId: group.id, by, name: group.name, historyVisibility: group.historyVisibility };
+    const event: Extract<UserEvent, { type: 'group-updated' }> = {
+      type: 'group-updated',
+      groupId: group.id,
+      by,
+      name: group.name,
+      historyVisibility: group.historyVisibility,
+    };
     if (group.description !== undefined) event.description = group.description;
     if (group.avatarUrl !== undefined) event.avatarUrl = group.avatarUrl;
     try {
-      for await (const page of this.groups.memberPages(group.id, 1000)) for (const member of page) this.events.sendEvent(member.userId, event);
+      for await (const page of this.groups.memberPages(group.id, 1000))
+        for (const member of page) this.events.sendEvent(member.userId, event);
     } catch (err) {
-      this.logger.warn({ err: (err as Error).message, groupId: group.id }, 'group update not told to every member: members unreadable');
+      this.logger.warn(
+        { err: (err as Error).message, groupId: group.id },
+        'group update not told to every member: members unreadable',
+      );
     }
   }
 }

@@ -55,10 +55,17 @@ export class PresenceRedis implements Presence {
    */
   private async totalsOnLiveNodes(userIds: string[]): Promise<number[]> {
     const counts = await Promise.all(userIds.map((id) => this.redis.hgetall(this.key(id))));
-    const named = [...new Set(counts.flatMap((perNode) => Object.keys(perNode).filter((node) => Number(perNode[node]) > 0)))];
+    const named = [
+      ...new Set(counts.flatMap((perNode) => Object.keys(perNode).filter((node) => Number(perNode[node]) > 0))),
+    ];
     const alive = named.length === 0 ? [] : await this.redis.mget(named.map(nodeKeyOf));
     const live = new Set(named.filter((_, i) => alive[i]));
-    return counts.map((perNode) => Object.entries(perNode).reduce((sum, [node, count]) => sum + (live.has(node) && Number(count) > 0 ? Number(count) : 0), 0));
+    return counts.map((perNode) =>
+      Object.entries(perNode).reduce(
+        (sum, [node, count]) => sum + (live.has(node) && Number(count) > 0 ? Number(count) : 0),
+        0,
+      ),
+    );
   }
 
   async connected(userId: string): Promise<boolean> {

@@ -31,7 +31,8 @@ type Done = (err?: Error | null) => void;
  * DUP set; [MQTT-4.4.0-1] requires it of persistent sessions, and MQTT.js does it for clean ones too), where the
  * clientMsgId makes the retry safe.
  */
-const isTransient = (err: unknown): boolean => isChorusError(err) && (err.code === 'STORE_UNAVAILABLE' || err.code === 'OVERLOADED');
+const isTransient = (err: unknown): boolean =>
+  isChorusError(err) && (err.code === 'STORE_UNAVAILABLE' || err.code === 'OVERLOADED');
 
 export interface PublishRoutingDeps {
   live: LiveUsers;
@@ -102,7 +103,11 @@ export class PublishRouting {
     }
     if (target?.kind === 'read') return this.moveReadPointer(client, userId, target.groupId, payload, done);
     if (target?.kind !== 'group') {
-      this.reject(client, userId, new ChorusError('TOPIC_NOT_ALLOWED', `clients may not publish to ${target ? 'events topics' : 'this topic'}`));
+      this.reject(
+        client,
+        userId,
+        new ChorusError('TOPIC_NOT_ALLOWED', `clients may not publish to ${target ? 'events topics' : 'this topic'}`),
+      );
       return done(null);
     }
     this.sendToGroup(client, userId, target.groupId, payload, done);
@@ -130,7 +135,10 @@ export class PublishRouting {
       },
       (err: unknown) => {
         if (isTransient(err)) {
-          this.deps.logger.debug({ clientId: sender.id, code: (err as ChorusError).code }, 'send not stored yet: closing without PUBACK');
+          this.deps.logger.debug(
+            { clientId: sender.id, code: (err as ChorusError).code },
+            'send not stored yet: closing without PUBACK',
+          );
           return done(err as ChorusError);
         }
         this.reject(sender, userId, err, groupId, clientMsgIdOf(send));
@@ -150,7 +158,12 @@ export class PublishRouting {
     }
     const seq = (parseQuietly(payload) as { seq?: unknown } | null | undefined)?.seq;
     if (!Number.isSafeInteger(seq) || (seq as number) < 0) {
-      this.reject(client, userId, new ChorusError('INVALID_MESSAGE', 'a read pointer is {"seq": <integer >= 0>}'), groupId);
+      this.reject(
+        client,
+        userId,
+        new ChorusError('INVALID_MESSAGE', 'a read pointer is {"seq": <integer >= 0>}'),
+        groupId,
+      );
       return done(null);
     }
     this.deps.readReceipts.markRead(groupId, userId, seq as number).then(
@@ -169,7 +182,8 @@ export class PublishRouting {
    * at most liveEventsMaxGroupMembers, to the other members' events topics at QoS 0 (on every node).
    */
   private relayTyping(client: Client, userId: string, groupId: string): void {
-    if (!this.deps.live.isMember(client, groupId)) return this.reject(client, userId, new ChorusError('NOT_A_MEMBER'), groupId);
+    if (!this.deps.live.isMember(client, groupId))
+      return this.reject(client, userId, new ChorusError('NOT_A_MEMBER'), groupId);
     const key = `${userId}\n${groupId}`;
     const now = performance.now();
     if (now - (this.lastTyping.get(key) ?? Number.NEGATIVE_INFINITY) < TYPING_INTERVAL_MS) return;

@@ -33,7 +33,9 @@ export class CassandraSession {
       socketOptions: { readTimeout: 10_000, connectTimeout: 5_000 },
     });
     await bootstrap.connect();
-    await bootstrap.execute(`CREATE KEYSPACE IF NOT EXISTS ${options.keyspace} WITH replication = ${options.replication}`);
+    await bootstrap.execute(
+      `CREATE KEYSPACE IF NOT EXISTS ${options.keyspace} WITH replication = ${options.replication}`,
+    );
     await bootstrap.shutdown();
     const client = new cassandra.Client({
       contactPoints: options.contactPoints,
@@ -54,7 +56,11 @@ export class CassandraSession {
 
   async execute(query: string, params: unknown[] = []): Promise<cassandra.types.ResultSet> {
     try {
-      return await this.client.execute(query, params, { prepare: true, consistency: this.consistency, serialConsistency: this.serialConsistency });
+      return await this.client.execute(query, params, {
+        prepare: true,
+        consistency: this.consistency,
+        serialConsistency: this.serialConsistency,
+      });
     } catch (err) {
       throw unavailable(err);
     }
@@ -97,6 +103,12 @@ function unavailable(err: unknown): unknown {
     name === 'OperationTimedOutError' ||
     name === 'BusyConnectionError' ||
     (name === 'ResponseError' &&
-      [codes.unavailableException, codes.writeTimeout, codes.readTimeout, codes.overloaded, codes.isBootstrapping].includes(code as number));
+      [
+        codes.unavailableException,
+        codes.writeTimeout,
+        codes.readTimeout,
+        codes.overloaded,
+        codes.isBootstrapping,
+      ].includes(code as number));
   return transient ? new ChorusError('STORE_UNAVAILABLE', `Cassandra: ${(err as Error).message}`) : err;
 }

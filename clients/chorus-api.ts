@@ -1,4 +1,14 @@
-import type { GroupView, HistoryVisibility, MemberRole, MemberView, PushMode, ReceiptsView, SendPayload, SendView, StampedMessage } from '../protocol/index.js';
+import type {
+  GroupView,
+  HistoryVisibility,
+  MemberRole,
+  MemberView,
+  PushMode,
+  ReceiptsView,
+  SendPayload,
+  SendView,
+  StampedMessage,
+} from '../protocol/index.js';
 
 export type GroupInfo = GroupView;
 export type MemberInfo = MemberView;
@@ -60,7 +70,9 @@ export class ChorusApi {
   }
 
   createGroup(name: string, members: string[] = [], settings: Omit<GroupSettings, 'name'> = {}): Promise<GroupInfo> {
-    const extra = Object.fromEntries(Object.entries(settings).filter(([, value]) => value !== null && value !== undefined));
+    const extra = Object.fromEntries(
+      Object.entries(settings).filter(([, value]) => value !== null && value !== undefined),
+    );
     return this.call('POST', '/v1/groups', { name, members, ...extra });
   }
 
@@ -76,7 +88,10 @@ export class ChorusApi {
 
   /** Who has message `seq`: counts, and readers paged by user id after `after`. */
   receipts(groupId: string, seq: number, after = '', limit = 100): Promise<Receipts> {
-    return this.call('GET', `/v1/groups/${encodeURIComponent(groupId)}/messages/${seq}/receipts?limit=${limit}&after=${encodeURIComponent(after)}`);
+    return this.call(
+      'GET',
+      `/v1/groups/${encodeURIComponent(groupId)}/messages/${seq}/receipts?limit=${limit}&after=${encodeURIComponent(after)}`,
+    );
   }
 
   getGroup(groupId: string): Promise<GroupInfo> {
@@ -86,7 +101,10 @@ export class ChorusApi {
   async listGroups(): Promise<GroupInfo[]> {
     const all: GroupInfo[] = [];
     for (let after = ''; ; ) {
-      const page = await this.call<{ groups: GroupInfo[]; next?: string }>('GET', `/v1/groups?limit=500&after=${encodeURIComponent(after)}`);
+      const page = await this.call<{ groups: GroupInfo[]; next?: string }>(
+        'GET',
+        `/v1/groups?limit=500&after=${encodeURIComponent(after)}`,
+      );
       all.push(...page.groups);
       if (!page.next) return all;
       after = page.next;
@@ -98,7 +116,11 @@ export class ChorusApi {
   }
 
   /** Adds up to 1,000 users at once (admins only); those already members are listed apart and left as they are. */
-  addMembers(groupId: string, userIds: string[], role: MemberRole = 'member'): Promise<{ added: string[]; alreadyMembers: string[] }> {
+  addMembers(
+    groupId: string,
+    userIds: string[],
+    role: MemberRole = 'member',
+  ): Promise<{ added: string[]; alreadyMembers: string[] }> {
     return this.call('POST', `/v1/groups/${encodeURIComponent(groupId)}/members/batch`, { userIds, role });
   }
 
@@ -107,7 +129,9 @@ export class ChorusApi {
   }
 
   setRole(groupId: string, userId: string, role: MemberRole): Promise<MemberInfo> {
-    return this.call('PUT', `/v1/groups/${encodeURIComponent(groupId)}/members/${encodeURIComponent(userId)}/role`, { role });
+    return this.call('PUT', `/v1/groups/${encodeURIComponent(groupId)}/members/${encodeURIComponent(userId)}/role`, {
+      role,
+    });
   }
 
   async messagesAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]> {
@@ -119,7 +143,12 @@ export class ChorusApi {
   }
 
   /** The newest messages before `beforeSeq` (or the newest of all), newest first; with their reactions if asked. */
-  async messagesBefore(groupId: string, limit: number, beforeSeq?: number, options: { withReactions?: boolean } = {}): Promise<StampedMessage[]> {
+  async messagesBefore(
+    groupId: string,
+    limit: number,
+    beforeSeq?: number,
+    options: { withReactions?: boolean } = {},
+  ): Promise<StampedMessage[]> {
     const before = beforeSeq === undefined ? '' : `&beforeSeq=${beforeSeq}`;
     const reactions = options.withReactions ? '&withReactions=true' : '';
     const page = await this.call<{ messages: StampedMessage[] }>(
@@ -135,7 +164,10 @@ export class ChorusApi {
 
   /** A page of members by user id, with the count of all. */
   members(groupId: string, after = '', limit = 100): Promise<{ members: MemberInfo[]; count: number; next?: string }> {
-    return this.call('GET', `/v1/groups/${encodeURIComponent(groupId)}/members?limit=${limit}&after=${encodeURIComponent(after)}`);
+    return this.call(
+      'GET',
+      `/v1/groups/${encodeURIComponent(groupId)}/members?limit=${limit}&after=${encodeURIComponent(after)}`,
+    );
   }
 
   /** A page of members with whether they are online. */
@@ -148,12 +180,16 @@ export class ChorusApi {
   }
 
   /** Stores this device's push subscription (a PushSubscription's toJSON()). */
-  addPushSubscription(subscription: { endpoint: string; keys: { p256dh: string; auth: string } }, deviceId?: string): Promise<unknown> {
+  addPushSubscription(
+    subscription: { endpoint: string; keys: { p256dh: string; auth: string } },
+    deviceId?: string,
+  ): Promise<unknown> {
     return this.call('POST', '/v1/push/subscriptions', { ...subscription, ...(deviceId ? { deviceId } : {}) });
   }
 
   async pushMode(groupId: string): Promise<PushMode> {
-    return (await this.call<{ mode: PushMode }>('GET', `/v1/groups/${encodeURIComponent(groupId)}/push-preference`)).mode;
+    return (await this.call<{ mode: PushMode }>('GET', `/v1/groups/${encodeURIComponent(groupId)}/push-preference`))
+      .mode;
   }
 
   async setPushMode(groupId: string, mode: PushMode): Promise<void> {

@@ -281,8 +281,18 @@ export class ChorusClient {
   }
 
   /** Adds this user's emoji to a message, or (remove) takes it back. */
-  react(groupId: string, seq: number, emoji: string, options: { remove?: boolean; clientMsgId?: string } = {}): Promise<SendReceipt> {
-    const payload: SendPayload = { clientMsgId: options.clientMsgId ?? uuidv7(), type: 'reaction', targetSeq: seq, emoji };
+  react(
+    groupId: string,
+    seq: number,
+    emoji: string,
+    options: { remove?: boolean; clientMsgId?: string } = {},
+  ): Promise<SendReceipt> {
+    const payload: SendPayload = {
+      clientMsgId: options.clientMsgId ?? uuidv7(),
+      type: 'reaction',
+      targetSeq: seq,
+      emoji,
+    };
     if (options.remove) payload.remove = true;
     return this.sendPayload(groupId, payload);
   }
@@ -384,9 +394,15 @@ export class ChorusClient {
 
   private onEvent(event: UserEvent): void {
     if (event.type === 'ack' || event.type === 'rejected') {
-      const send = event.clientMsgId && event.groupId ? this.pending.get(pendingKey(event.groupId, event.clientMsgId)) : undefined;
+      const send =
+        event.clientMsgId && event.groupId ? this.pending.get(pendingKey(event.groupId, event.clientMsgId)) : undefined;
       if (send && event.type === 'ack') {
-        this.settle(send, { seq: event.seq, createdAt: event.createdAt, clientMsgId: event.clientMsgId, duplicate: event.duplicate });
+        this.settle(send, {
+          seq: event.seq,
+          createdAt: event.createdAt,
+          clientMsgId: event.clientMsgId,
+          duplicate: event.duplicate,
+        });
       } else if (send && event.type === 'rejected') {
         if (RETRYABLE.has(event.code)) this.retryLater(send, 500);
         else this.fail(send, new ChorusApiError(400, event.code, event.message));
@@ -427,7 +443,8 @@ export class ChorusClient {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const send of [...this.pending.values()]) this.fail(send, new Error('client closed before the send was acknowledged'));
+    for (const send of [...this.pending.values()])
+      this.fail(send, new Error('client closed before the send was acknowledged'));
     await this.mqtt.endAsync(true);
   }
 }

@@ -6,7 +6,12 @@ import { ERASED_BY_DELETE, effectOf, type StampedMessage } from '../protocol/ind
  * body, attachments or mentions), a reaction changes its counts. `reactors` remembers who reacted with what, as seen
  * live, so that a repeated reaction counts once. Returns null when the event changes nothing.
  */
-export function applyEvent(target: StampedMessage, event: StampedMessage, viewerId: string, reactors: Set<string>): StampedMessage | null {
+export function applyEvent(
+  target: StampedMessage,
+  event: StampedMessage,
+  viewerId: string,
+  reactors: Set<string>,
+): StampedMessage | null {
   if (event.targetSeq !== target.seq || target.deletedAt !== undefined) return null;
   const effect = effectOf(event.type);
   if (effect === 'edit') {

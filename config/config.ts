@@ -23,7 +23,8 @@ export const ConfigSchema = Type.Object(
     corsOrigins: Type.String({
       default: '',
       pattern: '^(|\\*|https?://[^,\\s]+(,https?://[^,\\s]+)*)$',
-      description: 'browser origins allowed to call the REST API, comma-separated (e.g. https://app.example.com); empty: none',
+      description:
+        'browser origins allowed to call the REST API, comma-separated (e.g. https://app.example.com); empty: none',
     }),
     logLevel: Type.Union(
       ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
@@ -36,7 +37,11 @@ export const ConfigSchema = Type.Object(
     }),
     nodeId: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$', description: 'defaults to hostname-pid' })),
     redisUrl: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'required with store cassandra' })),
-    cassandraContactPoints: Type.String({ default: '127.0.0.1:9042', minLength: 1, description: 'comma-separated host:port' }),
+    cassandraContactPoints: Type.String({
+      default: '127.0.0.1:9042',
+      minLength: 1,
+      description: 'comma-separated host:port',
+    }),
     cassandraLocalDataCenter: Type.String({ default: 'datacenter1', minLength: 1 }),
     cassandraKeyspace: Type.String({ default: 'chorus', pattern: '^[a-z][a-z0-9_]{0,47}$' }),
     cassandraReplication: Type.String({
@@ -44,7 +49,12 @@ export const ConfigSchema = Type.Object(
       pattern: "^\\{[A-Za-z0-9_:',. ]+\\}$",
       description: "CQL replication map for the keyspace, e.g. {'class': 'NetworkTopologyStrategy', 'dc1': 3}",
     }),
-    retentionDays: Type.Integer({ minimum: 0, maximum: 3650, default: 30, description: 'Cassandra TTL of messages (0 keeps them); edits and deletes of older messages are refused there' }),
+    retentionDays: Type.Integer({
+      minimum: 0,
+      maximum: 3650,
+      default: 30,
+      description: 'Cassandra TTL of messages (0 keeps them); edits and deletes of older messages are refused there',
+    }),
 
     jwtSecret: Type.Optional(Type.String({ minLength: 32, description: 'HS256 secret (at least 32 characters)' })),
     jwtPublicKey: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key (RS256 or ES256)' })),
@@ -58,20 +68,44 @@ export const ConfigSchema = Type.Object(
       description: 'refuse tokens that live longer than this (exp minus iat, or minus now without iat)',
     }),
 
-    vapidPublicKey: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{80,100}$', description: 'VAPID public key (base64url)' })),
-    vapidPrivateKey: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{40,50}$', description: 'VAPID private key (base64url)' })),
-    vapidSubject: Type.String({ default: 'mailto:admin@chorus.invalid', pattern: '^(mailto:|https://)', description: 'contact for push services' }),
-    pushWindowSeconds: Type.Integer({ minimum: 1, maximum: 86_400, default: 60, description: 'at most one push per user per group per window' }),
-    pushTtlSeconds: Type.Integer({ minimum: 0, maximum: 2_419_200, default: 86_400, description: 'how long a push service keeps an undelivered push' }),
+    vapidPublicKey: Type.Optional(
+      Type.String({ pattern: '^[A-Za-z0-9_-]{80,100}$', description: 'VAPID public key (base64url)' }),
+    ),
+    vapidPrivateKey: Type.Optional(
+      Type.String({ pattern: '^[A-Za-z0-9_-]{40,50}$', description: 'VAPID private key (base64url)' }),
+    ),
+    vapidSubject: Type.String({
+      default: 'mailto:admin@chorus.invalid',
+      pattern: '^(mailto:|https://)',
+      description: 'contact for push services',
+    }),
+    pushWindowSeconds: Type.Integer({
+      minimum: 1,
+      maximum: 86_400,
+      default: 60,
+      description: 'at most one push per user per group per window',
+    }),
+    pushTtlSeconds: Type.Integer({
+      minimum: 0,
+      maximum: 2_419_200,
+      default: 86_400,
+      description: 'how long a push service keeps an undelivered push',
+    }),
     maxPushSubscriptionsPerUser: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
     pushEveryMessageMaxGroupMembers: Type.Integer({
       minimum: 0,
       maximum: 1_000_000,
       default: 1000,
-      description: 'groups up to this size push every message to offline members; larger ones push only mentions by name',
+      description:
+        'groups up to this size push every message to offline members; larger ones push only mentions by name',
     }),
-    pushAllowLoopback: Type.Boolean({ default: false, description: 'accept https://127.0.0.1 push endpoints (tests only)' }),
-    pushCaFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of extra CAs trusted for push endpoints' })),
+    pushAllowLoopback: Type.Boolean({
+      default: false,
+      description: 'accept https://127.0.0.1 push endpoints (tests only)',
+    }),
+    pushCaFile: Type.Optional(
+      Type.String({ minLength: 1, description: 'PEM file of extra CAs trusted for push endpoints' }),
+    ),
 
     sqliteSynchronous: Type.Union([Type.Literal('full'), Type.Literal('normal')], {
       default: 'full',
@@ -94,19 +128,26 @@ export const ConfigSchema = Type.Object(
       default: 10_000,
       description: 'how long a REST send waits for its commit before answering 503 (the send stays queued)',
     }),
-    rateLimitPerMinute: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 6000, description: 'REST requests per user (or IP) per minute' }),
+    rateLimitPerMinute: Type.Integer({
+      minimum: 1,
+      maximum: 10_000_000,
+      default: 6000,
+      description: 'REST requests per user (or IP) per minute',
+    }),
     maxConnections: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 }),
     liveEventsMaxGroupMembers: Type.Integer({
       minimum: 0,
       maximum: 100_000,
       default: 1000,
-      description: 'groups up to this size get typing indicators, read and delivered receipts pushed to their members; larger ones do not',
+      description:
+        'groups up to this size get typing indicators, read and delivered receipts pushed to their members; larger ones do not',
     }),
     presenceBatchMs: Type.Integer({
       minimum: 0,
       maximum: 10_000,
       default: 250,
-      description: 'presence changes are told this long after they happen, all of a group together (one bus message per group)',
+      description:
+        'presence changes are told this long after they happen, all of a group together (one bus message per group)',
     }),
     deliveredFlushMs: Type.Integer({
       minimum: 50,
@@ -128,19 +169,22 @@ export const ConfigSchema = Type.Object(
       minimum: 0,
       maximum: 1_000_000,
       default: 10_000,
-      description: 'MQTT connections beyond maxUnauthenticatedConnections that wait, unread, for a place (10 s at most); beyond this new ones are closed at once',
+      description:
+        'MQTT connections beyond maxUnauthenticatedConnections that wait, unread, for a place (10 s at most); beyond this new ones are closed at once',
     }),
     maxClientBufferBytes: Type.Integer({
       minimum: 16_384,
       maximum: 268_435_456,
       default: 1_048_576,
-      description: 'bytes waiting to be sent to one MQTT connection; a client that falls this far behind is disconnected',
+      description:
+        'bytes waiting to be sent to one MQTT connection; a client that falls this far behind is disconnected',
     }),
     mqttPublishRate: Type.Integer({
       minimum: 1,
       maximum: 1_000_000,
       default: 200,
-      description: 'publishes per second per MQTT connection (bursts of as many); over it the broker stops reading that connection',
+      description:
+        'publishes per second per MQTT connection (bursts of as many); over it the broker stops reading that connection',
     }),
     authFailuresPerMinute: Type.Integer({
       minimum: 1,
@@ -207,13 +251,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     problems.push(`${label}: ${error.message}${error.path && key ? `, got ${JSON.stringify(error.value)}` : ''}`);
   }
   const config = candidate as ChorusConfig;
-  if (config.store === 'cassandra' && !config.redisUrl) problems.push('redisUrl (CHORUS_REDIS_URL): required with store cassandra');
+  if (config.store === 'cassandra' && !config.redisUrl)
+    problems.push('redisUrl (CHORUS_REDIS_URL): required with store cassandra');
   if (config.role !== 'all' && config.store !== 'cassandra') {
-    problems.push(`role ${config.role}: needs store cassandra (nodes share Redis and Cassandra); the embedded store serves role all only`);
+    problems.push(
+      `role ${config.role}: needs store cassandra (nodes share Redis and Cassandra); the embedded store serves role all only`,
+    );
   }
-  if (Boolean(config.vapidPublicKey) !== Boolean(config.vapidPrivateKey)) problems.push('vapidPublicKey and vapidPrivateKey: set both or neither');
+  if (Boolean(config.vapidPublicKey) !== Boolean(config.vapidPrivateKey))
+    problems.push('vapidPublicKey and vapidPrivateKey: set both or neither');
   if (config.env === 'production' && !config.vapidPublicKey) {
-    problems.push('vapidPublicKey and vapidPrivateKey: required when env is production (`npx web-push generate-vapid-keys`)');
+    problems.push(
+      'vapidPublicKey and vapidPrivateKey: required when env is production (`npx web-push generate-vapid-keys`)',
+    );
   }
   if (config.jwtSecret && config.jwtPublicKey) problems.push('jwtSecret and jwtPublicKey: set one, not both');
   if (config.env === 'production' && !config.jwtSecret && !config.jwtPublicKey) {

@@ -50,7 +50,11 @@ export class DeliveredMarks {
     this.flushing = this.flushing.then(() =>
       this.store.raiseDelivered(marks).then(
         () => this.told(marks),
-        (err: unknown) => this.logger.warn({ err: (err as Error).message, marks: marks.length }, 'delivered watermarks not stored; later deliveries carry them'),
+        (err: unknown) =>
+          this.logger.warn(
+            { err: (err as Error).message, marks: marks.length },
+            'delivered watermarks not stored; later deliveries carry them',
+          ),
       ),
     );
     return this.flushing;

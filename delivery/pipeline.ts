@@ -34,7 +34,13 @@ interface Arrival {
  * Arrivals: a node that starts takes what comes; a gap is filled whole, in pages of 1,000, up to its newest 100,000
  * messages (a Redis outage of a minute at 1,600 messages a second); beyond that, subscribers read history.
  */
-const ARRIVAL_ORDERING = { recoverWindowMs: 0, gapWindowMs: Number.POSITIVE_INFINITY, maxRead: 1000, maxGap: 100_000, maxGroups: 100_000 };
+const ARRIVAL_ORDERING = {
+  recoverWindowMs: 0,
+  gapWindowMs: Number.POSITIVE_INFINITY,
+  maxRead: 1000,
+  maxGap: 100_000,
+  maxGroups: 100_000,
+};
 
 /**
  * Live delivery of stored messages, from the sequencer's output to this node's subscribers:

@@ -32,7 +32,7 @@ const toGroup = (id: string, row: Row): GroupRecord => {
     name: row.get('name') as string,
     ...(description === null ? {} : { description }),
     ...(avatarUrl === null ? {} : { avatarUrl }),
-    historyVisibility: ((row.get('history_visibility') as HistoryVisibility | null) ?? 'all'),
+    historyVisibility: (row.get('history_visibility') as HistoryVisibility | null) ?? 'all',
     createdBy: row.get('created_by') as string,
     createdAtMs: (row.get('created_at') as Date).getTime(),
   };
@@ -75,20 +75,29 @@ export class GroupStoreCassandra implements GroupStore {
       // Keyspaces made before these columns existed: adding one that exists fails, which is the wanted state.
       await db.ddl(`ALTER TABLE groups ADD ${column} text`).catch(() => undefined);
     }
-    await db.ddl('CREATE TABLE IF NOT EXISTS member_ranges (group_id text, user_id text, ranges text, PRIMARY KEY ((group_id), user_id))');
-    await db.ddl('CREATE TABLE IF NOT EXISTS delivered_marks (group_id text, user_id text, seq bigint, PRIMARY KEY ((group_id), user_id))');
+    await db.ddl(
+      'CREATE TABLE IF NOT EXISTS member_ranges (group_id text, user_id text, ranges text, PRIMARY KEY ((group_id), user_id))',
+    );
+    await db.ddl(
+      'CREATE TABLE IF NOT EXISTS delivered_marks (group_id text, user_id text, seq bigint, PRIMARY KEY ((group_id), user_id))',
+    );
     await db.ddl(`CREATE TABLE IF NOT EXISTS members_by_group (
       group_id text, user_id text, role text, joined_at timestamp, read_seq bigint, PRIMARY KEY ((group_id), user_id))`);
     await db.ddl(`CREATE TABLE IF NOT EXISTS members_by_user (
       user_id text, group_id text, role text, joined_at timestamp, PRIMARY KEY ((user_id), group_id))`);
-    await db.ddl('CREATE TABLE IF NOT EXISTS group_admins (group_id text, user_id text, PRIMARY KEY ((group_id), user_id))');
+    await db.ddl(
+      'CREATE TABLE IF NOT EXISTS group_admins (group_id text, user_id text, PRIMARY KEY ((group_id), user_id))',
+    );
     await db.ddl('CREATE TABLE IF NOT EXISTS group_sizes (group_id text PRIMARY KEY, members counter)');
     return new GroupStoreCassandra(db);
   }
 
   private membershipWrites(groupId: string, userId: string, role: MemberRole, joinedAt: Date) {
     return [
-      { query: 'INSERT INTO members_by_user (user_id, group_id, role, joined_at) VALUES (?, ?, ?, ?)', params: [userId, groupId, role, joinedAt] },
+      {
+        query: 'INSERT INTO members_by_user (user_id, group_id, role, joined_at) VALUES (?, ?, ?, ?)',
+        params: [userId, groupId, role, joinedAt],
+      },
       role === 'admin'
         ? { query: 'INSERT INTO group_admins (group_id, user_id) VALUES (?, ?)', params: [groupId, userId] }
         : { query: 'DELETE FROM group_admins WHERE group_id = ? AND user_id = ?', params: [groupId, userId] },
@@ -99,7 +108,15 @@ export class GroupStoreCassandra implements GroupStore {
     const created = new Date(group.createdAtMs);
     const result = await this.db.execute(
       'INSERT INTO groups (id, name, description, avatar_url, history_visibility, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS',
-      [group.id, group.name, group.description ?? null, group.avatarUrl ?? null, group.historyVisibility, group.createdBy, created],
+      [
+        group.id,
+        group.name,
+        group.description ?? null,
+        group.avatarUrl ?? null,
+        group.historyVisibility,
+        group.createdBy,
+        created,
+      ],
     );
     if (!result.wasApplied()) throw new Error(`group ${group.id} exists`);
     await this.db.batch([
@@ -108,14 +125,20 @@ export class GroupStoreCassandra implements GroupStore {
         params: [group.id, group.createdBy, 'admin', created],
       },
       ...this.membershipWrites(group.id, group.createdBy, 'admin', created),
-      { query: 'INSERT INTO member_ranges (group_id, user_id, ranges) VALUES (?, ?, ?)', params: [group.id, group.createdBy, JSON.stringify(nextRanges([], { join: 0 }))] },
+      {
+        query: 'INSERT INTO member_ranges (group_id, user_id, ranges) VALUES (?, ?, ?)',
+        params: [group.id, group.createdBy, JSON.stringify(nextRanges([], { join: 0 }))],
+      },
     ]);
     await this.countMember(group.id, 1);
   }
 
   /** Moves the group's size counter (counters cannot share a batch with other tables). */
   private async countMember(groupId: string, by: 1 | -1): Promise<void> {
-    await this.db.execute('UPDATE group_sizes SET members = members + ? WHERE group_id = ?', [cassandra.types.Long.fromNumber(by), groupId]);
+    await this.db.execute('UPDATE group_sizes SET members = members + ? WHERE group_id = ?', [
+      cassandra.types.Long.fromNumber(by),
+      groupId,
+    ]);
   }
 
   async getGroup(groupId: string): Promise<GroupRecord | null> {
@@ -126,18 +149,19 @@ export class GroupStoreCassandra implements GroupStore {
   async updateGroup(groupId: string, changes: GroupChanges): Promise<GroupRecord | null> {
     const group = await this.getGroup(groupId);
     if (!group) return null;
-    const next: GroupRecord = { ...group, name: changes.name ?? group.name, historyVisibility: changes.historyVisibility ?? group.historyVisibility };
+    const next: GroupRecord = {
+      ...group,
+      name: changes.name ?? group.name,
+      historyVisibility: changes.historyVisibility ?? group.historyVisibility,
+    };
     if (changes.description === null) delete next.description;
     else if (changes.description !== undefined) next.description = changes.description;
     if (changes.avatarUrl === null) delete next.avatarUrl;
     else if (changes.avatarUrl !== undefined) next.avatarUrl = changes.avatarUrl;
-    await this.db.execute('UPDATE groups SET name = ?, description = ?, avatar_url = ?, history_visibility = ? WHERE id = ? IF EXISTS', [
-      next.name,
-      next.description ?? null,
-      next.avatarUrl ?? null,
-      next.historyVisibility,
-      groupId,
-    ]);
+    await this.db.execute(
+      'UPDATE groups SET name = ?, description = ?, avatar_url = ?, history_visibility = ? WHERE id = ? IF EXISTS',
+      [next.name, next.description ?? null, next.avatarUrl ?? null, next.historyVisibility, groupId],
+    );
     return next;
   }
 
@@ -145,7 +169,11 @@ export class GroupStoreCassandra implements GroupStore {
   async deleteGroup(groupId: string): Promise<void> {
     for (let after = ''; ; ) {
       const page = await this.listMembers(groupId, after, SCAN_PAGE);
-      for (const member of page) await this.db.execute('DELETE FROM members_by_user WHERE user_id = ? AND group_id = ?', [member.userId, groupId]);
+      for (const member of page)
+        await this.db.execute('DELETE FROM members_by_user WHERE user_id = ? AND group_id = ?', [
+          member.userId,
+          groupId,
+        ]);
       if (page.length < SCAN_PAGE) break;
       after = page.at(-1)!.userId;
     }
@@ -156,14 +184,24 @@ export class GroupStoreCassandra implements GroupStore {
   }
 
   async seqRanges(groupId: string, userId: string): Promise<SeqRange[]> {
-    const row = (await this.db.execute('SELECT ranges FROM member_ranges WHERE group_id = ? AND user_id = ?', [groupId, userId])).first();
+    const row = (
+      await this.db.execute('SELECT ranges FROM member_ranges WHERE group_id = ? AND user_id = ?', [groupId, userId])
+    ).first();
     return JSON.parse((row?.get('ranges') as string | undefined) ?? '[]') as SeqRange[];
   }
 
   /** A member's own ranges change only with their own membership: a read and a write, not a transaction. */
-  private async changeRanges(groupId: string, userId: string, change: { join: number } | { leave: number }): Promise<void> {
+  private async changeRanges(
+    groupId: string,
+    userId: string,
+    change: { join: number } | { leave: number },
+  ): Promise<void> {
     const ranges = nextRanges(await this.seqRanges(groupId, userId), change);
-    await this.db.execute('INSERT INTO member_ranges (group_id, user_id, ranges) VALUES (?, ?, ?)', [groupId, userId, JSON.stringify(ranges)]);
+    await this.db.execute('INSERT INTO member_ranges (group_id, user_id, ranges) VALUES (?, ?, ?)', [
+      groupId,
+      userId,
+      JSON.stringify(ranges),
+    ]);
   }
 
   /**
@@ -177,7 +215,11 @@ export class GroupStoreCassandra implements GroupStore {
       if (list) list.push(mark);
       else byGroup.set(mark.groupId, [mark]);
     }
-    const batches = [...byGroup.values()].flatMap((list) => Array.from({ length: Math.ceil(list.length / MARKS_PER_BATCH) }, (_, i) => list.slice(i * MARKS_PER_BATCH, (i + 1) * MARKS_PER_BATCH)));
+    const batches = [...byGroup.values()].flatMap((list) =>
+      Array.from({ length: Math.ceil(list.length / MARKS_PER_BATCH) }, (_, i) =>
+        list.slice(i * MARKS_PER_BATCH, (i + 1) * MARKS_PER_BATCH),
+      ),
+    );
     let next = 0;
     const lane = async () => {
       while (next < batches.length) {
@@ -198,14 +240,25 @@ export class GroupStoreCassandra implements GroupStore {
   async receipts(groupId: string, seq: number, afterUserId: string, limit: number): Promise<ReceiptCounts> {
     const delivered = new Map<string, number>();
     for (let after = ''; ; ) {
-      const rows = (await this.db.execute('SELECT user_id, seq FROM delivered_marks WHERE group_id = ? AND user_id > ? LIMIT ?', [groupId, after, SCAN_PAGE])).rows;
+      const rows = (
+        await this.db.execute('SELECT user_id, seq FROM delivered_marks WHERE group_id = ? AND user_id > ? LIMIT ?', [
+          groupId,
+          after,
+          SCAN_PAGE,
+        ])
+      ).rows;
       for (const row of rows) delivered.set(row.get('user_id') as string, Number(row.get('seq')));
       if (rows.length < SCAN_PAGE) break;
       after = rows.at(-1)!.get('user_id') as string;
     }
     const counts: ReceiptCounts = { members: 0, deliveredTo: 0, readBy: 0, readers: [] };
     for (let after = ''; ; ) {
-      const rows = (await this.db.execute('SELECT user_id, read_seq FROM members_by_group WHERE group_id = ? AND user_id > ? LIMIT ?', [groupId, after, SCAN_PAGE])).rows;
+      const rows = (
+        await this.db.execute(
+          'SELECT user_id, read_seq FROM members_by_group WHERE group_id = ? AND user_id > ? LIMIT ?',
+          [groupId, after, SCAN_PAGE],
+        )
+      ).rows;
       for (const row of rows) {
         const userId = row.get('user_id') as string;
         const readSeq = Number(row.get('read_seq') ?? 0);
@@ -222,11 +275,19 @@ export class GroupStoreCassandra implements GroupStore {
   }
 
   async getMember(groupId: string, userId: string): Promise<MemberRecord | null> {
-    const row = (await this.db.execute('SELECT * FROM members_by_group WHERE group_id = ? AND user_id = ?', [groupId, userId])).first();
+    const row = (
+      await this.db.execute('SELECT * FROM members_by_group WHERE group_id = ? AND user_id = ?', [groupId, userId])
+    ).first();
     return row ? toMember(row) : null;
   }
 
-  async addMember(groupId: string, userId: string, role: MemberRole, maxMembers: number, atSeq = 0): Promise<AddMemberResult> {
+  async addMember(
+    groupId: string,
+    userId: string,
+    role: MemberRole,
+    maxMembers: number,
+    atSeq = 0,
+  ): Promise<AddMemberResult> {
     if (!(await this.getGroup(groupId))) return 'no-group';
     if (await this.getMember(groupId, userId)) return 'already-member';
     if ((await this.countMembers(groupId)) >= maxMembers) return 'group-full';
@@ -246,7 +307,13 @@ export class GroupStoreCassandra implements GroupStore {
    * Newcomers go in chunks, each one conditional batch on the group's partition (one Paxos round for the chunk instead
    * of one per member); a chunk that meets a member added meanwhile is read again and retried without them.
    */
-  async addMembers(groupId: string, userIds: string[], role: MemberRole, maxMembers: number, atSeq = 0): Promise<AddMembersResult> {
+  async addMembers(
+    groupId: string,
+    userIds: string[],
+    role: MemberRole,
+    maxMembers: number,
+    atSeq = 0,
+  ): Promise<AddMembersResult> {
     if (!(await this.getGroup(groupId))) return 'no-group';
     const existing = new Set<string>();
     for (let i = 0; i < userIds.length; i += BULK_CHUNK) {
@@ -261,7 +328,8 @@ export class GroupStoreCassandra implements GroupStore {
       while (chunk.length > 0) {
         const inserted = await this.db.batch(
           chunk.map((userId) => ({
-            query: 'INSERT INTO members_by_group (group_id, user_id, role, joined_at, read_seq) VALUES (?, ?, ?, ?, 0) IF NOT EXISTS',
+            query:
+              'INSERT INTO members_by_group (group_id, user_id, role, joined_at, read_seq) VALUES (?, ?, ?, ?, 0) IF NOT EXISTS',
             params: [groupId, userId, role, joinedAt],
           })),
         );
@@ -272,7 +340,10 @@ export class GroupStoreCassandra implements GroupStore {
       }
       if (chunk.length === 0) continue;
       await this.db.batch(chunk.flatMap((userId) => this.membershipWrites(groupId, userId, role, joinedAt)));
-      await this.db.execute('UPDATE group_sizes SET members = members + ? WHERE group_id = ?', [cassandra.types.Long.fromNumber(chunk.length), groupId]);
+      await this.db.execute('UPDATE group_sizes SET members = members + ? WHERE group_id = ?', [
+        cassandra.types.Long.fromNumber(chunk.length),
+        groupId,
+      ]);
       const ranges = await this.rangesAmong(groupId, chunk);
       await this.db.batch(
         chunk.map((userId) => ({
@@ -287,20 +358,35 @@ export class GroupStoreCassandra implements GroupStore {
   }
 
   private async membersAmong(groupId: string, userIds: string[]): Promise<string[]> {
-    const rows = (await this.db.execute('SELECT user_id FROM members_by_group WHERE group_id = ? AND user_id IN ?', [groupId, userIds])).rows;
+    const rows = (
+      await this.db.execute('SELECT user_id FROM members_by_group WHERE group_id = ? AND user_id IN ?', [
+        groupId,
+        userIds,
+      ])
+    ).rows;
     return rows.map((row) => row.get('user_id') as string);
   }
 
   private async rangesAmong(groupId: string, userIds: string[]): Promise<Map<string, SeqRange[]>> {
-    const rows = (await this.db.execute('SELECT user_id, ranges FROM member_ranges WHERE group_id = ? AND user_id IN ?', [groupId, userIds])).rows;
-    return new Map(rows.map((row) => [row.get('user_id') as string, JSON.parse(row.get('ranges') as string) as SeqRange[]]));
+    const rows = (
+      await this.db.execute('SELECT user_id, ranges FROM member_ranges WHERE group_id = ? AND user_id IN ?', [
+        groupId,
+        userIds,
+      ])
+    ).rows;
+    return new Map(
+      rows.map((row) => [row.get('user_id') as string, JSON.parse(row.get('ranges') as string) as SeqRange[]]),
+    );
   }
 
   /** True when taking `userId` out of the admins leaves other members without one. */
   private async wouldOrphan(groupId: string, userId: string, leaving: boolean): Promise<boolean> {
-    const admins = (await this.db.execute('SELECT user_id FROM group_admins WHERE group_id = ? LIMIT 2', [groupId])).rows;
+    const admins = (await this.db.execute('SELECT user_id FROM group_admins WHERE group_id = ? LIMIT 2', [groupId]))
+      .rows;
     if (admins.length !== 1 || admins[0]!.get('user_id') !== userId) return false;
-    const members = (await this.db.execute('SELECT user_id FROM members_by_group WHERE group_id = ? LIMIT 2', [groupId])).rows;
+    const members = (
+      await this.db.execute('SELECT user_id FROM members_by_group WHERE group_id = ? LIMIT 2', [groupId])
+    ).rows;
     return leaving ? members.length > 1 : true;
   }
 
@@ -321,11 +407,19 @@ export class GroupStoreCassandra implements GroupStore {
   async setRole(groupId: string, userId: string, role: MemberRole, keepAnAdmin: boolean): Promise<SetRoleResult> {
     const member = await this.getMember(groupId, userId);
     if (!member) return 'not-member';
-    if (keepAnAdmin && role === 'member' && member.role === 'admin' && (await this.wouldOrphan(groupId, userId, false))) {
+    if (
+      keepAnAdmin &&
+      role === 'member' &&
+      member.role === 'admin' &&
+      (await this.wouldOrphan(groupId, userId, false))
+    ) {
       return 'last-admin';
     }
     await this.db.batch([
-      { query: 'UPDATE members_by_group SET role = ? WHERE group_id = ? AND user_id = ?', params: [role, groupId, userId] },
+      {
+        query: 'UPDATE members_by_group SET role = ? WHERE group_id = ? AND user_id = ?',
+        params: [role, groupId, userId],
+      },
       ...this.membershipWrites(groupId, userId, role, new Date(member.joinedAtMs)),
     ]);
     return 'changed';
@@ -334,24 +428,39 @@ export class GroupStoreCassandra implements GroupStore {
   async countMembers(groupId: string): Promise<number> {
     const size = (await this.db.execute('SELECT members FROM group_sizes WHERE group_id = ?', [groupId])).first();
     if (size) return Math.max(0, Number(size.get('members')));
-    const row = (await this.db.execute('SELECT COUNT(*) AS n FROM members_by_group WHERE group_id = ?', [groupId])).first();
+    const row = (
+      await this.db.execute('SELECT COUNT(*) AS n FROM members_by_group WHERE group_id = ?', [groupId])
+    ).first();
     return Number(row?.get('n') ?? 0);
   }
 
   async listMembers(groupId: string, afterUserId: string, limit: number): Promise<MemberRecord[]> {
-    const result = await this.db.execute('SELECT * FROM members_by_group WHERE group_id = ? AND user_id > ? LIMIT ?', [groupId, afterUserId, limit]);
+    const result = await this.db.execute('SELECT * FROM members_by_group WHERE group_id = ? AND user_id > ? LIMIT ?', [
+      groupId,
+      afterUserId,
+      limit,
+    ]);
     return result.rows.map((row) => toMember(row));
   }
 
   async listMemberships(userId: string, afterGroupId: string, limit: number): Promise<MemberRecord[]> {
-    const result = await this.db.execute('SELECT * FROM members_by_user WHERE user_id = ? AND group_id > ? LIMIT ?', [userId, afterGroupId, limit]);
+    const result = await this.db.execute('SELECT * FROM members_by_user WHERE user_id = ? AND group_id > ? LIMIT ?', [
+      userId,
+      afterGroupId,
+      limit,
+    ]);
     return Promise.all(
-      result.rows.map(async (row) => toMember(row, (await this.getMember(row.get('group_id') as string, userId))?.readSeq ?? 0)),
+      result.rows.map(async (row) =>
+        toMember(row, (await this.getMember(row.get('group_id') as string, userId))?.readSeq ?? 0),
+      ),
     );
   }
 
   async listGroupIds(userId: string, afterGroupId: string, limit: number): Promise<string[]> {
-    const result = await this.db.execute('SELECT group_id FROM members_by_user WHERE user_id = ? AND group_id > ? LIMIT ?', [userId, afterGroupId, limit]);
+    const result = await this.db.execute(
+      'SELECT group_id FROM members_by_user WHERE user_id = ? AND group_id > ? LIMIT ?',
+      [userId, afterGroupId, limit],
+    );
     return result.rows.map((row) => row.get('group_id') as string);
   }
 
@@ -360,12 +469,10 @@ export class GroupStoreCassandra implements GroupStore {
       const member = await this.getMember(groupId, userId);
       if (!member) return null;
       if (seq <= member.readSeq) return member.readSeq;
-      const moved = await this.db.execute('UPDATE members_by_group SET read_seq = ? WHERE group_id = ? AND user_id = ? IF read_seq = ?', [
-        seq,
-        groupId,
-        userId,
-        member.readSeq,
-      ]);
+      const moved = await this.db.execute(
+        'UPDATE members_by_group SET read_seq = ? WHERE group_id = ? AND user_id = ? IF read_seq = ?',
+        [seq, groupId, userId, member.readSeq],
+      );
       if (moved.wasApplied()) return seq;
     }
   }

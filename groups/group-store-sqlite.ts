@@ -102,8 +102,12 @@ export class GroupStoreSqlite implements GroupStore {
     pointerDb.pragma('synchronous = NORMAL');
     this.pointerDb = pointerDb;
     const pointers = {
-      raiseReadSeq: pointerDb.prepare('UPDATE members SET read_seq = MAX(read_seq, ?) WHERE group_id = ? AND user_id = ?'),
-      raiseDelivered: pointerDb.prepare('UPDATE members SET delivered_seq = MAX(delivered_seq, ?) WHERE group_id = ? AND user_id = ?'),
+      raiseReadSeq: pointerDb.prepare(
+        'UPDATE members SET read_seq = MAX(read_seq, ?) WHERE group_id = ? AND user_id = ?',
+      ),
+      raiseDelivered: pointerDb.prepare(
+        'UPDATE members SET delivered_seq = MAX(delivered_seq, ?) WHERE group_id = ? AND user_id = ?',
+      ),
     };
     this.pointers = pointers;
     const stmt = {
@@ -117,7 +121,9 @@ export class GroupStoreSqlite implements GroupStore {
       deleteGroup: db.prepare('DELETE FROM groups WHERE id = ?'),
       deleteMembers: db.prepare('DELETE FROM members WHERE group_id = ?'),
       deleteRanges: db.prepare('DELETE FROM member_ranges WHERE group_id = ?'),
-      getRanges: db.prepare<[string, string], { ranges: string }>('SELECT ranges FROM member_ranges WHERE group_id = ? AND user_id = ?'),
+      getRanges: db.prepare<[string, string], { ranges: string }>(
+        'SELECT ranges FROM member_ranges WHERE group_id = ? AND user_id = ?',
+      ),
       putRanges: db.prepare('INSERT OR REPLACE INTO member_ranges (group_id, user_id, ranges) VALUES (?, ?, ?)'),
       counts: db.prepare<[number, number, string], { members: number; delivered: number | null; read: number | null }>(
         'SELECT COUNT(*) AS members, SUM(MAX(delivered_seq, read_seq) >= ?) AS delivered, SUM(read_seq >= ?) AS read FROM members WHERE group_id = ?',
@@ -136,8 +142,14 @@ export class GroupStoreSqlite implements GroupStore {
       countAdmins: db.prepare<[string], { n: number }>(
         "SELECT COUNT(*) AS n FROM members WHERE group_id = ? AND role = 'admin'",
       ),
-      listMembers: pagedStatement<[string, string], MemberRow>(db, 'SELECT * FROM members WHERE group_id = ? AND user_id > ? ORDER BY user_id LIMIT ?'),
-      listMemberships: pagedStatement<[string, string], MemberRow>(db, 'SELECT * FROM members WHERE user_id = ? AND group_id > ? ORDER BY group_id LIMIT ?'),
+      listMembers: pagedStatement<[string, string], MemberRow>(
+        db,
+        'SELECT * FROM members WHERE group_id = ? AND user_id > ? ORDER BY user_id LIMIT ?',
+      ),
+      listMemberships: pagedStatement<[string, string], MemberRow>(
+        db,
+        'SELECT * FROM members WHERE user_id = ? AND group_id > ? ORDER BY group_id LIMIT ?',
+      ),
       // Answered from the members_by_user index alone.
       listGroupIds: pagedStatement<[string, string], string>(
         db,
@@ -157,14 +169,23 @@ export class GroupStoreSqlite implements GroupStore {
       return admins === 1 && remainingMembers > 0;
     };
 
-    const ranges = (groupId: string, userId: string): SeqRange[] => JSON.parse(stmt.getRanges.get(groupId, userId)?.ranges ?? '[]') as SeqRange[];
+    const ranges = (groupId: string, userId: string): SeqRange[] =>
+      JSON.parse(stmt.getRanges.get(groupId, userId)?.ranges ?? '[]') as SeqRange[];
     const changeRanges = (groupId: string, userId: string, change: { join: number } | { leave: number }) =>
       stmt.putRanges.run(groupId, userId, JSON.stringify(nextRanges(ranges(groupId, userId), change)));
     this.ranges = ranges;
 
     this.tx = {
       createGroup: db.transaction((group: GroupRecord) => {
-        stmt.insertGroup.run(group.id, group.name, group.description ?? null, group.avatarUrl ?? null, group.historyVisibility, group.createdBy, group.createdAtMs);
+        stmt.insertGroup.run(
+          group.id,
+          group.name,
+          group.description ?? null,
+          group.avatarUrl ?? null,
+          group.historyVisibility,
+          group.createdBy,
+          group.createdAtMs,
+        );
         stmt.insertMember.run(group.id, group.createdBy, 'admin', group.createdAtMs);
         changeRanges(group.id, group.createdBy, { join: 0 });
       }),
@@ -186,33 +207,39 @@ export class GroupStoreSqlite implements GroupStore {
         stmt.deleteMembers.run(groupId);
         stmt.deleteRanges.run(groupId);
       }),
-      addMember: db.transaction((groupId: string, userId: string, role: MemberRole, max: number, atSeq: number): AddMemberResult => {
-        if (!stmt.getGroup.get(groupId)) return 'no-group';
-        if (stmt.getMember.get(groupId, userId)) return 'already-member';
-        if (stmt.countMembers.get(groupId)!.n >= max) return 'group-full';
-        stmt.insertMember.run(groupId, userId, role, Date.now());
-        changeRanges(groupId, userId, { join: atSeq });
-        return 'added';
-      }),
-      addMembers: db.transaction((groupId: string, userIds: string[], role: MemberRole, max: number, atSeq: number): AddMembersResult => {
-        if (!stmt.getGroup.get(groupId)) return 'no-group';
-        const alreadyMembers = userIds.filter((userId) => stmt.getMember.get(groupId, userId));
-        const added = userIds.filter((userId) => !alreadyMembers.includes(userId));
-        if (stmt.countMembers.get(groupId)!.n + added.length > max) return 'group-full';
-        const joinedAt = Date.now();
-        for (const userId of added) {
-          stmt.insertMember.run(groupId, userId, role, joinedAt);
+      addMember: db.transaction(
+        (groupId: string, userId: string, role: MemberRole, max: number, atSeq: number): AddMemberResult => {
+          if (!stmt.getGroup.get(groupId)) return 'no-group';
+          if (stmt.getMember.get(groupId, userId)) return 'already-member';
+          if (stmt.countMembers.get(groupId)!.n >= max) return 'group-full';
+          stmt.insertMember.run(groupId, userId, role, Date.now());
           changeRanges(groupId, userId, { join: atSeq });
-        }
-        return { added, alreadyMembers };
-      }),
-      removeMember: db.transaction((groupId: string, userId: string, keep: boolean, atSeq: number): RemoveMemberResult => {
-        if (!stmt.getMember.get(groupId, userId)) return 'not-member';
-        if (keep && wouldOrphan(groupId, userId, true)) return 'last-admin';
-        stmt.deleteMember.run(groupId, userId);
-        changeRanges(groupId, userId, { leave: atSeq });
-        return 'removed';
-      }),
+          return 'added';
+        },
+      ),
+      addMembers: db.transaction(
+        (groupId: string, userIds: string[], role: MemberRole, max: number, atSeq: number): AddMembersResult => {
+          if (!stmt.getGroup.get(groupId)) return 'no-group';
+          const alreadyMembers = userIds.filter((userId) => stmt.getMember.get(groupId, userId));
+          const added = userIds.filter((userId) => !alreadyMembers.includes(userId));
+          if (stmt.countMembers.get(groupId)!.n + added.length > max) return 'group-full';
+          const joinedAt = Date.now();
+          for (const userId of added) {
+            stmt.insertMember.run(groupId, userId, role, joinedAt);
+            changeRanges(groupId, userId, { join: atSeq });
+          }
+          return { added, alreadyMembers };
+        },
+      ),
+      removeMember: db.transaction(
+        (groupId: string, userId: string, keep: boolean, atSeq: number): RemoveMemberResult => {
+          if (!stmt.getMember.get(groupId, userId)) return 'not-member';
+          if (keep && wouldOrphan(groupId, userId, true)) return 'last-admin';
+          stmt.deleteMember.run(groupId, userId);
+          changeRanges(groupId, userId, { leave: atSeq });
+          return 'removed';
+        },
+      ),
       raiseDelivered: pointerDb.transaction((marks: DeliveredMark[]) => {
         for (const mark of marks) pointers.raiseDelivered.run(mark.seq, mark.groupId, mark.userId);
       }),
@@ -252,7 +279,10 @@ export class GroupStoreSqlite implements GroupStore {
 
   async receipts(groupId: string, seq: number, afterUserId: string, limit: number): Promise<ReceiptCounts> {
     const counts = this.stmt.counts.get(seq, seq, groupId)!;
-    const readers = this.stmt.readers(limit).all(groupId, seq, afterUserId).map((r) => ({ userId: r.user_id, readSeq: r.read_seq }));
+    const readers = this.stmt
+      .readers(limit)
+      .all(groupId, seq, afterUserId)
+      .map((r) => ({ userId: r.user_id, readSeq: r.read_seq }));
     return { members: counts.members, deliveredTo: counts.delivered ?? 0, readBy: counts.read ?? 0, readers };
   }
 
@@ -261,11 +291,23 @@ export class GroupStoreSqlite implements GroupStore {
     return row ? toMember(row) : null;
   }
 
-  async addMember(groupId: string, userId: string, role: MemberRole, maxMembers: number, atSeq = 0): Promise<AddMemberResult> {
+  async addMember(
+    groupId: string,
+    userId: string,
+    role: MemberRole,
+    maxMembers: number,
+    atSeq = 0,
+  ): Promise<AddMemberResult> {
     return this.tx.addMember(groupId, userId, role, maxMembers, atSeq);
   }
 
-  async addMembers(groupId: string, userIds: string[], role: MemberRole, maxMembers: number, atSeq = 0): Promise<AddMembersResult> {
+  async addMembers(
+    groupId: string,
+    userIds: string[],
+    role: MemberRole,
+    maxMembers: number,
+    atSeq = 0,
+  ): Promise<AddMembersResult> {
     return this.tx.addMembers(groupId, userIds, role, maxMembers, atSeq);
   }
 

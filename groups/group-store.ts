@@ -91,13 +91,25 @@ export interface GroupStore {
   updateGroup(groupId: string, changes: GroupChanges): Promise<GroupRecord | null>;
   deleteGroup(groupId: string): Promise<void>;
   getMember(groupId: string, userId: string): Promise<MemberRecord | null>;
-  addMember(groupId: string, userId: string, role: MemberRole, maxMembers: number, atSeq?: number): Promise<AddMemberResult>;
+  addMember(
+    groupId: string,
+    userId: string,
+    role: MemberRole,
+    maxMembers: number,
+    atSeq?: number,
+  ): Promise<AddMemberResult>;
   /**
    * Adds several users (distinct ids) with one role, as addMember one by one would, in far fewer writes. Users already
    * in the group are left as they are. 'group-full' when the newcomers would take the group past `maxMembers`: then
    * none is added (the check has addMember's atomicity on each backend).
    */
-  addMembers(groupId: string, userIds: string[], role: MemberRole, maxMembers: number, atSeq?: number): Promise<AddMembersResult>;
+  addMembers(
+    groupId: string,
+    userIds: string[],
+    role: MemberRole,
+    maxMembers: number,
+    atSeq?: number,
+  ): Promise<AddMembersResult>;
   removeMember(groupId: string, userId: string, keepAnAdmin: boolean, atSeq?: number): Promise<RemoveMemberResult>;
   /** The member's seq ranges, oldest first; empty for one who never was a member. */
   seqRanges(groupId: string, userId: string): Promise<SeqRange[]>;

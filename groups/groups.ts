@@ -52,7 +52,13 @@ export class Groups {
   async create(creatorId: string, spec: NewGroup): Promise<GroupRecord> {
     const others = [...new Set(spec.members ?? [])].filter((id) => id !== creatorId);
     if (others.length + 1 > this.maxMembers) throw new ChorusError('GROUP_FULL');
-    const group: GroupRecord = { id: newGroupId(), name: spec.name, historyVisibility: spec.historyVisibility ?? 'all', createdBy: creatorId, createdAtMs: Date.now() };
+    const group: GroupRecord = {
+      id: newGroupId(),
+      name: spec.name,
+      historyVisibility: spec.historyVisibility ?? 'all',
+      createdBy: creatorId,
+      createdAtMs: Date.now(),
+    };
     if (spec.description !== undefined) group.description = spec.description;
     if (spec.avatarUrl !== undefined) group.avatarUrl = spec.avatarUrl;
     await this.store.createGroup(group);
@@ -134,9 +140,20 @@ export class Groups {
   }
 
   /** Admins add many users at once; each newcomer is announced as addMember would; members already there are listed. */
-  async addMembers(groupId: string, actorId: string, userIds: string[], role: MemberRole): Promise<{ added: string[]; alreadyMembers: string[] }> {
+  async addMembers(
+    groupId: string,
+    actorId: string,
+    userIds: string[],
+    role: MemberRole,
+  ): Promise<{ added: string[]; alreadyMembers: string[] }> {
     await this.requireAdmin(groupId, actorId);
-    const result = await this.store.addMembers(groupId, [...new Set(userIds)], role, this.maxMembers, await this.log.lastSeq(groupId));
+    const result = await this.store.addMembers(
+      groupId,
+      [...new Set(userIds)],
+      role,
+      this.maxMembers,
+      await this.log.lastSeq(groupId),
+    );
     if (result === 'group-full') throw new ChorusError('GROUP_FULL');
     if (result === 'no-group') throw new ChorusError('GROUP_NOT_FOUND');
     for (const userId of result.added) await this.changed({ kind: 'added', groupId, userId, role, by: actorId });

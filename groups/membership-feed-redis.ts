@@ -22,7 +22,10 @@ export class MembershipFeedRedis implements MembershipFeed {
   static async start(publisher: Redis, subscriber: Redis): Promise<MembershipFeedRedis> {
     const feed = new MembershipFeedRedis(publisher);
     // A change that cannot be applied or answered (Redis away) is left to the publisher's timeout.
-    subscriber.on('message', (channel: string, text: string) => void feed.onMessage(channel, text).catch(() => undefined));
+    subscriber.on(
+      'message',
+      (channel: string, text: string) => void feed.onMessage(channel, text).catch(() => undefined),
+    );
     await subscriber.subscribe(CHANGES, APPLIED);
     return feed;
   }

@@ -15,7 +15,10 @@ export class ReadReceipts {
 
   /** NOT_A_MEMBER (or GROUP_NOT_FOUND) for anyone but a member. */
   async markRead(groupId: string, userId: string, seq: number): Promise<{ readSeq: number; unread: number }> {
-    const [before, lastSeq] = await Promise.all([this.groups.requireMember(groupId, userId), this.log.lastSeq(groupId)]);
+    const [before, lastSeq] = await Promise.all([
+      this.groups.requireMember(groupId, userId),
+      this.log.lastSeq(groupId),
+    ]);
     const readSeq = await this.groups.markRead(groupId, userId, Math.min(seq, lastSeq));
     // A receipt only when the pointer moved; told after the answer is on its way, never holding it up.
     if (readSeq > before.readSeq) void this.tell(groupId, { type: 'read', groupId, userId, seq: readSeq }, userId);

@@ -32,7 +32,11 @@ function toErrorBody(err: FastifyError | ChorusError): { status: number; body: E
     return { status: e.statusCode, body: e.toBody() };
   }
   if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return toErrorBody(new ChorusError('PAYLOAD_TOO_LARGE'));
-  if (err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
+  if (
+    err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' ||
+    err instanceof SyntaxError ||
+    err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY'
+  ) {
     return toErrorBody(new ChorusError('INVALID_JSON'));
   }
   if (err.statusCode === 429) return toErrorBody(new ChorusError('RATE_LIMITED'));
@@ -67,7 +71,12 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   if (deps.config.corsOrigins) {
     // Browser apps on their own origin call the API with a bearer token (no cookies, so no credentials mode).
     const origins = deps.config.corsOrigins === '*' ? '*' : deps.config.corsOrigins.split(',');
-    await app.register(cors, { origin: origins, methods: ['GET', 'POST', 'PUT', 'DELETE'], allowedHeaders: ['authorization', 'content-type'], maxAge: 600 });
+    await app.register(cors, {
+      origin: origins,
+      methods: ['GET', 'POST', 'PUT', 'DELETE'],
+      allowedHeaders: ['authorization', 'content-type'],
+      maxAge: 600,
+    });
   }
   await app.register(swagger, {
     openapi: {
@@ -105,7 +114,9 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   await app.register(webRoutes, deps);
   const registry = deps.metrics;
   if (registry) {
-    app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+    app.get('/metrics', { schema: { hide: true } }, async (_request, reply) =>
+      reply.type(registry.contentType).send(await registry.metrics()),
+    );
   }
 
   await app.register(
@@ -114,7 +125,8 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
       // Before authentication, per client IP: an address whose requests keep failing to authenticate is refused (429)
       // without its token being checked, at most authFailuresPerMinute failures a minute.
       v1.addHook('onRequest', async (request) => {
-        if (deps.authThrottle.blocked(request.ip)) throw new ChorusError('RATE_LIMITED', 'too many unauthenticated requests from this address');
+        if (deps.authThrottle.blocked(request.ip))
+          throw new ChorusError('RATE_LIMITED', 'too many unauthenticated requests from this address');
         const header = request.headers.authorization;
         const match = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
         try {
@@ -132,7 +144,10 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
         hook: 'preHandler',
         keyGenerator: (request) => request.userId || request.ip,
         errorResponseBuilder: (_request, context) =>
-          Object.assign(new ChorusError('RATE_LIMITED', `at most ${context.max} requests per minute; retry after ${context.after}`), { statusCode: 429 }),
+          Object.assign(
+            new ChorusError('RATE_LIMITED', `at most ${context.max} requests per minute; retry after ${context.after}`),
+            { statusCode: 429 },
+          ),
       });
       await v1.register(groupRoutes, deps);
       await v1.register(messageRoutes, deps);
@@ -141,14 +156,23 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
     { prefix: '/v1' },
   );
   // OPTIONS is left to CORS preflight when browser origins are configured.
-  const others = app.supportedMethods.filter((method) => method !== 'HEAD' && !(method === 'OPTIONS' && deps.config.corsOrigins));
+  const others = app.supportedMethods.filter(
+    (method) => method !== 'HEAD' && !(method === 'OPTIONS' && deps.config.corsOrigins),
+  );
   for (const [url, methods] of methodsOf) {
     const missing = others.filter((method) => !methods.has(method));
     const allow = [...methods].join(', ');
     if (missing.length === 0) continue;
     // Answered in onRequest, before a body is looked at: a method that takes one (QUERY) is refused for the method.
-    const notAllowed = async (_request: unknown, reply: FastifyReply) => reply.status(405).header('allow', allow).send(new ChorusError('METHOD_NOT_ALLOWED').toBody());
-    app.route({ method: missing as HTTPMethods[], url, schema: { hide: true }, onRequest: notAllowed, handler: notAllowed });
+    const notAllowed = async (_request: unknown, reply: FastifyReply) =>
+      reply.status(405).header('allow', allow).send(new ChorusError('METHOD_NOT_ALLOWED').toBody());
+    app.route({
+      method: missing as HTTPMethods[],
+      url,
+      schema: { hide: true },
+      onRequest: notAllowed,
+      handler: notAllowed,
+    });
   }
   return app;
 }

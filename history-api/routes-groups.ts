@@ -79,7 +79,10 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
       schema: {
         summary: 'List my groups with lastSeq, readSeq and unread count',
         querystring: PageQuery,
-        response: { 200: Type.Object({ groups: Type.Array(GroupView), next: Type.Optional(Type.String()) }), ...errors(400, 401) },
+        response: {
+          200: Type.Object({ groups: Type.Array(GroupView), next: Type.Optional(Type.String()) }),
+          ...errors(400, 401),
+        },
       },
     },
     async (request) => {
@@ -93,7 +96,11 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
   app.get(
     '/groups/:groupId',
     {
-      schema: { summary: 'Get a group I am a member of', params: GroupParams, response: { 200: GroupView, ...errors(401, 403, 404) } },
+      schema: {
+        summary: 'Get a group I am a member of',
+        params: GroupParams,
+        response: { 200: GroupView, ...errors(401, 403, 404) },
+      },
     },
     async (request) => {
       const member = await groups.requireMember(request.params.groupId, request.userId);
@@ -105,7 +112,8 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
     '/groups/:groupId',
     {
       schema: {
-        summary: "Change a group's name, description, avatar or history visibility (admins only); every member hears group-updated",
+        summary:
+          "Change a group's name, description, avatar or history visibility (admins only); every member hears group-updated",
         params: GroupParams,
         body: Type.Object(
           {
@@ -129,7 +137,8 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
     '/groups/:groupId',
     {
       schema: {
-        summary: 'Delete a group (admins only): its members hear group-deleted, their subscriptions end at once, its messages and memberships are removed',
+        summary:
+          'Delete a group (admins only): its members hear group-deleted, their subscriptions end at once, its messages and memberships are removed',
         params: GroupParams,
         response: { 204: Type.Null(), ...errors(401, 403, 404) },
       },
@@ -148,7 +157,11 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
         params: GroupParams,
         querystring: PageQuery,
         response: {
-          200: Type.Object({ members: Type.Array(MemberView), count: Type.Integer(), next: Type.Optional(Type.String()) }),
+          200: Type.Object({
+            members: Type.Array(MemberView),
+            count: Type.Integer(),
+            next: Type.Optional(Type.String()),
+          }),
           ...errors(400, 401, 403, 404),
         },
       },
@@ -186,16 +199,23 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
         summary: 'Add up to 1,000 members at once (admins only); those already members are left as they are',
         params: GroupParams,
         body: Type.Object(
-          { userIds: Type.Array(UserId, { minItems: 1, maxItems: MEMBERS_PER_BATCH, uniqueItems: true }), role: Type.Optional(Role) },
+          {
+            userIds: Type.Array(UserId, { minItems: 1, maxItems: MEMBERS_PER_BATCH, uniqueItems: true }),
+            role: Type.Optional(Role),
+          },
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({ added: Type.Array(Type.String()), alreadyMembers: Type.Array(Type.String()) }, { description: 'in the order asked' }),
+          200: Type.Object(
+            { added: Type.Array(Type.String()), alreadyMembers: Type.Array(Type.String()) },
+            { description: 'in the order asked' },
+          ),
           ...errors(400, 401, 403, 404, 409),
         },
       },
     },
-    async (request) => groups.addMembers(request.params.groupId, request.userId, request.body.userIds, request.body.role ?? 'member'),
+    async (request) =>
+      groups.addMembers(request.params.groupId, request.userId, request.body.userIds, request.body.role ?? 'member'),
   );
 
   app.delete(
@@ -223,6 +243,9 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
         response: { 200: MemberView, ...errors(400, 401, 403, 404, 409) },
       },
     },
-    async (request) => memberView(await groups.setRole(request.params.groupId, request.userId, request.params.userId, request.body.role)),
+    async (request) =>
+      memberView(
+        await groups.setRole(request.params.groupId, request.userId, request.params.userId, request.body.role),
+      ),
   );
 }

@@ -8,7 +8,10 @@ import { WHOLE_HISTORY, isVisible, isWholeHistory, readVisible } from './visible
 const ReceiptsParams = Type.Object({ groupId: GroupId, seq: Seq });
 
 /** History reads, REST sends (through the same sequencer as MQTT), the read pointer and receipts. */
-export async function messageRoutes(app: Api, { config, groups, log, sends, readReceipts, deliveredMarks }: ApiDeps): Promise<void> {
+export async function messageRoutes(
+  app: Api,
+  { config, groups, log, sends, readReceipts, deliveredMarks }: ApiDeps,
+): Promise<void> {
   app.get(
     '/groups/:groupId/messages',
     {
@@ -20,7 +23,9 @@ export async function messageRoutes(app: Api, { config, groups, log, sends, read
           afterSeq: Type.Optional(SeqOrZero),
           beforeSeq: Type.Optional(Seq),
           limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: DEFAULT_PAGE })),
-          withReactions: Type.Optional(Type.Boolean({ description: "each message's reaction counts (and whether I reacted)" })),
+          withReactions: Type.Optional(
+            Type.Boolean({ description: "each message's reaction counts (and whether I reacted)" }),
+          ),
         }),
         response: {
           200: Type.Object({ messages: Type.Array(StampedMessage), lastSeq: SeqOrZero }),
@@ -34,16 +39,28 @@ export async function messageRoutes(app: Api, { config, groups, log, sends, read
       // The reads go out with the membership check, as if the whole history were visible: one store round trip's
       // wait, not three in a row. Nothing read is returned unless the check passes, and its error, if any, is the one
       // the caller gets; a group of since-joined visibility is read again within the member's ranges.
-      const reads = Promise.all([log.lastSeq(groupId), readVisible(log, groupId, WHOLE_HISTORY, afterSeq, beforeSeq, limit)]);
+      const reads = Promise.all([
+        log.lastSeq(groupId),
+        readVisible(log, groupId, WHOLE_HISTORY, afterSeq, beforeSeq, limit),
+      ]);
       reads.catch(() => undefined); // awaited below, unless the membership check throws first
-      const [, ranges] = await Promise.all([groups.requireMember(groupId, request.userId), groups.visibleRanges(groupId, request.userId)]);
+      const [, ranges] = await Promise.all([
+        groups.requireMember(groupId, request.userId),
+        groups.visibleRanges(groupId, request.userId),
+      ]);
       let [lastSeq, messages] = await reads;
       if (!isWholeHistory(ranges)) {
         messages = await readVisible(log, groupId, ranges, afterSeq, beforeSeq, limit);
       }
       if (withReactions && messages.length > 0) {
-        const reactions = await log.reactions(groupId, messages.map((m) => m.seq), request.userId);
-        messages = messages.map((m) => (reactions.has(m.seq) && m.deletedAt === undefined ? { ...m, reactions: reactions.get(m.seq)! } : m));
+        const reactions = await log.reactions(
+          groupId,
+          messages.map((m) => m.seq),
+          request.userId,
+        );
+        messages = messages.map((m) =>
+          reactions.has(m.seq) && m.deletedAt === undefined ? { ...m, reactions: reactions.get(m.seq)! } : m,
+        );
       }
       // What a member was handed here reached one of their devices: their delivered watermark moves.
       const newest = messages.reduce((max, m) => Math.max(max, m.seq), 0);
@@ -56,7 +73,8 @@ export async function messageRoutes(app: Api, { config, groups, log, sends, read
     '/groups/:groupId/messages/:seq/receipts',
     {
       schema: {
-        summary: 'Who has a message: member count, how many it was delivered to and read by, and a page of its readers by user id',
+        summary:
+          'Who has a message: member count, how many it was delivered to and read by, and a page of its readers by user id',
         params: ReceiptsParams,
         querystring: PageQuery,
         response: {
@@ -69,7 +87,10 @@ export async function messageRoutes(app: Api, { config, groups, log, sends, read
       const { groupId, seq } = request.params;
       const { after = '', limit = DEFAULT_PAGE } = request.query;
       await groups.requireMember(groupId, request.userId);
-      const [ranges, lastSeq] = await Promise.all([groups.visibleRanges(groupId, request.userId), log.lastSeq(groupId)]);
+      const [ranges, lastSeq] = await Promise.all([
+        groups.visibleRanges(groupId, request.userId),
+        log.lastSeq(groupId),
+      ]);
       if (seq > lastSeq || !isVisible(ranges, seq)) throw new ChorusError('MESSAGE_NOT_FOUND');
       const counts = await groups.receipts(groupId, seq, after, limit);
       const readers = counts.readers.map((r) => r.userId);
@@ -82,7 +103,8 @@ export async function messageRoutes(app: Api, { config, groups, log, sends, read
     '/groups/:groupId/messages',
     {
       schema: {
-        summary: 'Send a message; a retry with the same clientMsgId returns the original seq (200) instead of a new one (201)',
+        summary:
+          'Send a message; a retry with the same clientMsgId returns the original seq (200) instead of a new one (201)',
         params: GroupParams,
         body: SendPayload,
         response: { 200: SendView, 201: SendView, ...errors(400, 401, 403, 404, 409, 410, 413, 503) },
@@ -113,7 +135,8 @@ export async function messageRoutes(app: Api, { config, groups, log, sends, read
     '/groups/:groupId/read',
     {
       schema: {
-        summary: "Move my read pointer forward (never back; capped at the last seq); the group's other members are told (groups up to liveEventsMaxGroupMembers)",
+        summary:
+          "Move my read pointer forward (never back; capped at the last seq); the group's other members are told (groups up to liveEventsMaxGroupMembers)",
         params: GroupParams,
         body: Type.Object({ seq: SeqOrZero }, { additionalProperties: false }),
         response: { 200: Type.Object({ readSeq: SeqOrZero, unread: SeqOrZero }), ...errors(400, 401, 403, 404) },

@@ -4,7 +4,8 @@ import { checkPushEndpoint, checkPushKeys, systemResolve } from '../push/endpoin
 import type { Api, ApiDeps } from './api-deps.js';
 import { DEFAULT_PAGE, GroupParams, PageQuery, errors } from './schemas.js';
 
-const Base64Url = (min: number, max: number) => Type.String({ pattern: '^[A-Za-z0-9_-]+={0,2}$', minLength: min, maxLength: max });
+const Base64Url = (min: number, max: number) =>
+  Type.String({ pattern: '^[A-Za-z0-9_-]+={0,2}$', minLength: min, maxLength: max });
 
 /** Web Push: the VAPID key, a user's push subscriptions, per-group preferences; and group presence. */
 export async function pushRoutes(app: Api, { config, groups, push, presence }: ApiDeps): Promise<void> {
@@ -33,7 +34,10 @@ export async function pushRoutes(app: Api, { config, groups, push, presence }: A
           },
           { additionalProperties: false },
         ),
-        response: { 201: Type.Object({ endpoint: Type.String(), deviceId: Type.Optional(Type.String()) }), ...errors(400, 401, 409) },
+        response: {
+          201: Type.Object({ endpoint: Type.String(), deviceId: Type.Optional(Type.String()) }),
+          ...errors(400, 401, 409),
+        },
       },
     },
     async (request, reply) => {
@@ -41,7 +45,14 @@ export async function pushRoutes(app: Api, { config, groups, push, presence }: A
       checkPushKeys(keys.p256dh, keys.auth);
       await checkPushEndpoint(endpoint, { allowLoopback: config.pushAllowLoopback, resolve: systemResolve });
       const saved = await push.store.saveSubscription(
-        { userId: request.userId, endpoint, p256dh: keys.p256dh, auth: keys.auth, ...(deviceId ? { deviceId } : {}), createdAtMs: Date.now() },
+        {
+          userId: request.userId,
+          endpoint,
+          p256dh: keys.p256dh,
+          auth: keys.auth,
+          ...(deviceId ? { deviceId } : {}),
+          createdAtMs: Date.now(),
+        },
         config.maxPushSubscriptionsPerUser,
       );
       if (saved === 'limit') throw new ChorusError('TOO_MANY_SUBSCRIPTIONS');
@@ -55,7 +66,15 @@ export async function pushRoutes(app: Api, { config, groups, push, presence }: A
       schema: {
         summary: "The caller's push subscriptions (endpoints only; keys are never returned)",
         response: {
-          200: Type.Object({ subscriptions: Type.Array(Type.Object({ endpoint: Type.String(), deviceId: Type.Optional(Type.String()), createdAt: Type.String() })) }),
+          200: Type.Object({
+            subscriptions: Type.Array(
+              Type.Object({
+                endpoint: Type.String(),
+                deviceId: Type.Optional(Type.String()),
+                createdAt: Type.String(),
+              }),
+            ),
+          }),
           ...errors(401),
         },
       },
@@ -74,19 +93,29 @@ export async function pushRoutes(app: Api, { config, groups, push, presence }: A
     {
       schema: {
         summary: 'Remove one of the caller’s push subscriptions',
-        body: Type.Object({ endpoint: Type.String({ minLength: 1, maxLength: 2048 }) }, { additionalProperties: false }),
+        body: Type.Object(
+          { endpoint: Type.String({ minLength: 1, maxLength: 2048 }) },
+          { additionalProperties: false },
+        ),
         response: { 204: Type.Null(), ...errors(400, 401, 404) },
       },
     },
     async (request, reply) => {
-      if (!(await push.store.removeSubscription(request.userId, request.body.endpoint))) throw new ChorusError('SUBSCRIPTION_NOT_FOUND');
+      if (!(await push.store.removeSubscription(request.userId, request.body.endpoint)))
+        throw new ChorusError('SUBSCRIPTION_NOT_FOUND');
       return reply.status(204).send(null);
     },
   );
 
   app.get(
     '/groups/:groupId/push-preference',
-    { schema: { summary: 'My push preference for a group', params: GroupParams, response: { 200: Type.Object({ mode: PushMode }), ...errors(401, 403, 404) } } },
+    {
+      schema: {
+        summary: 'My push preference for a group',
+        params: GroupParams,
+        response: { 200: Type.Object({ mode: PushMode }), ...errors(401, 403, 404) },
+      },
+    },
     async (request) => {
       await groups.requireMember(request.params.groupId, request.userId);
       return { mode: await push.store.getMode(request.userId, request.params.groupId) };
@@ -114,11 +143,15 @@ export async function pushRoutes(app: Api, { config, groups, push, presence }: A
     '/groups/:groupId/presence',
     {
       schema: {
-        summary: 'Which members are online (a user is online while any of their MQTT clients is connected, on any node)',
+        summary:
+          'Which members are online (a user is online while any of their MQTT clients is connected, on any node)',
         params: GroupParams,
         querystring: PageQuery,
         response: {
-          200: Type.Object({ members: Type.Array(Type.Object({ userId: Type.String(), online: Type.Boolean() })), next: Type.Optional(Type.String()) }),
+          200: Type.Object({
+            members: Type.Array(Type.Object({ userId: Type.String(), online: Type.Boolean() })),
+            next: Type.Optional(Type.String()),
+          }),
           ...errors(400, 401, 403, 404),
         },
       },

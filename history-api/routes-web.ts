@@ -41,7 +41,9 @@ const DEV_TOKEN_SECONDS = 3600;
 export async function webRoutes(app: Api, { config }: ApiDeps): Promise<void> {
   const dir = webDir();
   const files = new Map<string, Buffer>();
-  if (dir) for (const [path, name] of Object.entries(FILES)) if (existsSync(dir + name)) files.set(path, readFileSync(dir + name));
+  if (dir)
+    for (const [path, name] of Object.entries(FILES))
+      if (existsSync(dir + name)) files.set(path, readFileSync(dir + name));
 
   for (const path of Object.keys(FILES)) {
     app.get(path, { schema: { hide: true } }, async (request, reply) => {

@@ -23,7 +23,8 @@ export const MemberParams = Type.Object({ groupId: GroupId, userId: UserId });
 export const DEFAULT_PAGE = 100;
 
 /** Query strings take the listed parameters only: an unknown one is refused (UNKNOWN_FIELD), not ignored. */
-export const Query = <T extends TProperties>(properties: T, options: ObjectOptions = {}) => Type.Object(properties, { additionalProperties: false, ...options });
+export const Query = <T extends TProperties>(properties: T, options: ObjectOptions = {}) =>
+  Type.Object(properties, { additionalProperties: false, ...options });
 
 export const PageQuery = Query({
   after: Type.Optional(Type.String({ maxLength: 64, description: 'last id of the previous page' })),

@@ -7,10 +7,12 @@ export const WHOLE_HISTORY: SeqRange[] = [{ after: 0, until: null }];
 
 const END = Number.MAX_SAFE_INTEGER;
 
-export const isWholeHistory = (ranges: SeqRange[]): boolean => ranges.length === 1 && ranges[0]!.after === 0 && ranges[0]!.until === null;
+export const isWholeHistory = (ranges: SeqRange[]): boolean =>
+  ranges.length === 1 && ranges[0]!.after === 0 && ranges[0]!.until === null;
 
 /** Whether a reader with these ranges may see `seq`. */
-export const isVisible = (ranges: SeqRange[], seq: number): boolean => ranges.some((r) => seq > r.after && seq <= (r.until ?? END));
+export const isVisible = (ranges: SeqRange[], seq: number): boolean =>
+  ranges.some((r) => seq > r.after && seq <= (r.until ?? END));
 
 /**
  * A history page within the reader's visible seq ranges: after `afterSeq` ascending (below `beforeSeq` too when both

@@ -26,7 +26,10 @@ export const errorCatalog = {
   ALREADY_MEMBER: { status: 409, message: 'the user is already a member of this group' },
   GROUP_FULL: { status: 409, message: 'the group has reached its member limit' },
   LAST_ADMIN: { status: 409, message: 'a group with other members must keep at least one admin' },
-  TOO_MANY_SUBSCRIPTIONS: { status: 409, message: 'this user has the most push subscriptions allowed; delete one first' },
+  TOO_MANY_SUBSCRIPTIONS: {
+    status: 409,
+    message: 'this user has the most push subscriptions allowed; delete one first',
+  },
   INVALID_PUSH_ENDPOINT: { status: 400, message: 'the push endpoint must be an https URL of a public push service' },
   SUBSCRIPTION_NOT_FOUND: { status: 404, message: 'no such push subscription for this user' },
   RATE_LIMITED: { status: 429, message: 'too many requests' },

@@ -11,12 +11,26 @@ import type { Attachment, SendPayload, StampedMessage } from './messages.js';
  */
 
 /** The content fields of a send, in wire order: everything a client sends but its clientMsgId and type. */
-export const CONTENT_FIELDS = ['body', 'replyToSeq', 'mentions', 'mentionEveryone', 'attachments', 'targetSeq', 'emoji', 'remove'] as const;
+export const CONTENT_FIELDS = [
+  'body',
+  'replyToSeq',
+  'mentions',
+  'mentionEveryone',
+  'attachments',
+  'targetSeq',
+  'emoji',
+  'remove',
+] as const;
 export type ContentField = (typeof CONTENT_FIELDS)[number];
 export type MessageContent = Pick<SendPayload, ContentField>;
 
 /** What a deleted message loses (erased from the store, not hidden), and so the edits of a deleted message too. */
-export const ERASED_BY_DELETE = ['body', 'mentions', 'mentionEveryone', 'attachments'] as const satisfies readonly ContentField[];
+export const ERASED_BY_DELETE = [
+  'body',
+  'mentions',
+  'mentionEveryone',
+  'attachments',
+] as const satisfies readonly ContentField[];
 
 /** What an event does to the message it names by targetSeq. */
 export type TargetEffect = 'edit' | 'delete' | 'reaction';
@@ -87,7 +101,10 @@ export const MESSAGE_TYPES: Readonly<Record<string, MessageType>> = {
     optional: [],
     event: { effect: 'edit', of: 'own', ofDeleted: false, withinRetention: true },
     pushed: false,
-    line: (head, m) => (m.body === undefined ? `${head} edited #${m.targetSeq} (since deleted)` : `${head} edited #${m.targetSeq}: ${m.body}`),
+    line: (head, m) =>
+      m.body === undefined
+        ? `${head} edited #${m.targetSeq} (since deleted)`
+        : `${head} edited #${m.targetSeq}: ${m.body}`,
   },
   /** Erases a message: the sender's own, or any by a group admin. Allowed again on a deleted one (a retry). */
   delete: {
@@ -103,21 +120,26 @@ export const MESSAGE_TYPES: Readonly<Record<string, MessageType>> = {
     optional: ['remove'],
     event: { effect: 'reaction', of: 'any', ofDeleted: false, withinRetention: false },
     pushed: false,
-    line: (head, m) => (m.remove ? `${head} took back ${m.emoji} from #${m.targetSeq}` : `${head} reacted ${m.emoji} to #${m.targetSeq}`),
+    line: (head, m) =>
+      m.remove ? `${head} took back ${m.emoji} from #${m.targetSeq}` : `${head} reacted ${m.emoji} to #${m.targetSeq}`,
   },
 };
 
 /** The declaration of a type: its own entry, or that of the app's messages. */
-export const messageTypeOf = (type: string): MessageType => (Object.hasOwn(MESSAGE_TYPES, type) ? MESSAGE_TYPES[type]! : APP_MESSAGE);
+export const messageTypeOf = (type: string): MessageType =>
+  Object.hasOwn(MESSAGE_TYPES, type) ? MESSAGE_TYPES[type]! : APP_MESSAGE;
 
 /** The types with a meaning to Chorus that change an earlier message (edit, delete, reaction). */
-export const EVENT_TYPES: readonly string[] = Object.keys(MESSAGE_TYPES).filter((type) => MESSAGE_TYPES[type]!.event !== undefined);
+export const EVENT_TYPES: readonly string[] = Object.keys(MESSAGE_TYPES).filter(
+  (type) => MESSAGE_TYPES[type]!.event !== undefined,
+);
 export const isEventType = (type: string): boolean => messageTypeOf(type).event !== undefined;
 /** What an event of this type does to its target; undefined for a message that is shown on its own. */
 export const effectOf = (type: string): TargetEffect | undefined => messageTypeOf(type).event?.effect;
 
 /** Whether a content field's value counts as there: absent, false, '' and [] are how a message says it has none. */
-export const hasValue = (value: unknown): boolean => value !== undefined && value !== false && value !== '' && !(Array.isArray(value) && value.length === 0);
+export const hasValue = (value: unknown): boolean =>
+  value !== undefined && value !== false && value !== '' && !(Array.isArray(value) && value.length === 0);
 
 /** The content fields of a send or a message that are there, in wire order. */
 export function contentOf(source: Partial<Record<ContentField, unknown>>): MessageContent {

@@ -23,8 +23,16 @@ export const MAX_ATTACHMENTS = 10;
  */
 export const Attachment = Type.Object(
   {
-    url: Type.String({ minLength: 9, maxLength: 2048, pattern: '^https://[^\\s]+$', description: 'https only, without user:password@' }),
-    mimeType: Type.String({ pattern: '^[a-z]+/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$', description: 'type/subtype, e.g. image/jpeg' }),
+    url: Type.String({
+      minLength: 9,
+      maxLength: 2048,
+      pattern: '^https://[^\\s]+$',
+      description: 'https only, without user:password@',
+    }),
+    mimeType: Type.String({
+      pattern: '^[a-z]+/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$',
+      description: 'type/subtype, e.g. image/jpeg',
+    }),
     sizeBytes: Type.Integer({ minimum: 0, maximum: 1e13 }),
     name: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
     width: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
@@ -48,11 +56,20 @@ export const Emoji = Type.String({ minLength: 1, maxLength: 32, pattern: '^[^\\s
 export const SendPayload = Type.Object(
   {
     clientMsgId: ClientMsgId,
-    body: Type.Optional(Type.String({ minLength: 1, description: 'message text; its UTF-8 size is bounded by config' })),
-    type: Type.Optional(Type.String({ pattern: '^[a-z][a-z0-9._-]{0,31}$', description: 'defaults to "text"; edit, delete and reaction are events' })),
+    body: Type.Optional(
+      Type.String({ minLength: 1, description: 'message text; its UTF-8 size is bounded by config' }),
+    ),
+    type: Type.Optional(
+      Type.String({
+        pattern: '^[a-z][a-z0-9._-]{0,31}$',
+        description: 'defaults to "text"; edit, delete and reaction are events',
+      }),
+    ),
     replyToSeq: Type.Optional(Seq),
     mentions: Type.Optional(Type.Array(UserId, { maxItems: MAX_MENTIONS, uniqueItems: true })),
-    mentionEveryone: Type.Optional(Type.Boolean({ description: '@everyone: notifies every member not muted (admins only, by default)' })),
+    mentionEveryone: Type.Optional(
+      Type.Boolean({ description: '@everyone: notifies every member not muted (admins only, by default)' }),
+    ),
     attachments: Type.Optional(Type.Array(Attachment, { minItems: 1, maxItems: MAX_ATTACHMENTS })),
     targetSeq: Type.Optional(Seq),
     emoji: Type.Optional(Emoji),
@@ -62,7 +79,11 @@ export const SendPayload = Type.Object(
 );
 export type SendPayload = Static<typeof SendPayload>;
 
-export const ReactionCount = Type.Object({ emoji: Type.String(), count: Type.Integer({ minimum: 1 }), mine: Type.Boolean() });
+export const ReactionCount = Type.Object({
+  emoji: Type.String(),
+  count: Type.Integer({ minimum: 1 }),
+  mine: Type.Boolean(),
+});
 export type ReactionCount = Static<typeof ReactionCount>;
 
 /**
@@ -91,7 +112,6 @@ export const StampedMessage = Type.Object({
 });
 export type StampedMessage = Static<typeof StampedMessage>;
 
-
 /** Events on `users/{userId}/events`: what concerns only that user. */
 export type UserEvent =
   | { type: 'ack'; groupId: string; clientMsgId: string; seq: number; createdAt: string; duplicate: boolean }
@@ -103,5 +123,13 @@ export type UserEvent =
   | { type: 'typing'; groupId: string; userId: string }
   | { type: 'read'; groupId: string; userId: string; seq: number }
   | { type: 'delivered'; groupId: string; marks: { userId: string; seq: number }[] }
-  | { type: 'group-updated'; groupId: string; by: string; name: string; description?: string; avatarUrl?: string; historyVisibility: HistoryVisibility }
+  | {
+      type: 'group-updated';
+      groupId: string;
+      by: string;
+      name: string;
+      description?: string;
+      avatarUrl?: string;
+      historyVisibility: HistoryVisibility;
+    }
   | { type: 'group-deleted'; groupId: string; by: string };

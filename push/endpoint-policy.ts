@@ -6,16 +6,19 @@ import { ChorusError } from '../protocol/index.js';
 /** Resolves a host name to its addresses. */
 export type Resolve = (host: string) => Promise<string[]>;
 
-export const systemResolve: Resolve = async (host) => (await dnsLookup(host, { all: true, verbatim: true })).map((a) => a.address);
+export const systemResolve: Resolve = async (host) =>
+  (await dnsLookup(host, { all: true, verbatim: true })).map((a) => a.address);
 
 /**
  * Whether Chorus may send requests to `address`: public unicast only, as ipaddr.js classifies ranges (not loopback,
  * private, link-local, carrier-grade NAT, NAT64, site-local, multicast, broadcast, reserved, documentation...).
  * IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
  */
-export const isPublicAddress = (address: string): boolean => ipaddr.isValid(address) && ipaddr.process(address).range() === 'unicast';
+export const isPublicAddress = (address: string): boolean =>
+  ipaddr.isValid(address) && ipaddr.process(address).range() === 'unicast';
 
-const isLoopback = (host: string): boolean => host === 'localhost' || (ipaddr.isValid(host) && ipaddr.process(host).range() === 'loopback');
+const isLoopback = (host: string): boolean =>
+  host === 'localhost' || (ipaddr.isValid(host) && ipaddr.process(host).range() === 'loopback');
 
 export interface EndpointPolicy {
   /** Tests only: a push service on loopback, on any port. */
@@ -64,5 +67,6 @@ export function checkPushKeys(p256dh: string, auth: string): void {
   } catch {
     throw new ChorusError('VALIDATION_FAILED', 'keys.p256dh is not a P-256 public key');
   }
-  if (Buffer.from(auth, 'base64url').length !== 16) throw new ChorusError('VALIDATION_FAILED', 'keys.auth is not 16 bytes');
+  if (Buffer.from(auth, 'base64url').length !== 16)
+    throw new ChorusError('VALIDATION_FAILED', 'keys.auth is not 16 bytes');
 }

@@ -52,7 +52,9 @@ export function previewOf(message: StampedMessage): string {
   const [first, ...more] = message.attachments ?? [];
   if (!first) return '';
   const kind = first.mimeType.split('/')[0];
-  const what = first.name ?? (kind === 'image' ? 'a photo' : kind === 'video' ? 'a video' : kind === 'audio' ? 'an audio clip' : 'a file');
+  const what =
+    first.name ??
+    (kind === 'image' ? 'a photo' : kind === 'video' ? 'a video' : kind === 'audio' ? 'an audio clip' : 'a file');
   return `📎 ${what}${more.length > 0 ? `, ${more.length} more` : ''}`.slice(0, PREVIEW_CHARS);
 }
 
@@ -90,7 +92,10 @@ export class Notifier {
     private readonly everyMessageMaxMembers: number,
     private readonly logger: Logger,
   ) {
-    this.memberIds = new MembershipCache<string[]>(groups, { maxWeight: MAX_KEPT_MEMBER_IDS, weigh: (userIds) => userIds.length });
+    this.memberIds = new MembershipCache<string[]>(groups, {
+      maxWeight: MAX_KEPT_MEMBER_IDS,
+      weigh: (userIds) => userIds.length,
+    });
   }
 
   /** Called for every newly stored message; never blocks and never throws. Only types that are pushed (not events). */
@@ -152,7 +157,8 @@ export class Notifier {
 
   private async readMemberIds(groupId: string): Promise<string[]> {
     const userIds: string[] = [];
-    for await (const page of this.groups.memberPages(groupId, MEMBERS_PAGE)) for (const member of page) userIds.push(member.userId);
+    for await (const page of this.groups.memberPages(groupId, MEMBERS_PAGE))
+      for (const member of page) userIds.push(member.userId);
     return userIds;
   }
 
@@ -162,10 +168,17 @@ export class Notifier {
    * when the notifier closed meanwhile: a node that is closing stops mid-pass, since its clients leaving would
    * otherwise make every member look offline.
    */
-  private async notifyPage(groupId: string, userIds: string[], messages: StampedMessage[], mentionsOnly: boolean): Promise<boolean> {
+  private async notifyPage(
+    groupId: string,
+    userIds: string[],
+    messages: StampedMessage[],
+    mentionsOnly: boolean,
+  ): Promise<boolean> {
     if (this.closed) return false;
     const online = await this.presence.online(userIds);
-    const offline = userIds.filter((userId) => !online.has(userId) && messages.some((message) => message.senderId !== userId));
+    const offline = userIds.filter(
+      (userId) => !online.has(userId) && messages.some((message) => message.senderId !== userId),
+    );
     if (offline.length === 0) return true;
     const reachable = await this.store.reachable(offline, groupId);
     if (this.closed) return false;
@@ -238,7 +251,10 @@ export class Notifier {
       mention: pending.mention,
     };
     for (const subscription of subscriptions) {
-      this.sender.send(subscription, payload, { urgency: pending.mention ? 'high' : 'normal', topic: topicOf(message.groupId) });
+      this.sender.send(subscription, payload, {
+        urgency: pending.mention ? 'high' : 'normal',
+        topic: topicOf(message.groupId),
+      });
     }
   }
 

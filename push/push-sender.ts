@@ -95,26 +95,36 @@ export class PushSender {
     }
   }
 
-  private async attempt(subscription: PushSubscriptionRecord, payload: string, options: PushOptions, attempt: number): Promise<void> {
+  private async attempt(
+    subscription: PushSubscriptionRecord,
+    payload: string,
+    options: PushOptions,
+    attempt: number,
+  ): Promise<void> {
     const host = new URL(subscription.endpoint).host;
     let retryIn: number | undefined;
     try {
-      await webPush.sendNotification({ endpoint: subscription.endpoint, keys: { p256dh: subscription.p256dh, auth: subscription.auth } }, payload, {
-        vapidDetails: { subject: this.subject, publicKey: this.vapid.publicKey, privateKey: this.vapid.privateKey },
-        TTL: this.ttlSeconds,
-        urgency: options.urgency,
-        topic: options.topic,
-        timeout: 10_000,
-        contentEncoding: 'aes128gcm',
-        agent: this.agent,
-      });
+      await webPush.sendNotification(
+        { endpoint: subscription.endpoint, keys: { p256dh: subscription.p256dh, auth: subscription.auth } },
+        payload,
+        {
+          vapidDetails: { subject: this.subject, publicKey: this.vapid.publicKey, privateKey: this.vapid.privateKey },
+          TTL: this.ttlSeconds,
+          urgency: options.urgency,
+          topic: options.topic,
+          timeout: 10_000,
+          contentEncoding: 'aes128gcm',
+          agent: this.agent,
+        },
+      );
     } catch (err) {
       const status = err instanceof WebPushError ? err.statusCode : undefined;
       if (status === 404 || status === 410) {
         await this.store.removeSubscription(subscription.userId, subscription.endpoint).catch(() => undefined);
         this.logger.info({ host, status }, 'push subscription gone; removed');
       } else if (status === undefined || status === 429 || status >= 500) {
-        const header = err instanceof WebPushError ? (err.headers as Record<string, string | undefined>)['retry-after'] : undefined;
+        const header =
+          err instanceof WebPushError ? (err.headers as Record<string, string | undefined>)['retry-after'] : undefined;
         retryIn = Math.min(MAX_RETRY_DELAY_MS, retryAfterMs(header) ?? 1000 * 2 ** (attempt - 1));
         if (attempt >= MAX_ATTEMPTS) {
           retryIn = undefined;

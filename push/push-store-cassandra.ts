@@ -8,7 +8,9 @@ export class PushStoreCassandra implements PushStore {
   static async open(db: CassandraSession): Promise<PushStoreCassandra> {
     await db.ddl(`CREATE TABLE IF NOT EXISTS push_subscriptions (
       user_id text, endpoint text, p256dh text, auth text, device_id text, created_at timestamp, PRIMARY KEY ((user_id), endpoint))`);
-    await db.ddl('CREATE TABLE IF NOT EXISTS push_modes (user_id text, group_id text, mode text, PRIMARY KEY ((user_id), group_id))');
+    await db.ddl(
+      'CREATE TABLE IF NOT EXISTS push_modes (user_id text, group_id text, mode text, PRIMARY KEY ((user_id), group_id))',
+    );
     return new PushStoreCassandra(db);
   }
 
@@ -23,7 +25,10 @@ export class PushStoreCassandra implements PushStore {
   }
 
   async removeSubscription(userId: string, endpoint: string): Promise<boolean> {
-    const result = await this.db.execute('DELETE FROM push_subscriptions WHERE user_id = ? AND endpoint = ? IF EXISTS', [userId, endpoint]);
+    const result = await this.db.execute(
+      'DELETE FROM push_subscriptions WHERE user_id = ? AND endpoint = ? IF EXISTS',
+      [userId, endpoint],
+    );
     return result.wasApplied();
   }
 
@@ -44,18 +49,25 @@ export class PushStoreCassandra implements PushStore {
   }
 
   async getMode(userId: string, groupId: string): Promise<PushMode> {
-    const row = (await this.db.execute('SELECT mode FROM push_modes WHERE user_id = ? AND group_id = ?', [userId, groupId])).first();
+    const row = (
+      await this.db.execute('SELECT mode FROM push_modes WHERE user_id = ? AND group_id = ?', [userId, groupId])
+    ).first();
     return (row?.get('mode') as PushMode | undefined) ?? 'all';
   }
 
   /** Two reads whatever the number of users: each is one partition per user, asked together with IN. */
   async reachable(userIds: string[], groupId: string): Promise<Map<string, PushMode>> {
     if (userIds.length === 0) return new Map();
-    const subscribed = (await this.db.execute('SELECT user_id FROM push_subscriptions WHERE user_id IN ? PER PARTITION LIMIT 1', [userIds])).rows.map(
-      (row) => row.get('user_id') as string,
-    );
+    const subscribed = (
+      await this.db.execute('SELECT user_id FROM push_subscriptions WHERE user_id IN ? PER PARTITION LIMIT 1', [
+        userIds,
+      ])
+    ).rows.map((row) => row.get('user_id') as string);
     if (subscribed.length === 0) return new Map();
-    const modes = await this.db.execute('SELECT user_id, mode FROM push_modes WHERE user_id IN ? AND group_id = ?', [subscribed, groupId]);
+    const modes = await this.db.execute('SELECT user_id, mode FROM push_modes WHERE user_id IN ? AND group_id = ?', [
+      subscribed,
+      groupId,
+    ]);
     const reachable = new Map<string, PushMode>(subscribed.map((userId) => [userId, 'all']));
     for (const row of modes.rows) reachable.set(row.get('user_id') as string, row.get('mode') as PushMode);
     return reachable;

@@ -39,8 +39,12 @@ export class PushStoreSqlite implements PushStore {
       CREATE TABLE IF NOT EXISTS push_modes (
         user_id TEXT NOT NULL, group_id TEXT NOT NULL, mode TEXT NOT NULL, PRIMARY KEY (user_id, group_id)) WITHOUT ROWID;
     `);
-    const exists = this.db.prepare<[string, string]>('SELECT 1 FROM push_subscriptions WHERE user_id = ? AND endpoint = ?');
-    const count = this.db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM push_subscriptions WHERE user_id = ?');
+    const exists = this.db.prepare<[string, string]>(
+      'SELECT 1 FROM push_subscriptions WHERE user_id = ? AND endpoint = ?',
+    );
+    const count = this.db.prepare<[string], { n: number }>(
+      'SELECT COUNT(*) AS n FROM push_subscriptions WHERE user_id = ?',
+    );
     const upsert = this.db.prepare(
       `INSERT INTO push_subscriptions (user_id, endpoint, p256dh, auth, device_id, created_at) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (user_id, endpoint) DO UPDATE SET p256dh = excluded.p256dh, auth = excluded.auth, device_id = excluded.device_id`,
@@ -61,21 +65,31 @@ export class PushStoreSqlite implements PushStore {
   }
 
   async removeSubscription(userId: string, endpoint: string): Promise<boolean> {
-    return this.db.prepare('DELETE FROM push_subscriptions WHERE user_id = ? AND endpoint = ?').run(userId, endpoint).changes > 0;
+    return (
+      this.db.prepare('DELETE FROM push_subscriptions WHERE user_id = ? AND endpoint = ?').run(userId, endpoint)
+        .changes > 0
+    );
   }
 
   async listSubscriptions(userId: string): Promise<PushSubscriptionRecord[]> {
-    return this.db.prepare<[string], SubscriptionRow>('SELECT * FROM push_subscriptions WHERE user_id = ?').all(userId).map(toRecord);
+    return this.db
+      .prepare<[string], SubscriptionRow>('SELECT * FROM push_subscriptions WHERE user_id = ?')
+      .all(userId)
+      .map(toRecord);
   }
 
   async setMode(userId: string, groupId: string, mode: PushMode): Promise<void> {
     this.db
-      .prepare('INSERT INTO push_modes (user_id, group_id, mode) VALUES (?, ?, ?) ON CONFLICT (user_id, group_id) DO UPDATE SET mode = excluded.mode')
+      .prepare(
+        'INSERT INTO push_modes (user_id, group_id, mode) VALUES (?, ?, ?) ON CONFLICT (user_id, group_id) DO UPDATE SET mode = excluded.mode',
+      )
       .run(userId, groupId, mode);
   }
 
   async getMode(userId: string, groupId: string): Promise<PushMode> {
-    const row = this.db.prepare<[string, string], { mode: PushMode }>('SELECT mode FROM push_modes WHERE user_id = ? AND group_id = ?').get(userId, groupId);
+    const row = this.db
+      .prepare<[string, string], { mode: PushMode }>('SELECT mode FROM push_modes WHERE user_id = ? AND group_id = ?')
+      .get(userId, groupId);
     return row?.mode ?? 'all';
   }
 

@@ -13,7 +13,8 @@ export interface VapidKeys {
  * kept in the data dir (owner-only), so that browsers' subscriptions stay valid across restarts.
  */
 export function vapidKeys(config: ChorusConfig): VapidKeys {
-  if (config.vapidPublicKey && config.vapidPrivateKey) return { publicKey: config.vapidPublicKey, privateKey: config.vapidPrivateKey };
+  if (config.vapidPublicKey && config.vapidPrivateKey)
+    return { publicKey: config.vapidPublicKey, privateKey: config.vapidPrivateKey };
   const file = join(config.dataDir, 'vapid.json');
   if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as VapidKeys;
   mkdirSync(config.dataDir, { recursive: true });

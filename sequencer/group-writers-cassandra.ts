@@ -15,7 +15,12 @@ export interface GroupWritersTiming {
   idleMs: number;
 }
 
-export const DEFAULT_TIMING: GroupWritersTiming = { leaseMs: 4_000, renewMs: 1_000, clockSkewMs: 1_000, idleMs: 60_000 };
+export const DEFAULT_TIMING: GroupWritersTiming = {
+  leaseMs: 4_000,
+  renewMs: 1_000,
+  clockSkewMs: 1_000,
+  idleMs: 60_000,
+};
 
 /** Groups given back at once (idle, or on close), so that giving back many holds stays short. */
 const RELEASE_CONCURRENCY = 32;
@@ -60,7 +65,11 @@ export class GroupWritersCassandra implements GroupWriters {
     this.nodeId = `${nodeName}~${randomUUID().slice(0, 8)}`;
   }
 
-  static async start(db: CassandraSession, nodeName: string, timing: GroupWritersTiming = DEFAULT_TIMING): Promise<GroupWritersCassandra> {
+  static async start(
+    db: CassandraSession,
+    nodeName: string,
+    timing: GroupWritersTiming = DEFAULT_TIMING,
+  ): Promise<GroupWritersCassandra> {
     await db.ddl('CREATE TABLE IF NOT EXISTS writer_nodes (node_id text PRIMARY KEY, lease_until timestamp)');
     await db.ddl('CREATE TABLE IF NOT EXISTS group_writers (group_id text PRIMARY KEY, node_id text, epoch bigint)');
     const writers = new GroupWritersCassandra(db, nodeName, timing);
@@ -130,9 +139,14 @@ export class GroupWritersCassandra implements GroupWriters {
 
   private async acquire(groupId: string): Promise<GroupWriter> {
     for (let round = 0; round < 5; round++) {
-      const row = (await this.db.readSerial('SELECT node_id, epoch FROM group_writers WHERE group_id = ?', [groupId])).first();
+      const row = (
+        await this.db.readSerial('SELECT node_id, epoch FROM group_writers WHERE group_id = ?', [groupId])
+      ).first();
       if (!row) {
-        const taken = await this.db.execute('INSERT INTO group_writers (group_id, node_id, epoch) VALUES (?, ?, 1) IF NOT EXISTS', [groupId, this.nodeId]);
+        const taken = await this.db.execute(
+          'INSERT INTO group_writers (group_id, node_id, epoch) VALUES (?, ?, 1) IF NOT EXISTS',
+          [groupId, this.nodeId],
+        );
         if (taken.wasApplied()) return this.hold(groupId, 1, 0);
         continue;
       }
@@ -142,7 +156,9 @@ export class GroupWritersCassandra implements GroupWriters {
       if (holder === this.nodeId) {
         landedBy = this.lapsedAtWall + REQUEST_TIMEOUT_MS; // our own hold lapsed earlier
       } else if (holder !== null) {
-        const lease = (await this.db.execute('SELECT lease_until FROM writer_nodes WHERE node_id = ?', [holder])).first();
+        const lease = (
+          await this.db.execute('SELECT lease_until FROM writer_nodes WHERE node_id = ?', [holder])
+        ).first();
         const leaseUntil = lease ? (lease.get('lease_until') as Date).getTime() : 0;
         if (leaseUntil + this.timing.clockSkewMs > Date.now()) {
           this.rememberRemote(groupId, holder, leaseUntil);
@@ -150,12 +166,10 @@ export class GroupWritersCassandra implements GroupWriters {
         }
         landedBy = leaseUntil + this.timing.clockSkewMs + REQUEST_TIMEOUT_MS;
       }
-      const taken = await this.db.execute('UPDATE group_writers SET node_id = ?, epoch = ? WHERE group_id = ? IF epoch = ?', [
-        this.nodeId,
-        epoch + 1,
-        groupId,
-        epoch,
-      ]);
+      const taken = await this.db.execute(
+        'UPDATE group_writers SET node_id = ?, epoch = ? WHERE group_id = ? IF epoch = ?',
+        [this.nodeId, epoch + 1, groupId, epoch],
+      );
       if (taken.wasApplied()) return this.hold(groupId, epoch + 1, landedBy - Date.now());
     }
     throw new ChorusError('STORE_UNAVAILABLE', `group ${groupId} keeps changing writers; retry`);
@@ -194,10 +208,11 @@ export class GroupWritersCassandra implements GroupWriters {
     await sleep(Math.max(0, lastSent + REQUEST_TIMEOUT_MS - performance.now()));
     for (let i = 0; i < holds.length; i += RELEASE_CONCURRENCY) {
       await Promise.all(
-        holds.slice(i, i + RELEASE_CONCURRENCY).map(([groupId, hold]) =>
-          this.db
-            .execute('UPDATE group_writers SET node_id = null WHERE group_id = ? IF epoch = ?', [groupId, hold.epoch])
-            .catch(() => undefined), // left held: taken over once this node's lease has run out
+        holds.slice(i, i + RELEASE_CONCURRENCY).map(
+          ([groupId, hold]) =>
+            this.db
+              .execute('UPDATE group_writers SET node_id = null WHERE group_id = ? IF epoch = ?', [groupId, hold.epoch])
+              .catch(() => undefined), // left held: taken over once this node's lease has run out
         ),
       );
     }
@@ -213,6 +228,9 @@ export class GroupWritersCassandra implements GroupWriters {
   }
 
   private async writeLease(until: Date): Promise<void> {
-    await this.db.execute('INSERT INTO writer_nodes (node_id, lease_until) VALUES (?, ?) USING TTL 86400', [this.nodeId, until]);
+    await this.db.execute('INSERT INTO writer_nodes (node_id, lease_until) VALUES (?, ?) USING TTL 86400', [
+      this.nodeId,
+      until,
+    ]);
   }
 }

@@ -1,8 +1,22 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import cassandra from 'cassandra-driver';
-import { ChorusError, contentOf, ERASED_BY_DELETE, effectOf, type ReactionCount, type StampedMessage } from '../protocol/index.js';
+import {
+  ChorusError,
+  contentOf,
+  ERASED_BY_DELETE,
+  effectOf,
+  type ReactionCount,
+  type StampedMessage,
+} from '../protocol/index.js';
 import { REQUEST_TIMEOUT_MS, type CassandraSession } from '../cassandra/session.js';
-import { countReactions, toStampedMessage, type AppendOutcome, type GroupAppend, type MessageDraft, type MessageLog } from './message-log.js';
+import {
+  countReactions,
+  toStampedMessage,
+  type AppendOutcome,
+  type GroupAppend,
+  type MessageDraft,
+  type MessageLog,
+} from './message-log.js';
 import { WriterMovedError, type GroupWriters } from './group-writers.js';
 
 /** Messages per partition: (group_id, bucket) holds seqs [bucket * BUCKET, (bucket + 1) * BUCKET). */
@@ -178,7 +192,11 @@ export class MessageLogCassandra implements MessageLog {
     };
   }
 
-  static async open(db: CassandraSession, writers: GroupWriters, options: CassandraLogOptions): Promise<MessageLogCassandra> {
+  static async open(
+    db: CassandraSession,
+    writers: GroupWriters,
+    options: CassandraLogOptions,
+  ): Promise<MessageLogCassandra> {
     await db.ddl(`CREATE TABLE IF NOT EXISTS group_messages (
       group_id text, bucket bigint, seq bigint, draft text,
       PRIMARY KEY ((group_id, bucket), seq)) WITH CLUSTERING ORDER BY (seq ASC)`);
@@ -198,7 +216,8 @@ export class MessageLogCassandra implements MessageLog {
   async append(batch: GroupAppend[]): Promise<AppendOutcome[][]> {
     const settled = await Promise.allSettled(batch.map((part) => this.appendGroup(part)));
     const failures = settled.flatMap((result) => (result.status === 'rejected' ? [result.reason as unknown] : []));
-    if (failures.length === 0) return settled.map((result) => (result as PromiseFulfilledResult<AppendOutcome[]>).value);
+    if (failures.length === 0)
+      return settled.map((result) => (result as PromiseFulfilledResult<AppendOutcome[]>).value);
     const other = failures.find((err) => !(err instanceof WriterMovedError));
     if (other !== undefined) throw other;
     throw new WriterMovedError(failures.flatMap((err) => (err as WriterMovedError).groupIds));
@@ -206,7 +225,11 @@ export class MessageLogCassandra implements MessageLog {
 
   private async appendGroup({ groupId, drafts }: GroupAppend): Promise<AppendOutcome[]> {
     let pipeline = this.pipelines.get(groupId);
-    if (!pipeline) this.pipelines.set(groupId, (pipeline = { stamped: Promise.resolve(), written: Promise.resolve(), calls: 0, inFlight: new Map() }));
+    if (!pipeline)
+      this.pipelines.set(
+        groupId,
+        (pipeline = { stamped: Promise.resolve(), written: Promise.resolve(), calls: 0, inFlight: new Map() }),
+      );
     const previous = { stamped: pipeline.stamped, written: pipeline.written };
     const stamped = signal();
     const written = signal();
@@ -230,7 +253,8 @@ export class MessageLogCassandra implements MessageLog {
       for (const i of toStamp) mine.push(dedupKey(drafts[i]!));
       try {
         const seqOf = (k: number) => first + k;
-        if (toStamp.length === 0) await step.gate; // only duplicates: as good as the calls they may duplicate
+        if (toStamp.length === 0)
+          await step.gate; // only duplicates: as good as the calls they may duplicate
         else {
           this.fence(groupId, head.epoch);
           // Entries and messages go together (one round trip, not two): a message whose entry failed is above the
@@ -239,7 +263,13 @@ export class MessageLogCassandra implements MessageLog {
             this.writeDedup(groupId, drafts, toStamp, seqOf),
             step.gate
               .then(() => this.writeMessages(groupId, drafts, toStamp, seqOf, head.epoch))
-              .then(() => this.applyEvents(groupId, toStamp.map((i, k) => ({ seq: seqOf(k), draft: drafts[i]! })), head.epoch)),
+              .then(() =>
+                this.applyEvents(
+                  groupId,
+                  toStamp.map((i, k) => ({ seq: seqOf(k), draft: drafts[i]! })),
+                  head.epoch,
+                ),
+              ),
           ]);
         }
       } catch (err) {
@@ -252,7 +282,8 @@ export class MessageLogCassandra implements MessageLog {
       }
       if (toStamp.length > 0) {
         head.durable = first + toStamp.length - 1;
-        if (bucketOf(head.durable) !== bucketOf(head.recorded) || performance.now() - head.recordedAt >= RECORD_HEAD_MS) this.recordHead(groupId, head);
+        if (bucketOf(head.durable) !== bucketOf(head.recorded) || performance.now() - head.recordedAt >= RECORD_HEAD_MS)
+          this.recordHead(groupId, head);
       }
       written.resolve();
       return outcomes;
@@ -268,7 +299,12 @@ export class MessageLogCassandra implements MessageLog {
    * next seqs. Runs once the call before has stamped; the returned gate settles when the calls before have written
    * what they stamped.
    */
-  private async stamp(groupId: string, drafts: MessageDraft[], pipeline: Pipeline, writtenBefore: Promise<void>): Promise<Stamped> {
+  private async stamp(
+    groupId: string,
+    drafts: MessageDraft[],
+    pipeline: Pipeline,
+    writtenBefore: Promise<void>,
+  ): Promise<Stamped> {
     const writer = await this.writers.writerOf(groupId);
     if (!writer.here) throw new WriterMovedError([groupId]);
 
@@ -291,7 +327,14 @@ export class MessageLogCassandra implements MessageLog {
       const recorded = await this.headRow(groupId);
       const last = await this.probeFrom(groupId, recorded);
       await this.reindex(groupId, recorded, last, writer.epoch);
-      head = { epoch: writer.epoch, stamped: last, durable: last, recorded, recordedAt: -Infinity, greatestKeys: new Map() };
+      head = {
+        epoch: writer.epoch,
+        stamped: last,
+        durable: last,
+        recorded,
+        recordedAt: -Infinity,
+        greatestKeys: new Map(),
+      };
       gate = Promise.resolve();
     }
 
@@ -312,7 +355,10 @@ export class MessageLogCassandra implements MessageLog {
       toLookUp.push(i);
       if (!known?.read) unread.add(senderId);
     }
-    const [stored] = await Promise.all([this.lookup(groupId, drafts, toLookUp), ...[...unread].map((senderId) => this.readGreatestKey(groupId, senderId, head))]);
+    const [stored] = await Promise.all([
+      this.lookup(groupId, drafts, toLookUp),
+      ...[...unread].map((senderId) => this.readGreatestKey(groupId, senderId, head)),
+    ]);
     const toStamp: number[] = [];
     for (const i of firstOfKey.values()) {
       if (outcomes[i]) continue;
@@ -345,7 +391,9 @@ export class MessageLogCassandra implements MessageLog {
   private recordHead(groupId: string, head: Head): void {
     head.recorded = head.durable;
     head.recordedAt = performance.now();
-    const completion = this.db.execute('UPDATE group_heads SET last_seq = ? WHERE group_id = ?', [head.durable, groupId]).catch(() => undefined);
+    const completion = this.db
+      .execute('UPDATE group_heads SET last_seq = ? WHERE group_id = ?', [head.durable, groupId])
+      .catch(() => undefined);
     this.completing.add(completion);
     void completion.then(() => this.completing.delete(completion));
   }
@@ -379,7 +427,11 @@ export class MessageLogCassandra implements MessageLog {
   }
 
   /** The stored messages of the drafts (by index) whose (sender, clientMsgId) is already in the group. */
-  private async lookup(groupId: string, drafts: MessageDraft[], indices: number[]): Promise<Map<number, StampedMessage>> {
+  private async lookup(
+    groupId: string,
+    drafts: MessageDraft[],
+    indices: number[],
+  ): Promise<Map<number, StampedMessage>> {
     const entries: { i: number; first: number; last: number }[] = [];
     await Promise.all(
       chunksBySender(drafts, indices).map(async ({ senderId, chunk }) => {
@@ -390,7 +442,11 @@ export class MessageLogCassandra implements MessageLog {
         );
         for (const row of result.rows) {
           const seqs = row.get('seqs') as cassandra.types.Tuple;
-          entries.push({ i: indexOf.get(row.get('client_msg_id') as string)!, first: Number(seqs.get(0)), last: Number(seqs.get(1)) });
+          entries.push({
+            i: indexOf.get(row.get('client_msg_id') as string)!,
+            first: Number(seqs.get(0)),
+            last: Number(seqs.get(1)),
+          });
         }
       }),
     );
@@ -411,20 +467,33 @@ export class MessageLogCassandra implements MessageLog {
   }
 
   /** One statement per sender (and DEDUP_CHUNK keys): each key gets the range of seqs its sender's chunk took. */
-  private async writeDedup(groupId: string, drafts: MessageDraft[], toStamp: number[], seqOf: (k: number) => number): Promise<void> {
+  private async writeDedup(
+    groupId: string,
+    drafts: MessageDraft[],
+    toStamp: number[],
+    seqOf: (k: number) => number,
+  ): Promise<void> {
     const seqByIndex = new Map(toStamp.map((i, k) => [i, seqOf(k)]));
     await Promise.all(
       chunksBySender(drafts, toStamp).map(({ senderId, chunk }) =>
-        this.db.execute(
-          this.statements.setRange,
-          [new types.Tuple(seqByIndex.get(chunk[0]!), seqByIndex.get(chunk.at(-1)!)), groupId, senderId, chunk.map((i) => drafts[i]!.clientMsgId)],
-        ),
+        this.db.execute(this.statements.setRange, [
+          new types.Tuple(seqByIndex.get(chunk[0]!), seqByIndex.get(chunk.at(-1)!)),
+          groupId,
+          senderId,
+          chunk.map((i) => drafts[i]!.clientMsgId),
+        ]),
       ),
     );
   }
 
   /** Writes the messages in seq order, one partition (and at most MAX_WRITE_BYTES) per write, each after a fence. */
-  private async writeMessages(groupId: string, drafts: MessageDraft[], toStamp: number[], seqOf: (k: number) => number, epoch: number): Promise<void> {
+  private async writeMessages(
+    groupId: string,
+    drafts: MessageDraft[],
+    toStamp: number[],
+    seqOf: (k: number) => number,
+    epoch: number,
+  ): Promise<void> {
     let part: { query: string; params: unknown[] }[] = [];
     let partBytes = 0;
     const flush = async () => {
@@ -458,7 +527,10 @@ export class MessageLogCassandra implements MessageLog {
   private async probeFrom(groupId: string, from: number): Promise<number> {
     let last = from;
     for (let bucket = bucketOf(last); ; bucket++) {
-      const top = await this.db.execute('SELECT seq FROM group_messages WHERE group_id = ? AND bucket = ? ORDER BY seq DESC LIMIT 1', [groupId, bucket]);
+      const top = await this.db.execute(
+        'SELECT seq FROM group_messages WHERE group_id = ? AND bucket = ? ORDER BY seq DESC LIMIT 1',
+        [groupId, bucket],
+      );
       const seq = top.first()?.get('seq');
       if (seq == null) {
         if (bucket > bucketOf(last)) return last;
@@ -477,7 +549,10 @@ export class MessageLogCassandra implements MessageLog {
       const page = (await this.readAfter(groupId, seq, BUCKET)).filter((m) => m.seq <= last);
       if (page.length === 0) return;
       await Promise.all(
-        chunksBySender(page, page.map((_, i) => i)).map(({ senderId, chunk }) =>
+        chunksBySender(
+          page,
+          page.map((_, i) => i),
+        ).map(({ senderId, chunk }) =>
           this.db.batch(
             chunk.map((i) => ({
               query: this.statements.setRangeOfOne,
@@ -487,7 +562,11 @@ export class MessageLogCassandra implements MessageLog {
           ),
         ),
       );
-      await this.applyEvents(groupId, page.map((m) => ({ seq: m.seq, draft: draftOfMessage(m) })), epoch);
+      await this.applyEvents(
+        groupId,
+        page.map((m) => ({ seq: m.seq, draft: draftOfMessage(m) })),
+        epoch,
+      );
       seq = page.at(-1)!.seq;
     }
   }
@@ -497,14 +576,21 @@ export class MessageLogCassandra implements MessageLog {
    * each after a fence. Applying one again changes nothing more (an edit older than the target's last is skipped), so
    * a new writer applies those above the head row again, with their dedup entries (reindex).
    */
-  private async applyEvents(groupId: string, stored: { seq: number; draft: MessageDraft }[], epoch: number): Promise<void> {
+  private async applyEvents(
+    groupId: string,
+    stored: { seq: number; draft: MessageDraft }[],
+    epoch: number,
+  ): Promise<void> {
     for (const { seq, draft } of stored) {
       if (draft.targetSeq === undefined) continue;
       const target = await this.readRow(groupId, draft.targetSeq);
       if (!target) continue;
       const write = async (rowSeq: number, next: StoredDraft, ttl: number) => {
         this.fence(groupId, epoch);
-        await this.db.execute('INSERT INTO group_messages (group_id, bucket, seq, draft) VALUES (?, ?, ?, ?) USING TTL ?', [groupId, bucketOf(rowSeq), rowSeq, draftJson(next), ttl]);
+        await this.db.execute(
+          'INSERT INTO group_messages (group_id, bucket, seq, draft) VALUES (?, ?, ?, ?) USING TTL ?',
+          [groupId, bucketOf(rowSeq), rowSeq, draftJson(next), ttl],
+        );
       };
       const { draft: was, ttl } = target;
       const effect = effectOf(draft.type);
@@ -514,7 +600,11 @@ export class MessageLogCassandra implements MessageLog {
           if (own && own.draft.body !== undefined) await write(seq, erased(own.draft, was.deletedAtMs), own.ttl);
         } else if ((was.lastEditSeq ?? 0) < seq) {
           const editSeqs = [...new Set([...(was.editSeqs ?? []), seq])];
-          await write(draft.targetSeq, { ...was, body: draft.body!, editedAtMs: draft.createdAtMs, lastEditSeq: seq, editSeqs }, ttl);
+          await write(
+            draft.targetSeq,
+            { ...was, body: draft.body!, editedAtMs: draft.createdAtMs, lastEditSeq: seq, editSeqs },
+            ttl,
+          );
         }
       } else if (effect === 'delete') {
         const deletedAtMs = was.deletedAtMs ?? draft.createdAtMs;
@@ -524,11 +614,19 @@ export class MessageLogCassandra implements MessageLog {
           if (edit) await write(editSeq, erased(edit.draft, deletedAtMs), edit.ttl);
         }
         this.fence(groupId, epoch);
-        await this.db.execute('DELETE FROM message_reactions WHERE group_id = ? AND bucket = ? AND target_seq = ?', [groupId, bucketOf(draft.targetSeq), draft.targetSeq]);
+        await this.db.execute('DELETE FROM message_reactions WHERE group_id = ? AND bucket = ? AND target_seq = ?', [
+          groupId,
+          bucketOf(draft.targetSeq),
+          draft.targetSeq,
+        ]);
       } else if (effect === 'reaction' && was.deletedAtMs === undefined) {
         this.fence(groupId, epoch);
         const key = [groupId, bucketOf(draft.targetSeq), draft.targetSeq, draft.emoji, draft.senderId];
-        if (draft.remove) await this.db.execute('DELETE FROM message_reactions WHERE group_id = ? AND bucket = ? AND target_seq = ? AND emoji = ? AND user_id = ?', key);
+        if (draft.remove)
+          await this.db.execute(
+            'DELETE FROM message_reactions WHERE group_id = ? AND bucket = ? AND target_seq = ? AND emoji = ? AND user_id = ?',
+            key,
+          );
         else await this.db.execute(this.statements.react, key);
       }
     }
@@ -536,14 +634,26 @@ export class MessageLogCassandra implements MessageLog {
 
   /** One message row as stored, with its remaining TTL in seconds (0: none). */
   private async readRow(groupId: string, seq: number): Promise<{ draft: StoredDraft; ttl: number } | null> {
-    const row = (await this.db.execute('SELECT draft, TTL(draft) AS ttl FROM group_messages WHERE group_id = ? AND bucket = ? AND seq = ?', [groupId, bucketOf(seq), seq])).first();
-    return row ? { draft: JSON.parse(row.get('draft') as string) as StoredDraft, ttl: Number(row.get('ttl') ?? 0) } : null;
+    const row = (
+      await this.db.execute(
+        'SELECT draft, TTL(draft) AS ttl FROM group_messages WHERE group_id = ? AND bucket = ? AND seq = ?',
+        [groupId, bucketOf(seq), seq],
+      )
+    ).first();
+    return row
+      ? { draft: JSON.parse(row.get('draft') as string) as StoredDraft, ttl: Number(row.get('ttl') ?? 0) }
+      : null;
   }
 
   async readAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]> {
     const out: StampedMessage[] = [];
     const slice = (bucket: number) =>
-      this.db.execute('SELECT * FROM group_messages WHERE group_id = ? AND bucket = ? AND seq > ? LIMIT ?', [groupId, bucket, afterSeq, limit - out.length]);
+      this.db.execute('SELECT * FROM group_messages WHERE group_id = ? AND bucket = ? AND seq > ? LIMIT ?', [
+        groupId,
+        bucket,
+        afterSeq,
+        limit - out.length,
+      ]);
     let bucket = bucketOf(afterSeq + 1);
     let rows = (await slice(bucket)).rows;
     if (rows.length === 0) {
@@ -596,7 +706,11 @@ export class MessageLogCassandra implements MessageLog {
           'SELECT target_seq, emoji, user_id FROM message_reactions WHERE group_id = ? AND bucket = ? AND target_seq >= ? AND target_seq <= ? LIMIT ?',
           [groupId, bucket, Math.min(...inBucket), Math.max(...inBucket), MAX_REACTION_ROWS],
         );
-        return result.rows.map((row) => ({ seq: Number(row.get('target_seq')), emoji: row.get('emoji') as string, userId: row.get('user_id') as string }));
+        return result.rows.map((row) => ({
+          seq: Number(row.get('target_seq')),
+          emoji: row.get('emoji') as string,
+          userId: row.get('user_id') as string,
+        }));
       }),
     );
     return countReactions(slices.flat(), wanted, viewerId);
@@ -610,12 +724,15 @@ export class MessageLogCassandra implements MessageLog {
     const last = await this.truth(groupId);
     const senders = new Set<string>();
     for (let bucket = 0; bucket <= bucketOf(last); bucket++) {
-      const rows = (await this.db.execute('SELECT draft FROM group_messages WHERE group_id = ? AND bucket = ?', [groupId, bucket])).rows;
+      const rows = (
+        await this.db.execute('SELECT draft FROM group_messages WHERE group_id = ? AND bucket = ?', [groupId, bucket])
+      ).rows;
       for (const row of rows) senders.add((JSON.parse(row.get('draft') as string) as MessageDraft).senderId);
       await this.db.execute('DELETE FROM message_reactions WHERE group_id = ? AND bucket = ?', [groupId, bucket]);
       await this.db.execute('DELETE FROM group_messages WHERE group_id = ? AND bucket = ?', [groupId, bucket]);
     }
-    for (const senderId of senders) await this.db.execute('DELETE FROM dedup_ranges WHERE group_id = ? AND sender_id = ?', [groupId, senderId]);
+    for (const senderId of senders)
+      await this.db.execute('DELETE FROM dedup_ranges WHERE group_id = ? AND sender_id = ?', [groupId, senderId]);
     await this.db.execute('DELETE FROM group_heads WHERE group_id = ?', [groupId]);
     this.heads.delete(groupId);
   }
@@ -634,5 +751,11 @@ function erased(draft: StoredDraft, deletedAtMs: number): StoredDraft {
 
 /** The draft a stored message was made from (its content as it is now: for re-applying its effect, only the event fields matter). */
 function draftOfMessage(m: StampedMessage): MessageDraft {
-  return { senderId: m.senderId, clientMsgId: m.clientMsgId, type: m.type, createdAtMs: Date.parse(m.createdAt), ...contentOf(m) };
+  return {
+    senderId: m.senderId,
+    clientMsgId: m.clientMsgId,
+    type: m.type,
+    createdAtMs: Date.parse(m.createdAt),
+    ...contentOf(m),
+  };
 }

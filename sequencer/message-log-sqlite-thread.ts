@@ -6,7 +6,10 @@ import { MessageLogSqlite, type SqliteLogOptions } from './message-log-sqlite.js
 /** Calls waiting for the writer thread; past this a write is refused as OVERLOADED instead of queued. */
 const MAX_PENDING_WRITES = 1_000;
 
-type WriteCall = { id: number; method: 'append'; args: [GroupAppend[]] } | { id: number; method: 'deleteGroup'; args: [string] } | { id: number; method: 'close'; args: [] };
+type WriteCall =
+  | { id: number; method: 'append'; args: [GroupAppend[]] }
+  | { id: number; method: 'deleteGroup'; args: [string] }
+  | { id: number; method: 'close'; args: [] };
 type WriteReply = { id: number; result?: unknown; error?: { code?: string; message: string; chorus: boolean } };
 
 interface ThreadData {
@@ -83,7 +86,8 @@ export class MessageLogSqliteThread implements MessageLog {
 
   private write(method: 'append' | 'deleteGroup', args: [GroupAppend[]] | [string]): Promise<unknown> {
     if (this.closed) return Promise.reject(new ChorusError('STORE_UNAVAILABLE', 'the message log is closed'));
-    if (this.pending.size >= MAX_PENDING_WRITES) return Promise.reject(new ChorusError('OVERLOADED', 'the message log has too many writes waiting'));
+    if (this.pending.size >= MAX_PENDING_WRITES)
+      return Promise.reject(new ChorusError('OVERLOADED', 'the message log has too many writes waiting'));
     return this.call(method, args);
   }
 
@@ -102,7 +106,10 @@ export class MessageLogSqliteThread implements MessageLog {
     const self = new URL(import.meta.url);
     // Run from TypeScript sources (tests), the thread loads this same file through tsx's loader, as its parent did.
     const worker = self.pathname.endsWith('.ts')
-      ? new Worker(`import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(self.href)}); })`, { eval: true, workerData: data })
+      ? new Worker(
+          `import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(self.href)}); })`,
+          { eval: true, workerData: data },
+        )
       : new Worker(self, { workerData: data });
     worker.unref(); // only while calls wait on it does it keep the process alive (call, below)
     worker.on('message', (reply: WriteReply) => {
@@ -112,12 +119,14 @@ export class MessageLogSqliteThread implements MessageLog {
       if (this.pending.size === 0) worker.unref();
       if (!reply.error) call.resolve(reply.result);
       else if (reply.error.chorus) call.reject(new ChorusError(reply.error.code as never, reply.error.message));
-      else call.reject(Object.assign(new Error(reply.error.message), reply.error.code ? { code: reply.error.code } : {}));
+      else
+        call.reject(Object.assign(new Error(reply.error.message), reply.error.code ? { code: reply.error.code } : {}));
     });
     const stopped = (reason: string) => {
       if (this.worker !== worker) return;
       this.worker = null;
-      for (const call of this.pending.values()) call.reject(new ChorusError('STORE_UNAVAILABLE', `the message log's writer stopped: ${reason}`));
+      for (const call of this.pending.values())
+        call.reject(new ChorusError('STORE_UNAVAILABLE', `the message log's writer stopped: ${reason}`));
       this.pending.clear();
     };
     worker.on('error', (err) => stopped(err.message));
@@ -133,16 +142,26 @@ function serveWrites(data: ThreadData): void {
   const port = parentPort!;
   port.on('message', async (call: WriteCall) => {
     try {
-      const result = call.method === 'append' ? await log.append(call.args[0]) : call.method === 'deleteGroup' ? await log.deleteGroup(call.args[0]) : await log.close();
+      const result =
+        call.method === 'append'
+          ? await log.append(call.args[0])
+          : call.method === 'deleteGroup'
+            ? await log.deleteGroup(call.args[0])
+            : await log.close();
       port.postMessage({ id: call.id, result } satisfies WriteReply);
     } catch (err) {
       const error = err as Error & { code?: unknown };
       port.postMessage({
         id: call.id,
-        error: { message: error.message, chorus: isChorusError(err), ...(typeof error.code === 'string' ? { code: error.code } : {}) },
+        error: {
+          message: error.message,
+          chorus: isChorusError(err),
+          ...(typeof error.code === 'string' ? { code: error.code } : {}),
+        },
       } satisfies WriteReply);
     }
   });
 }
 
-if (!isMainThread && (workerData as ThreadData | undefined)?.role === 'chorus-message-log-writer') serveWrites(workerData as ThreadData);
+if (!isMainThread && (workerData as ThreadData | undefined)?.role === 'chorus-message-log-writer')
+  serveWrites(workerData as ThreadData);

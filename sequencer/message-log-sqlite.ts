@@ -1,9 +1,22 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { contentOf, effectOf, type MessageContent, type ReactionCount, type StampedMessage } from '../protocol/index.js';
+import {
+  contentOf,
+  effectOf,
+  type MessageContent,
+  type ReactionCount,
+  type StampedMessage,
+} from '../protocol/index.js';
 import { pagedStatement } from '../sqlite/paged-statement.js';
-import { countReactions, toStampedMessage, type AppendOutcome, type GroupAppend, type MessageDraft, type MessageLog } from './message-log.js';
+import {
+  countReactions,
+  toStampedMessage,
+  type AppendOutcome,
+  type GroupAppend,
+  type MessageDraft,
+  type MessageLog,
+} from './message-log.js';
 
 interface MessageRow {
   seq: number;
@@ -79,7 +92,10 @@ export class MessageLogSqlite implements MessageLog {
   private readonly selectBefore: (limit: number) => Database.Statement<[string, number], MessageRow>;
   private readonly appendTx: (batch: GroupAppend[]) => AppendOutcome[][];
   private readonly effects;
-  private readonly selectReactions: Database.Statement<[string, number, number], { target_seq: number; emoji: string; user_id: string }>;
+  private readonly selectReactions: Database.Statement<
+    [string, number, number],
+    { target_seq: number; emoji: string; user_id: string }
+  >;
   private readonly deleteGroupTx: (groupId: string) => void;
 
   constructor(path: string, options: SqliteLogOptions) {
@@ -109,9 +125,17 @@ export class MessageLogSqlite implements MessageLog {
         PRIMARY KEY (group_id, target_seq, emoji, user_id)
       ) WITHOUT ROWID;
     `);
-    const columns = new Set(this.db.prepare<[], { name: string }>('SELECT name FROM pragma_table_info(\'messages\')').all().map((c) => c.name));
-    for (const [name, declaration] of ADDED_COLUMNS) if (!columns.has(name)) this.db.exec(`ALTER TABLE messages ADD COLUMN ${name} ${declaration}`);
-    this.db.exec('CREATE INDEX IF NOT EXISTS messages_by_target ON messages (group_id, target_seq) WHERE target_seq IS NOT NULL');
+    const columns = new Set(
+      this.db
+        .prepare<[], { name: string }>("SELECT name FROM pragma_table_info('messages')")
+        .all()
+        .map((c) => c.name),
+    );
+    for (const [name, declaration] of ADDED_COLUMNS)
+      if (!columns.has(name)) this.db.exec(`ALTER TABLE messages ADD COLUMN ${name} ${declaration}`);
+    this.db.exec(
+      'CREATE INDEX IF NOT EXISTS messages_by_target ON messages (group_id, target_seq) WHERE target_seq IS NOT NULL',
+    );
     this.insert = this.db.prepare(
       `INSERT INTO messages (group_id, seq, sender_id, client_msg_id, type, body, reply_to_seq, mentions, created_at, extra, target_seq)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -122,7 +146,7 @@ export class MessageLogSqlite implements MessageLog {
       target: db.prepare<[string, number], MessageRow>('SELECT * FROM messages WHERE group_id = ? AND seq = ?'),
       edit: db.prepare('UPDATE messages SET body = ?, edited_at = ?, last_edit_seq = ? WHERE group_id = ? AND seq = ?'),
       erase: db.prepare(
-        'UPDATE messages SET body = \'\', mentions = NULL, extra = NULL, deleted_at = COALESCE(deleted_at, ?) WHERE group_id = ? AND seq = ?',
+        "UPDATE messages SET body = '', mentions = NULL, extra = NULL, deleted_at = COALESCE(deleted_at, ?) WHERE group_id = ? AND seq = ?",
       ),
       eraseEdits: db.prepare(
         "UPDATE messages SET body = '', deleted_at = COALESCE(deleted_at, ?) WHERE group_id = ? AND target_seq = ? AND type = 'edit'",
@@ -144,8 +168,14 @@ export class MessageLogSqlite implements MessageLog {
     this.selectByClientMsgId = this.db.prepare(
       'SELECT * FROM messages WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?',
     );
-    this.selectAfter = pagedStatement(this.db, 'SELECT * FROM messages WHERE group_id = ? AND seq > ? ORDER BY seq ASC LIMIT ?');
-    this.selectBefore = pagedStatement(this.db, 'SELECT * FROM messages WHERE group_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?');
+    this.selectAfter = pagedStatement(
+      this.db,
+      'SELECT * FROM messages WHERE group_id = ? AND seq > ? ORDER BY seq ASC LIMIT ?',
+    );
+    this.selectBefore = pagedStatement(
+      this.db,
+      'SELECT * FROM messages WHERE group_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
+    );
     this.appendTx = this.db.transaction((batch: GroupAppend[]) => batch.map((part) => this.appendGroup(part)));
   }
 
@@ -190,7 +220,8 @@ export class MessageLogSqlite implements MessageLog {
     const effect = effectOf(event.type);
     if (effect === 'edit') {
       if (target.deleted_at !== null) this.effects.erase.run(target.deleted_at, groupId, seq);
-      else if ((target.last_edit_seq ?? 0) < seq) this.effects.edit.run(event.body, event.createdAtMs, seq, groupId, targetSeq);
+      else if ((target.last_edit_seq ?? 0) < seq)
+        this.effects.edit.run(event.body, event.createdAtMs, seq, groupId, targetSeq);
     } else if (effect === 'delete') {
       this.effects.erase.run(event.createdAtMs, groupId, targetSeq);
       this.effects.eraseEdits.run(event.createdAtMs, groupId, targetSeq);
@@ -206,11 +237,15 @@ export class MessageLogSqlite implements MessageLog {
   }
 
   async readAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]> {
-    return this.selectAfter(limit).all(groupId, afterSeq).map((row) => rowToMessage(groupId, row));
+    return this.selectAfter(limit)
+      .all(groupId, afterSeq)
+      .map((row) => rowToMessage(groupId, row));
   }
 
   async readBefore(groupId: string, beforeSeq: number, limit: number): Promise<StampedMessage[]> {
-    return this.selectBefore(limit).all(groupId, beforeSeq).map((row) => rowToMessage(groupId, row));
+    return this.selectBefore(limit)
+      .all(groupId, beforeSeq)
+      .map((row) => rowToMessage(groupId, row));
   }
 
   async lastSeq(groupId: string): Promise<number> {
@@ -220,7 +255,11 @@ export class MessageLogSqlite implements MessageLog {
   async reactions(groupId: string, seqs: number[], viewerId: string): Promise<Map<number, ReactionCount[]>> {
     if (seqs.length === 0) return new Map();
     const rows = this.selectReactions.all(groupId, Math.min(...seqs), Math.max(...seqs));
-    return countReactions(rows.map((r) => ({ seq: r.target_seq, emoji: r.emoji, userId: r.user_id })), new Set(seqs), viewerId);
+    return countReactions(
+      rows.map((r) => ({ seq: r.target_seq, emoji: r.emoji, userId: r.user_id })),
+      new Set(seqs),
+      viewerId,
+    );
   }
 
   async deleteGroup(groupId: string): Promise<void> {

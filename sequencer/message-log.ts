@@ -1,4 +1,10 @@
-import { contentOf, ERASED_BY_DELETE, type MessageContent, type ReactionCount, type StampedMessage } from '../protocol/index.js';
+import {
+  contentOf,
+  ERASED_BY_DELETE,
+  type MessageContent,
+  type ReactionCount,
+  type StampedMessage,
+} from '../protocol/index.js';
 
 /** A message as the sequencer hands it to the log: everything but its seq. */
 export interface MessageDraft extends MessageContent {
@@ -73,9 +79,20 @@ export interface MessageLog {
 }
 
 /** Builds the wire form of a stored message: optional fields are absent, never null; field order is fixed. */
-export function toStampedMessage(groupId: string, seq: number, draft: MessageDraft, state: MessageState = {}): StampedMessage {
+export function toStampedMessage(
+  groupId: string,
+  seq: number,
+  draft: MessageDraft,
+  state: MessageState = {},
+): StampedMessage {
   // groupId and seq lead: the broker reads a delivered message's seq from the start of its bytes (seqOfPayload).
-  const message = { groupId, seq, senderId: draft.senderId, clientMsgId: draft.clientMsgId, type: draft.type } as StampedMessage;
+  const message = {
+    groupId,
+    seq,
+    senderId: draft.senderId,
+    clientMsgId: draft.clientMsgId,
+    type: draft.type,
+  } as StampedMessage;
   const deleted = state.deletedAtMs !== undefined;
   const content = contentOf(draft) as Record<string, unknown>;
   if (deleted) for (const field of ERASED_BY_DELETE) delete content[field];
@@ -90,7 +107,11 @@ export function toStampedMessage(groupId: string, seq: number, draft: MessageDra
  * A page's reaction rows (one per seq, emoji and user) counted per message for the wire: rows of seqs not wanted are
  * left out; each message's emojis most used first, then by emoji, `mine` when `viewerId` reacted with it.
  */
-export function countReactions(rows: { seq: number; emoji: string; userId: string }[], wanted: Set<number>, viewerId: string): Map<number, ReactionCount[]> {
+export function countReactions(
+  rows: { seq: number; emoji: string; userId: string }[],
+  wanted: Set<number>,
+  viewerId: string,
+): Map<number, ReactionCount[]> {
   const bySeq = new Map<number, Map<string, ReactionCount>>();
   for (const { seq, emoji, userId } of rows) {
     if (!wanted.has(seq)) continue;
@@ -102,6 +123,10 @@ export function countReactions(rows: { seq: number; emoji: string; userId: strin
     if (userId === viewerId) count.mine = true;
   }
   const counted = new Map<number, ReactionCount[]>();
-  for (const [seq, byEmoji] of bySeq) counted.set(seq, [...byEmoji.values()].sort((a, b) => b.count - a.count || (a.emoji < b.emoji ? -1 : 1)));
+  for (const [seq, byEmoji] of bySeq)
+    counted.set(
+      seq,
+      [...byEmoji.values()].sort((a, b) => b.count - a.count || (a.emoji < b.emoji ? -1 : 1)),
+    );
   return counted;
 }

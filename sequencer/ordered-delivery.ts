@@ -55,7 +55,8 @@ export class OrderedDelivery<T extends Sequenced> {
     const last = this.delivered.get(groupId);
     const next = last === undefined ? undefined : sorted.find((item) => item.seq > last)?.seq;
     const contiguous = last !== undefined && (next === undefined || next === last + 1);
-    if (!pending && (contiguous || (last === undefined && this.options.recoverWindowMs === 0))) return this.deliver(groupId, sorted);
+    if (!pending && (contiguous || (last === undefined && this.options.recoverWindowMs === 0)))
+      return this.deliver(groupId, sorted);
     const read = (pending ?? Promise.resolve()).then(() => this.readThenDeliver(groupId, sorted));
     this.reading.set(groupId, read);
     void read.then(() => {
@@ -84,17 +85,28 @@ export class OrderedDelivery<T extends Sequenced> {
     try {
       if (last === undefined && this.options.recoverWindowMs > 0) {
         // The newest messages, this commit's among them: the recent ones are delivered, the rest count as delivered.
-        const newest = (await this.log.readBefore(groupId, Number.MAX_SAFE_INTEGER, Math.min(this.options.maxGap, this.options.maxRead))).reverse();
+        const newest = (
+          await this.log.readBefore(
+            groupId,
+            Number.MAX_SAFE_INTEGER,
+            Math.min(this.options.maxGap, this.options.maxRead),
+          )
+        ).reverse();
         const recent = newest.filter((m) => Date.parse(m.createdAt) >= since(this.options.recoverWindowMs));
         this.remember(groupId, (recent[0]?.seq ?? (newest.at(-1)?.seq ?? 0) + 1) - 1);
         this.deliver(groupId, recent.map(this.fromLog));
       } else if (last !== undefined) {
         const first = ascending.find((item) => item.seq > last)?.seq;
         // The gap's newest maxGap messages, page by page, ascending; each page is delivered before the next is read.
-        for (let after = Math.max(last, (first ?? 0) - 1 - this.options.maxGap); first !== undefined && after < first - 1; ) {
+        for (
+          let after = Math.max(last, (first ?? 0) - 1 - this.options.maxGap);
+          first !== undefined && after < first - 1;
+        ) {
           const page = await this.log.readAfter(groupId, after, Math.min(first - 1 - after, this.options.maxRead));
           if (page.length === 0) break;
-          const wanted = page.filter((m) => m.seq < first && Date.parse(m.createdAt) >= since(this.options.gapWindowMs));
+          const wanted = page.filter(
+            (m) => m.seq < first && Date.parse(m.createdAt) >= since(this.options.gapWindowMs),
+          );
           this.deliver(groupId, wanted.map(this.fromLog));
           after = page.at(-1)!.seq;
         }

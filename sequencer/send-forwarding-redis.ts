@@ -5,7 +5,10 @@ import { WriterMovedError } from './group-writers.js';
 import type { SendResult } from './sequencer.js';
 import type { ForwardedSend, SendForwarding, SendForwardingOptions } from './send-forwarding.js';
 
-type Answer = { id: string; result: SendResult } | { id: string; error: { code: ErrorCode; message: string } } | { id: string; moved: true };
+type Answer =
+  | { id: string; result: SendResult }
+  | { id: string; error: { code: ErrorCode; message: string } }
+  | { id: string; moved: true };
 interface Request extends ForwardedSend {
   id: string;
   from: string;
@@ -24,7 +27,10 @@ const channelOf = (nodeId: string) => `chorus:sends:${nodeId}`;
  * clientMsgId) is deduplicated by the log. Requests and answers leaving in one turn of the event loop share a message.
  */
 export class SendForwardingRedis implements SendForwarding {
-  private readonly waiting = new Map<string, { resolve: (r: SendResult) => void; reject: (e: unknown) => void; timer: NodeJS.Timeout }>();
+  private readonly waiting = new Map<
+    string,
+    { resolve: (r: SendResult) => void; reject: (e: unknown) => void; timer: NodeJS.Timeout }
+  >();
   private readonly outbox = new Map<string, Envelope>();
   private flushScheduled = false;
   private serve: ((send: ForwardedSend) => Promise<SendResult>) | undefined;
@@ -37,7 +43,12 @@ export class SendForwardingRedis implements SendForwarding {
   ) {}
 
   /** Listens on this node's channel; `subscriber` becomes a subscriber-only connection. */
-  static async start(publisher: Redis, subscriber: Redis, nodeId: string, options: SendForwardingOptions): Promise<SendForwardingRedis> {
+  static async start(
+    publisher: Redis,
+    subscriber: Redis,
+    nodeId: string,
+    options: SendForwardingOptions,
+  ): Promise<SendForwardingRedis> {
     const forwarding = new SendForwardingRedis(publisher, subscriber, nodeId, options);
     subscriber.on('messageBuffer', (_channel: Buffer, message: Buffer) => forwarding.receive(message));
     await subscriber.subscribe(channelOf(nodeId));
@@ -54,7 +65,12 @@ export class SendForwardingRedis implements SendForwarding {
     return new Promise<SendResult>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiting.delete(id);
-        reject(new ChorusError('STORE_UNAVAILABLE', 'the node that writes this group did not answer; retry with the same clientMsgId'));
+        reject(
+          new ChorusError(
+            'STORE_UNAVAILABLE',
+            'the node that writes this group did not answer; retry with the same clientMsgId',
+          ),
+        );
       }, this.options.timeoutMs);
       this.waiting.set(id, { resolve, reject, timer });
       this.post(nodeId, 'requests', { id, from: this.nodeId, ...send });
@@ -99,11 +115,20 @@ export class SendForwardingRedis implements SendForwarding {
   }
 
   private async answer(request: Request): Promise<void> {
-    if (typeof request?.id !== 'string' || typeof request.from !== 'string' || typeof request.groupId !== 'string' || typeof request.senderId !== 'string') return;
+    if (
+      typeof request?.id !== 'string' ||
+      typeof request.from !== 'string' ||
+      typeof request.groupId !== 'string' ||
+      typeof request.senderId !== 'string'
+    )
+      return;
     let answer: Answer;
     try {
       if (!this.serve) throw new WriterMovedError([request.groupId]);
-      answer = { id: request.id, result: await this.serve({ groupId: request.groupId, senderId: request.senderId, payload: request.payload }) };
+      answer = {
+        id: request.id,
+        result: await this.serve({ groupId: request.groupId, senderId: request.senderId, payload: request.payload }),
+      };
     } catch (err) {
       if (err instanceof WriterMovedError) answer = { id: request.id, moved: true };
       else {
@@ -120,9 +145,19 @@ export class SendForwardingRedis implements SendForwarding {
     if (!waiting) return; // timed out already
     this.waiting.delete(answer.id);
     clearTimeout(waiting.timer);
-    if ('result' in answer) waiting.resolve({ message: answer.result.message as StampedMessage, duplicate: answer.result.duplicate === true });
+    if ('result' in answer)
+      waiting.resolve({
+        message: answer.result.message as StampedMessage,
+        duplicate: answer.result.duplicate === true,
+      });
     else if ('moved' in answer) waiting.reject(new WriterMovedError([]));
-    else waiting.reject(new ChorusError(answer.error.code in errorCatalog ? answer.error.code : 'INTERNAL', String(answer.error.message)));
+    else
+      waiting.reject(
+        new ChorusError(
+          answer.error.code in errorCatalog ? answer.error.code : 'INTERNAL',
+          String(answer.error.message),
+        ),
+      );
   }
 
   async close(): Promise<void> {

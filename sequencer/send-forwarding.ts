@@ -81,7 +81,13 @@ export class SendForwardingLocal implements SendForwarding {
       };
       const fail = (err: unknown) => settle(() => reject(err));
       const timer = setTimeout(
-        () => fail(new ChorusError('STORE_UNAVAILABLE', 'the node that writes this group did not answer; retry with the same clientMsgId')),
+        () =>
+          fail(
+            new ChorusError(
+              'STORE_UNAVAILABLE',
+              'the node that writes this group did not answer; retry with the same clientMsgId',
+            ),
+          ),
         this.options.timeoutMs,
       );
       this.waiting.add(fail);

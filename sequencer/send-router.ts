@@ -45,7 +45,10 @@ export class SendRouter implements SendPath {
         if (!writer.here && (moved || isUnavailable(err))) this.writers.forget(groupId);
         if (!moved) throw err;
         if (Date.now() - started > MAX_REROUTE_MS) {
-          throw new ChorusError('STORE_UNAVAILABLE', `group ${groupId} is changing writers; retry with the same clientMsgId`);
+          throw new ChorusError(
+            'STORE_UNAVAILABLE',
+            `group ${groupId} is changing writers; retry with the same clientMsgId`,
+          );
         }
         if (attempt > 0) await this.hold(() => sleep(backoffMs(attempt, MAX_BACKOFF_MS)));
       }

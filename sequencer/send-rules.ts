@@ -29,7 +29,11 @@ export class SendRules {
     if (send.replyToSeq !== undefined && send.replyToSeq > (await this.log.lastSeq(groupId))) {
       throw new ChorusError('REPLY_TO_UNKNOWN', `no message ${send.replyToSeq} in this group`);
     }
-    if (send.mentionEveryone && this.options.mentionEveryone === 'admins' && (await this.options.roleOf(groupId, senderId)) !== 'admin') {
+    if (
+      send.mentionEveryone &&
+      this.options.mentionEveryone === 'admins' &&
+      (await this.options.roleOf(groupId, senderId)) !== 'admin'
+    ) {
       throw new ChorusError('NOT_ADMIN', 'only group admins may mention @everyone');
     }
     if (send.targetSeq !== undefined) await this.checkTarget(groupId, senderId, send.type ?? 'text', send.targetSeq);
@@ -45,9 +49,11 @@ export class SendRules {
       if (targetSeq <= (await this.log.lastSeq(groupId))) throw new ChorusError('TARGET_EXPIRED');
       throw new ChorusError('TARGET_UNKNOWN', `no message ${targetSeq} in this group`);
     }
-    if (isEventType(target.type)) throw new ChorusError('TARGET_UNKNOWN', `message ${targetSeq} is a ${target.type} event`);
+    if (isEventType(target.type))
+      throw new ChorusError('TARGET_UNKNOWN', `message ${targetSeq} is a ${target.type} event`);
     const { retentionMs } = this.options;
-    if (event.withinRetention && retentionMs > 0 && Date.parse(target.createdAt) < Date.now() - retentionMs) throw new ChorusError('TARGET_EXPIRED');
+    if (event.withinRetention && retentionMs > 0 && Date.parse(target.createdAt) < Date.now() - retentionMs)
+      throw new ChorusError('TARGET_EXPIRED');
     if (target.senderId !== senderId) {
       if (event.of === 'own') throw new ChorusError('NOT_SENDER', `only the sender of a message may ${type} it`);
       if (event.of === 'own-or-admin' && (await this.options.roleOf(groupId, senderId)) !== 'admin') {

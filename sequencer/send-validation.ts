@@ -37,10 +37,12 @@ function firstErrors(value: unknown): { path: string; message: string }[] {
 export function validateSend(value: unknown, maxBodyBytes: number): SendPayload {
   if (!isSendPayload(value)) {
     const errors = firstErrors(value);
-    const unknown = typeof value === 'object' && value !== null && !Array.isArray(value)
-      ? Object.keys(value).filter((key) => !(key in SendPayload.properties))
-      : [];
-    if (unknown.length > 0) throw new ChorusError('UNKNOWN_FIELD', `unknown field(s): ${unknown.join(', ')}`, { fields: unknown });
+    const unknown =
+      typeof value === 'object' && value !== null && !Array.isArray(value)
+        ? Object.keys(value).filter((key) => !(key in SendPayload.properties))
+        : [];
+    if (unknown.length > 0)
+      throw new ChorusError('UNKNOWN_FIELD', `unknown field(s): ${unknown.join(', ')}`, { fields: unknown });
     throw new ChorusError(
       'INVALID_MESSAGE',
       undefined,
@@ -64,10 +66,13 @@ function checkFieldsOfType(send: SendPayload): void {
   const problems: { path: string; message: string }[] = [];
   for (const field of CONTENT_FIELDS) {
     const present = send[field] !== undefined;
-    if (!present && required.includes(field)) problems.push({ path: `/${field}`, message: `a ${type} message needs ${field}` });
-    if (present && !required.includes(field) && !optional.includes(field)) problems.push({ path: `/${field}`, message: `a ${type} message takes no ${field}` });
+    if (!present && required.includes(field))
+      problems.push({ path: `/${field}`, message: `a ${type} message needs ${field}` });
+    if (present && !required.includes(field) && !optional.includes(field))
+      problems.push({ path: `/${field}`, message: `a ${type} message takes no ${field}` });
   }
-  if (oneOf && !oneOf.some((field) => send[field] !== undefined)) problems.push({ path: `/${oneOf[0]}`, message: `a message needs ${oneOf.join(' or ')}` });
+  if (oneOf && !oneOf.some((field) => send[field] !== undefined))
+    problems.push({ path: `/${oneOf[0]}`, message: `a message needs ${oneOf.join(' or ')}` });
   send.attachments?.forEach((attachment, i) => {
     let url: URL | null = null;
     try {

@@ -100,11 +100,17 @@ export class Sequencer implements SendPath {
     private readonly options: SequencerOptions,
   ) {
     this.maxBatch = options.maxBatch ?? 4096;
-    this.rules = options.rules ?? new SendRules(log, { roleOf: async () => 'member', retentionMs: 0, mentionEveryone: 'members' });
-    this.ordering = new OrderedDelivery<StampedMessage>(log, (_groupId, message) => output(message), (message) => message, {
-      ...WRITER_ORDERING,
-      onError: (err, groupId) => options.onOrderingError?.(err, groupId),
-    });
+    this.rules =
+      options.rules ?? new SendRules(log, { roleOf: async () => 'member', retentionMs: 0, mentionEveryone: 'members' });
+    this.ordering = new OrderedDelivery<StampedMessage>(
+      log,
+      (_groupId, message) => output(message),
+      (message) => message,
+      {
+        ...WRITER_ORDERING,
+        onError: (err, groupId) => options.onOrderingError?.(err, groupId),
+      },
+    );
   }
 
   /** Sends waiting for a commit. */
@@ -122,7 +128,13 @@ export class Sequencer implements SendPath {
     await this.rules.check(groupId, senderId, send);
     if (this.closed) throw new ChorusError('STORE_UNAVAILABLE', 'the sequencer is shutting down');
     if (this.pendingCount >= this.options.maxPendingSends) throw new ChorusError('OVERLOADED');
-    const draft: MessageDraft = { senderId, clientMsgId: send.clientMsgId, type: send.type ?? 'text', createdAtMs: Date.now(), ...contentOf(send) };
+    const draft: MessageDraft = {
+      senderId,
+      clientMsgId: send.clientMsgId,
+      type: send.type ?? 'text',
+      createdAtMs: Date.now(),
+      ...contentOf(send),
+    };
     return new Promise<SendResult>((resolve, reject) => {
       let queue = this.queues.get(groupId);
       if (!queue) this.queues.set(groupId, (queue = []));
@@ -140,7 +152,9 @@ export class Sequencer implements SendPath {
   }
 
   private mayStartCommit(): boolean {
-    return !this.backingOff && this.unhandledFailures === 0 && this.inFlight < COMMITS_IN_FLIGHT && this.queues.size > 0;
+    return (
+      !this.backingOff && this.unhandledFailures === 0 && this.inFlight < COMMITS_IN_FLIGHT && this.queues.size > 0
+    );
   }
 
   /** Takes up to maxBatch drafts, whole groups first, keeping each group's order. */
@@ -218,15 +232,24 @@ export class Sequencer implements SendPath {
 
   private completed({ batch, sends }: Commit, outcomes: AppendOutcome[][], elapsedMs: number): void {
     this.failures = 0;
-    this.options.onCommit?.(sends.reduce((n, group) => n + group.length, 0), elapsedMs / 1000);
+    this.options.onCommit?.(
+      sends.reduce((n, group) => n + group.length, 0),
+      elapsedMs / 1000,
+    );
     outcomes.forEach((groupOutcomes, i) => {
       const groupSends = sends[i]!;
       // Duplicates too: one that a failed attempt stored unseen is delivered now, in its place (OrderedDelivery).
-      this.ordering.offer(batch[i]!.groupId, groupOutcomes.map((outcome) => outcome.message));
+      this.ordering.offer(
+        batch[i]!.groupId,
+        groupOutcomes.map((outcome) => outcome.message),
+      );
       groupOutcomes.forEach((outcome, j) => {
         const send = groupSends[j]!;
         // A draft that a failed attempt of this very send stored comes back as a duplicate of itself: it is new to the sender.
-        const storedByThisSend = send.retried && outcome.message.createdAt === new Date(send.draft.createdAtMs).toISOString() && outcome.message.body === send.draft.body;
+        const storedByThisSend =
+          send.retried &&
+          outcome.message.createdAt === new Date(send.draft.createdAtMs).toISOString() &&
+          outcome.message.body === send.draft.body;
         this.pendingCount -= 1;
         send.resolve({ message: outcome.message, duplicate: outcome.duplicate && !storedByThisSend });
       });

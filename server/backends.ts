@@ -59,7 +59,9 @@ export interface Backends extends Pick<AedesSeams, 'persistence' | 'mq'> {
  */
 export function embeddedBackends(config: ChorusConfig): Backends {
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}`;
-  const log = new MessageLogSqliteThread(join(config.dataDir, 'messages.db'), { synchronous: config.sqliteSynchronous });
+  const log = new MessageLogSqliteThread(join(config.dataDir, 'messages.db'), {
+    synchronous: config.sqliteSynchronous,
+  });
   const groupStore = new GroupStoreSqlite(join(config.dataDir, 'groups.db'), config.sqliteSynchronous);
   const pushStore = new PushStoreSqlite(join(config.dataDir, 'push.db'));
   return {
@@ -69,7 +71,11 @@ export function embeddedBackends(config: ChorusConfig): Backends {
     pushStore,
     presence: new PresenceLocal(),
     writers: new GroupWritersLocal(nodeId),
-    forwarding: SendForwardingLocal.hub()(nodeId, { timeoutMs: FORWARD_TIMEOUT_MS, maxPending: config.maxPendingSends, onInternalError: () => {} }),
+    forwarding: SendForwardingLocal.hub()(nodeId, {
+      timeoutMs: FORWARD_TIMEOUT_MS,
+      maxPending: config.maxPendingSends,
+      onInternalError: () => {},
+    }),
     fanOut: FanOutLocal.hub()(),
     async close() {
       await log.close();
@@ -85,7 +91,11 @@ export function embeddedBackends(config: ChorusConfig): Backends {
  * group's writer, MQTT sessions and in-flight QoS 1 packets, cross-node delivery, membership changes, presence), and
  * may lose it all at any time.
  */
-export async function clusterBackends(config: ChorusConfig, logger: Logger, onRedisError: () => void = () => {}): Promise<Backends> {
+export async function clusterBackends(
+  config: ChorusConfig,
+  logger: Logger,
+  onRedisError: () => void = () => {},
+): Promise<Backends> {
   const redisUrl = config.redisUrl!;
   // Every connection to Redis reports its errors here and reconnects by itself (ioredis retries for ever, and
   // resubscribes its pub/sub channels): a Redis that goes away ends no node. Logged once per outage, not per retry.
@@ -104,7 +114,8 @@ export async function clusterBackends(config: ChorusConfig, logger: Logger, onRe
   };
   // Auto-pipelining: the commands one tick issues leave in one write (a login or a fan-out issues several; ioredis keeps
   // their order, and leaves SUBSCRIBE and MULTI out of it).
-  const connectRedis = (options: RedisOptions = {}) => watch(new Redis(redisUrl, { enableAutoPipelining: true, ...options }));
+  const connectRedis = (options: RedisOptions = {}) =>
+    watch(new Redis(redisUrl, { enableAutoPipelining: true, ...options }));
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}`;
   const db = await CassandraSession.connect({
     contactPoints: config.cassandraContactPoints.split(',').map((p) => p.trim()),
@@ -119,7 +130,8 @@ export async function clusterBackends(config: ChorusConfig, logger: Logger, onRe
   const forwarding = await SendForwardingRedis.start(redis, forwardingConnection, writers.nodeId, {
     timeoutMs: FORWARD_TIMEOUT_MS,
     maxPending: config.maxPendingSends,
-    onInternalError: (err, send) => logger.error({ err, groupId: send.groupId, senderId: send.senderId }, 'serving a forwarded send failed'),
+    onInternalError: (err, send) =>
+      logger.error({ err, groupId: send.groupId, senderId: send.senderId }, 'serving a forwarded send failed'),
   });
   const log = await MessageLogCassandra.open(db, writers, { ttlSeconds: config.retentionDays * 86_400 });
   const groupStore = await GroupStoreCassandra.open(db);
@@ -132,11 +144,16 @@ export async function clusterBackends(config: ChorusConfig, logger: Logger, onRe
     conn: persistenceConnection,
     maxSessionDelivery: config.maxOfflineQueue,
     packetTTL: () => 86_400, // an offline session's queued QoS 1 packets; the history API keeps the messages
-  } as never) as unknown as { outgoingClearMessageId: (client: { clean: boolean }, packet: unknown) => Promise<unknown> };
+  } as never) as unknown as {
+    outgoingClearMessageId: (client: { clean: boolean }, packet: unknown) => Promise<unknown>;
+  };
   // Aedes keeps no outgoing packets for a clean session, so its PUBACKs have nothing to clear (and nothing to look up).
   const clearMessageId = persistence.outgoingClearMessageId.bind(persistence);
-  persistence.outgoingClearMessageId = (client, packet) => (client.clean ? Promise.resolve(undefined) : clearMessageId(client, packet));
-  const sharedRouter = MQEmitterRedis({ pubConn: connectRedis(), subConn: connectRedis() }) as unknown as { state: EventEmitter };
+  persistence.outgoingClearMessageId = (client, packet) =>
+    client.clean ? Promise.resolve(undefined) : clearMessageId(client, packet);
+  const sharedRouter = MQEmitterRedis({ pubConn: connectRedis(), subConn: connectRedis() }) as unknown as {
+    state: EventEmitter;
+  };
   sharedRouter.state.on('error', () => undefined); // its connections' errors, already reported by watch()
   const mq = splitRouter(sharedRouter as never);
   const fanOutConnection = connectRedis();

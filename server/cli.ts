@@ -45,7 +45,10 @@ const SHUTDOWN_DEADLINE_MS = 9000;
 async function serverLogger(cfg: ChorusConfig): Promise<Logger> {
   if (cfg.env !== 'development' || !process.stdout.isTTY) return pino({ level: cfg.logLevel });
   const { default: pretty } = await import('pino-pretty');
-  return pino({ level: cfg.logLevel }, pretty({ colorize: true, sync: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' }));
+  return pino(
+    { level: cfg.logLevel },
+    pretty({ colorize: true, sync: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' }),
+  );
 }
 
 async function serve(args: string[]): Promise<void> {
@@ -55,9 +58,15 @@ async function serve(args: string[]): Promise<void> {
   process.stdout.write(
     [
       `Chorus is running (role ${cfg.role}, store ${cfg.store}${cfg.store === 'sqlite' ? ` in ${cfg.dataDir}` : ''}, ${cfg.env} mode)`,
-      ...(cfg.role !== 'api' ? [`  MQTT over TCP        ${chorus.urls.mqtt}`, `  MQTT over WebSocket  ${chorus.urls.ws}`] : []),
+      ...(cfg.role !== 'api'
+        ? [`  MQTT over TCP        ${chorus.urls.mqtt}`, `  MQTT over WebSocket  ${chorus.urls.ws}`]
+        : []),
       ...(cfg.role !== 'broker'
-        ? [`  Web chat             ${chorus.urls.http}/`, `  REST API             ${chorus.urls.http}/v1`, `  OpenAPI docs         ${chorus.urls.docs}`]
+        ? [
+            `  Web chat             ${chorus.urls.http}/`,
+            `  REST API             ${chorus.urls.http}/v1`,
+            `  OpenAPI docs         ${chorus.urls.docs}`,
+          ]
         : []),
       `  Try it:              npx chorus token alice`,
       '',
@@ -110,7 +119,8 @@ async function connect(values: { user?: string; token?: string; mqtt?: string; a
 
 async function group(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: clientOptions });
-  if (positionals[0] !== 'create' || !positionals[1]) throw new Error('usage: chorus group create <name> --user <id> [--members a,b]');
+  if (positionals[0] !== 'create' || !positionals[1])
+    throw new Error('usage: chorus group create <name> --user <id> [--members a,b]');
   const client = await connect(values);
   try {
     const members = values.members ? values.members.split(',').filter(Boolean) : [];
@@ -161,7 +171,8 @@ async function chatCommand(client: ChorusClient, groupId: string, line: string):
     return undefined;
   }
   const seq = Number(seqText);
-  if (!Number.isSafeInteger(seq) || seq < 1) return '! usage: /edit <seq> <text> | /delete <seq> | /react <seq> <emoji> | /unreact <seq> <emoji> | /receipts <seq>';
+  if (!Number.isSafeInteger(seq) || seq < 1)
+    return '! usage: /edit <seq> <text> | /delete <seq> | /react <seq> <emoji> | /unreact <seq> <emoji> | /receipts <seq>';
   if (command === 'edit' && rest) await client.edit(groupId, seq, rest);
   else if (command === 'delete') await client.deleteMessage(groupId, seq);
   else if (command === 'react' && rest) await client.react(groupId, seq, rest.trim());

@@ -16,7 +16,11 @@ export class ChorusMetrics {
     buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 4096],
     registers: [this.registry],
   });
-  readonly storeErrors = new Counter({ name: 'chorus_sequencer_store_errors_total', help: 'Failed appends (retried)', registers: [this.registry] });
+  readonly storeErrors = new Counter({
+    name: 'chorus_sequencer_store_errors_total',
+    help: 'Failed appends (retried)',
+    registers: [this.registry],
+  });
   private readonly slowConsumers = new Counter({
     name: 'chorus_mqtt_slow_consumers_total',
     help: 'MQTT connections closed because their unsent output passed maxClientBufferBytes',
@@ -35,7 +39,7 @@ export class ChorusMetrics {
   });
   readonly redisErrors = new Counter({
     name: 'chorus_redis_errors_total',
-    help: 'Errors reported by this node\'s Redis connections (each reconnects by itself)',
+    help: "Errors reported by this node's Redis connections (each reconnects by itself)",
     registers: [this.registry],
   });
 
@@ -51,11 +55,44 @@ export class ChorusMetrics {
   }
 
   /** The node's gauges, read at each scrape from the components that keep them (built after the counters above). */
-  observe(gauges: { pendingSends: () => number; connectedClients: () => number; waitingConnections: () => number; pushDropped: () => number }): void {
-    new Gauge({ name: 'chorus_sequencer_pending_sends', help: 'Sends waiting for their commit', registers: [this.registry], collect() { this.set(gauges.pendingSends()); } });
-    new Gauge({ name: 'chorus_mqtt_connected_clients', help: 'MQTT clients connected to this node', registers: [this.registry], collect() { this.set(gauges.connectedClients()); } });
-    new Gauge({ name: 'chorus_mqtt_waiting_connections', help: 'MQTT connections waiting, unread, for a place among the unauthenticated ones', registers: [this.registry], collect() { this.set(gauges.waitingConnections()); } });
-    new Gauge({ name: 'chorus_push_dropped', help: 'Pushes dropped because their queues were full', registers: [this.registry], collect() { this.set(gauges.pushDropped()); } });
+  observe(gauges: {
+    pendingSends: () => number;
+    connectedClients: () => number;
+    waitingConnections: () => number;
+    pushDropped: () => number;
+  }): void {
+    new Gauge({
+      name: 'chorus_sequencer_pending_sends',
+      help: 'Sends waiting for their commit',
+      registers: [this.registry],
+      collect() {
+        this.set(gauges.pendingSends());
+      },
+    });
+    new Gauge({
+      name: 'chorus_mqtt_connected_clients',
+      help: 'MQTT clients connected to this node',
+      registers: [this.registry],
+      collect() {
+        this.set(gauges.connectedClients());
+      },
+    });
+    new Gauge({
+      name: 'chorus_mqtt_waiting_connections',
+      help: 'MQTT connections waiting, unread, for a place among the unauthenticated ones',
+      registers: [this.registry],
+      collect() {
+        this.set(gauges.waitingConnections());
+      },
+    });
+    new Gauge({
+      name: 'chorus_push_dropped',
+      help: 'Pushes dropped because their queues were full',
+      registers: [this.registry],
+      collect() {
+        this.set(gauges.pushDropped());
+      },
+    });
   }
 
   onCommit = (drafts: number, seconds: number): void => {

@@ -48,7 +48,9 @@ export interface ChorusBackends {
 function healthServer(metrics: ChorusMetrics): Server {
   const server = createServer((req, res) => {
     if (req.url === '/metrics') {
-      void metrics.registry.metrics().then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text));
+      void metrics.registry
+        .metrics()
+        .then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text));
       return;
     }
     const ok = req.url === '/healthz';
@@ -67,7 +69,15 @@ function pushNotifier(config: ChorusConfig, backends: Backends, groups: Groups, 
     ...(extraCa ? { extraCa } : {}),
     allowLoopback: config.pushAllowLoopback,
   });
-  const notifier = new Notifier(groups, backends.presence, backends.pushStore, sender, config.pushWindowSeconds * 1000, config.pushEveryMessageMaxGroupMembers, logger);
+  const notifier = new Notifier(
+    groups,
+    backends.presence,
+    backends.pushStore,
+    sender,
+    config.pushWindowSeconds * 1000,
+    config.pushEveryMessageMaxGroupMembers,
+    logger,
+  );
   return { notifier, sender, vapidPublicKey: vapid.publicKey };
 }
 
@@ -107,9 +117,21 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
   });
   // Receipts: a member's delivered watermark is told to the group's members (small groups), all marks of a group in
   // one event per flush, so that a busy group costs one event per member per flush and not one per delivery.
-  const deliveredMarks = new DeliveredMarks(backends.groupStore, (marks) => events.tellDelivered(marks), { flushMs: config.deliveredFlushMs, maxPending: 100_000 }, logger.child({ component: 'receipts' }));
-  const subscribers = new GroupDelivery(aedes, live, brokerLog, (groupId, userId, seq) => deliveredMarks.note(groupId, userId, seq));
-  const { notifier, sender, vapidPublicKey } = pushNotifier(config, backends, groups, logger.child({ component: 'push' }));
+  const deliveredMarks = new DeliveredMarks(
+    backends.groupStore,
+    (marks) => events.tellDelivered(marks),
+    { flushMs: config.deliveredFlushMs, maxPending: 100_000 },
+    logger.child({ component: 'receipts' }),
+  );
+  const subscribers = new GroupDelivery(aedes, live, brokerLog, (groupId, userId, seq) =>
+    deliveredMarks.note(groupId, userId, seq),
+  );
+  const { notifier, sender, vapidPublicKey } = pushNotifier(
+    config,
+    backends,
+    groups,
+    logger.child({ component: 'push' }),
+  );
 
   const sequencerLog = logger.child({ component: 'sequencer' });
   const delivery = new DeliveryPipeline({
@@ -117,7 +139,8 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     fanOut: backends.fanOut,
     subscribers,
     hook: notifier,
-    onGapReadError: (err, groupId) => sequencerLog.warn({ err, groupId }, 'could not read the log to fill a gap in live delivery'),
+    onGapReadError: (err, groupId) =>
+      sequencerLog.warn({ err, groupId }, 'could not read the log to fill a gap in live delivery'),
   });
   const sequencer = new Sequencer(log, delivery.publish, {
     maxBodyBytes: config.maxBodyBytes,
@@ -133,7 +156,8 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
       sequencerLog.error({ err, attempt }, 'message log append failed; retrying');
     },
     onCommit: metrics.onCommit,
-    onOrderingError: (err, groupId) => sequencerLog.warn({ err, groupId }, 'could not read the log to keep live delivery in order'),
+    onOrderingError: (err, groupId) =>
+      sequencerLog.warn({ err, groupId }, 'could not read the log to keep live delivery in order'),
   });
   const sends = new SendRouter(backends.writers, sequencer, backends.forwarding, config.maxPendingSends);
   const readReceipts = new ReadReceipts(groups, log, events.tellGroup);
@@ -183,7 +207,10 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
   const mqttPort = servesMqtt ? await broker.listenTcp(config.host, config.mqttPort) : 0;
   // The HTTP port carries MQTT over WebSocket too: the same deep accept queue as the TCP listener, for reconnect storms.
   if (api) await api.listen({ host: config.host, port: config.httpPort, backlog: LISTEN_BACKLOG });
-  else await new Promise<void>((resolve) => http.listen({ port: config.httpPort, host: config.host, backlog: LISTEN_BACKLOG }, () => resolve()));
+  else
+    await new Promise<void>((resolve) =>
+      http.listen({ port: config.httpPort, host: config.host, backlog: LISTEN_BACKLOG }, () => resolve()),
+    );
   const httpPort = (http.address() as { port: number }).port;
 
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
@@ -215,7 +242,10 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
       await step('sendsInFlightMs', () => sequencer.drain(5000));
       notifier.close();
       // The last delivered marks are written while the clients close (a second or more each, with 17,000 clients).
-      await Promise.all([step('deliveredMarksMs', () => deliveredMarks.close()), step('clientsMs', () => broker.close())]);
+      await Promise.all([
+        step('deliveredMarksMs', () => deliveredMarks.close()),
+        step('clientsMs', () => broker.close()),
+      ]);
       await step('httpMs', () => (api ? api.close() : new Promise((resolve) => http.close(resolve))));
       if (options.messageLog) await options.messageLog.close();
       await step('backendsMs', () => backends.close());

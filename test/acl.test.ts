@@ -34,14 +34,24 @@ describe('only members read, write or subscribe', () => {
     const mallory = await t.mqtt('mallory');
     const events = collect(mallory);
     await mallory.subscribeAsync('users/mallory/events', { qos: 1 });
-    await mallory.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'm', body: 'spam' }), { qos: 1 });
+    await mallory.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'm', body: 'spam' }), {
+      qos: 1,
+    });
     await until(() => events.all.length === 1, 'rejection');
-    expect(events.all[0]!.body).toEqual({ type: 'rejected', groupId, clientMsgId: 'm', code: 'NOT_A_MEMBER', message: expect.any(String) });
+    expect(events.all[0]!.body).toEqual({
+      type: 'rejected',
+      groupId,
+      clientMsgId: 'm',
+      code: 'NOT_A_MEMBER',
+      message: expect.any(String),
+    });
     expect(mallory.connected).toBe(true);
     const read = await t.api('mallory', 'GET', `/v1/groups/${groupId}/messages`);
     expect(read.status).toBe(403);
     expect(read.body.code).toBe('NOT_A_MEMBER');
-    expect((await t.api('mallory', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'r', body: 'x' })).status).toBe(403);
+    expect(
+      (await t.api('mallory', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'r', body: 'x' })).status,
+    ).toBe(403);
     expect((await t.api('mallory', 'GET', '/v1/groups/g_doesnotexist/messages')).body.code).toBe('GROUP_NOT_FOUND');
     expect((await t.api('alice', 'GET', `/v1/groups/${groupId}/messages`)).body.lastSeq).toBe(0);
     await sleep(50);
@@ -54,9 +64,13 @@ describe('only members read, write or subscribe', () => {
     const phone = await t.mqtt('bob');
     const laptop = await t.mqtt('bob', { transport: 'ws' });
     const got = [collect(phone), collect(laptop)];
-    for (const c of [phone, laptop]) await c.subscribeAsync([`groups/${groupId}/messages`, 'users/bob/events'], { qos: 1 });
+    for (const c of [phone, laptop])
+      await c.subscribeAsync([`groups/${groupId}/messages`, 'users/bob/events'], { qos: 1 });
     const send = async (body: string) => {
-      const res = await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: body.replace(/\W/g, '-'), body });
+      const res = await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, {
+        clientMsgId: body.replace(/\W/g, '-'),
+        body,
+      });
       expect(res.status).toBe(201);
     };
     await send('before');
@@ -64,7 +78,10 @@ describe('only members read, write or subscribe', () => {
 
     expect((await t.api('alice', 'DELETE', `/v1/groups/${groupId}/members/bob`)).status).toBe(204);
     await send('after');
-    await until(() => got.every((g) => g.on('users/bob/events').some((e) => e.type === 'member-removed')), 'removal events');
+    await until(
+      () => got.every((g) => g.on('users/bob/events').some((e) => e.type === 'member-removed')),
+      'removal events',
+    );
     await sleep(100);
     for (const g of got) expect(g.on(`groups/${groupId}/messages`).map((m) => m.body)).toEqual(['before']);
     // Subscribing again is refused too.
@@ -73,7 +90,8 @@ describe('only members read, write or subscribe', () => {
     expect((await t.api('alice', 'POST', `/v1/groups/${groupId}/members`, { userId: 'bob' })).status).toBe(201);
     await send('welcome back');
     await until(() => got.every((g) => g.on(`groups/${groupId}/messages`).length === 2), 'delivery after re-adding');
-    for (const g of got) expect(g.on(`groups/${groupId}/messages`).map((m) => m.body)).toEqual(['before', 'welcome back']);
+    for (const g of got)
+      expect(g.on(`groups/${groupId}/messages`).map((m) => m.body)).toEqual(['before', 'welcome back']);
     await Promise.all([phone.endAsync(), laptop.endAsync()]);
   });
 
@@ -112,7 +130,8 @@ describe('only members read, write or subscribe', () => {
   it('disconnects a client when its token expires, not before', async () => {
     const { default: mqtt } = await import('mqtt');
     const token = await t.token('alice', 4);
-    const expiresAtMs = (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { exp: number }).exp * 1000;
+    const expiresAtMs =
+      (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { exp: number }).exp * 1000;
     const client = mqtt.connect(t.chorus.urls.mqtt, { username: 'alice', password: token, reconnectPeriod: 0 });
     await new Promise((resolve, reject) => {
       client.once('connect', resolve);
@@ -131,13 +150,24 @@ describe('only members read, write or subscribe', () => {
     const field = (value: Buffer) => Buffer.concat([Buffer.from([value.length >> 8, value.length & 0xff]), value]);
     const connectBytes = (clean: boolean, password: Buffer) => {
       const flags = 0x80 | 0x40 | (clean ? 0x02 : 0); // username, password, CleanSession [MQTT-3.1.2-4]
-      const rest = Buffer.concat([field(Buffer.from('MQTT')), Buffer.from([4, flags, 0, 30]), field(Buffer.alloc(0)), field(Buffer.from('alice')), field(password)]);
-      return Buffer.concat([Buffer.from([0x10, ...(rest.length < 128 ? [rest.length] : [(rest.length & 0x7f) | 0x80, rest.length >> 7])]), rest]);
+      const rest = Buffer.concat([
+        field(Buffer.from('MQTT')),
+        Buffer.from([4, flags, 0, 30]),
+        field(Buffer.alloc(0)),
+        field(Buffer.from('alice')),
+        field(password),
+      ]);
+      return Buffer.concat([
+        Buffer.from([0x10, ...(rest.length < 128 ? [rest.length] : [(rest.length & 0x7f) | 0x80, rest.length >> 7])]),
+        rest,
+      ]);
     };
     const connackCode = async (clean: boolean) => {
       const socket = tcpConnect(t.chorus.mqttPort, '127.0.0.1');
       const parser = mqttPacket.parser({ protocolVersion: 4 });
-      const code = new Promise<number>((resolve) => parser.on('packet', (p) => resolve((p as { returnCode: number }).returnCode)));
+      const code = new Promise<number>((resolve) =>
+        parser.on('packet', (p) => resolve((p as { returnCode: number }).returnCode)),
+      );
       socket.on('data', (d) => parser.parse(d));
       socket.on('error', () => undefined);
       const password = Buffer.from(await t.token('alice'));
@@ -150,15 +180,22 @@ describe('only members read, write or subscribe', () => {
     expect(await connackCode(true)).toBe(0);
   });
 
-  it("answers a login whose groups cannot be read with CONNACK 3, server unavailable, not 5 [MQTT-3.2.2-6]", async () => {
+  it('answers a login whose groups cannot be read with CONNACK 3, server unavailable, not 5 [MQTT-3.2.2-6]', async () => {
     const { default: mqtt } = await import('mqtt');
-    const groups = (t.chorus.broker as unknown as { deps: { groups: { allGroupIds(userId: string): Promise<string[]> } } }).deps.groups;
+    const groups = (
+      t.chorus.broker as unknown as { deps: { groups: { allGroupIds(userId: string): Promise<string[]> } } }
+    ).deps.groups;
     const read = groups.allGroupIds;
     groups.allGroupIds = async () => {
       throw new Error('the store is down');
     };
     try {
-      const c = mqtt.connect(t.chorus.urls.mqtt, { username: 'store-down', password: await t.token('store-down'), reconnectPeriod: 0, protocolVersion: 4 });
+      const c = mqtt.connect(t.chorus.urls.mqtt, {
+        username: 'store-down',
+        password: await t.token('store-down'),
+        reconnectPeriod: 0,
+        protocolVersion: 4,
+      });
       const err = await new Promise<Error & { code?: number }>((resolve) => c.once('error', resolve));
       c.end(true);
       expect(err.code).toBe(3); // "come back later": a client may retry, unlike 5 (not authorized)
@@ -173,8 +210,17 @@ describe('only members read, write or subscribe', () => {
     const { default: mqtt } = await import('mqtt');
     const clientId = `alice-session-${Date.now()}`;
     const session = async () => {
-      const c = mqtt.connect(t.chorus.urls.mqtt, { username: 'alice', password: await t.token('alice'), clientId, clean: false, reconnectPeriod: 0, protocolVersion: 4 });
-      const connack = await new Promise<{ sessionPresent: boolean }>((resolve) => c.once('connect', (packet) => resolve(packet)));
+      const c = mqtt.connect(t.chorus.urls.mqtt, {
+        username: 'alice',
+        password: await t.token('alice'),
+        clientId,
+        clean: false,
+        reconnectPeriod: 0,
+        protocolVersion: 4,
+      });
+      const connack = await new Promise<{ sessionPresent: boolean }>((resolve) =>
+        c.once('connect', (packet) => resolve(packet)),
+      );
       return { c, present: connack.sessionPresent };
     };
     const first = await session();

@@ -48,7 +48,9 @@ describe('the Aedes internals Chorus relies on', () => {
     expect(clientById(aedes, 'first')?.id).toBe('first');
     expect(clientById(aedes, 'nobody')).toBeUndefined();
     expect(clientsOf(aedes).map((c: Client) => c.id)).toEqual(expect.arrayContaining(['first', 'second']));
-    expect(clientsOf(aedes).findIndex((c) => c.id === 'first')).toBeLessThan(clientsOf(aedes).findIndex((c) => c.id === 'second'));
+    expect(clientsOf(aedes).findIndex((c) => c.id === 'first')).toBeLessThan(
+      clientsOf(aedes).findIndex((c) => c.id === 'second'),
+    );
   });
 
   it('subscriptions: a client subscription by exact topic, with its granted QoS', async () => {
@@ -65,7 +67,10 @@ describe('the Aedes internals Chorus relies on', () => {
       heard.push(packet.payload.toString());
       done();
     });
-    messageBus(aedes).emit({ cmd: 'publish', topic: '$test/bus/x', payload: Buffer.from('hello'), qos: 0, retain: false }, () => {});
+    messageBus(aedes).emit(
+      { cmd: 'publish', topic: '$test/bus/x', payload: Buffer.from('hello'), qos: 0, retain: false },
+      () => {},
+    );
     await until(() => heard.length === 1, 'the bus to deliver');
     expect(heard).toEqual(['hello']);
   });
@@ -75,7 +80,14 @@ describe('the Aedes internals Chorus relies on', () => {
     await client.subscribeAsync('users/u/events', { qos: 0 });
     const received: string[] = [];
     client.on('message', (topic, payload) => received.push(`${topic} ${payload.toString()}`));
-    const packet = { cmd: 'publish' as const, topic: 'users/u/events', payload: Buffer.from('{"type":"typing"}'), qos: 0 as const, retain: false, dup: false };
+    const packet = {
+      cmd: 'publish' as const,
+      topic: 'users/u/events',
+      payload: Buffer.from('{"type":"typing"}'),
+      qos: 0 as const,
+      retain: false,
+      dup: false,
+    };
     deliver0(clientById(aedes, 'receiver0')!, packet, () => {});
     await until(() => received.length === 1, 'the QoS 0 write');
     expect(received).toEqual(['users/u/events {"type":"typing"}']);
@@ -100,7 +112,11 @@ describe('the Aedes internals Chorus relies on', () => {
     await until(() => clientById(aedes, 'persistent') === undefined, 'the session to go offline');
     // CONNACK's Session Present is 1 only when Aedes found stored subscriptions for the client id [MQTT-3.2.2-2].
     const connack = await new Promise<{ sessionPresent: boolean }>((resolve) => {
-      const again = mqtt.connect(`mqtt://127.0.0.1:${port}`, { clientId: 'persistent', clean: false, reconnectPeriod: 0 });
+      const again = mqtt.connect(`mqtt://127.0.0.1:${port}`, {
+        clientId: 'persistent',
+        clean: false,
+        reconnectPeriod: 0,
+      });
       clients.push(again);
       again.once('connect', (packet) => resolve(packet as { sessionPresent: boolean }));
     });
@@ -119,7 +135,11 @@ describe('the Aedes internals Chorus relies on', () => {
     });
     silenceTopics(aedes, new Set(['$test/silenced']));
     const publish = (topic: string) =>
-      new Promise<void>((resolve) => aedes.publish({ cmd: 'publish', topic, payload: Buffer.from('x'), qos: 0, retain: false, dup: false }, () => resolve()));
+      new Promise<void>((resolve) =>
+        aedes.publish({ cmd: 'publish', topic, payload: Buffer.from('x'), qos: 0, retain: false, dup: false }, () =>
+          resolve(),
+        ),
+      );
     await publish('$test/silenced');
     await publish('$test/routed');
     await until(() => heard.length === 1, 'the routed topic');

@@ -17,15 +17,29 @@ describe('token verification', () => {
     it(`verifies ${alg} tokens with a configured public key and refuses HS256 ones (no algorithm confusion)`, async () => {
       const { publicKey, privateKey } = await generateKeyPair(alg);
       const pem = await exportSPKI(publicKey);
-      const config = loadConfig({}, { dataDir: tempDir(), jwtPublicKey: pem, jwtIssuer: 'https://idp.example', jwtAudience: 'chorus' });
+      const config = loadConfig(
+        {},
+        { dataDir: tempDir(), jwtPublicKey: pem, jwtIssuer: 'https://idp.example', jwtAudience: 'chorus' },
+      );
       const verifier = await createTokenVerifier(config);
       const sign = (claims: { iss?: string; aud?: string; sub?: string }) =>
-        new SignJWT({}).setProtectedHeader({ alg }).setSubject(claims.sub ?? 'bob').setIssuer(claims.iss ?? 'https://idp.example').setAudience(claims.aud ?? 'chorus').setExpirationTime('1m').sign(privateKey);
+        new SignJWT({})
+          .setProtectedHeader({ alg })
+          .setSubject(claims.sub ?? 'bob')
+          .setIssuer(claims.iss ?? 'https://idp.example')
+          .setAudience(claims.aud ?? 'chorus')
+          .setExpirationTime('1m')
+          .sign(privateKey);
       expect(await verifier.verify(await sign({}))).toMatchObject({ userId: 'bob' });
       await expect(verifier.verify(await sign({ aud: 'other' }))).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
-      await expect(verifier.verify(await sign({ iss: 'https://evil.example' }))).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+      await expect(verifier.verify(await sign({ iss: 'https://evil.example' }))).rejects.toMatchObject({
+        code: 'UNAUTHORIZED',
+      });
       await expect(verifier.verify(await sign({ sub: 'has/slash' }))).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
-      const hs = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('bob').sign(new TextEncoder().encode(pem));
+      const hs = await new SignJWT({})
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('bob')
+        .sign(new TextEncoder().encode(pem));
       await expect(verifier.verify(hs)).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
     });
   }
@@ -41,11 +55,18 @@ describe('token verification', () => {
       return jwt.sign(key);
     };
     const verifier = await createTokenVerifier(config);
-    expect(await verifier.verify(await sign({ iat: now, exp: now + 3600 }))).toMatchObject({ userId: 'bob', expiresAt: now + 3600 });
+    expect(await verifier.verify(await sign({ iat: now, exp: now + 3600 }))).toMatchObject({
+      userId: 'bob',
+      expiresAt: now + 3600,
+    });
     await expect(verifier.verify(await sign({}))).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
-    await expect(verifier.verify(await sign({ iat: now, exp: now + 3601 }))).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+    await expect(verifier.verify(await sign({ iat: now, exp: now + 3601 }))).rejects.toMatchObject({
+      code: 'UNAUTHORIZED',
+    });
     await expect(verifier.verify(await sign({ exp: now + 7200 }))).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
-    await expect(verifier.verify(await sign({ iat: now + 60, exp: now + 120 }))).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+    await expect(verifier.verify(await sign({ iat: now + 60, exp: now + 120 }))).rejects.toMatchObject({
+      code: 'UNAUTHORIZED',
+    });
     expect(await verifier.verify(await sign({ iat: now + 3, exp: now + 120 }))).toMatchObject({ userId: 'bob' }); // within the clock skew
     const lenient = await createTokenVerifier({ ...config, jwtRequireExp: false });
     expect(await lenient.verify(await sign({}))).toEqual({ userId: 'bob' });

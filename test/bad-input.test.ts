@@ -35,7 +35,11 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
     await alice.publishAsync('users/bob/events', '{}', { qos: 1 });
     await alice.publishAsync('anything/else', 'x', { qos: 1 });
     await until(() => events.all.length === cases.length + 2, 'all rejections');
-    expect(events.all.map((e) => e.body.code)).toEqual([...cases.map(([, code]) => code), 'TOPIC_NOT_ALLOWED', 'TOPIC_NOT_ALLOWED']);
+    expect(events.all.map((e) => e.body.code)).toEqual([
+      ...cases.map(([, code]) => code),
+      'TOPIC_NOT_ALLOWED',
+      'TOPIC_NOT_ALLOWED',
+    ]);
     expect(events.all.every((e) => e.body.type === 'rejected' && typeof e.body.message === 'string')).toBe(true);
     expect(events.all[4]!.body).toMatchObject({ clientMsgId: 'extra', groupId });
     expect(alice.connected).toBe(true);
@@ -54,7 +58,10 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
     const closed = new Promise<void>((resolve) => greedy.once('close', () => resolve()));
     greedy.publish(`groups/${groupId}/messages`, Buffer.alloc(200 * 1024, 0x61), { qos: 1 });
     await closed;
-    const res = await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'after-greedy', body: 'still here' });
+    const res = await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, {
+      clientMsgId: 'after-greedy',
+      body: 'still here',
+    });
     expect(res.status).toBe(201);
     await until(() => bobGot.all.some((m) => m.body.clientMsgId === 'after-greedy'), 'delivery to bob');
     greedy.end(true);
@@ -97,10 +104,19 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
       return { status: res.status, body: (await res.json()) as { code: string } };
     };
     expect(await raw('{oops')).toMatchObject({ status: 400, body: { code: 'INVALID_JSON' } });
-    expect(await raw(JSON.stringify({ clientMsgId: 'x', body: 'y', extra: 1 }))).toMatchObject({ status: 400, body: { code: 'UNKNOWN_FIELD' } });
-    expect(await raw(JSON.stringify({ clientMsgId: 'x', body: 'y'.repeat(1025) }))).toMatchObject({ status: 413, body: { code: 'PAYLOAD_TOO_LARGE' } });
+    expect(await raw(JSON.stringify({ clientMsgId: 'x', body: 'y', extra: 1 }))).toMatchObject({
+      status: 400,
+      body: { code: 'UNKNOWN_FIELD' },
+    });
+    expect(await raw(JSON.stringify({ clientMsgId: 'x', body: 'y'.repeat(1025) }))).toMatchObject({
+      status: 413,
+      body: { code: 'PAYLOAD_TOO_LARGE' },
+    });
     expect(await raw('x'.repeat(20_000))).toMatchObject({ status: 413, body: { code: 'PAYLOAD_TOO_LARGE' } });
-    expect(await raw(JSON.stringify({ clientMsgId: 'has space', body: 'y' }))).toMatchObject({ status: 400, body: { code: 'VALIDATION_FAILED' } });
+    expect(await raw(JSON.stringify({ clientMsgId: 'has space', body: 'y' }))).toMatchObject({
+      status: 400,
+      body: { code: 'VALIDATION_FAILED' },
+    });
     expect((await t.api('alice', 'GET', `${path}?afterSeq=-1`)).body.code).toBe('VALIDATION_FAILED');
     expect((await t.api('alice', 'GET', `${path}?afterSeq=1&colour=blue`)).body.code).toBe('UNKNOWN_FIELD');
     expect((await t.api('alice', 'GET', '/v1/groups?limit=5&sort=name')).body.code).toBe('UNKNOWN_FIELD');
@@ -108,18 +124,28 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
     expect((await t.api('alice', 'GET', '/v1/nowhere')).body.code).toBe('NOT_FOUND');
     const noAuth = await fetch(`${t.chorus.urls.http}/v1/groups`);
     expect([noAuth.status, ((await noAuth.json()) as { code: string }).code]).toEqual([401, 'UNAUTHORIZED']);
-    const expired = await fetch(`${t.chorus.urls.http}/v1/groups`, { headers: { authorization: `Bearer ${await t.token('alice', -60)}` } });
+    const expired = await fetch(`${t.chorus.urls.http}/v1/groups`, {
+      headers: { authorization: `Bearer ${await t.token('alice', -60)}` },
+    });
     expect(expired.status).toBe(401);
     await sleep(10);
   });
 
   it('documents in OpenAPI what the routes answer: every /v1 route its errors, optional limits, exclusive cursors', async () => {
     const doc = (await (await fetch(`${t.chorus.urls.http}/docs/json`)).json()) as {
-      paths: Record<string, Record<string, { parameters?: { name: string; in: string; required?: boolean }[]; responses: Record<string, unknown> }>>;
+      paths: Record<
+        string,
+        Record<
+          string,
+          { parameters?: { name: string; in: string; required?: boolean }[]; responses: Record<string, unknown> }
+        >
+      >;
     };
     for (const [path, methods] of Object.entries(doc.paths).filter(([p]) => p.startsWith('/v1/'))) {
       for (const [method, op] of Object.entries(methods)) {
-        expect(Object.keys(op.responses), `${method} ${path}`).toEqual(expect.arrayContaining(['400', '401', '429', '500']));
+        expect(Object.keys(op.responses), `${method} ${path}`).toEqual(
+          expect.arrayContaining(['400', '401', '429', '500']),
+        );
         const limit = op.parameters?.find((p) => p.name === 'limit');
         if (limit) expect(limit.required ?? false, `${method} ${path} limit`).toBe(false);
       }
@@ -135,8 +161,12 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
     const bad = [400, 'VALIDATION_FAILED'];
     expect(await refused('POST', `/v1/groups/${groupId}/members`, { role: 'admin', userId: false })).toEqual(bad);
     expect(await refused('POST', '/v1/groups', { name: 'n', members: [false] })).toEqual(bad);
-    expect(await refused('POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'm1', body: 'x', mentions: [false] })).toEqual(bad);
-    expect(await refused('POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'm2', body: 'x', replyToSeq: '1' })).toEqual(bad);
+    expect(
+      await refused('POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'm1', body: 'x', mentions: [false] }),
+    ).toEqual(bad);
+    expect(
+      await refused('POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'm2', body: 'x', replyToSeq: '1' }),
+    ).toEqual(bad);
     expect(await refused('PUT', `/v1/groups/${groupId}/read`, { seq: true })).toEqual(bad);
     const members = await t.api('alice', 'GET', `/v1/groups/${groupId}/members?limit=5`); // query strings still convert
     expect(members.status).toBe(200);
@@ -146,15 +176,22 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
   it('answers in the one error shape also what is refused before any route runs (414, 431, bad HTTP, 405)', async () => {
     const shape = async (res: Response) => [res.status, ((await res.json()) as { code: string }).code];
     const auth = { authorization: `Bearer ${await t.token('alice')}` };
-    expect(await shape(await fetch(`${t.chorus.urls.http}/v1/groups/${'g'.repeat(5000)}`, { headers: auth }))).toEqual([414, 'URI_TOO_LONG']);
-    expect(await shape(await fetch(`${t.chorus.urls.http}/v1/groups`, { headers: { ...auth, 'x-big': 'x'.repeat(100_000) } }))).toEqual([
-      431,
-      'HEADERS_TOO_LARGE',
+    expect(await shape(await fetch(`${t.chorus.urls.http}/v1/groups/${'g'.repeat(5000)}`, { headers: auth }))).toEqual([
+      414,
+      'URI_TOO_LONG',
     ]);
+    expect(
+      await shape(
+        await fetch(`${t.chorus.urls.http}/v1/groups`, { headers: { ...auth, 'x-big': 'x'.repeat(100_000) } }),
+      ),
+    ).toEqual([431, 'HEADERS_TOO_LARGE']);
     const patch = await fetch(`${t.chorus.urls.http}/v1/groups`, { method: 'PATCH', headers: auth });
     expect(patch.headers.get('allow')?.split(', ')).toEqual(expect.arrayContaining(['GET', 'POST']));
     expect(await shape(patch)).toEqual([405, 'METHOD_NOT_ALLOWED']);
-    expect(await shape(await fetch(`${t.chorus.urls.http}/v1/nowhere`, { method: 'PATCH', headers: auth }))).toEqual([404, 'NOT_FOUND']);
+    expect(await shape(await fetch(`${t.chorus.urls.http}/v1/nowhere`, { method: 'PATCH', headers: auth }))).toEqual([
+      404,
+      'NOT_FOUND',
+    ]);
     const socket = tcpConnect(t.chorus.httpPort, '127.0.0.1');
     socket.write('NOT HTTP AT ALL\r\n\r\n');
     const answer = await new Promise<string>((resolve) => {

@@ -5,7 +5,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium } from './chromium.js';
 import { TestChorus } from './harness.js';
 
-
 const PAGE = `<!doctype html><meta charset="utf-8"><title>Chorus SDK in a browser</title>
 <script type="module">
   import { ChorusClient, LocalStoragePositionStore } from '/sdk.js';
@@ -29,7 +28,15 @@ describe('the SDK in a real browser (Chromium, MQTT over WebSocket)', () => {
   let page: Page;
 
   beforeAll(async () => {
-    const bundle = await build({ entryPoints: ['clients/index.ts'], bundle: true, format: 'esm', platform: 'browser', target: 'es2022', write: false, logLevel: 'silent' });
+    const bundle = await build({
+      entryPoints: ['clients/index.ts'],
+      bundle: true,
+      format: 'esm',
+      platform: 'browser',
+      target: 'es2022',
+      write: false,
+      logLevel: 'silent',
+    });
     const sdk = bundle.outputFiles[0]!.text;
     pages = createServer((req, res) => {
       if (req.url === '/sdk.js') res.writeHead(200, { 'content-type': 'text/javascript' }).end(sdk);
@@ -50,11 +57,18 @@ describe('the SDK in a real browser (Chromium, MQTT over WebSocket)', () => {
   const open = async (groupId: string) => {
     await page.goto(pageOrigin);
     await page.waitForFunction(() => (window as any).ready === true);
-    const options = { mqttUrl: t.chorus.urls.ws, apiUrl: t.chorus.urls.http, userId: 'alice', token: await t.token('alice'), groupId };
+    const options = {
+      mqttUrl: t.chorus.urls.ws,
+      apiUrl: t.chorus.urls.http,
+      userId: 'alice',
+      token: await t.token('alice'),
+      groupId,
+    };
     return page.evaluate((o) => (window as any).start(o), options);
   };
   const received = () => page.evaluate(() => (window as any).received as string[]);
-  const send = (groupId: string, body: string) => t.api('bob', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: body, body });
+  const send = (groupId: string, body: string) =>
+    t.api('bob', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: body, body });
 
   it('receives in seq order, sends through the SDK, and resumes after a reload from localStorage without gaps or duplicates', async () => {
     const groupId = await t.group('alice', ['bob']);
@@ -66,7 +80,9 @@ describe('the SDK in a real browser (Chromium, MQTT over WebSocket)', () => {
     const seq = await page.evaluate((g) => (window as any).send(g, 'from the browser'), groupId);
     expect(seq).toBe(4);
     const history = await t.api('bob', 'GET', `/v1/groups/${groupId}/messages?afterSeq=3`);
-    expect(history.body.messages).toEqual([expect.objectContaining({ seq: 4, senderId: 'alice', body: 'from the browser' })]);
+    expect(history.body.messages).toEqual([
+      expect.objectContaining({ seq: 4, senderId: 'alice', body: 'from the browser' }),
+    ]);
     await page.waitForFunction(() => (window as any).received.length === 4);
 
     await page.goto('about:blank'); // the tab goes away: its connection closes
@@ -80,7 +96,10 @@ describe('the SDK in a real browser (Chromium, MQTT over WebSocket)', () => {
 
   it('lets only the configured origin call the REST API', async () => {
     const preflight = async (origin: string) =>
-      fetch(`${t.chorus.urls.http}/v1/groups`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization' } });
+      fetch(`${t.chorus.urls.http}/v1/groups`, {
+        method: 'OPTIONS',
+        headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization' },
+      });
     expect((await preflight(pageOrigin)).headers.get('access-control-allow-origin')).toBe(pageOrigin);
     expect((await preflight('https://evil.example')).headers.get('access-control-allow-origin')).toBeNull();
   });

@@ -81,11 +81,17 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
   const servers = nodes.map((n) => ({ host: '127.0.0.1', port: n.mqttPort }));
   const senderIds = Array.from({ length: plan.senders }, (_, i) => `sender${i}`);
   const subscriberIds = Array.from({ length: plan.subscribers }, (_, i) => `reader${i}`);
-  const created = await cluster.api(nodes[0]!, groupAdmin, 'POST', '/v1/groups', { name: 'chaos', members: [...senderIds, ...subscriberIds] });
+  const created = await cluster.api(nodes[0]!, groupAdmin, 'POST', '/v1/groups', {
+    name: 'chaos',
+    members: [...senderIds, ...subscriberIds],
+  });
   if (created.status !== 201) throw new Error(`create group: ${created.status} ${JSON.stringify(created.body)}`);
   const groupId = created.body.id as string;
   const topic = `groups/${groupId}/messages`;
-  const first = await cluster.api(nodes[plan.writerNode]!, groupAdmin, 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'first', body: 'first' });
+  const first = await cluster.api(nodes[plan.writerNode]!, groupAdmin, 'POST', `/v1/groups/${groupId}/messages`, {
+    clientMsgId: 'first',
+    body: 'first',
+  });
   if (first.status !== 201) throw new Error(`first send: ${first.status} ${JSON.stringify(first.body)}`);
 
   const connect = async (userId: string, i: number): Promise<MqttClient> =>
@@ -181,7 +187,12 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
 
   const stored: { seq: number; clientMsgId: string }[] = [];
   for (let after = 0; ; ) {
-    const page = await cluster.api(nodes[0]!, groupAdmin, 'GET', `/v1/groups/${groupId}/messages?afterSeq=${after}&limit=1000`);
+    const page = await cluster.api(
+      nodes[0]!,
+      groupAdmin,
+      'GET',
+      `/v1/groups/${groupId}/messages?afterSeq=${after}&limit=1000`,
+    );
     if (page.status !== 200) throw new Error(`history: ${page.status} ${JSON.stringify(page.body)}`);
     stored.push(...page.body.messages);
     if (page.body.messages.length < 1000) break;
@@ -256,7 +267,10 @@ async function inject(fault: Fault, node: ClusterNode | undefined): Promise<void
 /** The report as a table, for people. */
 export function formatReport(report: ChaosReport): string {
   const seconds = (ms: number) => (Number.isFinite(ms) ? `${(ms / 1000).toFixed(1)} s` : 'never');
-  const rows = report.faults.map((f) => `| ${f.fault} | ${seconds(f.downMs)} | ${seconds(f.stallMs)} | ${seconds(f.recoveryMs)} | ${f.crashed.join(', ') || 'none'} |`);
+  const rows = report.faults.map(
+    (f) =>
+      `| ${f.fault} | ${seconds(f.downMs)} | ${seconds(f.stallMs)} | ${seconds(f.recoveryMs)} | ${f.crashed.join(', ') || 'none'} |`,
+  );
   return [
     '| fault | down | longest time without a PUBACK | first PUBACK after it ended | other nodes that exited |',
     '|---|---|---|---|---|',
@@ -264,7 +278,9 @@ export function formatReport(report: ChaosReport): string {
     '',
     `sent ${report.sent}, acknowledged ${report.acked}, stored ${report.stored}; acknowledged but missing ${report.ackedMissing}; stored twice ${report.storedTwice}; seqs 1..${report.stored} contiguous: ${report.seqsContiguous}`,
     `subscriber connections ${report.streams}, out of order or with a hole ${report.streamsOutOfOrder}; deliveries ${report.deliveries}, duplicates ${report.duplicates}`,
-    ...report.breaks.slice(0, 10).map((b) => `  a stream expected seq ${b.expected} and got ${b.got} (after: ${b.during})`),
+    ...report.breaks
+      .slice(0, 10)
+      .map((b) => `  a stream expected seq ${b.expected} and got ${b.got} (after: ${b.during})`),
     `longest time without a PUBACK ${(report.longestAckStallMs / 1000).toFixed(1)} s`,
   ].join('\n');
 }

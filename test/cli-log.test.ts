@@ -9,8 +9,14 @@ import { CLI, tempDir, until } from './harness.js';
  */
 async function serveBriefly(terminal: boolean, env: Record<string, string>): Promise<string> {
   const settings = { ...process.env, CHORUS_DATA_DIR: tempDir(), CHORUS_MQTT_PORT: '0', CHORUS_HTTP_PORT: '0', ...env };
-  const command = terminal ? ['script', '-qec', `${process.execPath} ${CLI} serve`, '/dev/null'] : [process.execPath, CLI, 'serve'];
-  const child = spawn(command[0]!, command.slice(1), { env: settings, detached: true, stdio: ['ignore', 'pipe', 'inherit'] });
+  const command = terminal
+    ? ['script', '-qec', `${process.execPath} ${CLI} serve`, '/dev/null']
+    : [process.execPath, CLI, 'serve'];
+  const child = spawn(command[0]!, command.slice(1), {
+    env: settings,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let output = '';
   child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exited = new Promise((resolve) => child.once('exit', resolve));

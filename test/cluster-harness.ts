@@ -47,7 +47,9 @@ export class ClusterNode {
     };
     keep(child.stdout!);
     keep(child.stderr!);
-    child.once('exit', (code, signal) => this.logLines.push(`--- exited (code ${code}, signal ${signal}) at ${new Date().toISOString()}`));
+    child.once('exit', (code, signal) =>
+      this.logLines.push(`--- exited (code ${code}, signal ${signal}) at ${new Date().toISOString()}`),
+    );
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`${this.name} did not start:\n${this.logTail()}`)), 60_000);
       const started = (d: Buffer) => {
@@ -116,10 +118,19 @@ export class Cluster {
     return signToken(this.config, userId, 3600);
   }
 
-  async api<T = any>(node: ClusterNode, userId: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  async api<T = any>(
+    node: ClusterNode,
+    userId: string,
+    method: string,
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: T }> {
     const res = await fetch(`${node.httpUrl}${path}`, {
       method,
-      headers: { authorization: `Bearer ${await this.token(userId)}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      headers: {
+        authorization: `Bearer ${await this.token(userId)}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
       body: body === undefined ? null : JSON.stringify(body),
     });
     const text = await res.text();

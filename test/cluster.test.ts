@@ -19,7 +19,11 @@ describe('many nodes sharing Redis and Cassandra', () => {
 
   beforeAll(async () => {
     a = await cluster.add('node-a', 'broker'); // first alone: it creates the keyspace and tables
-    [b, c, apiNode] = await Promise.all([cluster.add('node-b', 'broker'), cluster.add('node-c', 'broker'), cluster.add('node-api', 'api')]);
+    [b, c, apiNode] = await Promise.all([
+      cluster.add('node-b', 'broker'),
+      cluster.add('node-c', 'broker'),
+      cluster.add('node-api', 'api'),
+    ]);
     cassandra = await connectCassandra(cluster.keyspace);
   }, 120_000);
   afterAll(async () => {
@@ -29,7 +33,11 @@ describe('many nodes sharing Redis and Cassandra', () => {
   beforeEach(() => onTestFailed(() => console.error(`node logs, last lines:\n${cluster.logTails()}`)));
 
   const raw = async (userId: string, node: ClusterNode): Promise<MqttClient> => {
-    const client = mqtt.connect(node.mqttUrl, { username: userId, password: await cluster.token(userId), reconnectPeriod: 0 });
+    const client = mqtt.connect(node.mqttUrl, {
+      username: userId,
+      password: await cluster.token(userId),
+      reconnectPeriod: 0,
+    });
     await new Promise((resolve, reject) => {
       client.once('connect', resolve);
       client.once('error', reject);
@@ -43,13 +51,20 @@ describe('many nodes sharing Redis and Cassandra', () => {
   };
   /** Which node writes the group, as recorded in Cassandra. */
   const writerOf = async (groupId: string): Promise<{ node: string; epoch: number }> => {
-    const row = (await cassandra.execute('SELECT node_id, epoch FROM group_writers WHERE group_id = ?', [groupId])).first();
+    const row = (
+      await cassandra.execute('SELECT node_id, epoch FROM group_writers WHERE group_id = ?', [groupId])
+    ).first();
     return { node: row.get('node_id') as string, epoch: Number(row.get('epoch')) };
   };
   const history = async (groupId: string): Promise<StampedMessage[]> => {
     const all: StampedMessage[] = [];
     for (let after = 0; ; ) {
-      const res = await cluster.api(apiNode, 'alice', 'GET', `/v1/groups/${groupId}/messages?afterSeq=${after}&limit=1000`);
+      const res = await cluster.api(
+        apiNode,
+        'alice',
+        'GET',
+        `/v1/groups/${groupId}/messages?afterSeq=${after}&limit=1000`,
+      );
       expect(res.status).toBe(200);
       all.push(...res.body.messages);
       if (res.body.messages.length < 1000) return all;
@@ -59,12 +74,23 @@ describe('many nodes sharing Redis and Cassandra', () => {
 
   it('delivers what members on other nodes send, in seq order through the SDK, and REST sends reach every node', async () => {
     const groupId = await newGroup('alice', ['bob', 'carol']);
-    const clients = await Promise.all([cluster.client('alice', [a], apiNode), cluster.client('bob', [b], apiNode), cluster.client('carol', [c], apiNode)]);
+    const clients = await Promise.all([
+      cluster.client('alice', [a], apiNode),
+      cluster.client('bob', [b], apiNode),
+      cluster.client('carol', [c], apiNode),
+    ]);
     const got = clients.map(deliveries);
     await Promise.all(clients.map((client) => client.join(groupId)));
     await Promise.all([
-      ...clients.flatMap((client, i) => Array.from({ length: 30 }, (_, j) => client.send(groupId, { body: `${i}-${j}` }))),
-      ...Array.from({ length: 20 }, (_, j) => cluster.api(apiNode, 'alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: `rest-${j}`, body: 'r' })),
+      ...clients.flatMap((client, i) =>
+        Array.from({ length: 30 }, (_, j) => client.send(groupId, { body: `${i}-${j}` })),
+      ),
+      ...Array.from({ length: 20 }, (_, j) =>
+        cluster.api(apiNode, 'alice', 'POST', `/v1/groups/${groupId}/messages`, {
+          clientMsgId: `rest-${j}`,
+          body: 'r',
+        }),
+      ),
     ]);
     await until(() => got.every((g) => (g.get(groupId)?.length ?? 0) >= 110), 'every member has all 110', 30_000);
     const orders = got.map((g) => g.get(groupId)!.map((m) => `${m.seq}:${m.clientMsgId}`));
@@ -85,10 +111,18 @@ describe('many nodes sharing Redis and Cassandra', () => {
       if (topic.startsWith('users/') && body.type === 'ack') acked.add(body.clientMsgId);
       else if (topic.startsWith('groups/')) seen.add(body.seq);
     });
-    await Promise.all(Array.from({ length: 100 }, (_, i) => alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: `p${i}`, body: 'x' }), { qos: 1 })));
+    await Promise.all(
+      Array.from({ length: 100 }, (_, i) =>
+        alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: `p${i}`, body: 'x' }), {
+          qos: 1,
+        }),
+      ),
+    );
     await until(() => seen.size === 100, 'alice sees her 100 messages');
     // Events and group messages take different paths between nodes; neither may silence the other at the client.
-    await until(() => acked.size === 100, `an ack for each of 100 publishes (got ${acked.size})`, 5_000).catch(() => undefined);
+    await until(() => acked.size === 100, `an ack for each of 100 publishes (got ${acked.size})`, 5_000).catch(
+      () => undefined,
+    );
     expect(acked.size).toBe(100);
     await alice.endAsync();
   });
@@ -119,7 +153,9 @@ describe('many nodes sharing Redis and Cassandra', () => {
         const e = JSON.parse(p.toString());
         if (e.type === 'ack') acks.push({ node: node.name, seq: e.seq, duplicate: e.duplicate });
       });
-      await client.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'once', body: 'x' }), { qos: 1 });
+      await client.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'once', body: 'x' }), {
+        qos: 1,
+      });
       await until(() => acks.some((ack) => ack.node === node.name), `ack from ${node.name}`);
       await client.endAsync();
     }
@@ -127,14 +163,20 @@ describe('many nodes sharing Redis and Cassandra', () => {
       { node: 'node-a', seq: 1, duplicate: false },
       { node: 'node-b', seq: 1, duplicate: true },
     ]);
-    const viaRest = await cluster.api(apiNode, 'alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'once', body: 'x' });
+    const viaRest = await cluster.api(apiNode, 'alice', 'POST', `/v1/groups/${groupId}/messages`, {
+      clientMsgId: 'once',
+      body: 'x',
+    });
     expect([viaRest.status, viaRest.body.seq, viaRest.body.duplicate]).toEqual([200, 1, true]);
     expect((await history(groupId)).length).toBe(1);
   }, 30_000);
 
   it('carries edits, reactions, deletes, receipts, history visibility and group deletion across nodes', async () => {
     const groupId = await newGroup('alice', ['bob', 'carol']);
-    const [alice, bob] = await Promise.all([cluster.client('alice', [a], apiNode), cluster.client('bob', [b], apiNode)]);
+    const [alice, bob] = await Promise.all([
+      cluster.client('alice', [a], apiNode),
+      cluster.client('bob', [b], apiNode),
+    ]);
     const updates: StampedMessage[] = [];
     alice.on('update', (m) => updates.push(m));
     const delivered: { userId: string; seq: number }[] = [];
@@ -144,20 +186,41 @@ describe('many nodes sharing Redis and Cassandra', () => {
     await bob.react(groupId, seq, '👍'); // sent on node b, stamped by the group's writer
     await alice.edit(groupId, seq, 'public plan');
     await until(() => updates.length === 2, 'the reaction and the edit applied at alice');
-    expect(updates.at(-1)).toMatchObject({ seq, body: 'public plan', reactions: [{ emoji: '👍', count: 1, mine: false }] });
-    const page = await cluster.api(apiNode, 'carol', 'GET', `/v1/groups/${groupId}/messages?afterSeq=0&limit=1&withReactions=true`);
-    expect(page.body.messages[0]).toMatchObject({ seq, body: 'public plan', editedAt: expect.any(String), reactions: [{ emoji: '👍', count: 1, mine: false }] });
+    expect(updates.at(-1)).toMatchObject({
+      seq,
+      body: 'public plan',
+      reactions: [{ emoji: '👍', count: 1, mine: false }],
+    });
+    const page = await cluster.api(
+      apiNode,
+      'carol',
+      'GET',
+      `/v1/groups/${groupId}/messages?afterSeq=0&limit=1&withReactions=true`,
+    );
+    expect(page.body.messages[0]).toMatchObject({
+      seq,
+      body: 'public plan',
+      editedAt: expect.any(String),
+      reactions: [{ emoji: '👍', count: 1, mine: false }],
+    });
 
     // bob's PUBACK on node b moves his delivered mark (a batch in Cassandra), told to alice on node a.
-    await until(() => delivered.some((m) => m.userId === 'bob' && m.seq >= seq), "bob's delivered mark at alice", 15_000);
+    await until(
+      () => delivered.some((m) => m.userId === 'bob' && m.seq >= seq),
+      "bob's delivered mark at alice",
+      15_000,
+    );
     await bob.markRead(groupId, seq);
-    const receipts = async () => (await cluster.api(apiNode, 'alice', 'GET', `/v1/groups/${groupId}/messages/${seq}/receipts`)).body;
+    const receipts = async () =>
+      (await cluster.api(apiNode, 'alice', 'GET', `/v1/groups/${groupId}/messages/${seq}/receipts`)).body;
     // alice's own delivery is flushed by node a on its own schedule: wait for both marks.
     await until(async () => (await receipts()).deliveredTo >= 2, 'delivered to alice and bob', 15_000);
     expect(await receipts()).toMatchObject({ seq, members: 3, readBy: 1, readers: ['bob'] });
 
     await alice.deleteMessage(groupId, seq);
-    const drafts = (await cassandra.execute('SELECT draft FROM group_messages WHERE group_id = ? AND bucket = 0', [groupId])).rows.map((r) => r.get('draft') as string);
+    const drafts = (
+      await cassandra.execute('SELECT draft FROM group_messages WHERE group_id = ? AND bucket = 0', [groupId])
+    ).rows.map((r) => r.get('draft') as string);
     expect(drafts.join('\n')).not.toMatch(/secret plan|public plan/);
 
     // since-joined: dave, added now, reads only what follows.
@@ -175,10 +238,17 @@ describe('many nodes sharing Redis and Cassandra', () => {
       carol.on('message', (topic, p) => topic === 'users/carol/events' && told.push(JSON.parse(p.toString())));
     }
     expect((await cluster.api(apiNode, 'alice', 'DELETE', `/v1/groups/${groupId}`)).status).toBe(204);
-    await until(() => told.filter((e) => e.type === 'group-deleted').length === 2, 'group-deleted on both of carol’s connections');
+    await until(
+      () => told.filter((e) => e.type === 'group-deleted').length === 2,
+      'group-deleted on both of carol’s connections',
+    );
     for (const carol of carols) expect(await subscribeCodes(carol, [`groups/${groupId}/messages`])).toEqual([0x80]);
-    expect((await cassandra.execute('SELECT seq FROM group_messages WHERE group_id = ? AND bucket = 0', [groupId])).rows).toEqual([]);
-    expect((await cassandra.execute('SELECT user_id FROM members_by_group WHERE group_id = ?', [groupId])).rows).toEqual([]);
+    expect(
+      (await cassandra.execute('SELECT seq FROM group_messages WHERE group_id = ? AND bucket = 0', [groupId])).rows,
+    ).toEqual([]);
+    expect(
+      (await cassandra.execute('SELECT user_id FROM members_by_group WHERE group_id = ?', [groupId])).rows,
+    ).toEqual([]);
     expect((await cluster.api(apiNode, 'alice', 'GET', `/v1/groups/${groupId}`)).body.code).toBe('GROUP_NOT_FOUND');
     await Promise.all([alice.close(), bob.close(), ...carols.map((carol) => carol.endAsync())]);
   }, 60_000);
@@ -189,7 +259,10 @@ describe('many nodes sharing Redis and Cassandra', () => {
     const received: string[] = [];
     for (const bob of bobs) {
       await bob.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
-      bob.on('message', (topic, p) => topic.startsWith('groups/') && received.push(JSON.parse(p.toString()).clientMsgId));
+      bob.on(
+        'message',
+        (topic, p) => topic.startsWith('groups/') && received.push(JSON.parse(p.toString()).clientMsgId),
+      );
     }
     const events: { type: string }[] = [];
     await bobs[0]!.subscribeAsync('users/bob/events', { qos: 1 });
@@ -215,7 +288,11 @@ describe('many nodes sharing Redis and Cassandra', () => {
     await Promise.all(
       senders.map(async (sender, s) => {
         for (let wave = 0; wave < 8; wave++) {
-          const receipts = await Promise.all(Array.from({ length: 20 }, (_, i) => sender.send(groupId, { body: 'x', clientMsgId: `s${s}-${wave}-${i}` })));
+          const receipts = await Promise.all(
+            Array.from({ length: 20 }, (_, i) =>
+              sender.send(groupId, { body: 'x', clientMsgId: `s${s}-${wave}-${i}` }),
+            ),
+          );
           for (const r of receipts) acked.set(r.clientMsgId, r.seq);
           if (wave === 3 && !flushed) {
             flushed = true;
@@ -297,7 +374,9 @@ describe('many nodes sharing Redis and Cassandra', () => {
       await client.endAsync();
       await until(() => channels.some((channel) => channel.endsWith('/new/clients')), 'the new/clients notice');
       await sleep(500); // the notices left out would have followed within milliseconds
-      expect(channels.filter((channel) => /\/(new\/subscribes|new\/unsubscribes|disconnect\/clients)$/.test(channel))).toEqual([]);
+      expect(
+        channels.filter((channel) => /\/(new\/subscribes|new\/unsubscribes|disconnect\/clients)$/.test(channel)),
+      ).toEqual([]);
     } finally {
       spy.disconnect();
     }
@@ -306,7 +385,10 @@ describe('many nodes sharing Redis and Cassandra', () => {
   it('shows a user connected to one broker node as online through the api node, and offline once gone', async () => {
     const groupId = await newGroup('alice', ['nina']);
     const nina = await raw('nina', b);
-    const online = async () => (await cluster.api(apiNode, 'alice', 'GET', `/v1/groups/${groupId}/presence`)).body.members.find((m: { userId: string }) => m.userId === 'nina').online;
+    const online = async () =>
+      (await cluster.api(apiNode, 'alice', 'GET', `/v1/groups/${groupId}/presence`)).body.members.find(
+        (m: { userId: string }) => m.userId === 'nina',
+      ).online;
     expect(await online()).toBe(true);
     await nina.endAsync();
     let stillOnline = true;
@@ -324,7 +406,11 @@ describe('many nodes sharing Redis and Cassandra', () => {
       execFileSync('bash', [SERVICES, 'stop', 'cassandra'], { stdio: 'ignore' });
       let acked = 0;
       const publishes = Array.from({ length: 5 }, (_, i) =>
-        alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: `down-${i}`, body: 'x' }), { qos: 1 }).then(() => acked++),
+        alice
+          .publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: `down-${i}`, body: 'x' }), {
+            qos: 1,
+          })
+          .then(() => acked++),
       );
       const started = Date.now();
       const read = await cluster.api(apiNode, 'alice', 'GET', `/v1/groups/${groupId}/messages`);
@@ -338,7 +424,10 @@ describe('many nodes sharing Redis and Cassandra', () => {
       expect(acked).toBe(5);
       // Each node's driver tries Cassandra again every second: the api node may still answer 503 for a moment after
       // node a has stored the sends (CI once read too soon).
-      await until(async () => (await cluster.api(apiNode, 'alice', 'GET', `/v1/groups/${groupId}/messages`)).status === 200, 'the api node to read Cassandra again');
+      await until(
+        async () => (await cluster.api(apiNode, 'alice', 'GET', `/v1/groups/${groupId}/messages`)).status === 200,
+        'the api node to read Cassandra again',
+      );
       const stored = await history(groupId);
       expect(stored.map((m) => m.clientMsgId).sort()).toEqual(['down-0', 'down-1', 'down-2', 'down-3', 'down-4']);
       expect(stored.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5]);
@@ -352,11 +441,15 @@ describe('many nodes sharing Redis and Cassandra', () => {
     const alice = await raw('alice', a);
     const bob = await raw('bob', b);
     const seen = { alice: [] as number[], bob: [] as number[] };
-    for (const [name, client] of [['alice', alice], ['bob', bob]] as const) {
+    for (const [name, client] of [
+      ['alice', alice],
+      ['bob', bob],
+    ] as const) {
       client.on('message', (_topic, payload) => seen[name].push(JSON.parse(payload.toString()).seq));
       await client.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
     }
-    const send = (client: MqttClient, id: string) => client.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: id, body: id }), { qos: 1 });
+    const send = (client: MqttClient, id: string) =>
+      client.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: id, body: id }), { qos: 1 });
     await send(alice, 'before'); // node a now writes the group
     await until(() => seen.bob.length === 1, 'bob to receive through Redis');
     try {
@@ -375,7 +468,11 @@ describe('many nodes sharing Redis and Cassandra', () => {
     await until(() => seen.alice.length === 2, 'nothing lost on a');
     const after = send(bob, 'after');
     await after;
-    await until(() => seen.alice.includes(3) && seen.bob.includes(3), 'both members to receive the send made after Redis came back', 15_000);
+    await until(
+      () => seen.alice.includes(3) && seen.bob.includes(3),
+      'both members to receive the send made after Redis came back',
+      15_000,
+    );
     expect(Date.now() - back).toBeLessThan(5000); // measured: 35-415 ms after Redis answers again
     expect(seen.alice).toEqual([1, 2, 3]);
     // Seq 2 never crossed Redis: node b finds the gap when seq 3 arrives and reads seq 2 from the log first.

@@ -106,11 +106,17 @@ describe('connection output: gathered per turn', () => {
     gatherOutput(writer, Number.POSITIVE_INFINITY, unexpectedOverflow);
     const writes = countHandleWrites(writer);
     const payload = Buffer.alloc(4096, 0x70);
-    for (const chunk of [Buffer.from('h1'), Buffer.from('i1'), payload, Buffer.from('h2'), Buffer.from('i2'), payload]) writer.write(chunk);
+    for (const chunk of [Buffer.from('h1'), Buffer.from('i1'), payload, Buffer.from('h2'), Buffer.from('i2'), payload])
+      writer.write(chunk);
     const expected = Buffer.concat([Buffer.from('h1i1'), payload, Buffer.from('h2i2'), payload]);
     while (received().length < expected.length) await once(reader, 'data');
     expect(received().equals(expected)).toBe(true);
-    expect(passedOn.map((chunk) => (chunk === payload ? 'payload' : chunk.toString()))).toEqual(['h1i1', 'payload', 'h2i2', 'payload']);
+    expect(passedOn.map((chunk) => (chunk === payload ? 'payload' : chunk.toString()))).toEqual([
+      'h1i1',
+      'payload',
+      'h2i2',
+      'payload',
+    ]);
     expect(writes()).toBe(1);
   });
 

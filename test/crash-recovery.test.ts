@@ -32,7 +32,9 @@ describe('SIGKILL mid-stream', () => {
         const clientMsgId = `l${lane}-${i}`;
         sent += 1;
         try {
-          await client.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId, body: 'x' }), { qos: 1 });
+          await client.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId, body: 'x' }), {
+            qos: 1,
+          });
           if (!stop) acked.push(clientMsgId);
         } catch {
           return;
@@ -95,7 +97,10 @@ describe('SIGKILL mid-stream', () => {
       }
     }
     const settled = await Promise.all(receipts);
-    const stored = (await api('GET', `/v1/groups/${groupId}/messages?afterSeq=0&limit=1000`)).messages as { seq: number; clientMsgId: string }[];
+    const stored = (await api('GET', `/v1/groups/${groupId}/messages?afterSeq=0&limit=1000`)).messages as {
+      seq: number;
+      clientMsgId: string;
+    }[];
     expect(stored.map((m) => m.seq)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
     const seqOf = new Map(stored.map((m) => [m.clientMsgId, m.seq]));
     expect(settled.every((r) => seqOf.get(r.clientMsgId) === r.seq)).toBe(true);

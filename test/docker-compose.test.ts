@@ -5,12 +5,27 @@ import { ConfigSchema, envName, loadConfig } from '../config/config.js';
 
 const root = new URL('..', import.meta.url).pathname;
 const compose = parse(readFileSync(`${root}docker-compose.yml`, 'utf8'), { merge: true }) as {
-  services: Record<string, { image?: string; build?: string; environment?: Record<string, string>; healthcheck?: { test: string[] }; command?: string[]; depends_on?: Record<string, unknown>; ports?: string[] }>;
+  services: Record<
+    string,
+    {
+      image?: string;
+      build?: string;
+      environment?: Record<string, string>;
+      healthcheck?: { test: string[] };
+      command?: string[];
+      depends_on?: Record<string, unknown>;
+      ports?: string[];
+    }
+  >;
 };
 const chorusServices = Object.entries(compose.services).filter(([, s]) => s.build === '.');
 /** Compose substitutes ${VAR:?...} from the caller's environment; give each a sample of the shape it must have. */
-const samples: Record<string, string> = { CHORUS_VAPID_PUBLIC_KEY: 'B'.repeat(87), CHORUS_VAPID_PRIVATE_KEY: 'p'.repeat(43) };
-const substitute = (value: string) => String(value).replace(/\$\{([A-Z_]+):\?[^}]*\}/g, (_, name: string) => samples[name] ?? 'x'.repeat(48));
+const samples: Record<string, string> = {
+  CHORUS_VAPID_PUBLIC_KEY: 'B'.repeat(87),
+  CHORUS_VAPID_PRIVATE_KEY: 'p'.repeat(43),
+};
+const substitute = (value: string) =>
+  String(value).replace(/\$\{([A-Z_]+):\?[^}]*\}/g, (_, name: string) => samples[name] ?? 'x'.repeat(48));
 
 describe('docker-compose.yml stays true to the code', () => {
   it('runs Redis, Cassandra, two broker nodes and one api node, each with a health check', () => {
@@ -18,8 +33,10 @@ describe('docker-compose.yml stays true to the code', () => {
     expect(compose.services.cassandra?.image).toMatch(/^cassandra:5\.0/);
     const roles = chorusServices.map(([, s]) => s.environment?.CHORUS_ROLE).sort();
     expect(roles).toEqual(['api', 'broker', 'broker']);
-    for (const [, service] of Object.entries(compose.services)) expect(service.healthcheck?.test.length).toBeGreaterThan(0);
-    for (const [, service] of chorusServices) expect(Object.keys(service.depends_on ?? {}).sort()).toEqual(['cassandra', 'redis']);
+    for (const [, service] of Object.entries(compose.services))
+      expect(service.healthcheck?.test.length).toBeGreaterThan(0);
+    for (const [, service] of chorusServices)
+      expect(Object.keys(service.depends_on ?? {}).sort()).toEqual(['cassandra', 'redis']);
   });
 
   it('uses only config keys the code reads, with values its config validation accepts', () => {

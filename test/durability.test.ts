@@ -56,9 +56,11 @@ describe('a PUBACK (or a 2xx) means the message is durable', () => {
     const alice = await t.mqtt('alice');
     log.shut();
     let acked = false;
-    const publish = alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'held', body: 'x' }), { qos: 1 }).then(() => {
-      acked = true;
-    });
+    const publish = alice
+      .publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'held', body: 'x' }), { qos: 1 })
+      .then(() => {
+        acked = true;
+      });
     await sleep(300);
     expect(acked).toBe(false);
     expect(bobGot.all).toEqual([]);
@@ -79,7 +81,9 @@ describe('a PUBACK (or a 2xx) means the message is durable', () => {
     const events = collect(alice);
     await alice.subscribeAsync('users/alice/events', { qos: 1 });
     log.failAfterStoring = true;
-    await alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'landed', body: 'x' }), { qos: 1 });
+    await alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'landed', body: 'x' }), {
+      qos: 1,
+    });
     await until(() => events.all.length === 1 && bobGot.all.length === 1, 'ack and delivery');
     await sleep(200);
     expect(events.all[0]!.body).toMatchObject({ type: 'ack', seq: 1, duplicate: false });
@@ -93,10 +97,15 @@ describe('a PUBACK (or a 2xx) means the message is durable', () => {
     const alice = await t.mqtt('alice');
     log.failing = true;
     let acked = false;
-    const publish = alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'survivor', body: 'x' }), { qos: 1 }).then(() => {
-      acked = true;
+    const publish = alice
+      .publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'survivor', body: 'x' }), { qos: 1 })
+      .then(() => {
+        acked = true;
+      });
+    const rest = await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, {
+      clientMsgId: 'rest-during-outage',
+      body: 'y',
     });
-    const rest = await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'rest-during-outage', body: 'y' });
     expect(rest.status).toBe(503);
     expect(rest.body.code).toBe('STORE_UNAVAILABLE');
     await sleep(300);
@@ -106,8 +115,14 @@ describe('a PUBACK (or a 2xx) means the message is durable', () => {
     await publish;
     await until(() => acked, 'ack after recovery');
     const history = await t.api('alice', 'GET', `/v1/groups/${groupId}/messages?afterSeq=0`);
-    expect(history.body.messages.map((m: { clientMsgId: string }) => m.clientMsgId).sort()).toEqual(['rest-during-outage', 'survivor']);
-    const retry = await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'rest-during-outage', body: 'y' });
+    expect(history.body.messages.map((m: { clientMsgId: string }) => m.clientMsgId).sort()).toEqual([
+      'rest-during-outage',
+      'survivor',
+    ]);
+    const retry = await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, {
+      clientMsgId: 'rest-during-outage',
+      body: 'y',
+    });
     expect(retry.body).toMatchObject({ duplicate: true });
     await alice.endAsync();
   });
@@ -129,13 +144,21 @@ describe('a send that fails for a passing reason is never acknowledged', () => {
     const groupId = await t.group('alice');
     log.shut();
     const connect = async (clientId: string) => {
-      const client = mqtt.connect(t.chorus.urls.mqtt, { username: 'alice', password: await t.token('alice'), clientId, protocolVersion: 4, reconnectPeriod: 200 });
+      const client = mqtt.connect(t.chorus.urls.mqtt, {
+        username: 'alice',
+        password: await t.token('alice'),
+        clientId,
+        protocolVersion: 4,
+        reconnectPeriod: 200,
+      });
       await new Promise((resolve) => client.once('connect', resolve));
       return client;
     };
     const acked: string[] = [];
     const publish = (client: mqtt.MqttClient, id: string) =>
-      client.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: id, body: id }), { qos: 1 }).then(() => void acked.push(id));
+      client
+        .publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: id, body: id }), { qos: 1 })
+        .then(() => void acked.push(id));
     const phone = await connect('alice-phone');
     const first = [publish(phone, 'a'), publish(phone, 'b')];
     await until(() => t.chorus.sequencer.pending === 2, 'two sends pending');
@@ -168,7 +191,9 @@ describe('acks reach a connection that subscribes to its events after publishing
     const alice = await t.mqtt('alice');
     const events = collect(alice);
     // As MQTT.js does after a reconnect: its stored publish goes out before the client subscribes again.
-    await alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'early', body: 'x' }), { qos: 1 });
+    await alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'early', body: 'x' }), {
+      qos: 1,
+    });
     await alice.subscribeAsync('users/alice/events', { qos: 1 });
     await until(() => events.all.length === 1, 'the held ack');
     expect(events.all[0]!.body).toMatchObject({ type: 'ack', groupId, clientMsgId: 'early', seq: 1, duplicate: false });

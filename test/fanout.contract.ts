@@ -56,7 +56,9 @@ export function fanOutContract(name: string, medium: () => Promise<FanOutMedium>
       const m = await open();
       const [writer, second, third] = [await m.node(), await m.node(), await m.node()];
       const [own, gotSecond, gotThird] = [recorder(writer), recorder(second), recorder(third)];
-      const messages = Array.from({ length: 500 }, (_, i) => stamped(i % 3 ? 'g-a' : 'g_b', i + 1, `${'é'.repeat(i % 7)}\n${i}`));
+      const messages = Array.from({ length: 500 }, (_, i) =>
+        stamped(i % 3 ? 'g-a' : 'g_b', i + 1, `${'é'.repeat(i % 7)}\n${i}`),
+      );
       for (const message of messages) writer.publish(message);
       await until(() => gotSecond.length >= 500 && gotThird.length >= 500, 'both other nodes receive all 500');
       await new Promise((resolve) => setTimeout(resolve, 100)); // room for a duplicate to show up

@@ -34,7 +34,10 @@ export async function setup(project: TestProject): Promise<() => Promise<void>> 
   const runId = randomBytes(3).toString('hex');
   project.provide('runId', runId);
   const started: string[] = [];
-  for (const [name, port] of [['redis', REDIS_PORT], ['cassandra', CASSANDRA_PORT]] as const) {
+  for (const [name, port] of [
+    ['redis', REDIS_PORT],
+    ['cassandra', CASSANDRA_PORT],
+  ] as const) {
     if (await answers(port)) continue;
     execFileSync('bash', [services, 'start', name], { stdio: 'inherit' });
     started.push(name);

@@ -12,8 +12,20 @@ describe('a group message serialized once for all subscribers', () => {
     for (const remaining of [overhead, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152]) {
       const payload = Buffer.alloc(remaining - overhead, 0x61);
       const messageId = 1 + (remaining % 65_535);
-      const ours = Buffer.concat([publishHead(topic, payload.length), Buffer.from([messageId >> 8, messageId & 0xff]), payload]);
-      const theirs = mqttPacket.generate({ cmd: 'publish', topic, payload, qos: 1, messageId, dup: false, retain: false });
+      const ours = Buffer.concat([
+        publishHead(topic, payload.length),
+        Buffer.from([messageId >> 8, messageId & 0xff]),
+        payload,
+      ]);
+      const theirs = mqttPacket.generate({
+        cmd: 'publish',
+        topic,
+        payload,
+        qos: 1,
+        messageId,
+        dup: false,
+        retain: false,
+      });
       expect(ours.equals(theirs), `Remaining Length ${remaining}`).toBe(true);
     }
   });
@@ -60,12 +72,19 @@ describe('group messages to each kind of subscriber', () => {
     const received = new Map(
       [qos1, qos0, persistent].map((client) => {
         const packets: { seq: number; qos: number; messageId: number | undefined }[] = [];
-        client.on('message', (_topic, payload, packet) => packets.push({ seq: JSON.parse(payload.toString()).seq, qos: packet.qos, messageId: packet.messageId }));
+        client.on('message', (_topic, payload, packet) =>
+          packets.push({ seq: JSON.parse(payload.toString()).seq, qos: packet.qos, messageId: packet.messageId }),
+        );
         return [client, packets] as const;
       }),
     );
-    for (let i = 0; i < 30; i++) alice.publish(topic, JSON.stringify({ clientMsgId: `m${i}`, body: `message ${i}` }), { qos: 1 });
-    await until(() => [...received.values()].every((packets) => packets.length === 30), 'every subscriber to have all 30 messages', 10_000);
+    for (let i = 0; i < 30; i++)
+      alice.publish(topic, JSON.stringify({ clientMsgId: `m${i}`, body: `message ${i}` }), { qos: 1 });
+    await until(
+      () => [...received.values()].every((packets) => packets.length === 30),
+      'every subscriber to have all 30 messages',
+      10_000,
+    );
     const seqs = Array.from({ length: 30 }, (_, i) => i + 1);
     for (const [client, packets] of received) {
       expect(packets.map((p) => p.seq)).toEqual(seqs);
@@ -79,7 +98,14 @@ describe('group messages to each kind of subscriber', () => {
     await persistent.endAsync();
     await alice.publishAsync(topic, JSON.stringify({ clientMsgId: 'while-away', body: 'while away' }), { qos: 1 });
     const { default: mqtt } = await import('mqtt');
-    const back = mqtt.connect(t.chorus.urls.mqtt, { username: 'persistent', password: await t.token('persistent'), clientId, clean: false, reconnectPeriod: 0, protocolVersion: 4 });
+    const back = mqtt.connect(t.chorus.urls.mqtt, {
+      username: 'persistent',
+      password: await t.token('persistent'),
+      clientId,
+      clean: false,
+      reconnectPeriod: 0,
+      protocolVersion: 4,
+    });
     const backGot = collect(back); // before CONNACK: the queued message may come in the same read
     await until(() => backGot.all.length === 1, 'the persistent session to get what it missed', 10_000);
     expect(backGot.all[0]!.body.seq).toBe(31);

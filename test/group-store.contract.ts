@@ -7,7 +7,11 @@ import type { GroupStore } from '../groups/group-store.js';
  * `racingAddsBounded: false` is for a backend that documents its member limit as checked per add, not per group (the
  * Cassandra store): the limit is then tested with adds one after another only.
  */
-export function groupStoreContract(name: string, open: () => Promise<GroupStore>, options = { racingAddsBounded: true }): void {
+export function groupStoreContract(
+  name: string,
+  open: () => Promise<GroupStore>,
+  options = { racingAddsBounded: true },
+): void {
   describe(`GroupStore contract: ${name}`, () => {
     let store: GroupStore;
     beforeAll(async () => {
@@ -19,15 +23,29 @@ export function groupStoreContract(name: string, open: () => Promise<GroupStore>
 
     const newGroup = async (createdBy = 'ann') => {
       const id = `g_${randomUUID()}`;
-      await store.createGroup({ id, name: 'team', historyVisibility: 'all', createdBy, createdAtMs: 1_700_000_000_000 });
+      await store.createGroup({
+        id,
+        name: 'team',
+        historyVisibility: 'all',
+        createdBy,
+        createdAtMs: 1_700_000_000_000,
+      });
       return id;
     };
 
     it('creates a group with its creator as admin, and refuses an id that exists', async () => {
       const id = await newGroup();
-      expect(await store.getGroup(id)).toEqual({ id, name: 'team', historyVisibility: 'all', createdBy: 'ann', createdAtMs: 1_700_000_000_000 });
+      expect(await store.getGroup(id)).toEqual({
+        id,
+        name: 'team',
+        historyVisibility: 'all',
+        createdBy: 'ann',
+        createdAtMs: 1_700_000_000_000,
+      });
       expect(await store.getMember(id, 'ann')).toMatchObject({ groupId: id, userId: 'ann', role: 'admin', readSeq: 0 });
-      await expect(store.createGroup({ id, name: 'again', historyVisibility: 'all', createdBy: 'bob', createdAtMs: 1 })).rejects.toThrow();
+      await expect(
+        store.createGroup({ id, name: 'again', historyVisibility: 'all', createdBy: 'bob', createdAtMs: 1 }),
+      ).rejects.toThrow();
       expect(await store.getGroup(`g_${randomUUID()}`)).toBeNull();
     });
 
@@ -39,7 +57,10 @@ export function groupStoreContract(name: string, open: () => Promise<GroupStore>
       const add = (i: number) => store.addMember(id, `u${i}`, 'member', 5);
       const outcomes = options.racingAddsBounded
         ? await Promise.all(Array.from({ length: 8 }, (_, i) => add(i)))
-        : await Array.from({ length: 8 }, (_, i) => i).reduce<Promise<string[]>>(async (done, i) => [...(await done), await add(i)], Promise.resolve([]));
+        : await Array.from({ length: 8 }, (_, i) => i).reduce<Promise<string[]>>(
+            async (done, i) => [...(await done), await add(i)],
+            Promise.resolve([]),
+          );
       expect(outcomes.filter((r) => r === 'added')).toHaveLength(3);
       expect(outcomes.filter((r) => r === 'group-full')).toHaveLength(5);
       expect(await store.countMembers(id)).toBe(5);
@@ -49,11 +70,17 @@ export function groupStoreContract(name: string, open: () => Promise<GroupStore>
       const id = await newGroup();
       expect(await store.addMember(id, 'bob', 'admin', 100)).toBe('added');
       const many = Array.from({ length: 120 }, (_, i) => `b${String(i).padStart(3, '0')}`); // more than one chunk
-      expect(await store.addMembers(id, ['bob', ...many.slice(0, 60)], 'member', 200, 7)).toEqual({ added: many.slice(0, 60), alreadyMembers: ['bob'] });
+      expect(await store.addMembers(id, ['bob', ...many.slice(0, 60)], 'member', 200, 7)).toEqual({
+        added: many.slice(0, 60),
+        alreadyMembers: ['bob'],
+      });
       expect(await store.getMember(id, 'bob')).toMatchObject({ role: 'admin' }); // left as it was
       expect(await store.addMembers(id, many, 'member', 100)).toBe('group-full'); // 62 + 60 newcomers > 100
       expect(await store.countMembers(id)).toBe(62);
-      expect(await store.addMembers(id, many, 'member', 200, 9)).toEqual({ added: many.slice(60), alreadyMembers: many.slice(0, 60) });
+      expect(await store.addMembers(id, many, 'member', 200, 9)).toEqual({
+        added: many.slice(60),
+        alreadyMembers: many.slice(0, 60),
+      });
       expect(await store.countMembers(id)).toBe(122);
       expect(await store.getMember(id, 'b119')).toMatchObject({ role: 'member', readSeq: 0 });
       expect(await store.seqRanges(id, 'b000')).toEqual([{ after: 7, until: null }]);
@@ -63,15 +90,23 @@ export function groupStoreContract(name: string, open: () => Promise<GroupStore>
       // A member who left and comes back in a batch keeps the earlier range.
       expect(await store.removeMember(id, 'b000', true, 20)).toBe('removed');
       expect(await store.addMembers(id, ['b000'], 'member', 200, 30)).toEqual({ added: ['b000'], alreadyMembers: [] });
-      expect(await store.seqRanges(id, 'b000')).toEqual([{ after: 7, until: 20 }, { after: 30, until: null }]);
+      expect(await store.seqRanges(id, 'b000')).toEqual([
+        { after: 7, until: 20 },
+        { after: 30, until: null },
+      ]);
     });
 
     it('adds each user once when a bulk add races single adds of the same users', async () => {
       const id = await newGroup();
       const users = Array.from({ length: 80 }, (_, i) => `r${i}`);
-      const [bulk, ...singles] = await Promise.all([store.addMembers(id, users, 'member', 1000), ...users.map((u) => store.addMember(id, u, 'member', 1000))]);
+      const [bulk, ...singles] = await Promise.all([
+        store.addMembers(id, users, 'member', 1000),
+        ...users.map((u) => store.addMember(id, u, 'member', 1000)),
+      ]);
       if (typeof bulk === 'string') throw new Error(bulk);
-      const addedOnce = users.filter((u, i) => (bulk.added.includes(u) ? 1 : 0) + (singles[i] === 'added' ? 1 : 0) === 1);
+      const addedOnce = users.filter(
+        (u, i) => (bulk.added.includes(u) ? 1 : 0) + (singles[i] === 'added' ? 1 : 0) === 1,
+      );
       expect(addedOnce).toEqual(users);
       expect(await store.countMembers(id)).toBe(81);
     });
@@ -122,7 +157,12 @@ export function groupStoreContract(name: string, open: () => Promise<GroupStore>
 
     it('changes and clears group metadata, and answers null for no group', async () => {
       const id = await newGroup();
-      const changed = { name: 'renamed', description: 'about us', avatarUrl: 'https://cdn.example/a.png', historyVisibility: 'since-joined' } as const;
+      const changed = {
+        name: 'renamed',
+        description: 'about us',
+        avatarUrl: 'https://cdn.example/a.png',
+        historyVisibility: 'since-joined',
+      } as const;
       expect(await store.updateGroup(id, changed)).toMatchObject(changed);
       expect(await store.getGroup(id)).toMatchObject(changed);
       const cleared = await store.updateGroup(id, { description: null });
@@ -139,7 +179,10 @@ export function groupStoreContract(name: string, open: () => Promise<GroupStore>
       await store.removeMember(id, 'bob', true, 9);
       expect(await store.seqRanges(id, 'bob')).toEqual([{ after: 5, until: 9 }]);
       await store.addMember(id, 'bob', 'member', 10, 20);
-      expect(await store.seqRanges(id, 'bob')).toEqual([{ after: 5, until: 9 }, { after: 20, until: null }]);
+      expect(await store.seqRanges(id, 'bob')).toEqual([
+        { after: 5, until: 9 },
+        { after: 20, until: null },
+      ]);
       expect(await store.seqRanges(id, 'nobody')).toEqual([]);
     });
 
@@ -153,9 +196,21 @@ export function groupStoreContract(name: string, open: () => Promise<GroupStore>
       await store.raiseDelivered([{ groupId: id, userId: 'a1', seq: 3 }]); // late and lower: no effect
       await store.setReadSeq(id, 'a3', 6); // read implies delivered
       await store.setReadSeq(id, 'a2', 2);
-      expect(await store.receipts(id, 5, '', 10)).toEqual({ members: 4, deliveredTo: 2, readBy: 1, readers: [{ userId: 'a3', readSeq: 6 }] });
-      expect(await store.receipts(id, 2, '', 1)).toMatchObject({ deliveredTo: 3, readBy: 2, readers: [{ userId: 'a2', readSeq: 2 }] });
-      expect(await store.receipts(id, 2, 'a2', 1)).toMatchObject({ readBy: 2, readers: [{ userId: 'a3', readSeq: 6 }] });
+      expect(await store.receipts(id, 5, '', 10)).toEqual({
+        members: 4,
+        deliveredTo: 2,
+        readBy: 1,
+        readers: [{ userId: 'a3', readSeq: 6 }],
+      });
+      expect(await store.receipts(id, 2, '', 1)).toMatchObject({
+        deliveredTo: 3,
+        readBy: 2,
+        readers: [{ userId: 'a2', readSeq: 2 }],
+      });
+      expect(await store.receipts(id, 2, 'a2', 1)).toMatchObject({
+        readBy: 2,
+        readers: [{ userId: 'a3', readSeq: 6 }],
+      });
       expect(await store.receipts(id, 8, '', 10)).toMatchObject({ members: 4, deliveredTo: 0, readBy: 0, readers: [] });
     });
 

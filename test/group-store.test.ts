@@ -14,8 +14,12 @@ afterAll(async () => {
 
 groupStoreContract('GroupStoreSqlite', async () => new GroupStoreSqlite(join(tempDir(), 'groups.db'), 'normal'));
 
-groupStoreContract('GroupStoreCassandra (real Cassandra)', async () => {
-  const db = await connectCassandra(testKeyspace());
-  sessions.push(db);
-  return GroupStoreCassandra.open(db);
-}, { racingAddsBounded: false });
+groupStoreContract(
+  'GroupStoreCassandra (real Cassandra)',
+  async () => {
+    const db = await connectCassandra(testKeyspace());
+    sessions.push(db);
+    return GroupStoreCassandra.open(db);
+  },
+  { racingAddsBounded: false },
+);

@@ -27,11 +27,19 @@ afterAll(async () => {
   await Promise.all(sessions.map((db) => db.close().catch(() => undefined)));
 });
 
-const draft = (senderId: string, clientMsgId: string): MessageDraft => ({ senderId, clientMsgId, type: 'text', body: clientMsgId, createdAtMs: Date.now() });
+const draft = (senderId: string, clientMsgId: string): MessageDraft => ({
+  senderId,
+  clientMsgId,
+  type: 'text',
+  body: clientMsgId,
+  createdAtMs: Date.now(),
+});
 const group = () => `g-${randomUUID()}`;
 
 groupWritersContract('GroupWritersLocal', 1, async (nodeId) => new GroupWritersLocal(nodeId));
-groupWritersContract('GroupWritersCassandra (real Cassandra)', Number.POSITIVE_INFINITY, (nodeId) => GroupWritersCassandra.start(shared, nodeId, timing));
+groupWritersContract('GroupWritersCassandra (real Cassandra)', Number.POSITIVE_INFINITY, (nodeId) =>
+  GroupWritersCassandra.start(shared, nodeId, timing),
+);
 
 describe('GroupWritersCassandra (real Cassandra)', () => {
   it('a log on a node that does not write the group refuses the append and writes nothing', async () => {
@@ -81,10 +89,15 @@ describe('GroupWritersCassandra (real Cassandra)', () => {
       const groupId = group();
       expect(await a.writerOf(groupId)).toEqual({ here: true, epoch: 1 });
       // Given back (after its last writes could land): b takes it without waiting for a's lease, which a keeps renewing.
-      await expect.poll(async () => {
-        b.forget(groupId);
-        return b.writerOf(groupId);
-      }, { timeout: 10_000, interval: 200 }).toEqual({ here: true, epoch: 2 });
+      await expect
+        .poll(
+          async () => {
+            b.forget(groupId);
+            return b.writerOf(groupId);
+          },
+          { timeout: 10_000, interval: 200 },
+        )
+        .toEqual({ here: true, epoch: 2 });
       expect(await a.writerOf(groupId)).toEqual({ here: false, nodeId: b.nodeId });
     } finally {
       await Promise.all([a.close(), b.close()]);

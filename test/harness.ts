@@ -48,7 +48,10 @@ export class TestChorus {
   ) {}
 
   static async start(overrides: Partial<ChorusConfig> = {}, backends: ChorusBackends = {}): Promise<TestChorus> {
-    const config = loadConfig({}, { host: '127.0.0.1', mqttPort: 0, httpPort: 0, dataDir: tempDir(), logLevel: 'silent', ...overrides });
+    const config = loadConfig(
+      {},
+      { host: '127.0.0.1', mqttPort: 0, httpPort: 0, dataDir: tempDir(), logLevel: 'silent', ...overrides },
+    );
     return new TestChorus(await startChorus(config, { logger: pino({ level: config.logLevel }), ...backends }), config);
   }
 
@@ -57,7 +60,12 @@ export class TestChorus {
   }
 
   /** Calls the REST API as `userId`; resolves with status and parsed body. */
-  async api<T = any>(userId: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  async api<T = any>(
+    userId: string,
+    method: string,
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: T }> {
     const res = await fetch(`${this.chorus.urls.http}${path}`, {
       method,
       headers: {
@@ -134,14 +142,17 @@ export function collect(client: MqttClient): { all: { topic: string; body: any }
 }
 
 /** Waits until `predicate` holds, polling; fails with `what` after timeoutMs. */
-export async function until(predicate: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+export async function until(
+  predicate: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 10_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await predicate())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
-
 
 /** An SDK client connected as `userId`, over TCP or WebSocket. */
 export async function sdkClient(
@@ -187,7 +198,9 @@ export async function subscribeCodes(client: MqttClient, topics: string[]): Prom
  * The kernel's ephemeral ports (what bind(0) and every outgoing connection get): a port picked from them and released
  * can be taken by another test's client before a server binds it (seen: EADDRINUSE when a `chorus serve` started).
  */
-const EPHEMERAL_FROM = Number(/^(\d+)/.exec(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8'))?.[1] ?? 32768);
+const EPHEMERAL_FROM = Number(
+  /^(\d+)/.exec(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8'))?.[1] ?? 32768,
+);
 const FIXED_PORTS_FROM = 20_000;
 /** Where the ephemeral range starts lower than usual (32768), the ports overlap it and the race is back, rarely. */
 const FIXED_PORTS_TO = Math.max(EPHEMERAL_FROM, FIXED_PORTS_FROM + 1000);
@@ -220,7 +233,13 @@ export async function serveProcess(children: ChildProcess[]) {
   if (!existsSync(CLI)) throw new Error('run `npm run build` first (npm test does)');
   const dataDir = tempDir();
   const [mqttPort, httpPort] = [await freePort(), await freePort()];
-  const env = { ...process.env, CHORUS_DATA_DIR: dataDir, CHORUS_MQTT_PORT: String(mqttPort), CHORUS_HTTP_PORT: String(httpPort), CHORUS_LOG_LEVEL: 'warn' };
+  const env = {
+    ...process.env,
+    CHORUS_DATA_DIR: dataDir,
+    CHORUS_MQTT_PORT: String(mqttPort),
+    CHORUS_HTTP_PORT: String(httpPort),
+    CHORUS_LOG_LEVEL: 'warn',
+  };
   const start = async () => {
     const child = spawn(process.execPath, [CLI, 'serve'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
     children.push(child);

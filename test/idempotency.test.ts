@@ -14,7 +14,10 @@ describe('a retried send never makes a second message', () => {
   });
 
   const history = async (groupId: string) =>
-    (await t.api('alice', 'GET', `/v1/groups/${groupId}/messages?afterSeq=0&limit=100`)).body.messages as { seq: number; clientMsgId: string }[];
+    (await t.api('alice', 'GET', `/v1/groups/${groupId}/messages?afterSeq=0&limit=100`)).body.messages as {
+      seq: number;
+      clientMsgId: string;
+    }[];
 
   it('dedups a QoS 1 publish sent again with the DUP flag and the same clientMsgId, and acks both with the original seq', async () => {
     const groupId = await t.group('alice', ['bob']);
@@ -30,12 +33,29 @@ describe('a retried send never makes a second message', () => {
     parser.on('packet', (p) => packets.push(p));
     socket.on('data', (d) => parser.parse(d));
     const write = (p: mqttPacket.Packet) => socket.write(mqttPacket.generate(p));
-    write({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'alice-raw', keepalive: 30, username: 'alice', password: Buffer.from(await t.token('alice')) });
+    write({
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clean: true,
+      clientId: 'alice-raw',
+      keepalive: 30,
+      username: 'alice',
+      password: Buffer.from(await t.token('alice')),
+    });
     await until(() => packets.some((p) => p.cmd === 'connack'), 'connack');
     write({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'users/alice/events', qos: 1 }] });
     await until(() => packets.some((p) => p.cmd === 'suback'), 'suback');
     const payload = Buffer.from(JSON.stringify({ clientMsgId: 'retry-me', body: 'only once' }));
-    const publish = { cmd: 'publish' as const, topic: `groups/${groupId}/messages`, qos: 1 as const, messageId: 7, retain: false, dup: false, payload };
+    const publish = {
+      cmd: 'publish' as const,
+      topic: `groups/${groupId}/messages`,
+      qos: 1 as const,
+      messageId: 7,
+      retain: false,
+      dup: false,
+      payload,
+    };
     write(publish);
     await until(() => packets.filter((p) => p.cmd === 'puback').length === 1, 'first puback');
     write({ ...publish, dup: true }); // [MQTT-3.3.1-1] the redelivery of a QoS 1 PUBLISH carries DUP=1
@@ -61,8 +81,13 @@ describe('a retried send never makes a second message', () => {
   it('answers a REST retry of an MQTT send with the original seq', async () => {
     const groupId = await t.group('alice');
     const alice = await t.mqtt('alice');
-    await alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'cross', body: 'via mqtt' }), { qos: 1 });
-    const retry = await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'cross', body: 'via rest' });
+    await alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'cross', body: 'via mqtt' }), {
+      qos: 1,
+    });
+    const retry = await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, {
+      clientMsgId: 'cross',
+      body: 'via rest',
+    });
     expect(retry.status).toBe(200);
     expect(retry.body).toMatchObject({ seq: 1, duplicate: true, message: { body: 'via mqtt' } });
     const fresh = await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'new', body: 'n' });
@@ -75,7 +100,9 @@ describe('a retried send never makes a second message', () => {
   it('dedups concurrent REST sends of one clientMsgId', async () => {
     const groupId = await t.group('alice');
     const results = await Promise.all(
-      Array.from({ length: 10 }, () => t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'burst', body: 'b' })),
+      Array.from({ length: 10 }, () =>
+        t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'burst', body: 'b' }),
+      ),
     );
     expect(new Set(results.map((r) => r.body.seq))).toEqual(new Set([1]));
     expect(results.filter((r) => r.status === 201)).toHaveLength(1);

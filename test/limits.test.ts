@@ -30,9 +30,11 @@ describe('per-connection publish rate', () => {
     const started = performance.now();
     let aliceDone = 0;
     const burst = Array.from({ length: 60 }, (_, i) =>
-      alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: `a${i}`, body: 'x' }), { qos: 1 }).then(() => {
-        aliceDone += 1;
-      }),
+      alice
+        .publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: `a${i}`, body: 'x' }), { qos: 1 })
+        .then(() => {
+          aliceDone += 1;
+        }),
     );
     await until(() => aliceDone >= 20, 'the first burst');
     await bob.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'b', body: 'y' }), { qos: 1 });
@@ -57,7 +59,12 @@ describe('failed logins and unauthenticated connections are bounded', () => {
   });
 
   const connackCode = async (password: string): Promise<number> => {
-    const client = mqtt.connect(t.chorus.urls.mqtt, { username: 'alice', password, reconnectPeriod: 0, protocolVersion: 4 });
+    const client = mqtt.connect(t.chorus.urls.mqtt, {
+      username: 'alice',
+      password,
+      reconnectPeriod: 0,
+      protocolVersion: 4,
+    });
     const code = await new Promise<number>((resolve) => {
       client.once('connect', () => resolve(0));
       client.once('error', (err) => resolve((err as { code?: number }).code ?? -1));
@@ -74,7 +81,6 @@ describe('failed logins and unauthenticated connections are bounded', () => {
     expect(rest.body.code).toBe('RATE_LIMITED');
     expect(await metric(t, 'chorus_mqtt_refused_connections_total')).toBe(1);
   });
-
 });
 
 describe('connections waiting to authenticate are bounded', () => {
@@ -94,7 +100,13 @@ describe('connections waiting to authenticate are bounded', () => {
       return socket;
     };
     const idle = [await open(), await open()];
-    const waiting = mqtt.connect(t.chorus.urls.mqtt, { username: 'alice', password: await t.token('alice'), reconnectPeriod: 0, protocolVersion: 4, connectTimeout: 20_000 });
+    const waiting = mqtt.connect(t.chorus.urls.mqtt, {
+      username: 'alice',
+      password: await t.token('alice'),
+      reconnectPeriod: 0,
+      protocolVersion: 4,
+      connectTimeout: 20_000,
+    });
     const connected = new Promise<boolean>((resolve) => {
       waiting.once('connect', () => resolve(true));
       waiting.once('close', () => resolve(false));

@@ -12,9 +12,19 @@ describe('live events: typing indicators (ephemeral, stamped with the sender, ra
 
   it("relays a member's typing to the others' events at QoS 0, as the sender, at most once per 2 s, and stores nothing", async () => {
     const groupId = await t.group('alice', ['bob', 'carol']);
-    const [alice, bob, carol, dave] = await Promise.all([t.mqtt('alice'), t.mqtt('bob'), t.mqtt('carol'), t.mqtt('dave')]);
+    const [alice, bob, carol, dave] = await Promise.all([
+      t.mqtt('alice'),
+      t.mqtt('bob'),
+      t.mqtt('carol'),
+      t.mqtt('dave'),
+    ]);
     const got = new Map<string, ReturnType<typeof collect>>();
-    for (const [name, client] of [['alice', alice], ['bob', bob], ['carol', carol], ['dave', dave]] as const) {
+    for (const [name, client] of [
+      ['alice', alice],
+      ['bob', bob],
+      ['carol', carol],
+      ['dave', dave],
+    ] as const) {
       got.set(name, collect(client));
       await client.subscribeAsync(`users/${name}/events`, { qos: 1 });
     }
@@ -25,7 +35,8 @@ describe('live events: typing indicators (ephemeral, stamped with the sender, ra
     await alice.publishAsync(typingTopic(groupId), '', { qos: 0 }); // within 2 s: dropped
     await until(() => heard('bob').length === 1 && heard('carol').length === 1, 'bob and carol hear it');
     await sleep(300);
-    for (const name of ['bob', 'carol']) expect(heard(name).map((m) => m.body)).toEqual([{ type: 'typing', groupId, userId: 'alice' }]);
+    for (const name of ['bob', 'carol'])
+      expect(heard(name).map((m) => m.body)).toEqual([{ type: 'typing', groupId, userId: 'alice' }]);
     expect(heard('alice')).toEqual([]); // not back to the sender
     // A non-member's typing reaches nobody (and is refused to it).
     await dave.publishAsync(typingTopic(groupId), '', { qos: 0 });
@@ -85,7 +96,8 @@ describe('live events: typing indicators (ephemeral, stamped with the sender, ra
 
   it('takes read pointers over MQTT on groups/{g}/read, refusing non-members and bad payloads with their codes', async () => {
     const groupId = await t.group('ivy', ['jon']);
-    for (let i = 0; i < 3; i++) await t.api('ivy', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: `r${i}`, body: 'x' });
+    for (let i = 0; i < 3; i++)
+      await t.api('ivy', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: `r${i}`, body: 'x' });
     const [jon, kat] = await Promise.all([t.mqtt('jon'), t.mqtt('kat')]);
     const got = { jon: collect(jon), kat: collect(kat) };
     await jon.subscribeAsync('users/jon/events', { qos: 1 });
@@ -118,7 +130,13 @@ describe('presence: changes told in batches, one bus message per group', () => {
     await olga.subscribeAsync('users/olga/events', { qos: 1 });
     await sleep(BATCH_MS + 500); // olga's own batch has gone out
     const bus: Record<string, { userId: string; online: boolean }[][]> = { [groupId]: [], [otherGroupId]: [] };
-    const mq = (t.chorus.broker.aedes as unknown as { mq: { on(topic: string, listener: (packet: { topic: string; payload: Buffer }, done: () => void) => void): void } }).mq;
+    const mq = (
+      t.chorus.broker.aedes as unknown as {
+        mq: {
+          on(topic: string, listener: (packet: { topic: string; payload: Buffer }, done: () => void) => void): void;
+        };
+      }
+    ).mq;
     mq.on('$chorus/live/+', (packet, done) => {
       const groupOf = packet.topic.slice('$chorus/live/'.length);
       const entries = JSON.parse(packet.payload.toString()) as { event: { userId: string; online: boolean } }[];
@@ -140,12 +158,11 @@ describe('presence: changes told in batches, one bus message per group', () => {
     ]);
     expect(bus[otherGroupId]).toEqual([[{ userId: 'pam', online: true }]]);
     // olga shares both groups with pam: one event for each group, one for each other member
-    expect(presence().map((e) => `${e.userId} ${e.groupId === groupId ? 'group' : 'other'} ${e.online}`).sort()).toEqual([
-      'pam group true',
-      'pam other true',
-      'quinn group true',
-      'rita group true',
-    ]);
+    expect(
+      presence()
+        .map((e) => `${e.userId} ${e.groupId === groupId ? 'group' : 'other'} ${e.online}`)
+        .sort(),
+    ).toEqual(['pam group true', 'pam other true', 'quinn group true', 'rita group true']);
     await Promise.all([olga, pam, quinn, ritaAgain].map((c) => c.endAsync()));
   });
 });

@@ -15,7 +15,7 @@ describe("the bench's live heap: self sizes summed from a heap snapshot's bytes"
     expect(() => selfSizeTotal(Buffer.from('{"something":"else"}'))).toThrow(/not a V8 heap snapshot/);
   });
 
-  it("gives what a full parse of a real snapshot of this process gives", () => {
+  it('gives what a full parse of a real snapshot of this process gives', () => {
     const file = writeHeapSnapshot(join(tempDir(), 'test.heapsnapshot'));
     try {
       const bytes = readFileSync(file);

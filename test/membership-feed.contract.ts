@@ -9,7 +9,11 @@ export interface FeedMedium {
 const change = (userId: string): MembershipChange => ({ kind: 'removed', groupId: 'g1', userId, by: 'ann' });
 
 /** What every MembershipFeed promises (see groups/groups.ts). */
-export function membershipFeedContract(name: string, medium: () => Promise<FeedMedium>, close: () => Promise<void>): void {
+export function membershipFeedContract(
+  name: string,
+  medium: () => Promise<FeedMedium>,
+  close: () => Promise<void>,
+): void {
   describe(`MembershipFeed contract: ${name}`, () => {
     afterAll(close);
 

@@ -24,13 +24,22 @@ afterAll(async () => {
 messageLogContract('cassandra', () => MessageLogCassandra.open(db, writers, { ttlSeconds: 3600 }));
 
 describe('MessageLogCassandra dedup entries', () => {
-  const draft = (clientMsgId: string): MessageDraft => ({ senderId: 'u', clientMsgId, type: 'text', body: clientMsgId, createdAtMs: Date.now() });
+  const draft = (clientMsgId: string): MessageDraft => ({
+    senderId: 'u',
+    clientMsgId,
+    type: 'text',
+    body: clientMsgId,
+    createdAtMs: Date.now(),
+  });
 
   it('ignores an entry whose seqs hold other messages (left by a write that failed), and stamps the send anew', async () => {
     const log = await MessageLogCassandra.open(db, writers, { ttlSeconds: 3600 });
     const groupId = `g-${randomUUID()}`;
     // What a failed commit leaves: the entry for "lost" went in, its message did not, and seq 1 went to "other".
-    await db.execute('UPDATE dedup_ranges SET seqs = (1, 1) WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?', [groupId, 'u', ['lost']]);
+    await db.execute(
+      'UPDATE dedup_ranges SET seqs = (1, 1) WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?',
+      [groupId, 'u', ['lost']],
+    );
     await log.append([{ groupId, drafts: [draft('other')] }]);
     const [[outcome]] = (await log.append([{ groupId, drafts: [draft('lost')] }])) as [[AppendOutcome]];
     expect([outcome.message.seq, outcome.duplicate]).toEqual([2, false]);
@@ -53,7 +62,13 @@ describe('MessageLogCassandra dedup entries', () => {
 });
 
 describe('MessageLogCassandra calls in flight together', () => {
-  const draft = (clientMsgId: string): MessageDraft => ({ senderId: 'u', clientMsgId, type: 'text', body: clientMsgId, createdAtMs: Date.now() });
+  const draft = (clientMsgId: string): MessageDraft => ({
+    senderId: 'u',
+    clientMsgId,
+    type: 'text',
+    body: clientMsgId,
+    createdAtMs: Date.now(),
+  });
 
   it('fails a call whose predecessor failed to write, leaves no hole, and reads the log again once a late write cannot land', async () => {
     // The session as the log sees it, but the next write of messages fails 200 ms late: by then the next call has
@@ -131,7 +146,9 @@ describe('MessageLogCassandra calls in flight together', () => {
     const groupId = `g-${randomUUID()}`;
     await log.append([{ groupId, drafts: [draft('a')] }]);
     failNextEffect = true;
-    await expect(log.append([{ groupId, drafts: [{ ...draft('e'), type: 'edit', targetSeq: 1, body: 'edited' }] }])).rejects.toThrow('effect timed out');
+    await expect(
+      log.append([{ groupId, drafts: [{ ...draft('e'), type: 'edit', targetSeq: 1, body: 'edited' }] }]),
+    ).rejects.toThrow('effect timed out');
     const [target] = await log.readAfter(groupId, 0, 1);
     expect(target!.body).not.toBe('edited'); // the edit is stored, its effect is not
     await log.append([{ groupId, drafts: [draft('b')] }]);
@@ -141,23 +158,36 @@ describe('MessageLogCassandra calls in flight together', () => {
 });
 
 describe('MessageLogCassandra lookups skipped for time-ordered ids', () => {
-  it("looks up only keys not greater than every key the sender has, and reads that key again under a new hold", async () => {
+  it('looks up only keys not greater than every key the sender has, and reads that key again under a new hold', async () => {
     let lookups = 0;
     const session = Object.create(db) as CassandraSession;
     session.execute = async (query, params) => {
       if (query.startsWith('SELECT client_msg_id, seqs FROM dedup_ranges')) lookups += 1;
       return db.execute(query, params);
     };
-    const draft = (clientMsgId: string): MessageDraft => ({ senderId: 'u', clientMsgId, type: 'text', body: clientMsgId, createdAtMs: Date.now() });
+    const draft = (clientMsgId: string): MessageDraft => ({
+      senderId: 'u',
+      clientMsgId,
+      type: 'text',
+      body: clientMsgId,
+      createdAtMs: Date.now(),
+    });
     const groupId = `g-${randomUUID()}`;
-    const summary = (outcomes: AppendOutcome[][]) => outcomes[0]!.map((o) => [o.message.seq, o.message.clientMsgId, o.duplicate]);
+    const summary = (outcomes: AppendOutcome[][]) =>
+      outcomes[0]!.map((o) => [o.message.seq, o.message.clientMsgId, o.duplicate]);
 
     const first = await MessageLogCassandra.open(session, writers, { ttlSeconds: 3600 });
-    expect(summary(await first.append([{ groupId, drafts: [draft('k001'), draft('k002')] }]))).toEqual([[1, 'k001', false], [2, 'k002', false]]);
+    expect(summary(await first.append([{ groupId, drafts: [draft('k001'), draft('k002')] }]))).toEqual([
+      [1, 'k001', false],
+      [2, 'k002', false],
+    ]);
     expect(lookups).toBe(1); // the sender's greatest key was not known yet
     expect(summary(await first.append([{ groupId, drafts: [draft('k003')] }]))).toEqual([[3, 'k003', false]]);
     expect(lookups).toBe(1); // greater than k002: new without asking
-    expect(summary(await first.append([{ groupId, drafts: [draft('k002'), draft('k000')] }]))).toEqual([[2, 'k002', true], [4, 'k000', false]]);
+    expect(summary(await first.append([{ groupId, drafts: [draft('k002'), draft('k000')] }]))).toEqual([
+      [2, 'k002', true],
+      [4, 'k000', false],
+    ]);
     expect(lookups).toBe(2);
     await first.close();
 
@@ -165,10 +195,12 @@ describe('MessageLogCassandra lookups skipped for time-ordered ids', () => {
     await writers.close();
     writers = await GroupWritersCassandra.start(db, 'contract');
     const second = await MessageLogCassandra.open(session, writers, { ttlSeconds: 3600 });
-    expect(summary(await second.append([{ groupId, drafts: [draft('k003'), draft('k004')] }]))).toEqual([[3, 'k003', true], [5, 'k004', false]]);
+    expect(summary(await second.append([{ groupId, drafts: [draft('k003'), draft('k004')] }]))).toEqual([
+      [3, 'k003', true],
+      [5, 'k004', false],
+    ]);
     expect(summary(await second.append([{ groupId, drafts: [draft('k005')] }]))).toEqual([[6, 'k005', false]]);
     expect(lookups).toBe(3);
     await second.close();
   });
 });
-

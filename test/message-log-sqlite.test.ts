@@ -11,13 +11,24 @@ const file = join(mkdtempSync(join(tmpdir(), 'chorus-log-')), 'messages.db');
 messageLogContract('sqlite', async () => new MessageLogSqlite(file, { synchronous: 'full' }));
 
 const threadFile = join(mkdtempSync(join(tmpdir(), 'chorus-log-thread-')), 'messages.db');
-messageLogContract('sqlite, writes on their own thread', async () => new MessageLogSqliteThread(threadFile, { synchronous: 'full' }));
+messageLogContract(
+  'sqlite, writes on their own thread',
+  async () => new MessageLogSqliteThread(threadFile, { synchronous: 'full' }),
+);
 
 describe('the SQLite log with writes on their own thread', () => {
   it('fails the writes in flight with STORE_UNAVAILABLE when its thread dies, then starts another and reuses no seq', async () => {
-    const log = new MessageLogSqliteThread(join(mkdtempSync(join(tmpdir(), 'chorus-log-thread-')), 'messages.db'), { synchronous: 'full' });
+    const log = new MessageLogSqliteThread(join(mkdtempSync(join(tmpdir(), 'chorus-log-thread-')), 'messages.db'), {
+      synchronous: 'full',
+    });
     try {
-      const draft = (clientMsgId: string) => ({ senderId: 'alice', clientMsgId, type: 'text', body: clientMsgId, createdAtMs: Date.now() });
+      const draft = (clientMsgId: string) => ({
+        senderId: 'alice',
+        clientMsgId,
+        type: 'text',
+        body: clientMsgId,
+        createdAtMs: Date.now(),
+      });
       const first = (await log.append([{ groupId: 'g', drafts: [draft('one')] }]))[0]![0];
       expect(first!.message.seq).toBe(1);
       // Fsynced writes of another group queued ahead, so that the thread dies before it reaches 'two' (alone, 'two' was
@@ -39,11 +50,15 @@ describe('the SQLite log with writes on their own thread', () => {
   });
 
   it('refuses writes once closed, after finishing those already called', async () => {
-    const log = new MessageLogSqliteThread(join(mkdtempSync(join(tmpdir(), 'chorus-log-thread-')), 'messages.db'), { synchronous: 'full' });
+    const log = new MessageLogSqliteThread(join(mkdtempSync(join(tmpdir(), 'chorus-log-thread-')), 'messages.db'), {
+      synchronous: 'full',
+    });
     const draft = { senderId: 'alice', clientMsgId: 'last', type: 'text', body: 'x', createdAtMs: Date.now() };
     const pending = log.append([{ groupId: 'g', drafts: [draft] }]);
     await log.close();
     expect((await pending)[0]![0]!.message.seq).toBe(1);
-    await expect(log.append([{ groupId: 'g', drafts: [{ ...draft, clientMsgId: 'after' }] }])).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    await expect(log.append([{ groupId: 'g', drafts: [{ ...draft, clientMsgId: 'after' }] }])).rejects.toMatchObject({
+      code: 'STORE_UNAVAILABLE',
+    });
   });
 });

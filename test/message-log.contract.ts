@@ -41,7 +41,12 @@ export function messageLogContract(name: string, openLog: () => Promise<MessageL
           groupId,
           drafts: [
             draft('alice', 'a1'),
-            draft('bob', 'b1', { type: 'note', body: 'héllo 👋 "quoted"', replyToSeq: 1, mentions: ['alice', 'carol'] }),
+            draft('bob', 'b1', {
+              type: 'note',
+              body: 'héllo 👋 "quoted"',
+              replyToSeq: 1,
+              mentions: ['alice', 'carol'],
+            }),
           ],
         },
       ]);
@@ -127,9 +132,7 @@ export function messageLogContract(name: string, openLog: () => Promise<MessageL
 
     it('pages forward from afterSeq and backward from beforeSeq', async () => {
       const groupId = newGroup();
-      await log.append([
-        { groupId, drafts: Array.from({ length: 25 }, (_, i) => draft('a', `m${i + 1}`)) },
-      ]);
+      await log.append([{ groupId, drafts: Array.from({ length: 25 }, (_, i) => draft('a', `m${i + 1}`)) }]);
       expect((await log.readAfter(groupId, 0, 10)).map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
       expect((await log.readAfter(groupId, 20, 10)).map((m) => m.seq)).toEqual([21, 22, 23, 24, 25]);
       expect(await log.readAfter(groupId, 25, 10)).toEqual([]);
@@ -155,8 +158,14 @@ export function messageLogContract(name: string, openLog: () => Promise<MessageL
       const second = log.append([{ groupId, drafts: [draft('u', 'c'), draft('u', 'a')] }]);
       const third = log.append([{ groupId, drafts: [draft('u', 'd')] }]);
       const [[one], [two], [three]] = await Promise.all([first, second, third]);
-      expect(one!.map((o) => [o.message.seq, o.duplicate])).toEqual([[1, false], [2, false]]);
-      expect(two!.map((o) => [o.message.seq, o.message.clientMsgId, o.duplicate])).toEqual([[3, 'c', false], [1, 'a', true]]);
+      expect(one!.map((o) => [o.message.seq, o.duplicate])).toEqual([
+        [1, false],
+        [2, false],
+      ]);
+      expect(two!.map((o) => [o.message.seq, o.message.clientMsgId, o.duplicate])).toEqual([
+        [3, 'c', false],
+        [1, 'a', true],
+      ]);
       expect(three!.map((o) => o.message.seq)).toEqual([4]);
       expect((await log.readAfter(groupId, 0, 10)).map((m) => m.clientMsgId)).toEqual(['a', 'b', 'c', 'd']);
     });
@@ -193,22 +202,49 @@ export function messageLogContract(name: string, openLog: () => Promise<MessageL
 
     it('applies edits in seq order to the target, and returns the events themselves as stored', async () => {
       const groupId = newGroup();
-      await log.append([{ groupId, drafts: [draft('alice', 'm1', { body: 'first', attachments: [{ url: 'https://cdn.example/p.jpg', mimeType: 'image/jpeg', sizeBytes: 10 }] })] }]);
       await log.append([
         {
           groupId,
           drafts: [
-            draft('alice', 'e1', { type: 'edit', targetSeq: 1, body: 'second', createdAtMs: Date.UTC(2026, 0, 2, 3, 4, 5, 678) + 1000 }),
-            draft('alice', 'e2', { type: 'edit', targetSeq: 1, body: 'third', createdAtMs: Date.UTC(2026, 0, 2, 3, 4, 5, 678) + 2000 }),
+            draft('alice', 'm1', {
+              body: 'first',
+              attachments: [{ url: 'https://cdn.example/p.jpg', mimeType: 'image/jpeg', sizeBytes: 10 }],
+            }),
+          ],
+        },
+      ]);
+      await log.append([
+        {
+          groupId,
+          drafts: [
+            draft('alice', 'e1', {
+              type: 'edit',
+              targetSeq: 1,
+              body: 'second',
+              createdAtMs: Date.UTC(2026, 0, 2, 3, 4, 5, 678) + 1000,
+            }),
+            draft('alice', 'e2', {
+              type: 'edit',
+              targetSeq: 1,
+              body: 'third',
+              createdAtMs: Date.UTC(2026, 0, 2, 3, 4, 5, 678) + 2000,
+            }),
           ],
         },
       ]);
       const [target, e1, e2] = await log.readAfter(groupId, 0, 10);
-      expect(target).toMatchObject({ seq: 1, body: 'third', editedAt: at(2000), attachments: [{ url: 'https://cdn.example/p.jpg' }] });
+      expect(target).toMatchObject({
+        seq: 1,
+        body: 'third',
+        editedAt: at(2000),
+        attachments: [{ url: 'https://cdn.example/p.jpg' }],
+      });
       expect(e1).toMatchObject({ seq: 2, type: 'edit', targetSeq: 1, body: 'second' });
       expect(e2).toMatchObject({ seq: 3, type: 'edit', targetSeq: 1, body: 'third' });
       // A retried edit is a duplicate: it changes nothing again.
-      const [retry] = await log.append([{ groupId, drafts: [draft('alice', 'e1', { type: 'edit', targetSeq: 1, body: 'second' })] }]);
+      const [retry] = await log.append([
+        { groupId, drafts: [draft('alice', 'e1', { type: 'edit', targetSeq: 1, body: 'second' })] },
+      ]);
       expect(retry![0]!.duplicate).toBe(true);
       expect((await log.readAfter(groupId, 0, 1))[0]).toMatchObject({ body: 'third' });
     });
@@ -225,10 +261,31 @@ export function messageLogContract(name: string, openLog: () => Promise<MessageL
           ],
         },
       ]);
-      await log.append([{ groupId, drafts: [draft('alice', 'd1', { type: 'delete', targetSeq: 1, createdAtMs: Date.UTC(2026, 0, 2, 3, 4, 5, 678) + 5000 })] }]);
-      await log.append([{ groupId, drafts: [draft('alice', 'e2', { type: 'edit', targetSeq: 1, body: 'after the delete' })] }]);
+      await log.append([
+        {
+          groupId,
+          drafts: [
+            draft('alice', 'd1', {
+              type: 'delete',
+              targetSeq: 1,
+              createdAtMs: Date.UTC(2026, 0, 2, 3, 4, 5, 678) + 5000,
+            }),
+          ],
+        },
+      ]);
+      await log.append([
+        { groupId, drafts: [draft('alice', 'e2', { type: 'edit', targetSeq: 1, body: 'after the delete' })] },
+      ]);
       const stored = await log.readAfter(groupId, 0, 10);
-      expect(stored[0]).toEqual({ groupId, seq: 1, senderId: 'alice', clientMsgId: 'm1', type: 'text', createdAt: at(0), deletedAt: at(5000) });
+      expect(stored[0]).toEqual({
+        groupId,
+        seq: 1,
+        senderId: 'alice',
+        clientMsgId: 'm1',
+        type: 'text',
+        createdAt: at(0),
+        deletedAt: at(5000),
+      });
       expect(stored[1]).toMatchObject({ seq: 2, type: 'edit', targetSeq: 1, deletedAt: at(5000) });
       expect(stored[1]).not.toHaveProperty('body');
       expect(stored[3]).toMatchObject({ seq: 4, type: 'delete', targetSeq: 1 });
@@ -247,7 +304,13 @@ export function messageLogContract(name: string, openLog: () => Promise<MessageL
       await log.append([
         {
           groupId,
-          drafts: [react('bob', 'r1', 1, '👍'), react('carol', 'r2', 1, '👍'), react('bob', 'r3', 1, '🎉'), react('dan', 'r4', 1, '🎉'), react('dan', 'r5', 3, '❤️')],
+          drafts: [
+            react('bob', 'r1', 1, '👍'),
+            react('carol', 'r2', 1, '👍'),
+            react('bob', 'r3', 1, '🎉'),
+            react('dan', 'r4', 1, '🎉'),
+            react('dan', 'r5', 3, '❤️'),
+          ],
         },
       ]);
       await log.append([{ groupId, drafts: [react('dan', 'r6', 1, '🎉', true), react('bob', 'r7', 1, '👍')] }]); // a second 👍 of bob's counts once
@@ -258,12 +321,23 @@ export function messageLogContract(name: string, openLog: () => Promise<MessageL
       ]);
       expect(counts.has(2)).toBe(false);
       expect(counts.get(3)).toEqual([{ emoji: '❤️', count: 1, mine: false }]);
-      expect((await log.readAfter(groupId, 8, 1))[0]).toMatchObject({ seq: 9, type: 'reaction', targetSeq: 1, emoji: '🎉', remove: true });
+      expect((await log.readAfter(groupId, 8, 1))[0]).toMatchObject({
+        seq: 9,
+        type: 'reaction',
+        targetSeq: 1,
+        emoji: '🎉',
+        remove: true,
+      });
     });
 
     it('deletes a group: messages, dedup entries and reactions', async () => {
       const groupId = newGroup();
-      await log.append([{ groupId, drafts: [draft('alice', 'm1'), draft('bob', 'r1', { type: 'reaction', targetSeq: 1, emoji: '👍' })] }]);
+      await log.append([
+        {
+          groupId,
+          drafts: [draft('alice', 'm1'), draft('bob', 'r1', { type: 'reaction', targetSeq: 1, emoji: '👍' })],
+        },
+      ]);
       await log.deleteGroup(groupId);
       expect(await log.readAfter(groupId, 0, 10)).toEqual([]);
       expect(await log.lastSeq(groupId)).toBe(0);

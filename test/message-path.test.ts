@@ -92,7 +92,9 @@ describe('message path through real clients', () => {
 
   it('serves MQTT over TCP with Nagle off, so that a small PUBACK or delivery never waits for the previous one to be acknowledged', async () => {
     const client = await t.mqtt('henry', { clientId: 'henry-nodelay' });
-    const conn = (t.chorus.broker.aedes as unknown as { clients: Record<string, { conn: object }> }).clients['henry-nodelay']!.conn;
+    const conn = (t.chorus.broker.aedes as unknown as { clients: Record<string, { conn: object }> }).clients[
+      'henry-nodelay'
+    ]!.conn;
     // Node keeps what setNoDelay last set under this symbol (there is no public getter).
     const noDelay = Object.getOwnPropertySymbols(conn).find((symbol) => symbol.description === 'kSetNoDelay');
     expect(noDelay).toBeDefined();

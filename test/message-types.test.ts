@@ -14,7 +14,11 @@ const SAMPLE: Record<ContentField, unknown> = {
   remove: true,
 };
 
-const send = (type: string, fields: readonly ContentField[]) => ({ clientMsgId: 'c1', type, ...Object.fromEntries(fields.map((f) => [f, SAMPLE[f]])) });
+const send = (type: string, fields: readonly ContentField[]) => ({
+  clientMsgId: 'c1',
+  type,
+  ...Object.fromEntries(fields.map((f) => [f, SAMPLE[f]])),
+});
 
 describe('message types, declared once (protocol/message-types.ts)', () => {
   it('names edit, delete and reaction as the events; any other type is the app’s own and behaves as text', () => {
@@ -29,16 +33,29 @@ describe('message types, declared once (protocol/message-types.ts)', () => {
       expect(() => validateSend(send(type, minimal), 1000)).not.toThrow();
       expect(() => validateSend(send(type, [...minimal, ...declared.optional]), 1000)).not.toThrow();
       for (const field of declared.required) {
-        expect(() => validateSend(send(type, minimal.filter((f) => f !== field)), 1000), `without ${field}`).toThrow(
-          expect.objectContaining({ code: 'INVALID_MESSAGE', message: `a ${type} message needs ${field}` }),
-        );
+        expect(
+          () =>
+            validateSend(
+              send(
+                type,
+                minimal.filter((f) => f !== field),
+              ),
+              1000,
+            ),
+          `without ${field}`,
+        ).toThrow(expect.objectContaining({ code: 'INVALID_MESSAGE', message: `a ${type} message needs ${field}` }));
       }
-      for (const field of CONTENT_FIELDS.filter((f) => !declared.required.includes(f) && !declared.optional.includes(f))) {
+      for (const field of CONTENT_FIELDS.filter(
+        (f) => !declared.required.includes(f) && !declared.optional.includes(f),
+      )) {
         expect(() => validateSend(send(type, [...minimal, field]), 1000), `with ${field}`).toThrow(
           expect.objectContaining({ code: 'INVALID_MESSAGE', message: `a ${type} message takes no ${field}` }),
         );
       }
-      if (declared.oneOf) expect(() => validateSend(send(type, declared.required), 1000)).toThrow(expect.objectContaining({ code: 'INVALID_MESSAGE' }));
+      if (declared.oneOf)
+        expect(() => validateSend(send(type, declared.required), 1000)).toThrow(
+          expect.objectContaining({ code: 'INVALID_MESSAGE' }),
+        );
     });
   }
 });

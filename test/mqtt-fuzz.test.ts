@@ -33,7 +33,11 @@ describe('MQTT wire fuzz against a live node', () => {
   let t: TestChorus;
   let groupId: string;
   beforeAll(async () => {
-    t = await TestChorus.start({ maxPacketBytes: 64 * 1024, sqliteSynchronous: 'normal', authFailuresPerMinute: 1_000_000 });
+    t = await TestChorus.start({
+      maxPacketBytes: 64 * 1024,
+      sqliteSynchronous: 'normal',
+      authFailuresPerMinute: 1_000_000,
+    });
     groupId = await t.group('alice', ['bob', 'mallory']);
   });
   afterAll(() => t.close());
@@ -42,11 +46,32 @@ describe('MQTT wire fuzz against a live node', () => {
     const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 1_000_000);
     const next = random(seed);
     const token = Buffer.from(await t.token('mallory'));
-    const connect = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'm', keepalive: 30, username: 'mallory', password: token });
+    const connect = mqttPacket.generate({
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clean: true,
+      clientId: 'm',
+      keepalive: 30,
+      username: 'mallory',
+      password: token,
+    });
     const valid = [
       connect,
-      mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `groups/${groupId}/messages`, qos: 1 }] }),
-      mqttPacket.generate({ cmd: 'publish', topic: `groups/${groupId}/messages`, payload: Buffer.from('{"clientMsgId":"x","body":"y"}'), qos: 1, messageId: 2, retain: false, dup: false }),
+      mqttPacket.generate({
+        cmd: 'subscribe',
+        messageId: 1,
+        subscriptions: [{ topic: `groups/${groupId}/messages`, qos: 1 }],
+      }),
+      mqttPacket.generate({
+        cmd: 'publish',
+        topic: `groups/${groupId}/messages`,
+        payload: Buffer.from('{"clientMsgId":"x","body":"y"}'),
+        qos: 1,
+        messageId: 2,
+        retain: false,
+        dup: false,
+      }),
       mqttPacket.generate({ cmd: 'pingreq' }),
       mqttPacket.generate({ cmd: 'unsubscribe', messageId: 3, unsubscriptions: ['#'] }),
     ];
@@ -59,7 +84,11 @@ describe('MQTT wire fuzz against a live node', () => {
     let chatting = true;
     const chat = (async () => {
       while (chatting) {
-        await alice.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: `c${chatted}`, body: 'still here' }), { qos: 1 });
+        await alice.publishAsync(
+          `groups/${groupId}/messages`,
+          JSON.stringify({ clientMsgId: `c${chatted}`, body: 'still here' }),
+          { qos: 1 },
+        );
         chatted += 1;
         await sleep(20);
       }
@@ -89,7 +118,10 @@ describe('MQTT wire fuzz against a live node', () => {
 
     chatting = false;
     await chat;
-    await until(() => bobGot.all.filter((m) => m.body.senderId === 'alice').length === chatted, `bob to have all ${chatted} of alice's messages (seed ${seed})`);
+    await until(
+      () => bobGot.all.filter((m) => m.body.senderId === 'alice').length === chatted,
+      `bob to have all ${chatted} of alice's messages (seed ${seed})`,
+    );
     const seqs = bobGot.all.map((m) => m.body.seq as number);
     expect(seqs, `seed ${seed}`).toEqual([...seqs].sort((a, b) => a - b));
     expect(chatted).toBeGreaterThan(10);

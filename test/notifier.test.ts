@@ -29,13 +29,30 @@ describe('push notifier passes', () => {
   const pushStore = new PushStoreSqlite(join(dir, 'push.db'));
   const groups = new Groups(new GroupStoreSqlite(join(dir, 'groups.db'), 'normal'), new MembershipFeedLocal(), 100);
   const presence = new CountedPresence();
-  const notifier = new Notifier(groups, presence, pushStore, new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger), 1000, 1000, logger);
+  const notifier = new Notifier(
+    groups,
+    presence,
+    pushStore,
+    new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger),
+    1000,
+    1000,
+    logger,
+  );
   afterAll(() => notifier.close());
 
   /** Gives each user one push subscription. */
   const subscribeToPush = async (userIds: string[]) => {
     for (const userId of userIds) {
-      await pushStore.saveSubscription({ userId, endpoint: `https://push.example.com/${userId}`, p256dh: 'B'.repeat(87), auth: 'a'.repeat(22), createdAtMs: Date.now() }, 5);
+      await pushStore.saveSubscription(
+        {
+          userId,
+          endpoint: `https://push.example.com/${userId}`,
+          p256dh: 'B'.repeat(87),
+          auth: 'a'.repeat(22),
+          createdAtMs: Date.now(),
+        },
+        5,
+      );
     }
   };
 
@@ -56,7 +73,15 @@ describe('push notifier passes', () => {
     let seq = 0;
     const commit = () => {
       for (let i = 0; i < 5; i++) {
-        notifier.onMessage(toStampedMessage(groupId, ++seq, { senderId: 'alice', clientMsgId: `m${seq}`, type: 'text', body: 'hi', createdAtMs: Date.now() }));
+        notifier.onMessage(
+          toStampedMessage(groupId, ++seq, {
+            senderId: 'alice',
+            clientMsgId: `m${seq}`,
+            type: 'text',
+            body: 'hi',
+            createdAtMs: Date.now(),
+          }),
+        );
       }
     };
     const started = performance.now();
@@ -93,8 +118,24 @@ describe('push notifier passes', () => {
       reads.listSubscriptions += 1;
       return pushStore.listSubscriptions(userId);
     };
-    const message = (seq: number) => toStampedMessage(groupId, seq, { senderId: 'alice', clientMsgId: `big-${seq}`, type: 'text', body: 'hi', createdAtMs: Date.now() });
-    const newNotifier = () => new Notifier(groups, new PresenceLocal(), countingStore, new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger), 1000, 1000, logger);
+    const message = (seq: number) =>
+      toStampedMessage(groupId, seq, {
+        senderId: 'alice',
+        clientMsgId: `big-${seq}`,
+        type: 'text',
+        body: 'hi',
+        createdAtMs: Date.now(),
+      });
+    const newNotifier = () =>
+      new Notifier(
+        groups,
+        new PresenceLocal(),
+        countingStore,
+        new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, pushStore, logger),
+        1000,
+        1000,
+        logger,
+      );
 
     const open = newNotifier();
     open.onMessage(message(1));
@@ -128,7 +169,14 @@ describe('push notifier passes', () => {
     // 9 members (alice and 8) over a limit of 5: mentions only. big1 muted this group; big2 asked for every message.
     const mentionsOnly = new Notifier(countingGroups, new PresenceLocal(), pushStore, sender, 1000, 5, logger);
     const message = (seq: number, extra: { mentions?: string[]; mentionEveryone?: true }) =>
-      toStampedMessage(groupId, seq, { senderId: 'alice', clientMsgId: `over-${seq}`, type: 'text', body: 'hi', createdAtMs: Date.now(), ...extra });
+      toStampedMessage(groupId, seq, {
+        senderId: 'alice',
+        clientMsgId: `over-${seq}`,
+        type: 'text',
+        body: 'hi',
+        createdAtMs: Date.now(),
+        ...extra,
+      });
     mentionsOnly.onMessage(message(1, {}));
     mentionsOnly.onMessage(message(2, { mentionEveryone: true }));
     mentionsOnly.onMessage(message(3, { mentions: ['big0', 'big1', 'not-a-member'] }));
@@ -161,7 +209,14 @@ describe('push notifier passes', () => {
       return groups.memberPages(group, pageSize);
     };
     const kept = new Notifier(deaf, new PresenceLocal(), pushStore, sender, 50, 1000, logger);
-    const message = (seq: number) => toStampedMessage(groupId, seq, { senderId: 'alice', clientMsgId: `kept-${seq}`, type: 'text', body: 'hi', createdAtMs: Date.now() });
+    const message = (seq: number) =>
+      toStampedMessage(groupId, seq, {
+        senderId: 'alice',
+        clientMsgId: `kept-${seq}`,
+        type: 'text',
+        body: 'hi',
+        createdAtMs: Date.now(),
+      });
     kept.onMessage(message(1));
     while (pushed.length < 3) await sleep(5);
     await groups.removeMember(groupId, 'alice', 'keep1');

@@ -6,7 +6,16 @@ const CONFIG = new URL('./schemathesis.toml', import.meta.url).pathname;
 
 /** Runs schemathesis (PyPI; scripts/install.sh installs it) against the live OpenAPI document as one user. */
 function schemathesis(t: TestChorus, token: string, seed: string): Promise<{ code: number; output: string }> {
-  const args = ['--config-file', CONFIG, 'run', `${t.chorus.urls.http}/docs/json`, '--url', t.chorus.urls.http, '-H', `Authorization: Bearer ${token}`];
+  const args = [
+    '--config-file',
+    CONFIG,
+    'run',
+    `${t.chorus.urls.http}/docs/json`,
+    '--url',
+    t.chorus.urls.http,
+    '-H',
+    `Authorization: Bearer ${token}`,
+  ];
   args.push('--checks', 'all', '--max-examples', '20', '--seed', seed, '--no-color');
   return new Promise((resolve) => {
     execFile('st', args, { timeout: 150_000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
@@ -19,7 +28,11 @@ function schemathesis(t: TestChorus, token: string, seed: string): Promise<{ cod
 describe('the OpenAPI document is the truth (schemathesis, every check and phase, stateful included)', () => {
   let t: TestChorus;
   beforeAll(async () => {
-    t = await TestChorus.start({ rateLimitPerMinute: 10_000_000, authFailuresPerMinute: 1_000_000, sqliteSynchronous: 'normal' });
+    t = await TestChorus.start({
+      rateLimitPerMinute: 10_000_000,
+      authFailuresPerMinute: 1_000_000,
+      sqliteSynchronous: 'normal',
+    });
     // Two users with groups of their own and a shared one, so that the run reaches past 404s.
     const shared = await t.group('alice', ['bob']);
     await t.group('bob', ['carol']);
@@ -27,9 +40,13 @@ describe('the OpenAPI document is the truth (schemathesis, every check and phase
   });
   afterAll(() => t.close());
 
-  it('documents the router\'s 414 (a path parameter too long) on every route with a path parameter, and only there', async () => {
-    const doc = (await (await fetch(`${t.chorus.urls.http}/docs/json`)).json()) as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
-    const operations = Object.entries(doc.paths).flatMap(([path, methods]) => Object.values(methods).map((operation) => ({ path, codes: Object.keys(operation.responses) })));
+  it("documents the router's 414 (a path parameter too long) on every route with a path parameter, and only there", async () => {
+    const doc = (await (await fetch(`${t.chorus.urls.http}/docs/json`)).json()) as {
+      paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
+    };
+    const operations = Object.entries(doc.paths).flatMap(([path, methods]) =>
+      Object.values(methods).map((operation) => ({ path, codes: Object.keys(operation.responses) })),
+    );
     expect(operations.filter(({ path }) => path.includes('{')).length).toBeGreaterThan(10);
     for (const { path, codes } of operations) expect(codes.includes('414'), path).toBe(path.includes('{'));
     const tooLong = await t.api('alice', 'GET', `/v1/groups/g_${'x'.repeat(200)}`);

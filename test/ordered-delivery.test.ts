@@ -5,7 +5,13 @@ import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
 import { OrderedDelivery, type OrderedDeliveryOptions } from '../sequencer/ordered-delivery.js';
 import { TestChorus, collect, tempDir, until } from './harness.js';
 
-const draft = (clientMsgId: string, createdAtMs = Date.now()) => ({ senderId: 'alice', clientMsgId, type: 'text', body: clientMsgId, createdAtMs });
+const draft = (clientMsgId: string, createdAtMs = Date.now()) => ({
+  senderId: 'alice',
+  clientMsgId,
+  type: 'text',
+  body: clientMsgId,
+  createdAtMs,
+});
 
 describe('OrderedDelivery on a real SQLite log', () => {
   const log = new MessageLogSqlite(join(tempDir(), 'messages.db'), { synchronous: 'normal' });
@@ -15,20 +21,26 @@ describe('OrderedDelivery on a real SQLite log', () => {
   const fanOut = (options: Partial<OrderedDeliveryOptions> = {}, from = log) => {
     const published: number[] = [];
     const errors: unknown[] = [];
-    const ordered = new OrderedDelivery<StampedMessage>(from, (_g, m) => published.push(m.seq), (m) => m, {
-      recoverWindowMs: 60_000,
-      gapWindowMs: 60_000,
-      maxRead: 100,
-      maxGap: 100,
-      maxGroups: 2,
-      onError: (err) => errors.push(err),
-      ...options,
-    });
+    const ordered = new OrderedDelivery<StampedMessage>(
+      from,
+      (_g, m) => published.push(m.seq),
+      (m) => m,
+      {
+        recoverWindowMs: 60_000,
+        gapWindowMs: 60_000,
+        maxRead: 100,
+        maxGap: 100,
+        maxGroups: 2,
+        onError: (err) => errors.push(err),
+        ...options,
+      },
+    );
     return { ordered, published, errors };
   };
 
   /** Stores drafts in one append and returns their messages. */
-  const append = async (groupId: string, ...drafts: ReturnType<typeof draft>[]) => (await log.append([{ groupId, drafts }]))[0]!.map((o) => o.message);
+  const append = async (groupId: string, ...drafts: ReturnType<typeof draft>[]) =>
+    (await log.append([{ groupId, drafts }]))[0]!.map((o) => o.message);
 
   it('on a first commit, delivers the recent messages an earlier writer left, then the commit; older ones count as delivered', async () => {
     const [old] = await append('g1', draft('old', Date.now() - 3_600_000));

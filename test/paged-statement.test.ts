@@ -9,7 +9,9 @@ describe('page queries with a literal LIMIT', () => {
   for (let i = 0; i < 50; i++) insert.run(`k${String(i).padStart(2, '0')}`, i);
 
   it('pages as LIMIT ? would, with one prepared statement per limit, the limit written as a literal', () => {
-    const page = pagedStatement<[string], string>(db, 'SELECT k FROM t WHERE k > ? ORDER BY k LIMIT ?', { pluck: true });
+    const page = pagedStatement<[string], string>(db, 'SELECT k FROM t WHERE k > ? ORDER BY k LIMIT ?', {
+      pluck: true,
+    });
     expect(page(3).all('k10')).toEqual(['k11', 'k12', 'k13']);
     expect(page(0).all('')).toEqual([]);
     expect(page(3)).toBe(page(3));

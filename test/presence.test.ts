@@ -36,7 +36,13 @@ describe('PresenceRedis heartbeat (real Redis)', () => {
   const heartbeatNode = async () => {
     const redis = await connect();
     const nodeId = `node-${randomUUID()}`;
-    return { redis, nodeId, node: new PresenceRedis(redis, nodeId, HEARTBEAT_MS), a: `a_${randomUUID()}`, b: `b_${randomUUID()}` };
+    return {
+      redis,
+      nodeId,
+      node: new PresenceRedis(redis, nodeId, HEARTBEAT_MS),
+      a: `a_${randomUUID()}`,
+      b: `b_${randomUUID()}`,
+    };
   };
 
   it("writes the node's counts again within one heartbeat after Redis lost them", async () => {
@@ -45,7 +51,10 @@ describe('PresenceRedis heartbeat (real Redis)', () => {
     await node.connected(b);
     await node.connected(b);
     await redis.del(nodeKey(nodeId), userKey(a), userKey(b)); // what a Redis restarted without its data has
-    await vi.waitFor(async () => expect(await node.online([a, b])).toEqual(new Set([a, b])), { timeout: 5_000, interval: HEARTBEAT_MS });
+    await vi.waitFor(async () => expect(await node.online([a, b])).toEqual(new Set([a, b])), {
+      timeout: 5_000,
+      interval: HEARTBEAT_MS,
+    });
     expect(await redis.hget(userKey(b), nodeId)).toBe('2');
     await node.close();
   });
@@ -53,12 +62,18 @@ describe('PresenceRedis heartbeat (real Redis)', () => {
   it('writes the counts again after a connect made the node key anew, and not while the key stands', async () => {
     const { redis, nodeId, node, a, b } = await heartbeatNode();
     await node.connected(a);
-    await vi.waitFor(async () => expect(await redis.get(nodeKey(nodeId))).toBe('counts'), { timeout: 5_000, interval: HEARTBEAT_MS });
+    await vi.waitFor(async () => expect(await redis.get(nodeKey(nodeId))).toBe('counts'), {
+      timeout: 5_000,
+      interval: HEARTBEAT_MS,
+    });
     // Redis loses everything; the next connect makes the node key again, with a's count missing. (A heartbeat may come
     // between the two and write a's count itself; when it does not, the key the connect made must not hide the loss.)
     await redis.del(nodeKey(nodeId), userKey(a));
     await node.connected(b);
-    await vi.waitFor(async () => expect(await node.online([a, b])).toEqual(new Set([a, b])), { timeout: 5_000, interval: HEARTBEAT_MS });
+    await vi.waitFor(async () => expect(await node.online([a, b])).toEqual(new Set([a, b])), {
+      timeout: 5_000,
+      interval: HEARTBEAT_MS,
+    });
     // With the key standing, heartbeats leave the hashes alone: a count removed by hand stays removed.
     await redis.hdel(userKey(a), nodeId);
     await new Promise((resolve) => setTimeout(resolve, HEARTBEAT_MS * 6));
@@ -79,13 +94,19 @@ describe('PresenceRedis heartbeat (real Redis)', () => {
   it('tries the rewrite again at the next heartbeat when one was cut short', async () => {
     const { redis, nodeId, node, a } = await heartbeatNode();
     await node.connected(a);
-    await vi.waitFor(async () => expect(await redis.get(nodeKey(nodeId))).toBe('counts'), { timeout: 5_000, interval: HEARTBEAT_MS });
+    await vi.waitFor(async () => expect(await redis.get(nodeKey(nodeId))).toBe('counts'), {
+      timeout: 5_000,
+      interval: HEARTBEAT_MS,
+    });
     // The counts are lost, and a's cannot be written back (a key of the wrong type fails its HSET) for a few heartbeats.
     await redis.multi().del(nodeKey(nodeId)).set(userKey(a), 'not a hash').exec();
     await vi.waitFor(async () => expect(await redis.exists(nodeKey(nodeId))).toBe(1), { timeout: 5_000, interval: 10 });
     await new Promise((resolve) => setTimeout(resolve, HEARTBEAT_MS * 4));
     await redis.del(userKey(a));
-    await vi.waitFor(async () => expect(await node.online([a])).toEqual(new Set([a])), { timeout: 5_000, interval: HEARTBEAT_MS });
+    await vi.waitFor(async () => expect(await node.online([a])).toEqual(new Set([a])), {
+      timeout: 5_000,
+      interval: HEARTBEAT_MS,
+    });
     await node.close();
   });
 });

@@ -30,20 +30,45 @@ describe('push rules', () => {
   const policy = { allowLoopback: false, resolve };
 
   it('accepts public https push services and refuses what could reach inside (SSRF), after DNS too', async () => {
-    expect((await checkPushEndpoint('https://fcm.googleapis.com/fcm/send/abc', policy)).host).toBe('fcm.googleapis.com');
+    expect((await checkPushEndpoint('https://fcm.googleapis.com/fcm/send/abc', policy)).host).toBe(
+      'fcm.googleapis.com',
+    );
     expect((await checkPushEndpoint('https://mixed.example/x', policy)).host).toBe('mixed.example'); // the agent checks each connection
     const refused = [
-      'http://updates.push.services.mozilla.com/x', 'https://127.0.0.1/x', 'https://localhost/x', 'https://localhost./x',
-      'https://10.0.0.8/x', 'https://192.168.1.1/x', 'https://172.20.0.1/x', 'https://169.254.169.254/latest', 'https://[::1]/x',
-      'https://[fd00::1]/x', 'https://[fec0::1]/x', 'https://[64:ff9b::7f00:1]/x', 'https://[::ffff:127.0.0.1]/x', 'https://198.18.0.1/x',
-      'https://224.0.0.1/x', 'https://255.255.255.255/x', 'https://192.0.0.1/x', 'https://100.64.0.1/x', 'https://0.0.0.0/x',
-      'https://rebind.example/x', 'https://ip6-localhost/x', 'https://localhost.localdomain/x', 'https://metadata.google.internal./x',
-      'https://fcm.googleapis.com:22/x', 'https://a:b@push.example.com/x', 'not a url', 'file:///etc/passwd',
+      'http://updates.push.services.mozilla.com/x',
+      'https://127.0.0.1/x',
+      'https://localhost/x',
+      'https://localhost./x',
+      'https://10.0.0.8/x',
+      'https://192.168.1.1/x',
+      'https://172.20.0.1/x',
+      'https://169.254.169.254/latest',
+      'https://[::1]/x',
+      'https://[fd00::1]/x',
+      'https://[fec0::1]/x',
+      'https://[64:ff9b::7f00:1]/x',
+      'https://[::ffff:127.0.0.1]/x',
+      'https://198.18.0.1/x',
+      'https://224.0.0.1/x',
+      'https://255.255.255.255/x',
+      'https://192.0.0.1/x',
+      'https://100.64.0.1/x',
+      'https://0.0.0.0/x',
+      'https://rebind.example/x',
+      'https://ip6-localhost/x',
+      'https://localhost.localdomain/x',
+      'https://metadata.google.internal./x',
+      'https://fcm.googleapis.com:22/x',
+      'https://a:b@push.example.com/x',
+      'not a url',
+      'file:///etc/passwd',
     ];
     for (const bad of refused) {
       await expect(checkPushEndpoint(bad, policy), bad).rejects.toMatchObject({ code: 'INVALID_PUSH_ENDPOINT' });
     }
-    expect((await checkPushEndpoint('https://127.0.0.1:9999/push/x', { ...policy, allowLoopback: true })).port).toBe('9999');
+    expect((await checkPushEndpoint('https://127.0.0.1:9999/push/x', { ...policy, allowLoopback: true })).port).toBe(
+      '9999',
+    );
   });
 
   it('refuses push keys that are not a P-256 point and a 16-byte secret', () => {

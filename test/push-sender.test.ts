@@ -15,16 +15,22 @@ describe('push sender', () => {
   const service = new TestPushService();
   const store = new PushStoreSqlite(join(tempDir(), 'push.db'));
   const lines: string[] = [];
-  const logger = pino({ level: 'info' }, new Writable({
+  const logger = pino(
+    { level: 'info' },
+    new Writable({
       write: (chunk, _enc, done) => {
         lines.push(chunk.toString());
         done();
       },
-    }));
+    }),
+  );
   let sender: PushSender;
   beforeAll(async () => {
     await service.start();
-    sender = new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, store, logger, { extraCa: readFileSync(service.caFile), allowLoopback: true });
+    sender = new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, store, logger, {
+      extraCa: readFileSync(service.caFile),
+      allowLoopback: true,
+    });
   });
   afterAll(async () => {
     sender.close();
@@ -35,7 +41,12 @@ describe('push sender', () => {
   it('logs a refused push with the endpoint host only, never the keys, and keeps the subscription', async () => {
     const device = service.device('refusing');
     service.respond(device.id, () => ({ status: 400 }));
-    const record = { userId: 'u', endpoint: device.subscription.endpoint, ...device.subscription.keys, createdAtMs: Date.now() };
+    const record = {
+      userId: 'u',
+      endpoint: device.subscription.endpoint,
+      ...device.subscription.keys,
+      createdAtMs: Date.now(),
+    };
     await store.saveSubscription(record, 5);
     sender.send(record, { hello: 'world' }, { urgency: 'normal', topic: 'abc' });
     await until(() => lines.some((l) => l.includes('refused')), 'the log line');
@@ -59,16 +70,26 @@ describe('push sender', () => {
     const port = (listener.address() as { port: number }).port;
     // The name now resolves to loopback (DNS rebinding); the sender does not allow loopback.
     const lookup = ((_host: string, options: { all?: boolean }, callback: (...args: unknown[]) => void) =>
-      options.all ? callback(null, [{ address: '127.0.0.1', family: 4 }]) : callback(null, '127.0.0.1', 4)) as unknown as LookupFunction;
+      options.all
+        ? callback(null, [{ address: '127.0.0.1', family: 4 }])
+        : callback(null, '127.0.0.1', 4)) as unknown as LookupFunction;
     const strict = new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, store, logger, { lookup });
-    const record = { userId: 'v', endpoint: `https://push.rebind.example:${port}/push/x`, ...service.device('rebound').subscription.keys, createdAtMs: Date.now() };
+    const record = {
+      userId: 'v',
+      endpoint: `https://push.rebind.example:${port}/push/x`,
+      ...service.device('rebound').subscription.keys,
+      createdAtMs: Date.now(),
+    };
     strict.send(record, { hello: 'world' }, { urgency: 'normal', topic: 'abc' });
     await sleep(1500); // the first attempt and its first retry
     strict.close();
     listener.close();
     expect(connections).toBe(0);
     // Reached through the same sender with a public answer, the connection is made: the test can fail.
-    const open = new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, store, logger, { lookup, allowLoopback: true });
+    const open = new PushSender(webPush.generateVAPIDKeys(), 'mailto:ops@example.com', 60, store, logger, {
+      lookup,
+      allowLoopback: true,
+    });
     const listener2 = createServer((socket) => {
       connections += 1;
       socket.destroy();

@@ -27,7 +27,10 @@ export interface Device {
   subscription: { endpoint: string; keys: { p256dh: string; auth: string } };
 }
 
-type Responder = (push: { deviceId: string; attempt: number }) => { status: number; headers?: Record<string, string> } | 'hang';
+type Responder = (push: {
+  deviceId: string;
+  attempt: number;
+}) => { status: number; headers?: Record<string, string> } | 'hang';
 
 const b64u = (buffer: Buffer) => buffer.toString('base64url');
 
@@ -49,12 +52,36 @@ export class TestPushService {
     const dir = tempDir('chorus-push-');
     this.caFile = join(dir, 'cert.pem');
     this.keyFile = join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
-      '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', this.keyFile, '-out', this.caFile], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+        '-keyout',
+        this.keyFile,
+        '-out',
+        this.caFile,
+      ],
+      { stdio: 'ignore' },
+    );
   }
 
   async start(): Promise<void> {
-    this.server = createServer({ key: readFileSync(this.keyFile), cert: readFileSync(this.caFile) }, (req, res) => void this.handle(req, res));
+    this.server = createServer(
+      { key: readFileSync(this.keyFile), cert: readFileSync(this.caFile) },
+      (req, res) => void this.handle(req, res),
+    );
     await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', () => resolve()));
     this.port = (this.server.address() as { port: number }).port;
   }
@@ -65,7 +92,13 @@ export class TestPushService {
     ecdh.generateKeys();
     const auth = randomBytes(16);
     this.devices.set(id, { ecdh, auth });
-    return { id, subscription: { endpoint: `https://127.0.0.1:${this.port}/push/${id}`, keys: { p256dh: b64u(ecdh.getPublicKey()), auth: b64u(auth) } } };
+    return {
+      id,
+      subscription: {
+        endpoint: `https://127.0.0.1:${this.port}/push/${id}`,
+        keys: { p256dh: b64u(ecdh.getPublicKey()), auth: b64u(auth) },
+      },
+    };
   }
 
   respond(deviceId: string, responder: Responder): void {
@@ -116,10 +149,17 @@ export class TestPushService {
     const [, token, k] = match as unknown as [string, string, string];
     const point = Buffer.from(k, 'base64url');
     if (point.length !== 65 || point[0] !== 4) throw new Error('k is not an uncompressed P-256 point');
-    const key = createPublicKey({ key: { kty: 'EC', crv: 'P-256', x: b64u(point.subarray(1, 33)), y: b64u(point.subarray(33)) }, format: 'jwk' });
-    const { payload } = await jwtVerify(token, key, { algorithms: ['ES256'], audience: `https://127.0.0.1:${this.port}` });
+    const key = createPublicKey({
+      key: { kty: 'EC', crv: 'P-256', x: b64u(point.subarray(1, 33)), y: b64u(point.subarray(33)) },
+      format: 'jwk',
+    });
+    const { payload } = await jwtVerify(token, key, {
+      algorithms: ['ES256'],
+      audience: `https://127.0.0.1:${this.port}`,
+    });
     const now = Math.floor(Date.now() / 1000);
-    if (typeof payload.exp !== 'number' || payload.exp <= now || payload.exp > now + 24 * 3600) throw new Error('bad exp');
+    if (typeof payload.exp !== 'number' || payload.exp <= now || payload.exp > now + 24 * 3600)
+      throw new Error('bad exp');
     if (typeof payload.sub !== 'string' || !/^(mailto:|https:)/.test(payload.sub)) throw new Error('bad sub');
     return k;
   }

@@ -19,11 +19,19 @@ describe('web push for offline members', () => {
   });
 
   const subscribe = async (userId: string, device: Device) => {
-    const res = await t.api(userId, 'POST', '/v1/push/subscriptions', { ...device.subscription, expirationTime: null, deviceId: device.id });
+    const res = await t.api(userId, 'POST', '/v1/push/subscriptions', {
+      ...device.subscription,
+      expirationTime: null,
+      deviceId: device.id,
+    });
     expect(res.status).toBe(201);
   };
   const send = (userId: string, groupId: string, clientMsgId: string, extra: object = {}) =>
-    t.api(userId, 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId, body: `hello from ${userId}: ${clientMsgId}`, ...extra });
+    t.api(userId, 'POST', `/v1/groups/${groupId}/messages`, {
+      clientMsgId,
+      body: `hello from ${userId}: ${clientMsgId}`,
+      ...extra,
+    });
 
   it('pushes the right, encrypted, VAPID-signed payload to an offline member, and nothing to an online one', async () => {
     const groupId = await t.group('alice', ['bob', 'carol']);
@@ -59,7 +67,9 @@ describe('web push for offline members', () => {
     const [danPhone, erinPhone] = [service.device('dan-phone'), service.device('erin-phone')];
     await subscribe('dan', danPhone);
     await subscribe('erin', erinPhone);
-    expect((await t.api('dan', 'PUT', `/v1/groups/${groupId}/push-preference`, { mode: 'mentions' })).body).toEqual({ mode: 'mentions' });
+    expect((await t.api('dan', 'PUT', `/v1/groups/${groupId}/push-preference`, { mode: 'mentions' })).body).toEqual({
+      mode: 'mentions',
+    });
     expect((await t.api('erin', 'PUT', `/v1/groups/${groupId}/push-preference`, { mode: 'muted' })).status).toBe(200);
     expect((await t.api('erin', 'GET', `/v1/groups/${groupId}/push-preference`)).body).toEqual({ mode: 'muted' });
     await send('alice', groupId, 'plain');
@@ -75,22 +85,46 @@ describe('web push for offline members', () => {
 
   it('notifies every member not muted of an admin @everyone, with high urgency; edits, deletes and reactions push nothing', async () => {
     const groupId = await t.group('alice', ['fred', 'gina', 'hugo']);
-    const [fredPhone, ginaPhone, hugoPhone] = [service.device('fred-phone'), service.device('gina-phone'), service.device('hugo-phone')];
-    for (const [user, phone] of [['fred', fredPhone], ['gina', ginaPhone], ['hugo', hugoPhone]] as const) await subscribe(user, phone);
+    const [fredPhone, ginaPhone, hugoPhone] = [
+      service.device('fred-phone'),
+      service.device('gina-phone'),
+      service.device('hugo-phone'),
+    ];
+    for (const [user, phone] of [
+      ['fred', fredPhone],
+      ['gina', ginaPhone],
+      ['hugo', hugoPhone],
+    ] as const)
+      await subscribe(user, phone);
     await t.api('gina', 'PUT', `/v1/groups/${groupId}/push-preference`, { mode: 'mentions' });
     await t.api('hugo', 'PUT', `/v1/groups/${groupId}/push-preference`, { mode: 'muted' });
     expect((await send('fred', groupId, 'not-admin', { mentionEveryone: true })).body.code).toBe('NOT_ADMIN');
     const everyone = await send('alice', groupId, 'all-hands', { mentionEveryone: true });
     expect(everyone.status).toBe(201);
-    await until(() => service.pushesTo(fredPhone.id).length === 1 && service.pushesTo(ginaPhone.id).length === 1, '@everyone to fred and gina');
+    await until(
+      () => service.pushesTo(fredPhone.id).length === 1 && service.pushesTo(ginaPhone.id).length === 1,
+      '@everyone to fred and gina',
+    );
     for (const phone of [fredPhone, ginaPhone]) {
       const [push] = service.pushesTo(phone.id);
       expect(push!.urgency).toBe('high');
       expect(push!.payload).toMatchObject({ seq: everyone.body.seq, mention: true });
     }
     await sleep(1200); // past the window
-    expect((await send('alice', groupId, 'edit', { type: 'edit', targetSeq: everyone.body.seq, body: 'all hands at 3' })).status).toBe(201);
-    expect((await send('fred', groupId, 'react', { type: 'reaction', targetSeq: everyone.body.seq, emoji: '👍', body: undefined })).status).toBe(201);
+    expect(
+      (await send('alice', groupId, 'edit', { type: 'edit', targetSeq: everyone.body.seq, body: 'all hands at 3' }))
+        .status,
+    ).toBe(201);
+    expect(
+      (
+        await send('fred', groupId, 'react', {
+          type: 'reaction',
+          targetSeq: everyone.body.seq,
+          emoji: '👍',
+          body: undefined,
+        })
+      ).status,
+    ).toBe(201);
     await sleep(1500);
     expect(service.pushesTo(fredPhone.id)).toHaveLength(1);
     expect(service.pushesTo(ginaPhone.id)).toHaveLength(1);
@@ -102,7 +136,11 @@ describe('web push for offline members', () => {
     const fayPhone = service.device('fay-phone');
     await subscribe('fay', fayPhone);
     for (let i = 0; i < 50; i++) await send('alice', groupId, `burst-${i}`);
-    await until(() => service.pushesTo(fayPhone.id).reduce((n, p) => n + p.payload.count, 0) === 50, 'all 50 counted', 10_000);
+    await until(
+      () => service.pushesTo(fayPhone.id).reduce((n, p) => n + p.payload.count, 0) === 50,
+      'all 50 counted',
+      10_000,
+    );
     const pushes = service.pushesTo(fayPhone.id);
     expect(pushes.length).toBeLessThanOrEqual(3); // the first at once, then one per 1 s window
     const last = pushes.at(-1)!.payload;
@@ -120,7 +158,9 @@ describe('web push for offline members', () => {
     await subscribe('gus', gone);
     await subscribe('hal', limited);
     service.respond(gone.id, () => ({ status: 410 }));
-    service.respond(limited.id, ({ attempt }) => (attempt === 1 ? { status: 429, headers: { 'retry-after': '1' } } : { status: 201 }));
+    service.respond(limited.id, ({ attempt }) =>
+      attempt === 1 ? { status: 429, headers: { 'retry-after': '1' } } : { status: 201 },
+    );
     await send('alice', groupId, 'x');
     await until(() => service.pushesTo(limited.id).length === 1, 'delivery after the retry', 10_000);
     const [first, second] = service.attempts.get(limited.id)!;
@@ -155,19 +195,40 @@ describe('web push for offline members', () => {
   it('validates subscriptions and bounds them per user', async () => {
     const device = service.device('kim-phone');
     const post = (body: object) => t.api('kim', 'POST', '/v1/push/subscriptions', body);
-    expect((await post({ ...device.subscription, endpoint: 'http://push.example.com/x' })).body.code).toBe('INVALID_PUSH_ENDPOINT');
-    expect((await post({ ...device.subscription, endpoint: device.subscription.endpoint.replace('https:', 'http:') })).body.code).toBe('INVALID_PUSH_ENDPOINT');
-    expect((await post({ ...device.subscription, endpoint: 'https://10.1.2.3/x' })).body.code).toBe('INVALID_PUSH_ENDPOINT');
-    expect((await post({ ...device.subscription, endpoint: 'https://user:pw@push.example.com/x' })).body.code).toBe('INVALID_PUSH_ENDPOINT');
-    expect((await post({ endpoint: device.subscription.endpoint, keys: { p256dh: 'short', auth: 'x' } })).body.code).toBe('VALIDATION_FAILED');
+    expect((await post({ ...device.subscription, endpoint: 'http://push.example.com/x' })).body.code).toBe(
+      'INVALID_PUSH_ENDPOINT',
+    );
+    expect(
+      (await post({ ...device.subscription, endpoint: device.subscription.endpoint.replace('https:', 'http:') })).body
+        .code,
+    ).toBe('INVALID_PUSH_ENDPOINT');
+    expect((await post({ ...device.subscription, endpoint: 'https://10.1.2.3/x' })).body.code).toBe(
+      'INVALID_PUSH_ENDPOINT',
+    );
+    expect((await post({ ...device.subscription, endpoint: 'https://user:pw@push.example.com/x' })).body.code).toBe(
+      'INVALID_PUSH_ENDPOINT',
+    );
+    expect(
+      (await post({ endpoint: device.subscription.endpoint, keys: { p256dh: 'short', auth: 'x' } })).body.code,
+    ).toBe('VALIDATION_FAILED');
     expect((await post({ ...device.subscription, extra: 1 })).body.code).toBe('UNKNOWN_FIELD');
     for (let i = 0; i < 10; i++) {
-      expect((await post({ ...device.subscription, endpoint: `${device.subscription.endpoint}-${i}` })).status).toBe(201);
+      expect((await post({ ...device.subscription, endpoint: `${device.subscription.endpoint}-${i}` })).status).toBe(
+        201,
+      );
     }
-    expect((await post({ ...device.subscription, endpoint: `${device.subscription.endpoint}-10` })).body.code).toBe('TOO_MANY_SUBSCRIPTIONS');
+    expect((await post({ ...device.subscription, endpoint: `${device.subscription.endpoint}-10` })).body.code).toBe(
+      'TOO_MANY_SUBSCRIPTIONS',
+    );
     expect((await post({ ...device.subscription, endpoint: `${device.subscription.endpoint}-3` })).status).toBe(201); // same endpoint: replaced
-    expect((await t.api('kim', 'DELETE', '/v1/push/subscriptions', { endpoint: `${device.subscription.endpoint}-3` })).status).toBe(204);
-    expect((await t.api('kim', 'DELETE', '/v1/push/subscriptions', { endpoint: `${device.subscription.endpoint}-3` })).body.code).toBe('SUBSCRIPTION_NOT_FOUND');
+    expect(
+      (await t.api('kim', 'DELETE', '/v1/push/subscriptions', { endpoint: `${device.subscription.endpoint}-3` }))
+        .status,
+    ).toBe(204);
+    expect(
+      (await t.api('kim', 'DELETE', '/v1/push/subscriptions', { endpoint: `${device.subscription.endpoint}-3` })).body
+        .code,
+    ).toBe('SUBSCRIPTION_NOT_FOUND');
     expect((await t.api('kim', 'GET', '/v1/push/subscriptions')).body.subscriptions).toHaveLength(9);
   });
 
@@ -177,7 +238,10 @@ describe('web push for offline members', () => {
     const events = collect(alice);
     await alice.subscribeAsync('users/alice/events', { qos: 1 });
     const liz = await t.mqtt('liz');
-    await until(() => events.on('users/alice/events').some((e) => e.type === 'presence' && e.userId === 'liz' && e.online), 'liz online event');
+    await until(
+      () => events.on('users/alice/events').some((e) => e.type === 'presence' && e.userId === 'liz' && e.online),
+      'liz online event',
+    );
     const presence = await t.api('alice', 'GET', `/v1/groups/${groupId}/presence`);
     expect(presence.body.members).toEqual([
       { userId: 'alice', online: true },
@@ -186,8 +250,14 @@ describe('web push for offline members', () => {
     ]);
     expect((await t.api('stranger', 'GET', `/v1/groups/${groupId}/presence`)).status).toBe(403);
     await liz.endAsync();
-    await until(() => events.on('users/alice/events').some((e) => e.type === 'presence' && e.userId === 'liz' && !e.online), 'liz offline event');
-    expect((await t.api('alice', 'GET', `/v1/groups/${groupId}/presence`)).body.members[1]).toEqual({ userId: 'liz', online: false });
+    await until(
+      () => events.on('users/alice/events').some((e) => e.type === 'presence' && e.userId === 'liz' && !e.online),
+      'liz offline event',
+    );
+    expect((await t.api('alice', 'GET', `/v1/groups/${groupId}/presence`)).body.members[1]).toEqual({
+      userId: 'liz',
+      online: false,
+    });
     await alice.endAsync();
   });
 });

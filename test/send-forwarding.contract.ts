@@ -10,7 +10,15 @@ export interface ForwardingMedium {
 }
 
 const send: ForwardedSend = { groupId: 'g1', senderId: 'alice', payload: { clientMsgId: 'c1', body: 'héllo' } };
-const message: StampedMessage = { groupId: 'g1', seq: 7, senderId: 'alice', clientMsgId: 'c1', type: 'text', body: 'héllo', createdAt: new Date(0).toISOString() };
+const message: StampedMessage = {
+  groupId: 'g1',
+  seq: 7,
+  senderId: 'alice',
+  clientMsgId: 'c1',
+  type: 'text',
+  body: 'héllo',
+  createdAt: new Date(0).toISOString(),
+};
 
 /** What every SendForwarding implementation promises (see sequencer/send-forwarding.ts). */
 export function sendForwardingContract(name: string, medium: () => Promise<ForwardingMedium>): void {
@@ -20,7 +28,12 @@ export function sendForwardingContract(name: string, medium: () => Promise<Forwa
     const pair = async (options: Partial<SendForwardingOptions> = {}) => {
       const m = await medium();
       const internal: [unknown, ForwardedSend][] = [];
-      const all: SendForwardingOptions = { timeoutMs: 5000, maxPending: 100, onInternalError: (err, s) => void internal.push([err, s]), ...options };
+      const all: SendForwardingOptions = {
+        timeoutMs: 5000,
+        maxPending: 100,
+        onInternalError: (err, s) => void internal.push([err, s]),
+        ...options,
+      };
       count += 1;
       const serving = await m.node(`serving-${count}-${process.pid}-${Date.now()}`, all);
       const asking = await m.node(`asking-${count}-${process.pid}-${Date.now()}`, all);
@@ -42,14 +55,19 @@ export function sendForwardingContract(name: string, medium: () => Promise<Forwa
       expect(served).toEqual([send]);
     });
 
-    it("brings a ChorusError back with its code and message, and a WriterMovedError as one", async () => {
+    it('brings a ChorusError back with its code and message, and a WriterMovedError as one', async () => {
       const { serving, asking } = await pair();
       serving.onRequest(async (s) => {
         if (s.groupId === 'moved') throw new WriterMovedError(['moved']);
         throw new ChorusError('REPLY_TO_UNKNOWN', 'no message 9 in this group');
       });
-      await expect(asking.forward(serving.nodeId, send)).rejects.toMatchObject({ code: 'REPLY_TO_UNKNOWN', message: 'no message 9 in this group' });
-      await expect(asking.forward(serving.nodeId, { ...send, groupId: 'moved' })).rejects.toBeInstanceOf(WriterMovedError);
+      await expect(asking.forward(serving.nodeId, send)).rejects.toMatchObject({
+        code: 'REPLY_TO_UNKNOWN',
+        message: 'no message 9 in this group',
+      });
+      await expect(asking.forward(serving.nodeId, { ...send, groupId: 'moved' })).rejects.toBeInstanceOf(
+        WriterMovedError,
+      );
     });
 
     it('answers a failure that is not a ChorusError as INTERNAL, and tells the serving node of it', async () => {
@@ -58,7 +76,9 @@ export function sendForwardingContract(name: string, medium: () => Promise<Forwa
         throw new TypeError('a bug');
       });
       await expect(asking.forward(serving.nodeId, send)).rejects.toMatchObject({ code: 'INTERNAL' });
-      expect(internal.map(([err, s]) => [(err as Error).message, s.groupId, s.senderId])).toEqual([['a bug', 'g1', 'alice']]);
+      expect(internal.map(([err, s]) => [(err as Error).message, s.groupId, s.senderId])).toEqual([
+        ['a bug', 'g1', 'alice'],
+      ]);
     });
 
     it('answers WriterMovedError for a node that is gone', async () => {

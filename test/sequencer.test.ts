@@ -34,7 +34,11 @@ describe('sequencer commits in flight together', () => {
     for (let burst = 0; burst < 6; burst++) {
       for (let i = 0; i < 5; i++) {
         const n = burst * 5 + i;
-        sends.push(sequencer.send('g', 'u', { clientMsgId: `m${n}`, body: `message ${n}` }).then((r) => void acked.push(r.message.seq)));
+        sends.push(
+          sequencer
+            .send('g', 'u', { clientMsgId: `m${n}`, body: `message ${n}` })
+            .then((r) => void acked.push(r.message.seq)),
+        );
       }
       await sleep(10); // a new burst while the previous commit is still being written
     }

@@ -50,7 +50,9 @@ export async function connectCassandra(keyspace: string): Promise<CassandraSessi
       replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}",
     });
   } catch (err) {
-    throw new Error(`Cassandra is not answering on ${cassandraContactPoint}: run scripts/services.sh start (${(err as Error).message})`);
+    throw new Error(
+      `Cassandra is not answering on ${cassandraContactPoint}: run scripts/services.sh start (${(err as Error).message})`,
+    );
   }
 }
 

@@ -19,11 +19,24 @@ function subscriber(port: number, userId: string, token: string, clientId: strin
     socket.on('data', (chunk) => parser.parse(chunk));
     socket.on('error', reject);
     parser.on('packet', (p) => {
-      if (p.cmd === 'connack') socket.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] }));
+      if (p.cmd === 'connack')
+        socket.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] }));
       if (p.cmd === 'suback') resolve(socket);
-      if (p.cmd === 'publish' && p.qos === 1) socket.write(mqttPacket.generate({ cmd: 'puback', messageId: p.messageId! }));
+      if (p.cmd === 'publish' && p.qos === 1)
+        socket.write(mqttPacket.generate({ cmd: 'puback', messageId: p.messageId! }));
     });
-    socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, keepalive: 300, username: userId, password: Buffer.from(token) }));
+    socket.write(
+      mqttPacket.generate({
+        cmd: 'connect',
+        protocolId: 'MQTT',
+        protocolVersion: 4,
+        clean: true,
+        clientId,
+        keepalive: 300,
+        username: userId,
+        password: Buffer.from(token),
+      }),
+    );
   });
 }
 
@@ -47,9 +60,13 @@ describe('SIGTERM', () => {
         return { members, id: (await api('POST', '/v1/groups', { name: `crowd ${g}`, members })).id as string };
       }),
     );
-    const crowd = groups.flatMap(({ members, id }) => members.map((userId) => ({ userId, topic: `groups/${id}/messages` })));
+    const crowd = groups.flatMap(({ members, id }) =>
+      members.map((userId) => ({ userId, topic: `groups/${id}/messages` })),
+    );
     for (let i = 0; i < crowd.length; i += 200) {
-      const batch = crowd.slice(i, i + 200).map(async ({ userId, topic }) => subscriber(mqttPort, userId, await token(userId), userId, topic));
+      const batch = crowd
+        .slice(i, i + 200)
+        .map(async ({ userId, topic }) => subscriber(mqttPort, userId, await token(userId), userId, topic));
       sockets.push(...(await Promise.all(batch)));
     }
     const groupId = (await api('POST', '/v1/groups', { name: 'sends' })).id as string;
@@ -58,7 +75,12 @@ describe('SIGTERM', () => {
     const acked: string[] = [];
     const senders = await Promise.all(
       Array.from({ length: SENDERS }, async (_, lane) => {
-        const client = mqtt.connect(`mqtt://127.0.0.1:${mqttPort}`, { username: 'alice', password: await token('alice'), clientId: `sender-${lane}`, reconnectPeriod: 0 });
+        const client = mqtt.connect(`mqtt://127.0.0.1:${mqttPort}`, {
+          username: 'alice',
+          password: await token('alice'),
+          clientId: `sender-${lane}`,
+          reconnectPeriod: 0,
+        });
         client.on('error', () => undefined);
         await new Promise((resolve) => client.once('connect', resolve));
         return client;
@@ -85,7 +107,9 @@ describe('SIGTERM', () => {
     const code = await new Promise<number | null>((resolve) => server.once('exit', resolve));
     const tookMs = performance.now() - signalled;
     for (const client of senders) client.end(true);
-    console.log(`SIGTERM to exit: ${tookMs.toFixed(0)} ms with ${CROWD} connections; ${acked.length} sends acknowledged`);
+    console.log(
+      `SIGTERM to exit: ${tookMs.toFixed(0)} ms with ${CROWD} connections; ${acked.length} sends acknowledged`,
+    );
     expect(code).toBe(0);
     expect(tookMs).toBeLessThan(10_000);
 

@@ -8,7 +8,8 @@ import { TestChorus } from './harness.js';
 import { TestPushService } from './push-service.js';
 
 /** SCREENSHOTS=1 writes the README's screenshots (docs/screenshots); otherwise they go to a temp dir. */
-const SHOTS = process.env.SCREENSHOTS === '1' ? 'docs/screenshots' : `${process.env.TMPDIR ?? '/tmp'}/chorus-screenshots`;
+const SHOTS =
+  process.env.SCREENSHOTS === '1' ? 'docs/screenshots' : `${process.env.TMPDIR ?? '/tmp'}/chorus-screenshots`;
 
 describe('the web chat served at / (Chromium through playwright-core)', () => {
   let t: TestChorus;
@@ -17,7 +18,12 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
   beforeAll(async () => {
     pushService = new TestPushService();
     await pushService.start();
-    t = await TestChorus.start({ sqliteSynchronous: 'normal', pushAllowLoopback: true, pushCaFile: pushService.caFile, pushWindowSeconds: 1 });
+    t = await TestChorus.start({
+      sqliteSynchronous: 'normal',
+      pushAllowLoopback: true,
+      pushCaFile: pushService.caFile,
+      pushWindowSeconds: 1,
+    });
     browser = await launchChromium();
   }, 60_000);
   afterAll(async () => {
@@ -31,7 +37,10 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
   afterEach(async () => {
     await Promise.all(contexts.splice(0).map((c) => c.close().catch(() => undefined)));
   });
-  const signIn = async (userId: string, viewport = { width: 1100, height: 700 }): Promise<{ context: BrowserContext; page: Page }> => {
+  const signIn = async (
+    userId: string,
+    viewport = { width: 1100, height: 700 },
+  ): Promise<{ context: BrowserContext; page: Page }> => {
     const context = await browser.newContext({ viewport });
     contexts.push(context);
     const page = await context.newPage();
@@ -48,8 +57,13 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
   };
   /** The messages a page shows, in the order it shows them: "seq:text" (pending ones have no seq yet). */
   const shown = (page: Page) =>
-    page.getByTestId('message').evaluateAll((items) => items.map((li) => `${(li as HTMLElement).dataset.seq ?? '?'}:${li.querySelector('.body')?.textContent ?? ''}`));
-  const history = async (groupId: string): Promise<StampedMessage[]> => (await t.api('alice', 'GET', `/v1/groups/${groupId}/messages?afterSeq=0&limit=1000`)).body.messages;
+    page
+      .getByTestId('message')
+      .evaluateAll((items) =>
+        items.map((li) => `${(li as HTMLElement).dataset.seq ?? '?'}:${li.querySelector('.body')?.textContent ?? ''}`),
+      );
+  const history = async (groupId: string): Promise<StampedMessage[]> =>
+    (await t.api('alice', 'GET', `/v1/groups/${groupId}/messages?afterSeq=0&limit=1000`)).body.messages;
 
   it('is served with a strict Content-Security-Policy, and signs in through the development route only', async () => {
     const res = await fetch(`${t.chorus.urls.http}/`);
@@ -60,8 +74,18 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
     expect(csp).not.toContain('unsafe-inline');
     expect((await fetch(`${t.chorus.urls.http}/app.js`)).headers.get('content-type')).toMatch(/javascript/);
     const vapid = webPush.generateVAPIDKeys();
-    const production = await TestChorus.start({ env: 'production', jwtSecret: 'x'.repeat(40), vapidPublicKey: vapid.publicKey, vapidPrivateKey: vapid.privateKey });
-    const devToken = (base: string) => fetch(`${base}/dev/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"userId":"mallory"}' });
+    const production = await TestChorus.start({
+      env: 'production',
+      jwtSecret: 'x'.repeat(40),
+      vapidPublicKey: vapid.publicKey,
+      vapidPrivateKey: vapid.privateKey,
+    });
+    const devToken = (base: string) =>
+      fetch(`${base}/dev/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"userId":"mallory"}',
+      });
     expect((await devToken(production.chorus.urls.http)).status).toBe(404);
     expect((await fetch(`${production.chorus.urls.http}/`)).status).toBe(200); // the app itself is served
     await production.close();
@@ -113,7 +137,10 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
     const bob = await signIn('bob', { width: 900, height: 500 });
     await bob.page.getByTestId('group-item').filter({ hasText: 'Away' }).click();
     await expect.poll(async () => (await shown(bob.page)).length).toBe(31);
-    expect(await shown(bob.page)).toEqual(['1:before you left', ...Array.from({ length: 30 }, (_, i) => `${i + 2}:update ${i + 1}`)]);
+    expect(await shown(bob.page)).toEqual([
+      '1:before you left',
+      ...Array.from({ length: 30 }, (_, i) => `${i + 2}:update ${i + 1}`),
+    ]);
     // The first unread (seq 2) is in view, and the newest is not: the view starts where bob left off.
     const inView = (seq: number) =>
       bob.page.evaluate((s) => {
@@ -135,8 +162,12 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
     for (const text of ['in the tunnel', 'still here', 'out soon']) await say(alice.page, text);
     await alice.page.waitForTimeout(1500);
     await alice.context.setOffline(false);
-    await expect.poll(async () => (await history(groupId)).map((m) => m.body), { timeout: 30_000 }).toEqual(['in the tunnel', 'still here', 'out soon']);
-    await expect.poll(() => shown(alice.page), { timeout: 15_000 }).toEqual(['1:in the tunnel', '2:still here', '3:out soon']);
+    await expect
+      .poll(async () => (await history(groupId)).map((m) => m.body), { timeout: 30_000 })
+      .toEqual(['in the tunnel', 'still here', 'out soon']);
+    await expect
+      .poll(() => shown(alice.page), { timeout: 15_000 })
+      .toEqual(['1:in the tunnel', '2:still here', '3:out soon']);
     await alice.page.waitForTimeout(1000);
     expect((await history(groupId)).length).toBe(3);
     await alice.context.close();
@@ -155,24 +186,50 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
     const blank = await context.newPage();
     const cdp = await context.newCDPSession(blank);
     const registrations: { registrationId: string; scopeURL: string }[] = [];
-    cdp.on('ServiceWorker.workerRegistrationUpdated', (e: { registrations: { registrationId: string; scopeURL: string }[] }) => registrations.push(...e.registrations));
+    cdp.on(
+      'ServiceWorker.workerRegistrationUpdated',
+      (e: { registrations: { registrationId: string; scopeURL: string }[] }) => registrations.push(...e.registrations),
+    );
     await cdp.send('ServiceWorker.enable');
     await expect.poll(() => registrations.length).toBeGreaterThan(0);
     await page.close(); // no Chorus tab left: the worker shows the push itself
-    const push = { type: 'chorus.message', groupId: 'g_lunch', seq: 3, senderId: 'alice', preview: 'noon?', unread: 1, count: 1, mention: true };
-    await cdp.send('ServiceWorker.deliverPushMessage', { origin: t.chorus.urls.http, registrationId: registrations[0]!.registrationId, data: JSON.stringify(push) });
+    const push = {
+      type: 'chorus.message',
+      groupId: 'g_lunch',
+      seq: 3,
+      senderId: 'alice',
+      preview: 'noon?',
+      unread: 1,
+      count: 1,
+      mention: true,
+    };
+    await cdp.send('ServiceWorker.deliverPushMessage', {
+      origin: t.chorus.urls.http,
+      registrationId: registrations[0]!.registrationId,
+      data: JSON.stringify(push),
+    });
     const again = await context.newPage();
     await again.goto(`${t.chorus.urls.http}/app.css`); // an origin page that runs no app code
     const notifications = () =>
-      again.evaluate(async () => (await (await navigator.serviceWorker.ready).getNotifications()).map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data })));
-    await expect.poll(notifications).toEqual([{ title: 'alice mentioned you', body: 'noon?', tag: 'g_lunch', data: { groupId: 'g_lunch', seq: 3 } }]);
+      again.evaluate(async () =>
+        (await (await navigator.serviceWorker.ready).getNotifications()).map((n) => ({
+          title: n.title,
+          body: n.body,
+          tag: n.tag,
+          data: n.data,
+        })),
+      );
+    await expect
+      .poll(notifications)
+      .toEqual([{ title: 'alice mentioned you', body: 'noon?', tag: 'g_lunch', data: { groupId: 'g_lunch', seq: 3 } }]);
     await context.close();
   });
 
   it('reacts, replies, edits and deletes from the conversation, and scrolls back through history without losing its place', async () => {
     const created = await t.api('alice', 'POST', '/v1/groups', { name: 'Long', members: ['bob'] });
     const groupId = created.body.id as string;
-    for (let i = 1; i <= 120; i++) await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: `old-${i}`, body: `old ${i}` });
+    for (let i = 1; i <= 120; i++)
+      await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: `old-${i}`, body: `old ${i}` });
     await t.api('bob', 'PUT', `/v1/groups/${groupId}/read`, { seq: 120 });
     const bob = await signIn('bob', { width: 900, height: 500 });
     await bob.page.getByTestId('group-item').filter({ hasText: 'Long' }).click();
@@ -183,7 +240,9 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
     await expect.poll(async () => (await shown(bob.page)).length).toBeGreaterThanOrEqual(100);
     // Seq 71 was the top row before the older page came in: it is still near the top. Measured in one evaluation, so
     // that the row cannot be re-rendered between finding it and measuring it.
-    const top = await list.evaluate((l) => l.querySelector('[data-seq="71"]')!.getBoundingClientRect().top - l.getBoundingClientRect().top);
+    const top = await list.evaluate(
+      (l) => l.querySelector('[data-seq="71"]')!.getBoundingClientRect().top - l.getBoundingClientRect().top,
+    );
     expect(top).toBeGreaterThan(-20);
     expect(top).toBeLessThan(60);
     // Clicking the open group again keeps what is shown. (CI once saw the list emptied here: the app, still filling the
@@ -195,16 +254,28 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
     await alice.page.getByTestId('group-item').filter({ hasText: 'Long' }).click();
     const newest = bob.page.locator('[data-testid="message"][data-seq="120"]');
     await newest.getByRole('button', { name: 'React 👍 to message 120' }).click();
-    await expect.poll(() => alice.page.locator('[data-testid="message"][data-seq="120"] .reactions').textContent()).toBe('👍 1');
+    await expect
+      .poll(() => alice.page.locator('[data-testid="message"][data-seq="120"] .reactions').textContent())
+      .toBe('👍 1');
     await newest.getByRole('button', { name: 'Reply to message 120' }).click();
     await say(bob.page, 'replying to the last one');
-    await expect.poll(async () => (await history(groupId)).at(-1)).toMatchObject({ body: 'replying to the last one', replyToSeq: 120 });
+    await expect
+      .poll(async () => (await history(groupId)).at(-1))
+      .toMatchObject({ body: 'replying to the last one', replyToSeq: 120 });
     alice.page.once('dialog', (dialog) => void dialog.accept('old 120, edited'));
-    await alice.page.locator('[data-testid="message"][data-seq="120"]').getByRole('button', { name: 'Edit message 120' }).click();
+    await alice.page
+      .locator('[data-testid="message"][data-seq="120"]')
+      .getByRole('button', { name: 'Edit message 120' })
+      .click();
     await expect.poll(() => newest.locator('.body').textContent()).toBe('old 120, edited');
     alice.page.once('dialog', (dialog) => void dialog.accept());
-    await alice.page.locator('[data-testid="message"][data-seq="119"]').getByRole('button', { name: 'Delete message 119' }).click();
-    await expect.poll(() => bob.page.locator('[data-testid="message"][data-seq="119"] .body').textContent()).toBe('This message was deleted');
+    await alice.page
+      .locator('[data-testid="message"][data-seq="119"]')
+      .getByRole('button', { name: 'Delete message 119' })
+      .click();
+    await expect
+      .poll(() => bob.page.locator('[data-testid="message"][data-seq="119"] .body').textContent())
+      .toBe('This message was deleted');
     await Promise.all([alice.context.close(), bob.context.close()]);
   }, 90_000);
 
@@ -220,12 +291,29 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
     await page.getByRole('button', { name: 'Notifications' }).click();
     await expect.poll(() => page.locator('#enable-push').textContent()).toBe('Notifications on');
     const stored = await t.api('bob', 'GET', '/v1/push/subscriptions');
-    expect(stored.body.subscriptions.map((s: { endpoint: string }) => s.endpoint)).toEqual([device.subscription.endpoint]);
+    expect(stored.body.subscriptions.map((s: { endpoint: string }) => s.endpoint)).toEqual([
+      device.subscription.endpoint,
+    ]);
     const created = await t.api('alice', 'POST', '/v1/groups', { name: 'Pushy', members: ['bob'] });
     await context.close(); // bob is away
-    await expect.poll(async () => (await t.api('alice', 'GET', `/v1/groups/${created.body.id}/presence`)).body.members.find((m: { userId: string }) => m.userId === 'bob')?.online).toBe(false);
-    await t.api('alice', 'POST', `/v1/groups/${created.body.id}/messages`, { clientMsgId: 'push-me', body: 'are you there, bob?' });
+    await expect
+      .poll(
+        async () =>
+          (await t.api('alice', 'GET', `/v1/groups/${created.body.id}/presence`)).body.members.find(
+            (m: { userId: string }) => m.userId === 'bob',
+          )?.online,
+      )
+      .toBe(false);
+    await t.api('alice', 'POST', `/v1/groups/${created.body.id}/messages`, {
+      clientMsgId: 'push-me',
+      body: 'are you there, bob?',
+    });
     await expect.poll(() => pushService.pushesTo(device.id).length).toBe(1);
-    expect(pushService.pushesTo(device.id)[0]!.payload).toMatchObject({ type: 'chorus.message', groupId: created.body.id, senderId: 'alice', preview: 'are you there, bob?' });
+    expect(pushService.pushesTo(device.id)[0]!.payload).toMatchObject({
+      type: 'chorus.message',
+      groupId: created.body.id,
+      senderId: 'alice',
+      preview: 'are you there, bob?',
+    });
   });
 });

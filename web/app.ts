@@ -38,7 +38,11 @@ const TYPING_SHOWN_MS = 3000;
 const READ_DEBOUNCE_MS = 500;
 
 const byId = <T extends HTMLElement = HTMLElement>(id: string): T => document.getElementById(id) as T;
-const el = <K extends keyof HTMLElementTagNameMap>(tag: K, props: Partial<HTMLElementTagNameMap[K]> = {}, ...children: (Node | string)[]) => {
+const el = <K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  props: Partial<HTMLElementTagNameMap[K]> = {},
+  ...children: (Node | string)[]
+) => {
   const node = Object.assign(document.createElement(tag), props);
   node.append(...children);
   return node;
@@ -71,7 +75,10 @@ function tokenFromFragment(): Session | null {
   params.delete('token');
   history.replaceState(null, '', `${location.pathname}${params.size > 0 ? `#${params}` : ''}`);
   try {
-    const claims = JSON.parse(atob(token.split('.')[1]!.replace(/-/g, '+').replace(/_/g, '/'))) as { sub: string; exp?: number };
+    const claims = JSON.parse(atob(token.split('.')[1]!.replace(/-/g, '+').replace(/_/g, '/'))) as {
+      sub: string;
+      exp?: number;
+    };
     return { userId: claims.sub, token, ...(claims.exp ? { expiresAt: claims.exp } : {}) };
   } catch {
     return null;
@@ -80,7 +87,11 @@ function tokenFromFragment(): Session | null {
 
 /** Development only: the server's /dev/token route (absent in production, where the host app hands a token). */
 async function devToken(userId: string): Promise<Session> {
-  const res = await fetch('/dev/token', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ userId }) });
+  const res = await fetch('/dev/token', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ userId }),
+  });
   if (res.status === 404) throw new Error('Sign-in here is for development only: open Chorus from your app.');
   const body = (await res.json()) as { token?: string; expiresAt?: number; message?: string };
   if (!res.ok || !body.token) throw new Error(body.message ?? 'sign-in failed');
@@ -121,9 +132,18 @@ function renderGroups(): void {
   const items = [...groups.values()].sort((a, b) => b.lastSeq - a.lastSeq || a.info.name.localeCompare(b.info.name));
   list.replaceChildren(
     ...items.map((g) => {
-      const badge = g.unread > 0 ? [el('span', { className: 'badge', textContent: String(g.unread), title: `${g.unread} unread` })] : [];
+      const badge =
+        g.unread > 0
+          ? [el('span', { className: 'badge', textContent: String(g.unread), title: `${g.unread} unread` })]
+          : [];
       if (badge[0]) badge[0].dataset.testid = 'unread-badge';
-      const item = el('li', { tabIndex: 0, role: 'button' } as Partial<HTMLLIElement>, el('span', { className: 'name', textContent: g.info.name }), ...badge, el('span', { className: 'preview', textContent: g.preview }));
+      const item = el(
+        'li',
+        { tabIndex: 0, role: 'button' } as Partial<HTMLLIElement>,
+        el('span', { className: 'name', textContent: g.info.name }),
+        ...badge,
+        el('span', { className: 'preview', textContent: g.preview }),
+      );
       item.dataset.testid = 'group-item';
       item.dataset.groupId = g.info.id;
       item.setAttribute('aria-label', `${g.info.name}${g.unread > 0 ? `, ${g.unread} unread` : ''}`);
@@ -145,7 +165,14 @@ const previewOf = (m: StampedMessage): string =>
 
 async function addGroup(info: GroupInfo): Promise<void> {
   const [last] = info.lastSeq > 0 ? await client!.api.messagesBefore(info.id, 1) : [];
-  groups.set(info.id, { info, preview: last ? previewOf(last) : '', unread: info.unread, lastSeq: info.lastSeq, deliveredByOthers: 0, readByOthers: 0 });
+  groups.set(info.id, {
+    info,
+    preview: last ? previewOf(last) : '',
+    unread: info.unread,
+    lastSeq: info.lastSeq,
+    deliveredByOthers: 0,
+    readByOthers: 0,
+  });
   renderGroups();
   await client!.join(info.id);
 }
@@ -170,10 +197,16 @@ function renderMessage(m: StampedMessage): HTMLLIElement {
     'div',
     { className: 'meta' },
     el('span', { className: 'sender', textContent: m.senderId }),
-    el('time', { dateTime: m.createdAt, textContent: time.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) }),
+    el('time', {
+      dateTime: m.createdAt,
+      textContent: time.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }),
+    }),
   );
   if (m.editedAt) meta.append(' (edited)');
-  if (mine) meta.append(el('span', { className: 'status', textContent: statusOf(m, g) === 'sent' ? '✓' : '✓✓', title: statusOf(m, g) }));
+  if (mine)
+    meta.append(
+      el('span', { className: 'status', textContent: statusOf(m, g) === 'sent' ? '✓' : '✓✓', title: statusOf(m, g) }),
+    );
   li.append(meta);
   if (m.replyToSeq !== undefined) {
     const target = shown.get(m.replyToSeq);
@@ -185,15 +218,27 @@ function renderMessage(m: StampedMessage): HTMLLIElement {
     if (m.mentionEveryone) body.append(el('span', { className: 'mention', textContent: '@everyone' }), ' ');
     // Mentions stand out; everything else is text.
     for (const part of (m.body ?? '').split(/(@[A-Za-z0-9_.@-]+)/)) {
-      body.append(part.startsWith('@') && m.mentions?.includes(part.slice(1)) ? el('span', { className: 'mention', textContent: part }) : part);
+      body.append(
+        part.startsWith('@') && m.mentions?.includes(part.slice(1))
+          ? el('span', { className: 'mention', textContent: part })
+          : part,
+      );
     }
   }
   li.append(body);
   for (const a of m.deletedAt ? [] : (m.attachments ?? [])) {
-    const link = el('a', { href: a.url, target: '_blank', rel: 'noopener noreferrer', textContent: `📎 ${a.name ?? a.url} (${a.mimeType}, ${humanSize(a.sizeBytes)})` });
+    const link = el('a', {
+      href: a.url,
+      target: '_blank',
+      rel: 'noopener noreferrer',
+      textContent: `📎 ${a.name ?? a.url} (${a.mimeType}, ${humanSize(a.sizeBytes)})`,
+    });
     li.append(el('div', {}, link));
   }
-  if (m.reactions?.length) li.append(el('div', { className: 'reactions', textContent: m.reactions.map((r) => `${r.emoji} ${r.count}`).join('  ') }));
+  if (m.reactions?.length)
+    li.append(
+      el('div', { className: 'reactions', textContent: m.reactions.map((r) => `${r.emoji} ${r.count}`).join('  ') }),
+    );
   if (!m.deletedAt) li.append(messageActions(m, mine, g.info.role === 'admin'));
   return li;
 }
@@ -214,14 +259,23 @@ function messageActions(m: StampedMessage, mine: boolean, admin: boolean): HTMLE
     byId<HTMLTextAreaElement>('composer').focus();
   });
   const liked = m.reactions?.some((r) => r.emoji === '👍' && r.mine) ?? false;
-  action('👍', liked ? 'Take back 👍 from' : 'React 👍 to', () => void client!.react(m.groupId, m.seq, '👍', { remove: liked }));
+  action(
+    '👍',
+    liked ? 'Take back 👍 from' : 'React 👍 to',
+    () => void client!.react(m.groupId, m.seq, '👍', { remove: liked }),
+  );
   if (mine) {
     action('✎', 'Edit', () => {
       const body = prompt('Edit your message', m.body ?? '');
       if (body?.trim() && body !== m.body) void client!.edit(m.groupId, m.seq, body.trim());
     });
   }
-  if (mine || admin) action('🗑', 'Delete', () => confirm('Delete this message for everyone?') && void client!.deleteMessage(m.groupId, m.seq));
+  if (mine || admin)
+    action(
+      '🗑',
+      'Delete',
+      () => confirm('Delete this message for everyone?') && void client!.deleteMessage(m.groupId, m.seq),
+    );
   return bar;
 }
 
@@ -231,12 +285,17 @@ function show(messages: StampedMessage[], options: { scroll?: 'keep-bottom' | 'k
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   // The place is kept by a message: the first one in view stays where it is on screen, whatever moved the list.
   const listTop = list.getBoundingClientRect().top;
-  const anchor = [...list.querySelectorAll<HTMLLIElement>('li[data-seq]')].find((li) => li.getBoundingClientRect().bottom > listTop);
+  const anchor = [...list.querySelectorAll<HTMLLIElement>('li[data-seq]')].find(
+    (li) => li.getBoundingClientRect().bottom > listTop,
+  );
   const anchorOffset = anchor ? anchor.getBoundingClientRect().top - listTop : 0;
   for (const m of messages) {
     if (isEventType(m.type)) continue; // applied to their targets
-    const existing = list.querySelector<HTMLLIElement>(`li[data-seq="${m.seq}"]`)
-      ?? (m.senderId === session!.userId ? list.querySelector<HTMLLIElement>(`li.pending[data-client-msg-id="${CSS.escape(m.clientMsgId)}"]`) : null);
+    const existing =
+      list.querySelector<HTMLLIElement>(`li[data-seq="${m.seq}"]`) ??
+      (m.senderId === session!.userId
+        ? list.querySelector<HTMLLIElement>(`li.pending[data-client-msg-id="${CSS.escape(m.clientMsgId)}"]`)
+        : null);
     const before = shown.get(m.seq);
     if (existing && before && JSON.stringify(before) === JSON.stringify(m)) continue; // the same again (a catch-up)
     shown.set(m.seq, m);
@@ -246,10 +305,13 @@ function show(messages: StampedMessage[], options: { scroll?: 'keep-bottom' | 'k
       existing.replaceWith(node);
       continue;
     }
-    const after = [...list.querySelectorAll<HTMLLIElement>('li[data-seq]')].find((li) => Number(li.dataset.seq) > m.seq);
+    const after = [...list.querySelectorAll<HTMLLIElement>('li[data-seq]')].find(
+      (li) => Number(li.dataset.seq) > m.seq,
+    );
     list.insertBefore(node, after ?? list.querySelector('li.pending'));
   }
-  if (options.scroll === 'keep-place' && anchor?.isConnected) list.scrollTop += anchor.getBoundingClientRect().top - listTop - anchorOffset;
+  if (options.scroll === 'keep-place' && anchor?.isConnected)
+    list.scrollTop += anchor.getBoundingClientRect().top - listTop - anchorOffset;
   else if (atBottom) list.scrollTop = list.scrollHeight;
 }
 
@@ -275,17 +337,29 @@ async function openGroup(groupId: string): Promise<void> {
   let page = (await client!.api.messagesBefore(groupId, PAGE, undefined, { withReactions: true })).reverse();
   // Enough history to start at the first unread message (up to a few pages).
   for (let i = 0; i < 4 && page.length > 0 && page[0]!.seq > firstUnread && page[0]!.seq > 1; i++) {
-    page = [...(await client!.api.messagesBefore(groupId, PAGE, page[0]!.seq, { withReactions: true })).reverse(), ...page];
+    page = [
+      ...(await client!.api.messagesBefore(groupId, PAGE, page[0]!.seq, { withReactions: true })).reverse(),
+      ...page,
+    ];
   }
   if (current !== groupId) return;
   if (page.length < PAGE) noOlder = true;
   show(page);
   const marker = list.querySelector<HTMLLIElement>(`li[data-seq="${firstUnread}"]`);
   if (marker && g.unread > 0) {
-    marker.before(el('li', { className: 'unread-marker', textContent: 'New messages', role: 'separator' } as Partial<HTMLLIElement>));
+    marker.before(
+      el('li', {
+        className: 'unread-marker',
+        textContent: 'New messages',
+        role: 'separator',
+      } as Partial<HTMLLIElement>),
+    );
     marker.scrollIntoView({ block: 'start' });
   } else list.scrollTop = list.scrollHeight;
-  void client!.api.pushMode(groupId).then((mode) => (byId<HTMLSelectElement>('push-mode').value = mode), () => undefined);
+  void client!.api.pushMode(groupId).then(
+    (mode) => (byId<HTMLSelectElement>('push-mode').value = mode),
+    () => undefined,
+  );
   markReadSoon();
   renderGroups();
   byId<HTMLTextAreaElement>('composer').focus();
@@ -334,9 +408,16 @@ async function sendFromComposer(): Promise<void> {
   if (!text || !current) return;
   composer.value = '';
   const groupId = current;
-  const mentions = [...new Set([...text.matchAll(/@([A-Za-z0-9_.@-]{1,64})/g)].map((m) => m[1]!))].filter((u) => u !== 'everyone').slice(0, 50);
+  const mentions = [...new Set([...text.matchAll(/@([A-Za-z0-9_.@-]{1,64})/g)].map((m) => m[1]!))]
+    .filter((u) => u !== 'everyone')
+    .slice(0, 50);
   const clientMsgId = crypto.randomUUID();
-  const pending = el('li', { className: 'mine pending' }, el('div', { className: 'meta', textContent: 'sending…' }), el('div', { className: 'body', textContent: text }));
+  const pending = el(
+    'li',
+    { className: 'mine pending' },
+    el('div', { className: 'meta', textContent: 'sending…' }),
+    el('div', { className: 'body', textContent: text }),
+  );
   pending.dataset.testid = 'message';
   pending.dataset.clientMsgId = clientMsgId;
   const list = byId('message-list');
@@ -410,11 +491,24 @@ async function showMembers(): Promise<void> {
   const admin = groups.get(current)?.info.role === 'admin';
   byId('member-list').replaceChildren(
     ...members.map((m) => {
-      const item = el('li', { className: online.has(m.userId) ? 'online' : 'offline', textContent: `${m.userId}${m.role === 'admin' ? ' (admin)' : ''}` });
-      item.setAttribute('aria-label', `${m.userId}, ${online.has(m.userId) ? 'online' : 'offline'}${m.role === 'admin' ? ', admin' : ''}`);
+      const item = el('li', {
+        className: online.has(m.userId) ? 'online' : 'offline',
+        textContent: `${m.userId}${m.role === 'admin' ? ' (admin)' : ''}`,
+      });
+      item.setAttribute(
+        'aria-label',
+        `${m.userId}, ${online.has(m.userId) ? 'online' : 'offline'}${m.role === 'admin' ? ', admin' : ''}`,
+      );
       if (admin || m.userId === session!.userId) {
-        const remove = el('button', { type: 'button', className: 'small', textContent: m.userId === session!.userId ? 'Leave' : 'Remove' });
-        remove.addEventListener('click', () => void client!.api.removeMember(current!, m.userId).then(() => void showMembers().then(showMembers)));
+        const remove = el('button', {
+          type: 'button',
+          className: 'small',
+          textContent: m.userId === session!.userId ? 'Leave' : 'Remove',
+        });
+        remove.addEventListener(
+          'click',
+          () => void client!.api.removeMember(current!, m.userId).then(() => void showMembers().then(showMembers)),
+        );
         item.append(' ', remove);
       }
       return item;
@@ -446,7 +540,8 @@ async function start(s: Session): Promise<void> {
   // After a session expired: the next one (maybe another user) starts from nothing the last one showed, even when it
   // has no groups to fill the list with.
   groups.clear();
-  if (current) closeGroup(); // renders the emptied list
+  if (current)
+    closeGroup(); // renders the emptied list
   else renderGroups();
   session = s;
   sessionStorage.setItem(SESSION_KEY, JSON.stringify(s));
@@ -486,7 +581,8 @@ async function start(s: Session): Promise<void> {
     refreshStatuses(groupId);
   });
   client.on('event', (event) => {
-    if (event.type === 'member-added' && event.userId === s.userId) void client!.api.getGroup(event.groupId).then(addGroup);
+    if (event.type === 'member-added' && event.userId === s.userId)
+      void client!.api.getGroup(event.groupId).then(addGroup);
     else if ((event.type === 'member-removed' && event.userId === s.userId) || event.type === 'group-deleted') {
       groups.delete(event.groupId);
       if (current === event.groupId) closeGroup();
@@ -513,7 +609,9 @@ function wire(): void {
   byId('new-group').addEventListener('submit', (e) => {
     e.preventDefault();
     const name = byId<HTMLInputElement>('new-group-name').value.trim();
-    const members = byId<HTMLInputElement>('new-group-members').value.split(/[\s,]+/).filter(Boolean);
+    const members = byId<HTMLInputElement>('new-group-members')
+      .value.split(/[\s,]+/)
+      .filter(Boolean);
     client!.api.createGroup(name, members).then(
       async (info) => {
         byId<HTMLInputElement>('new-group-name').value = '';
@@ -544,11 +642,15 @@ function wire(): void {
   byId('add-member').addEventListener('submit', (e) => {
     e.preventDefault();
     const input = byId<HTMLInputElement>('add-member-id');
-    if (current && input.value.trim()) void client!.api.addMember(current, input.value.trim()).then(() => {
-      input.value = '';
-      byId('members').hidden = true;
-      return showMembers();
-    }, (err: Error) => alert(err.message));
+    if (current && input.value.trim())
+      void client!.api.addMember(current, input.value.trim()).then(
+        () => {
+          input.value = '';
+          byId('members').hidden = true;
+          return showMembers();
+        },
+        (err: Error) => alert(err.message),
+      );
   });
   byId('push-mode').addEventListener('change', () => {
     if (current) void client!.api.setPushMode(current, byId<HTMLSelectElement>('push-mode').value as PushMode);
@@ -568,5 +670,6 @@ wire();
 const handed = tokenFromFragment();
 const stored = sessionStorage.getItem(SESSION_KEY);
 const resumed = handed ?? (stored ? (JSON.parse(stored) as Session) : null);
-if (resumed && (!resumed.expiresAt || resumed.expiresAt * 1000 > Date.now() + 5000)) start(resumed).catch((err: Error) => showLogin(err.message));
+if (resumed && (!resumed.expiresAt || resumed.expiresAt * 1000 > Date.now() + 5000))
+  start(resumed).catch((err: Error) => showLogin(err.message));
 else showLogin();
