@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { CHORUS_CLI } from './chorus-cli.js';
 import mqtt, { type MqttClient } from 'mqtt';
 import { signToken } from '../auth/token-verifier.js';
-import { seqOfPayload } from '../broker/puback-order.js';
+import { seqOfPayload } from '../broker/group-delivery.js';
 import { loadConfig } from '../config/config.js';
 import { freePort } from './free-port.js';
 import { env } from './env-number.js';

@@ -2,10 +2,8 @@ import type { Aedes, AedesPublishPacket, Client, PublishPacket } from 'aedes';
 import type { Logger } from 'pino';
 import type { LocalSubscribers } from '../delivery/pipeline.js';
 import { groupTopic, parseTopic } from '../protocol/index.js';
-import { subscriptionOf, writableTarget } from './aedes.js';
-import { GroupPublishes, writeGroupPublish } from './group-publishes.js';
+import { type DeliveryTarget, subscriptionOf, writableTarget } from './aedes.js';
 import type { LiveUsers } from './live-users.js';
-import { PubackOrder, seqOfPayload } from './puback-order.js';
 
 /** A group message's QoS 1 delivery to a member's client was acknowledged (PUBACK). */
 export type OnDelivered = (groupId: string, userId: string, seq: number) => void;
@@ -92,4 +90,114 @@ function groupDelivery(packet: PublishPacket | undefined): { groupId: string; se
   if (target?.kind !== 'group') return null;
   const seq = seqOfPayload(packet.payload as Buffer);
   return Number.isSafeInteger(seq) && seq > 0 ? { groupId: target.groupId, seq } : null;
+}
+
+/** A stamped group message as this node delivers it: which one it is, and its PUBLISH up to the packet identifier. */
+export interface GroupPublish {
+  groupId: string;
+  seq: number;
+  /** Fixed header (QoS 1, DUP 0, RETAIN 0), Remaining Length and topic name: the same for every subscriber. */
+  head: Buffer;
+}
+
+/**
+ * The PUBLISH of each stamped group message delivered on this node, serialized once per message instead of once per
+ * subscriber. Keyed by the payload Buffer, which Aedes passes along by reference in every per-subscriber copy of the
+ * packet; an entry lives as long as the message's payload does. MQTT 3.1 and 3.1.1 framing, the versions Aedes 1.2
+ * accepts: an MQTT 5 PUBLISH would carry properties after the packet identifier.
+ */
+export class GroupPublishes {
+  private readonly known = new WeakMap<Buffer, GroupPublish>();
+
+  register(topic: string, groupId: string, seq: number, payload: Buffer): void {
+    this.known.set(payload, { groupId, seq, head: publishHead(topic, payload.length) });
+  }
+
+  of(payload: unknown): GroupPublish | undefined {
+    return Buffer.isBuffer(payload) ? this.known.get(payload) : undefined;
+  }
+}
+
+/** Fixed header and variable header up to the packet identifier of a QoS 1 PUBLISH (MQTT 3.1.1 §3.3.1, §3.3.2). */
+export function publishHead(topic: string, payloadBytes: number): Buffer {
+  const topicBytes = Buffer.byteLength(topic);
+  let remaining = 2 + topicBytes + 2 + payloadBytes;
+  const length: number[] = [];
+  // Remaining Length: 7 bits per byte, least significant first, the high bit saying another byte follows (§2.2.3).
+  do {
+    let byte = remaining % 128;
+    remaining = Math.floor(remaining / 128);
+    if (remaining > 0) byte |= 0x80;
+    length.push(byte);
+  } while (remaining > 0);
+  const head = Buffer.allocUnsafe(1 + length.length + 2 + topicBytes);
+  head[0] = 0x32; // PUBLISH, DUP 0 [MQTT-3.3.1-2], QoS 1, RETAIN 0 [MQTT-3.3.1-9]
+  let at = 1;
+  for (const byte of length) head[at++] = byte;
+  head.writeUInt16BE(topicBytes, at);
+  head.write(topic, at + 2, 'utf8');
+  return head;
+}
+
+/**
+ * Writes a group message to one client at QoS 1 under the client's next packet identifier, drawn as Aedes draws its
+ * own (1 to 65535, then 1 again: never 0 [MQTT-2.3.1-1]), so that the two never hand out the same one at once.
+ */
+export function writeGroupPublish(target: DeliveryTarget, publish: GroupPublish, payload: Buffer): void {
+  const messageId = target._nextId;
+  target._nextId = messageId >= 65535 ? 1 : messageId + 1;
+  const id = Buffer.allocUnsafe(2);
+  id.writeUInt16BE(messageId, 0);
+  target.conn.write(publish.head);
+  target.conn.write(id);
+  target.conn.write(payload);
+}
+
+/**
+ * The seq of a stamped message from its serialized form, without parsing it: toStampedMessage puts groupId first and
+ * seq second, and a group id holds no quote. NaN when the bytes are not such a message.
+ */
+export function seqOfPayload(payload: Buffer): number {
+  const at = payload.indexOf('"seq":');
+  if (at < 0 || at > 100) return Number.NaN;
+  let seq = 0;
+  let i = at + 6;
+  for (; i < payload.length && payload[i]! >= 0x30 && payload[i]! <= 0x39; i++) seq = seq * 10 + (payload[i]! - 0x30);
+  return i === at + 6 ? Number.NaN : seq;
+}
+
+/** QoS 1 deliveries a clean-session client may have unacknowledged before its PUBACKs stop being matched. */
+const MAX_AWAITED = 1024;
+
+/**
+ * Which delivery a clean-session client's PUBACK acknowledges. Aedes keeps no copy of a QoS 1 packet sent to a clean
+ * session, so its ack event names none; but a client sends its PUBACKs in the order the PUBLISH packets arrived
+ * [MQTT-4.6.0-2], and the broker writes each client's packets in the order it forwards them. So the forwards, queued
+ * per client, are matched to PUBACKs in order. Past MAX_AWAITED unacknowledged, the queue is dropped and as many
+ * PUBACKs are skipped: a mark may then lag, but never runs ahead of what arrived.
+ */
+export class PubackOrder<C extends object> {
+  private readonly awaited = new WeakMap<C, { queue: ({ groupId: string; seq: number } | null)[]; skip: number }>();
+
+  /** A QoS 1 delivery written to the client: a group message (with its seq) or anything else (null). */
+  forwarded(client: C, delivery: { groupId: string; seq: number } | null): void {
+    let state = this.awaited.get(client);
+    if (!state) this.awaited.set(client, (state = { queue: [], skip: 0 }));
+    if (state.queue.length >= MAX_AWAITED) {
+      state.skip += state.queue.length;
+      state.queue = [];
+    }
+    state.queue.push(delivery);
+  }
+
+  /** A PUBACK from the client: the delivery it acknowledges, when that was a group message. */
+  acknowledged(client: C): { groupId: string; seq: number } | null {
+    const state = this.awaited.get(client);
+    if (!state) return null;
+    if (state.skip > 0) {
+      state.skip -= 1;
+      return null;
+    }
+    return state.queue.shift() ?? null;
+  }
 }

@@ -1,7 +1,8 @@
 import type { StampedMessage } from '../protocol/index.js';
 import type { MessageLog } from '../sequencer/message-log.js';
-import { OrderedDelivery } from '../sequencer/ordered-delivery.js';
+import type { SequencerOutput } from '../sequencer/sequencer.js';
 import type { FanOut } from './fan-out.js';
+import { OrderedDelivery } from './ordered-delivery.js';
 
 /** Where live delivery ends on a node: the broker's subscribers of group topics. */
 export interface LocalSubscribers {
@@ -20,7 +21,7 @@ export interface DeliveryPipelineDeps {
   fanOut: FanOut;
   subscribers: LocalSubscribers;
   hook: StoredMessageHook;
-  /** Reading the log to fill a gap failed: those subscribers may see a hole (they read history to fill it). */
+  /** Reading the log to keep a group's delivery in order failed: its subscribers may see a hole (they read history). */
   onGapReadError: (err: unknown, groupId: string) => void;
 }
 
@@ -29,6 +30,9 @@ interface Arrival {
   seq: number;
   payload: Buffer;
 }
+
+/** The writer's own output: a dead writer's last messages are recent (delivered again), older ones are history. */
+const WRITER_ORDERING = { recoverWindowMs: 30_000, gapWindowMs: 30_000, maxRead: 256, maxGap: 256, maxGroups: 100_000 };
 
 /**
  * Arrivals: a node that starts takes what comes; a gap is filled whole, in pages of 1,000, up to its newest 100,000
@@ -43,18 +47,35 @@ const ARRIVAL_ORDERING = {
 };
 
 /**
- * Live delivery of stored messages, from the sequencer's output to this node's subscribers:
+ * Live delivery of stored messages, from the sequencer to this node's subscribers:
  *
- *   sequencer (the group's writer) -> publish -> fan-out (every node) -> arrivals in seq order -> local subscribers
- *                                          \-> the stored-message hook (push)
+ *   sequencer (the group's writer) -> in order -> fan-out (to every node) -> arrivals in order -> local subscribers
+ *                                                \-> the stored-message hook (push)
  *
- * The fan-out comes first: live delivery never waits for push. What arrives is delivered per group in seq order; a
- * gap (messages this node missed while Redis was away, say) is read from the log first.
+ * On the writer, what the sequencer stored goes out per group in seq order, without holes, each seq once; after a
+ * writer change the recent messages are handed on again (at-least-once, same seq). The fan-out comes first: live
+ * delivery never waits for push. What arrives on each node is delivered per group in seq order; a gap (messages this
+ * node missed while Redis was away, say) is read from the log first.
  */
 export class DeliveryPipeline {
+  /** The sequencer's output (see SequencerOutput). */
+  readonly fromSequencer: SequencerOutput;
   private readonly arrivals: OrderedDelivery<Arrival>;
 
-  constructor(private readonly deps: DeliveryPipelineDeps) {
+  constructor(deps: DeliveryPipelineDeps) {
+    const stored = new OrderedDelivery<StampedMessage>(
+      deps.log,
+      (_groupId, message) => {
+        deps.fanOut.publish(message);
+        deps.hook.onMessage(message);
+      },
+      (message) => message,
+      { ...WRITER_ORDERING, onError: deps.onGapReadError },
+    );
+    this.fromSequencer = {
+      stored: (groupId, messages) => stored.offer(groupId, messages),
+      writerLost: (groupId) => stored.forget(groupId),
+    };
     this.arrivals = new OrderedDelivery<Arrival>(
       deps.log,
       (groupId, arrival) => deps.subscribers.deliverSerialized(groupId, arrival.seq, arrival.payload),
@@ -63,10 +84,4 @@ export class DeliveryPipeline {
     );
     deps.fanOut.onDeliver((groupId, seq, payload) => this.arrivals.offer(groupId, [{ seq, payload }]));
   }
-
-  /** The sequencer's output: each newly stored message, per group in seq order. */
-  readonly publish = (message: StampedMessage): void => {
-    this.deps.fanOut.publish(message);
-    this.deps.hook.onMessage(message);
-  };
 }

@@ -3,7 +3,6 @@ import { ChorusError, contentOf, type SendPayload, type StampedMessage } from '.
 import { backoffMs } from './backoff.js';
 import { WriterMovedError } from './group-writers.js';
 import type { AppendOutcome, GroupAppend, MessageDraft, MessageLog } from './message-log.js';
-import { OrderedDelivery } from './ordered-delivery.js';
 import { SendRules } from './send-rules.js';
 import { validateSend } from './send-validation.js';
 
@@ -18,13 +17,15 @@ export interface SendPath {
 }
 
 /**
- * Hands a stored message to live delivery: per group in seq order, without holes, each seq once; after a writer change
- * the recent messages may be handed on again (at-least-once, same seq). See OrderedDelivery.
+ * Where the sequencer hands what it stored (the delivery pipeline). Per group, messages come ascending; after a failed
+ * commit that was stored after all, or a writer change, some may come again or ahead of a gap (the same seq each
+ * time): the output keeps live delivery in order without holes (delivery/ordered-delivery.ts).
  */
-export type LiveDelivery = (message: StampedMessage) => void;
-
-/** How the writer keeps its live delivery in order: a dead writer's last messages are recent, older ones are history. */
-const WRITER_ORDERING = { recoverWindowMs: 30_000, gapWindowMs: 30_000, maxRead: 256, maxGap: 256, maxGroups: 100_000 };
+export interface SequencerOutput {
+  stored(groupId: string, messages: StampedMessage[]): void;
+  /** This node no longer writes the group: what the output holds back for it is dropped. */
+  writerLost(groupId: string): void;
+}
 
 export interface SequencerOptions {
   maxBodyBytes: number;
@@ -37,8 +38,6 @@ export interface SequencerOptions {
   onStoreError?: (err: unknown, attempt: number) => void;
   /** After each successful commit: how many drafts it carried and how long the append took. */
   onCommit?: (drafts: number, seconds: number) => void;
-  /** Reading the log to keep a group's live delivery in order failed: that delivery may have a hole. */
-  onOrderingError?: (err: unknown, groupId: string) => void;
 }
 
 interface PendingSend {
@@ -91,26 +90,16 @@ export class Sequencer implements SendPath {
   private handled: Promise<void> = Promise.resolve();
   private closed = false;
   private readonly maxBatch: number;
-  private readonly ordering: OrderedDelivery<StampedMessage>;
   private readonly rules: SendRules;
 
   constructor(
     private readonly log: MessageLog,
-    output: LiveDelivery,
+    private readonly output: SequencerOutput,
     private readonly options: SequencerOptions,
   ) {
     this.maxBatch = options.maxBatch ?? 4096;
     this.rules =
       options.rules ?? new SendRules(log, { roleOf: async () => 'member', retentionMs: 0, mentionEveryone: 'members' });
-    this.ordering = new OrderedDelivery<StampedMessage>(
-      log,
-      (_groupId, message) => output(message),
-      (message) => message,
-      {
-        ...WRITER_ORDERING,
-        onError: (err, groupId) => options.onOrderingError?.(err, groupId),
-      },
-    );
   }
 
   /** Sends waiting for a commit. */
@@ -194,7 +183,7 @@ export class Sequencer implements SendPath {
       }
       const handedBack = [...sends[i]!, ...(this.queues.get(part.groupId) ?? [])];
       this.queues.delete(part.groupId);
-      this.ordering.forget(part.groupId);
+      this.output.writerLost(part.groupId);
       this.pendingCount -= handedBack.length;
       for (const send of handedBack) send.reject(new WriterMovedError([part.groupId]));
     });
@@ -238,8 +227,8 @@ export class Sequencer implements SendPath {
     );
     outcomes.forEach((groupOutcomes, i) => {
       const groupSends = sends[i]!;
-      // Duplicates too: one that a failed attempt stored unseen is delivered now, in its place (OrderedDelivery).
-      this.ordering.offer(
+      // Duplicates too: one that a failed attempt stored unseen is delivered now, in its place.
+      this.output.stored(
         batch[i]!.groupId,
         groupOutcomes.map((outcome) => outcome.message),
       );

@@ -140,9 +140,9 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     subscribers,
     hook: notifier,
     onGapReadError: (err, groupId) =>
-      sequencerLog.warn({ err, groupId }, 'could not read the log to fill a gap in live delivery'),
+      sequencerLog.warn({ err, groupId }, 'could not read the log to keep live delivery in order'),
   });
-  const sequencer = new Sequencer(log, delivery.publish, {
+  const sequencer = new Sequencer(log, delivery.fromSequencer, {
     maxBodyBytes: config.maxBodyBytes,
     rules: new SendRules(log, {
       roleOf: (groupId, userId) => groups.roleOf(groupId, userId),
@@ -156,8 +156,6 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
       sequencerLog.error({ err, attempt }, 'message log append failed; retrying');
     },
     onCommit: metrics.onCommit,
-    onOrderingError: (err, groupId) =>
-      sequencerLog.warn({ err, groupId }, 'could not read the log to keep live delivery in order'),
   });
   const sends = new SendRouter(backends.writers, sequencer, backends.forwarding, config.maxPendingSends);
   const readReceipts = new ReadReceipts(groups, log, events.tellGroup);

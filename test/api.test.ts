@@ -27,10 +27,14 @@ describe('REST API (app.inject)', () => {
   const fannedOut: StampedMessage[] = [];
   const changes: MembershipChange[] = [];
   feed.subscribe((c) => void changes.push(c));
-  const sequencer = new Sequencer(log, (m) => fannedOut.push(m), {
-    maxBodyBytes: config.maxBodyBytes,
-    maxPendingSends: 1000,
-  });
+  const sequencer = new Sequencer(
+    log,
+    { stored: (_groupId, messages) => void fannedOut.push(...messages), writerLost: () => {} },
+    {
+      maxBodyBytes: config.maxBodyBytes,
+      maxPendingSends: 1000,
+    },
+  );
   let app: Api;
   const told: { groupId: string; event: unknown; except: string }[] = [];
 

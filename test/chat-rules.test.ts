@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { PubackOrder, seqOfPayload } from '../broker/puback-order.js';
+import { PubackOrder, seqOfPayload } from '../broker/group-delivery.js';
 import { applyEvent } from '../clients/message-state.js';
 import { messageLine } from '../protocol/index.js';
 import type { StampedMessage } from '../protocol/index.js';

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { StampedMessage } from '../protocol/index.js';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
-import { OrderedDelivery, type OrderedDeliveryOptions } from '../sequencer/ordered-delivery.js';
+import { OrderedDelivery, type OrderedDeliveryOptions } from '../delivery/ordered-delivery.js';
 import { TestChorus, collect, tempDir, until } from './harness.js';
 
 const draft = (clientMsgId: string, createdAtMs = Date.now()) => ({

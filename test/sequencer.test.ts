@@ -28,7 +28,11 @@ describe('sequencer commits in flight together', () => {
   it('takes the next commit while one is being written, and still acknowledges and fans out in seq order', async () => {
     const log = new SlowLog(new MessageLogSqlite(join(tempDir(), 'messages.db'), { synchronous: 'normal' }));
     const fannedOut: StampedMessage[] = [];
-    const sequencer = new Sequencer(log, (m) => fannedOut.push(m), { maxBodyBytes: 1000, maxPendingSends: 1000 });
+    const sequencer = new Sequencer(
+      log,
+      { stored: (_groupId, messages) => void fannedOut.push(...messages), writerLost: () => {} },
+      { maxBodyBytes: 1000, maxPendingSends: 1000 },
+    );
     const acked: number[] = [];
     const sends: Promise<void>[] = [];
     for (let burst = 0; burst < 6; burst++) {

@@ -1,5 +1,5 @@
 import type { StampedMessage } from '../protocol/index.js';
-import type { MessageLog } from './message-log.js';
+import type { MessageLog } from '../sequencer/message-log.js';
 
 /** Anything delivered in a group's seq order. */
 export interface Sequenced {

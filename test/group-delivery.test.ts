@@ -1,7 +1,7 @@
 import { PassThrough } from 'node:stream';
 import mqttPacket, { type IPublishPacket } from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { publishHead, writeGroupPublish } from '../broker/group-publishes.js';
+import { publishHead, writeGroupPublish } from '../broker/group-delivery.js';
 import { TestChorus, collect, until } from './harness.js';
 
 describe('a group message serialized once for all subscribers', () => {
