@@ -10,12 +10,24 @@ export const systemResolve: Resolve = async (host) =>
   (await dnsLookup(host, { all: true, verbatim: true })).map((a) => a.address);
 
 /**
- * Whether Chorus may send requests to `address`: public unicast only, as ipaddr.js classifies ranges (not loopback,
- * private, link-local, carrier-grade NAT, NAT64, site-local, multicast, broadcast, reserved, documentation...).
- * IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
+ * Special-purpose ranges that ipaddr.js's range() calls unicast: IPv4-compatible IPv6 (::/96, deprecated by RFC 4291
+ * §2.5.5.1), which may carry traffic to the IPv4 address in its last 32 bits. Refused at registration here, and on
+ * every connection by the sender's agent (its denyIPAddressList): one list for both checks.
  */
-export const isPublicAddress = (address: string): boolean =>
-  ipaddr.isValid(address) && ipaddr.process(address).range() === 'unicast';
+export const SPECIAL_RANGES_UNCLASSIFIED = ['::/96'];
+const unclassified = SPECIAL_RANGES_UNCLASSIFIED.map((cidr) => ipaddr.parseCIDR(cidr));
+
+/**
+ * Whether Chorus may send requests to `address`: public unicast only, as ipaddr.js classifies ranges (not loopback,
+ * private, link-local, carrier-grade NAT, NAT64, site-local, multicast, broadcast, reserved, documentation...), and
+ * none of SPECIAL_RANGES_UNCLASSIFIED. IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
+ */
+export function isPublicAddress(address: string): boolean {
+  if (!ipaddr.isValid(address)) return false;
+  const parsed = ipaddr.process(address);
+  if (parsed.range() !== 'unicast') return false;
+  return !unclassified.some(([network, bits]) => parsed.kind() === network.kind() && parsed.match(network, bits));
+}
 
 const isLoopback = (host: string): boolean =>
   host === 'localhost' || (ipaddr.isValid(host) && ipaddr.process(host).range() === 'loopback');

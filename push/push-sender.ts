@@ -3,6 +3,7 @@ import { rootCertificates } from 'node:tls';
 import { RequestFilteringHttpsAgent } from 'request-filtering-agent';
 import webPush, { WebPushError } from 'web-push';
 import type { Logger } from 'pino';
+import { SPECIAL_RANGES_UNCLASSIFIED } from './endpoint-policy.js';
 import type { PushStore, PushSubscriptionRecord } from './push-store.js';
 import type { VapidKeys } from './vapid.js';
 
@@ -69,6 +70,7 @@ export class PushSender {
       ...(network.extraCa ? { ca: [...rootCertificates, network.extraCa.toString()] } : {}),
       ...(network.allowLoopback ? { allowIPAddressList: ['127.0.0.0/8', '::1'] } : {}),
       ...(network.lookup ? { lookup: network.lookup } : {}),
+      denyIPAddressList: SPECIAL_RANGES_UNCLASSIFIED,
     });
   }
 

@@ -48,6 +48,8 @@ describe('push rules', () => {
       'https://[fec0::1]/x',
       'https://[64:ff9b::7f00:1]/x',
       'https://[::ffff:127.0.0.1]/x',
+      'https://[::127.0.0.1]/x', // IPv4-compatible IPv6 (::/96), which ipaddr.js calls unicast
+      'https://[::8.8.8.8]/x',
       'https://198.18.0.1/x',
       'https://224.0.0.1/x',
       'https://255.255.255.255/x',
