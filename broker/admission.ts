@@ -1,29 +1,51 @@
 import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import { createServer, type Server as TcpServer } from 'node:net';
 import type { Duplex } from 'node:stream';
+import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 import { createWebSocketStream, WebSocketServer } from 'ws';
+import { addressKey } from '../auth/client-address.js';
 import { gatherOutput } from './connection-output.js';
 import { watchFrameSizes } from './frame-limit.js';
 
 /** The longest a connection waits, unread, for a place among the unauthenticated ones (see admit). */
 const WAITING_TIMEOUT_MS = 10_000;
+/**
+ * Under pressure (more than half of maxUnauthenticatedConnections taken), a connection that has not authenticated
+ * this long after it was served is closed, instead of holding its place for Aedes's 10 s CONNECT deadline: a client
+ * on a working network sends CONNECT at once, and its login takes milliseconds.
+ */
+const PRESSED_CONNECT_DEADLINE_MS = 2000;
 /** Connections the kernel may hold for accept() (capped by net.core.somaxconn). */
 export const LISTEN_BACKLOG = 4096;
 
 export interface AdmissionLimits {
   maxUnauthenticatedConnections: number;
   maxWaitingConnections: number;
+  maxUnauthenticatedPerAddress: number;
+  /** 0: no limit. */
+  maxConnectionsPerAddress: number;
+  /** Comma-separated addresses or CIDRs whose connections are not counted per address (load balancers). */
+  trustedProxies: string;
   maxPacketBytes: number;
   maxClientBufferBytes: number;
+}
+
+/** Why a connection was refused before it authenticated. */
+export type RefusalReason = 'unauthenticated-limit' | 'address-limit';
+
+/** Connections of one client address: open ones, and those not authenticated yet (served or waiting). */
+interface AddressCount {
+  open: number;
+  unauthenticated: number;
 }
 
 export interface AdmissionDeps {
   limits: AdmissionLimits;
   /** Hands an admitted connection to the MQTT protocol (Aedes's handle; `req` for WebSocket). */
   handle: (stream: Duplex, req?: IncomingMessage) => void;
-  /** A connection was refused before authenticating: too many unauthenticated ones. */
-  onRefused: () => void;
+  /** A connection was refused before authenticating: too many unauthenticated ones, in all or from its address. */
+  onRefused: (reason: RefusalReason) => void;
   /** A connection whose unsent output passed maxClientBufferBytes was closed. */
   onSlowConsumerCut: () => void;
   logger: Logger;
@@ -38,11 +60,26 @@ export class Admission {
   private readonly unauthenticated = new Map<Duplex, () => void>();
   /** Connections waiting for a place among the unauthenticated ones, oldest first, each with what lets it in. */
   private readonly waiting = new Map<Duplex, () => void>();
+  /** Per client address (an IPv6 /64): bounded by the open connections, each of which has one. */
+  private readonly addresses = new Map<string, AddressCount>();
+  private readonly trusted: [ipaddr.IPv4 | ipaddr.IPv6, number][];
+  /** Per connection counted against its address: what ends its unauthenticated count there. */
+  private readonly addressAuthenticated = new WeakMap<Duplex, () => void>();
   private tcpServer: TcpServer | null = null;
   private wsServer: WebSocketServer | null = null;
   private closing = false;
 
-  constructor(private readonly deps: AdmissionDeps) {}
+  constructor(private readonly deps: AdmissionDeps) {
+    this.trusted = deps.limits.trustedProxies
+      .split(',')
+      .map((entry) => entry.trim())
+      .filter((entry) => entry !== '')
+      .map((entry) =>
+        entry.includes('/')
+          ? ipaddr.parseCIDR(entry)
+          : ipaddr.parseCIDR(`${entry}/${ipaddr.parse(entry).kind() === 'ipv4' ? 32 : 128}`),
+      );
+  }
 
   /** Connections waiting for a place among the unauthenticated ones. */
   get waitingConnections(): number {
@@ -52,6 +89,7 @@ export class Admission {
   /** The connection authenticated: it no longer counts against maxUnauthenticatedConnections. */
   authenticated(stream: Duplex): void {
     this.unauthenticated.get(stream)?.();
+    this.addressAuthenticated.get(stream)?.();
   }
 
   /** Serves MQTT over TCP. Resolves with the bound port. */
@@ -110,10 +148,16 @@ export class Admission {
    */
   private admit(stream: Duplex, remote: string | undefined, handle: () => void): void {
     const { limits, logger } = this.deps;
+    if (!this.countAddress(stream, remote)) {
+      this.deps.onRefused('address-limit');
+      logger.warn({ remote }, 'too many connections from this address: refusing');
+      stream.destroy();
+      return;
+    }
     if (this.unauthenticated.size < limits.maxUnauthenticatedConnections && this.waiting.size === 0)
       return this.serve(stream, remote, handle);
     if (this.waiting.size >= limits.maxWaitingConnections || this.closing) {
-      this.deps.onRefused();
+      this.deps.onRefused('unauthenticated-limit');
       logger.warn({ remote }, 'too many connections waiting to authenticate: refusing');
       stream.destroy();
       return;
@@ -130,6 +174,48 @@ export class Admission {
       leave();
       this.serve(stream, remote, handle);
     });
+  }
+
+  /**
+   * Counts a new connection against its client address; false when the address is over maxUnauthenticatedPerAddress
+   * or maxConnectionsPerAddress (one address cannot take the whole pre-login pool, so others still get in). Trusted
+   * proxies are not counted: many clients share their address.
+   */
+  private countAddress(stream: Duplex, remote: string | undefined): boolean {
+    const key = addressKey(remote);
+    if (key === null || this.isTrustedProxy(remote!)) return true;
+    const { maxUnauthenticatedPerAddress, maxConnectionsPerAddress } = this.deps.limits;
+    let count = this.addresses.get(key);
+    if (!count) this.addresses.set(key, (count = { open: 0, unauthenticated: 0 }));
+    if (
+      count.unauthenticated >= maxUnauthenticatedPerAddress ||
+      (maxConnectionsPerAddress > 0 && count.open >= maxConnectionsPerAddress)
+    ) {
+      if (count.open === 0) this.addresses.delete(key);
+      return false;
+    }
+    const counted = count;
+    counted.open += 1;
+    counted.unauthenticated += 1;
+    let unauthenticated = true;
+    const authenticated = () => {
+      if (!unauthenticated) return;
+      unauthenticated = false;
+      counted.unauthenticated -= 1;
+    };
+    this.addressAuthenticated.set(stream, authenticated);
+    stream.once('close', () => {
+      authenticated();
+      counted.open -= 1;
+      if (counted.open === 0) this.addresses.delete(key);
+    });
+    return true;
+  }
+
+  private isTrustedProxy(remote: string): boolean {
+    if (this.trusted.length === 0) return false;
+    const address = ipaddr.process(remote);
+    return this.trusted.some(([network, bits]) => address.kind() === network.kind() && address.match(network, bits));
   }
 
   /** Lets waiting connections in while there is room among the unauthenticated ones. */
@@ -150,6 +236,14 @@ export class Admission {
     };
     this.unauthenticated.set(stream, authenticated);
     stream.once('close', authenticated);
+    const deadline = setTimeout(() => {
+      if (this.unauthenticated.has(stream) && this.unauthenticated.size > limits.maxUnauthenticatedConnections / 2) {
+        logger.debug({ remote }, 'no login within the deadline while many wait: closing');
+        stream.destroy();
+      }
+    }, PRESSED_CONNECT_DEADLINE_MS);
+    deadline.unref();
+    stream.once('close', () => clearTimeout(deadline));
     watchFrameSizes(stream, limits.maxPacketBytes, (size) => {
       logger.warn({ size, remote }, 'packet larger than maxPacketBytes: closing');
       stream.destroy();

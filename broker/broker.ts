@@ -8,7 +8,7 @@ import type { Groups } from '../groups/groups.js';
 import type { ReadReceipts } from '../groups/read-receipts.js';
 import { parseTopic } from '../protocol/index.js';
 import type { SendPath } from '../sequencer/sequencer.js';
-import { Admission } from './admission.js';
+import { Admission, type RefusalReason } from './admission.js';
 import { clientsOf, silenceTopics, storeSubscriptions } from './aedes.js';
 import type { GroupDelivery } from './group-delivery.js';
 import type { LiveEvents } from './live-events.js';
@@ -32,7 +32,7 @@ export interface BrokerCounters {
   /** A publish was held back by the per-connection publish rate. */
   publishThrottled(): void;
   /** A connection was refused before authenticating: too many unauthenticated ones, or its address failed too often. */
-  connectionRefused(reason: 'unauthenticated-limit' | 'auth-failures'): void;
+  connectionRefused(reason: RefusalReason | 'auth-failures'): void;
 }
 
 export interface BrokerDeps {
@@ -77,7 +77,7 @@ export class ChorusBroker {
     this.admission = new Admission({
       limits: config,
       handle: (stream, req) => aedes.handle(stream, req as never),
-      onRefused: () => counters.connectionRefused('unauthenticated-limit'),
+      onRefused: (reason) => counters.connectionRefused(reason),
       onSlowConsumerCut: () => counters.slowConsumerCut(),
       logger,
     });

@@ -3,6 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Aedes, AuthenticateError, Client, ConnectPacket } from 'aedes';
 import type { Logger } from 'pino';
+import { addressKey } from '../auth/client-address.js';
 import type { FailedAuthThrottle } from '../auth/failed-auth-throttle.js';
 import type { TokenVerifier, VerifiedToken } from '../auth/token-verifier.js';
 import { clientById } from './aedes.js';
@@ -26,7 +27,7 @@ export interface LoginDeps {
   groupIdsOf: (userId: string) => Promise<string[]>;
   /** The connection authenticated (it no longer counts as unauthenticated). */
   onAuthenticated: (conn: Duplex) => void;
-  /** A connection was refused because its address failed too often. */
+  /** A failed login was refused as "retry later" because its address failed too often. */
   onThrottled: () => void;
   maxConnections: number;
   logger: Logger;
@@ -97,23 +98,21 @@ export class Logins {
     if (aedes.connectedClients >= this.deps.maxConnections) throw authError('too many connections', 3);
     // [MQTT-3.1.3-8]: an empty client id with CleanSession 0 gets CONNACK 0x02 (identifier rejected).
     if (this.anonymousPersistent.has(client)) throw authError('a persistent session needs a client id', 2);
-    const address = addressOf(client);
-    if (authThrottle.blocked(address)) {
-      this.deps.onThrottled();
-      throw authError('too many failed logins from this address; retry later', 3);
-    }
-    const refuse = (message: string) => {
-      authThrottle.failed(address);
-      return authError(message, 4);
-    };
-    if (!username || !password) throw refuse('username (user id) and password (token) are required');
     let verified: VerifiedToken;
     try {
-      verified = await this.deps.verifier.verify(password.toString('utf8'));
-    } catch {
-      throw refuse('invalid token');
+      if (!username || !password) throw new Error('username (user id) and password (token) are required');
+      verified = await this.deps.verifier.verify(password.toString('utf8')).catch(() => {
+        throw new Error('invalid token');
+      });
+      if (verified.userId !== username) throw new Error('token does not belong to this user id');
+    } catch (err) {
+      // Only failures are throttled: a valid token gets in whatever else came from its address.
+      if (await authThrottle.failure(addressKey(addressOf(client)) ?? 'unknown')) {
+        this.deps.onThrottled();
+        throw authError('too many failed logins from this address; retry later', 3);
+      }
+      throw authError((err as Error).message, 4);
     }
-    if (verified.userId !== username) throw refuse('token does not belong to this user id');
     // A client id is a session: another user must not take it over ([MQTT-3.1.4-2] would close the holder).
     const holder = clientById(aedes, client.id);
     const holderUser = holder ? live.userOf(holder) : undefined;

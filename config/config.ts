@@ -172,6 +172,25 @@ export const ConfigSchema = Type.Object(
       description:
         'MQTT connections beyond maxUnauthenticatedConnections that wait, unread, for a place (10 s at most); beyond this new ones are closed at once',
     }),
+    maxUnauthenticatedPerAddress: Type.Integer({
+      minimum: 1,
+      maximum: 1_000_000,
+      default: 100,
+      description:
+        'MQTT connections from one client address (an IPv6 /64) not yet authenticated; beyond this new ones from it are closed at once',
+    }),
+    maxConnectionsPerAddress: Type.Integer({
+      minimum: 0,
+      maximum: 1_000_000,
+      default: 0,
+      description: 'MQTT connections from one client address (an IPv6 /64) in all; 0: no limit',
+    }),
+    trustedProxies: Type.String({
+      default: '',
+      pattern: '^[0-9A-Fa-f.:/,]*$',
+      description:
+        'comma-separated addresses or CIDRs of proxies in front of Chorus (a load balancer): their connections are not counted per address',
+    }),
     maxClientBufferBytes: Type.Integer({
       minimum: 16_384,
       maximum: 268_435_456,

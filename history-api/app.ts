@@ -12,6 +12,7 @@ import { groupRoutes } from './routes-groups.js';
 import { messageRoutes } from './routes-messages.js';
 import { pushRoutes } from './routes-push.js';
 import { webRoutes } from './routes-web.js';
+import { addressKey } from '../auth/client-address.js';
 import { answerClientError } from './client-errors.js';
 import { ErrorResponse } from './schemas.js';
 
@@ -122,18 +123,17 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   await app.register(
     async (v1) => {
       v1.decorateRequest('userId', '');
-      // Before authentication, per client IP: an address whose requests keep failing to authenticate is refused (429)
-      // without its token being checked, at most authFailuresPerMinute failures a minute.
+      // Per client IP, failures only: a request with a valid token is served whatever else came from its address; one
+      // whose authentication fails from an address over authFailuresPerMinute is answered 429 after a wait.
       v1.addHook('onRequest', async (request) => {
-        if (deps.authThrottle.blocked(request.ip))
-          throw new ChorusError('RATE_LIMITED', 'too many unauthenticated requests from this address');
         const header = request.headers.authorization;
         const match = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
         try {
           if (!match) throw new ChorusError('UNAUTHORIZED', 'send Authorization: Bearer <token>');
           request.userId = (await deps.verifier.verify(match[1]!)).userId;
         } catch (err) {
-          deps.authThrottle.failed(request.ip);
+          if (await deps.authThrottle.failure(addressKey(request.ip) ?? request.ip))
+            throw new ChorusError('RATE_LIMITED', 'too many failed authentications from this address; retry later');
           throw err;
         }
       });

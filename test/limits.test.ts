@@ -73,13 +73,60 @@ describe('failed logins and unauthenticated connections are bounded', () => {
     return code;
   };
 
-  it('refuses an address that failed too often, even with a good token, over MQTT and REST', async () => {
+  it('slows and refuses the failures of an address that failed too often, never a valid token from it (MQTT and REST)', async () => {
     for (let i = 0; i < 3; i++) expect(await connackCode('not a token')).toBe(4);
-    expect(await connackCode(await t.token('alice'))).toBe(3); // server unavailable: come back later
-    const rest = await t.api('alice', 'GET', '/v1/groups');
-    expect(rest.status).toBe(429);
-    expect(rest.body.code).toBe('RATE_LIMITED');
+    // Over its budget: the attacker's next try waits, then hears "server unavailable: come back later".
+    const started = performance.now();
+    expect(await connackCode('not a token')).toBe(3);
+    expect(performance.now() - started).toBeGreaterThan(900);
     expect(await metric(t, 'chorus_mqtt_refused_connections_total')).toBe(1);
+    // A valid client behind the same address (a NAT, a proxy) gets in at once, over MQTT and REST.
+    const validStarted = performance.now();
+    expect(await connackCode(await t.token('alice'))).toBe(0);
+    expect(performance.now() - validStarted).toBeLessThan(900);
+    expect((await t.api('alice', 'GET', '/v1/groups')).status).toBe(200);
+    const refused = await fetch(`${t.chorus.urls.http}/v1/groups`, { headers: { authorization: 'Bearer not-a-token' } });
+    expect(refused.status).toBe(429);
+    expect(((await refused.json()) as { code: string }).code).toBe('RATE_LIMITED');
+  });
+});
+
+describe('one address cannot take the pre-login pool', () => {
+  let t: TestChorus;
+  beforeAll(async () => {
+    t = await TestChorus.start({ maxUnauthenticatedPerAddress: 50 });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('serves another client at once while one address holds 2,000 idle sockets, refusing that address past its cap', async () => {
+    // The attacker connects from 127.0.0.2 (any 127/8 address is this machine), the valid client from 127.0.0.1.
+    const idle: Socket[] = [];
+    await Promise.all(
+      Array.from({ length: 2000 }, async () => {
+        const socket = tcpConnect({ port: t.chorus.mqttPort, host: '127.0.0.1', localAddress: '127.0.0.2' });
+        socket.on('error', () => undefined);
+        idle.push(socket);
+        await new Promise((resolve) => socket.once('connect', resolve));
+      }),
+    );
+    await until(
+      async () => (await metric(t, 'chorus_mqtt_refused_connections_total')) >= 1950,
+      'the sockets past the per-address cap to be refused',
+    );
+    const started = performance.now();
+    const client = await mqtt.connectAsync(t.chorus.urls.mqtt, {
+      username: 'alice',
+      password: await t.token('alice'),
+      reconnectPeriod: 0,
+      protocolVersion: 4,
+    });
+    const tookMs = performance.now() - started;
+    expect(tookMs).toBeLessThan(100);
+    expect(idle.filter((socket) => !socket.destroyed && socket.readyState === 'open').length).toBeLessThanOrEqual(50);
+    await client.endAsync();
+    for (const socket of idle) socket.destroy();
   });
 });
 
