@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { Aedes, type AedesOptions, type Client, type PublishPacket } from 'aedes';
+import { Aedes, type AedesOptions, type Client, type ConnectPacket, type PublishPacket } from 'aedes';
 import { BoundedMemoryPersistence } from './persistence-bounded.js';
 
 /**
@@ -96,4 +96,13 @@ export function silenceTopics(aedes: Aedes, topics: Set<string>): void {
     if (!topics.has(packet.topic)) return route(packet, client, done);
     (typeof client === 'function' ? (client as () => void) : (done ?? (() => {})))();
   }) as typeof aedes.publish;
+}
+
+/**
+ * Makes Aedes answer this CONNECT with CONNACK 0x01 (unacceptable protocol version) [MQTT-3.1.2-2]: called from
+ * preConnect, it marks the packet's level as one Aedes serves none of, which Aedes checks right after preConnect.
+ * (Aedes's authenticate hook can answer 2 to 5 only.)
+ */
+export function refuseProtocolLevel(packet: ConnectPacket): void {
+  (packet as { protocolVersion: number }).protocolVersion = 0;
 }

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { addressKey } from '../auth/client-address.js';
 import type { FailedAuthThrottle } from '../auth/failed-auth-throttle.js';
 import type { TokenVerifier, VerifiedToken } from '../auth/token-verifier.js';
-import { clientById } from './aedes.js';
+import { clientById, refuseProtocolLevel } from './aedes.js';
 import type { LiveEvents } from './live-events.js';
 import type { LiveUsers } from './live-users.js';
 import type { Presence } from './presence.js';
@@ -59,6 +59,8 @@ export class Logins {
     done: (err: Error | null, ok: boolean) => void,
   ): void => {
     if (packet.clientId === '' && !packet.clean) this.anonymousPersistent.add(client);
+    // [MQTT-3.1.2-2]: "MQTT" is level 4 (3.1.1), "MQIsdp" level 3 (3.1); another pairing is a level not served.
+    if ((packet.protocolId === 'MQTT') !== (packet.protocolVersion === 4)) refuseProtocolLevel(packet);
     done(null, true);
   };
 

@@ -67,6 +67,10 @@ export class PublishRouting {
    * every packet of the last read was handled), so the sender slows down through TCP, and nothing it sent is dropped.
    */
   readonly authorizePublish = (client: Client | null, packet: PublishPacket, done: Done): void => {
+    // [MQTT-2.3.1-1]: a QoS 1 or 2 PUBLISH carries a non-zero packet identifier; one that does not is a protocol error,
+    // and the connection is closed without an acknowledgement.
+    if (packet.qos > 0 && packet.messageId === 0)
+      return done(new Error('a QoS 1 or 2 PUBLISH with packet identifier 0'));
     if (!client) return this.route(client, packet, done);
     let bucket = this.publishBuckets.get(client);
     if (!bucket) {

@@ -94,6 +94,10 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
     return reply.status(status).send(body);
   });
   app.setNotFoundHandler((_request, reply) => reply.status(404).send(new ChorusError('NOT_FOUND').toBody()));
+  // A route that does not exist says so before its body is read: a malformed body there is no INVALID_JSON.
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.is404) return reply.status(404).send(new ChorusError('NOT_FOUND').toBody());
+  });
 
   // The methods each /v1 path takes, so that the others answer 405 with Allow (RFC 9110 §15.5.6) rather than 404.
   const methodsOf = new Map<string, Set<string>>();

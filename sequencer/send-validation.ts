@@ -2,6 +2,9 @@ import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { CONTENT_FIELDS, ChorusError, SendPayload, messageTypeOf } from '../protocol/index.js';
 
 const checkSend = TypeCompiler.Compile(SendPayload);
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+/** In a `u` pattern a surrogate pair is one code point: only a surrogate on its own matches. */
+const LONE_SURROGATE = /\p{Surrogate}/u;
 
 /**
  * JSON escapes can make a body up to six times longer on the wire than in UTF-8; a payload past this bound is refused
@@ -73,6 +76,10 @@ function checkFieldsOfType(send: SendPayload): void {
   }
   if (oneOf && !oneOf.some((field) => send[field] !== undefined))
     problems.push({ path: `/${oneOf[0]}`, message: `a message needs ${oneOf.join(' or ')}` });
+  // A lone surrogate (a JSON escape such as \ud800) is no text: no client's UTF-8 decoder can take it.
+  for (const [path, text] of freeText(send)) {
+    if (LONE_SURROGATE.test(text)) problems.push({ path, message: 'must be well-formed Unicode (no lone surrogates)' });
+  }
   send.attachments?.forEach((attachment, i) => {
     let url: URL | null = null;
     try {
@@ -91,9 +98,26 @@ export function parseSendBytes(raw: Buffer, maxBodyBytes: number): unknown {
   if (raw.length > maxEncodedBytes(maxBodyBytes)) {
     throw new ChorusError('PAYLOAD_TOO_LARGE', `payload is ${raw.length} bytes`, { limit: maxBodyBytes });
   }
+  let text: string;
   try {
-    return JSON.parse(raw.toString('utf8'));
+    text = strictUtf8.decode(raw);
+  } catch {
+    // A replacement character in place of the bad bytes would be a message nobody sent.
+    throw new ChorusError('INVALID_MESSAGE', 'the payload is not valid UTF-8');
+  }
+  try {
+    return JSON.parse(text);
   } catch {
     throw new ChorusError('INVALID_JSON');
+  }
+}
+
+/** The send's fields of free text, by path: the others are held to patterns of ASCII or to numbers. */
+function* freeText(send: SendPayload): Generator<[string, string]> {
+  if (send.body !== undefined) yield ['/body', send.body];
+  if (send.emoji !== undefined) yield ['/emoji', send.emoji];
+  for (const [i, attachment] of (send.attachments ?? []).entries()) {
+    yield [`/attachments/${i}/url`, attachment.url];
+    if (attachment.name !== undefined) yield [`/attachments/${i}/name`, attachment.name];
   }
 }

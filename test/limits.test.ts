@@ -85,7 +85,9 @@ describe('failed logins and unauthenticated connections are bounded', () => {
     expect(await connackCode(await t.token('alice'))).toBe(0);
     expect(performance.now() - validStarted).toBeLessThan(900);
     expect((await t.api('alice', 'GET', '/v1/groups')).status).toBe(200);
-    const refused = await fetch(`${t.chorus.urls.http}/v1/groups`, { headers: { authorization: 'Bearer not-a-token' } });
+    const refused = await fetch(`${t.chorus.urls.http}/v1/groups`, {
+      headers: { authorization: 'Bearer not-a-token' },
+    });
     expect(refused.status).toBe(429);
     expect(((await refused.json()) as { code: string }).code).toBe('RATE_LIMITED');
   });
