@@ -10,7 +10,11 @@ type WriteCall =
   | { id: number; method: 'append'; args: [GroupAppend[]] }
   | { id: number; method: 'deleteGroup'; args: [string] }
   | { id: number; method: 'close'; args: [] };
-type WriteReply = { id: number; result?: unknown; error?: { code?: string; message: string; chorus: boolean } };
+type WriteReply = {
+  id: number;
+  result?: unknown;
+  error?: { name: string; code?: string; message: string; chorus: boolean };
+};
 
 interface ThreadData {
   role: 'chorus-message-log-writer';
@@ -120,7 +124,13 @@ export class MessageLogSqliteThread implements MessageLog {
       if (!reply.error) call.resolve(reply.result);
       else if (reply.error.chorus) call.reject(new ChorusError(reply.error.code as never, reply.error.message));
       else
-        call.reject(Object.assign(new Error(reply.error.message), reply.error.code ? { code: reply.error.code } : {}));
+        call.reject(
+          Object.assign(
+            new Error(reply.error.message),
+            { name: reply.error.name },
+            reply.error.code ? { code: reply.error.code } : {},
+          ),
+        );
     });
     const stopped = (reason: string) => {
       if (this.worker !== worker) return;
@@ -154,6 +164,7 @@ function serveWrites(data: ThreadData): void {
       port.postMessage({
         id: call.id,
         error: {
+          name: error.name,
           message: error.message,
           chorus: isChorusError(err),
           ...(typeof error.code === 'string' ? { code: error.code } : {}),

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ChorusError, contentOf, type SendPayload, type StampedMessage } from '../protocol/index.js';
 import { backoffMs } from './backoff.js';
 import { WriterMovedError } from './group-writers.js';
+import { isLastingStoreError } from './store-errors.js';
 import type { AppendOutcome, GroupAppend, MessageDraft, MessageLog } from './message-log.js';
 import { SendRules } from './send-rules.js';
 import { validateSend } from './send-validation.js';
@@ -36,6 +37,8 @@ export interface SequencerOptions {
   /** Drafts in one append call, so that one commit stays short. */
   maxBatch?: number;
   onStoreError?: (err: unknown, attempt: number) => void;
+  /** A draft the store refuses for a lasting reason, appended alone: it is refused (INTERNAL) and never retried. */
+  onRefusedDraft?: (err: unknown, groupId: string, draft: MessageDraft) => void;
   /** After each successful commit: how many drafts it carried and how long the append took. */
   onCommit?: (drafts: number, seconds: number) => void;
 }
@@ -46,6 +49,8 @@ interface PendingSend {
   arrival: number;
   /** Set once the draft was part of an append that failed: it may have been stored by that failed attempt. */
   retried: boolean;
+  /** Part of an append that failed for a lasting reason: appended alone until it is stored or refused. */
+  suspect: boolean;
   resolve: (result: SendResult) => void;
   reject: (err: unknown) => void;
 }
@@ -75,6 +80,8 @@ const COMMITS_IN_FLIGHT = 2;
 export class Sequencer implements SendPath {
   private readonly queues = new Map<string, PendingSend[]>();
   private pendingCount = 0;
+  /** Queued sends marked suspect (see takeCommit). */
+  private suspects = 0;
   private arrivals = 0;
   private flushScheduled = false;
   private inFlight = 0;
@@ -127,7 +134,7 @@ export class Sequencer implements SendPath {
     return new Promise<SendResult>((resolve, reject) => {
       let queue = this.queues.get(groupId);
       if (!queue) this.queues.set(groupId, (queue = []));
-      queue.push({ draft, arrival: this.arrivals++, retried: false, resolve, reject });
+      queue.push({ draft, arrival: this.arrivals++, retried: false, suspect: false, resolve, reject });
       this.pendingCount += 1;
       this.scheduleFlush();
     });
@@ -146,8 +153,20 @@ export class Sequencer implements SendPath {
     );
   }
 
-  /** Takes up to maxBatch drafts, whole groups first, keeping each group's order. */
+  /**
+   * Takes up to maxBatch drafts, whole groups first, keeping each group's order; while drafts of a commit that failed
+   * for a lasting reason are queued, the next such draft alone (so the one at fault is found, and the rest stored).
+   */
   private takeCommit(): Commit {
+    if (this.suspects > 0) {
+      for (const [groupId, queue] of this.queues) {
+        const [first, ...rest] = queue;
+        if (!first?.suspect) continue;
+        if (rest.length > 0) this.queues.set(groupId, rest);
+        else this.queues.delete(groupId);
+        return { batch: [{ groupId, drafts: [first.draft] }], sends: [[first]] };
+      }
+    }
     const batch: GroupAppend[] = [];
     const sends: PendingSend[][] = [];
     let room = this.maxBatch;
@@ -185,7 +204,10 @@ export class Sequencer implements SendPath {
       this.queues.delete(part.groupId);
       this.output.writerLost(part.groupId);
       this.pendingCount -= handedBack.length;
-      for (const send of handedBack) send.reject(new WriterMovedError([part.groupId]));
+      for (const send of handedBack) {
+        if (send.suspect) this.suspects -= 1;
+        send.reject(new WriterMovedError([part.groupId]));
+      }
     });
     this.requeue(keep);
   }
@@ -240,6 +262,7 @@ export class Sequencer implements SendPath {
           outcome.message.createdAt === new Date(send.draft.createdAtMs).toISOString() &&
           outcome.message.body === send.draft.body;
         this.pendingCount -= 1;
+        if (send.suspect) this.suspects -= 1;
         send.resolve({ message: outcome.message, duplicate: outcome.duplicate && !storedByThisSend });
       });
     });
@@ -251,6 +274,7 @@ export class Sequencer implements SendPath {
       this.handBack(commit, new Set(err.groupIds));
       return;
     }
+    if (isLastingStoreError(err)) return this.isolate(commit, err);
     this.failures += 1;
     this.options.onStoreError?.(err, this.failures);
     this.requeue(commit);
@@ -261,6 +285,30 @@ export class Sequencer implements SendPath {
       this.backingOff = false;
       this.scheduleFlush();
     }, delay).unref();
+  }
+
+  /**
+   * A commit failed for a reason that will not pass (a poison draft): retrying it as it is would hold every group
+   * behind it for good. A draft that failed alone is refused; the drafts of a larger commit go back to be appended
+   * one at a time, so the one at fault is found and the others are stored.
+   */
+  private isolate(commit: Commit, err: unknown): void {
+    const drafts = commit.sends.flat();
+    if (drafts.length === 1) {
+      const send = drafts[0]!;
+      const groupId = commit.batch[0]!.groupId;
+      this.pendingCount -= 1;
+      if (send.suspect) this.suspects -= 1;
+      this.options.onRefusedDraft?.(err, groupId, send.draft);
+      send.reject(new ChorusError('INTERNAL', 'the store refused this message; it was not stored'));
+    } else {
+      for (const send of drafts) {
+        if (!send.suspect) this.suspects += 1;
+        send.suspect = true;
+      }
+      this.requeue(commit);
+    }
+    this.scheduleFlush();
   }
 
   /** Stops taking sends; waits (up to timeoutMs) for the ones already queued to be stored. */

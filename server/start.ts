@@ -155,6 +155,11 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
       metrics.storeErrors.inc();
       sequencerLog.error({ err, attempt }, 'message log append failed; retrying');
     },
+    onRefusedDraft: (err, groupId, draft) =>
+      sequencerLog.error(
+        { err, groupId, clientMsgId: draft.clientMsgId, senderId: draft.senderId },
+        'message refused: the store will not take it',
+      ),
     onCommit: metrics.onCommit,
   });
   const sends = new SendRouter(backends.writers, sequencer, backends.forwarding, config.maxPendingSends);

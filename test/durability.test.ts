@@ -200,3 +200,46 @@ describe('acks reach a connection that subscribes to its events after publishing
     await alice.endAsync();
   });
 });
+
+describe('a send the store refuses for a lasting reason', () => {
+  let t: TestChorus;
+  beforeAll(async () => {
+    // The real SQLite log, throwing on one particular draft as a bug in its path would.
+    const poisonous = new (class extends WrappedLog {
+      override async append(batch: GroupAppend[]) {
+        if (batch.some((part) => part.drafts.some((draft) => draft.clientMsgId === 'poison'))) {
+          throw new RangeError('Invalid array length');
+        }
+        return this.inner.append(batch);
+      }
+    })(new MessageLogSqlite(join(tempDir(), 'messages.db'), { synchronous: 'normal' }));
+    t = await TestChorus.start({}, { messageLog: poisonous });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('gets its PUBACK and an INTERNAL rejection, while the sends beside it are stored and acknowledged', async () => {
+    const groupId = await t.group('alice', ['bob']);
+    const alice = await t.mqtt('alice');
+    const events = collect(alice);
+    await alice.subscribeAsync('users/alice/events', { qos: 1 });
+    const topic = `groups/${groupId}/messages`;
+    await Promise.all(
+      ['before', 'poison', 'after'].map((clientMsgId) =>
+        alice.publishAsync(topic, JSON.stringify({ clientMsgId, body: clientMsgId }), { qos: 1 }),
+      ),
+    );
+    await until(() => events.all.length === 3, 'an outcome for each send');
+    const byId = Object.fromEntries(events.all.map((e) => [e.body.clientMsgId, e.body]));
+    expect(byId.poison).toMatchObject({ type: 'rejected', code: 'INTERNAL', groupId });
+    expect([byId.before, byId.after]).toMatchObject([
+      { type: 'ack', seq: 1 },
+      { type: 'ack', seq: 2 },
+    ]);
+    expect(alice.connected).toBe(true);
+    const stored = await t.api('alice', 'GET', `/v1/groups/${groupId}/messages?afterSeq=0`);
+    expect(stored.body.messages.map((m: { clientMsgId: string }) => m.clientMsgId)).toEqual(['before', 'after']);
+    await alice.endAsync();
+  });
+});

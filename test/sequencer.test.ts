@@ -54,3 +54,75 @@ describe('sequencer commits in flight together', () => {
     await log.close();
   });
 });
+
+/** The real SQLite log, refusing every append that carries a draft whose body is `poison` (as a bug would throw). */
+class PoisonLog extends WrappedLog {
+  appends = 0;
+  override async append(batch: GroupAppend[]) {
+    this.appends += 1;
+    if (batch.some((part) => part.drafts.some((draft) => draft.body === 'poison'))) {
+      throw new TypeError("Cannot read properties of undefined (reading 'length')");
+    }
+    return this.inner.append(batch);
+  }
+}
+
+describe('a send the store refuses for a lasting reason', () => {
+  it('is refused with INTERNAL and never retried, and the sends committed with it are stored, each group in order', async () => {
+    const log = new PoisonLog(new MessageLogSqlite(join(tempDir(), 'messages.db'), { synchronous: 'normal' }));
+    const refusedDrafts: string[] = [];
+    const sequencer = new Sequencer(
+      log,
+      { stored: () => {}, writerLost: () => {} },
+      {
+        maxBodyBytes: 1000,
+        maxPendingSends: 1000,
+        onRefusedDraft: (_err, groupId, draft) => refusedDrafts.push(`${groupId}/${draft.clientMsgId}`),
+      },
+    );
+    // One turn: all of them share a commit, the poison among them.
+    const sends = ['a', 'b', 'c'].flatMap((groupId) =>
+      Array.from({ length: 5 }, (_, i) => {
+        const body = groupId === 'b' && i === 2 ? 'poison' : `${groupId}${i}`;
+        return sequencer.send(groupId, 'u', { clientMsgId: `${groupId}${i}`, body }).then(
+          (result) => ({ groupId, i, seq: result.message.seq }),
+          (err: { code?: string }) => ({ groupId, i, code: err.code }),
+        );
+      }),
+    );
+    const outcomes = await Promise.all(sends);
+    expect(outcomes.filter((o) => 'code' in o)).toEqual([{ groupId: 'b', i: 2, code: 'INTERNAL' }]);
+    expect(refusedDrafts).toEqual(['b/b2']);
+    for (const groupId of ['a', 'b', 'c']) {
+      const stored = await log.readAfter(groupId, 0, 100);
+      expect(stored.map((m) => m.seq)).toEqual(stored.map((_, i) => i + 1)); // no holes
+      expect(stored.map((m) => m.clientMsgId)).toEqual(
+        Array.from({ length: 5 }, (_, i) => `${groupId}${i}`).filter((id) => id !== 'b2'),
+      );
+    }
+    // The whole commit once, then each of its 15 drafts alone: the poison was appended twice, and is not tried again.
+    expect(log.appends).toBeLessThanOrEqual(1 + 15);
+    const later = await sequencer.send('b', 'u', { clientMsgId: 'later', body: 'fine' });
+    expect(later.message.seq).toBe(5);
+    await log.close();
+  });
+
+  it('still holds and retries a send whose append fails for a passing reason (the database busy)', async () => {
+    let failing = 3;
+    const busy = new (class extends WrappedLog {
+      override async append(batch: GroupAppend[]) {
+        if (failing-- > 0) throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
+        return this.inner.append(batch);
+      }
+    })(new MessageLogSqlite(join(tempDir(), 'messages.db'), { synchronous: 'normal' }));
+    const sequencer = new Sequencer(
+      busy,
+      { stored: () => {}, writerLost: () => {} },
+      { maxBodyBytes: 1000, maxPendingSends: 1000 },
+    );
+    const result = await sequencer.send('g', 'u', { clientMsgId: 'held', body: 'x' });
+    expect(result.message.seq).toBe(1);
+    expect(failing).toBe(-1);
+    await busy.close();
+  });
+});
