@@ -6,7 +6,8 @@ import { Type } from '@sinclair/typebox';
 import { Ajv } from 'ajv';
 import Fastify, { type FastifyError, type FastifyReply, type HTTPMethods } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { ChorusError, type ErrorBody } from '../protocol/index.js';
+import { ChorusError, type ErrorBody, SendPayloadByType } from '../protocol/index.js';
+import { validateSend } from '../sequencer/send-validation.js';
 import type { Api, ApiDeps } from './api-deps.js';
 import { groupRoutes } from './routes-groups.js';
 import { messageRoutes } from './routes-messages.js';
@@ -66,7 +67,18 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   // and path parameters arrive as text and are converted to their schema's types.
   const strict = new Ajv({ removeAdditional: false, useDefaults: true, coerceTypes: false });
   const converting = new Ajv({ removeAdditional: false, useDefaults: true, coerceTypes: 'array' });
-  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : converting).compile(schema));
+  // A send payload is checked by send validation itself (the same as over MQTT, with its readable codes); the route
+  // documents it as SendPayloadByType, built from the same message-type declarations.
+  const sendPayload = (body: unknown) => {
+    try {
+      return { value: validateSend(body, deps.config.maxBodyBytes) };
+    } catch (error) {
+      return { error: error as Error };
+    }
+  };
+  app.setValidatorCompiler(({ schema, httpPart }) =>
+    schema === SendPayloadByType ? sendPayload : (httpPart === 'body' ? strict : converting).compile(schema),
+  );
 
   app.addSchema(ErrorResponse);
   if (deps.config.corsOrigins) {

@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { ChorusError, GroupId, ReceiptsView, SendPayload, SendView, StampedMessage } from '../protocol/index.js';
+import { ChorusError, GroupId, ReceiptsView, SendPayloadByType, SendView, StampedMessage } from '../protocol/index.js';
 import type { SendResult } from '../sequencer/sequencer.js';
 import type { Api, ApiDeps } from './api-deps.js';
 import { DEFAULT_PAGE, GroupParams, PageQuery, Query, Seq, SeqOrZero, errors } from './schemas.js';
@@ -106,7 +106,7 @@ export async function messageRoutes(
         summary:
           'Send a message; a retry with the same clientMsgId returns the original seq (200) instead of a new one (201)',
         params: GroupParams,
-        body: SendPayload,
+        body: SendPayloadByType,
         response: { 200: SendView, 201: SendView, ...errors(400, 401, 403, 404, 409, 410, 413, 503) },
       },
     },

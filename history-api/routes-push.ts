@@ -4,8 +4,18 @@ import { checkPushEndpoint, checkPushKeys, systemResolve } from '../push/endpoin
 import type { Api, ApiDeps } from './api-deps.js';
 import { DEFAULT_PAGE, GroupParams, PageQuery, errors } from './schemas.js';
 
-const Base64Url = (min: number, max: number) =>
-  Type.String({ pattern: '^[A-Za-z0-9_-]+={0,2}$', minLength: min, maxLength: max });
+/** The keys as RFC 8291 has them, in base64url: a P-256 public key as an uncompressed point, and a 16-byte secret. */
+const PushKeys = Type.Object(
+  {
+    p256dh: Type.String({
+      pattern: '^B[A-Za-z0-9_-]{86}=?$',
+      description:
+        'an uncompressed P-256 point (65 bytes, the first 0x04); one that is not on the curve is refused (400)',
+    }),
+    auth: Type.String({ pattern: '^[A-Za-z0-9_-]{22}(==)?$', description: '16 bytes' }),
+  },
+  { additionalProperties: false },
+);
 
 /** Web Push: the VAPID key, a user's push subscriptions, per-group preferences; and group presence. */
 export async function pushRoutes(app: Api, { config, groups, push, presence }: ApiDeps): Promise<void> {
@@ -29,7 +39,7 @@ export async function pushRoutes(app: Api, { config, groups, push, presence }: A
           {
             endpoint: Type.String({ minLength: 1, maxLength: 2048 }),
             expirationTime: Type.Optional(Type.Union([Type.Null(), Type.Number()])),
-            keys: Type.Object({ p256dh: Base64Url(80, 100), auth: Base64Url(16, 32) }, { additionalProperties: false }),
+            keys: PushKeys,
             deviceId: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$' })),
           },
           { additionalProperties: false },

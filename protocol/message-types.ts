@@ -1,4 +1,5 @@
-import type { Attachment, SendPayload, StampedMessage } from './messages.js';
+import { type TObject, type TSchema, Type } from '@sinclair/typebox';
+import { type Attachment, SendPayload, type StampedMessage } from './messages.js';
 
 /**
  * Every message type, declared once: which fields a send of it takes (send-validation checks them), whether it is an
@@ -147,6 +148,36 @@ export function contentOf(source: Partial<Record<ContentField, unknown>>): Messa
   for (const field of CONTENT_FIELDS) if (hasValue(source[field])) content[field] = source[field];
   return content as MessageContent;
 }
+
+/**
+ * The send payload as each type takes it, for the API's documentation: one variant per declared type (two for the
+ * app's messages: with a body, or with attachments), built from the declarations above, so the document states
+ * exactly what send validation accepts.
+ */
+export const SendPayloadByType = Type.Union(
+  Object.entries(MESSAGE_TYPES).flatMap(([type, declared]) => {
+    const typeField =
+      declared === APP_MESSAGE
+        ? Type.Optional(
+            Type.String({
+              pattern: `^(?!(${EVENT_TYPES.join('|')})$)[a-z][a-z0-9._-]{0,31}$`,
+              description: `defaults to "text"; any type but ${EVENT_TYPES.join(', ')} is a message of the app's own`,
+            }),
+          )
+        : Type.Literal(type);
+    const variant = (required: readonly ContentField[], title: string): TObject => {
+      const properties: Record<string, TSchema> = { clientMsgId: SendPayload.properties.clientMsgId, type: typeField };
+      for (const field of required) properties[field] = Type.Optional(SendPayload.properties[field], false);
+      for (const field of [...declared.required, ...declared.optional, ...(declared.oneOf ?? [])]) {
+        properties[field] ??= Type.Optional(SendPayload.properties[field]);
+      }
+      return Type.Object(properties, { additionalProperties: false, title });
+    };
+    if (declared !== APP_MESSAGE) return [variant(declared.required, type)];
+    return (declared.oneOf ?? []).map((field) => variant([...declared.required, field], `message with ${field}`));
+  }),
+  { description: 'a send payload; which fields it takes depends on its type' },
+);
 
 /** One line of the terminal chat for a message or event, as history returns it (edited, deleted) or as it arrives. */
 export const messageLine = (m: StampedMessage): string => messageTypeOf(m.type).line(`[${m.seq}] ${m.senderId}`, m);

@@ -124,9 +124,15 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
       body: { code: 'PAYLOAD_TOO_LARGE' },
     });
     expect(await raw('x'.repeat(20_000))).toMatchObject({ status: 413, body: { code: 'PAYLOAD_TOO_LARGE' } });
+    // A send is checked by send validation, over REST as over MQTT: the same codes.
     expect(await raw(JSON.stringify({ clientMsgId: 'has space', body: 'y' }))).toMatchObject({
       status: 400,
-      body: { code: 'VALIDATION_FAILED' },
+      body: { code: 'INVALID_MESSAGE' },
+    });
+    // What the document calls invalid for a type (an app message naming a target) is refused as the document says.
+    expect(await raw(JSON.stringify({ clientMsgId: 'app', type: 'poll', body: 'y', targetSeq: 1 }))).toMatchObject({
+      status: 400,
+      body: { code: 'INVALID_MESSAGE' },
     });
     expect((await t.api('alice', 'GET', `${path}?afterSeq=-1`)).body.code).toBe('VALIDATION_FAILED');
     expect((await t.api('alice', 'GET', `${path}?afterSeq=1&colour=blue`)).body.code).toBe('UNKNOWN_FIELD');
@@ -162,6 +168,24 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
       }
     }
     expect(Object.keys(doc.paths['/v1/push/vapid-public-key']!.get!.responses)).toContain('401');
+    // A send's fields by type, as send validation takes them: no target on an app message, no body on a reaction.
+    const send = (doc.paths['/v1/groups/{groupId}/messages']!.post as any).requestBody.content['application/json']
+      .schema;
+    const variants = Object.fromEntries(
+      send.anyOf.map((v: { title: string; required: string[]; properties: object }) => [v.title, v]),
+    );
+    expect(Object.keys(variants).sort()).toEqual([
+      'delete',
+      'edit',
+      'message with attachments',
+      'message with body',
+      'reaction',
+    ]);
+    expect(variants.reaction.required).toEqual(expect.arrayContaining(['targetSeq', 'emoji']));
+    expect(Object.keys(variants.reaction.properties)).not.toContain('body');
+    expect(Object.keys(variants['message with body'].properties)).not.toContain('targetSeq');
+    const push = (doc.paths['/v1/push/subscriptions']!.post as any).requestBody.content['application/json'].schema;
+    expect(push.properties.keys.properties.p256dh.pattern).toBe('^B[A-Za-z0-9_-]{86}=?$');
   });
 
   it('validates REST bodies as they are, without converting types', async () => {
@@ -172,12 +196,13 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
     const bad = [400, 'VALIDATION_FAILED'];
     expect(await refused('POST', `/v1/groups/${groupId}/members`, { role: 'admin', userId: false })).toEqual(bad);
     expect(await refused('POST', '/v1/groups', { name: 'n', members: [false] })).toEqual(bad);
+    const badSend = [400, 'INVALID_MESSAGE'];
     expect(
       await refused('POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'm1', body: 'x', mentions: [false] }),
-    ).toEqual(bad);
+    ).toEqual(badSend);
     expect(
       await refused('POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'm2', body: 'x', replyToSeq: '1' }),
-    ).toEqual(bad);
+    ).toEqual(badSend);
     expect(await refused('PUT', `/v1/groups/${groupId}/read`, { seq: true })).toEqual(bad);
     const members = await t.api('alice', 'GET', `/v1/groups/${groupId}/members?limit=5`); // query strings still convert
     expect(members.status).toBe(200);
