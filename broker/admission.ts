@@ -7,6 +7,7 @@ import { createWebSocketStream, WebSocketServer } from 'ws';
 import { addressKey } from '../auth/client-address.js';
 import { gatherOutput } from './connection-output.js';
 import { watchFrameSizes } from './frame-limit.js';
+import { readProxyHeader } from './proxy-header.js';
 
 /** The longest a connection waits, unread, for a place among the unauthenticated ones (see admit). */
 const WAITING_TIMEOUT_MS = 10_000;
@@ -16,6 +17,8 @@ const WAITING_TIMEOUT_MS = 10_000;
  * on a working network sends CONNECT at once, and its login takes milliseconds.
  */
 const PRESSED_CONNECT_DEADLINE_MS = 2000;
+/** How long a trusted proxy's connection may take to send its PROXY header. */
+const PROXY_HEADER_TIMEOUT_MS = 5000;
 /** Connections the kernel may hold for accept() (capped by net.core.somaxconn). */
 export const LISTEN_BACKLOG = 4096;
 
@@ -25,7 +28,10 @@ export interface AdmissionLimits {
   maxUnauthenticatedPerAddress: number;
   /** 0: no limit. */
   maxConnectionsPerAddress: number;
-  /** Comma-separated addresses or CIDRs whose connections are not counted per address (load balancers). */
+  /**
+   * Comma-separated addresses or CIDRs of load balancers that pass their clients' addresses: the PROXY protocol on the
+   * MQTT port, X-Forwarded-For on WebSocket. Their connections count under the address they pass.
+   */
   trustedProxies: string;
   maxPacketBytes: number;
   maxClientBufferBytes: number;
@@ -65,6 +71,8 @@ export class Admission {
   private readonly trusted: [ipaddr.IPv4 | ipaddr.IPv6, number][];
   /** Per connection counted against its address: what ends its unauthenticated count there. */
   private readonly addressAuthenticated = new WeakMap<Duplex, () => void>();
+  /** Each admitted connection's client address (the one a trusted proxy passed, or the peer's). */
+  private readonly clientAddresses = new WeakMap<Duplex, string>();
   private tcpServer: TcpServer | null = null;
   private wsServer: WebSocketServer | null = null;
   private closing = false;
@@ -86,6 +94,11 @@ export class Admission {
     return this.waiting.size;
   }
 
+  /** The client address of an admitted connection, as its limits count it ('unknown' when there is none). */
+  addressOf(stream: Duplex): string {
+    return this.clientAddresses.get(stream) ?? 'unknown';
+  }
+
   /** The connection authenticated: it no longer counts against maxUnauthenticatedConnections. */
   authenticated(stream: Duplex): void {
     this.unauthenticated.get(stream)?.();
@@ -98,7 +111,18 @@ export class Admission {
     // client to acknowledge the last one (Node's HTTP server, and so the WebSocket path, already sets TCP_NODELAY).
     const server = createServer({ noDelay: true }, (socket) => {
       socket.on('error', () => socket.destroy());
-      this.admit(socket, socket.remoteAddress, () => this.deps.handle(socket));
+      if (!this.isTrustedProxy(socket.remoteAddress))
+        return this.admit(socket, socket.remoteAddress, () => this.deps.handle(socket));
+      readProxyHeader(socket, PROXY_HEADER_TIMEOUT_MS).then(
+        (address) => this.admit(socket, address, () => this.deps.handle(socket)),
+        (err: Error) => {
+          this.deps.logger.warn(
+            { remote: socket.remoteAddress, err: err.message },
+            'no valid PROXY header from a trusted proxy: closing',
+          );
+          socket.destroy();
+        },
+      );
     });
     this.tcpServer = server;
     await new Promise<void>((resolve, reject) => {
@@ -124,7 +148,7 @@ export class Admission {
         const stream = createWebSocketStream(ws);
         stream.on('error', () => stream.destroy());
         // maxPayload bounds one WebSocket message; an MQTT packet may span many, so its header is watched as on TCP.
-        this.admit(stream, req.socket.remoteAddress, () => this.deps.handle(stream, req));
+        this.admit(stream, this.webSocketClient(req), () => this.deps.handle(stream, req));
       });
     });
   }
@@ -148,6 +172,7 @@ export class Admission {
    */
   private admit(stream: Duplex, remote: string | undefined, handle: () => void): void {
     const { limits, logger } = this.deps;
+    if (remote !== undefined) this.clientAddresses.set(stream, remote);
     if (!this.countAddress(stream, remote)) {
       this.deps.onRefused('address-limit');
       logger.warn({ remote }, 'too many connections from this address: refusing');
@@ -178,12 +203,11 @@ export class Admission {
 
   /**
    * Counts a new connection against its client address; false when the address is over maxUnauthenticatedPerAddress
-   * or maxConnectionsPerAddress (one address cannot take the whole pre-login pool, so others still get in). Trusted
-   * proxies are not counted: many clients share their address.
+   * or maxConnectionsPerAddress (one address cannot take the whole pre-login pool, so others still get in).
    */
   private countAddress(stream: Duplex, remote: string | undefined): boolean {
     const key = addressKey(remote);
-    if (key === null || this.isTrustedProxy(remote!)) return true;
+    if (key === null) return true;
     const { maxUnauthenticatedPerAddress, maxConnectionsPerAddress } = this.deps.limits;
     let count = this.addresses.get(key);
     if (!count) this.addresses.set(key, (count = { open: 0, unauthenticated: 0 }));
@@ -212,8 +236,21 @@ export class Admission {
     return true;
   }
 
-  private isTrustedProxy(remote: string): boolean {
-    if (this.trusted.length === 0) return false;
+  /** The client of a WebSocket upgrade: the last X-Forwarded-For hop when a trusted proxy made it, else the peer. */
+  private webSocketClient(req: IncomingMessage): string | undefined {
+    const peer = req.socket.remoteAddress;
+    if (!this.isTrustedProxy(peer)) return peer;
+    const forwarded = [req.headers['x-forwarded-for']]
+      .flat()
+      .join(',')
+      .split(',')
+      .map((hop) => hop.trim());
+    const client = forwarded.at(-1);
+    return client && ipaddr.isValid(client) ? client : peer;
+  }
+
+  private isTrustedProxy(remote: string | undefined): boolean {
+    if (this.trusted.length === 0 || remote === undefined || !ipaddr.isValid(remote)) return false;
     const address = ipaddr.process(remote);
     return this.trusted.some(([network, bits]) => address.kind() === network.kind() && address.match(network, bits));
   }

@@ -89,6 +89,7 @@ export class ChorusBroker {
       authThrottle: deps.authThrottle,
       presence: deps.presence,
       groupIdsOf: (userId) => deps.groups.allGroupIds(userId),
+      addressOf: (conn) => this.admission.addressOf(conn),
       onAuthenticated: (conn) => this.admission.authenticated(conn),
       onThrottled: () => counters.connectionRefused('auth-failures'),
       maxConnections: config.maxConnections,

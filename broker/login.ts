@@ -1,5 +1,3 @@
-import type { Socket } from 'node:net';
-import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Aedes, AuthenticateError, Client, ConnectPacket } from 'aedes';
 import type { Logger } from 'pino';
@@ -25,6 +23,8 @@ export interface LoginDeps {
   presence: Presence;
   /** The user's group ids, for the live ACL. */
   groupIdsOf: (userId: string) => Promise<string[]>;
+  /** The client address of a connection (a trusted proxy's client's, or the peer's). */
+  addressOf: (conn: Duplex) => string;
   /** The connection authenticated (it no longer counts as unauthenticated). */
   onAuthenticated: (conn: Duplex) => void;
   /** A failed login was refused as "retry later" because its address failed too often. */
@@ -109,7 +109,7 @@ export class Logins {
       if (verified.userId !== username) throw new Error('token does not belong to this user id');
     } catch (err) {
       // Only failures are throttled: a valid token gets in whatever else came from its address.
-      if (await authThrottle.failure(addressKey(addressOf(client)) ?? 'unknown')) {
+      if (await authThrottle.failure(addressKey(this.deps.addressOf(client.conn as Duplex)) ?? 'unknown')) {
         this.deps.onThrottled();
         throw authError('too many failed logins from this address; retry later', 3);
       }
@@ -165,11 +165,4 @@ export class Logins {
       this.deps.logger.warn({ err: (err as Error).message, userId }, 'presence update failed');
     }
   }
-}
-
-/** The client's IP address, over TCP or WebSocket. */
-function addressOf(client: Client): string {
-  const conn = client.conn as Partial<Socket>;
-  const req = (client as { req?: IncomingMessage }).req;
-  return conn.remoteAddress ?? req?.socket.remoteAddress ?? 'unknown';
 }

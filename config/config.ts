@@ -189,7 +189,7 @@ export const ConfigSchema = Type.Object(
       default: '',
       pattern: '^[0-9A-Fa-f.:/,]*$',
       description:
-        'comma-separated addresses or CIDRs of proxies in front of Chorus (a load balancer): their connections are not counted per address',
+        'comma-separated addresses or CIDRs of load balancers that pass the client address (PROXY protocol v1/v2 on the MQTT port, X-Forwarded-For on HTTP and WebSocket); connections count under that address',
     }),
     maxClientBufferBytes: Type.Integer({
       minimum: 16_384,

@@ -62,6 +62,8 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
     // Closing ends every connection, idle or not: a node stops when told, whatever a client left open (a browser gone
     // offline leaves its sockets open with nobody behind them).
     forceCloseConnections: true,
+    // Behind a load balancer named in trustedProxies, request.ip is the client it names in X-Forwarded-For.
+    ...(deps.config.trustedProxies ? { trustProxy: deps.config.trustedProxies } : {}),
   }).withTypeProvider<TypeBoxTypeProvider>() as Api;
   // Request bodies are JSON and are validated as they are: a boolean is not a user id, "1" is not a seq. Query strings
   // and path parameters arrive as text and are converted to their schema's types.

@@ -1,5 +1,7 @@
 import { connect as tcpConnect, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import mqtt from 'mqtt';
+import mqttPacket from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { TestChorus, metric, until } from './harness.js';
@@ -198,5 +200,102 @@ describe('maxPacketBytes over WebSocket', () => {
     alice.publish(`groups/${groupId}/messages`, Buffer.alloc(100 * 1024, 0x20), { qos: 0 });
     await closed;
     expect(alice.connected).toBe(false);
+  });
+});
+
+describe('behind a trusted load balancer (PROXY protocol)', () => {
+  let t: TestChorus;
+  beforeAll(async () => {
+    // 127.0.0.3 plays HAProxy with send-proxy: it passes each client's address before the client's bytes.
+    t = await TestChorus.start({ trustedProxies: '127.0.0.3', maxUnauthenticatedPerAddress: 2 });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  /** A connection from `from` that writes `header` first; resolves when the server closes it, or false after `ms`. */
+  const proxied = async (from: string, header: Buffer | string, ms = 1500) => {
+    const socket = tcpConnect({ port: t.chorus.mqttPort, host: '127.0.0.1', localAddress: from });
+    socket.on('error', () => undefined);
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write(header);
+    return { socket, closed: closedWithin(socket, ms) };
+  };
+  const v2Header = (client: string) => {
+    const header = Buffer.alloc(28);
+    Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]).copy(header);
+    header.writeUInt8(0x21, 12); // version 2, PROXY
+    header.writeUInt8(0x11, 13); // TCP over IPv4
+    header.writeUInt16BE(12, 14);
+    Buffer.from(client.split('.').map(Number)).copy(header, 16);
+    Buffer.from([127, 0, 0, 1]).copy(header, 20);
+    header.writeUInt16BE(40_000, 24);
+    header.writeUInt16BE(1883, 26);
+    return header;
+  };
+
+  it('counts each client under the address the proxy passes (v1 and v2), and logs in those it passes', async () => {
+    const attacker = '203.0.113.7';
+    const held = [
+      await proxied('127.0.0.3', `PROXY TCP4 ${attacker} 127.0.0.1 40001 1883\r\n`),
+      await proxied('127.0.0.3', v2Header(attacker)),
+    ];
+    const third = await proxied('127.0.0.3', `PROXY TCP4 ${attacker} 127.0.0.1 40003 1883\r\n`);
+    expect(await third.closed).toBe(true); // over maxUnauthenticatedPerAddress for 203.0.113.7
+    for (const { closed } of held) expect(await Promise.race([closed, sleep(200).then(() => false)])).toBe(false);
+    // Another client through the same proxy logs in: the PROXY header, then its CONNECT, in one write.
+    const connect = mqttPacket.generate({
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clientId: 'behind-the-proxy',
+      clean: true,
+      keepalive: 30,
+      username: 'alice',
+      password: Buffer.from(await t.token('alice')),
+    });
+    const { socket } = await proxied('127.0.0.3', Buffer.concat([v2Header('198.51.100.9'), connect]));
+    const connack = await new Promise<Buffer>((resolve) => socket.once('data', resolve));
+    expect([...connack.subarray(0, 4)]).toEqual([0x20, 0x02, 0x00, 0x00]); // CONNACK, accepted
+    socket.destroy();
+    for (const { socket } of held) socket.destroy();
+  });
+
+  it('believes no PROXY header from an address it does not trust, and closes a trusted one that sends none', async () => {
+    // 127.0.0.4 is not trusted: whatever addresses its headers claim, its connections count under 127.0.0.4.
+    const spoofing = [];
+    for (const claimed of ['198.51.100.1', '198.51.100.2', '198.51.100.3']) {
+      spoofing.push(await proxied('127.0.0.4', `PROXY TCP4 ${claimed} 127.0.0.1 40004 1883\r\n`));
+    }
+    expect(await spoofing[2]!.closed).toBe(true);
+    const bare = await proxied('127.0.0.3', Buffer.from([0x10, 0x00]));
+    expect(await bare.closed).toBe(true);
+    for (const { socket } of spoofing) socket.destroy();
+  });
+});
+
+describe('a shorter CONNECT deadline while the pre-login pool is under pressure', () => {
+  let t: TestChorus;
+  beforeAll(async () => {
+    t = await TestChorus.start({ maxUnauthenticatedConnections: 4 });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('closes connections that send nothing after 2 s while more than half the pool is taken, and not otherwise', async () => {
+    const open = async () => {
+      const socket = tcpConnect(t.chorus.mqttPort, '127.0.0.1');
+      socket.on('error', () => undefined);
+      await new Promise((resolve) => socket.once('connect', resolve));
+      return socket;
+    };
+    const alone = await open(); // one of four: no pressure
+    expect(await closedWithin(alone, 3000)).toBe(false);
+    const crowd = [await open(), await open()]; // three of four
+    const started = performance.now();
+    expect(await Promise.all(crowd.map((socket) => closedWithin(socket, 5000)))).toEqual([true, true]);
+    expect(performance.now() - started).toBeLessThan(5000); // not Aedes's 10 s
+    alone.destroy();
   });
 });
