@@ -110,6 +110,8 @@ const chorus: Target = {
       CHORUS_HTTP_PORT: String(httpPort),
       CHORUS_LOG_LEVEL: 'error',
       CHORUS_MAX_CONNECTIONS: '100000',
+      // The load generator is one address: the per-address cap before login would refuse its connect bursts.
+      CHORUS_MAX_UNAUTHENTICATED_PER_ADDRESS: '100000',
       CHORUS_RATE_LIMIT_PER_MINUTE: '10000000',
     };
     const heap = HEAP ? new LiveHeap() : undefined;

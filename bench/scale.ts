@@ -148,6 +148,8 @@ async function startNode(i: number): Promise<Node> {
       CHORUS_DATA_DIR: mkdtempSync(join(work, `node-${i}-`)),
       CHORUS_LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
       CHORUS_MAX_CONNECTIONS: String(PER_NODE + 1000),
+      // The generators are one address: the per-address cap before login would refuse their connect bursts.
+      CHORUS_MAX_UNAUTHENTICATED_PER_ADDRESS: '1000000',
       CHORUS_MAX_GROUP_MEMBERS: String(Math.max(CONNECTIONS, 100_000)),
       CHORUS_RATE_LIMIT_PER_MINUTE: '10000000',
     },

@@ -239,6 +239,8 @@ export async function serveProcess(children: ChildProcess[]) {
     CHORUS_MQTT_PORT: String(mqttPort),
     CHORUS_HTTP_PORT: String(httpPort),
     CHORUS_LOG_LEVEL: 'warn',
+    // Thousands of its clients connect at once, all from loopback: one address, so no per-address cap before login.
+    CHORUS_MAX_UNAUTHENTICATED_PER_ADDRESS: '1000000',
   };
   const start = async () => {
     const child = spawn(process.execPath, [CLI, 'serve'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
