@@ -1,6 +1,14 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { GROUP_ID_PATTERN, USER_ID_PATTERN } from './topics.js';
-import type { HistoryVisibility, MemberRole } from './views.js';
+
+export const Role = Type.Union([Type.Literal('admin'), Type.Literal('member')]);
+export type MemberRole = Static<typeof Role>;
+
+export const HistoryVisibility = Type.Union([Type.Literal('all'), Type.Literal('since-joined')], {
+  description: 'all: members read the whole retained history; since-joined: only what was sent while they were members',
+});
+/** Who may see a group's history: everything retained (all), or what was sent while they were a member. */
+export type HistoryVisibility = Static<typeof HistoryVisibility>;
 
 export const UserId = Type.String({ pattern: USER_ID_PATTERN, description: 'user id: 1-64 of A-Z a-z 0-9 _ . @ -' });
 export const GroupId = Type.String({ pattern: GROUP_ID_PATTERN, description: 'group id: 1-64 of A-Z a-z 0-9 _ -' });

@@ -1,19 +1,10 @@
 import { type Static, Type } from '@sinclair/typebox';
-import { GroupId, Seq, StampedMessage, UserId } from './messages.js';
+import { GroupId, HistoryVisibility, Role, Seq, StampedMessage, UserId } from './messages.js';
 
 /**
  * What the REST API answers, as schemas: the routes validate and document their responses with them, and the SDK
  * takes its types from them, so the two cannot drift apart.
  */
-
-export const Role = Type.Union([Type.Literal('admin'), Type.Literal('member')]);
-export type MemberRole = Static<typeof Role>;
-
-export const HistoryVisibility = Type.Union([Type.Literal('all'), Type.Literal('since-joined')], {
-  description: 'all: members read the whole retained history; since-joined: only what was sent while they were members',
-});
-/** Who may see a group's history: everything retained (all), or what was sent while they were a member. */
-export type HistoryVisibility = Static<typeof HistoryVisibility>;
 
 const SeqOrZero = Type.Integer({ minimum: 0 });
 
