@@ -16,6 +16,14 @@ const closedWithin = (socket: Socket | WebSocket, ms: number): Promise<boolean> 
     });
   });
 
+/** A TCP connection to the MQTT port that sends nothing. */
+const openIdle = async (port: number): Promise<Socket> => {
+  const socket = tcpConnect(port, '127.0.0.1');
+  socket.on('error', () => undefined);
+  await new Promise((resolve) => socket.once('connect', resolve));
+  return socket;
+};
+
 describe('per-connection publish rate', () => {
   let t: TestChorus;
   beforeAll(async () => {
@@ -144,12 +152,7 @@ describe('connections waiting to authenticate are bounded', () => {
   });
 
   it('lets a connection wait while too many have not authenticated, serves it when one leaves, and closes one beyond maxWaitingConnections at once', async () => {
-    const open = async () => {
-      const socket = tcpConnect(t.chorus.mqttPort, '127.0.0.1');
-      socket.on('error', () => undefined);
-      await new Promise((resolve) => socket.once('connect', resolve));
-      return socket;
-    };
+    const open = () => openIdle(t.chorus.mqttPort);
     const idle = [await open(), await open()];
     const waiting = mqtt.connect(t.chorus.urls.mqtt, {
       username: 'alice',
@@ -284,12 +287,7 @@ describe('a shorter CONNECT deadline while the pre-login pool is under pressure'
   });
 
   it('closes connections that send nothing after 2 s while more than half the pool is taken, and not otherwise', async () => {
-    const open = async () => {
-      const socket = tcpConnect(t.chorus.mqttPort, '127.0.0.1');
-      socket.on('error', () => undefined);
-      await new Promise((resolve) => socket.once('connect', resolve));
-      return socket;
-    };
+    const open = () => openIdle(t.chorus.mqttPort);
     const alone = await open(); // one of four: no pressure
     expect(await closedWithin(alone, 3000)).toBe(false);
     const crowd = [await open(), await open()]; // three of four
