@@ -14,7 +14,8 @@ const WAITING_TIMEOUT_MS = 10_000;
 /**
  * Under pressure (more than half of maxUnauthenticatedConnections taken), a connection that has not authenticated
  * this long after it was served is closed, instead of holding its place for Aedes's 10 s CONNECT deadline: a client
- * on a working network sends CONNECT at once, and its login takes milliseconds.
+ * on a working network sends CONNECT at once, and its login takes milliseconds. Idle ones are shed, oldest first,
+ * until the pool is half full.
  */
 const PRESSED_CONNECT_DEADLINE_MS = 2000;
 /** How long a trusted proxy's connection may take to send its PROXY header. */
@@ -276,6 +277,7 @@ export class Admission {
     const deadline = setTimeout(() => {
       if (this.unauthenticated.has(stream) && this.unauthenticated.size > limits.maxUnauthenticatedConnections / 2) {
         logger.debug({ remote }, 'no login within the deadline while many wait: closing');
+        authenticated(); // its place is free now, not when its close lands: the next deadline sees the pool as it is
         stream.destroy();
       }
     }, PRESSED_CONNECT_DEADLINE_MS);

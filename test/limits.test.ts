@@ -286,14 +286,16 @@ describe('a shorter CONNECT deadline while the pre-login pool is under pressure'
     await t.close();
   });
 
-  it('closes connections that send nothing after 2 s while more than half the pool is taken, and not otherwise', async () => {
+  it('sheds connections that send nothing after 2 s, down to half the pool, and none when the pool is not pressed', async () => {
     const open = () => openIdle(t.chorus.mqttPort);
     const alone = await open(); // one of four: no pressure
     expect(await closedWithin(alone, 3000)).toBe(false);
-    const crowd = [await open(), await open()]; // three of four
-    const started = performance.now();
-    expect(await Promise.all(crowd.map((socket) => closedWithin(socket, 5000)))).toEqual([true, true]);
-    expect(performance.now() - started).toBeLessThan(5000); // not Aedes's 10 s
     alone.destroy();
+    const crowd = await Promise.all([open(), open(), open(), open()]); // four of four
+    // Within 5 s (Aedes's own CONNECT deadline is 10 s), exactly two go, whatever order their deadlines fire in:
+    // then the pool is half full, no longer pressed.
+    const closed = await Promise.all(crowd.map((socket) => closedWithin(socket, 5000)));
+    expect(closed.filter(Boolean)).toHaveLength(2);
+    for (const socket of crowd) socket.destroy();
   });
 });
