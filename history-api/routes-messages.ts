@@ -3,7 +3,8 @@ import { ChorusError, GroupId, ReceiptsView, SendPayloadByType, SendView, Stampe
 import type { SendResult } from '../sequencer/sequencer.js';
 import type { Api, ApiDeps } from './api-deps.js';
 import { DEFAULT_PAGE, GroupParams, PageQuery, Query, Seq, SeqOrZero, errors } from './schemas.js';
-import { WHOLE_HISTORY, isVisible, isWholeHistory, readVisible } from './visible-history.js';
+import { isVisible, isWholeHistory, WHOLE_HISTORY } from '../groups/visible-ranges.js';
+import { readVisible } from './visible-history.js';
 
 const ReceiptsParams = Type.Object({ groupId: GroupId, seq: Seq });
 

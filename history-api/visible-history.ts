@@ -1,18 +1,7 @@
 import type { SeqRange } from '../groups/group-store.js';
+import { END } from '../groups/visible-ranges.js';
 import type { StampedMessage } from '../protocol/index.js';
 import type { MessageLog } from '../sequencer/message-log.js';
-
-/** The range of a group whose whole history its members see (history visibility `all`). */
-export const WHOLE_HISTORY: SeqRange[] = [{ after: 0, until: null }];
-
-const END = Number.MAX_SAFE_INTEGER;
-
-export const isWholeHistory = (ranges: SeqRange[]): boolean =>
-  ranges.length === 1 && ranges[0]!.after === 0 && ranges[0]!.until === null;
-
-/** Whether a reader with these ranges may see `seq`. */
-export const isVisible = (ranges: SeqRange[], seq: number): boolean =>
-  ranges.some((r) => seq > r.after && seq <= (r.until ?? END));
 
 /**
  * A history page within the reader's visible seq ranges: after `afterSeq` ascending (below `beforeSeq` too when both

@@ -179,5 +179,16 @@ export const SendPayloadByType = Type.Union(
   { description: 'a send payload; which fields it takes depends on its type' },
 );
 
+/**
+ * What search finds a message by: its body and its attachments' file names. Events (edits, deletes, reactions) are
+ * found through the message they change, as it stands now; null for them.
+ */
+export function searchableText(type: string, content: Pick<MessageContent, 'body' | 'attachments'>): string | null {
+  if (isEventType(type)) return null;
+  const names = (content.attachments ?? []).flatMap((attachment) => (attachment.name ? [attachment.name] : []));
+  const text = [content.body ?? '', ...names].join('\n').trim();
+  return text === '' ? null : text;
+}
+
 /** One line of the terminal chat for a message or event, as history returns it (edited, deleted) or as it arrives. */
 export const messageLine = (m: StampedMessage): string => messageTypeOf(m.type).line(`[${m.seq}] ${m.senderId}`, m);

@@ -7,6 +7,7 @@ import {
   type MessageContent,
   type ReactionCount,
   type StampedMessage,
+  searchableText,
 } from '../protocol/index.js';
 import { pagedStatement } from '../sqlite/paged-statement.js';
 import {
@@ -18,7 +19,7 @@ import {
   type MessageLog,
 } from './message-log.js';
 
-interface MessageRow {
+export interface MessageRow {
   seq: number;
   sender_id: string;
   client_msg_id: string;
@@ -30,6 +31,8 @@ interface MessageRow {
   created_at: number;
   /** JSON of the content fields without a column of their own (mentionEveryone, attachments, emoji, remove, ...). */
   extra: string | null;
+  /** The message's document in the search index; null for events and text-less messages. */
+  text_doc: number | null;
   target_seq: number | null;
   edited_at: number | null;
   deleted_at: number | null;
@@ -51,14 +54,24 @@ const ADDED_COLUMNS: [string, string][] = [
   ['edited_at', 'INTEGER'],
   ['deleted_at', 'INTEGER'],
   ['last_edit_seq', 'INTEGER'],
+  ['text_doc', 'INTEGER'],
 ];
+
+/**
+ * The search index, in the same database and written in the append's transaction: one document per message with
+ * text (searchableText), its rowid in messages.text_doc. `grp` holds the group id as one token (its hex), so a
+ * group's search intersects posting lists instead of filtering every match. Contentless: the index keeps no copy of
+ * the text, and a deleted message's document is deleted from it (an edit replaces it).
+ */
+export const SEARCH_TABLE = 'message_text';
+export const groupToken = (groupId: string): string => Buffer.from(groupId).toString('hex');
 
 export interface SqliteLogOptions {
   /** 'full' fsyncs every commit (power-loss safe); 'normal' in WAL mode is safe against process crashes only. */
   synchronous: 'full' | 'normal';
 }
 
-const rowToMessage = (groupId: string, row: MessageRow): StampedMessage =>
+export const rowToMessage = (groupId: string, row: MessageRow): StampedMessage =>
   toStampedMessage(
     groupId,
     row.seq,
@@ -97,6 +110,9 @@ export class MessageLogSqlite implements MessageLog {
     { target_seq: number; emoji: string; user_id: string }
   >;
   private readonly deleteGroupTx: (groupId: string) => void;
+  private search!: { index: Database.Statement<[number, string, string]>; unindex: Database.Statement<[number]> };
+  /** The highest document id in the search index: the next message with text takes the one after. */
+  private lastTextDoc = 0;
 
   constructor(path: string, options: SqliteLogOptions) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -136,9 +152,10 @@ export class MessageLogSqlite implements MessageLog {
     this.db.exec(
       'CREATE INDEX IF NOT EXISTS messages_by_target ON messages (group_id, target_seq) WHERE target_seq IS NOT NULL',
     );
+    this.openSearchIndex();
     this.insert = this.db.prepare(
-      `INSERT INTO messages (group_id, seq, sender_id, client_msg_id, type, body, reply_to_seq, mentions, created_at, extra, target_seq)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO messages (group_id, seq, sender_id, client_msg_id, type, body, reply_to_seq, mentions, created_at, extra, target_seq, text_doc)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (group_id, sender_id, client_msg_id) DO NOTHING`,
     );
     const db = this.db;
@@ -160,7 +177,11 @@ export class MessageLogSqlite implements MessageLog {
     );
     const deleteMessages = db.prepare('DELETE FROM messages WHERE group_id = ?');
     const deleteReactions = db.prepare('DELETE FROM reactions WHERE group_id = ?');
+    const unindexGroup = db.prepare(
+      `DELETE FROM ${SEARCH_TABLE} WHERE rowid IN (SELECT text_doc FROM messages WHERE group_id = ? AND text_doc IS NOT NULL)`,
+    );
     this.deleteGroupTx = db.transaction((groupId: string) => {
+      unindexGroup.run(groupId);
       deleteMessages.run(groupId);
       deleteReactions.run(groupId);
     });
@@ -179,6 +200,42 @@ export class MessageLogSqlite implements MessageLog {
     this.appendTx = this.db.transaction((batch: GroupAppend[]) => batch.map((part) => this.appendGroup(part)));
   }
 
+  /**
+   * Creates the search index when it is missing, and fills it from the messages already stored (a database made
+   * before search existed): in one transaction, at open.
+   */
+  private openSearchIndex(): void {
+    const exists = this.db.prepare('SELECT 1 FROM sqlite_master WHERE name = ?').get(SEARCH_TABLE) !== undefined;
+    this.db.exec(
+      `CREATE VIRTUAL TABLE IF NOT EXISTS ${SEARCH_TABLE} USING fts5(grp, text, tokenize = 'unicode61 remove_diacritics 2', content = '', contentless_delete = 1)`,
+    );
+    this.db.exec('CREATE INDEX IF NOT EXISTS messages_by_text_doc ON messages (text_doc) WHERE text_doc IS NOT NULL');
+    this.search = {
+      index: this.db.prepare(`INSERT INTO ${SEARCH_TABLE} (rowid, grp, text) VALUES (?, ?, ?)`),
+      unindex: this.db.prepare(`DELETE FROM ${SEARCH_TABLE} WHERE rowid = ?`),
+    };
+    this.lastTextDoc =
+      this.db.prepare<[], { doc: number | null }>('SELECT MAX(text_doc) AS doc FROM messages').get()?.doc ?? 0;
+    if (exists) return;
+    // In pages (a statement that is being read cannot be written beside on one connection), in one transaction.
+    const page = this.db.prepare<[string, number], MessageRow & { group_id: string }>(
+      'SELECT * FROM messages WHERE (group_id, seq) > (?, ?) AND deleted_at IS NULL ORDER BY group_id, seq LIMIT 1000',
+    );
+    const setDoc = this.db.prepare('UPDATE messages SET text_doc = ? WHERE group_id = ? AND seq = ?');
+    this.db.transaction(() => {
+      for (let rows = page.all('', 0); rows.length > 0; rows = page.all(rows.at(-1)!.group_id, rows.at(-1)!.seq)) {
+        for (const row of rows) {
+          const extra = row.extra === null ? {} : (JSON.parse(row.extra) as MessageContent);
+          const text = searchableText(row.type, { ...extra, body: row.body });
+          if (text === null) continue;
+          this.lastTextDoc += 1;
+          this.search.index.run(this.lastTextDoc, groupToken(row.group_id), text);
+          setDoc.run(this.lastTextDoc, row.group_id, row.seq);
+        }
+      }
+    })();
+  }
+
   private appendGroup({ groupId, drafts }: GroupAppend): AppendOutcome[] {
     let last = this.selectLast.get(groupId)?.seq ?? 0;
     const inThisCall = new Map<string, StampedMessage>();
@@ -186,6 +243,7 @@ export class MessageLogSqlite implements MessageLog {
       const key = `${draft.senderId}\u0000${draft.clientMsgId}`;
       const earlier = inThisCall.get(key);
       if (earlier) return { message: earlier, duplicate: true };
+      const text = searchableText(draft.type, draft);
       // The dedup index decides: a conflicting insert changes nothing and the original is read back.
       const inserted = this.insert.run(
         groupId,
@@ -199,12 +257,14 @@ export class MessageLogSqlite implements MessageLog {
         draft.createdAtMs,
         extraOf(draft),
         draft.targetSeq ?? null,
+        text === null ? null : this.lastTextDoc + 1,
       );
       if (inserted.changes === 0) {
         const stored = this.selectByClientMsgId.get(groupId, draft.senderId, draft.clientMsgId)!;
         return { message: rowToMessage(groupId, stored), duplicate: true };
       }
       last += 1;
+      if (text !== null) this.search.index.run((this.lastTextDoc += 1), groupToken(groupId), text);
       const message = toStampedMessage(groupId, last, draft);
       inThisCall.set(key, message);
       if (draft.targetSeq !== undefined) this.applyEvent(groupId, last, draft);
@@ -220,9 +280,21 @@ export class MessageLogSqlite implements MessageLog {
     const effect = effectOf(event.type);
     if (effect === 'edit') {
       if (target.deleted_at !== null) this.effects.erase.run(target.deleted_at, groupId, seq);
-      else if ((target.last_edit_seq ?? 0) < seq)
+      else if ((target.last_edit_seq ?? 0) < seq) {
         this.effects.edit.run(event.body, event.createdAtMs, seq, groupId, targetSeq);
+        // The index holds the text as it is now: the edit's body replaces the old one, which is no longer found.
+        if (target.text_doc !== null) {
+          const extra = target.extra === null ? {} : (JSON.parse(target.extra) as MessageContent);
+          this.search.unindex.run(target.text_doc);
+          const text = searchableText(target.type, {
+            ...extra,
+            ...(event.body === undefined ? {} : { body: event.body }),
+          });
+          if (text !== null) this.search.index.run(target.text_doc, groupToken(groupId), text);
+        }
+      }
     } else if (effect === 'delete') {
+      if (target.text_doc !== null) this.search.unindex.run(target.text_doc);
       this.effects.erase.run(event.createdAtMs, groupId, targetSeq);
       this.effects.eraseEdits.run(event.createdAtMs, groupId, targetSeq);
       this.effects.dropReactions.run(groupId, targetSeq);
