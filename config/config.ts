@@ -191,6 +191,13 @@ export const ConfigSchema = Type.Object(
       description:
         'comma-separated addresses or CIDRs of load balancers that pass the client address (PROXY protocol v1/v2 on the MQTT port, X-Forwarded-For on HTTP and WebSocket); connections count under that address',
     }),
+    searchScanMessages: Type.Integer({
+      minimum: 100,
+      maximum: 1_000_000,
+      default: 10_000,
+      description:
+        "cluster tier: a group's search reads at most this many of its newest messages below the page's start (SQLite searches its index)",
+    }),
     maxClientBufferBytes: Type.Integer({
       minimum: 16_384,
       maximum: 268_435_456,

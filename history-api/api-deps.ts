@@ -10,6 +10,7 @@ import type { ChorusConfig } from '../config/config.js';
 import type { Groups } from '../groups/groups.js';
 import type { ReadReceipts } from '../groups/read-receipts.js';
 import type { MessageLog } from '../sequencer/message-log.js';
+import type { Search } from '../search/search.js';
 import type { SendPath } from '../sequencer/sequencer.js';
 
 /** What the REST API is built from, handed to every route plugin. */
@@ -25,6 +26,8 @@ export interface ApiDeps {
   deliveredMarks?: { note(groupId: string, userId: string, seq: number): void };
   log: MessageLog;
   sends: SendPath;
+  /** Finds messages by their text. */
+  search: Search;
   presence: Presence;
   push: { store: PushStore; vapidPublicKey: string };
   /** Served at /metrics when given. */

@@ -12,6 +12,7 @@ import type { Api, ApiDeps } from './api-deps.js';
 import { groupRoutes } from './routes-groups.js';
 import { messageRoutes } from './routes-messages.js';
 import { pushRoutes } from './routes-push.js';
+import { searchRoutes } from './routes-search.js';
 import { webRoutes } from './routes-web.js';
 import { addressKey } from '../auth/client-address.js';
 import { answerClientError } from './client-errors.js';
@@ -170,6 +171,7 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
       await v1.register(groupRoutes, deps);
       await v1.register(messageRoutes, deps);
       await v1.register(pushRoutes, deps);
+      await v1.register(searchRoutes, deps);
     },
     { prefix: '/v1' },
   );

@@ -92,7 +92,13 @@ function addWord(query: SearchQuery, word: string): void {
 function dateMs(value: string): number {
   const match = DATE.exec(value);
   const ms = match ? Date.UTC(Number(match[1]), Number(match[2]) - 1, Number(match[3])) : Number.NaN;
-  if (!match || Number.isNaN(ms) || new Date(ms).getUTCDate() !== Number(match[3])) {
+  const date = new Date(ms);
+  if (
+    !match ||
+    Number.isNaN(ms) ||
+    date.getUTCMonth() + 1 !== Number(match[2]) ||
+    date.getUTCDate() !== Number(match[3])
+  ) {
     throw invalid('before: and after: take a date, YYYY-MM-DD');
   }
   return ms;

@@ -27,6 +27,9 @@ import { SendForwardingLocal, type SendForwarding } from '../sequencer/send-forw
 import { PresenceLocal, type Presence } from '../broker/presence.js';
 import { PresenceRedis } from '../broker/presence-redis.js';
 import type { PushStore } from '../push/push-store.js';
+import type { Search } from '../search/search.js';
+import { SearchByScan } from '../search/search-scan.js';
+import { SearchSqlite } from '../search/search-sqlite.js';
 import { PushStoreCassandra } from '../push/push-store-cassandra.js';
 import { PushStoreSqlite } from '../push/push-store-sqlite.js';
 
@@ -50,6 +53,8 @@ export interface Backends extends Pick<AedesSeams, 'persistence' | 'mq'> {
   forwarding: SendForwarding;
   /** How stamped messages reach every node's subscribers. */
   fanOut: FanOut;
+  /** Finds messages by their text. */
+  search: Search;
   close(): Promise<void>;
 }
 
@@ -62,6 +67,7 @@ export function embeddedBackends(config: ChorusConfig): Backends {
   const log = new MessageLogSqliteThread(join(config.dataDir, 'messages.db'), {
     synchronous: config.sqliteSynchronous,
   });
+  const search = new SearchSqlite(join(config.dataDir, 'messages.db')); // the index the log keeps
   const groupStore = new GroupStoreSqlite(join(config.dataDir, 'groups.db'), config.sqliteSynchronous);
   const pushStore = new PushStoreSqlite(join(config.dataDir, 'push.db'));
   return {
@@ -77,7 +83,9 @@ export function embeddedBackends(config: ChorusConfig): Backends {
       onInternalError: () => {},
     }),
     fanOut: FanOutLocal.hub()(),
+    search,
     async close() {
+      await search.close();
       await log.close();
       await groupStore.close();
       await pushStore.close();
@@ -167,6 +175,8 @@ export async function clusterBackends(
     writers,
     forwarding,
     fanOut,
+    // Cassandra's storage-attached indexes are not used yet: a group's recent history is read and matched instead.
+    search: new SearchByScan(log, config.searchScanMessages),
     persistence: persistence as never,
     mq: mq as never,
     async close() {

@@ -20,6 +20,7 @@ import { Notifier } from '../push/notifier.js';
 import { PushSender } from '../push/push-sender.js';
 import { vapidKeys } from '../push/vapid.js';
 import type { MessageLog } from '../sequencer/message-log.js';
+import { SearchByScan } from '../search/search-scan.js';
 import { SendRouter } from '../sequencer/send-router.js';
 import { SendRules } from '../sequencer/send-rules.js';
 import { Sequencer } from '../sequencer/sequencer.js';
@@ -199,6 +200,8 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
         groups,
         log,
         sends,
+        // A log given instead of the configured one has no index beside it: it is searched by reading it.
+        search: options.messageLog ? new SearchByScan(options.messageLog, config.searchScanMessages) : backends.search,
         presence: backends.presence,
         push: { store: backends.pushStore, vapidPublicKey },
         metrics: metrics.registry,

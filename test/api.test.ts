@@ -10,6 +10,7 @@ import type { Api } from '../history-api/api-deps.js';
 import { buildApi } from '../history-api/app.js';
 import type { StampedMessage } from '../protocol/index.js';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
+import { SearchByScan } from '../search/search-scan.js';
 import { Sequencer } from '../sequencer/sequencer.js';
 import { tempDir } from './harness.js';
 import { PresenceLocal } from '../broker/presence.js';
@@ -51,6 +52,7 @@ describe('REST API (app.inject)', () => {
       groups,
       log,
       sends: sequencer,
+      search: new SearchByScan(log, 10_000),
       presence: new PresenceLocal(),
       push: { store: pushStore, vapidPublicKey: 'unused-here' },
       logger: pino({ level: 'silent' }),

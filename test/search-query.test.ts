@@ -36,6 +36,7 @@ describe('search query syntax', () => {
       'from:',
       'from:bad$user',
       'before:2026-02-30',
+      'x before:2026-13-01',
       'after:yesterday',
       'from:alice', // no term to look for
       '*',
