@@ -5,6 +5,7 @@ import type {
   MemberView,
   PushMode,
   ReceiptsView,
+  SearchHitView,
   SendPayload,
   SendView,
   StampedMessage,
@@ -84,6 +85,30 @@ export class ChorusApi {
   /** Admins: delete the group, its messages and memberships; every member hears group-deleted. */
   deleteGroup(groupId: string): Promise<void> {
     return this.call('DELETE', `/v1/groups/${encodeURIComponent(groupId)}`);
+  }
+
+  /**
+   * A group's messages matching `query` (words, prefixes `depl*`, "phrases", from:user, after:/before:YYYY-MM-DD),
+   * newest first; `next` is the beforeSeq of the next page.
+   */
+  search(
+    groupId: string,
+    query: string,
+    options: { beforeSeq?: number; limit?: number } = {},
+  ): Promise<{ hits: SearchHitView[]; next?: number }> {
+    const params = new URLSearchParams({ q: query, limit: String(options.limit ?? 20) });
+    if (options.beforeSeq !== undefined) params.set('beforeSeq', String(options.beforeSeq));
+    return this.call('GET', `/v1/groups/${encodeURIComponent(groupId)}/search?${params}`);
+  }
+
+  /** search() across the caller's groups, newest first; `next` is the `after` of the next page. */
+  searchAll(
+    query: string,
+    options: { after?: string; limit?: number } = {},
+  ): Promise<{ hits: SearchHitView[]; next?: string }> {
+    const params = new URLSearchParams({ q: query, limit: String(options.limit ?? 20) });
+    if (options.after !== undefined) params.set('after', options.after);
+    return this.call('GET', `/v1/search?${params}`);
   }
 
   /** Who has message `seq`: counts, and readers paged by user id after `after`. */

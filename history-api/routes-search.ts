@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { ChorusError, GroupId, StampedMessage } from '../protocol/index.js';
+import { ChorusError, SearchHitView } from '../protocol/index.js';
 import { MAX_QUERY_LENGTH, parseQuery } from '../search/query.js';
 import type { SearchHit } from '../search/search.js';
 import type { Api, ApiDeps } from './api-deps.js';
@@ -17,17 +17,6 @@ const SearchText = Type.String({
     'words (all must match), prefixes (depl*), phrases in double quotes, from:userId, after:YYYY-MM-DD, before:YYYY-MM-DD',
 });
 const Limit = Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 }));
-const Hit = Type.Object({
-  groupId: GroupId,
-  seq: Seq,
-  senderId: Type.String(),
-  createdAt: Type.String({ format: 'date-time' }),
-  snippet: Type.String({ description: 'up to 160 characters of the text around the first match' }),
-  highlights: Type.Array(Type.Array(Type.Integer({ minimum: 0 }), { minItems: 2, maxItems: 2 }), {
-    description: '[start, end) of each match in the snippet, in UTF-16 units',
-  }),
-  message: StampedMessage,
-});
 
 const view = ({ message, snippet, highlights }: SearchHit) => ({
   groupId: message.groupId,
@@ -74,7 +63,7 @@ export async function searchRoutes(app: Api, { groups, search }: ApiDeps): Promi
           limit: Limit,
         }),
         response: {
-          200: Type.Object({ hits: Type.Array(Hit), next: Type.Optional(Seq) }),
+          200: Type.Object({ hits: Type.Array(SearchHitView), next: Type.Optional(Seq) }),
           ...errors(400, 401, 403, 404, 503),
         },
       },
@@ -107,7 +96,7 @@ export async function searchRoutes(app: Api, { groups, search }: ApiDeps): Promi
           limit: Limit,
         }),
         response: {
-          200: Type.Object({ hits: Type.Array(Hit), next: Type.Optional(Type.String()) }),
+          200: Type.Object({ hits: Type.Array(SearchHitView), next: Type.Optional(Type.String()) }),
           ...errors(400, 401, 503),
         },
       },

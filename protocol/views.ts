@@ -54,3 +54,17 @@ export type SendView = Static<typeof SendView>;
 
 export const PushMode = Type.Union([Type.Literal('all'), Type.Literal('mentions'), Type.Literal('muted')]);
 export type PushMode = Static<typeof PushMode>;
+
+/** A message that matched a search, with the stretch of its text around the match. */
+export const SearchHitView = Type.Object({
+  groupId: GroupId,
+  seq: Seq,
+  senderId: UserId,
+  createdAt: Type.String({ format: 'date-time' }),
+  snippet: Type.String({ description: 'up to 160 characters of the text around the first match' }),
+  highlights: Type.Array(Type.Array(Type.Integer({ minimum: 0 }), { minItems: 2, maxItems: 2 }), {
+    description: '[start, end) of each match in the snippet, in UTF-16 units',
+  }),
+  message: StampedMessage,
+});
+export type SearchHitView = Static<typeof SearchHitView>;

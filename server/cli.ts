@@ -18,7 +18,7 @@ const USAGE = `chorus — group messaging on MQTT
                                            create a group, print its id
   chorus chat <groupId> --user <id>        chat on a group in the terminal (type a line to send; in the chat,
                                            /edit <seq> <text>, /delete <seq>, /react <seq> <emoji>,
-                                           /unreact <seq> <emoji>, /receipts <seq>)
+                                           /unreact <seq> <emoji>, /receipts <seq>, /search <query>)
 
   Client commands take --mqtt <url> (default mqtt://127.0.0.1:1883), --api <url> (default http://127.0.0.1:8080)
   and --token <jwt> (default: CHORUS_TOKEN, else a development token from the local data dir).`;
@@ -169,6 +169,14 @@ async function chatCommand(client: ChorusClient, groupId: string, line: string):
   if (command === undefined) {
     await client.send(groupId, { body: line });
     return undefined;
+  }
+  const searched = /^\/search\s+(.+)$/.exec(line.trim());
+  if (searched) {
+    const { hits } = await client.api.search(groupId, searched[1]!, { limit: 10 });
+    if (hits.length === 0) return '— nothing found';
+    return hits
+      .map((hit) => `— [${hit.seq}] ${hit.senderId} ${hit.createdAt.slice(0, 16).replace('T', ' ')}: ${hit.snippet}`)
+      .join('\n');
   }
   const seq = Number(seqText);
   if (!Number.isSafeInteger(seq) || seq < 1)

@@ -1,5 +1,7 @@
+import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestChorus } from './harness.js';
+import { ChorusApi } from '../clients/chorus-api.js';
+import { CLI, TestChorus, until } from './harness.js';
 
 describe('search over REST', () => {
   let t: TestChorus;
@@ -102,5 +104,41 @@ describe('search over REST', () => {
       `/v1/groups/${groupId}/search?q=${encodeURIComponent('NEAR(deploy) OR "x" AND')}`,
     );
     expect(res.status).toBe(200);
+  });
+
+  it('is in the SDK (api.search, api.searchAll) and the terminal chat (/search)', async () => {
+    const groupId = await t.group('frank');
+    await send('frank', groupId, 'f1', 'the release notes are ready');
+    await send('frank', groupId, 'f2', 'unrelated');
+    const api = new ChorusApi(t.chorus.urls.http, await t.token('frank'));
+    expect((await api.search(groupId, 'releas*')).hits.map((h) => h.snippet)).toEqual(['the release notes are ready']);
+    expect((await api.searchAll('"release notes"')).hits.map((h) => h.groupId)).toEqual([groupId]);
+    const chat = spawn(
+      process.execPath,
+      [
+        CLI,
+        'chat',
+        groupId,
+        '--user',
+        'frank',
+        '--token',
+        await t.token('frank'),
+        '--mqtt',
+        t.chorus.urls.mqtt,
+        '--api',
+        t.chorus.urls.http,
+      ],
+      {
+        env: { ...process.env, CHORUS_DATA_DIR: t.config.dataDir },
+        stdio: ['pipe', 'pipe', 'inherit'],
+      },
+    );
+    let output = '';
+    chat.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    await until(() => output.includes('joined'), 'the chat to join');
+    chat.stdin!.write('/search release\n');
+    await until(() => output.includes('— ['), 'the search lines');
+    expect(output).toMatch(/— \[1\] frank \d{4}-\d{2}-\d{2} \d{2}:\d{2}: the release notes are ready/);
+    chat.kill();
   });
 });
