@@ -316,4 +316,34 @@ describe('the web chat served at / (Chromium through playwright-core)', () => {
       preview: 'are you there, bob?',
     });
   });
+
+  it('finds a message through the search box, marks the match, and opens the conversation at it', async () => {
+    const groupId = await t.group('alice', ['gina']);
+    for (let i = 1; i <= 120; i++) {
+      const body = i === 7 ? 'the quarterly forecast is attached' : `filler message ${i}`;
+      await t.api('alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: `q${i}`, body });
+    }
+    // gina has read everything: opening the group loads only its newest page, so reaching 7 takes the search's loads.
+    await t.api('gina', 'PUT', `/v1/groups/${groupId}/read`, { seq: 120 });
+    const { page } = await signIn('gina');
+    await page.getByTestId('search-query').fill('forecast');
+    await page.getByTestId('search-query').press('Enter');
+    const hit = page.getByTestId('search-hit');
+    await hit.first().waitFor();
+    expect(await hit.count()).toBe(1);
+    expect(await hit.locator('mark').textContent()).toBe('forecast');
+    expect(await hit.locator('.snippet').textContent()).toBe('the quarterly forecast is attached');
+    await hit.click();
+    // The conversation opens at message 7, with what came before it (its page) and after it (up to the newest).
+    const found = page.locator('li[data-seq="7"].found');
+    await found.waitFor();
+    await expect.poll(async () => (await shown(page)).map((line) => Number(line.split(':')[0]))[0]).toBeLessThan(7);
+    expect((await shown(page)).at(-1)).toMatch(/^120:/);
+    const inView = async () => {
+      const box = await found.boundingBox();
+      const list = await page.getByTestId('message-list').boundingBox();
+      return box !== null && list !== null && box.y >= list.y && box.y + box.height <= list.y + list.height;
+    };
+    await expect.poll(inView).toBe(true);
+  });
 });

@@ -11,6 +11,7 @@ import {
   isEventType,
   type GroupInfo,
   type PushMode,
+  type SearchHitView,
   type StampedMessage,
 } from '../clients/index.js';
 
@@ -57,7 +58,7 @@ let shown = new Map<number, StampedMessage>();
 /** Who reacted with what to the messages shown, as seen live (so that a repeated reaction counts once). */
 let reactorsOf = new Map<number, Set<string>>();
 let oldestShown = Number.POSITIVE_INFINITY;
-let loadingOlder = false;
+let olderLoading: Promise<void> | null = null;
 let noOlder = false;
 const typingNow = new Map<string, number>();
 let readTimer: ReturnType<typeof setTimeout> | null = null;
@@ -374,18 +375,88 @@ function closeGroup(): void {
   renderGroups();
 }
 
-async function loadOlder(): Promise<void> {
-  if (!current || loadingOlder || noOlder || !Number.isFinite(oldestShown) || oldestShown <= 1) return;
-  loadingOlder = true;
+/** Loads the page before the oldest shown message; a call while one is loading waits for that one. */
+function loadOlder(): Promise<void> {
+  if (olderLoading) return olderLoading;
+  if (!current || noOlder || !Number.isFinite(oldestShown) || oldestShown <= 1) return Promise.resolve();
   const groupId = current;
-  try {
-    const older = await client!.api.messagesBefore(groupId, PAGE, oldestShown, { withReactions: true });
-    if (current !== groupId) return;
-    if (older.length < PAGE) noOlder = true;
-    show(older.reverse(), { scroll: 'keep-place' });
-  } finally {
-    loadingOlder = false;
+  olderLoading = (async () => {
+    try {
+      const older = await client!.api.messagesBefore(groupId, PAGE, oldestShown, { withReactions: true });
+      if (current !== groupId) return;
+      if (older.length < PAGE) noOlder = true;
+      show(older.reverse(), { scroll: 'keep-place' });
+    } finally {
+      olderLoading = null;
+    }
+  })();
+  return olderLoading;
+}
+
+/**
+ * Searches the user's groups (GET /v1/search) and lists the hits with their snippets, matches marked (built with DOM
+ * calls: the snippet is data). A hit opens its conversation at that message.
+ */
+async function runSearch(): Promise<void> {
+  const q = byId<HTMLInputElement>('search-query').value.trim();
+  const results = byId('search-results');
+  if (q === '') {
+    results.hidden = true;
+    return;
   }
+  let hits: SearchHitView[];
+  try {
+    hits = (await client!.api.searchAll(q, { limit: 20 })).hits;
+  } catch (err) {
+    results.replaceChildren(el('li', { className: 'note', textContent: (err as Error).message }));
+    results.hidden = false;
+    return;
+  }
+  results.replaceChildren(
+    ...(hits.length === 0 ? [el('li', { className: 'note', textContent: 'Nothing found' })] : []),
+    ...hits.map((hit) => {
+      const snippet = el('span', { className: 'snippet' });
+      let at = 0;
+      for (const [start = 0, end = 0] of hit.highlights) {
+        snippet.append(hit.snippet.slice(at, start), el('mark', { textContent: hit.snippet.slice(start, end) }));
+        at = end;
+      }
+      snippet.append(hit.snippet.slice(at));
+      const where = el('span', {
+        className: 'where',
+        textContent: `${groups.get(hit.groupId)?.info.name ?? hit.groupId} · ${hit.senderId} · ${new Date(hit.createdAt).toLocaleString()}`,
+      });
+      const li = el('li', { tabIndex: 0 } as Partial<HTMLLIElement>);
+      li.dataset.testid = 'search-hit';
+      li.dataset.groupId = hit.groupId;
+      li.dataset.seq = String(hit.seq);
+      li.append(where, el('br'), snippet);
+      const open = () => void openAt(hit.groupId, hit.seq);
+      li.addEventListener('click', open);
+      li.addEventListener('keydown', (e) => e.key === 'Enter' && open());
+      return li;
+    }),
+  );
+  results.hidden = false;
+}
+
+/** Pages of history loaded back to reach a search hit at most (what is older is not loaded: the hit says so). */
+const MAX_PAGES_TO_HIT = 40;
+
+/**
+ * Opens a conversation at message `seq`: the history from it to the newest is loaded (and a page before it, by
+ * scrolling back as ever), and the message is scrolled to and marked.
+ */
+async function openAt(groupId: string, seq: number): Promise<void> {
+  if (current !== groupId) await openGroup(groupId);
+  for (let i = 0; i < MAX_PAGES_TO_HIT && oldestShown > seq && !noOlder && current === groupId; i++) await loadOlder();
+  const target = byId('message-list').querySelector<HTMLLIElement>(`li[data-seq="${seq}"]`);
+  if (!target) return;
+  target.scrollIntoView({ block: 'center' });
+  target.classList.add('found');
+  setTimeout(() => target.classList.remove('found'), 3000);
+  await loadOlder(); // a page before it, so the hit is seen in its context both ways
+  target.scrollIntoView({ block: 'center' });
 }
 
 /** The open group is read up to its newest message, once the page is visible (one request per burst). */
@@ -638,6 +709,10 @@ function wire(): void {
     if (byId('message-list').scrollTop < 80) void loadOlder();
   });
   byId('back').addEventListener('click', closeGroup);
+  byId('search').addEventListener('submit', (e) => {
+    e.preventDefault();
+    void runSearch();
+  });
   byId('show-members').addEventListener('click', () => void showMembers());
   byId('add-member').addEventListener('submit', (e) => {
     e.preventDefault();
