@@ -175,7 +175,8 @@ export async function clusterBackends(
     writers,
     forwarding,
     fanOut,
-    // Cassandra's storage-attached indexes are not used yet: a group's recent history is read and matched instead.
+    // Cassandra 5.0's storage-attached indexes take no text analyzer (test/search.test.ts): a group's recent history
+    // is read and matched instead.
     search: new SearchByScan(log, config.searchScanMessages),
     persistence: persistence as never,
     mq: mq as never,

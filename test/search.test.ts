@@ -93,3 +93,18 @@ describe('the SQLite search index', () => {
     again.close();
   });
 });
+
+describe('why the cluster tier scans', () => {
+  it("is Cassandra 5.0's storage-attached index: it takes no text analyzer, and CQL has no match operator", async () => {
+    await db.execute('CREATE TABLE IF NOT EXISTS sai_probe (g text, s bigint, body text, PRIMARY KEY (g, s))');
+    // The analyzed index that word search would need (Cassandra 5.1, DataStax's builds) is refused here.
+    await expect(
+      db.execute(
+        "CREATE CUSTOM INDEX IF NOT EXISTS sai_probe_body ON sai_probe (body) USING 'StorageAttachedIndex' WITH OPTIONS = {'index_analyzer': 'standard'}",
+      ),
+    ).rejects.toThrow(/index_analyzer.*not understood/);
+    await expect(db.execute("SELECT s FROM sai_probe WHERE g = 'a' AND body : 'deploy'")).rejects.toThrow(
+      /no viable alternative/,
+    );
+  });
+});
