@@ -2,7 +2,7 @@
  * Search on the embedded tier: a SQLite message log of BENCH_SEARCH_MESSAGES (1,000,000) messages in
  * BENCH_SEARCH_GROUPS (1,000) groups, written through the log (so the FTS5 index is kept as sends keep it), then
  * BENCH_SEARCH_QUERIES (2,000) searches of random groups for words, prefixes and phrases, a page of 20 each.
- * Prints the build rate and the search latency (p50, p99, max). Run: `npm run build && node dist/bench/search.js`.
+ * Prints the build rate and the search latency (p50, p99, max). Run: `npm run bench:search`.
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
