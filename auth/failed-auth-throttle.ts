@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { TokenBucket } from './token-bucket.js';
 
 /** How long a failed authentication from an address over its budget waits for its refusal. */
-export const FAILURE_BACKOFF_MS = 1000;
+const FAILURE_BACKOFF_MS = 1000;
 /** Refusals waiting at once; beyond this they answer at once (the wait must not hold memory without bound). */
 const MAX_WAITING_REFUSALS = 10_000;
 

@@ -93,7 +93,7 @@ function groupDelivery(packet: PublishPacket | undefined): { groupId: string; se
 }
 
 /** A stamped group message as this node delivers it: which one it is, and its PUBLISH up to the packet identifier. */
-export interface GroupPublish {
+interface GroupPublish {
   groupId: string;
   seq: number;
   /** Fixed header (QoS 1, DUP 0, RETAIN 0), Remaining Length and topic name: the same for every subscriber. */
@@ -106,7 +106,7 @@ export interface GroupPublish {
  * packet; an entry lives as long as the message's payload does. MQTT 3.1 and 3.1.1 framing, the versions Aedes 1.2
  * accepts: an MQTT 5 PUBLISH would carry properties after the packet identifier.
  */
-export class GroupPublishes {
+class GroupPublishes {
   private readonly known = new WeakMap<Buffer, GroupPublish>();
 
   register(topic: string, groupId: string, seq: number, payload: Buffer): void {

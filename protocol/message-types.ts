@@ -139,7 +139,7 @@ export const isEventType = (type: string): boolean => messageTypeOf(type).event 
 export const effectOf = (type: string): TargetEffect | undefined => messageTypeOf(type).event?.effect;
 
 /** Whether a content field's value counts as there: absent, false, '' and [] are how a message says it has none. */
-export const hasValue = (value: unknown): boolean =>
+const hasValue = (value: unknown): boolean =>
   value !== undefined && value !== false && value !== '' && !(Array.isArray(value) && value.length === 0);
 
 /** The content fields of a send or a message that are there, in wire order. */
