@@ -440,7 +440,10 @@ async function runSearch(): Promise<void> {
   results.hidden = false;
 }
 
-/** Pages of history loaded back to reach a search hit at most: a hit further back is not scrolled to (scrolling back still reaches it). */
+/**
+ * Pages of history loaded back to reach a search hit at most: a hit further back is not scrolled to (scrolling back
+ * still reaches it).
+ */
 const MAX_PAGES_TO_HIT = 40;
 
 /**
