@@ -1,10 +1,9 @@
 import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import { createServer, type Server as TcpServer } from 'node:net';
 import type { Duplex } from 'node:stream';
-import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 import { createWebSocketStream, WebSocketServer } from 'ws';
-import { addressKey } from '../auth/client-address.js';
+import { addressKey, forwardedClient, type ProxyTrust, trustedProxies } from '../auth/client-address.js';
 import { gatherOutput } from './connection-output.js';
 import { watchFrameSizes } from './frame-limit.js';
 import { readProxyHeader } from './proxy-header.js';
@@ -69,25 +68,17 @@ export class Admission {
   private readonly waiting = new Map<Duplex, () => void>();
   /** Per client address (an IPv6 /64): bounded by the open connections, each of which has one. */
   private readonly addresses = new Map<string, AddressCount>();
-  private readonly trusted: [ipaddr.IPv4 | ipaddr.IPv6, number][];
+  private readonly trust: ProxyTrust;
   /** Per connection counted against its address: what ends its unauthenticated count there. */
   private readonly addressAuthenticated = new WeakMap<Duplex, () => void>();
-  /** Each admitted connection's client address (the one a trusted proxy passed, or the peer's). */
+  /** Each admitted connection's client address as its limits count it (addressKey: the one a trusted proxy passed). */
   private readonly clientAddresses = new WeakMap<Duplex, string>();
   private tcpServer: TcpServer | null = null;
   private wsServer: WebSocketServer | null = null;
   private closing = false;
 
   constructor(private readonly deps: AdmissionDeps) {
-    this.trusted = deps.limits.trustedProxies
-      .split(',')
-      .map((entry) => entry.trim())
-      .filter((entry) => entry !== '')
-      .map((entry) =>
-        entry.includes('/')
-          ? ipaddr.parseCIDR(entry)
-          : ipaddr.parseCIDR(`${entry}/${ipaddr.parse(entry).kind() === 'ipv4' ? 32 : 128}`),
-      );
+    this.trust = trustedProxies(deps.limits.trustedProxies);
   }
 
   /** Connections waiting for a place among the unauthenticated ones. */
@@ -95,7 +86,7 @@ export class Admission {
     return this.waiting.size;
   }
 
-  /** The client address of an admitted connection, as its limits count it ('unknown' when there is none). */
+  /** The client address of an admitted connection, as its limits count it (addressKey; 'unknown' when there is none). */
   addressOf(stream: Duplex): string {
     return this.clientAddresses.get(stream) ?? 'unknown';
   }
@@ -173,8 +164,9 @@ export class Admission {
    */
   private admit(stream: Duplex, remote: string | undefined, handle: () => void): void {
     const { limits, logger } = this.deps;
-    if (remote !== undefined) this.clientAddresses.set(stream, remote);
-    if (!this.countAddress(stream, remote)) {
+    const key = addressKey(remote);
+    if (key !== null) this.clientAddresses.set(stream, key);
+    if (!this.countAddress(stream, key)) {
       this.deps.onRefused('address-limit');
       logger.warn({ remote }, 'too many connections from this address: refusing');
       stream.destroy();
@@ -206,8 +198,7 @@ export class Admission {
    * Counts a new connection against its client address; false when the address is over maxUnauthenticatedPerAddress
    * or maxConnectionsPerAddress (one address cannot take the whole pre-login pool, so others still get in).
    */
-  private countAddress(stream: Duplex, remote: string | undefined): boolean {
-    const key = addressKey(remote);
+  private countAddress(stream: Duplex, key: string | null): boolean {
     if (key === null) return true;
     const { maxUnauthenticatedPerAddress, maxConnectionsPerAddress } = this.deps.limits;
     let count = this.addresses.get(key);
@@ -237,23 +228,13 @@ export class Admission {
     return true;
   }
 
-  /** The client of a WebSocket upgrade: the last X-Forwarded-For hop when a trusted proxy made it, else the peer. */
+  /** The client of a WebSocket upgrade: what a trusted proxy names in X-Forwarded-For, else the peer. */
   private webSocketClient(req: IncomingMessage): string | undefined {
-    const peer = req.socket.remoteAddress;
-    if (!this.isTrustedProxy(peer)) return peer;
-    const forwarded = [req.headers['x-forwarded-for']]
-      .flat()
-      .join(',')
-      .split(',')
-      .map((hop) => hop.trim());
-    const client = forwarded.at(-1);
-    return client && ipaddr.isValid(client) ? client : peer;
+    return req.socket.remoteAddress === undefined ? undefined : forwardedClient(req, this.trust);
   }
 
   private isTrustedProxy(remote: string | undefined): boolean {
-    if (this.trusted.length === 0 || remote === undefined || !ipaddr.isValid(remote)) return false;
-    const address = ipaddr.process(remote);
-    return this.trusted.some(([network, bits]) => address.kind() === network.kind() && address.match(network, bits));
+    return remote !== undefined && this.trust(remote, 0);
   }
 
   /** Lets waiting connections in while there is room among the unauthenticated ones. */

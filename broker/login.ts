@@ -1,7 +1,6 @@
 import type { Duplex } from 'node:stream';
 import type { Aedes, AuthenticateError, Client, ConnectPacket } from 'aedes';
 import type { Logger } from 'pino';
-import { addressKey } from '../auth/client-address.js';
 import type { FailedAuthThrottle } from '../auth/failed-auth-throttle.js';
 import type { TokenVerifier, VerifiedToken } from '../auth/token-verifier.js';
 import { clientById, refuseProtocolLevel } from './aedes.js';
@@ -23,7 +22,7 @@ export interface LoginDeps {
   presence: Presence;
   /** The user's group ids, for the live ACL. */
   groupIdsOf: (userId: string) => Promise<string[]>;
-  /** The client address of a connection (a trusted proxy's client's, or the peer's). */
+  /** The client address of a connection as the limits count it (a trusted proxy's client's, or the peer's). */
   addressOf: (conn: Duplex) => string;
   /** The connection authenticated (it no longer counts as unauthenticated). */
   onAuthenticated: (conn: Duplex) => void;
@@ -109,7 +108,7 @@ export class Logins {
       if (verified.userId !== username) throw new Error('token does not belong to this user id');
     } catch (err) {
       // Only failures are throttled: a valid token gets in whatever else came from its address.
-      if (await authThrottle.failure(addressKey(this.deps.addressOf(client.conn as Duplex)) ?? 'unknown')) {
+      if (await authThrottle.failure(this.deps.addressOf(client.conn as Duplex))) {
         this.deps.onThrottled();
         throw authError('too many failed logins from this address; retry later', 3);
       }

@@ -14,7 +14,7 @@ import { messageRoutes } from './routes-messages.js';
 import { pushRoutes } from './routes-push.js';
 import { searchRoutes } from './routes-search.js';
 import { webRoutes } from './routes-web.js';
-import { addressKey } from '../auth/client-address.js';
+import { addressKey, trustedProxies } from '../auth/client-address.js';
 import { answerClientError } from './client-errors.js';
 import { ErrorResponse } from './schemas.js';
 
@@ -64,7 +64,7 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
     // offline leaves its sockets open with nobody behind them).
     forceCloseConnections: true,
     // Behind a load balancer named in trustedProxies, request.ip is the client it names in X-Forwarded-For.
-    ...(deps.config.trustedProxies ? { trustProxy: deps.config.trustedProxies } : {}),
+    ...(deps.config.trustedProxies ? { trustProxy: trustedProxies(deps.config.trustedProxies) } : {}),
   }).withTypeProvider<TypeBoxTypeProvider>() as Api;
   // Request bodies are JSON and are validated as they are: a boolean is not a user id, "1" is not a seq. Query strings
   // and path parameters arrive as text and are converted to their schema's types.

@@ -264,6 +264,23 @@ describe('behind a trusted load balancer (PROXY protocol)', () => {
     for (const { socket } of held) socket.destroy();
   });
 
+  it('counts WebSocket clients under the X-Forwarded-For address the trusted proxy names, as the REST API does', async () => {
+    const open = async (forwardedFor: string) => {
+      const ws = new WebSocket(t.chorus.urls.ws, 'mqtt', {
+        localAddress: '127.0.0.3',
+        headers: { 'x-forwarded-for': forwardedFor },
+      });
+      await new Promise((resolve) => ws.once('open', resolve));
+      return ws;
+    };
+    const held = [await open('203.0.113.20'), await open('203.0.113.20')];
+    const third = await open('203.0.113.20');
+    expect(await closedWithin(third, 1500)).toBe(true); // over maxUnauthenticatedPerAddress for 203.0.113.20
+    const other = await open('203.0.113.21');
+    expect(await closedWithin(other, 300)).toBe(false);
+    for (const ws of [...held, other]) ws.terminate();
+  });
+
   it('believes no PROXY header from an address it does not trust, and closes a trusted one that sends none', async () => {
     // 127.0.0.4 is not trusted: whatever addresses its headers claim, its connections count under 127.0.0.4.
     const spoofing = [];
