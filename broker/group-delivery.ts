@@ -10,7 +10,7 @@ export type OnDelivered = (groupId: string, userId: string, seq: number) => void
 
 /**
  * The last step of live delivery: stamped group messages written to this node's subscribers, and their PUBACKs
- * turned into delivered marks (when `onDelivered` is given).
+ * turned into delivered marks.
  */
 export class GroupDelivery implements LocalSubscribers {
   private readonly pubackOrder = new PubackOrder<Client>();
@@ -22,11 +22,10 @@ export class GroupDelivery implements LocalSubscribers {
     private readonly aedes: Aedes,
     private readonly live: LiveUsers,
     private readonly logger: Logger,
-    private readonly onDelivered?: OnDelivered,
+    private readonly onDelivered: OnDelivered,
   ) {
     this.brokerId = `${aedes.id}/groups`;
-    if (onDelivered)
-      aedes.on('ack', (packet, client) => this.acknowledged(packet as PublishPacket | undefined, client, onDelivered));
+    aedes.on('ack', (packet, client) => this.acknowledged(packet as PublishPacket | undefined, client));
   }
 
   deliverSerialized(groupId: string, seq: number, payload: Buffer): void {
@@ -64,22 +63,21 @@ export class GroupDelivery implements LocalSubscribers {
       const target = writableTarget(client);
       if (!target) return null; // closed or closing: nothing is written, as Aedes's own write refuses it
       writeGroupPublish(target, publish, packet.payload as Buffer);
-      if (this.onDelivered) this.pubackOrder.forwarded(client, publish);
+      this.pubackOrder.forwarded(client, publish);
       return null;
     }
     // A delivery to a clean session whose PUBACK will follow (QoS 1 after the subscription's downgrade), in order.
-    if (this.onDelivered && client.clean && packet.qos !== 0 && granted >= 1)
-      this.pubackOrder.forwarded(client, groupDelivery(packet));
+    if (client.clean && packet.qos !== 0 && granted >= 1) this.pubackOrder.forwarded(client, groupDelivery(packet));
     return packet;
   }
 
-  private acknowledged(packet: PublishPacket | undefined, client: Client | null, onDelivered: OnDelivered): void {
+  private acknowledged(packet: PublishPacket | undefined, client: Client | null): void {
     const userId = client ? this.live.userOf(client) : undefined;
     if (!client || userId === undefined) return;
     // A persistent session's packet comes back from the persistence, kept until its PUBACK [MQTT-4.3.2-1]; a clean
     // session's does not (Aedes keeps no copy): its PUBACKs are matched to its forwards in order.
     const delivery = client.clean ? this.pubackOrder.acknowledged(client) : groupDelivery(packet);
-    if (delivery) onDelivered(delivery.groupId, userId, delivery.seq);
+    if (delivery) this.onDelivered(delivery.groupId, userId, delivery.seq);
   }
 }
 

@@ -46,12 +46,12 @@ export class LiveEvents {
   }
 
   /** Publishes an event on a user's own events topic (to the user's clients on every node). */
-  sendEvent(userId: string, event: UserEvent, qos: 0 | 1 = 1): void {
+  sendEvent(userId: string, event: UserEvent): void {
     const packet: PublishPacket = {
       cmd: 'publish',
       topic: eventsTopic(userId),
       payload: Buffer.from(JSON.stringify(event)),
-      qos,
+      qos: 1,
       retain: false,
       dup: false,
     };

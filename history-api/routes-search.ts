@@ -16,7 +16,9 @@ const SearchText = Type.String({
   description:
     'words (all must match), prefixes (depl*), phrases in double quotes, from:userId, after:YYYY-MM-DD, before:YYYY-MM-DD',
 });
-const Limit = Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 }));
+/** Hits per page when a search names no limit. */
+const SEARCH_PAGE = 20;
+const Limit = Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: SEARCH_PAGE }));
 
 const view = ({ message, snippet, highlights }: SearchHit) => ({
   groupId: message.groupId,
@@ -70,7 +72,7 @@ export async function searchRoutes(app: Api, { groups, search }: ApiDeps): Promi
     },
     async (request) => {
       const { groupId } = request.params;
-      const { q, beforeSeq, limit = 20 } = request.query;
+      const { q, beforeSeq, limit = SEARCH_PAGE } = request.query;
       const query = parseQuery(q);
       await groups.requireMember(groupId, request.userId);
       const ranges = await groups.visibleRanges(groupId, request.userId);
@@ -102,7 +104,7 @@ export async function searchRoutes(app: Api, { groups, search }: ApiDeps): Promi
       },
     },
     async (request) => {
-      const { q, after, limit = 20 } = request.query;
+      const { q, after, limit = SEARCH_PAGE } = request.query;
       const query = parseQuery(q);
       const cursor = after === undefined ? undefined : decodeCursor(after);
       // Same-millisecond hits may sit on both sides of the cursor: each group is asked up to and including its ms.
@@ -110,7 +112,7 @@ export async function searchRoutes(app: Api, { groups, search }: ApiDeps): Promi
         ? { ...query, beforeMs: Math.min(query.beforeMs ?? Number.MAX_SAFE_INTEGER, cursor.ms + 1) }
         : query;
       const groupIds = (await groups.allGroupIds(request.userId)).slice(0, MAX_GROUPS_SEARCHED);
-      const found: SearchHit[] = [];
+      const found: { hit: SearchHit; at: Cursor }[] = [];
       for (let i = 0; i < groupIds.length; i += GROUPS_IN_FLIGHT) {
         const pages = await Promise.all(
           groupIds.slice(i, i + GROUPS_IN_FLIGHT).map(async (groupId) => {
@@ -118,12 +120,15 @@ export async function searchRoutes(app: Api, { groups, search }: ApiDeps): Promi
             return search.searchGroup({ groupId, query: pageQuery, ranges, limit: limit + 1 });
           }),
         );
-        for (const page of pages) found.push(...page.filter((hit) => !cursor || byCursor(cursor, cursorOf(hit)) < 0));
+        for (const hit of pages.flat()) {
+          const at = cursorOf(hit);
+          if (!cursor || byCursor(cursor, at) < 0) found.push({ hit, at });
+        }
       }
-      const hits = found.sort((a, b) => byCursor(cursorOf(a), cursorOf(b))).slice(0, limit);
+      const page = found.sort((a, b) => byCursor(a.at, b.at)).slice(0, limit);
       return {
-        hits: hits.map(view),
-        ...(hits.length === limit ? { next: encodeCursor(cursorOf(hits.at(-1)!)) } : {}),
+        hits: page.map(({ hit }) => view(hit)),
+        ...(page.length === limit ? { next: encodeCursor(page.at(-1)!.at) } : {}),
       };
     },
   );

@@ -237,6 +237,7 @@ export class MessageLogSqlite implements MessageLog {
   }
 
   private appendGroup({ groupId, drafts }: GroupAppend): AppendOutcome[] {
+    const grp = groupToken(groupId);
     let last = this.selectLast.get(groupId)?.seq ?? 0;
     const inThisCall = new Map<string, StampedMessage>();
     return drafts.map((draft: MessageDraft) => {
@@ -264,7 +265,7 @@ export class MessageLogSqlite implements MessageLog {
         return { message: rowToMessage(groupId, stored), duplicate: true };
       }
       last += 1;
-      if (text !== null) this.search.index.run((this.lastTextDoc += 1), groupToken(groupId), text);
+      if (text !== null) this.search.index.run((this.lastTextDoc += 1), grp, text);
       const message = toStampedMessage(groupId, last, draft);
       inThisCall.set(key, message);
       if (draft.targetSeq !== undefined) this.applyEvent(groupId, last, draft);

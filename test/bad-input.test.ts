@@ -270,39 +270,32 @@ describe('bad input gets a clear code, never a crash, a redelivery loop or a los
     return { got, closed: wasClosed };
   };
 
-  it('answers CONNECT with protocol name "MQTT" at level 3 with CONNACK 0x01 [MQTT-3.1.2-2]', async () => {
-    const connect = (protocolId: 'MQTT' | 'MQIsdp', protocolVersion: 3 | 4) =>
-      mqttPacket.generate({
-        cmd: 'connect',
-        protocolId,
-        protocolVersion,
-        clientId: `level-${protocolId}-${protocolVersion}`,
-        clean: true,
-        keepalive: 30,
-        username: 'alice',
-        password: Buffer.from(token),
-      });
-    const token = await t.token('alice');
-    const wrong = await exchange([connect('MQTT', 3)]);
-    expect(wrong.got).toMatchObject([{ cmd: 'connack', returnCode: 1 }]);
-    expect(wrong.closed).toBe(true);
-    // The pairings the versions define are served: 3.1.1 and 3.1.
-    expect((await exchange([connect('MQTT', 4)], 300)).got).toMatchObject([{ cmd: 'connack', returnCode: 0 }]);
-    expect((await exchange([connect('MQIsdp', 3)], 300)).got).toMatchObject([{ cmd: 'connack', returnCode: 0 }]);
-  });
-
-  it('closes, without a PUBACK and without storing it, a connection whose QoS 1 PUBLISH has packet identifier 0 [MQTT-2.3.1-1]', async () => {
-    const token = await t.token('alice');
-    const connect = mqttPacket.generate({
+  /** alice's CONNECT under a client id of its own, at a protocol name and level of its own (3.1.1 by default). */
+  const connectPacket = async (clientId: string, protocolId: 'MQTT' | 'MQIsdp' = 'MQTT', protocolVersion: 3 | 4 = 4) =>
+    mqttPacket.generate({
       cmd: 'connect',
-      protocolId: 'MQTT',
-      protocolVersion: 4,
-      clientId: 'zero-id',
+      protocolId,
+      protocolVersion,
+      clientId,
       clean: true,
       keepalive: 30,
       username: 'alice',
-      password: Buffer.from(token),
+      password: Buffer.from(await t.token('alice')),
     });
+
+  it('answers CONNECT with protocol name "MQTT" at level 3 with CONNACK 0x01 [MQTT-3.1.2-2]', async () => {
+    const connect = (protocolId: 'MQTT' | 'MQIsdp', protocolVersion: 3 | 4) =>
+      connectPacket(`level-${protocolId}-${protocolVersion}`, protocolId, protocolVersion);
+    const wrong = await exchange([await connect('MQTT', 3)]);
+    expect(wrong.got).toMatchObject([{ cmd: 'connack', returnCode: 1 }]);
+    expect(wrong.closed).toBe(true);
+    // The pairings the versions define are served: 3.1.1 and 3.1.
+    expect((await exchange([await connect('MQTT', 4)], 300)).got).toMatchObject([{ cmd: 'connack', returnCode: 0 }]);
+    expect((await exchange([await connect('MQIsdp', 3)], 300)).got).toMatchObject([{ cmd: 'connack', returnCode: 0 }]);
+  });
+
+  it('closes, without a PUBACK and without storing it, a connection whose QoS 1 PUBLISH has packet identifier 0 [MQTT-2.3.1-1]', async () => {
+    const connect = await connectPacket('zero-id');
     // mqtt-packet will not write identifier 0 at QoS 1: the bytes of one with identifier 1, patched.
     const publish = mqttPacket.generate({
       cmd: 'publish',
