@@ -60,7 +60,6 @@ const ARRIVAL_ORDERING = {
 export class DeliveryPipeline {
   /** The sequencer's output (see SequencerOutput). */
   readonly fromSequencer: SequencerOutput;
-  private readonly arrivals: OrderedDelivery<Arrival>;
 
   constructor(deps: DeliveryPipelineDeps) {
     const stored = new OrderedDelivery<StampedMessage>(
@@ -76,12 +75,12 @@ export class DeliveryPipeline {
       stored: (groupId, messages) => stored.offer(groupId, messages),
       writerLost: (groupId) => stored.forget(groupId),
     };
-    this.arrivals = new OrderedDelivery<Arrival>(
+    const arrivals = new OrderedDelivery<Arrival>(
       deps.log,
       (groupId, arrival) => deps.subscribers.deliverSerialized(groupId, arrival.seq, arrival.payload),
       (message) => ({ seq: message.seq, payload: Buffer.from(JSON.stringify(message)) }),
       { ...ARRIVAL_ORDERING, onError: deps.onGapReadError },
     );
-    deps.fanOut.onDeliver((groupId, seq, payload) => this.arrivals.offer(groupId, [{ seq, payload }]));
+    deps.fanOut.onDeliver((groupId, seq, payload) => arrivals.offer(groupId, [{ seq, payload }]));
   }
 }
