@@ -78,6 +78,7 @@ export class LiveMemberships {
     };
     if (group.description !== undefined) event.description = group.description;
     if (group.avatarUrl !== undefined) event.avatarUrl = group.avatarUrl;
+    if (group.retentionDays !== undefined) event.retentionDays = group.retentionDays;
     try {
       for await (const page of this.groups.memberPages(group.id, 1000))
         for (const member of page) this.events.sendEvent(member.userId, event);

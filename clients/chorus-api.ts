@@ -1,5 +1,6 @@
 import type {
   GroupView,
+  HistoryPageView,
   HistoryVisibility,
   MemberRole,
   MemberView,
@@ -12,6 +13,7 @@ import type {
 } from '../protocol/index.js';
 
 export type GroupInfo = GroupView;
+export type HistoryPage = HistoryPageView;
 export type MemberInfo = MemberView;
 export type { PushMode };
 
@@ -21,6 +23,8 @@ export interface GroupSettings {
   description?: string | null;
   avatarUrl?: string | null;
   historyVisibility?: HistoryVisibility;
+  /** Days the group keeps its messages, at most the server's; null: back to the server's. */
+  retentionDays?: number | null;
 }
 
 /** Who has a message: counts over all members, and a page of the readers' user ids. */
@@ -159,12 +163,12 @@ export class ChorusApi {
     });
   }
 
-  async messagesAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]> {
-    const page = await this.call<{ messages: StampedMessage[] }>(
-      'GET',
-      `/v1/groups/${encodeURIComponent(groupId)}/messages?afterSeq=${afterSeq}&limit=${limit}`,
-    );
-    return page.messages;
+  /**
+   * Messages after `afterSeq`, ascending, with where the kept history begins: messages below `retainedFrom` have
+   * expired (retention), so a reader past its position learns they are gone rather than missing.
+   */
+  messagesAfter(groupId: string, afterSeq: number, limit: number): Promise<HistoryPage> {
+    return this.call('GET', `/v1/groups/${encodeURIComponent(groupId)}/messages?afterSeq=${afterSeq}&limit=${limit}`);
   }
 
   /** The newest messages before `beforeSeq` (or the newest of all), newest first; with their reactions if asked. */

@@ -52,6 +52,11 @@ export interface OutgoingMessage {
 
 interface Listeners {
   message: (message: StampedMessage) => void;
+  /**
+   * Messages from..through of a group expired (the server's or the group's retention) before this client could
+   * deliver them: they will never come, and the stream goes on with the next one kept.
+   */
+  expired: (range: { groupId: string; from: number; through: number }) => void;
   event: (event: UserEvent) => void;
   error: (err: Error) => void;
   connect: () => void;
@@ -107,6 +112,7 @@ export class ChorusClient {
   private readonly pending = new Map<string, PendingSend>();
   private readonly listeners: { [K in keyof Listeners]: Set<Listeners[K]> } = {
     message: new Set(),
+    expired: new Set(),
     event: new Set(),
     error: new Set(),
     connect: new Set(),
@@ -220,6 +226,10 @@ export class ChorusClient {
       (afterSeq, limit) => this.api.messagesAfter(groupId, afterSeq, limit),
       (message) => this.deliver(message),
       (err) => this.emit('error', err instanceof Error ? err : new Error(String(err))),
+      (from, through) => {
+        this.positions.save(groupId, through).catch((err: Error) => this.emit('error', err));
+        this.emit('expired', { groupId, from, through });
+      },
     );
     this.streams.set(groupId, stream);
     try {

@@ -1,7 +1,13 @@
 import type { StampedMessage } from '../protocol/index.js';
 
-/** Reads the group's history after a seq, ascending; an empty page means there is nothing more yet. */
-export type FetchAfter = (afterSeq: number, limit: number) => Promise<StampedMessage[]>;
+/**
+ * Reads the group's history after a seq, ascending (an empty page means there is nothing more yet), with the lowest
+ * seq still kept: those below it have expired.
+ */
+export type FetchAfter = (
+  afterSeq: number,
+  limit: number,
+) => Promise<{ messages: StampedMessage[]; retainedFrom: number }>;
 
 /** Live messages held while waiting for a gap to be filled; past this, later ones are re-read from history. */
 const MAX_BUFFERED = 10_000;
@@ -11,7 +17,8 @@ const MAX_IDLE_PASSES = 20;
 /**
  * One group's message stream, delivered strictly in seq order with no gaps and no duplicates, whatever order and
  * multiplicity messages arrive in. A message past the next expected seq is buffered and the gap is filled from
- * history; one already delivered is dropped. `lastDelivered` is the recovery position.
+ * history; one already delivered is dropped. `lastDelivered` is the recovery position. Messages that expired
+ * (retention) before they could be delivered are not a gap: the stream steps over them and says which they were.
  */
 export class GroupStream {
   private readonly buffer = new Map<number, StampedMessage>();
@@ -24,6 +31,8 @@ export class GroupStream {
     private readonly fetchAfter: FetchAfter,
     private readonly deliver: (message: StampedMessage) => void,
     private readonly onError: (err: unknown) => void,
+    /** Seqs from..through expired before they were delivered: the stream goes on after them. */
+    private readonly onExpired: (from: number, through: number) => void,
   ) {}
 
   /** A message from the live subscription. */
@@ -57,10 +66,15 @@ export class GroupStream {
         const before = this.lastDelivered;
         this.refill = false;
         for (;;) {
-          const page = await this.fetchAfter(this.lastDelivered, PAGE);
-          for (const message of page) if (message.seq === this.lastDelivered + 1) this.emit(message);
+          const { messages, retainedFrom } = await this.fetchAfter(this.lastDelivered, PAGE);
+          if (retainedFrom > this.lastDelivered + 1) {
+            const from = this.lastDelivered + 1;
+            this.lastDelivered = retainedFrom - 1;
+            this.onExpired(from, this.lastDelivered);
+          }
+          for (const message of messages) if (message.seq === this.lastDelivered + 1) this.emit(message);
           this.drainBuffer();
-          if (page.length < PAGE) break;
+          if (messages.length < PAGE) break;
         }
         // A gap that history cannot fill yet (a replica behind the live path) is retried with a pause, not a spin.
         idlePasses = this.lastDelivered === before ? idlePasses + 1 : 0;

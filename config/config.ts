@@ -53,7 +53,8 @@ export const ConfigSchema = Type.Object(
       minimum: 0,
       maximum: 3650,
       default: 30,
-      description: 'Cassandra TTL of messages (0 keeps them); edits and deletes of older messages are refused there',
+      description:
+        'days messages are kept, on both tiers (0: for good), and the most a group may choose; older ones cannot be edited or deleted',
     }),
 
     jwtSecret: Type.Optional(Type.String({ minLength: 32, description: 'HS256 secret (at least 32 characters)' })),

@@ -27,12 +27,14 @@ const BULK_CHUNK = 50;
 const toGroup = (id: string, row: Row): GroupRecord => {
   const description = row.get('description') as string | null;
   const avatarUrl = row.get('avatar_url') as string | null;
+  const retentionDays = row.get('retention_days') as number | null;
   return {
     id,
     name: row.get('name') as string,
     ...(description === null ? {} : { description }),
     ...(avatarUrl === null ? {} : { avatarUrl }),
     historyVisibility: (row.get('history_visibility') as HistoryVisibility | null) ?? 'all',
+    ...(retentionDays === null ? {} : { retentionDays }),
     createdBy: row.get('created_by') as string,
     createdAtMs: (row.get('created_at') as Date).getTime(),
   };
@@ -70,10 +72,16 @@ export class GroupStoreCassandra implements GroupStore {
 
   static async open(db: CassandraSession): Promise<GroupStoreCassandra> {
     await db.ddl(`CREATE TABLE IF NOT EXISTS groups (
-      id text PRIMARY KEY, name text, created_by text, created_at timestamp, description text, avatar_url text, history_visibility text)`);
-    for (const column of ['description', 'avatar_url', 'history_visibility']) {
+      id text PRIMARY KEY, name text, created_by text, created_at timestamp, description text, avatar_url text,
+      history_visibility text, retention_days int)`);
+    for (const [column, type] of [
+      ['description', 'text'],
+      ['avatar_url', 'text'],
+      ['history_visibility', 'text'],
+      ['retention_days', 'int'],
+    ]) {
       // Keyspaces made before these columns existed: adding one that exists fails, which is the wanted state.
-      await db.ddl(`ALTER TABLE groups ADD ${column} text`).catch(() => undefined);
+      await db.ddl(`ALTER TABLE groups ADD ${column} ${type}`).catch(() => undefined);
     }
     await db.ddl(
       'CREATE TABLE IF NOT EXISTS member_ranges (group_id text, user_id text, ranges text, PRIMARY KEY ((group_id), user_id))',
@@ -107,13 +115,14 @@ export class GroupStoreCassandra implements GroupStore {
   async createGroup(group: GroupRecord): Promise<void> {
     const created = new Date(group.createdAtMs);
     const result = await this.db.execute(
-      'INSERT INTO groups (id, name, description, avatar_url, history_visibility, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS',
+      'INSERT INTO groups (id, name, description, avatar_url, history_visibility, retention_days, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS',
       [
         group.id,
         group.name,
         group.description ?? null,
         group.avatarUrl ?? null,
         group.historyVisibility,
+        group.retentionDays ?? null,
         group.createdBy,
         created,
       ],
@@ -158,9 +167,18 @@ export class GroupStoreCassandra implements GroupStore {
     else if (changes.description !== undefined) next.description = changes.description;
     if (changes.avatarUrl === null) delete next.avatarUrl;
     else if (changes.avatarUrl !== undefined) next.avatarUrl = changes.avatarUrl;
+    if (changes.retentionDays === null) delete next.retentionDays;
+    else if (changes.retentionDays !== undefined) next.retentionDays = changes.retentionDays;
     await this.db.execute(
-      'UPDATE groups SET name = ?, description = ?, avatar_url = ?, history_visibility = ? WHERE id = ? IF EXISTS',
-      [next.name, next.description ?? null, next.avatarUrl ?? null, next.historyVisibility, groupId],
+      'UPDATE groups SET name = ?, description = ?, avatar_url = ?, history_visibility = ?, retention_days = ? WHERE id = ? IF EXISTS',
+      [
+        next.name,
+        next.description ?? null,
+        next.avatarUrl ?? null,
+        next.historyVisibility,
+        next.retentionDays ?? null,
+        groupId,
+      ],
     );
     return next;
   }

@@ -24,6 +24,7 @@ interface GroupRow {
   description: string | null;
   avatar_url: string | null;
   history_visibility: HistoryVisibility;
+  retention_days: number | null;
   created_by: string;
   created_at: number;
 }
@@ -34,6 +35,7 @@ const toGroup = (row: GroupRow): GroupRecord => ({
   ...(row.description === null ? {} : { description: row.description }),
   ...(row.avatar_url === null ? {} : { avatarUrl: row.avatar_url }),
   historyVisibility: row.history_visibility,
+  ...(row.retention_days === null ? {} : { retentionDays: row.retention_days }),
   createdBy: row.created_by,
   createdAtMs: row.created_at,
 });
@@ -43,6 +45,7 @@ const ADDED_COLUMNS: [string, string, string][] = [
   ['groups', 'description', 'TEXT'],
   ['groups', 'avatar_url', 'TEXT'],
   ['groups', 'history_visibility', "TEXT NOT NULL DEFAULT 'all'"],
+  ['groups', 'retention_days', 'INTEGER'],
   ['members', 'delivered_seq', 'INTEGER NOT NULL DEFAULT 0'],
 ];
 
@@ -112,11 +115,11 @@ export class GroupStoreSqlite implements GroupStore {
     this.pointers = pointers;
     const stmt = {
       insertGroup: db.prepare(
-        'INSERT INTO groups (id, name, description, avatar_url, history_visibility, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+        'INSERT INTO groups (id, name, description, avatar_url, history_visibility, retention_days, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
       ),
       getGroup: db.prepare<[string], GroupRow>('SELECT * FROM groups WHERE id = ?'),
       updateGroup: db.prepare(
-        'UPDATE groups SET name = ?, description = ?, avatar_url = ?, history_visibility = ? WHERE id = ?',
+        'UPDATE groups SET name = ?, description = ?, avatar_url = ?, history_visibility = ?, retention_days = ? WHERE id = ?',
       ),
       deleteGroup: db.prepare('DELETE FROM groups WHERE id = ?'),
       deleteMembers: db.prepare('DELETE FROM members WHERE group_id = ?'),
@@ -183,6 +186,7 @@ export class GroupStoreSqlite implements GroupStore {
           group.description ?? null,
           group.avatarUrl ?? null,
           group.historyVisibility,
+          group.retentionDays ?? null,
           group.createdBy,
           group.createdAtMs,
         );
@@ -198,8 +202,16 @@ export class GroupStoreSqlite implements GroupStore {
           description: changes.description === undefined ? row.description : changes.description,
           avatar_url: changes.avatarUrl === undefined ? row.avatar_url : changes.avatarUrl,
           history_visibility: changes.historyVisibility ?? row.history_visibility,
+          retention_days: changes.retentionDays === undefined ? row.retention_days : changes.retentionDays,
         };
-        stmt.updateGroup.run(next.name, next.description, next.avatar_url, next.history_visibility, groupId);
+        stmt.updateGroup.run(
+          next.name,
+          next.description,
+          next.avatar_url,
+          next.history_visibility,
+          next.retention_days,
+          groupId,
+        );
         return toGroup(next);
       }),
       deleteGroup: db.transaction((groupId: string) => {

@@ -6,6 +6,8 @@ export interface GroupRecord {
   description?: string;
   avatarUrl?: string;
   historyVisibility: HistoryVisibility;
+  /** Days the group keeps its messages, when its admins chose (at most the operator's); absent: the operator's. */
+  retentionDays?: number;
   createdBy: string;
   /** Milliseconds since the epoch. */
   createdAtMs: number;
@@ -17,6 +19,7 @@ export interface GroupChanges {
   description?: string | null;
   avatarUrl?: string | null;
   historyVisibility?: HistoryVisibility;
+  retentionDays?: number | null;
 }
 
 /** Seqs a member could see while a member: (after, until], until null while still a member. */

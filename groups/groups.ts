@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { ChorusError, type HistoryVisibility, type MemberRole } from '../protocol/index.js';
 import type { GroupChanges, GroupRecord, GroupStore, MemberRecord, ReceiptCounts, SeqRange } from './group-store.js';
 import { MembershipCache } from './membership-cache.js';
+import { Retention } from './retention.js';
 import type { MembershipChange, MembershipFeed, MembershipListener } from './membership-feed.js';
 
 /** Groups whose member count is kept (each a few bytes; the least recently asked go first). */
@@ -18,6 +19,7 @@ export interface NewGroup {
   description?: string;
   avatarUrl?: string;
   historyVisibility?: HistoryVisibility;
+  retentionDays?: number;
 }
 
 export const newGroupId = (): string => `g_${randomBytes(12).toString('base64url')}`;
@@ -45,6 +47,8 @@ export class Groups {
       lastSeq: async () => 0,
       deleteGroup: async () => undefined,
     },
+    /** Checks the retention a group's admins choose, and hears that it changed. */
+    private readonly retention: Retention = new Retention(store, 0),
   ) {
     this.memberCounts = new MembershipCache<number>(this, { maxWeight: MAX_COUNTED_GROUPS });
   }
@@ -52,6 +56,7 @@ export class Groups {
   async create(creatorId: string, spec: NewGroup): Promise<GroupRecord> {
     const others = [...new Set(spec.members ?? [])].filter((id) => id !== creatorId);
     if (others.length + 1 > this.maxMembers) throw new ChorusError('GROUP_FULL');
+    if (spec.retentionDays !== undefined) this.retention.check(spec.retentionDays);
     const group: GroupRecord = {
       id: newGroupId(),
       name: spec.name,
@@ -61,6 +66,7 @@ export class Groups {
     };
     if (spec.description !== undefined) group.description = spec.description;
     if (spec.avatarUrl !== undefined) group.avatarUrl = spec.avatarUrl;
+    if (spec.retentionDays !== undefined) group.retentionDays = spec.retentionDays;
     await this.store.createGroup(group);
     await this.changed({ kind: 'added', groupId: group.id, userId: creatorId, role: 'admin', by: creatorId });
     if (others.length > 0) await this.addMembers(group.id, creatorId, others, 'member');
@@ -91,11 +97,13 @@ export class Groups {
     return (await this.store.getMember(groupId, userId))?.role ?? null;
   }
 
-  /** Admins change the name, description, avatar or history visibility; every member is told. */
+  /** Admins change the name, description, avatar, history visibility or retention; every member is told. */
   async update(groupId: string, actorId: string, changes: GroupChanges): Promise<GroupRecord> {
     await this.requireAdmin(groupId, actorId);
+    if (typeof changes.retentionDays === 'number') this.retention.check(changes.retentionDays);
     const group = await this.store.updateGroup(groupId, changes);
     if (!group) throw new ChorusError('GROUP_NOT_FOUND');
+    this.retention.forget(groupId);
     this.announceGroup({ kind: 'group-updated', group, by: actorId });
     return group;
   }

@@ -13,6 +13,7 @@ import {
   MemberParams,
   MemberView,
   PageQuery,
+  RetentionDays,
   Role,
   errors,
 } from './schemas.js';
@@ -29,7 +30,7 @@ export const memberView = (m: MemberRecord): MemberView => ({
 });
 
 /** Groups and their members: create, read, change, delete, list mine, add/remove members, promote/demote admins. */
-export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<void> {
+export async function groupRoutes(app: Api, { groups, log, config }: ApiDeps): Promise<void> {
   const view = async (group: GroupRecord, member: MemberRecord): Promise<GroupView> => {
     const lastSeq = await log.lastSeq(group.id);
     const readSeq = Math.min(member.readSeq, lastSeq);
@@ -39,6 +40,7 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
       ...(group.description === undefined ? {} : { description: group.description }),
       ...(group.avatarUrl === undefined ? {} : { avatarUrl: group.avatarUrl }),
       historyVisibility: group.historyVisibility,
+      retentionDays: group.retentionDays ?? config.retentionDays,
       createdBy: group.createdBy,
       createdAt: iso(group.createdAtMs),
       role: member.role,
@@ -60,6 +62,7 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
             description: Type.Optional(GroupDescription),
             avatarUrl: Type.Optional(AvatarUrl),
             historyVisibility: Type.Optional(HistoryVisibility),
+            retentionDays: Type.Optional(RetentionDays),
           },
           { additionalProperties: false },
         ),
@@ -113,7 +116,7 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
     {
       schema: {
         summary:
-          "Change a group's name, description, avatar or history visibility (admins only); every member hears group-updated",
+          "Change a group's name, description, avatar, history visibility or retention (admins only); every member hears group-updated",
         params: GroupParams,
         body: Type.Object(
           {
@@ -121,8 +124,13 @@ export async function groupRoutes(app: Api, { groups, log }: ApiDeps): Promise<v
             description: Type.Optional(Type.Union([GroupDescription, Type.Null()])),
             avatarUrl: Type.Optional(Type.Union([AvatarUrl, Type.Null()])),
             historyVisibility: Type.Optional(HistoryVisibility),
+            retentionDays: Type.Optional(Type.Union([RetentionDays, Type.Null()])),
           },
-          { additionalProperties: false, minProperties: 1, description: 'null clears description or avatarUrl' },
+          {
+            additionalProperties: false,
+            minProperties: 1,
+            description: "null clears description or avatarUrl, or sets retentionDays back to the server's",
+          },
         ),
         response: { 200: GroupView, ...errors(400, 401, 403, 404) },
       },

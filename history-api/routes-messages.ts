@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { ChorusError, GroupId, ReceiptsView, SendPayloadByType, SendView, StampedMessage } from '../protocol/index.js';
+import { ChorusError, GroupId, HistoryPageView, ReceiptsView, SendPayloadByType, SendView } from '../protocol/index.js';
 import type { SendResult } from '../sequencer/sequencer.js';
 import type { Api, ApiDeps } from './api-deps.js';
 import { DEFAULT_PAGE, GroupParams, PageQuery, Query, Seq, SeqOrZero, errors } from './schemas.js';
@@ -29,7 +29,7 @@ export async function messageRoutes(
           ),
         }),
         response: {
-          200: Type.Object({ messages: Type.Array(StampedMessage), lastSeq: SeqOrZero }),
+          200: HistoryPageView,
           ...errors(400, 401, 403, 404, 503),
         },
       },
@@ -43,13 +43,14 @@ export async function messageRoutes(
       const reads = Promise.all([
         log.lastSeq(groupId),
         readVisible(log, groupId, WHOLE_HISTORY, afterSeq, beforeSeq, limit),
+        log.firstSeq(groupId),
       ]);
       reads.catch(() => undefined); // awaited below, unless the membership check throws first
       const [, ranges] = await Promise.all([
         groups.requireMember(groupId, request.userId),
         groups.visibleRanges(groupId, request.userId),
       ]);
-      let [lastSeq, messages] = await reads;
+      let [lastSeq, messages, retainedFrom] = await reads;
       if (!isWholeHistory(ranges)) {
         messages = await readVisible(log, groupId, ranges, afterSeq, beforeSeq, limit);
       }
@@ -66,7 +67,7 @@ export async function messageRoutes(
       // What a member was handed here reached one of their devices: their delivered watermark moves.
       const newest = messages.reduce((max, m) => Math.max(max, m.seq), 0);
       if (newest > 0) deliveredMarks?.note(groupId, request.userId, newest);
-      return { messages, lastSeq };
+      return { messages, lastSeq, retainedFrom };
     },
   );
 

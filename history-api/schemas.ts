@@ -16,6 +16,9 @@ export const GroupName = Type.String({ minLength: 1, maxLength: 200 });
 export const GroupDescription = Type.String({ maxLength: 2000 });
 export const AvatarUrl = Type.String({ maxLength: 2048, pattern: '^https://[^\\s]+$', description: 'https only' });
 
+/** A group's own retention: at most the server's (RETENTION_TOO_LONG past it). */
+export const RetentionDays = Type.Integer({ minimum: 1, maximum: 3650, description: 'days its messages are kept' });
+
 export const GroupParams = Type.Object({ groupId: GroupId });
 export const MemberParams = Type.Object({ groupId: GroupId, userId: UserId });
 

@@ -21,6 +21,10 @@ export const errorCatalog = {
   NOT_SENDER: { status: 403, message: 'only the sender of that message may do this (or, to delete it, an admin)' },
   TARGET_DELETED: { status: 409, message: 'the target message was deleted' },
   TARGET_EXPIRED: { status: 410, message: 'the target message is older than the retention period' },
+  RETENTION_TOO_LONG: {
+    status: 400,
+    message: "a group may keep its messages at most as long as the server's retention",
+  },
   INVALID_QUERY: { status: 400, message: 'the search query cannot be read' },
   MESSAGE_NOT_FOUND: { status: 404, message: 'no such message visible to you in this group' },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'the message body is larger than allowed' },

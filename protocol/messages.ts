@@ -139,5 +139,7 @@ export type UserEvent =
       description?: string;
       avatarUrl?: string;
       historyVisibility: HistoryVisibility;
+      /** The group's own retention, when its admins chose one (absent: the server's). */
+      retentionDays?: number;
     }
   | { type: 'group-deleted'; groupId: string; by: string };

@@ -14,6 +14,7 @@ export const GroupView = Type.Object({
   description: Type.Optional(Type.String()),
   avatarUrl: Type.Optional(Type.String()),
   historyVisibility: HistoryVisibility,
+  retentionDays: Type.Integer({ minimum: 0, description: 'days its messages are kept (0: for good)' }),
   createdBy: UserId,
   createdAt: Type.String({ format: 'date-time' }),
   role: Role,
@@ -22,6 +23,17 @@ export const GroupView = Type.Object({
   unread: SeqOrZero,
 });
 export type GroupView = Static<typeof GroupView>;
+
+/** A page of history, with where the kept history begins. */
+export const HistoryPageView = Type.Object({
+  messages: Type.Array(StampedMessage),
+  lastSeq: SeqOrZero,
+  retainedFrom: Type.Integer({
+    minimum: 1,
+    description: 'the lowest seq still kept: every message below it has expired (retention); lastSeq + 1 when all have',
+  }),
+});
+export type HistoryPageView = Static<typeof HistoryPageView>;
 
 export const MemberView = Type.Object({
   userId: UserId,

@@ -37,9 +37,18 @@ const MAX_WRITE_BYTES = 4 * 1024 * 1024;
 const MAX_REACTION_ROWS = 10_000;
 
 export interface CassandraLogOptions {
-  /** Messages and their dedup entries expire after this many seconds; 0 keeps them forever. */
-  ttlSeconds: number;
+  /**
+   * How long the group keeps its messages, in seconds; 0 keeps them forever. A message's row, its dedup entry and its
+   * reactions expire (TTL) that long after the message's createdAt. Asked at every append: it should answer from memory.
+   */
+  retentionSeconds: (groupId: string) => number | Promise<number>;
 }
+
+/** The TTL that makes a row expire `retentionSeconds` after `createdAtMs` (0: never; Cassandra's least TTL is 1). */
+const ttlOf = (retentionSeconds: number, createdAtMs: number): number =>
+  retentionSeconds === 0 ? 0 : Math.max(1, Math.ceil(retentionSeconds - (Date.now() - createdAtMs) / 1000));
+/** When a row written now with this TTL expires (ms since the epoch; Infinity: never). */
+const expiryOf = (ttl: number): number => (ttl === 0 ? Number.POSITIVE_INFINITY : Date.now() + ttl * 1000);
 
 const { types } = cassandra;
 type Row = cassandra.types.Row;
@@ -99,6 +108,11 @@ interface Head {
   recordedAt: number;
   /** Per sender (up to MAX_SENDERS_PER_HEAD): the greatest clientMsgId known to have an entry, or stamped here. */
   greatestKeys: Map<string, GreatestKey>;
+  /**
+   * When the last stamped message expires (ms since the epoch; Infinity: never). The next one never expires sooner:
+   * rows expire in seq order, so what is kept stays one range even after the group's retention was shortened.
+   */
+  expiresAtMs: number;
 }
 
 /**
@@ -175,6 +189,10 @@ export class MessageLogCassandra implements MessageLog {
   /** Head-row updates still being written (awaited by close). */
   private readonly completing = new Set<Promise<unknown>>();
 
+  private readonly retentionSeconds: CassandraLogOptions['retentionSeconds'];
+  /** Per group, a seq known to be at or below its first kept one (expiry only ever raises it): where firstSeq looks. */
+  private readonly firstSeqs = new Map<string, number>();
+
   /** The write statements, built once: the driver finds a prepared statement by its text, for every message. */
   private readonly statements: { insertMessage: string; setRange: string; setRangeOfOne: string; react: string };
 
@@ -183,12 +201,16 @@ export class MessageLogCassandra implements MessageLog {
     private readonly writers: GroupWriters,
     options: CassandraLogOptions,
   ) {
-    const ttl = options.ttlSeconds > 0 ? ` USING TTL ${options.ttlSeconds}` : '';
+    this.retentionSeconds = options.retentionSeconds;
+    // TTL 0 is no TTL: one statement each, whatever the group's retention.
     this.statements = {
-      insertMessage: `INSERT INTO group_messages (group_id, bucket, seq, draft) VALUES (?, ?, ?, ?)${ttl}`,
-      setRange: `UPDATE dedup_ranges${ttl} SET seqs = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?`,
-      setRangeOfOne: `UPDATE dedup_ranges${ttl} SET seqs = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?`,
-      react: `INSERT INTO message_reactions (group_id, bucket, target_seq, emoji, user_id) VALUES (?, ?, ?, ?, ?)${ttl}`,
+      insertMessage: 'INSERT INTO group_messages (group_id, bucket, seq, draft) VALUES (?, ?, ?, ?) USING TTL ?',
+      setRange:
+        'UPDATE dedup_ranges USING TTL ? SET seqs = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id IN ?',
+      setRangeOfOne:
+        'UPDATE dedup_ranges USING TTL ? SET seqs = ? WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?',
+      react:
+        'INSERT INTO message_reactions (group_id, bucket, target_seq, emoji, user_id) VALUES (?, ?, ?, ?, ?) USING TTL ?',
     };
   }
 
@@ -256,13 +278,14 @@ export class MessageLogCassandra implements MessageLog {
         if (toStamp.length === 0)
           await step.gate; // only duplicates: as good as the calls they may duplicate
         else {
+          const ttl = this.nextTtl(head, await this.retentionSeconds(groupId), drafts[toStamp[0]!]!.createdAtMs);
           this.fence(groupId, head.epoch);
           // Entries and messages go together (one round trip, not two): a message whose entry failed is above the
           // head row, and gets its entry again before the group's next stamp (reindex).
           await Promise.all([
-            this.writeDedup(groupId, drafts, toStamp, seqOf),
+            this.writeDedup(groupId, drafts, toStamp, seqOf, ttl),
             step.gate
-              .then(() => this.writeMessages(groupId, drafts, toStamp, seqOf, head.epoch))
+              .then(() => this.writeMessages(groupId, drafts, toStamp, seqOf, head.epoch, ttl))
               .then(() =>
                 this.applyEvents(
                   groupId,
@@ -334,6 +357,7 @@ export class MessageLogCassandra implements MessageLog {
         recorded,
         recordedAt: -Infinity,
         greatestKeys: new Map(),
+        expiresAtMs: await this.expiryOfRow(groupId, last),
       };
       gate = Promise.resolve();
     }
@@ -396,6 +420,26 @@ export class MessageLogCassandra implements MessageLog {
       .catch(() => undefined);
     this.completing.add(completion);
     void completion.then(() => this.completing.delete(completion));
+  }
+
+  /**
+   * The TTL of a call's messages and their entries: the group's retention from the first draft's createdAt, or longer
+   * when the message before expires later (a retention shortened since), so that no message outlives a later one.
+   */
+  private nextTtl(head: Head, retentionSeconds: number, createdAtMs: number): number {
+    const own = ttlOf(retentionSeconds, createdAtMs);
+    if (expiryOf(own) >= head.expiresAtMs) {
+      head.expiresAtMs = expiryOf(own);
+      return own;
+    }
+    return head.expiresAtMs === Number.POSITIVE_INFINITY ? 0 : Math.ceil((head.expiresAtMs - Date.now()) / 1000);
+  }
+
+  /** When the message at `seq` expires (Infinity: never; 0: it is not there, or there is none). */
+  private async expiryOfRow(groupId: string, seq: number): Promise<number> {
+    if (seq === 0) return 0;
+    const row = await this.readRow(groupId, seq);
+    return row ? expiryOf(row.ttl) : 0;
   }
 
   /** Raises what the head knows of a sender's greatest clientMsgId (`read`: as stored in the log). */
@@ -472,11 +516,13 @@ export class MessageLogCassandra implements MessageLog {
     drafts: MessageDraft[],
     toStamp: number[],
     seqOf: (k: number) => number,
+    ttl: number,
   ): Promise<void> {
     const seqByIndex = new Map(toStamp.map((i, k) => [i, seqOf(k)]));
     await Promise.all(
       chunksBySender(drafts, toStamp).map(({ senderId, chunk }) =>
         this.db.execute(this.statements.setRange, [
+          ttl,
           new types.Tuple(seqByIndex.get(chunk[0]!), seqByIndex.get(chunk.at(-1)!)),
           groupId,
           senderId,
@@ -493,6 +539,7 @@ export class MessageLogCassandra implements MessageLog {
     toStamp: number[],
     seqOf: (k: number) => number,
     epoch: number,
+    ttl: number,
   ): Promise<void> {
     let part: { query: string; params: unknown[] }[] = [];
     let partBytes = 0;
@@ -507,7 +554,7 @@ export class MessageLogCassandra implements MessageLog {
       const seq = seqOf(k);
       const bytes = draft.length * 3; // UTF-8 takes at most 3 bytes per UTF-16 unit
       if (part.length > 0 && (seq % BUCKET === 0 || partBytes + bytes > MAX_WRITE_BYTES)) await flush();
-      part.push({ query: this.statements.insertMessage, params: [groupId, bucketOf(seq), seq, draft] });
+      part.push({ query: this.statements.insertMessage, params: [groupId, bucketOf(seq), seq, draft, ttl] });
       partBytes += bytes;
     }
     if (part.length > 0) await flush();
@@ -545,6 +592,7 @@ export class MessageLogCassandra implements MessageLog {
    * that failed or died may have stored them without their entries or effects. Each entry gets the range of its own seq.
    */
   private async reindex(groupId: string, after: number, last: number, epoch: number): Promise<void> {
+    const retention = await this.retentionSeconds(groupId);
     for (let seq = after; seq < last; ) {
       const page = (await this.readAfter(groupId, seq, BUCKET)).filter((m) => m.seq <= last);
       if (page.length === 0) return;
@@ -556,7 +604,13 @@ export class MessageLogCassandra implements MessageLog {
           this.db.batch(
             chunk.map((i) => ({
               query: this.statements.setRangeOfOne,
-              params: [new types.Tuple(page[i]!.seq, page[i]!.seq), groupId, senderId, page[i]!.clientMsgId],
+              params: [
+                ttlOf(retention, Date.parse(page[i]!.createdAt)),
+                new types.Tuple(page[i]!.seq, page[i]!.seq),
+                groupId,
+                senderId,
+                page[i]!.clientMsgId,
+              ],
             })),
             false,
           ),
@@ -627,7 +681,7 @@ export class MessageLogCassandra implements MessageLog {
             'DELETE FROM message_reactions WHERE group_id = ? AND bucket = ? AND target_seq = ? AND emoji = ? AND user_id = ?',
             key,
           );
-        else await this.db.execute(this.statements.react, key);
+        else await this.db.execute(this.statements.react, [...key, ttl]); // it goes when its target does
       }
     }
   }
@@ -692,6 +746,41 @@ export class MessageLogCassandra implements MessageLog {
     return this.truth(groupId);
   }
 
+  /**
+   * Expiry is a prefix (rows expire in createdAt order, which is seq order), so the partitions from the first kept seq
+   * to the last are the non-empty ones: a binary search over partitions finds it, from where it was last seen.
+   */
+  async firstSeq(groupId: string): Promise<number> {
+    const last = await this.lastSeq(groupId);
+    const known = this.firstSeqs.get(groupId) ?? 1;
+    const firstAtOrAfter = async (bucket: number, from: number): Promise<number | null> => {
+      const row = (
+        await this.db.execute('SELECT seq FROM group_messages WHERE group_id = ? AND bucket = ? AND seq >= ? LIMIT 1', [
+          groupId,
+          bucket,
+          from,
+        ])
+      ).first();
+      return row ? Number(row.get('seq')) : null;
+    };
+    let first = known > last ? null : await firstAtOrAfter(bucketOf(known), known);
+    if (first === null && known <= last) {
+      let low = bucketOf(known) + 1; // the lowest partition that may hold it
+      let high = bucketOf(last); // holds it, if any does
+      while (low < high) {
+        const middle = Math.floor((low + high) / 2);
+        if ((await firstAtOrAfter(middle, known)) === null) low = middle + 1;
+        else high = middle;
+      }
+      first = low <= bucketOf(last) ? await firstAtOrAfter(low, known) : null;
+    }
+    const result = first ?? last + 1;
+    this.firstSeqs.delete(groupId); // re-inserted last: the oldest entry is the first to go
+    this.firstSeqs.set(groupId, result);
+    if (this.firstSeqs.size > MAX_HEADS) this.firstSeqs.delete(this.firstSeqs.keys().next().value!);
+    return result;
+  }
+
   async reactions(groupId: string, seqs: number[], viewerId: string): Promise<Map<number, ReactionCount[]>> {
     const wanted = new Set(seqs);
     const buckets = new Map<number, number[]>();
@@ -735,6 +824,7 @@ export class MessageLogCassandra implements MessageLog {
       await this.db.execute('DELETE FROM dedup_ranges WHERE group_id = ? AND sender_id = ?', [groupId, senderId]);
     await this.db.execute('DELETE FROM group_heads WHERE group_id = ?', [groupId]);
     this.heads.delete(groupId);
+    this.firstSeqs.delete(groupId);
   }
 
   async close(): Promise<void> {

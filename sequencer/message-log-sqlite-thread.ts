@@ -1,6 +1,6 @@
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { ChorusError, isChorusError, type ReactionCount, type StampedMessage } from '../protocol/index.js';
-import type { AppendOutcome, GroupAppend, MessageLog } from './message-log.js';
+import type { AppendOutcome, ExpiringLog, GroupAppend, MessageLog } from './message-log.js';
 import { MessageLogSqlite, type SqliteLogOptions } from './message-log-sqlite.js';
 
 /** Calls waiting for the writer thread; past this a write is refused as OVERLOADED instead of queued. */
@@ -9,6 +9,7 @@ const MAX_PENDING_WRITES = 1_000;
 type WriteCall =
   | { id: number; method: 'append'; args: [GroupAppend[]] }
   | { id: number; method: 'deleteGroup'; args: [string] }
+  | { id: number; method: 'expire'; args: [string, number, number] }
   | { id: number; method: 'close'; args: [] };
 type WriteReply = {
   id: number;
@@ -28,13 +29,13 @@ interface ThreadData {
  * synchronous, so in the main thread every commit held up every socket for its 0.5-2.5 ms (measured: 75-95 ms of each
  * second at 500-1,500 msg/s across 50 groups); here the loop keeps delivering and gathering the next commit meanwhile.
  *
- * Writes (append, deleteGroup) run on the writer thread one after another, in the order they were called: the log's
+ * Writes (append, deleteGroup, expire) run on the writer thread one after another, in the order they were called: the log's
  * atomicity and per-group ordering are the single connection's, as before. Reads run on the main thread through a
  * second connection: WAL lets them run beside a write, and a write has committed before its promise resolves, so a read
  * started after it sees it. A writer thread that dies fails its calls with STORE_UNAVAILABLE (a transaction it had
  * begun is rolled back by SQLite) and the next write starts a new one.
  */
-export class MessageLogSqliteThread implements MessageLog {
+export class MessageLogSqliteThread implements MessageLog, ExpiringLog {
   private readonly reader: MessageLogSqlite;
   private worker: Worker | null = null;
   private readonly pending = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>();
@@ -58,6 +59,18 @@ export class MessageLogSqliteThread implements MessageLog {
 
   async deleteGroup(groupId: string): Promise<void> {
     await this.write('deleteGroup', [groupId]);
+  }
+
+  async expire(groupId: string, beforeMs: number, limit: number): Promise<number> {
+    return (await this.write('expire', [groupId, beforeMs, limit])) as number;
+  }
+
+  groupsAfter(afterGroupId: string, limit: number): Promise<string[]> {
+    return this.reader.groupsAfter(afterGroupId, limit);
+  }
+
+  firstSeq(groupId: string): Promise<number> {
+    return this.reader.firstSeq(groupId);
   }
 
   readAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]> {
@@ -88,7 +101,7 @@ export class MessageLogSqliteThread implements MessageLog {
     await this.reader.close();
   }
 
-  private write(method: 'append' | 'deleteGroup', args: [GroupAppend[]] | [string]): Promise<unknown> {
+  private write(method: WriteCall['method'], args: WriteCall['args']): Promise<unknown> {
     if (this.closed) return Promise.reject(new ChorusError('STORE_UNAVAILABLE', 'the message log is closed'));
     if (this.pending.size >= MAX_PENDING_WRITES)
       return Promise.reject(new ChorusError('OVERLOADED', 'the message log has too many writes waiting'));
@@ -157,7 +170,9 @@ function serveWrites(data: ThreadData): void {
           ? await log.append(call.args[0])
           : call.method === 'deleteGroup'
             ? await log.deleteGroup(call.args[0])
-            : await log.close();
+            : call.method === 'expire'
+              ? await log.expire(...call.args)
+              : await log.close();
       port.postMessage({ id: call.id, result } satisfies WriteReply);
     } catch (err) {
       const error = err as Error & { code?: unknown };

@@ -16,6 +16,7 @@ import {
   type AppendOutcome,
   type GroupAppend,
   type MessageDraft,
+  type ExpiringLog,
   type MessageLog,
 } from './message-log.js';
 
@@ -96,10 +97,11 @@ export const rowToMessage = (groupId: string, row: MessageRow): StampedMessage =
  * The embedded message log: one SQLite file in WAL mode. A whole append call is one transaction, so a call that
  * carries many groups' drafts costs one commit (group commit); better-sqlite3 is synchronous, so calls never interleave.
  */
-export class MessageLogSqlite implements MessageLog {
+export class MessageLogSqlite implements MessageLog, ExpiringLog {
   private readonly db: Database.Database;
   private readonly insert: Database.Statement;
-  private readonly selectLast: Database.Statement<[string], { seq: number | null }>;
+  /** Takes the group id twice. */
+  private readonly selectLast: Database.Statement<[string, string], { seq: number }>;
   private readonly selectByClientMsgId: Database.Statement<[string, string, string], MessageRow>;
   private readonly selectAfter: (limit: number) => Database.Statement<[string, number], MessageRow>;
   private readonly selectBefore: (limit: number) => Database.Statement<[string, number], MessageRow>;
@@ -110,6 +112,9 @@ export class MessageLogSqlite implements MessageLog {
     { target_seq: number; emoji: string; user_id: string }
   >;
   private readonly deleteGroupTx: (groupId: string) => void;
+  private readonly selectExpiredThrough: Database.Statement<[string], { through_seq: number }>;
+  private readonly expireTx: (groupId: string, beforeMs: number, limit: number) => number;
+  private readonly selectNextGroup: Database.Statement<[string], { group_id: string }>;
   private search!: { index: Database.Statement<[number, string, string]>; unindex: Database.Statement<[number]> };
   /** The highest document id in the search index: the next message with text takes the one after. */
   private lastTextDoc = 0;
@@ -139,6 +144,9 @@ export class MessageLogSqlite implements MessageLog {
       CREATE TABLE IF NOT EXISTS reactions (
         group_id TEXT NOT NULL, target_seq INTEGER NOT NULL, emoji TEXT NOT NULL, user_id TEXT NOT NULL,
         PRIMARY KEY (group_id, target_seq, emoji, user_id)
+      ) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS expired_heads (
+        group_id TEXT PRIMARY KEY, through_seq INTEGER NOT NULL
       ) WITHOUT ROWID;
     `);
     const columns = new Set(
@@ -177,6 +185,7 @@ export class MessageLogSqlite implements MessageLog {
     );
     const deleteMessages = db.prepare('DELETE FROM messages WHERE group_id = ?');
     const deleteReactions = db.prepare('DELETE FROM reactions WHERE group_id = ?');
+    const deleteExpiredHead = db.prepare('DELETE FROM expired_heads WHERE group_id = ?');
     const unindexGroup = db.prepare(
       `DELETE FROM ${SEARCH_TABLE} WHERE rowid IN (SELECT text_doc FROM messages WHERE group_id = ? AND text_doc IS NOT NULL)`,
     );
@@ -184,8 +193,37 @@ export class MessageLogSqlite implements MessageLog {
       unindexGroup.run(groupId);
       deleteMessages.run(groupId);
       deleteReactions.run(groupId);
+      deleteExpiredHead.run(groupId);
     });
-    this.selectLast = this.db.prepare('SELECT MAX(seq) AS seq FROM messages WHERE group_id = ?');
+    // The last seq counts the expired ones: once every message of a group has expired, its seqs still go on.
+    this.selectLast = this.db.prepare(`SELECT MAX(
+        COALESCE((SELECT MAX(seq) FROM messages WHERE group_id = ?), 0),
+        COALESCE((SELECT through_seq FROM expired_heads WHERE group_id = ?), 0)) AS seq`);
+    this.selectExpiredThrough = db.prepare('SELECT through_seq FROM expired_heads WHERE group_id = ?');
+    this.selectNextGroup = db.prepare('SELECT group_id FROM messages WHERE group_id > ? ORDER BY group_id LIMIT 1');
+    const oldest = db.prepare<[string, number], { seq: number; created_at: number; text_doc: number | null }>(
+      'SELECT seq, created_at, text_doc FROM messages WHERE group_id = ? ORDER BY seq LIMIT ?',
+    );
+    const expireMessages = db.prepare('DELETE FROM messages WHERE group_id = ? AND seq <= ?');
+    const expireReactions = db.prepare('DELETE FROM reactions WHERE group_id = ? AND target_seq <= ?');
+    const raiseExpiredHead = db.prepare(
+      `INSERT INTO expired_heads (group_id, through_seq) VALUES (?, ?)
+       ON CONFLICT (group_id) DO UPDATE SET through_seq = MAX(through_seq, excluded.through_seq)`,
+    );
+    this.expireTx = db.transaction((groupId: string, beforeMs: number, limit: number) => {
+      // A prefix in seq order, so that what is kept stays one range without holes: it stops at the first message
+      // that is not old enough, even if a later one is (a clock that went back).
+      const rows = oldest.all(groupId, limit);
+      const end = rows.findIndex((row) => row.created_at >= beforeMs);
+      const expired = end === -1 ? rows : rows.slice(0, end);
+      if (expired.length === 0) return 0;
+      const through = expired.at(-1)!.seq;
+      for (const row of expired) if (row.text_doc !== null) this.search.unindex.run(row.text_doc);
+      expireMessages.run(groupId, through);
+      expireReactions.run(groupId, through);
+      raiseExpiredHead.run(groupId, through);
+      return expired.length;
+    });
     this.selectByClientMsgId = this.db.prepare(
       'SELECT * FROM messages WHERE group_id = ? AND sender_id = ? AND client_msg_id = ?',
     );
@@ -238,7 +276,7 @@ export class MessageLogSqlite implements MessageLog {
 
   private appendGroup({ groupId, drafts }: GroupAppend): AppendOutcome[] {
     const grp = groupToken(groupId);
-    let last = this.selectLast.get(groupId)?.seq ?? 0;
+    let last = this.selectLast.get(groupId, groupId)!.seq;
     const inThisCall = new Map<string, StampedMessage>();
     return drafts.map((draft: MessageDraft) => {
       const key = `${draft.senderId}\u0000${draft.clientMsgId}`;
@@ -322,7 +360,25 @@ export class MessageLogSqlite implements MessageLog {
   }
 
   async lastSeq(groupId: string): Promise<number> {
-    return this.selectLast.get(groupId)?.seq ?? 0;
+    return this.selectLast.get(groupId, groupId)!.seq;
+  }
+
+  async firstSeq(groupId: string): Promise<number> {
+    return (this.selectExpiredThrough.get(groupId)?.through_seq ?? 0) + 1;
+  }
+
+  async expire(groupId: string, beforeMs: number, limit: number): Promise<number> {
+    return this.expireTx(groupId, beforeMs, limit);
+  }
+
+  async groupsAfter(afterGroupId: string, limit: number): Promise<string[]> {
+    const ids: string[] = [];
+    // One index seek per group: DISTINCT would read every message row.
+    for (let row = this.selectNextGroup.get(afterGroupId); row && ids.length < limit; ) {
+      ids.push(row.group_id);
+      row = this.selectNextGroup.get(row.group_id);
+    }
+    return ids;
   }
 
   async reactions(groupId: string, seqs: number[], viewerId: string): Promise<Map<number, ReactionCount[]>> {

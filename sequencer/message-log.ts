@@ -59,6 +59,9 @@ export interface AppendOutcome {
  *     and its reactions are removed. The bodies are erased from the store, not hidden.
  *   - reaction: the sender's emoji is counted on the target (remove: taken back); none on a deleted message.
  *   An event whose target is missing (expired) is stored and changes nothing.
+ * - Expiry (retention): messages go oldest first, always a prefix of the group's seqs, so what is kept is one range
+ *   [firstSeq, lastSeq] without holes; their dedup entries and reactions go with them (a clientMsgId is a retry only
+ *   while its message is kept). Expiry never lowers lastSeq: the next message gets the seq after the last expired one.
  */
 export interface MessageLog {
   append(batch: GroupAppend[]): Promise<AppendOutcome[][]>;
@@ -66,8 +69,13 @@ export interface MessageLog {
   readAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]>;
   /** Messages with seq < beforeSeq, descending (newest first), at most `limit`. */
   readBefore(groupId: string, beforeSeq: number, limit: number): Promise<StampedMessage[]>;
-  /** The highest stored seq of the group; 0 when the group has no message. */
+  /** The highest seq the group ever stored (expired ones count); 0 when the group never had a message. */
   lastSeq(groupId: string): Promise<number>;
+  /**
+   * The lowest seq still kept: every seq below it has expired. lastSeq + 1 when every message has expired; 1 for a
+   * group that never had one.
+   */
+  firstSeq(groupId: string): Promise<number>;
   /**
    * Reaction counts of the given messages (a page of history), by seq: each emoji once, most used first, `mine` when
    * `viewerId` is among those who reacted. Messages without reactions are absent.
@@ -77,6 +85,23 @@ export interface MessageLog {
   deleteGroup(groupId: string): Promise<void>;
   close(): Promise<void>;
 }
+
+/**
+ * A log that removes its expired messages itself, when asked (the SQLite log; Cassandra's rows carry a TTL instead).
+ * The retention pruner walks the groups and asks.
+ */
+export interface ExpiringLog {
+  /** Ids of the groups that hold messages, after `afterGroupId` in id order, at most `limit`. */
+  groupsAfter(afterGroupId: string, limit: number): Promise<string[]>;
+  /**
+   * Removes up to `limit` of the group's oldest messages created before `beforeMs`: a prefix in seq order, which stops
+   * at the first message that is not old enough. Returns how many went (under `limit`: nothing more is old enough).
+   */
+  expire(groupId: string, beforeMs: number, limit: number): Promise<number>;
+}
+
+export const isExpiringLog = (log: MessageLog): log is MessageLog & ExpiringLog =>
+  typeof (log as Partial<ExpiringLog>).expire === 'function';
 
 /** Builds the wire form of a stored message: optional fields are absent, never null; field order is fixed. */
 export function toStampedMessage(

@@ -4,8 +4,8 @@ import type { MessageLog } from './message-log.js';
 export interface SendRulesOptions {
   /** The sender's role in the group (null: not a member); read only for the sends whose rule depends on it. */
   roleOf: (groupId: string, userId: string) => Promise<MemberRole | null>;
-  /** Edits and deletes of messages older than this are refused (TARGET_EXPIRED); 0: any age. */
-  retentionMs: number;
+  /** The group's retention: edits and deletes of messages older than it are refused (TARGET_EXPIRED); 0: any age. */
+  retentionMs: (groupId: string) => Promise<number>;
   /** Who may mention @everyone. */
   mentionEveryone: 'admins' | 'members';
 }
@@ -51,9 +51,12 @@ export class SendRules {
     }
     if (isEventType(target.type))
       throw new ChorusError('TARGET_UNKNOWN', `message ${targetSeq} is a ${target.type} event`);
-    const { retentionMs } = this.options;
-    if (event.withinRetention && retentionMs > 0 && Date.parse(target.createdAt) < Date.now() - retentionMs)
-      throw new ChorusError('TARGET_EXPIRED');
+    if (event.withinRetention) {
+      // Not yet removed is not kept: the pruner (or the TTL) takes it at any moment.
+      const retentionMs = await this.options.retentionMs(groupId);
+      if (retentionMs > 0 && Date.parse(target.createdAt) < Date.now() - retentionMs)
+        throw new ChorusError('TARGET_EXPIRED');
+    }
     if (target.senderId !== senderId) {
       if (event.of === 'own') throw new ChorusError('NOT_SENDER', `only the sender of a message may ${type} it`);
       if (event.of === 'own-or-admin' && (await this.options.roleOf(groupId, senderId)) !== 'admin') {

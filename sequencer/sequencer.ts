@@ -106,7 +106,8 @@ export class Sequencer implements SendPath {
   ) {
     this.maxBatch = options.maxBatch ?? 4096;
     this.rules =
-      options.rules ?? new SendRules(log, { roleOf: async () => 'member', retentionMs: 0, mentionEveryone: 'members' });
+      options.rules ??
+      new SendRules(log, { roleOf: async () => 'member', retentionMs: async () => 0, mentionEveryone: 'members' });
   }
 
   /** Sends waiting for a commit. */

@@ -12,6 +12,7 @@ import { GroupStoreCassandra } from '../groups/group-store-cassandra.js';
 import { GroupStoreSqlite } from '../groups/group-store-sqlite.js';
 import { MembershipFeedLocal, type MembershipFeed } from '../groups/membership-feed.js';
 import { MembershipFeedRedis } from '../groups/membership-feed-redis.js';
+import { Retention } from '../groups/retention.js';
 import { CassandraSession } from '../cassandra/session.js';
 import type { MessageLog } from '../sequencer/message-log.js';
 import { MessageLogCassandra } from '../sequencer/message-log-cassandra.js';
@@ -55,6 +56,8 @@ export interface Backends extends Pick<AedesSeams, 'persistence' | 'mq'> {
   fanOut: FanOut;
   /** Finds messages by their text. */
   search: Search;
+  /** How long each group keeps its messages. */
+  retention: Retention;
   close(): Promise<void>;
 }
 
@@ -84,6 +87,7 @@ export function embeddedBackends(config: ChorusConfig): Backends {
     }),
     fanOut: FanOutLocal.hub()(),
     search,
+    retention: new Retention(groupStore, config.retentionDays),
     async close() {
       await search.close();
       await log.close();
@@ -141,8 +145,11 @@ export async function clusterBackends(
     onInternalError: (err, send) =>
       logger.error({ err, groupId: send.groupId, senderId: send.senderId }, 'serving a forwarded send failed'),
   });
-  const log = await MessageLogCassandra.open(db, writers, { ttlSeconds: config.retentionDays * 86_400 });
   const groupStore = await GroupStoreCassandra.open(db);
+  const retention = new Retention(groupStore, config.retentionDays);
+  const log = await MessageLogCassandra.open(db, writers, {
+    retentionSeconds: async (groupId) => (await retention.days(groupId)) * 86_400,
+  });
   const pushStore = await PushStoreCassandra.open(db);
   const feed = await MembershipFeedRedis.start(redis, feedConnection);
   const presence = new PresenceRedis(redis, nodeId);
@@ -178,6 +185,7 @@ export async function clusterBackends(
     // Cassandra 5.0's storage-attached indexes take no text analyzer (test/search.test.ts): a group's recent history
     // is read and matched instead.
     search: new SearchByScan(log, config.searchScanMessages),
+    retention,
     persistence: persistence as never,
     mq: mq as never,
     async close() {

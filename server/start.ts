@@ -19,7 +19,8 @@ import { answerClientError } from '../history-api/client-errors.js';
 import { Notifier } from '../push/notifier.js';
 import { PushSender } from '../push/push-sender.js';
 import { vapidKeys } from '../push/vapid.js';
-import type { MessageLog } from '../sequencer/message-log.js';
+import { isExpiringLog, type MessageLog } from '../sequencer/message-log.js';
+import { RetentionPruner } from '../sequencer/retention-pruner.js';
 import { SearchByScan } from '../search/search-scan.js';
 import { SendRouter } from '../sequencer/send-router.js';
 import { SendRules } from '../sequencer/send-rules.js';
@@ -36,8 +37,13 @@ export interface RunningChorus {
   broker: ChorusBroker;
   sequencer: Sequencer;
   notifier: Notifier;
+  /** Removes expired messages where the log does not expire them itself (SQLite); null on Cassandra (TTL). */
+  pruner: RetentionPruner | null;
   close(): Promise<void>;
 }
+
+/** How often expired messages are looked for on the embedded tier (retention is counted in days). */
+const RETENTION_SWEEP_MS = 10 * 60_000;
 
 export interface ChorusBackends {
   logger?: Logger;
@@ -100,7 +106,8 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
       ? await clusterBackends(config, logger.child({ component: 'backends' }), () => metrics.redisErrors.inc())
       : embeddedBackends(config);
   const log = options.messageLog ?? backends.log;
-  const groups = new Groups(backends.groupStore, backends.feed, config.maxGroupMembers, log);
+  const { retention } = backends;
+  const groups = new Groups(backends.groupStore, backends.feed, config.maxGroupMembers, log, retention);
   const verifier = await createTokenVerifier(config);
   const authThrottle = new FailedAuthThrottle(config.authFailuresPerMinute);
 
@@ -147,8 +154,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     maxBodyBytes: config.maxBodyBytes,
     rules: new SendRules(log, {
       roleOf: (groupId, userId) => groups.roleOf(groupId, userId),
-      // SQLite keeps messages for good: there, no message is past a retention.
-      retentionMs: config.store === 'cassandra' ? config.retentionDays * 86_400_000 : 0,
+      retentionMs: (groupId) => retention.ms(groupId),
       mentionEveryone: config.mentionEveryone,
     }),
     maxPendingSends: config.maxPendingSends,
@@ -163,6 +169,14 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
       ),
     onCommit: metrics.onCommit,
   });
+  const pruner = isExpiringLog(log)
+    ? new RetentionPruner(log, {
+        retentionMs: (groupId) => retention.ms(groupId),
+        intervalMs: RETENTION_SWEEP_MS,
+        onError: (err) => sequencerLog.error({ err }, 'removing expired messages failed; trying again later'),
+      })
+    : null;
+  pruner?.start();
   const sends = new SendRouter(backends.writers, sequencer, backends.forwarding, config.maxPendingSends);
   const readReceipts = new ReadReceipts(groups, log, events.tellGroup);
   const broker = new ChorusBroker({
@@ -233,6 +247,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     broker,
     sequencer,
     notifier,
+    pruner,
     async close() {
       if (closed) return;
       closed = true;
@@ -246,6 +261,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
         logger.info({ step: name, ms: steps[name] }, 'closing');
       };
       await step('sendsInFlightMs', () => sequencer.drain(5000));
+      await pruner?.stop();
       notifier.close();
       // The last delivered marks are written while the clients close (a second or more each, with 17,000 clients).
       await Promise.all([

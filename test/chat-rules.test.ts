@@ -25,7 +25,7 @@ describe('send rules against the group state', () => {
     ]);
     const rules = new SendRules(log, {
       roleOf: async (_g, user) => (user === 'boss' ? 'admin' : 'member'),
-      retentionMs: 30 * day,
+      retentionMs: async () => 30 * day,
       mentionEveryone: 'admins',
     });
     const code = (sender: string, send: Record<string, unknown>) =>

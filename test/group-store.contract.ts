@@ -172,6 +172,19 @@ export function groupStoreContract(
       expect(await store.updateGroup(`g_${randomUUID()}`, { name: 'x' })).toBeNull();
     });
 
+    it("keeps a group's own retention, and forgets it when set to null", async () => {
+      const id = await newGroup();
+      expect(await store.getGroup(id)).not.toHaveProperty('retentionDays');
+      expect(await store.updateGroup(id, { retentionDays: 7 })).toMatchObject({ retentionDays: 7 });
+      expect(await store.getGroup(id)).toMatchObject({ retentionDays: 7 });
+      expect(await store.updateGroup(id, { name: 'still seven' })).toMatchObject({ retentionDays: 7 });
+      expect(await store.updateGroup(id, { retentionDays: null })).not.toHaveProperty('retentionDays');
+      expect(await store.getGroup(id)).not.toHaveProperty('retentionDays');
+      const chosen = `g_${randomUUID()}`;
+      await store.createGroup({ ...(await store.getGroup(id))!, id: chosen, retentionDays: 3 });
+      expect(await store.getGroup(chosen)).toMatchObject({ retentionDays: 3 });
+    });
+
     it('keeps each member seq ranges across leave and re-join', async () => {
       const id = await newGroup();
       expect(await store.seqRanges(id, 'ann')).toEqual([{ after: 0, until: null }]);

@@ -22,11 +22,14 @@ function setup(historyUpTo: number, from = 0) {
       fetches.push(after);
       const out: StampedMessage[] = [];
       for (let s = after + 1; s <= Math.min(historyUpTo, after + limit); s++) out.push(msg(s));
-      return out;
+      return { messages: out, retainedFrom: 1 };
     },
     (m) => delivered.push(m.seq),
     (err) => {
       throw err;
+    },
+    () => {
+      throw new Error('nothing expires here');
     },
   );
   return { stream, delivered, fetches };

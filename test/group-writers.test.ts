@@ -47,8 +47,8 @@ describe('GroupWritersCassandra (real Cassandra)', () => {
     const b = await GroupWritersCassandra.start(shared, 'b', timing);
     try {
       const groupId = group();
-      const logA = await MessageLogCassandra.open(shared, a, { ttlSeconds: 3600 });
-      const logB = await MessageLogCassandra.open(shared, b, { ttlSeconds: 3600 });
+      const logA = await MessageLogCassandra.open(shared, a, { retentionSeconds: () => 0 });
+      const logB = await MessageLogCassandra.open(shared, b, { retentionSeconds: () => 0 });
       await logA.append([{ groupId, drafts: [draft('u', 'm1')] }]);
       const refused = logB.append([{ groupId, drafts: [draft('u', 'm2')] }]);
       await expect(refused).rejects.toBeInstanceOf(WriterMovedError);
@@ -110,7 +110,7 @@ describe('GroupWritersCassandra (real Cassandra)', () => {
     const b = await GroupWritersCassandra.start(shared, 'b', timing);
     try {
       const groupId = group();
-      const logA = await MessageLogCassandra.open(lonely, a, { ttlSeconds: 3600 });
+      const logA = await MessageLogCassandra.open(lonely, a, { retentionSeconds: () => 0 });
       await logA.append([{ groupId, drafts: [draft('u', 'm1'), draft('u', 'm2')] }]);
       expect(await b.writerOf(groupId)).toEqual({ here: false, nodeId: a.nodeId });
 
@@ -132,7 +132,7 @@ describe('GroupWritersCassandra (real Cassandra)', () => {
       // The last lease a wrote ended at most leaseMs after cutOffAt; b waited for it, the skew and a request's timeout.
       expect(Date.now() - cutOffAt).toBeGreaterThanOrEqual(REQUEST_TIMEOUT_MS + timing.clockSkewMs);
 
-      const logB = await MessageLogCassandra.open(shared, b, { ttlSeconds: 3600 });
+      const logB = await MessageLogCassandra.open(shared, b, { retentionSeconds: () => 0 });
       const [outcomes] = await logB.append([{ groupId, drafts: [draft('u', 'm2'), draft('u', 'm3')] }]);
       expect(outcomes!.map((o) => [o.message.seq, o.duplicate])).toEqual([
         [2, true],

@@ -27,6 +27,9 @@ export class WrappedLog implements MessageLog {
   lastSeq(groupId: string) {
     return this.inner.lastSeq(groupId);
   }
+  firstSeq(groupId: string) {
+    return this.inner.firstSeq(groupId);
+  }
   reactions(groupId: string, seqs: number[], viewerId: string) {
     return this.inner.reactions(groupId, seqs, viewerId);
   }

@@ -5,7 +5,7 @@ import { REQUEST_TIMEOUT_MS, type CassandraSession } from '../cassandra/session.
 import { GroupWritersCassandra } from '../sequencer/group-writers-cassandra.js';
 import type { AppendOutcome, MessageDraft } from '../sequencer/message-log.js';
 import { MessageLogCassandra } from '../sequencer/message-log-cassandra.js';
-import { messageLogContract } from './message-log.contract.js';
+import { EXPIRING, EXPIRING_RETENTION_MS, messageLogContract } from './message-log.contract.js';
 import { connectCassandra, testKeyspace } from './services.js';
 
 const keyspace = testKeyspace();
@@ -21,7 +21,51 @@ afterAll(async () => {
   await db.close();
 });
 
-messageLogContract('cassandra', () => MessageLogCassandra.open(db, writers, { ttlSeconds: 3600 }));
+messageLogContract(
+  'cassandra',
+  () =>
+    MessageLogCassandra.open(db, writers, {
+      retentionSeconds: (groupId) => (groupId.startsWith(EXPIRING) ? EXPIRING_RETENTION_MS / 1000 : 0),
+    }),
+  // Rows expire by their TTL, in whole seconds: the time comes, and one second more.
+  async (_log, _groupId, asOfMs) => {
+    await sleep(asOfMs - Date.now() + 1100);
+  },
+);
+
+describe('MessageLogCassandra expiry', () => {
+  const ttlOfRow = async (groupId: string, seq: number) =>
+    Number(
+      (
+        await db.execute('SELECT TTL(draft) AS ttl FROM group_messages WHERE group_id = ? AND bucket = 0 AND seq = ?', [
+          groupId,
+          seq,
+        ])
+      )
+        .first()
+        .get('ttl'),
+    );
+
+  it('never lets a message expire before the one stamped before it, also after the retention was shortened', async () => {
+    let retentionSeconds = 3600;
+    const log = await MessageLogCassandra.open(db, writers, { retentionSeconds: () => retentionSeconds });
+    const groupId = `g-${randomUUID()}`;
+    const send = (clientMsgId: string) =>
+      log.append([{ groupId, drafts: [{ senderId: 'u', clientMsgId, type: 'text', createdAtMs: Date.now() }] }]);
+    await send('under-an-hour');
+    retentionSeconds = 60;
+    await send('under-a-minute');
+    // Had it taken 60 s, seq 2 would be gone while seq 1 stays: a hole in what is kept.
+    expect(await ttlOfRow(groupId, 2)).toBeGreaterThan(3500);
+    expect(await ttlOfRow(groupId, 2)).toBeGreaterThanOrEqual((await ttlOfRow(groupId, 1)) - 1);
+    // A new writer (a reopened log) learns the last message's expiry from the log.
+    const reopened = await MessageLogCassandra.open(db, writers, { retentionSeconds: () => 60 });
+    await reopened.append([
+      { groupId, drafts: [{ senderId: 'u', clientMsgId: 'later', type: 'text', createdAtMs: Date.now() }] },
+    ]);
+    expect(await ttlOfRow(groupId, 3)).toBeGreaterThan(3500);
+  });
+});
 
 describe('MessageLogCassandra dedup entries', () => {
   const draft = (clientMsgId: string): MessageDraft => ({
@@ -33,7 +77,7 @@ describe('MessageLogCassandra dedup entries', () => {
   });
 
   it('ignores an entry whose seqs hold other messages (left by a write that failed), and stamps the send anew', async () => {
-    const log = await MessageLogCassandra.open(db, writers, { ttlSeconds: 3600 });
+    const log = await MessageLogCassandra.open(db, writers, { retentionSeconds: () => 0 });
     const groupId = `g-${randomUUID()}`;
     // What a failed commit leaves: the entry for "lost" went in, its message did not, and seq 1 went to "other".
     await db.execute(
@@ -49,7 +93,7 @@ describe('MessageLogCassandra dedup entries', () => {
   });
 
   it('finds a sender whose messages in one commit were interleaved with another sender', async () => {
-    const log = await MessageLogCassandra.open(db, writers, { ttlSeconds: 3600 });
+    const log = await MessageLogCassandra.open(db, writers, { retentionSeconds: () => 0 });
     const groupId = `g-${randomUUID()}`;
     const mixed = ['a1', 'b1', 'a2', 'b2', 'a3'].map((id) => ({ ...draft(id), senderId: id[0]! }));
     await log.append([{ groupId, drafts: mixed }]);
@@ -81,7 +125,7 @@ describe('MessageLogCassandra calls in flight together', () => {
       await sleep(200);
       throw new Error('write timed out');
     };
-    const log = await MessageLogCassandra.open(session, writers, { ttlSeconds: 3600 });
+    const log = await MessageLogCassandra.open(session, writers, { retentionSeconds: () => 0 });
     const groupId = `g-${randomUUID()}`;
     await log.append([{ groupId, drafts: ['a', 'b', 'c'].map(draft) }]);
 
@@ -116,7 +160,7 @@ describe('MessageLogCassandra calls in flight together', () => {
       }
       return db.execute(query, params);
     };
-    const log = await MessageLogCassandra.open(session, writers, { ttlSeconds: 3600 });
+    const log = await MessageLogCassandra.open(session, writers, { retentionSeconds: () => 0 });
     const groupId = `g-${randomUUID()}`;
     await log.append([{ groupId, drafts: [draft('a')] }]);
     failNextEntries = true;
@@ -142,7 +186,7 @@ describe('MessageLogCassandra calls in flight together', () => {
       }
       return db.execute(query, params);
     };
-    const log = await MessageLogCassandra.open(session, writers, { ttlSeconds: 3600 });
+    const log = await MessageLogCassandra.open(session, writers, { retentionSeconds: () => 0 });
     const groupId = `g-${randomUUID()}`;
     await log.append([{ groupId, drafts: [draft('a')] }]);
     failNextEffect = true;
@@ -176,7 +220,7 @@ describe('MessageLogCassandra lookups skipped for time-ordered ids', () => {
     const summary = (outcomes: AppendOutcome[][]) =>
       outcomes[0]!.map((o) => [o.message.seq, o.message.clientMsgId, o.duplicate]);
 
-    const first = await MessageLogCassandra.open(session, writers, { ttlSeconds: 3600 });
+    const first = await MessageLogCassandra.open(session, writers, { retentionSeconds: () => 0 });
     expect(summary(await first.append([{ groupId, drafts: [draft('k001'), draft('k002')] }]))).toEqual([
       [1, 'k001', false],
       [2, 'k002', false],
@@ -194,7 +238,7 @@ describe('MessageLogCassandra lookups skipped for time-ordered ids', () => {
     // A new hold (a restart, or another node) knows nothing of k003 until it reads the log: the retry is still found.
     await writers.close();
     writers = await GroupWritersCassandra.start(db, 'contract');
-    const second = await MessageLogCassandra.open(session, writers, { ttlSeconds: 3600 });
+    const second = await MessageLogCassandra.open(session, writers, { retentionSeconds: () => 0 });
     expect(summary(await second.append([{ groupId, drafts: [draft('k003'), draft('k004')] }]))).toEqual([
       [3, 'k003', true],
       [5, 'k004', false],

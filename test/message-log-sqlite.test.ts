@@ -5,15 +5,24 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
 import { MessageLogSqliteThread } from '../sequencer/message-log-sqlite-thread.js';
-import { messageLogContract } from './message-log.contract.js';
+import { EXPIRING_RETENTION_MS, messageLogContract } from './message-log.contract.js';
+import { isExpiringLog, type MessageLog } from '../sequencer/message-log.js';
+
+/** The pruner's work for one group, in batches of two (so that a batch boundary falls inside the expired range). */
+const expireAsOf = (log: MessageLog, groupId: string, asOfMs: number) =>
+  (async () => {
+    if (!isExpiringLog(log)) throw new Error('the SQLite log expires its messages itself');
+    while ((await log.expire(groupId, asOfMs - EXPIRING_RETENTION_MS, 2)) === 2);
+  })();
 
 const file = join(mkdtempSync(join(tmpdir(), 'chorus-log-')), 'messages.db');
-messageLogContract('sqlite', async () => new MessageLogSqlite(file, { synchronous: 'full' }));
+messageLogContract('sqlite', async () => new MessageLogSqlite(file, { synchronous: 'full' }), expireAsOf);
 
 const threadFile = join(mkdtempSync(join(tmpdir(), 'chorus-log-thread-')), 'messages.db');
 messageLogContract(
   'sqlite, writes on their own thread',
   async () => new MessageLogSqliteThread(threadFile, { synchronous: 'full' }),
+  expireAsOf,
 );
 
 describe('the SQLite log with writes on their own thread', () => {

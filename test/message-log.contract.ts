@@ -2,12 +2,22 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MessageDraft, MessageLog } from '../sequencer/message-log.js';
 
+/** Groups whose id starts with this keep their messages EXPIRING_RETENTION_MS; the others keep them for good. */
+export const EXPIRING = 'expiring-';
+export const EXPIRING_RETENTION_MS = 3_600_000;
+
 /**
  * The MessageLog contract as one suite. A backend runs it with a factory that opens the log on the same underlying
- * storage every time it is called (so the suite can check what survives a reopen). Every test uses fresh group ids,
- * so the storage needs no wiping between tests.
+ * storage every time it is called (so the suite can check what survives a reopen), and with `expireAsOf`, which brings
+ * a group to the state it has at `asOfMs` (in the next few seconds) as far as expiry goes: the messages of an EXPIRING
+ * group created more than EXPIRING_RETENTION_MS before it are gone. Every test uses fresh group ids, so the storage
+ * needs no wiping between tests.
  */
-export function messageLogContract(name: string, openLog: () => Promise<MessageLog>): void {
+export function messageLogContract(
+  name: string,
+  openLog: () => Promise<MessageLog>,
+  expireAsOf: (log: MessageLog, groupId: string, asOfMs: number) => Promise<void>,
+): void {
   describe(`MessageLog contract: ${name}`, () => {
     let log: MessageLog;
     beforeAll(async () => {
@@ -30,6 +40,7 @@ export function messageLogContract(name: string, openLog: () => Promise<MessageL
     it('reports an empty group as lastSeq 0 with no messages', async () => {
       const groupId = newGroup();
       expect(await log.lastSeq(groupId)).toBe(0);
+      expect(await log.firstSeq(groupId)).toBe(1);
       expect(await log.readAfter(groupId, 0, 10)).toEqual([]);
       expect(await log.readBefore(groupId, 100, 10)).toEqual([]);
     });
@@ -342,6 +353,76 @@ export function messageLogContract(name: string, openLog: () => Promise<MessageL
       expect(await log.readAfter(groupId, 0, 10)).toEqual([]);
       expect(await log.lastSeq(groupId)).toBe(0);
       expect((await log.reactions(groupId, [1], 'bob')).size).toBe(0);
+    });
+
+    it('lets the oldest messages expire as a prefix, with their reactions and dedup entries, and reuses no seq', async () => {
+      const groupId = `${EXPIRING}${randomUUID()}`;
+      const now = Date.now();
+      const old = now - EXPIRING_RETENTION_MS + 500; // past the retention a second from now
+      await log.append([
+        {
+          groupId,
+          drafts: [
+            draft('alice', 'm1', { createdAtMs: old }),
+            draft('alice', 'm2', { createdAtMs: old }),
+            draft('bob', 'r1', { type: 'reaction', targetSeq: 1, emoji: '👍', createdAtMs: old }),
+          ],
+        },
+      ]);
+      await log.append([
+        {
+          groupId,
+          drafts: [
+            draft('alice', 'm4', { createdAtMs: now }),
+            draft('bob', 'r4', { type: 'reaction', targetSeq: 4, emoji: '🎉', createdAtMs: now }),
+          ],
+        },
+      ]);
+      expect(await log.firstSeq(groupId)).toBe(1);
+      expect((await log.reactions(groupId, [1], 'bob')).has(1)).toBe(true);
+
+      await expireAsOf(log, groupId, now + 1000);
+      expect(await log.firstSeq(groupId)).toBe(4);
+      expect(await log.lastSeq(groupId)).toBe(5);
+      expect((await log.readAfter(groupId, 0, 10)).map((m) => m.seq)).toEqual([4, 5]);
+      expect((await log.readAfter(groupId, 1, 10)).map((m) => m.seq)).toEqual([4, 5]);
+      expect((await log.readBefore(groupId, 100, 10)).map((m) => m.seq)).toEqual([5, 4]);
+      const reactions = await log.reactions(groupId, [1, 4], 'bob');
+      expect(reactions.has(1)).toBe(false);
+      expect(reactions.get(4)).toEqual([{ emoji: '🎉', count: 1, mine: true }]);
+      // A clientMsgId is a retry only while its message is kept: m1 again is a new message, after the last seq.
+      const [outcomes] = await log.append([
+        { groupId, drafts: [draft('alice', 'm1', { createdAtMs: Date.now() }), draft('alice', 'm4')] },
+      ]);
+      expect(outcomes!.map((o) => [o.message.seq, o.duplicate])).toEqual([
+        [6, false],
+        [4, true],
+      ]);
+      expect(await log.firstSeq(groupId)).toBe(4);
+    });
+
+    it('goes on counting seqs once every message has expired, across a reopen', async () => {
+      const groupId = `${EXPIRING}${randomUUID()}`;
+      const old = Date.now() - EXPIRING_RETENTION_MS + 500;
+      await log.append([
+        { groupId, drafts: [draft('a', 'm1', { createdAtMs: old }), draft('a', 'm2', { createdAtMs: old })] },
+      ]);
+      await expireAsOf(log, groupId, Date.now() + 1000);
+      expect(await log.readAfter(groupId, 0, 10)).toEqual([]);
+      expect(await log.lastSeq(groupId)).toBe(2);
+      expect(await log.firstSeq(groupId)).toBe(3);
+      const reopened = await openLog();
+      try {
+        expect(await reopened.lastSeq(groupId)).toBe(2);
+        expect(await reopened.firstSeq(groupId)).toBe(3);
+        const [outcomes] = await reopened.append([
+          { groupId, drafts: [draft('a', 'm3', { createdAtMs: Date.now() })] },
+        ]);
+        expect(outcomes![0]!.message.seq).toBe(3);
+        expect(await reopened.firstSeq(groupId)).toBe(3);
+      } finally {
+        await reopened.close();
+      }
     });
   });
 }

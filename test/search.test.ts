@@ -35,7 +35,7 @@ afterAll(async () => {
 });
 
 searchContract('scan over the Cassandra log (real Cassandra)', async () => {
-  const log = await MessageLogCassandra.open(db, writers, { ttlSeconds: 3600 });
+  const log = await MessageLogCassandra.open(db, writers, { retentionSeconds: () => 0 });
   return { log, search: new SearchByScan(log, 10_000) };
 });
 
