@@ -29,9 +29,19 @@ export interface AedesSeams {
   mq?: AedesOptions['mq'];
   /** Queued QoS 1 packets per offline session of the in-memory persistence. */
   maxOfflineQueue: number;
+  /** The largest packet a client may send (advertised to MQTT 5 clients in CONNACK). */
+  maxPacketBytes: number;
+  /** The most an MQTT 5 Session Expiry Interval is granted, in seconds. */
+  maxSessionExpirySeconds: number;
 }
 
-export function createAedes({ persistence, mq, maxOfflineQueue }: AedesSeams): Promise<Aedes> {
+/** Topic aliases an MQTT 5 client may set up per connection [MQTT-3.2.2-17]: a group topic is sent once per alias. */
+const TOPIC_ALIAS_MAXIMUM = 32;
+/** Sessions waiting for their expiry at once: past this, a session that ends is dropped at once (aedes's bound). */
+const MAX_PENDING_SESSIONS = 100_000;
+
+export function createAedes(seams: AedesSeams): Promise<Aedes> {
+  const { persistence, mq, maxOfflineQueue } = seams;
   return Aedes.createBroker({
     persistence: persistence ?? (new BoundedMemoryPersistence(maxOfflineQueue) as never),
     ...(mq ? { mq } : {}),
@@ -41,7 +51,13 @@ export function createAedes({ persistence, mq, maxOfflineQueue }: AedesSeams): P
     // No queue in the router: deliveries never wait for a socket (gatherOutput), so each emit finishes in its turn.
     // A bounded router queue only stalls every group behind one, and draining it recurses (qlobber stack overflow).
     concurrency: 0,
-  });
+    // MQTT 5: Chorus delivers and takes QoS 1 at most [MQTT-3.2.2-9] (maximumQoS is the patch's: patches/).
+    maximumQoS: 1,
+    maximumPacketSize: seams.maxPacketBytes,
+    topicAliasMaximum: TOPIC_ALIAS_MAXIMUM,
+    sessionExpiryIntervalLimit: seams.maxSessionExpirySeconds,
+    pendingSessionsLimit: MAX_PENDING_SESSIONS,
+  } as AedesOptions);
 }
 
 /** The connected client of this id on this node (Aedes's `clients` map). */
@@ -73,6 +89,19 @@ export function storeSubscriptions(
 /** The client's subscription to exactly this topic (Aedes keeps them by filter; Chorus topics have no wildcards). */
 export function subscriptionOf(client: Client, topic: string): { qos?: number } | undefined {
   return (client as unknown as { subscriptions: Record<string, { qos?: number } | undefined> }).subscriptions[topic];
+}
+
+/**
+ * Whether an MQTT 5 client accepts a Reason String and User Properties on packets other than PUBLISH, CONNACK and
+ * DISCONNECT (its CONNECT's Request Problem Information, absent meaning yes) [MQTT-3.1.2-29].
+ */
+export function wantsProblemInformation(client: Client): boolean {
+  return (client as unknown as { _requestProblemInformation?: boolean })._requestProblemInformation !== false;
+}
+
+/** The Maximum Packet Size an MQTT 5 client asked for in its CONNECT (undefined: none, or an older version). */
+export function maxPacketSizeOf(client: Client): number | undefined {
+  return (client as unknown as { maximumPacketSize?: number }).maximumPacketSize;
 }
 
 /** Aedes's own QoS 0 delivery to one client: the forward check, then the write [MQTT-3.3.5-1]. */

@@ -2,7 +2,7 @@ import type { Aedes, AedesPublishPacket, Client, PublishPacket } from 'aedes';
 import type { Logger } from 'pino';
 import type { LocalSubscribers } from '../delivery/pipeline.js';
 import { groupTopic, parseTopic } from '../protocol/index.js';
-import { type DeliveryTarget, subscriptionOf, writableTarget } from './aedes.js';
+import { type DeliveryTarget, maxPacketSizeOf, subscriptionOf, writableTarget } from './aedes.js';
 import type { LiveUsers } from './live-users.js';
 
 /** A group message's QoS 1 delivery to a member's client was acknowledged (PUBACK). */
@@ -41,6 +41,7 @@ export class GroupDelivery implements LocalSubscribers {
       qos: 1,
       retain: false,
       dup: false,
+      properties: STAMPED_PROPERTIES, // MQTT 5 subscribers only: 3.1.1 has no properties
       brokerId: this.brokerId,
     };
     this.aedes.publish(packet, (err) => {
@@ -59,10 +60,15 @@ export class GroupDelivery implements LocalSubscribers {
   forward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
     const granted = subscriptionOf(client, packet.topic)?.qos ?? 0;
     const publish = this.groupPublishes.of(packet.payload);
+    const v5 = client.version === 5;
+    // [MQTT-3.1.2-25] Nothing larger than the client's Maximum Packet Size is sent to it: it is dropped as if sent (the
+    // client's stream reads the message from history when it sees the gap).
+    const maxBytes = v5 ? maxPacketSizeOf(client) : undefined;
+    if (maxBytes !== undefined && largestPublishBytes(packet.topic, packet.payload.length) > maxBytes) return null;
     if (publish && client.clean && packet.qos === 1 && packet.messageId === undefined && granted >= 1) {
       const target = writableTarget(client);
       if (!target) return null; // closed or closing: nothing is written, as Aedes's own write refuses it
-      writeGroupPublish(target, publish, packet.payload as Buffer);
+      writeGroupPublish(target, v5 ? publish.head5() : publish.head, packet.payload as Buffer, v5);
       this.pubackOrder.forwarded(client, publish);
       return null;
     }
@@ -90,25 +96,52 @@ function groupDelivery(packet: PublishPacket | undefined): { groupId: string; se
   return Number.isSafeInteger(seq) && seq > 0 ? { groupId: target.groupId, seq } : null;
 }
 
+/** What MQTT 5 subscribers are told of a stamped message: UTF-8 JSON [MQTT-3.3.2-18]. */
+const STAMPED_PROPERTIES = { payloadFormatIndicator: true, contentType: 'application/json' };
+/**
+ * STAMPED_PROPERTIES as bytes, with their length in front (MQTT 5.0 §3.3.2.3): Payload Format Indicator (0x01) 1,
+ * Content Type (0x03) "application/json".
+ */
+const STAMPED_PROPERTY_BYTES = Buffer.concat([
+  Buffer.from([21, 0x01, 1, 0x03, 0, 16]),
+  Buffer.from(STAMPED_PROPERTIES.contentType),
+]);
+
+/**
+ * The most bytes a PUBLISH of this topic and payload takes, whoever frames it: fixed header and Remaining Length (at
+ * most 5 bytes), topic, packet identifier, and room for properties (the stamped message's, or a subscription
+ * identifier's).
+ */
+const largestPublishBytes = (topic: string, payloadBytes: number): number =>
+  5 + 2 + Buffer.byteLength(topic) + 2 + STAMPED_PROPERTY_BYTES.length + 8 + payloadBytes;
+
 /** A stamped group message as this node delivers it: which one it is, and its PUBLISH up to the packet identifier. */
 interface GroupPublish {
   groupId: string;
   seq: number;
   /** Fixed header (QoS 1, DUP 0, RETAIN 0), Remaining Length and topic name: the same for every subscriber. */
   head: Buffer;
+  /** The same for MQTT 5 subscribers (whose Remaining Length counts the properties), made at the first one. */
+  head5(): Buffer;
 }
 
 /**
  * The PUBLISH of each stamped group message delivered on this node, serialized once per message instead of once per
  * subscriber. Keyed by the payload Buffer, which Aedes passes along by reference in every per-subscriber copy of the
- * packet; an entry lives as long as the message's payload does. MQTT 3.1 and 3.1.1 framing, the versions Aedes 1.2
- * accepts: an MQTT 5 PUBLISH would carry properties after the packet identifier.
+ * packet; an entry lives as long as the message's payload does. MQTT 3.1 and 3.1.1 framing, and MQTT 5 framing (the
+ * properties after the packet identifier) for MQTT 5 subscribers.
  */
 class GroupPublishes {
   private readonly known = new WeakMap<Buffer, GroupPublish>();
 
   register(topic: string, groupId: string, seq: number, payload: Buffer): void {
-    this.known.set(payload, { groupId, seq, head: publishHead(topic, payload.length) });
+    let head5: Buffer | undefined;
+    this.known.set(payload, {
+      groupId,
+      seq,
+      head: publishHead(topic, payload.length),
+      head5: () => (head5 ??= publishHead(topic, payload.length, STAMPED_PROPERTY_BYTES.length)),
+    });
   }
 
   of(payload: unknown): GroupPublish | undefined {
@@ -116,10 +149,13 @@ class GroupPublishes {
   }
 }
 
-/** Fixed header and variable header up to the packet identifier of a QoS 1 PUBLISH (MQTT 3.1.1 §3.3.1, §3.3.2). */
-export function publishHead(topic: string, payloadBytes: number): Buffer {
+/**
+ * Fixed header and variable header up to the packet identifier of a QoS 1 PUBLISH (MQTT 3.1.1 §3.3.1, §3.3.2; MQTT 5
+ * §3.3.2, whose properties, `propertyBytes` of them with their length, follow the packet identifier).
+ */
+export function publishHead(topic: string, payloadBytes: number, propertyBytes = 0): Buffer {
   const topicBytes = Buffer.byteLength(topic);
-  let remaining = 2 + topicBytes + 2 + payloadBytes;
+  let remaining = 2 + topicBytes + 2 + propertyBytes + payloadBytes;
   const length: number[] = [];
   // Remaining Length: 7 bits per byte, least significant first, the high bit saying another byte follows (§2.2.3).
   do {
@@ -139,15 +175,17 @@ export function publishHead(topic: string, payloadBytes: number): Buffer {
 
 /**
  * Writes a group message to one client at QoS 1 under the client's next packet identifier, drawn as Aedes draws its
- * own (1 to 65535, then 1 again: never 0 [MQTT-2.3.1-1]), so that the two never hand out the same one at once.
+ * own (1 to 65535, then 1 again: never 0 [MQTT-2.3.1-1]), so that the two never hand out the same one at once. `head`
+ * is the message's head for the client's version; an MQTT 5 client gets the stamped message's properties too.
  */
-export function writeGroupPublish(target: DeliveryTarget, publish: GroupPublish, payload: Buffer): void {
+export function writeGroupPublish(target: DeliveryTarget, head: Buffer, payload: Buffer, v5: boolean): void {
   const messageId = target._nextId;
   target._nextId = messageId >= 65535 ? 1 : messageId + 1;
   const id = Buffer.allocUnsafe(2);
   id.writeUInt16BE(messageId, 0);
-  target.conn.write(publish.head);
+  target.conn.write(head);
   target.conn.write(id);
+  if (v5) target.conn.write(STAMPED_PROPERTY_BYTES);
   target.conn.write(payload);
 }
 

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { FailedAuthThrottle } from '../auth/failed-auth-throttle.js';
 import type { TokenVerifier, VerifiedToken } from '../auth/token-verifier.js';
 import { clientById, refuseProtocolLevel } from './aedes.js';
+import { ReasonCode } from './reason-codes.js';
 import type { LiveEvents } from './live-events.js';
 import type { LiveUsers } from './live-users.js';
 import type { Presence } from './presence.js';
@@ -32,9 +33,12 @@ export interface LoginDeps {
   logger: Logger;
 }
 
-/** CONNACK return codes, MQTT 3.1.1 table 3.1 ([MQTT-3.2.2-5]). */
-const authError = (message: string, returnCode: 2 | 3 | 4 | 5): AuthenticateError =>
-  Object.assign(new Error(message), { returnCode }) as AuthenticateError;
+/**
+ * A refused login: its CONNACK return code for MQTT 3.1.1 (table 3.1, [MQTT-3.2.2-5]) and reason code for MQTT 5
+ * (table 3-1; sent by the patched Aedes, patches/).
+ */
+const authError = (message: string, returnCode: 2 | 3 | 4 | 5, reasonCode: number): AuthenticateError =>
+  Object.assign(new Error(message), { returnCode, reasonCode }) as AuthenticateError;
 
 /**
  * A connection's life as a user's: CONNECT checked (the JWT in the password, the client id), the user's groups loaded
@@ -58,8 +62,9 @@ export class Logins {
     done: (err: Error | null, ok: boolean) => void,
   ): void => {
     if (packet.clientId === '' && !packet.clean) this.anonymousPersistent.add(client);
-    // [MQTT-3.1.2-2]: "MQTT" is level 4 (3.1.1), "MQIsdp" level 3 (3.1); another pairing is a level not served.
-    if ((packet.protocolId === 'MQTT') !== (packet.protocolVersion === 4)) refuseProtocolLevel(packet);
+    // [MQTT-3.1.2-2]: "MQTT" is level 4 (3.1.1) or 5, "MQIsdp" level 3 (3.1); another pairing is a level not served.
+    const version = packet.protocolVersion as number;
+    if ((packet.protocolId === 'MQTT') !== (version === 4 || version === 5)) refuseProtocolLevel(packet);
     done(null, true);
   };
 
@@ -96,9 +101,11 @@ export class Logins {
   private async login(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
     const { aedes, live, authThrottle } = this.deps;
     // Over the cap, CONNACK 3 "server unavailable" tells the client to come back later ([MQTT-3.2.2-6] table 3.1).
-    if (aedes.connectedClients >= this.deps.maxConnections) throw authError('too many connections', 3);
+    if (aedes.connectedClients >= this.deps.maxConnections)
+      throw authError('too many connections', 3, ReasonCode.SERVER_BUSY);
     // [MQTT-3.1.3-8]: an empty client id with CleanSession 0 gets CONNACK 0x02 (identifier rejected).
-    if (this.anonymousPersistent.has(client)) throw authError('a persistent session needs a client id', 2);
+    if (this.anonymousPersistent.has(client))
+      throw authError('a persistent session needs a client id', 2, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID);
     let verified: VerifiedToken;
     try {
       if (!username || !password) throw new Error('username (user id) and password (token) are required');
@@ -110,14 +117,15 @@ export class Logins {
       // Only failures are throttled: a valid token gets in whatever else came from its address.
       if (await authThrottle.failure(this.deps.addressOf(client.conn as Duplex))) {
         this.deps.onThrottled();
-        throw authError('too many failed logins from this address; retry later', 3);
+        throw authError('too many failed logins from this address; retry later', 3, ReasonCode.SERVER_BUSY);
       }
-      throw authError((err as Error).message, 4);
+      throw authError((err as Error).message, 4, ReasonCode.BAD_USER_NAME_OR_PASSWORD);
     }
     // A client id is a session: another user must not take it over ([MQTT-3.1.4-2] would close the holder).
     const holder = clientById(aedes, client.id);
     const holderUser = holder ? live.userOf(holder) : undefined;
-    if (holderUser !== undefined && holderUser !== verified.userId) throw authError('client id in use', 2);
+    if (holderUser !== undefined && holderUser !== verified.userId)
+      throw authError('client id in use', 2, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID);
     const userId = verified.userId;
     try {
       await live.attach(client, userId, () => this.deps.groupIdsOf(userId));
@@ -125,14 +133,15 @@ export class Logins {
       // The store could not say which groups are the user's (down, or too busy to answer in time): "server unavailable",
       // so that the client comes back later, never "not authorized" ([MQTT-3.2.2-6] table 3.1).
       this.noteLoginStoreFailure(err as Error);
-      throw authError('the group store is unavailable; retry later', 3);
+      throw authError('the group store is unavailable; retry later', 3, ReasonCode.SERVER_UNAVAILABLE);
     }
     this.deps.onAuthenticated(client.conn as Duplex);
     void this.presenceChanged(userId, live.groupsOf(userId), () => this.deps.presence.connected(userId), true);
     if (verified.expiresAt !== undefined) {
       const ms = verified.expiresAt * 1000 - Date.now();
       if (ms < MAX_TIMER_MS) {
-        const timer = setTimeout(() => client.close(), Math.max(0, ms));
+        // MQTT 5: DISCONNECT 0x87 (not authorized): the session's authorization ended (a 3.1.1 client is just closed).
+        const timer = setTimeout(() => client.disconnect({ reasonCode: ReasonCode.NOT_AUTHORIZED }), Math.max(0, ms));
         timer.unref();
         this.expiryTimers.set(client, timer);
       }

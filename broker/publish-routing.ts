@@ -5,7 +5,8 @@ import type { ReadReceipts } from '../groups/read-receipts.js';
 import { ChorusError, eventsTopic, isChorusError, parseTopic, type UserEvent } from '../protocol/index.js';
 import { parseSendBytes } from '../sequencer/send-validation.js';
 import type { SendPath } from '../sequencer/sequencer.js';
-import { subscriptionOf } from './aedes.js';
+import { subscriptionOf, wantsProblemInformation } from './aedes.js';
+import { pubackReasonCode, ReasonCode } from './reason-codes.js';
 import type { LiveEvents } from './live-events.js';
 import type { LiveUsers } from './live-users.js';
 
@@ -22,14 +23,23 @@ const MAX_TYPING_ENTRIES = 100_000;
 /** Acks and rejections kept for a connection that has not subscribed to its events topic yet (the newest win). */
 const MAX_HELD_EVENTS = 256;
 
-/** Aedes's authorizePublish callback: an error closes the connection without a PUBACK. */
-type Done = (err?: Error | null) => void;
+/**
+ * Aedes's authorizePublish callback. MQTT 3.1.1: an error closes the connection without a PUBACK. MQTT 5 (the
+ * patched Aedes, patches/): an error's `reasonCode` and `userProperties` go in the PUBACK instead, one with
+ * `disconnectReasonCode` closes with that DISCONNECT and no PUBACK, and a success may hand the PUBACK user properties.
+ */
+type Done = (err?: PublishRefusal | null, ack?: { userProperties: Record<string, string> }) => void;
+type PublishRefusal = Error & {
+  reasonCode?: number;
+  userProperties?: Record<string, string>;
+  disconnectReasonCode?: number;
+};
 
 /**
  * Sends that failed for a reason that passes (the store is away, the sequencer is full, the group changes writers) are
- * never acknowledged: the connection is closed instead, and the client sends them again on its next connection (with
- * DUP set; [MQTT-4.4.0-1] requires it of persistent sessions, and MQTT.js does it for clean ones too), where the
- * clientMsgId makes the retry safe.
+ * never acknowledged: the connection is closed instead (MQTT 5: DISCONNECT 0x89, server busy), and the client sends
+ * them again on its next connection (with DUP set; [MQTT-4.4.0-1] requires it of persistent sessions, and MQTT.js does
+ * it for clean ones too), where the clientMsgId makes the retry safe.
  */
 const isTransient = (err: unknown): boolean =>
   isChorusError(err) && (err.code === 'STORE_UNAVAILABLE' || err.code === 'OVERLOADED');
@@ -51,7 +61,9 @@ export interface PublishRoutingDeps {
 /**
  * What a client's PUBLISH does, by topic: a group message is sequenced (its PUBACK waits for the commit: a PUBACK
  * means durable), a read pointer is stored, a typing indicator is relayed; anything else is refused. The outcome
- * reaches the sender on its events topic (an `ack` with the seq, or a `rejected` with the code).
+ * reaches the sender in the PUBACK itself for an MQTT 5 QoS 1 publish (a reason code, with user properties `seq`,
+ * `createdAt`, `duplicate` or the Chorus error `code`), and otherwise on its events topic (an `ack` with the seq, or a
+ * `rejected` with the code).
  */
 export class PublishRouting {
   private readonly publishBuckets = new WeakMap<Client, TokenBucket>();
@@ -71,6 +83,12 @@ export class PublishRouting {
     // and the connection is closed without an acknowledgement.
     if (packet.qos > 0 && packet.messageId === 0)
       return done(new Error('a QoS 1 or 2 PUBLISH with packet identifier 0'));
+    // Chorus takes QoS 1 at most (advertised to MQTT 5 clients in CONNACK): a QoS 2 publish ends the connection
+    // [MQTT-3.2.2-11], so no QoS 2 state is ever kept for a client.
+    if (packet.qos === 2)
+      return done(
+        Object.assign(new Error('QoS 2 is not supported'), { disconnectReasonCode: ReasonCode.QOS_NOT_SUPPORTED }),
+      );
     if (!client) return this.route(client, packet, done);
     let bucket = this.publishBuckets.get(client);
     if (!bucket) {
@@ -101,52 +119,49 @@ export class PublishRouting {
     packet.payload = EMPTY;
     packet.retain = false;
     if (!client || userId === undefined) return done(null); // a will left by a session that no longer exists
+    const outcome = new PublishOutcome(this, client, userId, packet.qos, done);
     if (target?.kind === 'typing') {
       done(null); // nothing to store: acknowledged (when sent at QoS 1) at once
       return this.relayTyping(client, userId, target.groupId);
     }
-    if (target?.kind === 'read') return this.moveReadPointer(client, userId, target.groupId, payload, done);
+    if (target?.kind === 'read') return this.moveReadPointer(client, userId, target.groupId, payload, outcome);
     if (target?.kind !== 'group') {
-      this.reject(
-        client,
-        userId,
+      return outcome.refused(
         new ChorusError('TOPIC_NOT_ALLOWED', `clients may not publish to ${target ? 'events topics' : 'this topic'}`),
       );
-      return done(null);
     }
-    this.sendToGroup(client, userId, target.groupId, payload, done);
+    this.sendToGroup(client, userId, target.groupId, payload, outcome);
   }
 
-  private sendToGroup(sender: Client, userId: string, groupId: string, payload: Buffer | string, done: Done): void {
+  private sendToGroup(
+    sender: Client,
+    userId: string,
+    groupId: string,
+    payload: Buffer | string,
+    outcome: PublishOutcome,
+  ): void {
     // The live ACL follows every membership change as it is made, so it is current without a store read per message.
-    if (!this.deps.live.isMember(sender, groupId)) {
-      this.reject(sender, userId, new ChorusError('NOT_A_MEMBER'), groupId, clientMsgIdOf(parseQuietly(payload)));
-      return done(null);
-    }
+    if (!this.deps.live.isMember(sender, groupId))
+      return outcome.refused(new ChorusError('NOT_A_MEMBER'), groupId, clientMsgIdOf(parseQuietly(payload)));
     let send: unknown;
     try {
       send = parseSendBytes(typeof payload === 'string' ? Buffer.from(payload) : payload, this.deps.maxBodyBytes);
     } catch (err) {
-      this.reject(sender, userId, err, groupId); // unparsed or too large to parse: no clientMsgId to name
-      return done(null);
+      return outcome.refused(err, groupId); // unparsed or too large to parse: no clientMsgId to name
     }
-    // The PUBACK (written by Aedes when `done` runs) waits for the commit: a PUBACK means durable.
+    // The PUBACK (written by Aedes when the outcome is told) waits for the commit: a PUBACK means durable.
     this.deps.sends.send(groupId, userId, send).then(
       ({ message, duplicate }) => {
         const { clientMsgId, seq, createdAt } = message;
-        this.tellSender(sender, userId, { type: 'ack', groupId, clientMsgId, seq, createdAt, duplicate });
-        done(null);
+        outcome.stored({ type: 'ack', groupId, clientMsgId, seq, createdAt, duplicate });
       },
       (err: unknown) => {
-        if (isTransient(err)) {
-          this.deps.logger.debug(
-            { clientId: sender.id, code: (err as ChorusError).code },
-            'send not stored yet: closing without PUBACK',
-          );
-          return done(err as ChorusError);
-        }
-        this.reject(sender, userId, err, groupId, clientMsgIdOf(send));
-        done(null);
+        if (!isTransient(err)) return outcome.refused(err, groupId, clientMsgIdOf(send));
+        this.deps.logger.debug(
+          { clientId: sender.id, code: (err as ChorusError).code },
+          'send not stored yet: closing without PUBACK',
+        );
+        outcome.notYet(err as ChorusError);
       },
     );
   }
@@ -155,28 +170,20 @@ export class PublishRouting {
    * A read pointer over MQTT: what `PUT /v1/groups/:id/read` does, for the price of a publish on a connection that is
    * already open. The PUBACK follows once the pointer is stored (or the refusal is final: then a `rejected` event).
    */
-  private moveReadPointer(client: Client, userId: string, groupId: string, payload: Buffer | string, done: Done): void {
-    if (!this.deps.live.isMember(client, groupId)) {
-      this.reject(client, userId, new ChorusError('NOT_A_MEMBER'), groupId);
-      return done(null);
-    }
+  private moveReadPointer(
+    client: Client,
+    userId: string,
+    groupId: string,
+    payload: Buffer | string,
+    outcome: PublishOutcome,
+  ): void {
+    if (!this.deps.live.isMember(client, groupId)) return outcome.refused(new ChorusError('NOT_A_MEMBER'), groupId);
     const seq = (parseQuietly(payload) as { seq?: unknown } | null | undefined)?.seq;
-    if (!Number.isSafeInteger(seq) || (seq as number) < 0) {
-      this.reject(
-        client,
-        userId,
-        new ChorusError('INVALID_MESSAGE', 'a read pointer is {"seq": <integer >= 0>}'),
-        groupId,
-      );
-      return done(null);
-    }
+    if (!Number.isSafeInteger(seq) || (seq as number) < 0)
+      return outcome.refused(new ChorusError('INVALID_MESSAGE', 'a read pointer is {"seq": <integer >= 0>}'), groupId);
     this.deps.readReceipts.markRead(groupId, userId, seq as number).then(
-      () => done(null),
-      (err: unknown) => {
-        if (isTransient(err)) return done(err as ChorusError);
-        this.reject(client, userId, err, groupId);
-        done(null);
-      },
+      () => outcome.stored(null),
+      (err: unknown) => (isTransient(err) ? outcome.notYet(err as ChorusError) : outcome.refused(err, groupId)),
     );
   }
 
@@ -198,12 +205,14 @@ export class PublishRouting {
   }
 
   private reject(client: Client, userId: string, err: unknown, groupId?: string, clientMsgId?: string): void {
-    const error = isChorusError(err) ? err : new ChorusError('INTERNAL');
-    if (!isChorusError(err)) this.deps.logger.error({ err }, 'publish failed');
-    const event: UserEvent = { type: 'rejected', code: error.code, message: error.message };
-    if (groupId !== undefined) event.groupId = groupId;
-    if (clientMsgId !== undefined) event.clientMsgId = clientMsgId;
-    this.tellSender(client, userId, event);
+    this.tellSender(client, userId, rejection(this.chorusError(err), groupId, clientMsgId));
+  }
+
+  /** The Chorus error a refusal reports: a bug's error is logged and reported as INTERNAL. */
+  chorusError(err: unknown): ChorusError {
+    if (isChorusError(err)) return err;
+    this.deps.logger.error({ err }, 'publish failed');
+    return new ChorusError('INTERNAL');
   }
 
   /**
@@ -212,7 +221,7 @@ export class PublishRouting {
    * Aedes drops, per client, any packet older than the last one it delivered (its duplicate filter), so a direct write
    * could overtake, and so silence, a group message routed just before it.
    */
-  private tellSender(client: Client, userId: string, event: UserEvent): void {
+  tellSender(client: Client, userId: string, event: UserEvent): void {
     if (subscriptionOf(client, eventsTopic(userId))) return this.deps.events.sendEvent(userId, event);
     // Not subscribed yet: MQTT.js re-sends its unacknowledged publishes before it subscribes on a new connection, so
     // their acks are held for the connection until it subscribes to its events topic (a few, the newest).
@@ -220,6 +229,64 @@ export class PublishRouting {
     if (!held) this.heldEvents.set(client, (held = []));
     if (held.length >= MAX_HELD_EVENTS) held.shift();
     held.push(event);
+  }
+}
+
+const rejection = (error: ChorusError, groupId?: string, clientMsgId?: string): UserEvent => {
+  const event: UserEvent = { type: 'rejected', code: error.code, message: error.message };
+  if (groupId !== undefined) event.groupId = groupId;
+  if (clientMsgId !== undefined) event.clientMsgId = clientMsgId;
+  return event;
+};
+
+/**
+ * How one publish's outcome reaches its sender: in the PUBACK for an MQTT 5 QoS 1 publish whose sender accepts
+ * user properties [MQTT-3.1.2-29]; otherwise as an event on its events topic, the PUBACK (if any) plain. Either way a
+ * passing failure gets no PUBACK at all.
+ */
+class PublishOutcome {
+  private readonly inPuback: boolean;
+
+  constructor(
+    private readonly routing: PublishRouting,
+    private readonly client: Client,
+    private readonly userId: string,
+    qos: number,
+    private readonly done: Done,
+  ) {
+    this.inPuback = qos === 1 && client.version === 5 && wantsProblemInformation(client);
+  }
+
+  /** Stored: the ack (for a group message) with its seq. */
+  stored(ack: Extract<UserEvent, { type: 'ack' }> | null): void {
+    if (!this.inPuback) {
+      if (ack) this.routing.tellSender(this.client, this.userId, ack);
+      return this.done(null);
+    }
+    if (!ack) return this.done(null);
+    const userProperties: Record<string, string> = { seq: String(ack.seq), createdAt: ack.createdAt };
+    if (ack.duplicate) userProperties.duplicate = 'true';
+    this.done(null, { userProperties });
+  }
+
+  /** Refused for good: the same send will be refused again. */
+  refused(err: unknown, groupId?: string, clientMsgId?: string): void {
+    const error = this.routing.chorusError(err);
+    if (!this.inPuback) {
+      this.routing.tellSender(this.client, this.userId, rejection(error, groupId, clientMsgId));
+      return this.done(null);
+    }
+    this.done(
+      Object.assign(new Error(error.message), {
+        reasonCode: pubackReasonCode(error.code),
+        userProperties: { code: error.code },
+      }),
+    );
+  }
+
+  /** Not stored yet, for a reason that passes: no PUBACK, the connection ends and the client sends it again. */
+  notYet(err: ChorusError): void {
+    this.done(this.client.version === 5 ? Object.assign(err, { disconnectReasonCode: ReasonCode.SERVER_BUSY }) : err);
   }
 }
 

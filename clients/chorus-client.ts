@@ -1,6 +1,7 @@
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { v7 as uuidv7 } from 'uuid';
 import {
+  errorCatalog,
   eventsTopic,
   readTopic,
   typingTopic,
@@ -32,6 +33,11 @@ export interface ChorusClientOptions {
   sendTimeoutMs?: number;
   /** Join every group this user is added to while connected. Default true. */
   autoJoin?: boolean;
+  /**
+   * MQTT 5 (default): a send learns its seq, or why it was refused, from its PUBACK. 4 (MQTT 3.1.1): from the ack and
+   * rejected events on the user's events topic.
+   */
+  protocolVersion?: 4 | 5;
   /** Extra MQTT.js options (reconnectPeriod, keepalive, ...). */
   mqttOptions?: Partial<IClientOptions>;
 }
@@ -94,6 +100,8 @@ const pendingKey = (groupId: string, clientMsgId: string): string => `${groupId}
 /** Codes after which the same send may succeed later. */
 const RETRYABLE = new Set(['OVERLOADED', 'STORE_UNAVAILABLE', 'INTERNAL', 'RATE_LIMITED']);
 const TYPING_INTERVAL_MS = 2000;
+/** PUBACK user properties kept until their publish callback reads them (it runs right after: a bound, not a cache). */
+const MAX_PUBACKS_UNREAD = 1000;
 /** How long after its PUBACK a send waits for its ack event before it asks for its seq over REST. */
 const ACK_AFTER_PUBACK_MS = 2000;
 
@@ -110,6 +118,8 @@ export class ChorusClient {
   private readonly positions: PositionStore;
   private readonly streams = new Map<string, GroupStream>();
   private readonly pending = new Map<string, PendingSend>();
+  /** User properties of MQTT 5 PUBACKs, by packet identifier, until their publish callback runs. */
+  private readonly pubackProperties = new Map<number, Record<string, string>>();
   private readonly listeners: { [K in keyof Listeners]: Set<Listeners[K]> } = {
     message: new Set(),
     expired: new Set(),
@@ -140,7 +150,7 @@ export class ChorusClient {
     });
     this.mqtt = mqtt.connect(urls[0]!, {
       ...(urls.length > 1 ? { servers } : {}),
-      protocolVersion: 4,
+      protocolVersion: options.protocolVersion ?? 5,
       clean: true,
       clientId: options.clientId ?? `${options.userId}-${crypto.randomUUID().slice(0, 12)}`,
       username: options.userId,
@@ -153,6 +163,16 @@ export class ChorusClient {
       ...options.mqttOptions,
     });
     this.mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
+    // An MQTT 5 PUBACK's user properties (a stored send's seq) are read here: MQTT.js hands the publish callback the
+    // packet it sent, not the PUBACK, which arrives just before (see sendPayload).
+    this.mqtt.on('packetreceive', (packet) => {
+      if (packet.cmd !== 'puback' || packet.messageId === undefined) return;
+      const properties = packet.properties?.userProperties as Record<string, string> | undefined;
+      if (properties?.seq === undefined) return;
+      this.pubackProperties.set(packet.messageId, properties);
+      if (this.pubackProperties.size > MAX_PUBACKS_UNREAD)
+        this.pubackProperties.delete(this.pubackProperties.keys().next().value!);
+    });
     this.mqtt.on('connect', () => void this.onConnect());
     this.mqtt.on('offline', () => this.emit('offline'));
     this.mqtt.on('error', (err) => this.emit('error', err));
@@ -323,11 +343,34 @@ export class ChorusClient {
     // MQTT.js keeps an unacknowledged QoS 1 publish and sends it again after a reconnect, with the same payload. Once
     // it is acknowledged the message is durable and its ack event follows at once; if that event was lost (the node
     // died between the two), the seq is asked for over REST with the same clientMsgId, which answers the original.
-    this.mqtt.publish(groupTopic(groupId), JSON.stringify(payload), { qos: 1 }, (err) => {
-      if (!err && this.pending.has(key)) this.retryLater(send, ACK_AFTER_PUBACK_MS);
+    this.mqtt.publish(groupTopic(groupId), JSON.stringify(payload), { qos: 1 }, (err, packet) => {
+      if (!this.pending.has(key)) return;
+      if (err) return this.refusedInPuback(send, err, packet);
+      const stored = packet?.messageId === undefined ? undefined : this.pubackProperties.get(packet.messageId);
+      if (stored) {
+        this.pubackProperties.delete(packet!.messageId!);
+        return this.settle(send, {
+          seq: Number(stored.seq),
+          createdAt: stored.createdAt!,
+          clientMsgId: payload.clientMsgId,
+          duplicate: stored.duplicate === 'true',
+        });
+      }
+      this.retryLater(send, ACK_AFTER_PUBACK_MS); // MQTT 3.1.1: the ack event follows
     });
     this.retryLater(send, this.options.sendTimeoutMs ?? 10_000);
     return promise;
+  }
+
+  /** An MQTT 5 PUBACK with a failure reason code: the Chorus code is its user property `code`. */
+  private refusedInPuback(send: PendingSend, err: Error & { code?: unknown }, puback: unknown): void {
+    const properties = (puback as { properties?: { userProperties?: Record<string, string>; reasonString?: string } })
+      ?.properties;
+    const code = properties?.userProperties?.code;
+    if (typeof err.code !== 'number' || code === undefined) return this.retryLater(send, 500);
+    if (RETRYABLE.has(code)) return this.retryLater(send, 500);
+    const status = (errorCatalog as Record<string, { status: number } | undefined>)[code]?.status ?? 400;
+    this.fail(send, new ChorusApiError(status, code, properties?.reasonString ?? err.message));
   }
 
   private retryLater(send: PendingSend, delayMs: number): void {

@@ -123,6 +123,12 @@ export const ConfigSchema = Type.Object(
       default: 1000,
       description: 'QoS 1 messages kept per offline persistent session; older ones are in the history API',
     }),
+    maxSessionExpirySeconds: Type.Integer({
+      minimum: 0,
+      maximum: 31_536_000,
+      default: 86_400,
+      description: 'the most an MQTT 5 Session Expiry Interval is granted (longer ones are cut to it)',
+    }),
     sendTimeoutMs: Type.Integer({
       minimum: 100,
       maximum: 120_000,

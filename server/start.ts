@@ -113,7 +113,12 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
 
   // The MQTT node's outputs come first: live delivery and live events end there.
   const brokerLog = logger.child({ component: 'broker' });
-  const aedes = await createAedes({ ...backends, maxOfflineQueue: config.maxOfflineQueue });
+  const aedes = await createAedes({
+    ...backends,
+    maxOfflineQueue: config.maxOfflineQueue,
+    maxPacketBytes: config.maxPacketBytes,
+    maxSessionExpirySeconds: config.maxSessionExpirySeconds,
+  });
   const live = new LiveUsers();
   const events = new LiveEvents({
     aedes,

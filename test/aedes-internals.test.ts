@@ -31,7 +31,7 @@ describe('the Aedes internals Chorus relies on', () => {
   };
 
   beforeAll(async () => {
-    aedes = await createAedes({ maxOfflineQueue: 10 });
+    aedes = await createAedes({ maxOfflineQueue: 10, maxPacketBytes: 65_536, maxSessionExpirySeconds: 60 });
     server = createServer(aedes.handle);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
     port = (server.address() as { port: number }).port;

@@ -30,6 +30,33 @@ describe('a group message serialized once for all subscribers', () => {
     }
   });
 
+  it('is byte for byte the MQTT 5 PUBLISH mqtt-packet writes, with the stamped message properties', () => {
+    const topic = 'groups/g_ünïcode-42/messages';
+    for (const payloadBytes of [10, 100, 16_384, 2_097_152]) {
+      const payload = Buffer.alloc(payloadBytes, 0x61);
+      const conn = new PassThrough();
+      const chunks: Buffer[] = [];
+      conn.on('data', (chunk: Buffer) => chunks.push(chunk));
+      const target = { conn, _nextId: 42 };
+      // The head's property length: the two properties and their own length byte.
+      writeGroupPublish(target, publishHead(topic, payload.length, 22), payload, true);
+      const theirs = mqttPacket.generate(
+        {
+          cmd: 'publish',
+          topic,
+          payload,
+          qos: 1,
+          messageId: 42,
+          dup: false,
+          retain: false,
+          properties: { payloadFormatIndicator: true, contentType: 'application/json' },
+        },
+        { protocolVersion: 5 },
+      );
+      expect(Buffer.concat(chunks).equals(theirs), `payload ${payloadBytes}`).toBe(true);
+    }
+  });
+
   it('draws packet identifiers as Aedes does: the next one, 65535 followed by 1, never 0', () => {
     const conn = new PassThrough();
     const parsed: IPublishPacket[] = [];
@@ -38,8 +65,8 @@ describe('a group message serialized once for all subscribers', () => {
     conn.on('data', (chunk: Buffer) => parser.parse(chunk));
     const target = { conn, _nextId: 65_534 };
     const payload = Buffer.from('{"groupId":"g_x","seq":7}');
-    const publish = { groupId: 'g_x', seq: 7, head: publishHead('groups/g_x/messages', payload.length) };
-    for (let i = 0; i < 3; i++) writeGroupPublish(target, publish, payload);
+    const head = publishHead('groups/g_x/messages', payload.length);
+    for (let i = 0; i < 3; i++) writeGroupPublish(target, head, payload, false);
     expect(parsed.map((p) => [p.messageId, p.qos, p.topic, p.payload.toString()])).toEqual([
       [65_534, 1, 'groups/g_x/messages', payload.toString()],
       [65_535, 1, 'groups/g_x/messages', payload.toString()],
