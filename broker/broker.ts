@@ -9,6 +9,7 @@ import type { ReadReceipts } from '../groups/read-receipts.js';
 import { parseTopic } from '../protocol/index.js';
 import type { SendPath } from '../sequencer/sequencer.js';
 import { Admission, type RefusalReason } from './admission.js';
+import { ReasonCode } from './reason-codes.js';
 import { clientsOf, silenceTopics, storeSubscriptions } from './aedes.js';
 import type { GroupDelivery } from './group-delivery.js';
 import type { LiveEvents } from './live-events.js';
@@ -110,7 +111,9 @@ export class ChorusBroker {
     aedes.preConnect = this.logins.preConnect;
     aedes.authenticate = this.logins.authenticate;
     aedes.authorizeSubscribe = (client, sub, callback) => {
-      callback(null, this.mayReceive(client, sub.topic) ? sub : null); // null: SUBACK 0x80 [MQTT-3.9.3-2]
+      if (!this.mayReceive(client, sub.topic)) return callback(null, null); // SUBACK 0x80 / 0x87 [MQTT-3.9.3-2]
+      // Granted at most QoS 1, the most Chorus delivers (advertised to MQTT 5 clients) [MQTT-3.8.4-6].
+      callback(null, sub.qos > 1 ? { ...sub, qos: 1 } : sub);
     };
     aedes.authorizeForward = (client, packet) =>
       this.mayReceive(client, packet.topic) ? subscribers.forward(client, packet) : null;
@@ -170,8 +173,16 @@ export class ChorusBroker {
     // Newest first: closing a client removes its listeners from the router, whose list for a topic is in subscription
     // order and searched from the end (qlobber's lastIndexOf and splice), so closing a big group's members oldest
     // first (as Aedes's close does) is quadratic: a quarter of a 17,000-connection node's shutdown.
+    // MQTT 5 clients hear why: 0x8B, server shutting down [MQTT-3.14.4-1] (a 3.1.1 connection is just closed).
     const clients = clientsOf(this.aedes).reverse();
-    await Promise.all(clients.map((client) => new Promise<void>((resolve) => client.close(() => resolve()))));
+    await Promise.all(
+      clients.map(
+        (client) =>
+          new Promise<void>((resolve) =>
+            client.disconnect({ reasonCode: ReasonCode.SERVER_SHUTTING_DOWN }, () => resolve()),
+          ),
+      ),
+    );
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
     await listenersClosed;
   }

@@ -240,12 +240,14 @@ const rejection = (error: ChorusError, groupId?: string, clientMsgId?: string): 
 };
 
 /**
- * How one publish's outcome reaches its sender: in the PUBACK for an MQTT 5 QoS 1 publish whose sender accepts
- * user properties [MQTT-3.1.2-29]; otherwise as an event on its events topic, the PUBACK (if any) plain. Either way a
- * passing failure gets no PUBACK at all.
+ * How one publish's outcome reaches its sender. An MQTT 5 QoS 1 publish gets it in its PUBACK: the reason code, and
+ * the seq or the Chorus code as user properties, which Aedes leaves out for a client that asked for no problem
+ * information [MQTT-3.1.2-29]; such a client, and every other publish, gets it as an event on its events topic too.
+ * Either way a passing failure gets no PUBACK at all.
  */
 class PublishOutcome {
   private readonly inPuback: boolean;
+  private readonly asEvent: boolean;
 
   constructor(
     private readonly routing: PublishRouting,
@@ -254,16 +256,14 @@ class PublishOutcome {
     qos: number,
     private readonly done: Done,
   ) {
-    this.inPuback = qos === 1 && client.version === 5 && wantsProblemInformation(client);
+    this.inPuback = qos === 1 && client.version === 5;
+    this.asEvent = !this.inPuback || !wantsProblemInformation(client);
   }
 
   /** Stored: the ack (for a group message) with its seq. */
   stored(ack: Extract<UserEvent, { type: 'ack' }> | null): void {
-    if (!this.inPuback) {
-      if (ack) this.routing.tellSender(this.client, this.userId, ack);
-      return this.done(null);
-    }
-    if (!ack) return this.done(null);
+    if (ack && this.asEvent) this.routing.tellSender(this.client, this.userId, ack);
+    if (!ack || !this.inPuback) return this.done(null);
     const userProperties: Record<string, string> = { seq: String(ack.seq), createdAt: ack.createdAt };
     if (ack.duplicate) userProperties.duplicate = 'true';
     this.done(null, { userProperties });
@@ -272,10 +272,8 @@ class PublishOutcome {
   /** Refused for good: the same send will be refused again. */
   refused(err: unknown, groupId?: string, clientMsgId?: string): void {
     const error = this.routing.chorusError(err);
-    if (!this.inPuback) {
-      this.routing.tellSender(this.client, this.userId, rejection(error, groupId, clientMsgId));
-      return this.done(null);
-    }
+    if (this.asEvent) this.routing.tellSender(this.client, this.userId, rejection(error, groupId, clientMsgId));
+    if (!this.inPuback) return this.done(null);
     this.done(
       Object.assign(new Error(error.message), {
         reasonCode: pubackReasonCode(error.code),

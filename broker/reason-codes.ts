@@ -12,7 +12,6 @@ export const ReasonCode = {
   SERVER_SHUTTING_DOWN: 0x8b,
   SESSION_TAKEN_OVER: 0x8e,
   TOPIC_NAME_INVALID: 0x90,
-  PACKET_TOO_LARGE: 0x95,
   QUOTA_EXCEEDED: 0x97,
   PAYLOAD_FORMAT_INVALID: 0x99,
   QOS_NOT_SUPPORTED: 0x9b,
@@ -21,8 +20,9 @@ export const ReasonCode = {
 
 /**
  * The PUBACK reason code of a refused publish, by Chorus error code [MQTT-3.4.2-1]: not allowed (0x87), a payload
- * Chorus cannot read (0x99), too large (0x95), over a rate (0x97); anything else the send rules refuse is 0x83. The
- * Chorus code itself travels beside it, as the user property `code`.
+ * Chorus cannot read (0x99), over a rate (0x97); anything else is 0x83, a body over maxBodyBytes included: 0x95
+ * (packet too large) is a DISCONNECT code, not one of a PUBACK's (MQTT 5.0 table 3-4), and MQTT.js's parser takes a
+ * PUBACK carrying it for a protocol error. The Chorus code itself travels beside it, as the user property `code`.
  */
 export function pubackReasonCode(code: ErrorCode): number {
   switch (code) {
@@ -37,8 +37,6 @@ export function pubackReasonCode(code: ErrorCode): number {
     case 'UNKNOWN_FIELD':
     case 'VALIDATION_FAILED':
       return ReasonCode.PAYLOAD_FORMAT_INVALID;
-    case 'PAYLOAD_TOO_LARGE':
-      return ReasonCode.PACKET_TOO_LARGE;
     case 'RATE_LIMITED':
       return ReasonCode.QUOTA_EXCEEDED;
     default:

@@ -100,6 +100,14 @@ const pendingKey = (groupId: string, clientMsgId: string): string => `${groupId}
 /** Codes after which the same send may succeed later. */
 const RETRYABLE = new Set(['OVERLOADED', 'STORE_UNAVAILABLE', 'INTERNAL', 'RATE_LIMITED']);
 const TYPING_INTERVAL_MS = 2000;
+/** A send refused over MQTT, as the same refusal over REST would be thrown (its status from the error catalogue). */
+const refusal = (code: string, message: string): ChorusApiError =>
+  new ChorusApiError(
+    (errorCatalog as Record<string, { status: number } | undefined>)[code]?.status ?? 400,
+    code,
+    message,
+  );
+
 /** PUBACK user properties kept until their publish callback reads them (it runs right after: a bound, not a cache). */
 const MAX_PUBACKS_UNREAD = 1000;
 /** How long after its PUBACK a send waits for its ack event before it asks for its seq over REST. */
@@ -369,8 +377,7 @@ export class ChorusClient {
     const code = properties?.userProperties?.code;
     if (typeof err.code !== 'number' || code === undefined) return this.retryLater(send, 500);
     if (RETRYABLE.has(code)) return this.retryLater(send, 500);
-    const status = (errorCatalog as Record<string, { status: number } | undefined>)[code]?.status ?? 400;
-    this.fail(send, new ChorusApiError(status, code, properties?.reasonString ?? err.message));
+    this.fail(send, refusal(code, properties?.reasonString ?? err.message));
   }
 
   private retryLater(send: PendingSend, delayMs: number): void {
@@ -458,7 +465,7 @@ export class ChorusClient {
         });
       } else if (send && event.type === 'rejected') {
         if (RETRYABLE.has(event.code)) this.retryLater(send, 500);
-        else this.fail(send, new ChorusApiError(400, event.code, event.message));
+        else this.fail(send, refusal(event.code, event.message));
       }
     } else if (event.type === 'member-added' && this.options.autoJoin !== false) {
       this.join(event.groupId).catch((err: Error) => this.emit('error', err));

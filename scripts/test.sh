@@ -4,7 +4,10 @@
 # when they do not answer (scripts/services.sh) and stops what it started. Arguments go to vitest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x node_modules/.bin/vitest ] || ! command -v st >/dev/null; then bash scripts/install.sh; fi
+if [ ! -x node_modules/.bin/vitest ] || ! command -v st >/dev/null || ! command -v mosquitto_pub >/dev/null ||
+  ! python3 -c 'import paho.mqtt' 2>/dev/null; then
+  bash scripts/install.sh
+fi
 npm run typecheck
 npm run lint
 npm run build

@@ -382,6 +382,37 @@ describe('many nodes sharing Redis and Cassandra', () => {
     }
   });
 
+  it('takes an MQTT 5 session over from another node with DISCONNECT 0x8E, and closes a 3.1.1 one [MQTT-3.1.4-2]', async () => {
+    const connectTo = async (node: ClusterNode, protocolVersion: 4 | 5) => {
+      const client = mqtt.connect(node.mqttUrl, {
+        username: 'roamer',
+        password: await cluster.token('roamer'),
+        clientId: `roamer-${protocolVersion}`,
+        protocolVersion,
+        reconnectPeriod: 0,
+      });
+      await new Promise((resolve, reject) => {
+        client.once('connect', resolve);
+        client.once('error', reject);
+      });
+      return client;
+    };
+    for (const protocolVersion of [5, 4] as const) {
+      const onA = await connectTo(a, protocolVersion);
+      const told = new Promise<number | undefined>((resolve) => {
+        onA.on('packetreceive', (packet) => {
+          if (packet.cmd === 'disconnect') resolve(packet.reasonCode);
+        });
+        onA.on('close', () => resolve(undefined));
+      });
+      const onB = await connectTo(b, protocolVersion);
+      expect(await told).toBe(protocolVersion === 5 ? 0x8e : undefined);
+      expect(onB.connected).toBe(true);
+      onA.end(true);
+      await onB.endAsync();
+    }
+  });
+
   it('shows a user connected to one broker node as online through the api node, and offline once gone', async () => {
     const groupId = await newGroup('alice', ['nina']);
     const nina = await raw('nina', b);

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import mqtt, { type MqttClient } from 'mqtt';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { signToken } from '../auth/token-verifier.js';
 import { loadConfig, type ChorusConfig } from '../config/config.js';
@@ -88,15 +88,19 @@ export class TestChorus {
     return res.body.id as string;
   }
 
-  /** A raw MQTT.js client connected as `userId` (over TCP, or WebSocket with transport 'ws'). */
-  async mqtt(userId: string, options: { transport?: 'tcp' | 'ws'; clientId?: string } = {}): Promise<MqttClient> {
+  /** A raw MQTT.js client connected as `userId` (over TCP, or WebSocket with transport 'ws'; MQTT 3.1.1 unless asked). */
+  async mqtt(
+    userId: string,
+    options: { transport?: 'tcp' | 'ws'; clientId?: string; protocolVersion?: 4 | 5; mqtt?: IClientOptions } = {},
+  ): Promise<MqttClient> {
     const url = options.transport === 'ws' ? this.chorus.urls.ws : this.chorus.urls.mqtt;
     const client = mqtt.connect(url, {
       username: userId,
       password: await this.token(userId),
       clientId: options.clientId ?? `${userId}-${Math.random().toString(36).slice(2)}`,
       reconnectPeriod: 0,
-      protocolVersion: 4,
+      protocolVersion: options.protocolVersion ?? 4,
+      ...options.mqtt,
     });
     await new Promise<void>((resolve, reject) => {
       client.once('connect', () => resolve());
