@@ -5,7 +5,6 @@ import type { Logger } from 'pino';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import { addressKey, forwardedClient, type ProxyTrust, trustedProxies } from '../auth/client-address.js';
 import { gatherOutput } from './connection-output.js';
-import { watchFrameSizes } from './frame-limit.js';
 import { readProxyHeader } from './proxy-header.js';
 
 /** The longest a connection waits, unread, for a place among the unauthenticated ones (see admit). */
@@ -245,8 +244,9 @@ export class Admission {
   }
 
   /**
-   * Hands a connection to the protocol: it counts as unauthenticated until it authenticates or closes, is closed at
-   * the first packet header over maxPacketBytes, and is cut off when its unsent output passes maxClientBufferBytes.
+   * Hands a connection to the protocol: it counts as unauthenticated until it authenticates or closes, and is cut off
+   * when its unsent output passes maxClientBufferBytes. (A packet over maxPacketBytes is Aedes's to refuse, as soon as
+   * its header is read: its maximumPacketSize, which closes with DISCONNECT 0x95 for MQTT 5.)
    */
   private serve(stream: Duplex, remote: string | undefined, handle: () => void): void {
     const { limits, logger } = this.deps;
@@ -264,10 +264,6 @@ export class Admission {
     }, PRESSED_CONNECT_DEADLINE_MS);
     deadline.unref();
     stream.once('close', () => clearTimeout(deadline));
-    watchFrameSizes(stream, limits.maxPacketBytes, (size) => {
-      logger.warn({ size, remote }, 'packet larger than maxPacketBytes: closing');
-      stream.destroy();
-    });
     // Each turn's writes go out as one, and a connection whose unsent output passes the bound is cut off.
     gatherOutput(stream, limits.maxClientBufferBytes, (buffered) => {
       this.deps.onSlowConsumerCut();
