@@ -1,16 +1,18 @@
 import { createServer, type Server } from 'node:net';
 import type { Aedes, Client } from 'aedes';
-import mqtt, { type MqttClient } from 'mqtt';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   clientById,
   clientsOf,
   createAedes,
   deliver0,
+  maxPacketSizeOf,
   messageBus,
   silenceTopics,
   storeSubscriptions,
   subscriptionOf,
+  wantsProblemInformation,
   writableTarget,
 } from '../broker/aedes.js';
 import { until } from './harness.js';
@@ -23,8 +25,13 @@ describe('the Aedes internals Chorus relies on', () => {
   let port: number;
   const clients: MqttClient[] = [];
 
-  const connect = async (clientId: string, clean = true): Promise<MqttClient> => {
-    const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { clientId, clean, reconnectPeriod: 0 });
+  const connect = async (clientId: string, clean = true, options: IClientOptions = {}): Promise<MqttClient> => {
+    const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
+      clientId,
+      clean,
+      reconnectPeriod: 0,
+      ...options,
+    });
     clients.push(client);
     await until(() => clientById(aedes, clientId) !== undefined, `${clientId} registered`);
     return client;
@@ -121,6 +128,20 @@ describe('the Aedes internals Chorus relies on', () => {
       again.once('connect', (packet) => resolve(packet as { sessionPresent: boolean }));
     });
     expect(connack.sessionPresent).toBe(true);
+  });
+
+  it("maximumPacketSize and _requestProblemInformation: an MQTT 5 client's CONNECT properties", async () => {
+    await connect('v5-limits', true, {
+      protocolVersion: 5,
+      properties: { maximumPacketSize: 1234, requestProblemInformation: false },
+    });
+    await connect('v5-default', true, { protocolVersion: 5 });
+    await connect('v4-client');
+    expect(maxPacketSizeOf(clientById(aedes, 'v5-limits')!)).toBe(1234);
+    expect(wantsProblemInformation(clientById(aedes, 'v5-limits')!)).toBe(false);
+    expect(maxPacketSizeOf(clientById(aedes, 'v5-default')!)).toBeUndefined();
+    expect(wantsProblemInformation(clientById(aedes, 'v5-default')!)).toBe(true);
+    expect(maxPacketSizeOf(clientById(aedes, 'v4-client')!)).toBeUndefined();
   });
 
   it('publish: a silenced topic is not routed, and its publish completes at once', async () => {
