@@ -2,39 +2,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import mqtt from 'mqtt';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { GroupAppend } from '../sequencer/message-log.js';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
-import { TestChorus, WrappedLog, collect, tempDir, until } from './harness.js';
-
-/** The real SQLite log, whose appends wait until the gate opens (or fail while it is set to fail). */
-class GatedLog extends WrappedLog {
-  private opened: Promise<void> = Promise.resolve();
-  private open: () => void = () => {};
-  failing = false;
-  /** Stores the next append, then reports it failed (a timeout after the write landed). */
-  failAfterStoring = false;
-  appendCalls = 0;
-
-  shut(): void {
-    this.opened = new Promise((resolve) => (this.open = resolve));
-  }
-
-  release(): void {
-    this.open();
-  }
-
-  override async append(batch: GroupAppend[]) {
-    this.appendCalls += 1;
-    await this.opened;
-    if (this.failing) throw new Error('disk unavailable');
-    const outcomes = await this.inner.append(batch);
-    if (this.failAfterStoring) {
-      this.failAfterStoring = false;
-      throw new Error('timed out after the write');
-    }
-    return outcomes;
-  }
-}
+import { GatedLog, TestChorus, WrappedLog, collect, tempDir, until } from './harness.js';
+import type { GroupAppend } from '../sequencer/message-log.js';
 
 describe('a PUBACK (or a 2xx) means the message is durable', () => {
   let t: TestChorus;
@@ -140,41 +110,53 @@ describe('a send that fails for a passing reason is never acknowledged', () => {
     await t.close();
   });
 
-  it('closes the connection instead of a PUBACK on OVERLOADED; the client re-sends and every send is stored once', async () => {
-    const groupId = await t.group('alice');
-    log.shut();
-    const connect = async (clientId: string) => {
-      const client = mqtt.connect(t.chorus.urls.mqtt, {
-        username: 'alice',
-        password: await t.token('alice'),
-        clientId,
-        protocolVersion: 4,
-        reconnectPeriod: 200,
+  // MQTT 3.1.1 has no way to say why; MQTT 5 says DISCONNECT 0x89 (server busy).
+  it.each([
+    [4, undefined],
+    [5, 0x89],
+  ] as const)(
+    'closes an MQTT %i connection instead of a PUBACK on OVERLOADED (DISCONNECT reason: %s); the client re-sends and every send is stored once',
+    async (protocolVersion, reasonCode) => {
+      const groupId = await t.group('alice');
+      log.shut();
+      const connect = async (clientId: string) => {
+        const client = mqtt.connect(t.chorus.urls.mqtt, {
+          username: 'alice',
+          password: await t.token('alice'),
+          clientId,
+          protocolVersion,
+          reconnectPeriod: 200,
+        });
+        await new Promise((resolve) => client.once('connect', resolve));
+        return client;
+      };
+      const acked: string[] = [];
+      const publish = (client: mqtt.MqttClient, id: string) =>
+        client
+          .publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: id, body: id }), { qos: 1 })
+          .then(() => void acked.push(id));
+      const phone = await connect(`alice-phone-${protocolVersion}`);
+      const first = [publish(phone, 'a'), publish(phone, 'b')];
+      await until(() => t.chorus.sequencer.pending === 2, 'two sends pending');
+      const laptop = await connect(`alice-laptop-${protocolVersion}`);
+      let closes = 0;
+      const told: (number | undefined)[] = [];
+      laptop.on('close', () => (closes += 1));
+      laptop.on('packetreceive', (packet) => {
+        if (packet.cmd === 'disconnect') told.push(packet.reasonCode);
       });
-      await new Promise((resolve) => client.once('connect', resolve));
-      return client;
-    };
-    const acked: string[] = [];
-    const publish = (client: mqtt.MqttClient, id: string) =>
-      client
-        .publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: id, body: id }), { qos: 1 })
-        .then(() => void acked.push(id));
-    const phone = await connect('alice-phone');
-    const first = [publish(phone, 'a'), publish(phone, 'b')];
-    await until(() => t.chorus.sequencer.pending === 2, 'two sends pending');
-    const laptop = await connect('alice-laptop');
-    let closes = 0;
-    laptop.on('close', () => (closes += 1));
-    const third = publish(laptop, 'c'); // the sequencer is full: OVERLOADED, which must not be acknowledged
-    await until(() => closes >= 1, 'the connection to be closed');
-    expect(acked).toEqual([]);
-    log.release();
-    await Promise.all([...first, third]); // MQTT.js re-sends 'c' on the laptop's next connection
-    const stored = await log.readAfter(groupId, 0, 10);
-    expect(stored.map((m) => m.clientMsgId)).toEqual(['a', 'b', 'c']);
-    expect(stored.map((m) => m.seq)).toEqual([1, 2, 3]);
-    await Promise.all([phone.endAsync(), laptop.endAsync()]);
-  });
+      const third = publish(laptop, 'c'); // the sequencer is full: OVERLOADED, which must not be acknowledged
+      await until(() => closes >= 1, 'the connection to be closed');
+      expect(told).toEqual(reasonCode === undefined ? [] : [reasonCode]);
+      expect(acked).toEqual([]);
+      log.release();
+      await Promise.all([...first, third]); // MQTT.js re-sends 'c' on the laptop's next connection
+      const stored = await log.readAfter(groupId, 0, 10);
+      expect(stored.map((m) => m.clientMsgId)).toEqual(['a', 'b', 'c']);
+      expect(stored.map((m) => m.seq)).toEqual([1, 2, 3]);
+      await Promise.all([phone.endAsync(), laptop.endAsync()]);
+    },
+  );
 });
 
 describe('acks reach a connection that subscribes to its events after publishing', () => {

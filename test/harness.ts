@@ -41,6 +41,36 @@ export class WrappedLog implements MessageLog {
   }
 }
 
+/** The real SQLite log, whose appends wait until the gate opens (or fail while it is set to fail). */
+export class GatedLog extends WrappedLog {
+  private opened: Promise<void> = Promise.resolve();
+  private open: () => void = () => {};
+  failing = false;
+  /** Stores the next append, then reports it failed (a timeout after the write landed). */
+  failAfterStoring = false;
+  appendCalls = 0;
+
+  shut(): void {
+    this.opened = new Promise((resolve) => (this.open = resolve));
+  }
+
+  release(): void {
+    this.open();
+  }
+
+  override async append(batch: GroupAppend[]) {
+    this.appendCalls += 1;
+    await this.opened;
+    if (this.failing) throw new Error('disk unavailable');
+    const outcomes = await this.inner.append(batch);
+    if (this.failAfterStoring) {
+      this.failAfterStoring = false;
+      throw new Error('timed out after the write');
+    }
+    return outcomes;
+  }
+}
+
 export const tempDir = (prefix = 'chorus-test-'): string => mkdtempSync(join(tmpdir(), prefix));
 
 /** A real Chorus on loopback, on free ports, with its data in a fresh temp dir. */

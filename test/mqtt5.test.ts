@@ -6,10 +6,7 @@ import mqtt, { type IClientOptions, type MqttClient, type Packet } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pubackReasonCode } from '../broker/reason-codes.js';
 import { ChorusClient } from '../clients/chorus-client.js';
-import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
-import { collect, metric, TestChorus, tempDir, until, WrappedLog } from './harness.js';
-import { join } from 'node:path';
-import type { GroupAppend } from '../sequencer/message-log.js';
+import { collect, metric, TestChorus, until } from './harness.js';
 
 const run = promisify(execFile);
 
@@ -402,73 +399,5 @@ describe('an MQTT 5 client of a node that shuts down', () => {
     await t.close();
     expect((await told).reasonCode).toBe(0x8b);
     v5.end(true);
-  });
-});
-
-/** The real SQLite log, whose appends wait until released. */
-class GatedLog extends WrappedLog {
-  private opened: Promise<void> = Promise.resolve();
-  private open: () => void = () => {};
-  shut(): void {
-    this.opened = new Promise((resolve) => (this.open = resolve));
-  }
-  release(): void {
-    this.open();
-  }
-  override async append(batch: GroupAppend[]) {
-    await this.opened;
-    return this.inner.append(batch);
-  }
-}
-
-describe('an MQTT 5 send that fails for a passing reason', () => {
-  let t: TestChorus;
-  let log: GatedLog;
-  beforeAll(async () => {
-    log = new GatedLog(new MessageLogSqlite(join(tempDir(), 'messages.db'), { synchronous: 'normal' }));
-    t = await TestChorus.start({ maxPendingSends: 2 }, { messageLog: log });
-  });
-  afterAll(async () => {
-    log.release();
-    await t.close();
-  });
-
-  it('gets DISCONNECT 0x89 and no PUBACK; the client sends it again on its next connection, and it is stored once', async () => {
-    const groupId = await t.group('alice');
-    const topic = `groups/${groupId}/messages`;
-    log.shut();
-    const connect = async (clientId: string) => {
-      const client = mqtt.connect(t.chorus.urls.mqtt, {
-        username: 'alice',
-        password: await t.token('alice'),
-        clientId,
-        protocolVersion: 5,
-        reconnectPeriod: 200,
-      });
-      await new Promise((resolve) => client.once('connect', resolve));
-      return client;
-    };
-    const acked: string[] = [];
-    const publish = (client: MqttClient, id: string) =>
-      client.publishAsync(topic, JSON.stringify({ clientMsgId: id, body: id }), { qos: 1 }).then(() => {
-        acked.push(id);
-      });
-    const phone = await connect('alice-phone');
-    const first = [publish(phone, 'a'), publish(phone, 'b')];
-    await until(() => t.chorus.sequencer.pending === 2, 'two sends pending');
-    const laptop = await connect('alice-laptop');
-    const busy = next(laptop, 'disconnect');
-    const third = publish(laptop, 'c'); // the sequencer is full: OVERLOADED, which must not be acknowledged
-    expect((await busy).reasonCode).toBe(0x89);
-    expect(acked).toEqual([]);
-    log.release();
-    await Promise.all([...first, third]); // MQTT.js sends 'c' again on the laptop's next connection
-    const stored = await log.readAfter(groupId, 0, 10);
-    expect(stored.map((m) => [m.seq, m.clientMsgId])).toEqual([
-      [1, 'a'],
-      [2, 'b'],
-      [3, 'c'],
-    ]);
-    await Promise.all([phone.endAsync(), laptop.endAsync()]);
   });
 });
