@@ -69,6 +69,10 @@ export function gatherOutput(stream: Duplex, maxBytes: number, onOverflow: (buff
 // Shared by every connection (its output found by the stream), so that a connection costs no function objects.
 function gatheredWrite(this: Duplex, chunk: unknown, encoding?: unknown, callback?: unknown): boolean {
   const output = outputs.get(this)!;
+  // As the stream's own write does: anything but bytes or text is refused here, where the writer can catch it (Aedes
+  // does, and closes that client), not later in the flush, where nobody could.
+  if (typeof chunk !== 'string' && !(chunk instanceof Uint8Array))
+    throw new TypeError('The "chunk" argument must be of type string or an instance of Buffer or Uint8Array');
   if (output.cut) return true;
   const buffer =
     typeof chunk === 'string'

@@ -94,6 +94,18 @@ describe('connection output: gathered per turn', () => {
     expect(writes()).toBe(1);
   });
 
+  it('refuses at once what is neither bytes nor text, as the stream would, and sends the rest', async () => {
+    const { writer, reader, received, close: closePair } = await pair();
+    close = closePair;
+    gatherOutput(writer, Number.POSITIVE_INFINITY, unexpectedOverflow);
+    writer.write(Buffer.from('a|'));
+    expect(() => writer.write(undefined as never)).toThrow(TypeError);
+    expect(() => writer.write(42 as never)).toThrow(TypeError);
+    writer.write('b|');
+    while (received().length < 4) await once(reader, 'data');
+    expect(received().toString()).toBe('a|b|');
+  });
+
   it('passes a large chunk on by reference, not copied per connection, still in one handle write', async () => {
     const { writer, reader, received, close: closePair } = await pair();
     close = closePair;
