@@ -11,6 +11,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { DAY_MS } from '../groups/retention.js';
 import type { MessageDraft } from '../sequencer/message-log.js';
 import { MessageLogSqliteThread } from '../sequencer/message-log-sqlite-thread.js';
 import { RetentionPruner } from '../sequencer/retention-pruner.js';
@@ -20,7 +21,6 @@ const EXPIRED = env('BENCH_RETENTION_EXPIRED', 200_000);
 const GROUPS = env('BENCH_RETENTION_GROUPS', 200);
 const RATE = env('BENCH_RETENTION_RATE', 200);
 const SECONDS = env('BENCH_RETENTION_SECONDS', 5);
-const DAY_MS = 86_400_000;
 const RETENTION_MS = 30 * DAY_MS;
 
 const log = new MessageLogSqliteThread(join(mkdtempSync(join(tmpdir(), 'chorus-bench-retention-')), 'messages.db'), {

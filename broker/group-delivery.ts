@@ -102,9 +102,10 @@ const STAMPED_PROPERTIES = { payloadFormatIndicator: true, contentType: 'applica
  * STAMPED_PROPERTIES as bytes, with their length in front (MQTT 5.0 §3.3.2.3): Payload Format Indicator (0x01) 1,
  * Content Type (0x03) "application/json".
  */
+const CONTENT_TYPE = Buffer.from(STAMPED_PROPERTIES.contentType);
 const STAMPED_PROPERTY_BYTES = Buffer.concat([
-  Buffer.from([21, 0x01, 1, 0x03, 0, 16]),
-  Buffer.from(STAMPED_PROPERTIES.contentType),
+  Buffer.from([2 + 3 + CONTENT_TYPE.length, 0x01, 1, 0x03, 0, CONTENT_TYPE.length]),
+  CONTENT_TYPE,
 ]);
 
 /**

@@ -2,7 +2,6 @@ import type { ErrorCode } from '../protocol/index.js';
 
 /** The MQTT 5 reason codes Chorus sends (MQTT 5.0 §2.4, table 2-6). */
 export const ReasonCode = {
-  UNSPECIFIED_ERROR: 0x80,
   IMPLEMENTATION_SPECIFIC_ERROR: 0x83,
   CLIENT_IDENTIFIER_NOT_VALID: 0x85,
   BAD_USER_NAME_OR_PASSWORD: 0x86,
@@ -10,12 +9,9 @@ export const ReasonCode = {
   SERVER_UNAVAILABLE: 0x88,
   SERVER_BUSY: 0x89,
   SERVER_SHUTTING_DOWN: 0x8b,
-  SESSION_TAKEN_OVER: 0x8e,
-  TOPIC_NAME_INVALID: 0x90,
   QUOTA_EXCEEDED: 0x97,
   PAYLOAD_FORMAT_INVALID: 0x99,
   QOS_NOT_SUPPORTED: 0x9b,
-  MAXIMUM_CONNECT_TIME: 0xa0,
 } as const;
 
 /**

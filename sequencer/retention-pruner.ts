@@ -7,7 +7,7 @@ const GROUPS_PER_STEP = 100;
  * Messages removed per transaction: each one holds the log's writer (and so the sends behind it) for a millisecond or
  * two, and the sends queued meanwhile go between two of them.
  */
-export const MESSAGES_PER_BATCH = 100;
+const MESSAGES_PER_BATCH = 100;
 
 export interface RetentionPrunerOptions {
   /** Each group's retention in milliseconds (0: for good). */

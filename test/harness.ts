@@ -195,7 +195,13 @@ export async function until(
 export async function sdkClient(
   t: TestChorus,
   userId: string,
-  options: { transport?: 'tcp' | 'ws'; positions?: PositionStore; clientId?: string; sendTimeoutMs?: number } = {},
+  options: {
+    transport?: 'tcp' | 'ws';
+    positions?: PositionStore;
+    clientId?: string;
+    sendTimeoutMs?: number;
+    protocolVersion?: 4 | 5;
+  } = {},
 ): Promise<ChorusClient> {
   return ChorusClient.connect({
     mqttUrl: options.transport === 'ws' ? t.chorus.urls.ws : t.chorus.urls.mqtt,
@@ -205,6 +211,7 @@ export async function sdkClient(
     ...(options.positions ? { positions: options.positions } : {}),
     ...(options.clientId ? { clientId: options.clientId } : {}),
     ...(options.sendTimeoutMs ? { sendTimeoutMs: options.sendTimeoutMs } : {}),
+    ...(options.protocolVersion ? { protocolVersion: options.protocolVersion } : {}),
     mqttOptions: { reconnectPeriod: 200 },
   });
 }

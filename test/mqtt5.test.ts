@@ -5,8 +5,7 @@ import { promisify } from 'node:util';
 import mqtt, { type IClientOptions, type MqttClient, type Packet } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pubackReasonCode } from '../broker/reason-codes.js';
-import { ChorusClient } from '../clients/chorus-client.js';
-import { collect, metric, TestChorus, until } from './harness.js';
+import { collect, metric, sdkClient, TestChorus, until } from './harness.js';
 
 const run = promisify(execFile);
 
@@ -299,13 +298,8 @@ describe('MQTT 5 beside MQTT 3.1.1', () => {
   it('has the SDK speak MQTT 5 by default and read its seq from the PUBACK (3.1.1 as an option, from the ack event)', async () => {
     const groupId = await t.group('alice');
     for (const protocolVersion of [5, 4] as const) {
-      const alice = await ChorusClient.connect({
-        mqttUrl: t.chorus.urls.mqtt,
-        apiUrl: t.chorus.urls.http,
-        userId: 'alice',
-        token: await t.token('alice'),
-        ...(protocolVersion === 4 ? { protocolVersion } : {}),
-      });
+      // MQTT 5 by default: the option is given only for 3.1.1.
+      const alice = await sdkClient(t, 'alice', protocolVersion === 4 ? { protocolVersion } : {});
       const events: string[] = [];
       alice.on('event', (event) => events.push(event.type));
       const first = await alice.send(groupId, {
