@@ -123,6 +123,13 @@ export const ConfigSchema = Type.Object(
       default: 1000,
       description: 'QoS 1 messages kept per offline persistent session; older ones are in the history API',
     }),
+    drainMs: Type.Integer({
+      minimum: 0,
+      maximum: 8000,
+      default: 2000,
+      description:
+        'on SIGTERM, how long /readyz answers 503 (load balancers stop sending new clients) before connections close',
+    }),
     maxSessionExpirySeconds: Type.Integer({
       minimum: 0,
       maximum: 31_536_000,

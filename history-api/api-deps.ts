@@ -32,6 +32,8 @@ export interface ApiDeps {
   push: { store: PushStore; vapidPublicKey: string };
   /** Served at /metrics when given. */
   metrics?: Registry;
+  /** False once the node drains before shutting down: /readyz turns 503 so that load balancers send no one new. */
+  isReady: () => boolean;
   logger: Logger;
 }
 

@@ -131,6 +131,10 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   });
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { schema: { hide: true } }, async () => {
+    if (!deps.isReady()) throw new ChorusError('DRAINING');
+    return { status: 'ready' };
+  });
   await app.register(webRoutes, deps);
   const registry = deps.metrics;
   if (registry) {

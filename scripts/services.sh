@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Redis and Apache Cassandra on loopback, for the cluster tier's tests and benchmark.
 #
-#   scripts/services.sh install   Debian's redis-server; Cassandra 5.0 jars from Maven Central (scripts/cassandra/pom.xml)
+#   scripts/services.sh install   Debian's redis-server, redis-sentinel and haproxy; Cassandra 5.0 jars from Maven Central (scripts/cassandra/pom.xml)
 #   scripts/services.sh start [redis|cassandra]   start both, or one (if not running), and wait until they answer
 #   scripts/services.sh stop [redis|cassandra]    stop both, or one
 #   scripts/services.sh status    say what answers
@@ -31,9 +31,14 @@ wait_for() { # name port seconds
 }
 
 install() {
-  if ! command -v redis-server >/dev/null; then
+  # Debian's packages: Redis and its Sentinel, and HAProxy for the load-balancer tests.
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
+  command -v haproxy >/dev/null || missing+=(haproxy)
+  if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
   command -v java >/dev/null || { echo "java (JDK 17) is required for Cassandra" >&2; exit 1; }
   if [ ! -f "$cassandra_lib/.complete" ]; then

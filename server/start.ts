@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createServer, type Server } from 'node:http';
 import { pino, type Logger } from 'pino';
 import { FailedAuthThrottle } from '../auth/failed-auth-throttle.js';
@@ -16,6 +17,7 @@ import { Groups } from '../groups/groups.js';
 import { ReadReceipts } from '../groups/read-receipts.js';
 import { buildApi } from '../history-api/app.js';
 import { answerClientError } from '../history-api/client-errors.js';
+import { errorCatalog } from '../protocol/index.js';
 import { Notifier } from '../push/notifier.js';
 import { PushSender } from '../push/push-sender.js';
 import { vapidKeys } from '../push/vapid.js';
@@ -51,8 +53,11 @@ export interface ChorusBackends {
   messageLog?: MessageLog;
 }
 
-/** Liveness and metrics for nodes without the REST API (role broker): the same port carries MQTT over WebSocket. */
-function healthServer(metrics: ChorusMetrics): Server {
+/**
+ * Liveness, readiness and metrics for nodes without the REST API (role broker): the same port carries MQTT over
+ * WebSocket.
+ */
+function healthServer(metrics: ChorusMetrics, isReady: () => boolean): Server {
   const server = createServer((req, res) => {
     if (req.url === '/metrics') {
       void metrics.registry
@@ -60,9 +65,16 @@ function healthServer(metrics: ChorusMetrics): Server {
         .then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text));
       return;
     }
-    const ok = req.url === '/healthz';
-    res.writeHead(ok ? 200 : 404, { 'content-type': 'application/json' });
-    res.end(JSON.stringify(ok ? { status: 'ok' } : { code: 'NOT_FOUND', message: 'no such resource' }));
+    const [status, body] =
+      req.url === '/healthz'
+        ? [200, { status: 'ok' }]
+        : req.url !== '/readyz'
+          ? [404, { code: 'NOT_FOUND', message: errorCatalog.NOT_FOUND.message }]
+          : isReady()
+            ? [200, { status: 'ready' }]
+            : [503, { code: 'DRAINING', message: errorCatalog.DRAINING.message }];
+    res.writeHead(status, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(body));
   });
   server.on('clientError', answerClientError);
   return server;
@@ -207,6 +219,8 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     pushDropped: () => notifier.dropped + sender.droppedCount,
   });
 
+  /** Set when the node starts to close: /readyz answers 503 from then on. */
+  let draining = false;
   const servesApi = config.role !== 'broker';
   const servesMqtt = config.role !== 'api';
   const api = servesApi
@@ -224,10 +238,11 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
         presence: backends.presence,
         push: { store: backends.pushStore, vapidPublicKey },
         metrics: metrics.registry,
+        isReady: () => !draining,
         logger: logger.child({ component: 'api' }),
       })
     : null;
-  const http = api ? api.server : healthServer(metrics);
+  const http = api ? api.server : healthServer(metrics, () => !draining);
   if (servesMqtt) broker.attachWebSocket(http, config.wsPath);
   const mqttPort = servesMqtt ? await broker.listenTcp(config.host, config.mqttPort) : 0;
   // The HTTP port carries MQTT over WebSocket too: the same deep accept queue as the TCP listener, for reconnect storms.
@@ -265,6 +280,10 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
         steps[name] = Math.round(performance.now() - started);
         logger.info({ step: name, ms: steps[name] }, 'closing');
       };
+      // Not ready first, while everything still serves: load balancers see /readyz fail and send new clients elsewhere
+      // before this node's connections close (and reconnect to the others).
+      draining = true;
+      if (config.drainMs > 0) await step('drainMs', () => sleep(config.drainMs));
       await step('sendsInFlightMs', () => sequencer.drain(5000));
       await pruner?.stop();
       notifier.close();

@@ -55,6 +55,7 @@ describe('REST API (app.inject)', () => {
       search: new SearchByScan(log, 10_000),
       presence: new PresenceLocal(),
       push: { store: pushStore, vapidPublicKey: 'unused-here' },
+      isReady: () => true,
       logger: pino({ level: 'silent' }),
     });
   });

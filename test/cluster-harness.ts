@@ -106,6 +106,8 @@ export class Cluster {
       CHORUS_DATA_DIR: tempDir(),
       // Debug: a failing test prints each node's last lines, which then say why (a live event not told, a client error).
       CHORUS_LOG_LEVEL: 'debug',
+      // No drain before closing unless a test asks for one (behind a load balancer): a restart is a restart at once.
+      CHORUS_DRAIN_MS: '0',
       ...this.settings,
     };
     const node = new ClusterNode(name, role, mqttPort, httpPort, env);

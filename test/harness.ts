@@ -83,7 +83,7 @@ export class TestChorus {
   static async start(overrides: Partial<ChorusConfig> = {}, backends: ChorusBackends = {}): Promise<TestChorus> {
     const config = loadConfig(
       {},
-      { host: '127.0.0.1', mqttPort: 0, httpPort: 0, dataDir: tempDir(), logLevel: 'silent', ...overrides },
+      { host: '127.0.0.1', mqttPort: 0, httpPort: 0, dataDir: tempDir(), logLevel: 'silent', drainMs: 0, ...overrides },
     );
     return new TestChorus(await startChorus(config, { logger: pino({ level: config.logLevel }), ...backends }), config);
   }
@@ -285,6 +285,7 @@ export async function serveProcess(children: ChildProcess[]) {
     CHORUS_LOG_LEVEL: 'warn',
     // Thousands of its clients connect at once, all from loopback: one address, so no per-address cap before login.
     CHORUS_MAX_UNAUTHENTICATED_PER_ADDRESS: '1000000',
+    CHORUS_DRAIN_MS: '0', // nothing balances load in front of it
   };
   const start = async () => {
     const child = spawn(process.execPath, [CLI, 'serve'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
