@@ -9,13 +9,50 @@ export interface CassandraOptions {
   replication: string;
 }
 
-/** How long a request may take before the driver gives up on it; a write still in flight lands within this. */
+/** How long a read may take before the driver gives up on it (a page of history is the largest). */
 export const REQUEST_TIMEOUT_MS = 3_000;
+/** How long one attempt at a write may take before the driver gives up on it. */
+const WRITE_TIMEOUT_MS = 800;
+/**
+ * A statement whose coordinator has not answered in this long is sent to a second one as well (speculative
+ * execution), when sending it twice is harmless: a paused or overloaded Cassandra node then costs this much, not a
+ * timeout. Lightweight transactions and counter updates are never sent twice.
+ */
+const SPECULATE_AFTER_MS = 200;
+/**
+ * A write sent at t has landed by t + this, or never will: its attempts start by t + SPECULATE_AFTER_MS, each is given
+ * up after WRITE_TIMEOUT_MS, none is retried after a timeout, and Cassandra's own write_request_timeout must be no
+ * longer (scripts/cassandra/cassandra.yaml.in sets it; so must a production cluster). A writer taking over a group
+ * waits this out past the old writer's lease.
+ */
+export const WRITE_LANDS_WITHIN_MS = SPECULATE_AFTER_MS + WRITE_TIMEOUT_MS;
+
+/** Lightweight transactions (IF ...) and counter updates (x = x + ?): their repetition is not harmless. */
+const NOT_REPEATABLE = /\bIF\b|\b(\w+)\s*=\s*\1\s*[-+]/i;
+const isIdempotent = (query: string) => !NOT_REPEATABLE.test(query);
+const isRead = (query: string) => /^\s*SELECT\b/i.test(query);
+
+/**
+ * After a client-side timeout, a request is not sent again elsewhere (the driver's default): that retry could land
+ * past WRITE_LANDS_WITHIN_MS, and speculative execution already covered a slow node. A request whose connection
+ * broke (the node stopped) is sent to the next node when it is idempotent.
+ */
+class BoundedRetryPolicy extends cassandra.policies.retry.RetryPolicy {
+  override onRequestError(
+    info: cassandra.policies.retry.OperationInfo,
+    consistency: cassandra.types.consistencies,
+    err: Error,
+  ): cassandra.policies.retry.DecisionInfo {
+    if (err.name === 'OperationTimedOutError' || !info.executionOptions.isIdempotent()) return this.rethrowResult();
+    return super.onRequestError(info, consistency, err);
+  }
+}
 
 /**
  * One Cassandra session per process, shared by the message log and the group store. It creates the keyspace if it is
- * missing (idempotent), reconnects every second while Cassandra is away, and gives up on a request after 3 s, so a
- * missing Cassandra shows as STORE_UNAVAILABLE rather than as a hang.
+ * missing (idempotent), reconnects every second while Cassandra is away, and gives up on a read after 3 s and on a
+ * write after WRITE_LANDS_WITHIN_MS, so a missing Cassandra shows as STORE_UNAVAILABLE rather than as a hang. With
+ * replicas (replication factor 3, LOCAL_QUORUM) one node stopped or paused costs at most SPECULATE_AFTER_MS a request.
  */
 export class CassandraSession {
   readonly client: cassandra.Client;
@@ -42,7 +79,14 @@ export class CassandraSession {
       localDataCenter: options.localDataCenter,
       keyspace: options.keyspace,
       socketOptions: { readTimeout: REQUEST_TIMEOUT_MS, connectTimeout: 2_000 },
-      policies: { reconnection: new cassandra.policies.reconnection.ConstantReconnectionPolicy(1_000) },
+      policies: {
+        reconnection: new cassandra.policies.reconnection.ConstantReconnectionPolicy(1_000),
+        retry: new BoundedRetryPolicy(),
+        speculativeExecution: new cassandra.policies.speculativeExecution.ConstantSpeculativeExecutionPolicy(
+          SPECULATE_AFTER_MS,
+          1,
+        ),
+      },
       pooling: { warmup: true },
     });
     await client.connect();
@@ -60,6 +104,8 @@ export class CassandraSession {
         prepare: true,
         consistency: this.consistency,
         serialConsistency: this.serialConsistency,
+        isIdempotent: isIdempotent(query),
+        readTimeout: isRead(query) ? REQUEST_TIMEOUT_MS : WRITE_TIMEOUT_MS,
       });
     } catch (err) {
       throw unavailable(err);
@@ -69,7 +115,12 @@ export class CassandraSession {
   /** A read that sees every committed lightweight transaction on the row (and completes one left in flight). */
   async readSerial(query: string, params: unknown[] = []): Promise<cassandra.types.ResultSet> {
     try {
-      return await this.client.execute(query, params, { prepare: true, consistency: this.serialConsistency });
+      // Idempotent: a serial read only completes what is in flight.
+      return await this.client.execute(query, params, {
+        prepare: true,
+        consistency: this.serialConsistency,
+        isIdempotent: true,
+      });
     } catch (err) {
       throw unavailable(err);
     }
@@ -82,6 +133,8 @@ export class CassandraSession {
         logged,
         consistency: this.consistency,
         serialConsistency: this.serialConsistency,
+        isIdempotent: queries.every(({ query }) => isIdempotent(query)),
+        readTimeout: WRITE_TIMEOUT_MS,
       });
     } catch (err) {
       throw unavailable(err);

@@ -36,7 +36,24 @@ export const ConfigSchema = Type.Object(
       description: 'sqlite: one process, embedded; cassandra: many processes sharing Redis and Cassandra',
     }),
     nodeId: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$', description: 'defaults to hostname-pid' })),
-    redisUrl: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'required with store cassandra' })),
+    redisUrl: Type.Optional(
+      Type.String({
+        pattern: '^rediss?://',
+        description: 'store cassandra: the Redis to share (or redisSentinels); with Sentinels, its password and db',
+      }),
+    ),
+    redisSentinels: Type.Optional(
+      Type.String({
+        pattern: '^[A-Za-z0-9_.-]+:[0-9]{1,5}(,[A-Za-z0-9_.-]+:[0-9]{1,5})*$',
+        description:
+          'store cassandra: comma-separated host:port of Redis Sentinels, asked for the primary of redisSentinelName (then redisUrl is optional)',
+      }),
+    ),
+    redisSentinelName: Type.String({
+      default: 'chorus',
+      pattern: '^[A-Za-z0-9_.-]{1,64}$',
+      description: 'the master name the Sentinels monitor',
+    }),
     cassandraContactPoints: Type.String({
       default: '127.0.0.1:9042',
       minLength: 1,
@@ -291,8 +308,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     problems.push(`${label}: ${error.message}${error.path && key ? `, got ${JSON.stringify(error.value)}` : ''}`);
   }
   const config = candidate as ChorusConfig;
-  if (config.store === 'cassandra' && !config.redisUrl)
-    problems.push('redisUrl (CHORUS_REDIS_URL): required with store cassandra');
+  if (config.store === 'cassandra' && !config.redisUrl && !config.redisSentinels)
+    problems.push(
+      'redisUrl (CHORUS_REDIS_URL) or redisSentinels (CHORUS_REDIS_SENTINELS): required with store cassandra',
+    );
   if (config.role !== 'all' && config.store !== 'cassandra') {
     problems.push(
       `role ${config.role}: needs store cassandra (nodes share Redis and Cassandra); the embedded store serves role all only`,

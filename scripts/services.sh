@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Redis and Apache Cassandra on loopback, for the cluster tier's tests and benchmark.
+# Redis and Apache Cassandra on loopback, for the cluster tier's tests, chaos run and benchmark.
 #
-#   scripts/services.sh install   Debian's redis-server, redis-sentinel and haproxy; Cassandra 5.0 jars from Maven Central (scripts/cassandra/pom.xml)
-#   scripts/services.sh start [redis|cassandra]   start both, or one (if not running), and wait until they answer
-#   scripts/services.sh stop [redis|cassandra]    stop both, or one
+#   scripts/services.sh install   Debian's redis-server, redis-sentinel and haproxy; Cassandra 5.0 jars from Maven
+#                                 Central (scripts/cassandra/pom.xml)
+#   scripts/services.sh start [SERVICE]   start it (if not running) and wait until it answers; no SERVICE: redis and
+#                                         cassandra, the quick default
+#   scripts/services.sh stop [SERVICE|all]
 #   scripts/services.sh status    say what answers
 #
-# Ports: CHORUS_TEST_REDIS_PORT (6399), CHORUS_TEST_CASSANDRA_PORT (9142); state lives in .services/ (git-ignored).
+# SERVICE: redis (one Redis, 127.0.0.1:6399), cassandra (one node, 127.0.0.1:9142), ring (three Cassandra nodes on
+# 127.0.0.2-4:9142, for replication factor 3), sentinel (Redis primary 6400 and replica 6401, Sentinels 26400-26402,
+# master name "chorus"). Ports: CHORUS_TEST_REDIS_PORT, CHORUS_TEST_CASSANDRA_PORT; state lives in .services/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 state="$root/.services"
@@ -15,19 +19,23 @@ cassandra_port=${CHORUS_TEST_CASSANDRA_PORT:-9142}
 cassandra_storage_port=${CHORUS_TEST_CASSANDRA_STORAGE_PORT:-7100}
 cassandra_lib="$state/cassandra/lib"
 cassandra_heap=${CHORUS_TEST_CASSANDRA_HEAP:-1G}
+ring_heap=${CHORUS_TEST_CASSANDRA_RING_HEAP:-512M}
+sentinel_redis_ports=(6400 6401)
+sentinel_ports=(26400 26401 26402)
+sentinel_name=chorus
 
-answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+answers() { (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null; }
 
-wait_for() { # name port seconds
+wait_for() { # name port seconds [address]
   local deadline=$((SECONDS + $3))
-  until answers "$2"; do
+  until answers "$2" "${4:-127.0.0.1}"; do
     if [ $SECONDS -ge $deadline ]; then
-      echo "$1 did not answer on port $2 within $3 s" >&2
+      echo "$1 did not answer on ${4:-127.0.0.1}:$2 within $3 s" >&2
       return 1
     fi
     sleep 1
   done
-  echo "$1 answers on 127.0.0.1:$2"
+  echo "$1 answers on ${4:-127.0.0.1}:$2"
 }
 
 install() {
@@ -59,24 +67,94 @@ start_redis() {
   wait_for redis "$redis_port" 30
 }
 
-start_cassandra() {
-  answers "$cassandra_port" && { echo "cassandra already answers on $cassandra_port"; return; }
-  local dir="$state/cassandra"
+cassandra_node() { # dir address seeds token cluster heap
+  local dir=$1
   mkdir -p "$dir/conf" "$dir/logs"
   sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$cassandra_port|g" -e "s|@STORAGE_PORT@|$cassandra_storage_port|g" \
+    -e "s|@ADDRESS@|$2|g" -e "s|@SEEDS@|$3|g" -e "s|@TOKEN@|$4|g" -e "s|@CLUSTER@|$5|g" \
     "$root/scripts/cassandra/cassandra.yaml.in" > "$dir/conf/cassandra.yaml"
   local options
   options=$(grep '^-' "$root/scripts/cassandra/jvm17-server.options")
   # shellcheck disable=SC2086
-  nohup java $options -Xms"$cassandra_heap" -Xmx"$cassandra_heap" \
+  nohup java $options -Xms"$6" -Xmx"$6" \
     -Dcassandra.config="file://$dir/conf/cassandra.yaml" \
     -Dcassandra.storagedir="$dir" -Dcassandra.logdir="$dir/logs" \
     -Dlogback.configurationFile="$root/scripts/cassandra/logback.xml" \
     -Dcassandra-foreground=yes -Dcassandra.jmx.local.port=0 -Dcassandra.skip_wait_for_gossip_to_settle=0 \
+    -Dcassandra.ring_delay_ms=1000 \
     -cp "$cassandra_lib/*" org.apache.cassandra.service.CassandraDaemon \
     > "$dir/logs/stdout.log" 2>&1 &
   echo $! > "$dir/cassandra.pid"
+}
+
+start_cassandra() {
+  answers "$cassandra_port" && { echo "cassandra already answers on $cassandra_port"; return; }
+  local dir="$state/cassandra"
+  cassandra_node "$dir" 127.0.0.1 "127.0.0.1:$cassandra_storage_port" -9223372036854775808 chorus-local \
+    "$cassandra_heap"
   wait_for cassandra "$cassandra_port" 240 || { tail -40 "$dir/logs/system.log" "$dir/logs/stdout.log" >&2; return 1; }
+}
+
+# The ring: three nodes with a token each, on addresses of their own (as ccm does), the same ports as the single node.
+ring_addresses=(127.0.0.2 127.0.0.3 127.0.0.4)
+ring_tokens=(-9223372036854775808 -3074457345618258603 3074457345618258602)
+
+start_ring() {
+  local seeds="${ring_addresses[0]}:$cassandra_storage_port,${ring_addresses[1]}:$cassandra_storage_port"
+  local started=()
+  for i in 0 1 2; do
+    local address=${ring_addresses[$i]}
+    answers "$cassandra_port" "$address" && continue
+    cassandra_node "$state/cassandra-ring/node$((i + 1))" "$address" "$seeds" "${ring_tokens[$i]}" chorus-ring \
+      "$ring_heap"
+    started+=("$i")
+  done
+  for i in "${started[@]}"; do
+    local dir="$state/cassandra-ring/node$((i + 1))"
+    wait_for "cassandra ring node $((i + 1))" "$cassandra_port" 300 "${ring_addresses[$i]}" ||
+      { tail -40 "$dir/logs/system.log" "$dir/logs/stdout.log" >&2; return 1; }
+  done
+}
+
+# Redis with Sentinel: a primary, a replica and three Sentinels that agree (quorum 2) on a failover after 1 s of silence.
+start_sentinel() {
+  local dir="$state/sentinel"
+  mkdir -p "$dir"
+  local port
+  for port in "${sentinel_redis_ports[@]}"; do
+    answers "$port" && continue
+    local replica_of=()
+    [ "$port" != "${sentinel_redis_ports[0]}" ] && replica_of=(--replicaof 127.0.0.1 "${sentinel_redis_ports[0]}")
+    redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize yes "${replica_of[@]}" \
+      --dir "$dir" --dbfilename "dump-$port.rdb" --pidfile "$dir/redis-$port.pid" --logfile "$dir/redis-$port.log"
+    wait_for "redis $port" "$port" 30
+  done
+  for port in "${sentinel_ports[@]}"; do
+    answers "$port" && continue
+    # Sentinel rewrites its file as it learns the topology: a fresh one per start.
+    cat > "$dir/sentinel-$port.conf" <<CONF
+bind 127.0.0.1
+port $port
+daemonize yes
+pidfile $dir/sentinel-$port.pid
+logfile $dir/sentinel-$port.log
+dir $dir
+sentinel monitor $sentinel_name 127.0.0.1 ${sentinel_redis_ports[0]} 2
+sentinel down-after-milliseconds $sentinel_name 1000
+sentinel failover-timeout $sentinel_name 5000
+sentinel parallel-syncs $sentinel_name 1
+CONF
+    redis-sentinel "$dir/sentinel-$port.conf"
+    wait_for "sentinel $port" "$port" 30
+  done
+}
+
+stop_sentinel() {
+  local port
+  for port in "${sentinel_ports[@]}" "${sentinel_redis_ports[@]}"; do
+    stop_one "$state/sentinel/sentinel-$port.pid"
+    stop_one "$state/sentinel/redis-$port.pid"
+  done
 }
 
 stop_one() { # pidfile
@@ -89,19 +167,43 @@ stop_one() { # pidfile
   rm -f "$1"
 }
 
+stop_ring() {
+  local i
+  for i in 1 2 3; do stop_one "$state/cassandra-ring/node$i/cassandra.pid" & done
+  wait
+}
+
+what=${2:-}
 case "${1:-}" in
   install) install ;;
   start)
     install
-    [ "${2:-redis}" = redis ] && start_redis
-    [ "${2:-cassandra}" = cassandra ] && start_cassandra
-    true ;;
+    case "$what" in
+      '') start_redis; start_cassandra ;;
+      redis) start_redis ;;
+      cassandra) start_cassandra ;;
+      ring) start_ring ;;
+      sentinel) start_sentinel ;;
+      *) echo "unknown service: $what" >&2; exit 2 ;;
+    esac ;;
   stop)
-    [ "${2:-cassandra}" = cassandra ] && stop_one "$state/cassandra/cassandra.pid"
-    [ "${2:-redis}" = redis ] && stop_one "$state/redis/redis.pid"
-    true ;;
+    case "$what" in
+      '') stop_one "$state/cassandra/cassandra.pid"; stop_one "$state/redis/redis.pid" ;;
+      redis) stop_one "$state/redis/redis.pid" ;;
+      cassandra) stop_one "$state/cassandra/cassandra.pid" ;;
+      ring) stop_ring ;;
+      sentinel) stop_sentinel ;;
+      all) stop_ring; stop_sentinel; stop_one "$state/cassandra/cassandra.pid"; stop_one "$state/redis/redis.pid" ;;
+      *) echo "unknown service: $what" >&2; exit 2 ;;
+    esac ;;
   status)
     answers "$redis_port" && echo "redis: up ($redis_port)" || echo "redis: down"
-    answers "$cassandra_port" && echo "cassandra: up ($cassandra_port)" || echo "cassandra: down" ;;
-  *) sed -n '2,10p' "$0"; exit 2 ;;
+    answers "$cassandra_port" && echo "cassandra: up ($cassandra_port)" || echo "cassandra: down"
+    for address in "${ring_addresses[@]}"; do
+      answers "$cassandra_port" "$address" && echo "ring $address: up" || echo "ring $address: down"
+    done
+    for port in "${sentinel_redis_ports[@]}" "${sentinel_ports[@]}"; do
+      answers "$port" && echo "sentinel set $port: up" || echo "sentinel set $port: down"
+    done ;;
+  *) sed -n '2,14p' "$0"; exit 2 ;;
 esac

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ChorusError } from '../protocol/index.js';
-import { REQUEST_TIMEOUT_MS, type CassandraSession } from '../cassandra/session.js';
+import { WRITE_LANDS_WITHIN_MS, type CassandraSession } from '../cassandra/session.js';
 import type { GroupWriter, GroupWriters } from './group-writers.js';
 
 export interface GroupWritersTiming {
@@ -15,10 +15,15 @@ export interface GroupWritersTiming {
   idleMs: number;
 }
 
+/**
+ * A killed writer's groups wait at most leaseMs + clockSkewMs + WRITE_LANDS_WITHIN_MS (2.75 s) for their next writer.
+ * The lease outlives two renewals that each take up to 500 ms, so a slow Cassandra node does not cost a writer its
+ * groups. NTP keeps clocks within milliseconds; clockSkewMs allows far worse.
+ */
 export const DEFAULT_TIMING: GroupWritersTiming = {
-  leaseMs: 4_000,
-  renewMs: 1_000,
-  clockSkewMs: 1_000,
+  leaseMs: 1_500,
+  renewMs: 500,
+  clockSkewMs: 250,
   idleMs: 60_000,
 };
 
@@ -154,7 +159,7 @@ export class GroupWritersCassandra implements GroupWriters {
       const holder = row.get('node_id') as string | null;
       let landedBy = 0; // wall clock after which the previous writer's writes can no longer land
       if (holder === this.nodeId) {
-        landedBy = this.lapsedAtWall + REQUEST_TIMEOUT_MS; // our own hold lapsed earlier
+        landedBy = this.lapsedAtWall + WRITE_LANDS_WITHIN_MS; // our own hold lapsed earlier
       } else if (holder !== null) {
         const lease = (
           await this.db.execute('SELECT lease_until FROM writer_nodes WHERE node_id = ?', [holder])
@@ -164,7 +169,7 @@ export class GroupWritersCassandra implements GroupWriters {
           this.rememberRemote(groupId, holder, leaseUntil);
           return { here: false, nodeId: holder };
         }
-        landedBy = leaseUntil + this.timing.clockSkewMs + REQUEST_TIMEOUT_MS;
+        landedBy = leaseUntil + this.timing.clockSkewMs + WRITE_LANDS_WITHIN_MS;
       }
       const taken = await this.db.execute(
         'UPDATE group_writers SET node_id = ?, epoch = ? WHERE group_id = ? IF epoch = ?',
@@ -202,10 +207,10 @@ export class GroupWritersCassandra implements GroupWriters {
   private async release(holds: [string, Hold][]): Promise<void> {
     if (holds.length === 0) return;
     for (const [groupId] of holds) this.held.delete(groupId);
-    // No write to them is sent from here on, and one sent at t lands by t + REQUEST_TIMEOUT_MS (as a takeover assumes):
+    // No write to them is sent from here on, and one sent at t lands by t + WRITE_LANDS_WITHIN_MS (as a takeover assumes):
     // only the newest needs waiting out. `lastUsed` is when a write last checked its hold, so never before its send.
     const lastSent = Math.max(...holds.map(([, hold]) => hold.lastUsed));
-    await sleep(Math.max(0, lastSent + REQUEST_TIMEOUT_MS - performance.now()));
+    await sleep(Math.max(0, lastSent + WRITE_LANDS_WITHIN_MS - performance.now()));
     for (let i = 0; i < holds.length; i += RELEASE_CONCURRENCY) {
       await Promise.all(
         holds.slice(i, i + RELEASE_CONCURRENCY).map(

@@ -8,7 +8,7 @@ import {
   type ReactionCount,
   type StampedMessage,
 } from '../protocol/index.js';
-import { REQUEST_TIMEOUT_MS, type CassandraSession } from '../cassandra/session.js';
+import { WRITE_LANDS_WITHIN_MS, type CassandraSession } from '../cassandra/session.js';
 import {
   countReactions,
   toStampedMessage,
@@ -298,8 +298,8 @@ export class MessageLogCassandra implements MessageLog {
       } catch (err) {
         // Some of it may have landed, or land still: the next stamp reads the log again once nothing more can.
         if (this.heads.get(groupId) === head) this.heads.delete(groupId);
-        this.settlingUntil.set(groupId, performance.now() + REQUEST_TIMEOUT_MS);
-        setTimeout(() => this.settlingUntil.delete(groupId), REQUEST_TIMEOUT_MS).unref();
+        this.settlingUntil.set(groupId, performance.now() + WRITE_LANDS_WITHIN_MS);
+        setTimeout(() => this.settlingUntil.delete(groupId), WRITE_LANDS_WITHIN_MS).unref();
         written.reject(err);
         throw err;
       }

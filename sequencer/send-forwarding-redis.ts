@@ -29,7 +29,7 @@ const channelOf = (nodeId: string) => `chorus:sends:${nodeId}`;
 export class SendForwardingRedis implements SendForwarding {
   private readonly waiting = new Map<
     string,
-    { resolve: (r: SendResult) => void; reject: (e: unknown) => void; timer: NodeJS.Timeout }
+    { to: string; resolve: (r: SendResult) => void; reject: (e: unknown) => void; timer: NodeJS.Timeout }
   >();
   private readonly outbox = new Map<string, Envelope>();
   private flushScheduled = false;
@@ -72,7 +72,7 @@ export class SendForwardingRedis implements SendForwarding {
           ),
         );
       }, this.options.timeoutMs);
-      this.waiting.set(id, { resolve, reject, timer });
+      this.waiting.set(id, { to: nodeId, resolve, reject, timer });
       this.post(nodeId, 'requests', { id, from: this.nodeId, ...send });
     });
   }
@@ -89,8 +89,12 @@ export class SendForwardingRedis implements SendForwarding {
         const requests = batch.requests ?? [];
         this.publisher.publish(channelOf(to), JSON.stringify(batch)).then(
           (listeners) => {
-            // Nobody listens on that node's channel: it is gone, and its groups are about to move.
-            if (listeners === 0) for (const { id } of requests) this.settle({ id, moved: true });
+            // Nobody listens on that node's channel: it is gone, and its groups are about to move. So are the sends
+            // it took before it went and never answered: they are sent again to the new writer (which finds any it
+            // stored by clientMsgId) instead of waiting out the timeout.
+            if (listeners === 0) {
+              for (const [id, waiting] of this.waiting) if (waiting.to === to) this.settle({ id, moved: true });
+            }
           },
           (err: unknown) => {
             // Redis away: requests fail now; answers are lost, and their requests time out at the other node.

@@ -7,10 +7,13 @@ import type { SendPath, SendResult, Sequencer } from './sequencer.js';
 
 /**
  * How long a send keeps looking for its group's writer while the writer moves (a dead writer's groups are taken over
- * within a lease and a wait, about 9 s) before it is refused as unavailable.
+ * within a lease and a wait, under 3 s) before it is refused as unavailable.
  */
 const MAX_REROUTE_MS = 30_000;
+/** While Cassandra is away. */
 const MAX_BACKOFF_MS = 1000;
+/** While a writer moves: the new one is asked for often, so that its groups' sends go on soon after it takes them. */
+const MAX_REROUTE_BACKOFF_MS = 200;
 
 const isUnavailable = (err: unknown) => err instanceof ChorusError && err.code === 'STORE_UNAVAILABLE';
 
@@ -50,7 +53,7 @@ export class SendRouter implements SendPath {
             `group ${groupId} is changing writers; retry with the same clientMsgId`,
           );
         }
-        if (attempt > 0) await this.hold(() => sleep(backoffMs(attempt, MAX_BACKOFF_MS)));
+        if (attempt > 0) await this.hold(() => sleep(backoffMs(attempt, MAX_REROUTE_BACKOFF_MS)));
       }
     }
   }

@@ -98,6 +98,26 @@ export function embeddedBackends(config: ChorusConfig): Backends {
 }
 
 /**
+ * Where Redis is: the URL alone, or the Sentinels that name the current primary (then the URL, if any, gives the
+ * password and db). Either way a connection that finds itself on a replica (READONLY: a failover demoted its server)
+ * reconnects and sends the command again to whichever server is primary now.
+ */
+function redisLocation(config: ChorusConfig): RedisOptions {
+  const reconnectOnError = (err: Error) => (err.message.startsWith('READONLY') ? 2 : false);
+  if (!config.redisSentinels) return { reconnectOnError };
+  return {
+    sentinels: config.redisSentinels.split(',').map((hostPort) => {
+      const [host, port] = hostPort.split(':');
+      return { host: host!, port: Number(port) };
+    }),
+    name: config.redisSentinelName,
+    // Sentinels announce a failover (+switch-master): connections move at once instead of at their next error.
+    failoverDetector: true,
+    reconnectOnError,
+  };
+}
+
+/**
  * Many processes: Cassandra holds everything that matters (messages, dedup entries, groups, memberships, read
  * pointers, which node writes each group); Redis carries what must be shared and fast (sends forwarded to their
  * group's writer, MQTT sessions and in-flight QoS 1 packets, cross-node delivery, membership changes, presence), and
@@ -108,7 +128,6 @@ export async function clusterBackends(
   logger: Logger,
   onRedisError: () => void = () => {},
 ): Promise<Backends> {
-  const redisUrl = config.redisUrl!;
   // Every connection to Redis reports its errors here and reconnects by itself (ioredis retries for ever, and
   // resubscribes its pub/sub channels): a Redis that goes away ends no node. Logged once per outage, not per retry.
   let redisDown = false;
@@ -126,8 +145,13 @@ export async function clusterBackends(
   };
   // Auto-pipelining: the commands one tick issues leave in one write (a login or a fan-out issues several; ioredis keeps
   // their order, and leaves SUBSCRIBE and MULTI out of it).
+  const where = redisLocation(config);
   const connectRedis = (options: RedisOptions = {}) =>
-    watch(new Redis(redisUrl, { enableAutoPipelining: true, ...options }));
+    watch(
+      config.redisUrl
+        ? new Redis(config.redisUrl, { ...where, enableAutoPipelining: true, ...options })
+        : new Redis({ ...where, enableAutoPipelining: true, ...options }),
+    );
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}`;
   const db = await CassandraSession.connect({
     contactPoints: config.cassandraContactPoints.split(',').map((p) => p.trim()),

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CassandraSession } from '../cassandra/session.js';
-import { REQUEST_TIMEOUT_MS } from '../cassandra/session.js';
+import { WRITE_LANDS_WITHIN_MS } from '../cassandra/session.js';
 import { GroupWritersLocal, WriterMovedError } from '../sequencer/group-writers.js';
 import { GroupWritersCassandra, type GroupWritersTiming } from '../sequencer/group-writers-cassandra.js';
 import type { MessageDraft } from '../sequencer/message-log.js';
@@ -67,13 +67,13 @@ describe('GroupWritersCassandra (real Cassandra)', () => {
         const groupId = group();
         expect(await a.writerOf(groupId)).toEqual({ here: true, epoch: 1 });
         expect(a.holding(groupId)).toBe(1); // what a write checks just before it is sent
-        if (!writtenJustBefore) await sleep(REQUEST_TIMEOUT_MS);
+        if (!writtenJustBefore) await sleep(WRITE_LANDS_WITHIN_MS);
         const started = performance.now();
         await a.close();
         const closeMs = performance.now() - started;
         // Closing right after a write waits out its request timeout (it might still land); long after, it need not.
-        if (writtenJustBefore) expect(closeMs).toBeGreaterThanOrEqual(REQUEST_TIMEOUT_MS - 50);
-        else expect(closeMs).toBeLessThan(REQUEST_TIMEOUT_MS);
+        if (writtenJustBefore) expect(closeMs).toBeGreaterThanOrEqual(WRITE_LANDS_WITHIN_MS - 50);
+        else expect(closeMs).toBeLessThan(WRITE_LANDS_WITHIN_MS);
         expect(await b.writerOf(groupId)).toEqual({ here: true, epoch: 2 });
       } finally {
         await Promise.all([a.close(), b.close()]);
@@ -130,7 +130,7 @@ describe('GroupWritersCassandra (real Cassandra)', () => {
       })();
       expect(takenOver).toEqual({ here: true, epoch: 2 });
       // The last lease a wrote ended at most leaseMs after cutOffAt; b waited for it, the skew and a request's timeout.
-      expect(Date.now() - cutOffAt).toBeGreaterThanOrEqual(REQUEST_TIMEOUT_MS + timing.clockSkewMs);
+      expect(Date.now() - cutOffAt).toBeGreaterThanOrEqual(WRITE_LANDS_WITHIN_MS + timing.clockSkewMs);
 
       const logB = await MessageLogCassandra.open(shared, b, { retentionSeconds: () => 0 });
       const [outcomes] = await logB.append([{ groupId, drafts: [draft('u', 'm2'), draft('u', 'm3')] }]);
