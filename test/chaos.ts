@@ -1,18 +1,31 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { readFileSync } from 'node:fs';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Cluster, ClusterNode } from './cluster-harness.js';
+import { SENTINEL_PORTS } from './services.js';
 
+const execFileAsync = promisify(execFile);
 const SERVICES = new URL('../scripts/services.sh', import.meta.url).pathname;
-const CASSANDRA_PID = new URL('../.services/cassandra/cassandra.pid', import.meta.url).pathname;
+const STATE = new URL('../.services/', import.meta.url).pathname;
+const CASSANDRA_PID = `${STATE}cassandra/cassandra.pid`;
+/** The pid file of one node (0, 1, 2) of the Cassandra ring. */
+const ringPid = (node: number) => `${STATE}cassandra-ring/node${node + 1}/cassandra.pid`;
 
 /** One fault: what it does, for how long, and what undoes it. */
 export type Fault =
   | { kind: 'kill-node'; node: number; downMs: number }
+  /** Every Chorus node in turn: SIGTERM, down for downMs, started again (an upgrade). */
+  | { kind: 'rolling-restart'; downMs: number }
   | { kind: 'stop-redis'; downMs: number }
+  /** With Redis under Sentinel: its current primary SIGKILLed, and started again (as a replica) after downMs. */
+  | { kind: 'kill-redis-primary'; downMs: number }
   | { kind: 'stop-cassandra'; downMs: number }
-  | { kind: 'pause-cassandra'; downMs: number };
+  | { kind: 'pause-cassandra'; downMs: number }
+  /** Nodes (0, 1, 2) of the Cassandra ring stopped together; one paused (SIGSTOP). */
+  | { kind: 'stop-cassandra-nodes'; nodes: number[]; downMs: number }
+  | { kind: 'pause-cassandra-node'; node: number; downMs: number };
 
 export interface ChaosPlan {
   senders: number;
@@ -36,6 +49,8 @@ export interface FaultReport {
   recoveryMs: number;
   /** The longest time without any PUBACK from the fault's start until the load after it ended. */
   stallMs: number;
+  /** The same for each sender alone, the longest: how long the worst-placed client could not send. */
+  senderStallMs: number;
   /** Nodes that exited without being killed by the plan. */
   crashed: string[];
 }
@@ -63,7 +78,20 @@ export interface ChaosReport {
   deliveries: number;
 }
 
-const describeFault = (f: Fault) => (f.kind === 'kill-node' ? `SIGKILL node ${f.node + 1}, restart` : f.kind);
+function describeFault(f: Fault): string {
+  switch (f.kind) {
+    case 'kill-node':
+      return `SIGKILL node ${f.node + 1}, restart`;
+    case 'rolling-restart':
+      return 'rolling restart (SIGTERM each node, start it again)';
+    case 'stop-cassandra-nodes':
+      return `stop Cassandra node${f.nodes.length > 1 ? 's' : ''} ${f.nodes.map((n) => n + 1).join(' and ')} of 3`;
+    case 'pause-cassandra-node':
+      return `pause Cassandra node ${f.node + 1} of 3`;
+    default:
+      return f.kind;
+  }
+}
 
 /** A subscriber connection's stream: the seqs in arrival order, and when each arrived. */
 class Stream {
@@ -130,6 +158,8 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
   let lastAck = Date.now();
   let longestAckStall = 0;
   const ackTimes: number[] = [];
+  /** Each sender's own PUBACK times: a fault may stop some senders while others go on. */
+  const laneAckTimes: number[][] = senderIds.map(() => []);
   let sending = true;
   const senders = await Promise.all(senderIds.map((userId, i) => connect(userId, i + 1)));
   for (const client of senders) client.on('error', () => undefined);
@@ -146,6 +176,7 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
           longestAckStall = Math.max(longestAckStall, now - lastAck);
           lastAck = now;
           ackTimes.push(now);
+          laneAckTimes[s]!.push(now);
         },
         () => undefined,
       );
@@ -161,7 +192,7 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
     const others = nodes.filter((n) => n !== killed);
     const started = Date.now();
     begun.push({ at: started, fault: describeFault(fault) });
-    await inject(fault, killed);
+    await inject(fault, nodes, killed);
     const ended = Date.now();
     // Recovery is waited for (a killed writer's groups are taken over only after its lease, longer than quietMs), up
     // to recoveryLimitMs, so that the load after the fault is always a full quietMs of a working cluster.
@@ -169,12 +200,16 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
     while ((ackTimes.at(-1) ?? 0) < ended && Date.now() < recoveredBy) await sleep(100);
     await sleep(plan.quietMs);
     const recovered = ackTimes.find((t) => t >= ended);
-    const window = [started, ...ackTimes.filter((t) => t > started), Date.now()];
+    const longestGap = (times: number[]) => {
+      const window = [started, ...times.filter((t) => t > started), Date.now()];
+      return Math.max(...window.slice(1).map((t, i) => t - window[i]!));
+    };
     faults.push({
       fault: describeFault(fault),
       downMs: fault.downMs,
       recoveryMs: recovered === undefined ? Number.POSITIVE_INFINITY : recovered - ended,
-      stallMs: Math.max(...window.slice(1).map((t, i) => t - window[i]!)),
+      stallMs: longestGap(ackTimes),
+      senderStallMs: Math.max(...laneAckTimes.map(longestGap)),
       crashed: others.filter((n) => !n.child || n.child.exitCode !== null).map((n) => n.name),
     });
   }
@@ -234,33 +269,81 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
   };
 }
 
-async function inject(fault: Fault, node: ClusterNode | undefined): Promise<void> {
-  const services = (...args: string[]) => execFileSync('bash', [SERVICES, ...args], { stdio: 'ignore' });
+/** Stops a process by its pid file (SIGTERM, then SIGKILL after 30 s), and waits until it is gone. */
+async function stopByPidFile(path: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  const pid = Number(readFileSync(path, 'utf8'));
+  process.kill(pid, signal);
+  for (let waited = 0; ; waited += 100) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    if (waited >= 30_000) process.kill(pid, 'SIGKILL');
+    await sleep(100);
+  }
+}
+
+/** Pauses a process (SIGSTOP) for `ms`, then lets it go on. */
+async function pause(pidFile: string, ms: number): Promise<void> {
+  const pid = Number(readFileSync(pidFile, 'utf8'));
+  process.kill(pid, 'SIGSTOP');
+  try {
+    await sleep(ms);
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
+}
+
+async function inject(fault: Fault, nodes: ClusterNode[], killed: ClusterNode | undefined): Promise<void> {
+  // Asynchronous: the clients live in this process, and a blocked event loop would stall them, not the cluster.
+  const services = (...args: string[]) => execFileAsync('bash', [SERVICES, ...args]);
   switch (fault.kind) {
     case 'kill-node':
-      await node!.stop('SIGKILL');
+      await killed!.stop('SIGKILL');
       await sleep(fault.downMs);
-      await node!.start();
+      await killed!.start();
+      return;
+    case 'rolling-restart':
+      for (const node of nodes) {
+        await node.stop('SIGTERM');
+        await sleep(fault.downMs);
+        await node.start();
+      }
       return;
     case 'stop-redis':
-      services('stop', 'redis');
+      await services('stop', 'redis');
       await sleep(fault.downMs);
-      services('start', 'redis'); // empty: it keeps nothing on disk
+      await services('start', 'redis'); // empty: it keeps nothing on disk
       return;
-    case 'stop-cassandra':
-      services('stop', 'cassandra');
+    case 'kill-redis-primary': {
+      const { stdout } = await execFileAsync('redis-cli', [
+        '-p',
+        String(SENTINEL_PORTS[0]),
+        'SENTINEL',
+        'get-master-addr-by-name',
+        'chorus',
+      ]);
+      const primary = stdout.split('\n')[1];
+      await stopByPidFile(`${STATE}sentinel/redis-${primary}.pid`, 'SIGKILL');
       await sleep(fault.downMs);
-      services('start', 'cassandra');
+      await services('start', 'sentinel'); // empty; the Sentinels make it a replica of the new primary
       return;
-    case 'pause-cassandra': {
-      const pid = Number(readFileSync(CASSANDRA_PID, 'utf8'));
-      process.kill(pid, 'SIGSTOP');
-      try {
-        await sleep(fault.downMs);
-      } finally {
-        process.kill(pid, 'SIGCONT');
-      }
     }
+    case 'stop-cassandra':
+      await services('stop', 'cassandra');
+      await sleep(fault.downMs);
+      await services('start', 'cassandra');
+      return;
+    case 'pause-cassandra':
+      return pause(CASSANDRA_PID, fault.downMs);
+    case 'stop-cassandra-nodes':
+      await Promise.all(fault.nodes.map((n) => stopByPidFile(ringPid(n))));
+      await sleep(fault.downMs);
+      await services('start', 'ring'); // starts the nodes that are missing
+      return;
+    case 'pause-cassandra-node':
+      return pause(ringPid(fault.node), fault.downMs);
   }
 }
 
@@ -269,11 +352,11 @@ export function formatReport(report: ChaosReport): string {
   const seconds = (ms: number) => (Number.isFinite(ms) ? `${(ms / 1000).toFixed(1)} s` : 'never');
   const rows = report.faults.map(
     (f) =>
-      `| ${f.fault} | ${seconds(f.downMs)} | ${seconds(f.stallMs)} | ${seconds(f.recoveryMs)} | ${f.crashed.join(', ') || 'none'} |`,
+      `| ${f.fault} | ${seconds(f.downMs)} | ${seconds(f.stallMs)} | ${seconds(f.senderStallMs)} | ${seconds(f.recoveryMs)} | ${f.crashed.join(', ') || 'none'} |`,
   );
   return [
-    '| fault | down | longest time without a PUBACK | first PUBACK after it ended | other nodes that exited |',
-    '|---|---|---|---|---|',
+    '| fault | down | longest time without any PUBACK | longest one sender waited | first PUBACK after it ended | other nodes that exited |',
+    '|---|---|---|---|---|---|',
     ...rows,
     '',
     `sent ${report.sent}, acknowledged ${report.acked}, stored ${report.stored}; acknowledged but missing ${report.ackedMissing}; stored twice ${report.storedTwice}; seqs 1..${report.stored} contiguous: ${report.seqsContiguous}`,

@@ -4,7 +4,15 @@ import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestProject } from 'vitest/node';
-import { CASSANDRA_PORT, REDIS_PORT, dropKeyspaces } from './services.js';
+import {
+  CASSANDRA_PORT,
+  REDIS_PORT,
+  RING_ADDRESSES,
+  SENTINEL_PORTS,
+  SENTINEL_REDIS_PORTS,
+  dropKeyspaces,
+  ringContactPoints,
+} from './services.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -15,9 +23,9 @@ declare module 'vitest' {
 
 const services = join(dirname(fileURLToPath(import.meta.url)), '..', 'scripts', 'services.sh');
 
-const answers = (port: number): Promise<boolean> =>
+const answers = (port: number, host = '127.0.0.1'): Promise<boolean> =>
   new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
+    const socket = connect(port, host);
     socket.once('connect', () => {
       socket.destroy();
       resolve(true);
@@ -25,26 +33,36 @@ const answers = (port: number): Promise<boolean> =>
     socket.once('error', () => resolve(false));
   });
 
+/** Each service scripts/services.sh starts, and whether all of it answers. */
+const SERVICES: [string, () => Promise<boolean>][] = [
+  ['redis', () => answers(REDIS_PORT)],
+  ['cassandra', () => answers(CASSANDRA_PORT)],
+  // The replicated forms, for the high-availability tests: three Cassandra nodes, and Redis with Sentinel.
+  ['ring', async () => (await Promise.all(RING_ADDRESSES.map((a) => answers(CASSANDRA_PORT, a)))).every(Boolean)],
+  [
+    'sentinel',
+    async () => (await Promise.all([...SENTINEL_REDIS_PORTS, ...SENTINEL_PORTS].map((p) => answers(p)))).every(Boolean),
+  ],
+];
+
 /**
- * Before the whole run: the real Redis and Cassandra the cluster tests use. Whichever does not answer is started (and,
- * the first time, installed) by scripts/services.sh, and stopped again after the run; one that already answers is left
- * as it is. A server that cannot be started fails the run here.
+ * Before the whole run: the real Redis and Cassandra the cluster tests use, single and replicated. Whichever does not
+ * answer is started (and, the first time, installed) by scripts/services.sh, and stopped again after the run; one that
+ * already answers is left as it is. A server that cannot be started fails the run here.
  */
 export async function setup(project: TestProject): Promise<() => Promise<void>> {
   const runId = randomBytes(3).toString('hex');
   project.provide('runId', runId);
   const started: string[] = [];
-  for (const [name, port] of [
-    ['redis', REDIS_PORT],
-    ['cassandra', CASSANDRA_PORT],
-  ] as const) {
-    if (await answers(port)) continue;
+  for (const [name, up] of SERVICES) {
+    if (await up()) continue;
     execFileSync('bash', [services, 'start', name], { stdio: 'inherit' });
     started.push(name);
   }
   return async () => {
     // Only this run's: another run on the same Cassandra keeps its own. It judges no test: all are done by then.
     await dropKeyspaces(`chorus_test_${runId}_`);
+    await dropKeyspaces(`chorus_test_${runId}_`, ringContactPoints.split(','));
     for (const name of started) execFileSync('bash', [services, 'stop', name], { stdio: 'inherit' });
   };
 }

@@ -13,6 +13,25 @@ export const CASSANDRA_PORT = Number(process.env.CHORUS_TEST_CASSANDRA_PORT ?? 9
 export const redisUrl = `redis://127.0.0.1:${REDIS_PORT}`;
 export const cassandraContactPoint = `127.0.0.1:${CASSANDRA_PORT}`;
 
+/** `scripts/services.sh start ring`: three Cassandra nodes on addresses of their own, one port. */
+export const RING_ADDRESSES = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
+export const ringContactPoints = RING_ADDRESSES.map((address) => `${address}:${CASSANDRA_PORT}`).join(',');
+/** `scripts/services.sh start sentinel`: a Redis primary and replica, and three Sentinels watching "chorus". */
+export const SENTINEL_PORTS = [26400, 26401, 26402];
+export const SENTINEL_REDIS_PORTS = [6400, 6401];
+
+/**
+ * Chorus's settings for the replicated dependencies: the Cassandra ring at replication factor 3 and Redis found
+ * through its Sentinels (for Cluster's settings).
+ */
+export const replicatedSettings: NodeJS.ProcessEnv = {
+  CHORUS_CASSANDRA_CONTACT_POINTS: ringContactPoints,
+  CHORUS_CASSANDRA_REPLICATION: "{'class': 'SimpleStrategy', 'replication_factor': 3}",
+  CHORUS_REDIS_URL: '', // unset: the Sentinels name the primary
+  CHORUS_REDIS_SENTINELS: SENTINEL_PORTS.map((port) => `127.0.0.1:${port}`).join(','),
+  CHORUS_REDIS_SENTINEL_NAME: 'chorus',
+};
+
 /** A keyspace of its own for each test file, so files never see each other's data; named after the run (global-setup). */
 export const testKeyspace = (): string => `chorus_test_${inject('runId')}_${randomBytes(4).toString('hex')}`;
 
@@ -61,8 +80,8 @@ export async function connectCassandra(keyspace: string): Promise<CassandraSessi
  * of tables per test file per run, each of which it opens at every start. Best effort: a Cassandra that is down, or a
  * drop that timed out, leaves tables behind.
  */
-export async function dropKeyspaces(prefix: string): Promise<void> {
-  const db = new cassandra.Client({ contactPoints: [cassandraContactPoint], localDataCenter: 'datacenter1' });
+export async function dropKeyspaces(prefix: string, contactPoints = [cassandraContactPoint]): Promise<void> {
+  const db = new cassandra.Client({ contactPoints, localDataCenter: 'datacenter1' });
   try {
     const { rows } = await db.execute('SELECT keyspace_name FROM system_schema.keyspaces');
     for (const row of rows) {

@@ -1,0 +1,52 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type FaultReport, formatReport, runChaos } from './chaos.js';
+import { Cluster } from './cluster-harness.js';
+import { replicatedSettings } from './services.js';
+
+/**
+ * The short form of `npm run chaos` on replicated dependencies: three Chorus nodes on a three-node Cassandra
+ * (replication factor 3) and Redis under Sentinel, raw MQTT senders and subscribers, while one Cassandra node is
+ * stopped and another paused, the Redis primary is killed, the node writing the group is SIGKILLed, and every node is
+ * restarted in turn.
+ */
+describe('no single point of failure (short form)', () => {
+  const cluster = new Cluster(undefined, replicatedSettings);
+  beforeAll(async () => {
+    await cluster.add('ha-1', 'all'); // first alone: it creates the keyspace and tables
+    await Promise.all([cluster.add('ha-2', 'all'), cluster.add('ha-3', 'all')]);
+  }, 120_000);
+  afterAll(() => cluster.stop());
+
+  it('keeps sending through any one Cassandra node down, a Redis failover, a killed writer and a rolling restart', async () => {
+    const report = await runChaos(cluster, 'ha-admin', {
+      senders: 4,
+      subscribers: 4,
+      rate: 10,
+      quietMs: 3000,
+      recoveryLimitMs: 30_000,
+      writerNode: 1, // the node killed below: its groups must be taken over
+      faults: [
+        { kind: 'stop-cassandra-nodes', nodes: [1], downMs: 5000 },
+        { kind: 'pause-cassandra-node', node: 2, downMs: 5000 },
+        { kind: 'kill-redis-primary', downMs: 3000 },
+        { kind: 'kill-node', node: 1, downMs: 1000 },
+        { kind: 'rolling-restart', downMs: 500 },
+      ],
+    });
+    console.log(formatReport(report));
+    expect(report.acked).toBeGreaterThan(100);
+    expect(report.ackedMissing).toBe(0);
+    expect(report.storedTwice).toBe(0);
+    expect(report.seqsContiguous).toBe(true);
+    expect(report.streamsOutOfOrder).toBe(0);
+    expect(report.faults.flatMap((f) => f.crashed)).toEqual([]);
+    // The longest any one sender waited for a PUBACK. Targets: 2 s for one Cassandra node, 5 s for a Redis failover,
+    // 3 s for a killed writer's groups to move and for a restart; here with half a second more for a busy CI machine.
+    const stall = (prefix: string) => report.faults.find((f: FaultReport) => f.fault.startsWith(prefix))!.senderStallMs;
+    expect(stall('stop Cassandra node')).toBeLessThanOrEqual(2500);
+    expect(stall('pause Cassandra node')).toBeLessThanOrEqual(2500);
+    expect(stall('kill-redis-primary')).toBeLessThanOrEqual(5500);
+    expect(stall('SIGKILL node')).toBeLessThanOrEqual(3500);
+    expect(stall('rolling restart')).toBeLessThanOrEqual(3500);
+  }, 240_000);
+});
