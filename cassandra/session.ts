@@ -64,9 +64,14 @@ export class CassandraSession {
   }
 
   static async connect(options: CassandraOptions): Promise<CassandraSession> {
+    // The driver reaches the nodes it discovers (beyond the contact points) on protocolOptions.port, 9042 unless told:
+    // a cluster on another port would otherwise be used through its contact points alone.
+    const ports = new Set(options.contactPoints.map((point) => /:(\d+)$/.exec(point)?.[1] ?? '9042'));
+    const protocolOptions = ports.size === 1 ? { port: Number([...ports][0]) } : undefined;
     const bootstrap = new cassandra.Client({
       contactPoints: options.contactPoints,
       localDataCenter: options.localDataCenter,
+      protocolOptions,
       socketOptions: { readTimeout: 10_000, connectTimeout: 5_000 },
     });
     await bootstrap.connect();
@@ -77,6 +82,7 @@ export class CassandraSession {
     const client = new cassandra.Client({
       contactPoints: options.contactPoints,
       localDataCenter: options.localDataCenter,
+      protocolOptions,
       keyspace: options.keyspace,
       socketOptions: { readTimeout: REQUEST_TIMEOUT_MS, connectTimeout: 2_000 },
       policies: {

@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FaultReport, formatReport, runChaos } from './chaos.js';
 import { Cluster } from './cluster-harness.js';
-import { replicatedSettings } from './services.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CassandraSession } from '../cassandra/session.js';
+import { RING_ADDRESSES, replicatedSettings, ringContactPoints } from './services.js';
 
 /**
  * The short form of `npm run chaos` on replicated dependencies: three Chorus nodes on a three-node Cassandra
@@ -16,6 +18,25 @@ describe('no single point of failure (short form)', () => {
     await Promise.all([cluster.add('ha-2', 'all'), cluster.add('ha-3', 'all')]);
   }, 120_000);
   afterAll(() => cluster.stop());
+
+  it('reaches every ring node on the port of its contact point, not only the contact point', async () => {
+    // The driver dials the nodes it discovers on 9042 unless told: before, one contact point on 9142 meant one
+    // coordinator for everything, and its pause stopped every send.
+    const [first] = ringContactPoints.split(',');
+    const db = await CassandraSession.connect({
+      contactPoints: [first!],
+      localDataCenter: 'datacenter1',
+      keyspace: cluster.keyspace,
+      replication: replicatedSettings.CHORUS_CASSANDRA_REPLICATION!,
+    });
+    try {
+      await sleep(500); // the pools to the discovered nodes
+      const hosts = db.client.hosts.values().map((h) => [h.address, h.isUp()]);
+      expect(hosts.sort()).toEqual(RING_ADDRESSES.map((a) => [first!.replace(/^[^:]+/, a), true]));
+    } finally {
+      await db.close();
+    }
+  });
 
   it('keeps sending through any one Cassandra node down, a Redis failover, a killed writer and a rolling restart', async () => {
     const report = await runChaos(cluster, 'ha-admin', {
