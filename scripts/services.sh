@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Redis and Apache Cassandra on loopback, for the cluster tier's tests, chaos run and benchmark.
 #
-#   scripts/services.sh install   Debian's redis-server, redis-sentinel and haproxy; Cassandra 5.0 jars from Maven
+#   scripts/services.sh install   Debian's redis-server and redis-sentinel; Cassandra 5.0 jars from Maven
 #                                 Central (scripts/cassandra/pom.xml)
 #   scripts/services.sh start [SERVICE]   start it (if not running) and wait until it answers; no SERVICE: redis and
 #                                         cassandra, the quick default
@@ -39,11 +39,10 @@ wait_for() { # name port seconds [address]
 }
 
 install() {
-  # Debian's packages: Redis and its Sentinel, and HAProxy for the load-balancer tests.
+  # Debian's packages: Redis and its Sentinel.
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
-  command -v haproxy >/dev/null || missing+=(haproxy)
   if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x node_modules/.bin/vitest ] || ! command -v st >/dev/null || ! command -v mosquitto_pub >/dev/null ||
-  ! python3 -c 'import paho.mqtt' 2>/dev/null; then
+  ! command -v haproxy >/dev/null || ! command -v docker-compose >/dev/null || ! python3 -c 'import paho.mqtt' 2>/dev/null; then
   bash scripts/install.sh
 fi
 npm run typecheck

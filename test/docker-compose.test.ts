@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
@@ -13,6 +14,7 @@ const compose = parse(readFileSync(`${root}docker-compose.yml`, 'utf8'), { merge
       environment?: Record<string, string>;
       healthcheck?: { test: string[] };
       command?: string[];
+      entrypoint?: string[];
       depends_on?: Record<string, unknown>;
       ports?: string[];
       volumes?: string[];
@@ -21,6 +23,8 @@ const compose = parse(readFileSync(`${root}docker-compose.yml`, 'utf8'), { merge
   >;
 };
 const chorusServices = Object.entries(compose.services).filter(([, s]) => s.build === '.');
+const named = (prefix: string) => Object.keys(compose.services).filter((name) => name.startsWith(prefix));
+const sentinelConf = readFileSync(`${root}deploy/redis-sentinel.conf`, 'utf8');
 /** Compose substitutes ${VAR:?...} from the caller's environment; give each a sample of the shape it must have. */
 const samples: Record<string, string> = {
   CHORUS_VAPID_PUBLIC_KEY: 'B'.repeat(87),
@@ -39,15 +43,67 @@ const haproxyVariables = [
 ];
 
 describe('docker-compose.yml stays true to the code', () => {
+  it('is a file docker-compose accepts', () => {
+    // Debian's docker-compose checks the schema, the anchors and the substitutions without an engine.
+    const env = { ...process.env, CHORUS_JWT_SECRET: 'x'.repeat(48), ...samples };
+    expect(() =>
+      execFileSync('docker-compose', ['-f', `${root}docker-compose.yml`, 'config', '-q'], { env, stdio: 'pipe' }),
+    ).not.toThrow();
+  });
+
   it('runs three Chorus nodes behind HAProxy, and every service has a health check', () => {
-    expect(compose.services.redis?.image).toMatch(/^redis:/);
-    expect(compose.services.cassandra?.image).toMatch(/^cassandra:5\.0/);
     expect(chorusServices.map(([, s]) => s.environment?.CHORUS_ROLE)).toEqual(['all', 'all', 'all']);
     for (const [, service] of Object.entries(compose.services))
       expect(service.healthcheck?.test.length).toBeGreaterThan(0);
     for (const [, service] of chorusServices) {
-      expect(Object.keys(service.depends_on ?? {}).sort()).toEqual(['cassandra', 'redis']);
+      expect(Object.keys(service.depends_on ?? {})).toEqual(expect.arrayContaining(['cassandra-3', 'redis-primary']));
       expect(service.ports, 'clients reach the nodes through HAProxy only').toBeUndefined();
+    }
+  });
+
+  it('runs three Cassandra nodes, joining one at a time, that the nodes use at replication factor 3', () => {
+    const nodes = named('cassandra-');
+    expect(nodes).toEqual(['cassandra-1', 'cassandra-2', 'cassandra-3']);
+    for (const [i, name] of nodes.entries()) {
+      const node = compose.services[name]!;
+      expect(node.image).toMatch(/^cassandra:5\.0/);
+      for (const seed of node.environment!.CASSANDRA_SEEDS!.split(',')) expect(nodes).toContain(seed);
+      // Replicas must drop a write Chorus no longer waits for (cassandra/session.ts, WRITE_LANDS_WITHIN_MS).
+      expect(node.entrypoint!.join(' ')).toContain('write_request_timeout: 800ms');
+      if (i > 0) expect(node.depends_on).toEqual({ [nodes[i - 1]!]: { condition: 'service_healthy' } });
+    }
+    expect(readFileSync(`${root}scripts/cassandra/cassandra.yaml.in`, 'utf8')).toContain(
+      'write_request_timeout: 800ms',
+    );
+    for (const [, service] of chorusServices) {
+      const config = loadConfig(
+        Object.fromEntries(Object.entries(service.environment ?? {}).map(([k, v]) => [k, substitute(v)])),
+      );
+      expect(config.cassandraContactPoints.split(',').map((point) => point.split(':')[0])).toEqual(nodes);
+      expect(config.cassandraReplication).toContain(`'${config.cassandraLocalDataCenter}': ${nodes.length}`);
+    }
+  });
+
+  it('runs Redis as a primary and a replica under three Sentinels, which the nodes ask for the primary', () => {
+    expect(compose.services['redis-primary']?.image).toMatch(/^redis:/);
+    expect(compose.services['redis-replica']?.command).toEqual(
+      expect.arrayContaining(['--replicaof', 'redis-primary', '6379']),
+    );
+    const sentinels = named('sentinel-');
+    expect(sentinels).toHaveLength(3);
+    for (const name of sentinels)
+      expect(compose.services[name]!.volumes).toContain('./deploy/redis-sentinel.conf:/etc/chorus/sentinel.conf:ro');
+    const port = /^port (\d+)$/m.exec(sentinelConf)![1];
+    const [, masterName, host, , quorum] = /^sentinel monitor (\S+) (\S+) (\d+) (\d+)$/m.exec(sentinelConf)!;
+    expect(host).toBe('redis-primary');
+    expect(Number(quorum)).toBe(Math.floor(sentinels.length / 2) + 1);
+    for (const [, service] of chorusServices) {
+      const config = loadConfig(
+        Object.fromEntries(Object.entries(service.environment ?? {}).map(([k, v]) => [k, substitute(v)])),
+      );
+      expect(config.redisUrl).toBeUndefined();
+      expect(config.redisSentinels).toBe(sentinels.map((name) => `${name}:${port}`).join(','));
+      expect(config.redisSentinelName).toBe(masterName);
     }
   });
 
@@ -81,8 +137,6 @@ describe('docker-compose.yml stays true to the code', () => {
       const config = loadConfig(env);
       expect(config.store).toBe('cassandra');
       expect(config.host).toBe('0.0.0.0');
-      expect(config.redisUrl).toBe('redis://redis:6379');
-      expect(config.cassandraContactPoints).toBe('cassandra:9042');
       expect(config.drainMs).toBeGreaterThan(1000); // HAProxy's checks (every 0.5 s) see the 503 before the close
     }
   });
