@@ -21,16 +21,34 @@ interface Envelope {
 
 const channelOf = (nodeId: string) => `chorus:sends:${nodeId}`;
 
+/** A request not answered this long is posted again (then after twice as long, up to MAX_REPOST_MS). */
+const FIRST_REPOST_MS = 1000;
+const MAX_REPOST_MS = 8000;
+/** Answers a writer remembers, for requests posted again after their answer was lost (at most ~16 MiB of bodies). */
+const MAX_ANSWERS_KEPT = 1000;
+
 /**
  * Sends forwarded between nodes over Redis pub/sub, one channel per node. Pub/sub delivers at most once and keeps
- * nothing: a request lost with Redis or with the node that was to serve it times out, and the sender's retry (same
- * clientMsgId) is deduplicated by the log. Requests and answers leaving in one turn of the event loop share a message.
+ * nothing, so a request not answered within a second is posted again, then after 2, 4 and every 8 s: an answer lost
+ * in a Redis failover is sent again (the writer keeps its last answers; a request it is still serving is not served
+ * twice), and a writer that died holding the request is found gone (nobody listens on its channel) and the send moves
+ * to the group's next writer at once. Past `timeoutMs` the send fails, and the sender's retry (same clientMsgId) is
+ * deduplicated by the log. Requests and answers leaving in one turn of the event loop share a message.
  */
 export class SendForwardingRedis implements SendForwarding {
   private readonly waiting = new Map<
     string,
-    { to: string; resolve: (r: SendResult) => void; reject: (e: unknown) => void; timer: NodeJS.Timeout }
+    {
+      to: string;
+      resolve: (r: SendResult) => void;
+      reject: (e: unknown) => void;
+      timer: NodeJS.Timeout;
+      repost: NodeJS.Timeout;
+    }
   >();
+  /** Requests (from:id) this node is serving, and the answers it gave last, oldest first. */
+  private readonly serving = new Set<string>();
+  private readonly answered = new Map<string, Answer>();
   private readonly outbox = new Map<string, Envelope>();
   private flushScheduled = false;
   private serve: ((send: ForwardedSend) => Promise<SendResult>) | undefined;
@@ -62,9 +80,12 @@ export class SendForwardingRedis implements SendForwarding {
   forward(nodeId: string, send: ForwardedSend): Promise<SendResult> {
     if (this.waiting.size >= this.options.maxPending) return Promise.reject(new ChorusError('OVERLOADED'));
     const id = randomUUID();
+    const request: Request = { id, from: this.nodeId, ...send };
     return new Promise<SendResult>((resolve, reject) => {
       const timer = setTimeout(() => {
+        const waiting = this.waiting.get(id);
         this.waiting.delete(id);
+        if (waiting) clearTimeout(waiting.repost);
         reject(
           new ChorusError(
             'STORE_UNAVAILABLE',
@@ -72,8 +93,15 @@ export class SendForwardingRedis implements SendForwarding {
           ),
         );
       }, this.options.timeoutMs);
-      this.waiting.set(id, { to: nodeId, resolve, reject, timer });
-      this.post(nodeId, 'requests', { id, from: this.nodeId, ...send });
+      const repostAfter = (ms: number): NodeJS.Timeout =>
+        setTimeout(() => {
+          const waiting = this.waiting.get(id);
+          if (!waiting) return;
+          this.post(nodeId, 'requests', request);
+          waiting.repost = repostAfter(Math.min(ms * 2, MAX_REPOST_MS));
+        }, ms);
+      this.waiting.set(id, { to: nodeId, resolve, reject, timer, repost: repostAfter(FIRST_REPOST_MS) });
+      this.post(nodeId, 'requests', request);
     });
   }
 
@@ -126,6 +154,11 @@ export class SendForwardingRedis implements SendForwarding {
       typeof request.senderId !== 'string'
     )
       return;
+    const key = `${request.from}:${request.id}`;
+    const given = this.answered.get(key);
+    if (given) return this.post(request.from, 'answers', given); // its answer was lost: the same again
+    if (this.serving.has(key)) return; // posted again while still being served: one answer comes
+    this.serving.add(key);
     let answer: Answer;
     try {
       if (!this.serve) throw new WriterMovedError([request.groupId]);
@@ -141,6 +174,9 @@ export class SendForwardingRedis implements SendForwarding {
         answer = { id: request.id, error: { code: error.code, message: error.message } };
       }
     }
+    this.serving.delete(key);
+    this.answered.set(key, answer);
+    if (this.answered.size > MAX_ANSWERS_KEPT) this.answered.delete(this.answered.keys().next().value!);
     this.post(request.from, 'answers', answer);
   }
 
@@ -149,6 +185,7 @@ export class SendForwardingRedis implements SendForwarding {
     if (!waiting) return; // timed out already
     this.waiting.delete(answer.id);
     clearTimeout(waiting.timer);
+    clearTimeout(waiting.repost);
     if ('result' in answer)
       waiting.resolve({
         message: answer.result.message as StampedMessage,
@@ -167,6 +204,7 @@ export class SendForwardingRedis implements SendForwarding {
   async close(): Promise<void> {
     for (const [, waiting] of this.waiting) {
       clearTimeout(waiting.timer);
+      clearTimeout(waiting.repost);
       waiting.reject(new ChorusError('STORE_UNAVAILABLE', 'this node is shutting down'));
     }
     this.waiting.clear();

@@ -192,7 +192,7 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
     const others = nodes.filter((n) => n !== killed);
     const started = Date.now();
     begun.push({ at: started, fault: describeFault(fault) });
-    await inject(fault, nodes, killed);
+    await injectFault(fault, nodes, killed);
     const ended = Date.now();
     // Recovery is waited for (a killed writer's groups are taken over only after its lease, longer than quietMs), up
     // to recoveryLimitMs, so that the load after the fault is always a full quietMs of a working cluster.
@@ -295,7 +295,8 @@ async function pause(pidFile: string, ms: number): Promise<void> {
   }
 }
 
-async function inject(fault: Fault, nodes: ClusterNode[], killed: ClusterNode | undefined): Promise<void> {
+/** Brings about one fault and undoes it (`killed`: the node a kill-node fault kills). */
+export async function injectFault(fault: Fault, nodes: ClusterNode[], killed?: ClusterNode): Promise<void> {
   // Asynchronous: the clients live in this process, and a blocked event loop would stall them, not the cluster.
   const services = (...args: string[]) => execFileAsync('bash', [SERVICES, ...args]);
   switch (fault.kind) {

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type FaultReport, formatReport, runChaos } from './chaos.js';
+import mqtt from 'mqtt';
+import { type FaultReport, formatReport, injectFault, runChaos } from './chaos.js';
 import { Cluster } from './cluster-harness.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CassandraSession } from '../cassandra/session.js';
@@ -70,4 +71,43 @@ describe('no single point of failure (short form)', () => {
     expect(stall('SIGKILL node')).toBeLessThanOrEqual(3500);
     expect(stall('rolling restart')).toBeLessThanOrEqual(3500);
   }, 240_000);
+
+  it('keeps presence right through a Redis failover: who stays is online, who left meanwhile is offline', async () => {
+    const members = ['present-0', 'present-1', 'present-2', 'present-3'];
+    const created = await cluster.api(cluster.nodes[0]!, 'presence-admin', 'POST', '/v1/groups', {
+      name: 'presence',
+      members,
+    });
+    expect(created.status).toBe(201);
+    const online = async () => {
+      const res = await cluster.api(
+        cluster.nodes[0]!,
+        'presence-admin',
+        'GET',
+        `/v1/groups/${created.body.id}/presence`,
+      );
+      return (res.body.members as { userId: string; online: boolean }[])
+        .filter((m) => m.online)
+        .map((m) => m.userId)
+        .sort();
+    };
+    const clients = await Promise.all(
+      members.slice(0, 3).map(async (userId, i) =>
+        mqtt.connectAsync(cluster.nodes[i]!.mqttUrl, {
+          username: userId,
+          password: await cluster.token(userId),
+          reconnectPeriod: 300,
+        }),
+      ),
+    );
+    await expect.poll(online).toEqual(members.slice(0, 3));
+    // present-2 leaves while the Sentinels are promoting the replica.
+    const failover = injectFault({ kind: 'kill-redis-primary', downMs: 3000 }, cluster.nodes);
+    await sleep(500);
+    await clients[2]!.endAsync();
+    await failover;
+    await expect.poll(online, { timeout: 15_000 }).toEqual(members.slice(0, 2));
+    await Promise.all(clients.slice(0, 2).map((c) => c.endAsync()));
+    await expect.poll(online, { timeout: 15_000 }).toEqual([]);
+  }, 60_000);
 });

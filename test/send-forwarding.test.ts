@@ -1,4 +1,5 @@
-import { afterAll } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { WriterMovedError } from '../sequencer/group-writers.js';
 import { SendForwardingLocal } from '../sequencer/send-forwarding.js';
 import { SendForwardingRedis } from '../sequencer/send-forwarding-redis.js';
 import { sendForwardingContract } from './send-forwarding.contract.js';
@@ -15,3 +16,55 @@ sendForwardingContract('SendForwardingLocal', async () => {
 sendForwardingContract('SendForwardingRedis (real Redis)', async () => ({
   node: async (nodeId, options) => SendForwardingRedis.start(await connect(), await connect(), nodeId, options),
 }));
+
+describe('SendForwardingRedis: requests posted again', () => {
+  const options = { timeoutMs: 10_000, maxPending: 100, onInternalError: () => undefined };
+  const message = { groupId: 'g1', seq: 1, senderId: 'alice', clientMsgId: 'c1', type: 'text', createdAt: '' };
+  const send = { groupId: 'g1', senderId: 'alice', payload: { clientMsgId: 'c1' } };
+  const id = (role: string) => `${role}-${process.pid}-${Date.now()}`;
+
+  it('gets an answer lost on the way (a Redis failover) sent again, and the send is served once', async () => {
+    const publisher = await connect();
+    const serving = await SendForwardingRedis.start(publisher, await connect(), id('serving'), options);
+    const asking = await SendForwardingRedis.start(await connect(), await connect(), id('asking'), options);
+    let served = 0;
+    serving.onRequest(async () => {
+      served += 1;
+      return { message, duplicate: false };
+    });
+    const publish = publisher.publish.bind(publisher);
+    let dropped = 0;
+    publisher.publish = ((channel: string, payload: string) => {
+      if (dropped === 0 && payload.includes('"answers"')) {
+        dropped += 1;
+        return Promise.resolve(1); // "delivered", and lost
+      }
+      return publish(channel, payload);
+    }) as typeof publisher.publish;
+    const started = Date.now();
+    await expect(asking.forward(serving.nodeId, send)).resolves.toEqual({ message, duplicate: false });
+    expect(dropped).toBe(1);
+    expect(served).toBe(1);
+    expect(Date.now() - started).toBeLessThan(5000); // posted again after 1 s, not failed after timeoutMs
+    await Promise.all([serving.close(), asking.close()]);
+  });
+
+  it('moves a send at once when the node serving it dies before answering', async () => {
+    const subscriber = await connect();
+    const serving = await SendForwardingRedis.start(await connect(), subscriber, id('serving'), options);
+    const asking = await SendForwardingRedis.start(await connect(), await connect(), id('asking'), options);
+    let received: () => void;
+    const arrived = new Promise<void>((resolve) => (received = resolve));
+    serving.onRequest(() => {
+      received();
+      return new Promise(() => undefined); // dies holding it
+    });
+    const forwarded = asking.forward(serving.nodeId, send);
+    await arrived;
+    subscriber.disconnect(); // nobody listens on its channel any more
+    const started = Date.now();
+    await expect(forwarded).rejects.toBeInstanceOf(WriterMovedError);
+    expect(Date.now() - started).toBeLessThan(5000);
+    await asking.close();
+  });
+});
