@@ -7,6 +7,9 @@ const NODE_TTL_SECONDS = 10;
 const COUNTS_WRITTEN = 'counts';
 /** The node key's value when a connect made it: the node is alive, but its other users' counts may be missing. */
 const ALIVE = 'alive';
+/** How long a user who left this node is remembered, to take them out again after Redis lost the removal. */
+const LEFT_MEMORY_MS = 60_000;
+const MAX_LEFT = 100_000;
 /** A node's heartbeat key: while it stands, the node's counts in the users' hashes count. */
 const nodeKeyOf = (nodeId: string): string => `chorus:node:${nodeId}`;
 
@@ -16,9 +19,16 @@ const nodeKeyOf = (nodeId: string): string => `chorus:node:${nodeId}`;
  * command while the node key stands. When the key was gone (Redis lost its data, or the node stalled past its TTL), or
  * a connect made it anew, that heartbeat writes every count of this node again: presence comes back by itself within
  * one heartbeat, and a node with 17,000 users does not rewrite 17,000 hashes every few seconds to get that.
+ * The same rewrite follows a reconnection to Redis and a presence write that failed: a failover to a replica may have
+ * lost writes the old primary had acknowledged, so the rewrite also takes out again the users who left this node in the
+ * last minute.
  */
 export class PresenceRedis implements Presence {
   private readonly local = new Map<string, number>();
+  /** Users who left this node lately, with when, oldest first. */
+  private readonly left = new Map<string, number>();
+  /** Set when Redis may have lost this node's writes: the next heartbeat writes them all again. */
+  private rewrite = false;
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -28,7 +38,18 @@ export class PresenceRedis implements Presence {
   ) {
     this.timer = setInterval(() => void this.heartbeat().catch(() => undefined), heartbeatMs);
     this.timer.unref();
+    redis.on('ready', () => (this.rewrite = true)); // connected again: to a new primary, perhaps
     void this.heartbeat().catch(() => undefined);
+  }
+
+  /** A presence write: one that fails leaves the next heartbeat to write everything again. */
+  private async write<T>(command: Promise<T>): Promise<T> {
+    try {
+      return await command;
+    } catch (err) {
+      this.rewrite = true;
+      throw err;
+    }
   }
 
   private key(userId: string): string {
@@ -40,13 +61,23 @@ export class PresenceRedis implements Presence {
   }
 
   private async heartbeat(): Promise<void> {
+    const forgetBefore = Date.now() - LEFT_MEMORY_MS;
+    for (const [userId, at] of this.left) {
+      if (at >= forgetBefore) break;
+      this.left.delete(userId);
+    }
     const before = await this.redis.set(this.nodeKey, COUNTS_WRITTEN, 'EX', NODE_TTL_SECONDS, 'GET');
-    if (before === COUNTS_WRITTEN) return;
+    if (before === COUNTS_WRITTEN && !this.rewrite) return;
+    this.rewrite = false;
     const pipeline = this.redis.pipeline();
     for (const [userId, count] of this.local) pipeline.hset(this.key(userId), this.nodeId, String(count));
+    for (const userId of this.left.keys()) pipeline.hdel(this.key(userId), this.nodeId);
     const results = await pipeline.exec().catch(() => null);
     // A rewrite cut short must not leave the key saying the counts are written: the next heartbeat tries again.
-    if (!results || results.some(([err]) => err)) await this.redis.set(this.nodeKey, ALIVE, 'EX', NODE_TTL_SECONDS);
+    if (!results || results.some(([err]) => err)) {
+      this.rewrite = true;
+      await this.redis.set(this.nodeKey, ALIVE, 'EX', NODE_TTL_SECONDS);
+    }
   }
 
   /**
@@ -71,9 +102,10 @@ export class PresenceRedis implements Presence {
   async connected(userId: string): Promise<boolean> {
     const count = (this.local.get(userId) ?? 0) + 1;
     this.local.set(userId, count);
+    this.left.delete(userId);
     // Only when missing (NX): a key that says the counts are written must keep saying so.
-    await this.redis.set(this.nodeKey, ALIVE, 'EX', NODE_TTL_SECONDS, 'NX');
-    await this.redis.hset(this.key(userId), this.nodeId, String(count));
+    await this.write(this.redis.set(this.nodeKey, ALIVE, 'EX', NODE_TTL_SECONDS, 'NX'));
+    await this.write(this.redis.hset(this.key(userId), this.nodeId, String(count)));
     return (await this.totalsOnLiveNodes([userId]))[0] === 1;
   }
 
@@ -81,11 +113,13 @@ export class PresenceRedis implements Presence {
     const count = (this.local.get(userId) ?? 1) - 1;
     if (count > 0) {
       this.local.set(userId, count);
-      await this.redis.hset(this.key(userId), this.nodeId, String(count));
+      await this.write(this.redis.hset(this.key(userId), this.nodeId, String(count)));
       return false;
     }
     this.local.delete(userId);
-    await this.redis.hdel(this.key(userId), this.nodeId);
+    this.left.set(userId, Date.now());
+    if (this.left.size > MAX_LEFT) this.left.delete(this.left.keys().next().value!);
+    await this.write(this.redis.hdel(this.key(userId), this.nodeId));
     return (await this.totalsOnLiveNodes([userId]))[0] === 0;
   }
 

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { PresenceLocal } from '../broker/presence.js';
 import { PresenceRedis } from '../broker/presence-redis.js';
@@ -78,6 +79,26 @@ describe('PresenceRedis heartbeat (real Redis)', () => {
     await redis.hdel(userKey(a), nodeId);
     await new Promise((resolve) => setTimeout(resolve, HEARTBEAT_MS * 6));
     expect(await redis.hget(userKey(a), nodeId)).toBeNull();
+    await node.close();
+  });
+
+  it('after a reconnection (a failover), writes the counts again and takes out again who left lately', async () => {
+    const { redis, nodeId, node, a, b } = await heartbeatNode();
+    await node.connected(a);
+    await node.connected(b);
+    await node.disconnected(b);
+    await vi.waitFor(async () => expect(await redis.get(nodeKey(nodeId))).toBe('counts'), { timeout: 5_000 });
+    // What a promoted replica may hold: the node key and b's entry (the primary had acknowledged the removal, and died
+    // before passing it on), and no entry for a.
+    await redis.hset(userKey(b), nodeId, '1');
+    await redis.hdel(userKey(a), nodeId);
+    await sleep(3 * HEARTBEAT_MS);
+    expect(await node.online([a, b])).toEqual(new Set([b])); // the node key stands: no heartbeat rewrites by itself
+    redis.emit('ready'); // ioredis: connected again, to whichever server is primary now
+    await vi.waitFor(async () => expect(await node.online([a, b])).toEqual(new Set([a])), {
+      timeout: 5_000,
+      interval: HEARTBEAT_MS,
+    });
     await node.close();
   });
 
