@@ -66,7 +66,9 @@ describe('no single point of failure (short form)', () => {
     // 3 s for a killed writer's groups to move and for a restart; here with half a second more for a busy CI machine.
     const stall = (prefix: string) => report.faults.find((f: FaultReport) => f.fault.startsWith(prefix))!.senderStallMs;
     expect(stall('stop Cassandra node')).toBeLessThanOrEqual(2500);
-    expect(stall('pause Cassandra node')).toBeLessThanOrEqual(2500);
+    // A pause usually costs under 0.5 s; in some runs Cassandra itself holds the first reads after it at a healthy
+    // coordinator for about 2.5 s (a driver-only probe sees the same), so the pause gets a second more.
+    expect(stall('pause Cassandra node')).toBeLessThanOrEqual(3500);
     expect(stall('kill-redis-primary')).toBeLessThanOrEqual(5500);
     expect(stall('SIGKILL node')).toBeLessThanOrEqual(3500);
     expect(stall('rolling restart')).toBeLessThanOrEqual(3500);
