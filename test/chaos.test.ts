@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formatReport, runChaos } from './chaos.js';
+import { brokenInvariants, formatReport, runChaos } from './chaos.js';
 import { Cluster } from './cluster-harness.js';
 
 /**
@@ -9,8 +9,7 @@ import { Cluster } from './cluster-harness.js';
 describe('fault injection (short form)', () => {
   const cluster = new Cluster();
   beforeAll(async () => {
-    await cluster.add('chaos-1', 'all'); // first alone: it creates the keyspace and tables
-    await Promise.all([cluster.add('chaos-2', 'all'), cluster.add('chaos-3', 'all')]);
+    await cluster.addAll(['chaos-1', 'chaos-2', 'chaos-3'], 'all');
   }, 120_000);
   afterAll(() => cluster.stop());
 
@@ -30,11 +29,6 @@ describe('fault injection (short form)', () => {
     });
     console.log(formatReport(report));
     expect(report.acked).toBeGreaterThan(100);
-    expect(report.ackedMissing).toBe(0);
-    expect(report.storedTwice).toBe(0);
-    expect(report.seqsContiguous).toBe(true);
-    expect(report.streamsOutOfOrder).toBe(0);
-    expect(report.faults.flatMap((f) => f.crashed)).toEqual([]);
-    expect(report.faults.every((f) => Number.isFinite(f.recoveryMs))).toBe(true);
+    expect(brokenInvariants(report)).toEqual([]);
   }, 180_000);
 });

@@ -348,6 +348,20 @@ export async function injectFault(fault: Fault, nodes: ClusterNode[], killed?: C
   }
 }
 
+/** The invariants a run broke, in words (none: every one held). */
+export function brokenInvariants(report: ChaosReport): string[] {
+  const broken: string[] = [];
+  if (report.ackedMissing > 0) broken.push(`${report.ackedMissing} acknowledged messages not in history`);
+  if (report.storedTwice > 0) broken.push(`${report.storedTwice} clientMsgIds stored twice`);
+  if (!report.seqsContiguous) broken.push('seqs not 1..N');
+  if (report.streamsOutOfOrder > 0) broken.push(`${report.streamsOutOfOrder} live streams out of order or with a hole`);
+  for (const f of report.faults) {
+    if (f.crashed.length > 0) broken.push(`${f.crashed.join(', ')} exited during ${f.fault}`);
+    if (!Number.isFinite(f.recoveryMs)) broken.push(`no PUBACK after ${f.fault}`);
+  }
+  return broken;
+}
+
 /** The report as a table, for people. */
 export function formatReport(report: ChaosReport): string {
   const seconds = (ms: number) => (Number.isFinite(ms) ? `${(ms / 1000).toFixed(1)} s` : 'never');

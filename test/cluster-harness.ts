@@ -116,6 +116,12 @@ export class Cluster {
     return node;
   }
 
+  /** Starts nodes of one role: the first alone (it creates the keyspace and tables), then the others together. */
+  async addAll(names: string[], role: Role): Promise<ClusterNode[]> {
+    const first = await this.add(names[0]!, role);
+    return [first, ...(await Promise.all(names.slice(1).map((name) => this.add(name, role))))];
+  }
+
   token(userId: string): Promise<string> {
     return signToken(this.config, userId, 3600);
   }

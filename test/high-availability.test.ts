@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
-import { type FaultReport, formatReport, injectFault, runChaos } from './chaos.js';
+import { brokenInvariants, type FaultReport, formatReport, injectFault, runChaos } from './chaos.js';
 import { Cluster } from './cluster-harness.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CassandraSession } from '../cassandra/session.js';
@@ -15,8 +15,7 @@ import { RING_ADDRESSES, replicatedSettings, ringContactPoints } from './service
 describe('no single point of failure (short form)', () => {
   const cluster = new Cluster(undefined, replicatedSettings);
   beforeAll(async () => {
-    await cluster.add('ha-1', 'all'); // first alone: it creates the keyspace and tables
-    await Promise.all([cluster.add('ha-2', 'all'), cluster.add('ha-3', 'all')]);
+    await cluster.addAll(['ha-1', 'ha-2', 'ha-3'], 'all');
   }, 120_000);
   afterAll(() => cluster.stop());
 
@@ -57,11 +56,7 @@ describe('no single point of failure (short form)', () => {
     });
     console.log(formatReport(report));
     expect(report.acked).toBeGreaterThan(100);
-    expect(report.ackedMissing).toBe(0);
-    expect(report.storedTwice).toBe(0);
-    expect(report.seqsContiguous).toBe(true);
-    expect(report.streamsOutOfOrder).toBe(0);
-    expect(report.faults.flatMap((f) => f.crashed)).toEqual([]);
+    expect(brokenInvariants(report)).toEqual([]);
     // The longest any one sender waited for a PUBACK. Targets: 2 s for one Cassandra node, 5 s for a Redis failover,
     // 3 s for a killed writer's groups to move and for a restart; here with half a second more for a busy CI machine.
     const stall = (prefix: string) => report.faults.find((f: FaultReport) => f.fault.startsWith(prefix))!.senderStallMs;

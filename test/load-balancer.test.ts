@@ -28,8 +28,7 @@ describe('three nodes behind HAProxy (deploy/haproxy.cfg)', () => {
   const haproxyLog: string[] = [];
 
   beforeAll(async () => {
-    const first = await cluster.add('node-1', 'all'); // first alone: it creates the keyspace and tables
-    nodes = [first, ...(await Promise.all([cluster.add('node-2', 'all'), cluster.add('node-3', 'all')]))];
+    nodes = await cluster.addAll(['node-1', 'node-2', 'node-3'], 'all');
     const [mqttPort, httpPort] = [await freePort(), await freePort()];
     mqttUrl = `mqtt://127.0.0.1:${mqttPort}`;
     httpUrl = `http://127.0.0.1:${httpPort}`;
