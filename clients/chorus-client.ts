@@ -110,6 +110,11 @@ const refusal = (code: string, message: string): ChorusApiError =>
 
 /** PUBACK user properties kept until their publish callback reads them (it runs right after: a bound, not a cache). */
 const MAX_PUBACKS_UNREAD = 1000;
+/**
+ * CONNACK refusals that pass, after which the client connects again: 3.1.1 "server unavailable" (3); MQTT 5 server
+ * unavailable (0x88), server busy (0x89), quota exceeded (0x97), connection rate exceeded (0x9F).
+ */
+const PASSING_REFUSALS: Record<4 | 5, Set<number>> = { 4: new Set([3]), 5: new Set([0x88, 0x89, 0x97, 0x9f]) };
 /** How long after its PUBACK a send waits for its ack event before it asks for its seq over REST. */
 const ACK_AFTER_PUBACK_MS = 2000;
 
@@ -164,6 +169,9 @@ export class ChorusClient {
       username: options.userId,
       password: options.token,
       reconnectPeriod: 1000,
+      // A refusal that passes (the server's store away, a login throttle) is tried again like a lost connection;
+      // a final one (a bad token) ends the client: see the 'error' listener.
+      reconnectOnConnackError: true,
       connectTimeout: 10_000,
       keepalive: 30,
       // Subscriptions are renewed by onConnect, which must finish before catching up (see there).
@@ -183,7 +191,13 @@ export class ChorusClient {
     });
     this.mqtt.on('connect', () => void this.onConnect());
     this.mqtt.on('offline', () => this.emit('offline'));
-    this.mqtt.on('error', (err) => this.emit('error', err));
+    this.mqtt.on('error', (err) => {
+      const code = (err as { code?: number }).code;
+      const passing = PASSING_REFUSALS[this.mqtt.options.protocolVersion === 5 ? 5 : 4];
+      // Ended before MQTT.js schedules its reconnect (it does so after the listeners ran).
+      if (err.message.startsWith('Connection refused') && !passing.has(code ?? -1)) this.mqtt.end(true);
+      this.emit('error', err);
+    });
   }
 
   /** Connects and resolves once the first connection is up and the events topic subscribed. */

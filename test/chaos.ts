@@ -131,6 +131,8 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
       clientId: `${userId}-chaos`,
       protocolVersion: 4,
       reconnectPeriod: 300,
+      // A node whose store is away refuses logins for a while ("server unavailable"): try again, as after a close.
+      reconnectOnConnackError: true,
       connectTimeout: 5000,
     });
 

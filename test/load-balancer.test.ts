@@ -171,6 +171,7 @@ describe('three nodes behind HAProxy (deploy/haproxy.cfg)', () => {
             password: await cluster.token(userId),
             clientId: `${userId}-raw`,
             reconnectPeriod: 200,
+            reconnectOnConnackError: true,
           });
           raw.on('error', () => undefined);
           raw.on('connect', () => {
