@@ -26,9 +26,13 @@ sentinel_name=chorus
 
 answers() { (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null; }
 
-wait_for() { # name port seconds [address]
+wait_for() { # name port seconds [address [pidfile]]
   local deadline=$((SECONDS + $3))
   until answers "$2" "${4:-127.0.0.1}"; do
+    if [ -n "${5:-}" ] && ! kill -0 "$(cat "$5")" 2>/dev/null; then
+      echo "$1 exited before it answered on ${4:-127.0.0.1}:$2" >&2
+      return 1
+    fi
     if [ $SECONDS -ge $deadline ]; then
       echo "$1 did not answer on ${4:-127.0.0.1}:$2 within $3 s" >&2
       return 1
@@ -91,7 +95,7 @@ start_cassandra() {
   local dir="$state/cassandra"
   cassandra_node "$dir" 127.0.0.1 "127.0.0.1:$cassandra_storage_port" -9223372036854775808 chorus-local \
     "$cassandra_heap"
-  wait_for cassandra "$cassandra_port" 240 || { tail -40 "$dir/logs/system.log" "$dir/logs/stdout.log" >&2; return 1; }
+  wait_for cassandra "$cassandra_port" 240 127.0.0.1 "$dir/cassandra.pid" || { tail -n 40 "$dir/logs/system.log" "$dir/logs/stdout.log" >&2; return 1; }
 }
 
 # The ring: three nodes with a token each, on addresses of their own (as ccm does), the same ports as the single node.
@@ -99,7 +103,10 @@ ring_addresses=(127.0.0.2 127.0.0.3 127.0.0.4)
 ring_tokens=(-9223372036854775808 -3074457345618258603 3074457345618258602)
 
 start_ring() {
+  # Every node a seed: a seed whose peers do not answer yet goes on (a non-seed gives up), so the three can start
+  # together on a fresh machine.
   local seeds="${ring_addresses[0]}:$cassandra_storage_port,${ring_addresses[1]}:$cassandra_storage_port"
+  seeds="$seeds,${ring_addresses[2]}:$cassandra_storage_port"
   local started=()
   for i in 0 1 2; do
     local address=${ring_addresses[$i]}
@@ -110,8 +117,8 @@ start_ring() {
   done
   for i in "${started[@]}"; do
     local dir="$state/cassandra-ring/node$((i + 1))"
-    wait_for "cassandra ring node $((i + 1))" "$cassandra_port" 300 "${ring_addresses[$i]}" ||
-      { tail -40 "$dir/logs/system.log" "$dir/logs/stdout.log" >&2; return 1; }
+    wait_for "cassandra ring node $((i + 1))" "$cassandra_port" 300 "${ring_addresses[$i]}" "$dir/cassandra.pid" ||
+      { tail -n 40 "$dir/logs/system.log" "$dir/logs/stdout.log" >&2; return 1; }
   done
 }
 

@@ -54,15 +54,23 @@ export async function setup(project: TestProject): Promise<() => Promise<void>> 
   const runId = randomBytes(3).toString('hex');
   project.provide('runId', runId);
   const started: string[] = [];
+  const stopStarted = () => {
+    for (const name of started) execFileSync('bash', [services, 'stop', name], { stdio: 'inherit' });
+  };
   for (const [name, up] of SERVICES) {
     if (await up()) continue;
-    execFileSync('bash', [services, 'start', name], { stdio: 'inherit' });
-    started.push(name);
+    started.push(name); // a start that fails half way leaves processes to stop too
+    try {
+      execFileSync('bash', [services, 'start', name], { stdio: 'inherit' });
+    } catch (err) {
+      stopStarted();
+      throw err;
+    }
   }
   return async () => {
     // Only this run's: another run on the same Cassandra keeps its own. It judges no test: all are done by then.
     await dropKeyspaces(`chorus_test_${runId}_`);
     await dropKeyspaces(`chorus_test_${runId}_`, ringContactPoints.split(','));
-    for (const name of started) execFileSync('bash', [services, 'stop', name], { stdio: 'inherit' });
+    stopStarted();
   };
 }
