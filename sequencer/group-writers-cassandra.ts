@@ -139,6 +139,13 @@ export class GroupWritersCassandra implements GroupWriters {
       acquiring = this.acquire(groupId).finally(() => this.acquiring.delete(groupId));
       this.acquiring.set(groupId, acquiring);
     }
+    // A writer seen lately is still asked while its lease is read again: it serves a send only while it writes the
+    // group (and answers "moved" otherwise, or nobody listens if it died), so a slow read of the lease (a paused
+    // Cassandra node) does not hold the group's sends here.
+    if (remote && remote.until + this.timing.leaseMs > Date.now()) {
+      acquiring.catch(() => undefined);
+      return { here: false, nodeId: remote.nodeId };
+    }
     return acquiring;
   }
 
