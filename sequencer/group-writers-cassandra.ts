@@ -56,6 +56,8 @@ export class GroupWritersCassandra implements GroupWriters {
   private readonly acquiring = new Map<string, Promise<GroupWriter>>();
   /** performance.now() at the start of the last renewal that succeeded. */
   private renewedAt = -Infinity;
+  /** Renewals sent and not yet answered. */
+  private renewing = 0;
   /** Wall clock when this node's holds last lapsed: its own rows from before may have writes landing until then + a request. */
   private lapsedAtWall = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -83,16 +85,23 @@ export class GroupWritersCassandra implements GroupWriters {
     return writers;
   }
 
+  /**
+   * A renewal starts every renewMs whether or not the previous one has finished: one stuck at a paused Cassandra
+   * coordinator then does not hold back the next, which the driver sends to another. At most one lease's worth are in
+   * flight. They land in order whatever order they arrive in, as each carries the driver's client-side timestamp.
+   */
   private schedule(): void {
     this.timer = setTimeout(() => {
       if (!this.releasing) {
         this.releasing = this.releaseIdle().finally(() => (this.releasing = undefined));
       }
-      void this.renew()
-        .catch(() => undefined) // Cassandra away: holds lapse by themselves, and the next round tries again
-        .finally(() => {
-          if (!this.closed) this.schedule();
-        });
+      if (this.renewing < Math.ceil(this.timing.leaseMs / this.timing.renewMs)) {
+        this.renewing++;
+        void this.renew()
+          .catch(() => undefined) // Cassandra away: holds lapse by themselves, and the next round tries again
+          .finally(() => this.renewing--);
+      }
+      if (!this.closed) this.schedule();
     }, this.timing.renewMs);
     this.timer.unref();
   }
@@ -112,7 +121,7 @@ export class GroupWritersCassandra implements GroupWriters {
     await this.writeLease(new Date(Date.now() + this.timing.leaseMs));
     // Landed after the previous lease ran out: another node may have taken groups meanwhile, so every hold is dropped.
     this.valid();
-    this.renewedAt = started;
+    this.renewedAt = Math.max(this.renewedAt, started);
   }
 
   holding(groupId: string): number | undefined {

@@ -32,8 +32,13 @@ export interface ChaosPlan {
   subscribers: number;
   /** Publishes per second per sender (each waits for its PUBACK before the next). */
   rate: number;
-  /** Load before the first fault, and after each fault once a send was acknowledged again. */
+  /** Load after each fault once a send was acknowledged again. */
   quietMs: number;
+  /**
+   * Load before the first fault (quietMs when not given). A Cassandra ring that has just created the run's keyspace
+   * answers slowly for its first seconds under load on a small machine: a fault then measures that, not itself.
+   */
+  warmUpMs?: number;
   /** The node (index) that sends the group's first message before the load, and so becomes its writer. */
   writerNode: number;
   /** The longest wait for the first acknowledgement after a fault ended: past it the fault never recovered. */
@@ -188,7 +193,7 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
 
   const faults: FaultReport[] = [];
   const begun: { at: number; fault: string }[] = [];
-  await sleep(plan.quietMs);
+  await sleep(plan.warmUpMs ?? plan.quietMs);
   for (const fault of plan.faults) {
     const killed = fault.kind === 'kill-node' ? nodes[fault.node]! : undefined;
     const others = nodes.filter((n) => n !== killed);

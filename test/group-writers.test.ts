@@ -42,6 +42,33 @@ groupWritersContract('GroupWritersCassandra (real Cassandra)', Number.POSITIVE_I
 );
 
 describe('GroupWritersCassandra (real Cassandra)', () => {
+  it('keeps its holds while one lease renewal hangs past the lease: the next renewals do not wait for it', async () => {
+    // The renewal after the first hangs for longer than a lease, as one sent to a paused Cassandra node would.
+    let leaseWrites = 0;
+    const stalling = new Proxy(shared, {
+      get(target, key, receiver) {
+        if (key !== 'execute') return Reflect.get(target, key, receiver);
+        return async (query: string, params: unknown[]) => {
+          if (query.startsWith('INSERT INTO writer_nodes') && ++leaseWrites === 2) await sleep(timing.leaseMs * 2);
+          return target.execute(query, params);
+        };
+      },
+    });
+    const writers = await GroupWritersCassandra.start(stalling, 'stalling', timing);
+    try {
+      const groupId = group();
+      expect(await writers.writerOf(groupId)).toEqual({ here: true, epoch: 1 });
+      const until = performance.now() + timing.leaseMs * 3;
+      while (performance.now() < until) {
+        expect(writers.holding(groupId)).toBe(1);
+        await sleep(50);
+      }
+      expect(leaseWrites).toBeGreaterThan(3);
+    } finally {
+      await writers.close();
+    }
+  });
+
   it('a log on a node that does not write the group refuses the append and writes nothing', async () => {
     const a = await GroupWritersCassandra.start(shared, 'a', timing);
     const b = await GroupWritersCassandra.start(shared, 'b', timing);

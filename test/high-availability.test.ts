@@ -12,9 +12,6 @@ import { RING_ADDRESSES, replicatedSettings, ringContactPoints } from './service
  * stopped and another paused, the Redis primary is killed, the node writing the group is SIGKILLed, and every node is
  * restarted in turn.
  */
-/** How long the short run pauses a Cassandra node. */
-const PAUSE_MS = 5000;
-
 describe('no single point of failure (short form)', () => {
   const cluster = new Cluster(undefined, replicatedSettings);
   beforeAll(async () => {
@@ -47,11 +44,13 @@ describe('no single point of failure (short form)', () => {
       subscribers: 4,
       rate: 10,
       quietMs: 3000,
+      warmUpMs: 12_000,
       recoveryLimitMs: 30_000,
       writerNode: 1, // the node killed below: its groups must be taken over
       faults: [
+        // The pause first: after the stop, the restarted node is cold for a while and slows the quorum it is in.
+        { kind: 'pause-cassandra-node', node: 2, downMs: 5000 },
         { kind: 'stop-cassandra-nodes', nodes: [1], downMs: 5000 },
-        { kind: 'pause-cassandra-node', node: 2, downMs: PAUSE_MS },
         { kind: 'kill-redis-primary', downMs: 3000 },
         { kind: 'kill-node', node: 1, downMs: 1000 },
         { kind: 'rolling-restart', downMs: 500 },
@@ -64,10 +63,7 @@ describe('no single point of failure (short form)', () => {
     // 3 s for a killed writer's groups to move and for a restart; here with half a second more for a busy CI machine.
     const stall = (prefix: string) => report.faults.find((f: FaultReport) => f.fault.startsWith(prefix))!.senderStallMs;
     expect(stall('stop Cassandra node')).toBeLessThanOrEqual(2500);
-    // A pause usually costs under 0.5 s, but not yet in every run: Cassandra sometimes holds the first reads after it
-    // at a healthy coordinator for about 2.5 s, and the writer's lease can lapse meanwhile (the 2 s target is open).
-    // Here it must not outlast the pause by more than 1.5 s.
-    expect(stall('pause Cassandra node')).toBeLessThanOrEqual(PAUSE_MS + 1500);
+    expect(stall('pause Cassandra node')).toBeLessThanOrEqual(2500);
     expect(stall('kill-redis-primary')).toBeLessThanOrEqual(5500);
     expect(stall('SIGKILL node')).toBeLessThanOrEqual(3500);
     expect(stall('rolling restart')).toBeLessThanOrEqual(3500);
