@@ -14,6 +14,7 @@ import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import mqttPacket from 'mqtt-packet';
+import { cpuMeter } from './process-usage.js';
 
 export interface Member {
   username: string;
@@ -53,6 +54,8 @@ export interface GroupsLoadSpec {
   clean: boolean;
   bodyBytes: number;
   steps: Step[];
+  /** Processes whose CPU time a rate step reports over its measured window (the server, say), by name. */
+  watch?: Record<string, number>;
 }
 
 interface Conn {
@@ -248,9 +251,13 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
         measuring = true;
         const started = performance.now();
         const measureFrom = now();
+        const watched = cpuMeter(spec.watch ?? {});
+        const generatorBefore = process.cpuUsage();
         await sleep(step.measureMs);
         measuring = false;
         const measureTo = now();
+        const generator = process.cpuUsage(generatorBefore);
+        const cpuSeconds = { ...watched(), generator: (generator.user + generator.system) / 1e6 };
         clearInterval(timer);
         const seconds = (performance.now() - started) / 1000;
         const expected = offered * (conns.length / groups.length);
@@ -261,6 +268,9 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
           rate: step.rate,
           measureFrom,
           measureTo,
+          seconds,
+          /** CPU seconds of each watched process and of this generator over the measured window. */
+          windowCpuSeconds: cpuSeconds,
           offered,
           delivered: latencies.length,
           offeredPerSec: offered / seconds,

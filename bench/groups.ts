@@ -16,7 +16,7 @@
  * BENCH_HEAP=1 adds their live heap per idle connection (heap snapshots before and after the connect step).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CHORUS_CLI } from './chorus-cli.js';
@@ -28,14 +28,17 @@ import { waitForLine } from './wait-for-line.js';
 import type { GroupsLoadSpec, Member, Step } from './groups-loadgen.js';
 import { env } from './env-number.js';
 import { LiveHeap } from './live-heap.js';
+import { cpuSeconds, rssBytes } from './process-usage.js';
+import { COSTS_FILE, fitCosts, machineName, type MeasuredCosts, recordCosts } from './capacity-model.js';
 
 const ROUNDS = env('BENCH_GROUPS_ROUNDS', 3);
 const CONNECTIONS = env('BENCH_CONNECTIONS', 10_000);
 const BIG_GROUP = env('BENCH_BIG_GROUP', 10_000);
 const RATES = (process.env.BENCH_RATES ?? '500,1000,1500,2000,2500').split(',').map(Number);
 const P99_LIMIT_MS = 200;
+/** The rates at which store and delivery costs are fitted, on both group sizes: well below saturation here. */
+const FIT_RATES = RATES.filter((rate) => rate <= 1000);
 const here = new URL('.', import.meta.url).pathname;
-const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim() || 100);
 /** BENCH_HEAP=1: the Node servers' live heap (from heap snapshots) before and after each connect step, per connection. */
 const HEAP = process.env.BENCH_HEAP === '1';
 
@@ -178,18 +181,12 @@ async function waitUntilListening(port: number): Promise<void> {
 }
 
 /** The server process's CPU seconds so far and its resident memory in bytes. */
-function usage(pid: number): { cpuSeconds: number; rssBytes: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return {
-    cpuSeconds: (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS,
-    rssBytes: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN) * 1024,
-  };
-}
+const usage = (pid: number) => ({ cpuSeconds: cpuSeconds(pid), rssBytes: rssBytes(pid) });
 
-type StepResult = Record<string, number | string | null> & {
+type StepResult = Record<string, number | string | null | Record<string, number>> & {
   step: string;
+  /** Rate steps: CPU seconds of the server and the generator over the measured window. */
+  windowCpuSeconds?: { server: number; generator: number };
   cpuSeconds: number;
   rssBytes: number;
   rssBeforeBytes: number;
@@ -201,7 +198,14 @@ async function runSteps(target: Target, sizes: number[], persistent: boolean, st
   const server = await target.start();
   try {
     const members = await server.members(sizes, persistent);
-    const spec: GroupsLoadSpec = { port: server.port, members, clean: !persistent, bodyBytes: 100, steps };
+    const spec: GroupsLoadSpec = {
+      port: server.port,
+      members,
+      clean: !persistent,
+      bodyBytes: 100,
+      steps,
+      watch: { server: server.child.pid! },
+    };
     const file = join(mkdtempSync(join(tmpdir(), 'chorus-bench-spec-')), 'spec.json');
     writeFileSync(file, JSON.stringify(spec));
     const pid = server.child.pid!;
@@ -213,7 +217,7 @@ async function runSteps(target: Target, sizes: number[], persistent: boolean, st
     const results: StepResult[] = [];
     for await (const line of createInterface({ input: gen.stdout! })) {
       const after = usage(pid);
-      const step = JSON.parse(line) as Record<string, number | string | null>;
+      const step = JSON.parse(line) as Omit<StepResult, 'cpuSeconds' | 'rssBytes' | 'rssBeforeBytes' | 'liveHeapBytes'>;
       const liveHeapBytes =
         server.heap && step.step === 'connect' ? (await server.heap.liveHeapBytes(server.child)) - heapBefore : null;
       results.push({
@@ -257,7 +261,18 @@ const scenarios: Scenario[] = [
     persistent: false,
     steps: [
       { kind: 'connect', concurrency: 100 },
+      { kind: 'rate', rate: 0, warmupMs: 1000, measureMs: 4000 }, // idle: the node's own cost with no traffic
       ...RATES.map((rate): Step => ({ kind: 'rate', rate, warmupMs: 2000, measureMs: 5000 })),
+    ],
+  },
+  {
+    // Groups of another size, so that a message's own cost (sequencing, storing) and a delivery's can be told apart.
+    title: 'small groups',
+    sizes: Array.from({ length: 250 }, () => 4),
+    persistent: false,
+    steps: [
+      { kind: 'connect', concurrency: 100 },
+      ...FIT_RATES.map((rate): Step => ({ kind: 'rate', rate, warmupMs: 2000, measureMs: 5000 })),
     ],
   },
   {
@@ -322,7 +337,8 @@ const rateStep = (steps: StepResult[], rate: number) => steps.find((s) => s.step
 const met = (s: StepResult) =>
   Number(s.offeredPerSec) >= 0.95 * Number(s.rate) && Number(s.deliveredShare) > 0.99 && Number(s.p99Ms) < P99_LIMIT_MS;
 const highest = (steps: StepResult[]) => Math.max(0, ...RATES.filter((r) => met(rateStep(steps, r))));
-const cpuPerDelivery = (s: StepResult) => (s.cpuSeconds * 1e6) / (Number(s.deliveredPerSec) * 8 + 1e-9); // the step spans warm-up, measure and settle: 8 s
+/** Server CPU µs per delivery over the measured window. */
+const cpuPerDelivery = (s: StepResult) => (s.windowCpuSeconds!.server * 1e6) / (Number(s.delivered) + 1e-9);
 const highestAedes = stat('many groups', bareAedes, highest);
 for (const t of targets) {
   const cells = RATES.map(
@@ -379,4 +395,77 @@ for (const t of targets) {
   console.log(
     `| ${t.name} | ${fmt(stat('reconnect storm', t, (s) => Number(stormStep(s).failed)))} | ${fmt(stat('reconnect storm', t, (s) => Number(stormStep(s).connectedMs)))} | ${fmt(caughtUp(t))} | ${ratio(caughtUp(t), caughtUp(bareAedes))} |`,
   );
+}
+
+// ---- CPU per operation, and the costs the capacity model reads --------------------------------------------------
+
+const idleCores = (steps: StepResult[]) => {
+  const idle = steps.find((s) => s.step === 'rate' && s.rate === 0)!;
+  return idle.windowCpuSeconds!.server / Number(idle.seconds);
+};
+const bigGroupUs = (steps: StepResult[]) => {
+  const s = steps.find((step) => step.step === 'fanout')!;
+  return (s.cpuSeconds * 1e6) / Number(s.receivers);
+};
+const connectUs = (steps: StepResult[]) => {
+  const s = connectStep(steps);
+  return (s.cpuSeconds * 1e6) / (Number(s.connections) - Number(s.failed));
+};
+const generatorPerDelivery = (steps: StepResult[]) => {
+  const s = rateStep(steps, CPU_RATE);
+  return (s.windowCpuSeconds!.generator * 1e6) / (Number(s.delivered) + 1e-9);
+};
+/** One round's store and delivery costs, fitted on both group sizes at FIT_RATES. */
+const fitted = (round: number) => {
+  const samples = ['many groups', 'small groups'].flatMap((scenario) =>
+    FIT_RATES.map((rate) => {
+      const s = rateStep(results.get(`${scenario}|${chorus.name}`)![round]!, rate);
+      return {
+        messagesPerSec: Number(s.offeredPerSec),
+        deliveriesPerSec: Number(s.deliveredPerSec),
+        cores: s.windowCpuSeconds!.server / Number(s.seconds),
+      };
+    }),
+  );
+  return fitCosts(samples, idleCores(results.get(`many groups|${chorus.name}`)![round]!));
+};
+
+console.log('\n**CPU per operation** (server process, every thread, from /proc; medians; ratios against bare Aedes)');
+console.log(`| operation | ${targets.map((t) => t.name).join(' | ')} | Chorus vs bare Aedes |`);
+console.log(`|---|${targets.map(() => '---|').join('')}---|`);
+const row = (label: string, scenario: string, pick: (steps: StepResult[]) => number, digits = 1) => {
+  if (!results.has(`${scenario}|${chorus.name}`)) return;
+  const values = targets.map((t) => stat(scenario, t, pick));
+  const chorusValue = stat(scenario, chorus, pick);
+  console.log(
+    `| ${label} | ${values.map((v) => fmt(v, digits)).join(' | ')} | ${ratio(chorusValue, stat(scenario, bareAedes, pick))} |`,
+  );
+};
+row(`per delivery, 50 groups x 20 at ${CPU_RATE} msg/s (µs)`, 'many groups', (s) =>
+  cpuPerDelivery(rateStep(s, CPU_RATE)),
+);
+row(`load generator per delivery, same run (µs)`, 'many groups', generatorPerDelivery);
+row('idle, 1,000 connections (share of a core)', 'many groups', idleCores, 4);
+row(`per connect + subscribe, ${CONNECTIONS} members of groups of 20 (µs)`, 'connections', connectUs, 0);
+row(`per delivery, one message to ${BIG_GROUP} members (µs)`, 'big group', bigGroupUs);
+
+if (results.has(`small groups|${chorus.name}`) && results.has(`many groups|${chorus.name}`)) {
+  const fits = Array.from({ length: ROUNDS }, (_, round) => fitted(round));
+  const storeUs = median(fits.map((f) => f.storeUs));
+  const deliveryUs = median(fits.map((f) => f.deliveryUs));
+  console.log(
+    `\nChorus, fitted on groups of 20 and of 4 at ${FIT_RATES.join(' and ')} msg/s: ${fmt(storeUs, 1)} µs per message stored, ${fmt(deliveryUs, 1)} µs per delivery`,
+  );
+  const node: Partial<MeasuredCosts['node']> = {
+    storeUs,
+    deliveryUs,
+    idleCores: stat('many groups', chorus, idleCores),
+  };
+  if (results.has(`connections|${chorus.name}`)) {
+    node.connectUs = stat('connections', chorus, connectUs);
+    node.connectionKb = stat('connections', chorus, perConnKb);
+  }
+  if (results.has(`big group|${chorus.name}`)) node.bigGroupDeliveryUs = stat('big group', chorus, bigGroupUs);
+  recordCosts({ node }, machineName());
+  console.log(`costs written to ${COSTS_FILE} (npm run capacity reads them)`);
 }

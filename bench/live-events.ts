@@ -13,7 +13,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CHORUS_CLI } from './chorus-cli.js';
@@ -23,6 +23,7 @@ import { seqOfPayload } from '../broker/group-delivery.js';
 import { loadConfig } from '../config/config.js';
 import { freePort } from './free-port.js';
 import { env } from './env-number.js';
+import { cpuSeconds } from './process-usage.js';
 
 const ROUNDS = env('BENCH_LIVE_ROUNDS', 5);
 const PHASE_MS = env('BENCH_LIVE_PHASE_MS', 8000);
@@ -51,11 +52,8 @@ await new Promise<void>((resolve) =>
   server.stdout!.on('data', (d: Buffer) => d.toString().includes('Chorus is running') && resolve()),
 );
 const config = loadConfig(settings);
-/** The server's CPU time so far, in seconds (utime + stime from /proc, in clock ticks of 10 ms). */
-const serverCpuSeconds = () => {
-  const fields = readFileSync(`/proc/${server.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-};
+/** The server's CPU time so far, in seconds. */
+const serverCpuSeconds = () => cpuSeconds(server.pid!);
 const tokens = new Map<string, string>();
 const token = async (userId: string) =>
   tokens.get(userId) ?? tokens.set(userId, await signToken(config, userId, 3600)).get(userId)!;

@@ -36,6 +36,7 @@ import { loadConfig } from '../config/config.js';
 import { freePort } from './free-port.js';
 import type { GroupsLoadSpec, Member, Step } from './groups-loadgen.js';
 import { env } from './env-number.js';
+import { cpuSeconds, rssBytes } from './process-usage.js';
 
 const CONNECTIONS = env('BENCH_SCALE_CONNECTIONS', 100_000);
 const PER_NODE = env('BENCH_SCALE_PER_NODE', 17_000);
@@ -55,7 +56,6 @@ const SAMPLE_MS = 250;
 
 const root = new URL('../..', import.meta.url).pathname;
 const here = new URL('.', import.meta.url).pathname;
-const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim() || 100);
 const REDIS_PORT = env('CHORUS_TEST_REDIS_PORT', 6399);
 const CASSANDRA_PORT = env('CHORUS_TEST_CASSANDRA_PORT', 9142);
 const SECRET = 'bench-scale-secret-bench-scale-secret-0123456789';
@@ -68,13 +68,7 @@ const keyspace = `chorus_bench_scale_${Date.now()}`;
 /** A process's CPU seconds so far and its resident memory in bytes (0 and 0 once it is gone). */
 function usage(pid: number): { cpuSeconds: number; rssBytes: number } {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    return {
-      cpuSeconds: (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS,
-      rssBytes: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024,
-    };
+    return { cpuSeconds: cpuSeconds(pid), rssBytes: rssBytes(pid) };
   } catch {
     return { cpuSeconds: 0, rssBytes: 0 };
   }

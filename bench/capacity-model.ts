@@ -1,0 +1,207 @@
+/**
+ * The capacity model: what a load costs, from what each operation cost when `npm run bench` measured it
+ * (bench/costs.json). A Chorus node's CPU is taken to be linear in its operations:
+ *
+ *   cores = idle + messages/s x store + deliveries/s x delivery + big-group deliveries/s x big delivery
+ *           + connects/s x connect + history pages/s x page
+ *
+ * each cost in CPU seconds of every thread of the node process. `fitCosts` finds store and delivery from loads of
+ * different shapes (groups of different sizes), since every message is stored once and delivered to each member.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { type Static, Type } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+
+const Micros = Type.Number({ minimum: 0, description: 'CPU microseconds, every thread of the process' });
+
+export const MeasuredCosts = Type.Object({
+  measuredAt: Type.String(),
+  machine: Type.String(),
+  node: Type.Object({
+    /** Cores a node uses with its connections idle. */
+    idleCores: Type.Number({ minimum: 0 }),
+    /** Per message stored and acknowledged, on the SQLite log (fitted). */
+    storeUs: Micros,
+    /** Per delivery to one online member of a group (fitted). */
+    deliveryUs: Micros,
+    /** Per delivery of one message to every member of one big group. */
+    bigGroupDeliveryUs: Micros,
+    /** Per connect + subscribe (JWT check and group lookup included). */
+    connectUs: Micros,
+    /** Resident memory per idle connection, KB. */
+    connectionKb: Type.Number({ minimum: 0 }),
+    /** Per page of 100 messages from the history API, on SQLite. */
+    historyPageUs: Micros,
+  }),
+  /** The Cassandra + Redis tier, measured side by side with the SQLite one in one run. */
+  cluster: Type.Object({
+    /** Node CPU per stored message on Cassandra + Redis over that on SQLite. */
+    storeRatio: Type.Number({ minimum: 0 }),
+    historyPageUs: Micros,
+    cassandraUsPerMessage: Micros,
+    cassandraWritesPerMessage: Type.Number({ minimum: 0 }),
+    cassandraReadsPerMessage: Type.Number({ minimum: 0 }),
+    redisUsPerMessage: Micros,
+    redisCommandsPerMessage: Type.Number({ minimum: 0 }),
+  }),
+});
+export type MeasuredCosts = Static<typeof MeasuredCosts>;
+
+/** One measured window: operation rates and the cores the node used meanwhile. */
+export interface CostSample {
+  messagesPerSec: number;
+  deliveriesPerSec: number;
+  cores: number;
+}
+
+/** Store and delivery costs (µs) that best explain the samples (least squares), given the idle cores. */
+export function fitCosts(samples: CostSample[], idleCores: number): { storeUs: number; deliveryUs: number } {
+  // Normal equations of cores - idle = m * store + d * delivery.
+  let mm = 0;
+  let md = 0;
+  let dd = 0;
+  let mc = 0;
+  let dc = 0;
+  for (const { messagesPerSec: m, deliveriesPerSec: d, cores } of samples) {
+    const c = cores - idleCores;
+    mm += m * m;
+    md += m * d;
+    dd += d * d;
+    mc += m * c;
+    dc += d * c;
+  }
+  const det = mm * dd - md * md;
+  if (Math.abs(det) < 1e-9 * mm * dd) throw new Error('the samples need groups of at least two different sizes');
+  return {
+    storeUs: Math.max(0, ((mc * dd - dc * md) / det) * 1e6),
+    deliveryUs: Math.max(0, ((dc * mm - mc * md) / det) * 1e6),
+  };
+}
+
+/** The operations per second of a load on one tier of nodes. */
+export interface OperationRates {
+  messagesPerSec: number;
+  deliveriesPerSec: number;
+  bigGroupDeliveriesPerSec?: number;
+  connectsPerSec?: number;
+  historyPagesPerSec?: number;
+}
+
+/** Cores the Chorus nodes need for these rates, spread over `nodes` nodes (each pays its idle cost). */
+export function nodeCores(
+  costs: MeasuredCosts,
+  rates: OperationRates,
+  tier: 'sqlite' | 'cluster' = 'sqlite',
+  nodes = 1,
+): number {
+  const { node, cluster } = costs;
+  const store = tier === 'cluster' ? node.storeUs * cluster.storeRatio : node.storeUs;
+  const page = tier === 'cluster' ? cluster.historyPageUs : node.historyPageUs;
+  const us =
+    rates.messagesPerSec * store +
+    rates.deliveriesPerSec * node.deliveryUs +
+    (rates.bigGroupDeliveriesPerSec ?? 0) * node.bigGroupDeliveryUs +
+    (rates.connectsPerSec ?? 0) * node.connectUs +
+    (rates.historyPagesPerSec ?? 0) * page;
+  return nodes * node.idleCores + us / 1e6;
+}
+
+/** A fleet's load, in the words of the seeds. */
+export interface FleetLoad {
+  /** Concurrent connected users (one connection each). */
+  users: number;
+  /** Groups with traffic. */
+  groups: number;
+  /** Messages per second over all ordinary groups. */
+  messagesPerSec: number;
+  /** Members per ordinary group. */
+  avgMembers: number;
+  /** Members of the one big group (0: none). */
+  bigGroup: number;
+  /** Messages per second to the big group. */
+  bigGroupMessagesPerSec: number;
+  /** Share of a group's members online when a message arrives. */
+  onlineShare: number;
+  /** Connects per second (reconnects of mobile clients). */
+  connectsPerSec: number;
+  /** History pages per second (a catch-up after each reconnect, and scrolling). */
+  historyPagesPerSec: number;
+  /** CPU share of each node left free: p99 stays low only below saturation. */
+  headroom: number;
+  coresPerNode: number;
+}
+
+export interface FleetSize {
+  nodeCores: number;
+  nodes: number;
+  nodeMemoryGb: number;
+  redisOpsPerSec: number;
+  redisCores: number;
+  cassandraWritesPerSec: number;
+  cassandraReadsPerSec: number;
+  cassandraCores: number;
+}
+
+/** What a load needs on the Cassandra + Redis tier, from the measured costs. */
+export function sizeFleet(costs: MeasuredCosts, load: FleetLoad): FleetSize {
+  const messages = load.messagesPerSec + load.bigGroupMessagesPerSec;
+  const rates: OperationRates = {
+    messagesPerSec: messages,
+    deliveriesPerSec: load.messagesPerSec * load.avgMembers * load.onlineShare,
+    bigGroupDeliveriesPerSec: load.bigGroupMessagesPerSec * load.bigGroup * load.onlineShare,
+    connectsPerSec: load.connectsPerSec,
+    historyPagesPerSec: load.historyPagesPerSec,
+  };
+  const busy = nodeCores(costs, rates, 'cluster', 0);
+  const usable = load.coresPerNode * (1 - load.headroom) - costs.node.idleCores;
+  const nodes = Math.max(2, Math.ceil(busy / usable)); // two at least: one node is a single point of failure
+  const { cluster } = costs;
+  const spare = 1 / (1 - load.headroom);
+  return {
+    nodeCores: busy + nodes * costs.node.idleCores,
+    nodes,
+    nodeMemoryGb: (load.users * costs.node.connectionKb) / 1024 / 1024,
+    redisOpsPerSec: messages * cluster.redisCommandsPerMessage,
+    redisCores: ((messages * cluster.redisUsPerMessage) / 1e6) * spare,
+    cassandraWritesPerSec: messages * cluster.cassandraWritesPerMessage,
+    cassandraReadsPerSec: messages * cluster.cassandraReadsPerMessage + load.historyPagesPerSec,
+    cassandraCores: ((messages * cluster.cassandraUsPerMessage) / 1e6) * spare,
+  };
+}
+
+/** This machine's processor and core count, recorded beside its costs. */
+export const machineName = () => `${cpus()[0]?.model.trim() ?? 'unknown CPU'} x ${cpus().length}`;
+
+/** The costs file `npm run bench` writes and `npm run capacity` reads. */
+export const COSTS_FILE = new URL('../../bench/costs.json', import.meta.url).pathname;
+
+export function readCosts(file = COSTS_FILE): MeasuredCosts {
+  const parsed: unknown = JSON.parse(readFileSync(file, 'utf8'));
+  if (!Value.Check(MeasuredCosts, parsed)) {
+    const first = [...Value.Errors(MeasuredCosts, parsed)][0];
+    throw new Error(`${file}: ${first?.path ?? ''} ${first?.message ?? 'is not a costs file'}`);
+  }
+  return parsed;
+}
+
+/** Merges what one bench measured into the costs file (each bench measures a part). */
+export function recordCosts(
+  part: { node?: Partial<MeasuredCosts['node']>; cluster?: Partial<MeasuredCosts['cluster']> },
+  machine: string,
+): void {
+  let current: Partial<MeasuredCosts> = {};
+  try {
+    current = JSON.parse(readFileSync(COSTS_FILE, 'utf8')) as Partial<MeasuredCosts>;
+  } catch {
+    // first run on this checkout
+  }
+  const merged = {
+    ...current,
+    measuredAt: new Date().toISOString(),
+    machine,
+    node: { ...current.node, ...part.node },
+    cluster: { ...current.cluster, ...part.cluster },
+  };
+  writeFileSync(COSTS_FILE, `${JSON.stringify(merged, null, 2)}\n`);
+}

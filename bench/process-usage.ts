@@ -1,0 +1,39 @@
+/**
+ * What a process has used so far, from /proc: CPU time of every thread (user + system) and resident memory. The
+ * benches read it before and after a measured window, for the servers they measure, the load generator and the
+ * services (Redis, Cassandra) the servers use.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim() || 100);
+
+/** CPU seconds of every thread of the process so far (utime + stime, /proc/PID/stat fields 14 and 15). */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+/** Resident memory in bytes. */
+export function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN) * 1024;
+}
+
+const STATE = join(new URL('.', import.meta.url).pathname, '..', '..', '.services');
+
+/** The pid of a service scripts/services.sh started (single Redis or single Cassandra), when it runs. */
+export function servicePid(service: 'redis' | 'cassandra'): number | undefined {
+  const file = join(STATE, service, `${service}.pid`);
+  if (!existsSync(file)) return undefined;
+  const pid = Number(readFileSync(file, 'utf8').trim());
+  return existsSync(`/proc/${pid}`) ? pid : undefined;
+}
+
+/** CPU seconds of each named process from now until the returned function is called. */
+export function cpuMeter(pids: Record<string, number>): () => Record<string, number> {
+  const before = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuSeconds(pid)]));
+  return () => Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuSeconds(pid) - before[name]!]));
+}
