@@ -2,11 +2,11 @@
  * The capacity model: what a load costs, from what each operation cost when `npm run bench` measured it
  * (bench/costs.json). A Chorus node's CPU is taken to be linear in its operations:
  *
- *   cores = idle + messages/s x store + deliveries/s x delivery + big-group deliveries/s x big delivery
+ *   cores = idle + active + messages/s x store + deliveries/s x delivery + big-group deliveries/s x big delivery
  *           + connects/s x connect + history pages/s x page
  *
- * each cost in CPU seconds of every thread of the node process. `fitCosts` finds store and delivery from loads of
- * different shapes (groups of different sizes), since every message is stored once and delivered to each member.
+ * each cost in CPU seconds of every thread of the node process. `fitCosts` finds active, store and delivery from loads
+ * of different shapes and rates, since every message is stored once and delivered to each member.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -21,6 +21,8 @@ export const MeasuredCosts = Type.Object({
   node: Type.Object({
     /** Cores a node uses with its connections idle. */
     idleCores: Type.Number({ minimum: 0 }),
+    /** Cores a node uses more once messages flow, whatever their rate (fitted; may be below 0). */
+    activeCores: Type.Number(),
     /** Per message stored and acknowledged, on the SQLite log (fitted). */
     storeUs: Micros,
     /** Per delivery to one online member of a group (fitted). */
@@ -55,28 +57,51 @@ export interface CostSample {
   cores: number;
 }
 
-/** Store and delivery costs (µs) that best explain the samples (least squares), given the idle cores. */
-export function fitCosts(samples: CostSample[], idleCores: number): { storeUs: number; deliveryUs: number } {
-  // Normal equations of cores - idle = m * store + d * delivery.
-  let mm = 0;
-  let md = 0;
-  let dd = 0;
-  let mc = 0;
-  let dc = 0;
-  for (const { messagesPerSec: m, deliveriesPerSec: d, cores } of samples) {
-    const c = cores - idleCores;
-    mm += m * m;
-    md += m * d;
-    dd += d * d;
-    mc += m * c;
-    dc += d * c;
+/**
+ * The costs that best explain the samples (least squares), given the idle cores:
+ * - `activeCores`: a node with traffic pays it whatever the rate (its commit loop and timers), so a message's share of
+ *   it falls as the rate grows;
+ * - `storeUs` per message (sequenced, committed, acknowledged);
+ * - `deliveryUs` per delivery.
+ * Needs three samples or more, of at least two group sizes and two rates. test/capacity.test.ts checks the fit
+ * against a shape it was not fitted on. Below the fitted rates it underestimates a little: a message arriving alone
+ * pays for a commit of its own, which the sequencer otherwise shares between the messages of one batch.
+ */
+export function fitCosts(samples: CostSample[], idleCores: number): FittedCosts {
+  const rows = samples.map((s) => [1, s.messagesPerSec, s.deliveriesPerSec]);
+  const n = rows[0]?.length ?? 0;
+  const a = Array.from({ length: n }, (_, i) =>
+    Array.from({ length: n }, (_, j) => rows.reduce((sum, r) => sum + r[i]! * r[j]!, 0)),
+  );
+  const b = Array.from({ length: n }, (_, i) =>
+    rows.reduce((sum, r, k) => sum + r[i]! * (samples[k]!.cores - idleCores), 0),
+  );
+  const [active, store, delivery] = solve(a, b);
+  return { activeCores: active!, storeUs: store! * 1e6, deliveryUs: delivery! * 1e6 };
+}
+
+export interface FittedCosts {
+  activeCores: number;
+  storeUs: number;
+  deliveryUs: number;
+}
+
+/** Solves a square linear system by Gaussian elimination with partial pivoting. */
+function solve(a: number[][], b: number[]): number[] {
+  const n = b.length;
+  const m = a.map((row, i) => [...row, b[i]!]);
+  for (let col = 0; col < n; col++) {
+    let pivot = col;
+    for (let r = col + 1; r < n; r++) if (Math.abs(m[r]![col]!) > Math.abs(m[pivot]![col]!)) pivot = r;
+    [m[col], m[pivot]] = [m[pivot]!, m[col]!];
+    if (Math.abs(m[col]![col]!) < 1e-12) throw new Error('the samples need two group sizes and two rates at least');
+    for (let r = 0; r < n; r++) {
+      if (r === col) continue;
+      const f = m[r]![col]! / m[col]![col]!;
+      for (let c = col; c <= n; c++) m[r]![c]! -= f * m[col]![c]!;
+    }
   }
-  const det = mm * dd - md * md;
-  if (Math.abs(det) < 1e-9 * mm * dd) throw new Error('the samples need groups of at least two different sizes');
-  return {
-    storeUs: Math.max(0, ((mc * dd - dc * md) / det) * 1e6),
-    deliveryUs: Math.max(0, ((dc * mm - mc * md) / det) * 1e6),
-  };
+  return m.map((row, i) => row[n]! / row[i]!);
 }
 
 /** The operations per second of a load on one tier of nodes. */
@@ -104,7 +129,8 @@ export function nodeCores(
     (rates.bigGroupDeliveriesPerSec ?? 0) * node.bigGroupDeliveryUs +
     (rates.connectsPerSec ?? 0) * node.connectUs +
     (rates.historyPagesPerSec ?? 0) * page;
-  return nodes * node.idleCores + us / 1e6;
+  const active = rates.messagesPerSec > 0 ? node.activeCores : 0;
+  return nodes * (node.idleCores + active) + us / 1e6;
 }
 
 /** A fleet's load, in the words of the seeds. */
@@ -154,12 +180,13 @@ export function sizeFleet(costs: MeasuredCosts, load: FleetLoad): FleetSize {
     historyPagesPerSec: load.historyPagesPerSec,
   };
   const busy = nodeCores(costs, rates, 'cluster', 0);
-  const usable = load.coresPerNode * (1 - load.headroom) - costs.node.idleCores;
+  const perNode = costs.node.idleCores + costs.node.activeCores;
+  const usable = load.coresPerNode * (1 - load.headroom) - perNode;
   const nodes = Math.max(2, Math.ceil(busy / usable)); // two at least: one node is a single point of failure
   const { cluster } = costs;
   const spare = 1 / (1 - load.headroom);
   return {
-    nodeCores: busy + nodes * costs.node.idleCores,
+    nodeCores: busy + nodes * perNode,
     nodes,
     nodeMemoryGb: (load.users * costs.node.connectionKb) / 1024 / 1024,
     redisOpsPerSec: messages * cluster.redisCommandsPerMessage,

@@ -269,7 +269,7 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
           measureFrom,
           measureTo,
           seconds,
-          /** CPU seconds of each watched process and of this generator over the measured window. */
+          // CPU seconds of each watched process and of this generator over the measured window
           windowCpuSeconds: cpuSeconds,
           offered,
           delivered: latencies.length,

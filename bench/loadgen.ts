@@ -9,6 +9,7 @@ import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import mqttPacket from 'mqtt-packet';
 import { v7 as uuidv7 } from 'uuid';
+import { cpuMeter } from './process-usage.js';
 
 export interface LoadSpec {
   port: number;
@@ -19,6 +20,8 @@ export interface LoadSpec {
   bodyBytes: number;
   warmupMs: number;
   measureMs: number;
+  /** Processes whose CPU time is reported over the measured window (the server, Redis, Cassandra), by name. */
+  watch?: Record<string, number>;
 }
 
 interface Conn {
@@ -72,6 +75,7 @@ async function run(spec: LoadSpec): Promise<void> {
   const latencies: number[] = [];
   let measuring = false;
   let acked = 0;
+  let ackedInAll = 0;
   let delivered = 0;
   const filler = 'x'.repeat(spec.bodyBytes);
 
@@ -113,6 +117,7 @@ async function run(spec: LoadSpec): Promise<void> {
       };
       conn.onPacket((packet) => {
         if (packet.cmd !== 'puback') return;
+        ackedInAll += 1;
         if (measuring) acked += 1;
         if (!stopped) publishOne();
       });
@@ -124,9 +129,13 @@ async function run(spec: LoadSpec): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, spec.warmupMs));
   measuring = true;
   const started = performance.now();
+  const watched = cpuMeter(spec.watch ?? {});
+  const generatorBefore = process.cpuUsage();
   await new Promise((resolve) => setTimeout(resolve, spec.measureMs));
   measuring = false;
   stopped = true;
+  const generator = process.cpuUsage(generatorBefore);
+  const windowCpuSeconds = { ...watched(), generator: (generator.user + generator.system) / 1e6 };
   const seconds = (performance.now() - started) / 1000;
   latencies.sort((a, b) => a - b);
   process.stdout.write(
@@ -136,6 +145,9 @@ async function run(spec: LoadSpec): Promise<void> {
       p50Ms: percentile(latencies, 50),
       p99Ms: percentile(latencies, 99),
       samples: latencies.length,
+      acked,
+      ackedInAll,
+      windowCpuSeconds,
     })}\n`,
   );
   for (const conn of [...publishers, ...subscribers]) conn.socket.destroy();

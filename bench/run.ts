@@ -9,7 +9,6 @@
  * until its throughput settles).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +20,9 @@ import { freePort } from './free-port.js';
 import { waitForLine } from './wait-for-line.js';
 import type { LoadSpec } from './loadgen.js';
 import { env } from './env-number.js';
+import { Redis } from 'ioredis';
+import { cpuMeter, rssBytes, servicePid } from './process-usage.js';
+import { COSTS_FILE, machineName, recordCosts } from './capacity-model.js';
 
 interface Result {
   publishPerSec: number;
@@ -32,6 +34,26 @@ interface Result {
   /** GET 100 messages after a random seq: p50 / p99 in ms (Chorus targets only). */
   historyP50Ms?: number;
   historyP99Ms?: number;
+  /** CPU µs per acknowledged message over the measured window, by process: server, generator, redis, cassandra. */
+  usPerMessage: Record<string, number>;
+  /** CPU µs per history page, by process (Chorus targets only). */
+  usPerPage?: Record<string, number>;
+  /** Requests to the services per acknowledged message, over the whole run (Cassandra + Redis target only). */
+  redisCommandsPerMessage?: number;
+  cassandraWritesPerMessage?: number;
+  cassandraReadsPerMessage?: number;
+}
+
+/** What the load generator prints. */
+interface LoadResult {
+  publishPerSec: number;
+  deliveredPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  samples: number;
+  acked: number;
+  ackedInAll: number;
+  windowCpuSeconds: Record<string, number>;
 }
 
 interface Started {
@@ -44,6 +66,8 @@ interface Started {
 interface Target {
   name: string;
   start(port: number): Promise<Started>;
+  /** Uses the Redis and Cassandra of scripts/services.sh: their CPU and requests are counted too. */
+  services?: boolean;
 }
 
 const ROUNDS = env('BENCH_ROUNDS', 5);
@@ -79,8 +103,9 @@ const bareAedes: Target = {
 };
 
 /** Chorus as `chorus serve` with these extra settings, one group with every bench user as a member. */
-const chorusTarget = (name: string, settings: () => Record<string, string>): Target => ({
+const chorusTarget = (name: string, settings: () => Record<string, string>, services = false): Target => ({
   name,
+  services,
   async start(port) {
     const dataDir = mkdtempSync(join(tmpdir(), 'chorus-bench-'));
     const httpPort = await freePort();
@@ -138,38 +163,59 @@ const chorusTarget = (name: string, settings: () => Record<string, string>): Tar
 const CASSANDRA_PORT = process.env.CHORUS_TEST_CASSANDRA_PORT ?? 9142;
 const BENCH_KEYSPACE = `chorus_bench_${process.pid}`;
 const chorusSqlite = chorusTarget('Chorus, SQLite log', () => ({}));
-const chorusCassandra = chorusTarget('Chorus, Cassandra + Redis', () => ({
-  CHORUS_STORE: 'cassandra',
-  CHORUS_REDIS_URL: `redis://127.0.0.1:${process.env.CHORUS_TEST_REDIS_PORT ?? 6399}`,
-  CHORUS_CASSANDRA_CONTACT_POINTS: `127.0.0.1:${CASSANDRA_PORT}`,
-  CHORUS_CASSANDRA_KEYSPACE: BENCH_KEYSPACE,
-  CHORUS_JWT_SECRET: 'bench-secret-bench-secret-bench-secret-0123',
-}));
+const chorusCassandra = chorusTarget(
+  'Chorus, Cassandra + Redis',
+  () => ({
+    CHORUS_STORE: 'cassandra',
+    CHORUS_REDIS_URL: `redis://127.0.0.1:${process.env.CHORUS_TEST_REDIS_PORT ?? 6399}`,
+    CHORUS_CASSANDRA_CONTACT_POINTS: `127.0.0.1:${CASSANDRA_PORT}`,
+    CHORUS_CASSANDRA_KEYSPACE: BENCH_KEYSPACE,
+    CHORUS_JWT_SECRET: 'bench-secret-bench-secret-bench-secret-0123',
+  }),
+  true,
+);
 
-/** p50 and p99 of 200 reads of 100 messages after a random seq within what was sent. */
+/** History pages read after each run, one after another. */
+const HISTORY_READS = 200;
+
+/** p50 and p99 of HISTORY_READS reads of 100 messages after a random seq within what was sent. */
 async function historyLatency(
   read: (afterSeq: number) => Promise<void>,
   lastSeq: number,
 ): Promise<{ p50: number; p99: number }> {
   const times: number[] = [];
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < HISTORY_READS; i++) {
     const started = performance.now();
     await read(Math.floor(Math.random() * Math.max(1, lastSeq - 100)));
     times.push(performance.now() - started);
   }
   times.sort((a, b) => a - b);
-  return { p50: times[100]!, p99: times[197]! };
+  return { p50: times[Math.floor(HISTORY_READS * 0.5)]!, p99: times[Math.floor(HISTORY_READS * 0.99) - 1]! };
 }
 
-function rssMb(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN) / 1024;
+/** Requests the services have served so far: Redis commands, and Cassandra reads and writes in the bench keyspace. */
+async function serviceRequests(): Promise<{ redis: number; cassandraWrites: number; cassandraReads: number }> {
+  const info = await redis.info('stats');
+  const count = async (table: string) =>
+    (
+      await cassandraAdmin.execute(`SELECT count FROM system_views.${table} WHERE keyspace_name = ?`, [BENCH_KEYSPACE])
+    ).rows.reduce((sum, row) => sum + Number(row.get('count')), 0);
+  return {
+    redis: Number(/total_commands_processed:(\d+)/.exec(info)?.[1] ?? Number.NaN),
+    cassandraWrites: await count('coordinator_write_latency'),
+    cassandraReads: await count('coordinator_read_latency'),
+  };
 }
 
 async function measure(target: Target): Promise<Result> {
   const port = await freePort();
   const { child, spec, readHistory } = await target.start(port);
   try {
+    const watch: Record<string, number> = { server: child.pid! };
+    for (const service of target.services ? (['redis', 'cassandra'] as const) : []) {
+      const pid = servicePid(service);
+      if (pid) watch[service] = pid; // not when they run elsewhere (CHORUS_TEST_*_PORT)
+    }
     const load: LoadSpec = {
       port,
       ...spec,
@@ -177,7 +223,9 @@ async function measure(target: Target): Promise<Result> {
       bodyBytes: 100,
       warmupMs: PRE_MEASURE_MS,
       measureMs: MEASURE_MS,
+      watch,
     };
+    const requestsBefore = target.services ? await serviceRequests() : undefined;
     const gen = spawn(process.execPath, [join(here, 'loadgen.js'), JSON.stringify(load)], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -185,10 +233,32 @@ async function measure(target: Target): Promise<Result> {
     gen.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     const code = await new Promise<number | null>((resolve) => gen.once('exit', resolve));
     if (code !== 0) throw new Error(`load generator failed against ${target.name}`);
-    const result: Result = { ...(JSON.parse(out) as Omit<Result, 'serverRssMb'>), serverRssMb: rssMb(child.pid!) };
+    const loaded = JSON.parse(out) as LoadResult;
+    const result: Result = {
+      publishPerSec: loaded.publishPerSec,
+      deliveredPerSec: loaded.deliveredPerSec,
+      p50Ms: loaded.p50Ms,
+      p99Ms: loaded.p99Ms,
+      samples: loaded.samples,
+      serverRssMb: rssBytes(child.pid!) / 1024 / 1024,
+      usPerMessage: Object.fromEntries(
+        Object.entries(loaded.windowCpuSeconds).map(([name, seconds]) => [name, (seconds * 1e6) / loaded.acked]),
+      ),
+    };
+    if (requestsBefore) {
+      const after = await serviceRequests();
+      result.redisCommandsPerMessage = (after.redis - requestsBefore.redis) / loaded.ackedInAll;
+      result.cassandraWritesPerMessage = (after.cassandraWrites - requestsBefore.cassandraWrites) / loaded.ackedInAll;
+      result.cassandraReadsPerMessage = (after.cassandraReads - requestsBefore.cassandraReads) / loaded.ackedInAll;
+    }
     if (readHistory) {
       const sent = Math.floor((result.publishPerSec * (MEASURE_MS + PRE_MEASURE_MS)) / 1000);
+      const { server, cassandra } = watch;
+      const meter = cpuMeter({ server: server!, ...(cassandra ? { cassandra } : {}) });
       const { p50, p99 } = await historyLatency(readHistory, sent);
+      result.usPerPage = Object.fromEntries(
+        Object.entries(meter()).map(([name, seconds]) => [name, (seconds * 1e6) / HISTORY_READS]),
+      );
       result.historyP50Ms = p50;
       result.historyP99Ms = p99;
     }
@@ -209,6 +279,12 @@ const withCassandra = process.env.BENCH_CASSANDRA !== '0';
 if (withCassandra)
   execFileSync('bash', [join(here, '..', '..', 'scripts', 'services.sh'), 'start'], { stdio: 'inherit' });
 const targets = withCassandra ? [bareAedes, chorusSqlite, chorusCassandra] : [bareAedes, chorusSqlite];
+// What the services served and the bench keyspace's request counts are read through these (Cassandra + Redis only).
+const redis = new Redis(Number(process.env.CHORUS_TEST_REDIS_PORT ?? 6399), '127.0.0.1', { lazyConnect: true });
+const cassandraAdmin = new cassandra.Client({
+  contactPoints: [`127.0.0.1:${CASSANDRA_PORT}`],
+  localDataCenter: 'datacenter1',
+});
 const results = new Map<string, Result[]>(targets.map((t) => [t.name, []]));
 console.log(
   `workload: ${PUBLISHERS} publishers x ${WINDOW} in flight, ${SUBSCRIBERS} subscribers, 1 topic, 100-byte bodies, QoS 1; ${ROUNDS} rounds x ${MEASURE_MS} ms`,
@@ -240,7 +316,14 @@ for (let round = 1; round <= ROUNDS; round++) {
 
 const summary = targets.map((t) => {
   const rs = results.get(t.name)!;
+  const us = (pick: (r: Result) => Record<string, number> | undefined, name: string) =>
+    median(rs.map((r) => pick(r)?.[name] ?? Number.NaN));
   return {
+    perMessage: (name: string) => us((r) => r.usPerMessage, name),
+    perPage: (name: string) => us((r) => r.usPerPage, name),
+    redisCommandsPerMessage: median(rs.map((r) => r.redisCommandsPerMessage ?? Number.NaN)),
+    cassandraWritesPerMessage: median(rs.map((r) => r.cassandraWritesPerMessage ?? Number.NaN)),
+    cassandraReadsPerMessage: median(rs.map((r) => r.cassandraReadsPerMessage ?? Number.NaN)),
     target: t.name,
     publishPerSec: median(rs.map((r) => r.publishPerSec)),
     deliveredPerSec: median(rs.map((r) => r.deliveredPerSec)),
@@ -263,9 +346,49 @@ for (const s of summary) {
   );
 }
 
+const us = (value: number) => (Number.isFinite(value) ? value.toFixed(1) : '-');
+console.log('\n**CPU per operation** (µs, every thread of each process, over the measured window; medians)');
+console.log(
+  '| target | server per message | vs bare Aedes | load generator per message | Cassandra per message | Redis per message | server per history page | Cassandra per history page |',
+);
+console.log('|---|---|---|---|---|---|---|---|');
+const baseUs = summary[0]!.perMessage('server');
+for (const s of summary) {
+  console.log(
+    `| ${s.target} | ${us(s.perMessage('server'))} | ${(s.perMessage('server') / baseUs).toFixed(2)}x | ${us(s.perMessage('generator'))} | ${us(s.perMessage('cassandra'))} | ${us(s.perMessage('redis'))} | ${us(s.perPage('server'))} | ${us(s.perPage('cassandra'))} |`,
+  );
+}
+const sqlite = summary.find((s) => s.target === chorusSqlite.name)!;
+const cluster = summary.find((s) => s.target === chorusCassandra.name);
+if (cluster) {
+  console.log(
+    `\nper message on Cassandra + Redis: ${cluster.redisCommandsPerMessage.toFixed(2)} Redis commands, ${cluster.cassandraWritesPerMessage.toFixed(2)} Cassandra writes, ${cluster.cassandraReadsPerMessage.toFixed(2)} Cassandra reads; node CPU per message ${(cluster.perMessage('server') / sqlite.perMessage('server')).toFixed(2)}x the SQLite tier's`,
+  );
+}
+recordCosts(
+  {
+    node: { historyPageUs: sqlite.perPage('server') },
+    ...(cluster && {
+      cluster: {
+        storeRatio: cluster.perMessage('server') / sqlite.perMessage('server'),
+        historyPageUs: cluster.perPage('server'),
+        cassandraUsPerMessage: cluster.perMessage('cassandra'),
+        cassandraWritesPerMessage: cluster.cassandraWritesPerMessage,
+        cassandraReadsPerMessage: cluster.cassandraReadsPerMessage,
+        redisUsPerMessage: cluster.perMessage('redis'),
+        redisCommandsPerMessage: cluster.redisCommandsPerMessage,
+      },
+    }),
+  },
+  machineName(),
+);
+console.log(`costs written to ${COSTS_FILE} (npm run capacity reads them)`);
+redis.disconnect();
+
 if (withCassandra) {
   // Each run's keyspace is its own: drop it, so that runs do not pile up data in the local Cassandra.
   const db = new cassandra.Client({ contactPoints: [`127.0.0.1:${CASSANDRA_PORT}`], localDataCenter: 'datacenter1' });
   await db.execute(`DROP KEYSPACE IF EXISTS ${BENCH_KEYSPACE}`, [], { readTimeout: 30_000 });
   await db.shutdown();
 }
+await cassandraAdmin.shutdown();

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Chorus needs to build and test on a fresh Debian machine: Node.js >= 20 must already be there.
-# Run as root (it may apt-get install Debian's chromium, mosquitto-clients, haproxy and docker-compose for the tests).
+# Run as root (it may apt-get install Debian's chromium, mosquitto-clients, mosquitto, haproxy and docker-compose).
 # Native addons (better-sqlite3) build from source, against Node's headers from /usr/include/node when present,
 # because downloads of prebuilt binaries and of node headers may be impossible.
 set -euo pipefail
@@ -21,9 +21,10 @@ if ! command -v mosquitto_pub >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients >/dev/null
 fi
-# The deployment tests run HAProxy in front of the nodes and check docker-compose.yml with docker-compose (no engine).
-for tool in haproxy docker-compose; do
-  if ! command -v "$tool" >/dev/null; then
+# The deployment tests run HAProxy in front of the nodes and check docker-compose.yml with docker-compose (no engine);
+# `npm run bench` compares Chorus with Debian's mosquitto broker.
+for tool in haproxy docker-compose mosquitto; do
+  if ! PATH="$PATH:/usr/sbin" command -v "$tool" >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null
   fi
