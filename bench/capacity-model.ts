@@ -5,6 +5,7 @@
  *   cores = idle + active + messages/s x store + deliveries/s x delivery + big-group deliveries/s x big delivery
  *           + connects/s x connect + history pages/s x page
  *
+ * and in a cluster every node also pays, per message any other node stored, what reading it from the fan-out costs.
  * each cost in CPU seconds of every thread of the node process. `fitCosts` finds active, store and delivery from loads
  * of different shapes and rates, since every message is stored once and delivered to each member.
  */
@@ -46,6 +47,11 @@ export const MeasuredCosts = Type.Object({
     cassandraReadsPerMessage: Type.Number({ minimum: 0 }),
     redisUsPerMessage: Micros,
     redisCommandsPerMessage: Type.Number({ minimum: 0 }),
+    /**
+     * What a node pays for each message another node stored: every node reads every commit from the Redis fan-out
+     * (bench:scale's horizontal phase).
+     */
+    fanInUs: Micros,
   }),
 });
 export type MeasuredCosts = Static<typeof MeasuredCosts>;
@@ -68,16 +74,30 @@ export interface CostSample {
  * pays for a commit of its own, which the sequencer otherwise shares between the messages of one batch.
  */
 export function fitCosts(samples: CostSample[], idleCores: number): FittedCosts {
-  const rows = samples.map((s) => [1, s.messagesPerSec, s.deliveriesPerSec]);
-  const n = rows[0]?.length ?? 0;
+  const terms: ((s: CostSample) => number)[] = [() => 1, (s) => s.messagesPerSec, (s) => s.deliveriesPerSec];
+  let [active = 0, store = 0, delivery = 0] = leastSquares(samples, idleCores, terms);
+  // A cost below zero is noise that the other terms took up: that term is left out and the rest fitted again.
+  if (store < 0) {
+    store = 0;
+    [active = 0, delivery = 0] = leastSquares(samples, idleCores, [terms[0]!, terms[2]!]);
+  } else if (delivery < 0) {
+    delivery = 0;
+    [active = 0, store = 0] = leastSquares(samples, idleCores, [terms[0]!, terms[1]!]);
+  }
+  return { activeCores: active, storeUs: Math.max(0, store) * 1e6, deliveryUs: Math.max(0, delivery) * 1e6 };
+}
+
+/** The coefficients of `terms` that best explain the samples' cores above idle. */
+function leastSquares(samples: CostSample[], idleCores: number, terms: ((s: CostSample) => number)[]): number[] {
+  const rows = samples.map((s) => terms.map((term) => term(s)));
+  const n = terms.length;
   const a = Array.from({ length: n }, (_, i) =>
     Array.from({ length: n }, (_, j) => rows.reduce((sum, r) => sum + r[i]! * r[j]!, 0)),
   );
   const b = Array.from({ length: n }, (_, i) =>
     rows.reduce((sum, r, k) => sum + r[i]! * (samples[k]!.cores - idleCores), 0),
   );
-  const [active, store, delivery] = solve(a, b);
-  return { activeCores: active!, storeUs: store! * 1e6, deliveryUs: delivery! * 1e6 };
+  return solve(a, b);
 }
 
 export interface FittedCosts {
@@ -180,8 +200,13 @@ export function sizeFleet(costs: MeasuredCosts, load: FleetLoad): FleetSize {
     historyPagesPerSec: load.historyPagesPerSec,
   };
   const busy = nodeCores(costs, rates, 'cluster', 0);
-  const perNode = costs.node.idleCores + costs.node.activeCores;
+  // Every node pays its idle and active cost and reads every message the others stored from the fan-out.
+  const perNode = costs.node.idleCores + costs.node.activeCores + (messages * costs.cluster.fanInUs) / 1e6;
   const usable = load.coresPerNode * (1 - load.headroom) - perNode;
+  if (usable <= 0)
+    throw new Error(
+      `a node of ${load.coresPerNode} cores is filled by its share of the cluster's fan-out alone at ${messages} msg/s: use bigger nodes`,
+    );
   const nodes = Math.max(2, Math.ceil(busy / usable)); // two at least: one node is a single point of failure
   const { cluster } = costs;
   const spare = 1 / (1 - load.headroom);

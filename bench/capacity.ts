@@ -81,7 +81,7 @@ console.log('');
 console.log('| tier | needs | at the measured costs |');
 console.log('|---|---|---|');
 console.log(
-  `| Chorus nodes | ${fleet.nodes} x ${load.coresPerNode} cores (${n(fleet.nodeCores, 1)} cores busy, ${load.headroom * 100}% left free), ${n(fleet.nodeMemoryGb, 1)} GB for connections | ${n(costs.node.storeUs * costs.cluster.storeRatio, 1)} µs per message, ${n(costs.node.deliveryUs, 1)} µs per delivery, ${n(costs.node.bigGroupDeliveryUs, 1)} µs per big-group delivery, ${n(costs.node.connectUs)} µs per connect, ${n(costs.cluster.historyPageUs)} µs per history page |`,
+  `| Chorus nodes | ${fleet.nodes} x ${load.coresPerNode} cores (${n(fleet.nodeCores, 1)} cores busy, ${load.headroom * 100}% left free), ${n(fleet.nodeMemoryGb, 1)} GB for connections | ${n(costs.node.storeUs * costs.cluster.storeRatio, 1)} µs per message, ${n(costs.node.deliveryUs, 1)} µs per delivery, ${n(costs.node.bigGroupDeliveryUs, 1)} µs per big-group delivery, ${n(costs.node.connectUs)} µs per connect, ${n(costs.cluster.historyPageUs)} µs per history page; each node ${n(costs.cluster.fanInUs, 1)} µs per message another node stored |`,
 );
 console.log(
   `| Redis | ${n(fleet.redisOpsPerSec)} commands/s, ${n(fleet.redisCores, 1)} cores | ${n(costs.cluster.redisCommandsPerMessage, 2)} commands and ${n(costs.cluster.redisUsPerMessage, 1)} µs per message |`,

@@ -5,7 +5,8 @@
  * than BENCH_SCALE_PER_NODE connections, default 17,000: a process may open 20,000 files here) and one load generator
  * (bench/groups-loadgen.ts) per node. Users u0..u(C-1) are members of one small group each (BENCH_SCALE_GROUP_SIZE,
  * default 50; members spread over the nodes, so a group's messages cross Redis) and all of one big group of C members.
- * Every member connects over MQTT (TCP) to its node and subscribes to both groups' topics. Then:
+ * Every member connects over MQTT (TCP) to its node and subscribes to both groups' topics. First, on a cluster of its
+ * own, the horizontal phase (bench/scale-horizontal.ts): what a node pays for each node added. Then:
  *
  * 1. setup: the groups are made through the REST API (memberships written per second);
  * 2. connect: every member connects and subscribes, 50 at a time per generator: the rate, failures by reason, memory
@@ -21,22 +22,21 @@
  * resource ran out when a phase fell short: CPU (the box's cores were busy), file descriptors (EMFILE), memory
  * (MemAvailable below 1 GiB), or the servers (refused or timed-out connections with CPU to spare).
  * BENCH_PROFILE_DIR writes the nodes' CPU profiles there; BENCH_LOG_LEVEL sets the nodes' (warn); BENCH_SCALE_NODE_FLAGS
- * gives the nodes Node.js flags (the generators keep theirs).
+ * gives the nodes Node.js flags (the generators keep theirs); BENCH_SCALE_PHASES picks `horizontal`, `cluster` or both
+ * (the default).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { CHORUS_CLI } from './chorus-cli.js';
 import { createInterface } from 'node:readline';
-import cassandra from 'cassandra-driver';
 import { signToken } from '../auth/token-verifier.js';
-import { loadConfig } from '../config/config.js';
-import { freePort } from './free-port.js';
 import type { GroupsLoadSpec, Member, Step } from './groups-loadgen.js';
 import { env } from './env-number.js';
 import { cpuSeconds, rssBytes } from './process-usage.js';
+import { api, config, dropKeyspace, type Node, startNode, stop, work } from './scale-cluster.js';
+import { measureHorizontal } from './scale-horizontal.js';
 
 const CONNECTIONS = env('BENCH_SCALE_CONNECTIONS', 100_000);
 const PER_NODE = env('BENCH_SCALE_PER_NODE', 17_000);
@@ -56,12 +56,11 @@ const SAMPLE_MS = 250;
 
 const root = new URL('../..', import.meta.url).pathname;
 const here = new URL('.', import.meta.url).pathname;
-const REDIS_PORT = env('CHORUS_TEST_REDIS_PORT', 6399);
-const CASSANDRA_PORT = env('CHORUS_TEST_CASSANDRA_PORT', 9142);
-const SECRET = 'bench-scale-secret-bench-scale-secret-0123456789';
-const config = loadConfig({ CHORUS_JWT_SECRET: SECRET });
-const work = mkdtempSync(join(tmpdir(), 'chorus-bench-scale-'));
-const keyspace = `chorus_bench_scale_${Date.now()}`;
+const LIMITS = {
+  maxConnections: PER_NODE + 1000,
+  maxGroupMembers: Math.max(CONNECTIONS, 100_000),
+  nodeFlags: NODE_FLAGS,
+};
 
 // ---- machine readings ------------------------------------------------------------------------------------------
 
@@ -112,52 +111,6 @@ interface Snapshot {
 }
 const epochNow = () => performance.timeOrigin + performance.now();
 
-// ---- the cluster ------------------------------------------------------------------------------------------------
-
-interface Node {
-  child: ChildProcess;
-  mqttPort: number;
-  httpPort: number;
-  log: string;
-}
-
-async function startNode(i: number): Promise<Node> {
-  const [mqttPort, httpPort] = [await freePort(), await freePort()];
-  const log = join(work, `node-${i}.log`);
-  const out = openSync(log, 'a');
-  const profile = process.env.BENCH_PROFILE_DIR
-    ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`]
-    : [];
-  const child = spawn(process.execPath, [...NODE_FLAGS, ...profile, CHORUS_CLI, 'serve'], {
-    env: {
-      ...process.env,
-      CHORUS_STORE: 'cassandra',
-      CHORUS_NODE_ID: `scale-${i}`,
-      CHORUS_REDIS_URL: `redis://127.0.0.1:${REDIS_PORT}`,
-      CHORUS_CASSANDRA_CONTACT_POINTS: `127.0.0.1:${CASSANDRA_PORT}`,
-      CHORUS_CASSANDRA_KEYSPACE: keyspace,
-      CHORUS_JWT_SECRET: SECRET,
-      CHORUS_MQTT_PORT: String(mqttPort),
-      CHORUS_HTTP_PORT: String(httpPort),
-      CHORUS_DATA_DIR: mkdtempSync(join(work, `node-${i}-`)),
-      CHORUS_LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
-      CHORUS_MAX_CONNECTIONS: String(PER_NODE + 1000),
-      // The generators are one address: the per-address cap before login would refuse their connect bursts.
-      CHORUS_MAX_UNAUTHENTICATED_PER_ADDRESS: '1000000',
-      CHORUS_MAX_GROUP_MEMBERS: String(Math.max(CONNECTIONS, 100_000)),
-      CHORUS_RATE_LIMIT_PER_MINUTE: '10000000',
-    },
-    stdio: ['ignore', out, out],
-  });
-  const deadline = Date.now() + 120_000;
-  while (!readFileSync(log, 'utf8').includes('Chorus is running')) {
-    if (child.exitCode !== null || Date.now() > deadline)
-      throw new Error(`node ${i} did not start: ${readFileSync(log, 'utf8').slice(-2000)}`);
-    await sleep(200);
-  }
-  return { child, mqttPort, httpPort, log };
-}
-
 /** Cumulative commit counts by upper bound (seconds), summed over every node's chorus_sequencer_commit_seconds. */
 type CommitHistogram = Map<number, number>;
 
@@ -200,21 +153,6 @@ function commitsBetween(
 /** The probe step's commits, and the worst event-loop delay of any node over it. */
 type ProbeReadings = ReturnType<typeof commitsBetween> & Pick<NodeReadings, 'loopDelayP99Ms' | 'loopDelayMaxMs'>;
 
-async function api(node: Node, userId: string, method: string, path: string, body: unknown): Promise<{ id: string }> {
-  for (let attempt = 1; ; attempt++) {
-    const res = await fetch(`http://127.0.0.1:${node.httpPort}/v1${path}`, {
-      method,
-      headers: { authorization: `Bearer ${await signToken(config, userId, 7200)}`, 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-    });
-    if (res.ok) return (await res.json()) as { id: string };
-    const text = await res.text();
-    // 503: a dependency was briefly too busy (Cassandra timeouts under this load); anything else is a bug.
-    if (res.status !== 503 || attempt === 5) throw new Error(`${method} ${path}: ${res.status} ${text}`);
-    await sleep(500 * attempt);
-  }
-}
-
 /** Runs `work` over `items`, `concurrency` at a time. */
 async function pool<T>(items: T[], concurrency: number, work: (item: T, i: number) => Promise<void>): Promise<void> {
   let next = 0;
@@ -249,13 +187,22 @@ async function main(): Promise<void> {
   if (services.status !== 0) throw new Error('scripts/services.sh start failed: Redis and Cassandra are needed');
   const cassandraPid = pidFile('.services/cassandra/cassandra.pid');
   const redisPid = pidFile('.services/redis/redis.pid');
+  const phases = (process.env.BENCH_SCALE_PHASES ?? 'horizontal,cluster').split(',');
+  if (phases.includes('horizontal')) {
+    const met = await measureHorizontal().catch(async (err: Error) => {
+      await dropKeyspace();
+      throw err;
+    });
+    if (!met) process.exitCode = 1;
+  }
+  if (!phases.includes('cluster')) return dropKeyspace();
   const groupCount = Math.ceil(CONNECTIONS / GROUP_SIZE);
   console.log(
     `${CONNECTIONS} connections, ${NODES} nodes, ${groupCount} groups of ${GROUP_SIZE} and one of ${CONNECTIONS}; ${cpus().length} cores; logs in ${work}`,
   );
 
-  const nodes: Node[] = [await startNode(0)]; // the first creates the keyspace's tables alone
-  nodes.push(...(await Promise.all(Array.from({ length: NODES - 1 }, (_, i) => startNode(i + 1)))));
+  const nodes: Node[] = [await startNode('0', LIMITS)]; // the first creates the keyspace's tables alone
+  nodes.push(...(await Promise.all(Array.from({ length: NODES - 1 }, (_, i) => startNode(String(i + 1), LIMITS)))));
   const generators: ChildProcess[] = [];
   const sampleCpu = (): CpuSample => {
     const cpu = (pids: number[]) => pids.reduce((sum, pid) => sum + usage(pid).cpuSeconds, 0);
@@ -404,14 +351,7 @@ async function main(): Promise<void> {
     clearInterval(sampler);
     for (const gen of generators) gen.kill('SIGKILL');
     await Promise.all(nodes.map((n) => stop(n.child)));
-    const client = new cassandra.Client({
-      contactPoints: [`127.0.0.1:${CASSANDRA_PORT}`],
-      localDataCenter: 'datacenter1',
-    });
-    await client
-      .execute(`DROP KEYSPACE IF EXISTS ${keyspace}`)
-      .catch((err: Error) => console.log(`could not drop ${keyspace}: ${err.message}`));
-    await client.shutdown();
+    await dropKeyspace();
   }
 }
 
@@ -420,18 +360,6 @@ const mergeCounts = (counts: Record<string, number>[]) => {
   for (const c of counts) for (const [k, v] of Object.entries(c ?? {})) merged[k] = (merged[k] ?? 0) + v;
   return merged;
 };
-
-/** SIGTERM, then SIGKILL after 15 s; resolves with how long the process took to exit (ms). */
-async function stop(child: ChildProcess): Promise<number> {
-  if (child.exitCode !== null || child.signalCode !== null) return 0;
-  const started = performance.now();
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  await Promise.race([exited, sleep(15_000)]);
-  const ms = performance.now() - started;
-  child.kill('SIGKILL');
-  return ms;
-}
 
 interface Phase {
   name: string;
@@ -566,7 +494,7 @@ function report(
 }
 
 main().then(
-  () => process.exit(0),
+  () => process.exit(process.exitCode ?? 0),
   (err: Error) => {
     console.error(`bench:scale failed: ${err.stack ?? err.message}`);
     process.exit(1);

@@ -161,6 +161,7 @@ describe('capacity model', () => {
         cassandraReadsPerMessage: 0,
         redisUsPerMessage: 0,
         redisCommandsPerMessage: 0,
+        fanInUs: 0,
       },
     };
     console.log(

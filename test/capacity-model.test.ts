@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+import { type CostSample, fitCosts, type MeasuredCosts, sizeFleet } from '../bench/capacity-model.js';
+
+/** Cores a node with these costs would use: the model's own formula, for samples of a known truth. */
+const truth = { idle: 0.01, active: 0.05, storeUs: 150, deliveryUs: 20 };
+const sampleOf = (messagesPerSec: number, members: number, noise = 0): CostSample => ({
+  messagesPerSec,
+  deliveriesPerSec: messagesPerSec * members,
+  cores:
+    truth.idle +
+    truth.active +
+    (messagesPerSec * truth.storeUs + messagesPerSec * members * truth.deliveryUs) / 1e6 +
+    noise,
+});
+
+const costs = (cluster: Partial<MeasuredCosts['cluster']> = {}): MeasuredCosts => ({
+  measuredAt: '2026-12-05T00:00:00Z',
+  machine: 'test',
+  node: {
+    idleCores: 0.01,
+    activeCores: 0.05,
+    storeUs: 150,
+    deliveryUs: 20,
+    bigGroupDeliveryUs: 40,
+    connectUs: 400,
+    connectionKb: 16,
+    historyPageUs: 700,
+  },
+  cluster: {
+    storeRatio: 1,
+    historyPageUs: 1300,
+    cassandraUsPerMessage: 20,
+    cassandraWritesPerMessage: 0.05,
+    cassandraReadsPerMessage: 0,
+    redisUsPerMessage: 1,
+    redisCommandsPerMessage: 0.02,
+    fanInUs: 5,
+    ...cluster,
+  },
+});
+
+const load = {
+  users: 100_000,
+  groups: 10_000,
+  messagesPerSec: 5000,
+  avgMembers: 20,
+  bigGroup: 0,
+  bigGroupMessagesPerSec: 0,
+  onlineShare: 1,
+  connectsPerSec: 0,
+  historyPagesPerSec: 0,
+  headroom: 0.5,
+  coresPerNode: 8,
+};
+
+describe('capacity model', () => {
+  it('recovers the costs that made the samples, from two group sizes at two rates', () => {
+    const fit = fitCosts([sampleOf(300, 10), sampleOf(500, 10), sampleOf(300, 2), sampleOf(500, 2)], truth.idle);
+    expect(fit.activeCores).toBeCloseTo(truth.active, 6);
+    expect(fit.storeUs).toBeCloseTo(truth.storeUs, 3);
+    expect(fit.deliveryUs).toBeCloseTo(truth.deliveryUs, 3);
+  });
+
+  it('never fits a cost below zero: noise that pushes one under is left to the other terms', () => {
+    // The slow small-group samples make the per-message term negative in a plain least-squares fit.
+    const samples = [sampleOf(300, 10), sampleOf(500, 10), sampleOf(300, 2, 0.04), sampleOf(500, 2, -0.02)];
+    const fit = fitCosts(samples, truth.idle);
+    expect(fit.storeUs).toBeGreaterThanOrEqual(0);
+    expect(fit.deliveryUs).toBeGreaterThan(0);
+  });
+
+  it('sizes the nodes from the busy cores at the headroom asked, two nodes at least', () => {
+    const fleet = sizeFleet(costs(), load);
+    // 5,000 msg/s x 150 µs + 100,000 deliveries/s x 20 µs = 2.75 cores busy; 8 cores at 50% leave 4 minus each
+    // node's idle, active and fan-in cost (0.01 + 0.05 + 5,000 x 5 µs = 0.085).
+    expect(fleet.nodes).toBe(2);
+    expect(fleet.nodeCores).toBeCloseTo(2.75 + 2 * 0.085, 6);
+    expect(sizeFleet(costs(), { ...load, messagesPerSec: 20_000 }).nodes).toBe(3); // 11 cores busy
+    expect(fleet.nodeMemoryGb).toBeCloseTo((100_000 * 16) / 1024 / 1024, 6);
+    expect(fleet.cassandraWritesPerSec).toBeCloseTo(250, 6);
+    expect(fleet.redisOpsPerSec).toBeCloseTo(100, 6);
+  });
+
+  it('says so when the fan-out alone fills a node: every node reads every message', () => {
+    expect(() => sizeFleet(costs({ fanInUs: 1000 }), load)).toThrow(/fan-out alone/);
+  });
+});
