@@ -10,7 +10,7 @@ import { serveProcess, tempDir } from './harness.js';
 
 /**
  * The capacity model (`npm run capacity`) against measurement on this machine: costs fitted on loads of two group
- * shapes (20 groups of 10, 60 groups of 2) predict the CPU of a third shape (10 groups of 10 and 30 of 3) within 20%,
+ * shapes (20 groups of 10, 40 groups of 3) predict the CPU of a third shape (10 groups of 10 and 30 of 3) within 20%,
  * at each of two rates. CPU is the server process's, every thread, from /proc, over each load's measured window, as
  * `npm run bench` reads it. The three shapes stay connected throughout and their loads take turns; each round fits
  * its own costs and predicts its own mixed loads, and the check is the median of the rounds' errors: a busy machine's
@@ -19,7 +19,7 @@ import { serveProcess, tempDir } from './harness.js';
  * linear fit follows only at the rates it was fitted at.
  */
 const LOADGEN = new URL('../dist/bench/groups-loadgen.js', import.meta.url).pathname;
-const ROUNDS = 5;
+const ROUNDS = 7;
 const RATES = [250, 450];
 const WINDOW = { warmupMs: 2000, measureMs: 4000 };
 
@@ -90,14 +90,17 @@ describe('capacity model', () => {
         'ten',
         Array.from({ length: 20 }, () => 10),
       ),
-      twos: await groups(
-        'two',
-        Array.from({ length: 60 }, () => 2),
+      threes: await groups(
+        'three',
+        Array.from({ length: 40 }, () => 3),
       ),
       mixed: await groups('mix', [...Array.from({ length: 10 }, () => 10), ...Array.from({ length: 30 }, () => 3)]),
     };
     type Shape = keyof typeof shapes;
-    const round = RATES.flatMap((rate) => (Object.keys(shapes) as Shape[]).map((shape) => ({ shape, rate })));
+    const loads = RATES.flatMap((rate) => (Object.keys(shapes) as Shape[]).map((shape) => ({ shape, rate })));
+    // Each round starts one load further on, so that what a load leaves behind (garbage to collect, marks to flush)
+    // falls on every other load in turn rather than always on the same one.
+    const rounds = Array.from({ length: ROUNDS }, (_, r) => loads.map((_, i) => loads[(i + r) % loads.length]!));
     const step: Step = { kind: 'rate', rate: 0, ...WINDOW };
     const generators = new Map<Shape, Generator>();
     for (const [shape, members] of Object.entries(shapes) as [Shape, Member[]][]) {
@@ -105,7 +108,9 @@ describe('capacity model', () => {
         { kind: 'connect', concurrency: 50 },
         // the first load warms the server up (its JIT compiles the hot paths in the first seconds), not counted
         ...(shape === 'tens' ? [{ ...step, rate: RATES[1]! }] : []),
-        ...Array.from({ length: ROUNDS }, () => RATES.map((rate) => ({ ...step, rate }))).flat(),
+        ...rounds.flatMap((round) =>
+          round.filter((load) => load.shape === shape).map(({ rate }) => ({ ...step, rate })),
+        ),
         ...(shape === 'tens' ? [step] : []), // idle, every shape connected
         { kind: 'close' },
       ];
@@ -122,8 +127,8 @@ describe('capacity model', () => {
     }
 
     await generators.get('tens')!.next();
-    const rounds: Map<string, CostSample>[] = [];
-    for (let r = 0; r < ROUNDS; r++) {
+    const measured: Map<string, CostSample>[] = [];
+    for (const round of rounds) {
       const samples = new Map<string, CostSample>();
       for (const { shape, rate } of round) {
         const report = await generators.get(shape)!.next();
@@ -133,15 +138,15 @@ describe('capacity model', () => {
           cores: cores(report),
         });
       }
-      rounds.push(samples);
+      measured.push(samples);
     }
     const idle = cores(await generators.get('tens')!.next());
     for (const gen of generators.values()) await gen.next(); // close
 
     const errors = new Map<number, number[]>(RATES.map((rate) => [rate, []]));
-    for (const [r, samples] of rounds.entries()) {
+    for (const [r, samples] of measured.entries()) {
       const fit = fitCosts(
-        round.filter(({ shape }) => shape !== 'mixed').map(({ shape, rate }) => samples.get(`${shape}@${rate}`)!),
+        loads.filter(({ shape }) => shape !== 'mixed').map(({ shape, rate }) => samples.get(`${shape}@${rate}`)!),
         idle,
       );
       const costs: MeasuredCosts = {
