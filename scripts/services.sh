@@ -127,10 +127,17 @@ start_sentinel() {
   local dir="$state/sentinel"
   mkdir -p "$dir"
   local port
+  # A server started again joins whichever one the running Sentinels name as primary (after a failover, not the first):
+  # made a replica of the first, a promoted first's old primary would replicate from its own replica, and no server
+  # would be primary until the Sentinels untangled it. Named itself (not failed over yet), it comes back as primary.
+  local primary="${sentinel_redis_ports[0]}" named=""
+  answers "${sentinel_ports[0]}" &&
+    named=$(redis-cli -p "${sentinel_ports[0]}" SENTINEL get-master-addr-by-name "$sentinel_name" 2>/dev/null | sed -n 2p)
+  [ -n "$named" ] && primary="$named"
   for port in "${sentinel_redis_ports[@]}"; do
     answers "$port" && continue
     local replica_of=()
-    [ "$port" != "${sentinel_redis_ports[0]}" ] && replica_of=(--replicaof 127.0.0.1 "${sentinel_redis_ports[0]}")
+    [ "$port" != "$primary" ] && replica_of=(--replicaof 127.0.0.1 "$primary")
     redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize yes "${replica_of[@]}" \
       --dir "$dir" --dbfilename "dump-$port.rdb" --pidfile "$dir/redis-$port.pid" --logfile "$dir/redis-$port.log"
     wait_for "redis $port" "$port" 30

@@ -335,7 +335,7 @@ export async function injectFault(fault: Fault, nodes: ClusterNode[], killed?: C
       const primary = stdout.split('\n')[1];
       await stopByPidFile(`${STATE}sentinel/redis-${primary}.pid`, 'SIGKILL');
       await sleep(fault.downMs);
-      await services('start', 'sentinel'); // empty; the Sentinels make it a replica of the new primary
+      await services('start', 'sentinel'); // empty, a replica of the primary the Sentinels name now
       return;
     }
     case 'stop-cassandra':

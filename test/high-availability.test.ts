@@ -83,6 +83,8 @@ describe('no single point of failure (short form)', () => {
         'GET',
         `/v1/groups/${created.body.id}/presence`,
       );
+      // an error answer shows itself in a failed poll, status and code
+      if (res.status !== 200) return `${res.status} ${JSON.stringify(res.body)}`;
       return (res.body.members as { userId: string; online: boolean }[])
         .filter((m) => m.online)
         .map((m) => m.userId)
