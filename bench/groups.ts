@@ -27,6 +27,7 @@ import { freePort } from './free-port.js';
 import { waitForLine } from './wait-for-line.js';
 import type { GroupsLoadSpec, Member, Step } from './groups-loadgen.js';
 import { env } from './env-number.js';
+import { fmt, median } from './figures.js';
 import { LiveHeap } from './live-heap.js';
 import { cpuSeconds, rssBytes } from './process-usage.js';
 import { COSTS_FILE, fitCosts, machineName, type MeasuredCosts, recordCosts } from './capacity-model.js';
@@ -240,14 +241,6 @@ async function runSteps(target: Target, sizes: number[], persistent: boolean, st
     await new Promise((resolve) => server.child.once('exit', resolve));
   }
 }
-
-const median = (values: number[]) => {
-  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
-  if (sorted.length === 0) return Number.NaN;
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-};
-const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
 
 const hasMosquitto = MOSQUITTO !== '';
 const onlyTargets = process.env.BENCH_TARGETS?.split(',');

@@ -19,6 +19,7 @@ import { createInterface } from 'node:readline';
 import { signToken } from '../auth/token-verifier.js';
 import { recordCosts, machineName } from './capacity-model.js';
 import { env } from './env-number.js';
+import { fmt, median } from './figures.js';
 import type { GroupsLoadSpec, Member, Step } from './groups-loadgen.js';
 import { api, config, type Node, startNode, stop, work } from './scale-cluster.js';
 
@@ -50,8 +51,6 @@ interface NodeFigures {
 }
 
 const here = new URL('.', import.meta.url).pathname;
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
-const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
 
 /** Messages this node's sequencer has stored since it started (its batch-size histogram's sum). */
 async function storedSoFar(node: Node): Promise<number> {

@@ -34,6 +34,7 @@ import { createInterface } from 'node:readline';
 import { signToken } from '../auth/token-verifier.js';
 import type { GroupsLoadSpec, Member, Step } from './groups-loadgen.js';
 import { env } from './env-number.js';
+import { median } from './figures.js';
 import { cpuSeconds, rssBytes } from './process-usage.js';
 import { api, config, dropKeyspace, type Node, startNode, stop, work } from './scale-cluster.js';
 import { measureHorizontal } from './scale-horizontal.js';
@@ -168,12 +169,6 @@ async function pool<T>(items: T[], concurrency: number, work: (item: T, i: numbe
 
 // ---- the run ----------------------------------------------------------------------------------------------------
 
-const median = (values: number[]) => {
-  const sorted = values.filter(Number.isFinite).sort((a, b) => a - b);
-  if (sorted.length === 0) return Number.NaN;
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-};
 const percentile = (sorted: number[], p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
 const fmt = (n: number, digits = 0) =>

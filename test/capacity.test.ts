@@ -5,6 +5,7 @@ import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
 import { signToken } from '../auth/token-verifier.js';
 import { type CostSample, fitCosts, type MeasuredCosts, nodeCores } from '../bench/capacity-model.js';
+import { median } from '../bench/figures.js';
 import type { GroupsLoadSpec, Member, Step } from '../bench/groups-loadgen.js';
 import { serveProcess, tempDir } from './harness.js';
 
@@ -61,7 +62,6 @@ class Generator {
 }
 
 const cores = (r: StepReport) => r.windowCpuSeconds.server / r.seconds;
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 describe('capacity model', () => {
   it('predicts the CPU of a third group shape within 20% from costs fitted on two', async () => {
