@@ -129,10 +129,24 @@ start_sentinel() {
   local port
   # A server started again joins whichever one the running Sentinels name as primary (after a failover, not the first):
   # made a replica of the first, a promoted first's old primary would replicate from its own replica, and no server
-  # would be primary until the Sentinels untangled it. Named itself (not failed over yet), it comes back as primary.
-  local primary="${sentinel_redis_ports[0]}" named=""
-  answers "${sentinel_ports[0]}" &&
-    named=$(redis-cli -p "${sentinel_ports[0]}" SENTINEL get-master-addr-by-name "$sentinel_name" 2>/dev/null | sed -n 2p)
+  # would be primary until the Sentinels untangled it. While they still name a server that is down and another one
+  # runs, their failover is under way: it is waited for (up to 15 s), as a server back as a second primary meanwhile
+  # would be demoted when the failover ends, and its clients moved twice. Named itself with no other server up, it
+  # comes back as primary.
+  local primary="${sentinel_redis_ports[0]}" named="" other
+  named_primary() {
+    answers "${sentinel_ports[0]}" &&
+      redis-cli -p "${sentinel_ports[0]}" SENTINEL get-master-addr-by-name "$sentinel_name" 2>/dev/null | sed -n 2p
+  }
+  named=$(named_primary || true)
+  for _ in $(seq 1 150); do
+    [ -n "$named" ] && ! answers "$named" || break
+    other=""
+    for port in "${sentinel_redis_ports[@]}"; do [ "$port" != "$named" ] && answers "$port" && other="$port"; done
+    [ -n "$other" ] || break
+    sleep 0.1
+    named=$(named_primary || true)
+  done
   [ -n "$named" ] && primary="$named"
   for port in "${sentinel_redis_ports[@]}"; do
     answers "$port" && continue
