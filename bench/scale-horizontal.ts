@@ -12,16 +12,13 @@
  * from another node ((node CPU now − a lone node's) / messages read from the fan-out). Target: adding a node raises
  * no other node's CPU per delivery by more than 10%. Medians of BENCH_SCALE_HORIZONTAL_ROUNDS (default 3) windows.
  */
-import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { signToken } from '../auth/token-verifier.js';
 import { recordCosts, machineName } from './capacity-model.js';
 import { env } from './env-number.js';
 import { fmt, median } from './figures.js';
-import type { GroupsLoadSpec, Member, Step } from './groups-loadgen.js';
-import { api, config, type Node, startNode, stop, work } from './scale-cluster.js';
+import type { Member, Step } from './groups-loadgen.js';
+import { LoadGenerator, nextOfAll } from './load-generator.js';
+import { api, config, type Node, startNode, stop } from './scale-cluster.js';
 
 const MAX_NODES = env('BENCH_SCALE_HORIZONTAL_NODES', 3);
 const MEMBERS_PER_NODE = env('BENCH_SCALE_HORIZONTAL_MEMBERS', 400);
@@ -49,8 +46,6 @@ interface NodeFigures {
   cores: number;
   usPerDelivery: number;
 }
-
-const here = new URL('.', import.meta.url).pathname;
 
 /** Messages this node's sequencer has stored since it started (its batch-size histogram's sum). */
 async function storedSoFar(node: Node): Promise<number> {
@@ -83,43 +78,29 @@ async function measure(nodes: Node[]): Promise<NodeFigures[]> {
     ...Array.from({ length: ROUNDS + 1 }, (): Step => ({ kind: 'rate', rate: RATE_PER_NODE, ...WINDOW })),
     { kind: 'close' },
   ];
-  const generators = nodes.map((node, k) => {
-    const spec: GroupsLoadSpec = {
-      port: node.mqttPort,
-      members: members[k]!,
-      clean: true,
-      bodyBytes: 100,
-      steps,
-      watch: { node: node.child.pid! },
-    };
-    const file = join(work, `horizontal-${n}-${k}.json`);
-    writeFileSync(file, JSON.stringify(spec));
-    const child = spawn(process.execPath, [join(here, 'groups-loadgen.js'), file], {
-      stdio: ['pipe', 'pipe', 'inherit'],
-    });
-    return { child, lines: createInterface({ input: child.stdout! })[Symbol.asyncIterator]() };
-  });
+  const generators = nodes.map(
+    (node, k) =>
+      new LoadGenerator<{ failed?: number } & RateReport>({
+        port: node.mqttPort,
+        members: members[k]!,
+        clean: true,
+        bodyBytes: 100,
+        steps,
+        watch: { node: node.child.pid! },
+      }),
+  );
   try {
     /** Every generator's next step at once (they run side by side), with their reports. */
-    const step = async (first: boolean) => {
-      if (!first) for (const gen of generators) gen.child.stdin!.write('next\n');
-      return Promise.all(
-        generators.map(async (gen) => {
-          const line = await gen.lines.next();
-          if (line.done) throw new Error('a load generator exited early');
-          return JSON.parse(line.value) as { failed?: number } & RateReport;
-        }),
-      );
-    };
-    const connected = await step(true);
+    const step = () => nextOfAll(generators);
+    const connected = await step();
     if (connected.some((r) => r.failed)) throw new Error(`connects failed: ${JSON.stringify(connected)}`);
-    await step(false); // warm-up: the first seconds of load compile the hot paths
+    await step(); // warm-up: the first seconds of load compile the hot paths
     const rounds: RateReport[][] = [];
     const storedBefore = await Promise.all(nodes.map(storedSoFar));
-    for (let round = 0; round < ROUNDS; round++) rounds.push(await step(false));
+    for (let round = 0; round < ROUNDS; round++) rounds.push(await step());
     const stored = (await Promise.all(nodes.map(storedSoFar))).map((count, k) => count - storedBefore[k]!);
     const storedAll = stored.reduce((a, b) => a + b, 0);
-    await step(false); // close
+    await step(); // close
     return nodes.map((_, k) => {
       const mine = rounds.map((r) => r[k]!);
       const sentPerSec = median(mine.map((r) => r.offeredPerSec));
@@ -135,7 +116,7 @@ async function measure(nodes: Node[]): Promise<NodeFigures[]> {
       };
     });
   } finally {
-    for (const gen of generators) gen.child.kill('SIGKILL');
+    for (const gen of generators) gen.kill();
   }
 }
 

@@ -26,15 +26,15 @@
  * (the default).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { signToken } from '../auth/token-verifier.js';
 import type { GroupsLoadSpec, Member, Step } from './groups-loadgen.js';
 import { env } from './env-number.js';
 import { median } from './figures.js';
+import { LoadGenerator, nextOfAll } from './load-generator.js';
 import { cpuSeconds, rssBytes } from './process-usage.js';
 import { api, config, dropKeyspace, type Node, startNode, stop, work } from './scale-cluster.js';
 import { measureHorizontal } from './scale-horizontal.js';
@@ -56,7 +56,6 @@ const SETUP_CONCURRENCY = 64;
 const SAMPLE_MS = 250;
 
 const root = new URL('../..', import.meta.url).pathname;
-const here = new URL('.', import.meta.url).pathname;
 const LIMITS = {
   maxConnections: PER_NODE + 1000,
   maxGroupMembers: Math.max(CONNECTIONS, 100_000),
@@ -198,7 +197,7 @@ async function main(): Promise<void> {
 
   const nodes: Node[] = [await startNode('0', LIMITS)]; // the first creates the keyspace's tables alone
   nodes.push(...(await Promise.all(Array.from({ length: NODES - 1 }, (_, i) => startNode(String(i + 1), LIMITS)))));
-  const generators: ChildProcess[] = [];
+  const generators: LoadGenerator[] = [];
   const sampleCpu = (): CpuSample => {
     const cpu = (pids: number[]) => pids.reduce((sum, pid) => sum + usage(pid).cpuSeconds, 0);
     return {
@@ -207,7 +206,7 @@ async function main(): Promise<void> {
       memAvailable: memAvailableBytes(),
       cpu: {
         nodes: cpu(nodes.map((n) => n.child.pid!)),
-        generators: cpu(generators.map((g) => g.pid!)),
+        generators: cpu(generators.map((g) => g.child.pid!)),
         cassandra: cpu([cassandraPid]),
         redis: cpu([redisPid]),
       },
@@ -215,7 +214,7 @@ async function main(): Promise<void> {
   };
   const snapshot = (): Snapshot => ({
     nodeRss: nodes.map((n) => usage(n.child.pid!).rssBytes),
-    generatorRss: generators.map((g) => usage(g.pid!).rssBytes),
+    generatorRss: generators.map((g) => usage(g.child.pid!).rssBytes),
     nodeFiles: nodes.map((n) => openFiles(n.child.pid!)),
   });
   // Sampled all along, so that each phase's CPU is read over exactly its own window (a fan-out lasts a few seconds).
@@ -286,7 +285,6 @@ async function main(): Promise<void> {
         }),
       ),
     ];
-    const lines: AsyncIterator<string>[] = [];
     const beforeConnect = snapshot();
     for (const [k, node] of nodes.entries()) {
       const spec: GroupsLoadSpec = {
@@ -296,13 +294,7 @@ async function main(): Promise<void> {
         bodyBytes: 100,
         steps: stepsFor(k),
       };
-      const file = join(work, `spec-${k}.json`);
-      writeFileSync(file, JSON.stringify(spec));
-      const gen = spawn(process.execPath, ['--max-old-space-size=4096', join(here, 'groups-loadgen.js'), file], {
-        stdio: ['pipe', 'pipe', 'inherit'],
-      });
-      generators.push(gen);
-      lines.push(createInterface({ input: gen.stdout! })[Symbol.asyncIterator]());
+      generators.push(new LoadGenerator(spec, { nodeArgs: ['--max-old-space-size=4096'] }));
     }
     const results: Record<string, unknown>[][] = [];
     let afterConnect = beforeConnect;
@@ -315,14 +307,8 @@ async function main(): Promise<void> {
       loopDelayMaxMs: Number.NaN,
     };
     const stepNames = stepsFor(0).map((s) => s.kind);
-    for (const [i, name] of stepNames.entries()) {
-      const step = await Promise.all(
-        lines.map(async (it, k) => {
-          const line = await it.next();
-          if (line.done) throw new Error(`generator ${k} ended before step ${name}`);
-          return JSON.parse(line.value) as Record<string, unknown>;
-        }),
-      );
+    for (const name of stepNames) {
+      const step = await nextOfAll(generators);
       results.push(step);
       if (name === 'connect') {
         afterConnect = snapshot();
@@ -336,7 +322,6 @@ async function main(): Promise<void> {
         const { commits, loopDelayP99Ms, loopDelayMaxMs } = await readNodes(nodes);
         probeReadings = { ...commitsBetween(commitsBeforeProbe, commits), loopDelayP99Ms, loopDelayMaxMs };
       }
-      if (i < stepNames.length - 1) for (const gen of generators) gen.stdin!.write('next\n');
     }
     // 5. shutdown: every node gets SIGTERM while all its clients are still connected.
     const exitMs = await Promise.all(nodes.map((n) => stop(n.child)));
@@ -344,7 +329,7 @@ async function main(): Promise<void> {
     report(results, samples, beforeConnect, afterConnect, exitMs, probeReadings);
   } finally {
     clearInterval(sampler);
-    for (const gen of generators) gen.kill('SIGKILL');
+    for (const gen of generators) gen.kill();
     await Promise.all(nodes.map((n) => stop(n.child)));
     await dropKeyspace();
   }

@@ -15,7 +15,9 @@ export interface DeliveredMarksOptions {
  * group's members, in small groups). A batch the store refuses is dropped: a later delivery carries a higher mark.
  */
 export class DeliveredMarks {
-  private pending = new Map<string, DeliveredMark>();
+  /** Group id -> member id -> mark: two lookups per PUBACK, no key built for it. */
+  private pending = new Map<string, Map<string, DeliveredMark>>();
+  private pendingCount = 0;
   private timer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> = Promise.resolve();
   private closed = false;
@@ -29,14 +31,15 @@ export class DeliveredMarks {
 
   note(groupId: string, userId: string, seq: number): void {
     if (this.closed) return;
-    const key = `${groupId}\n${userId}`;
-    const mark = this.pending.get(key);
+    let group = this.pending.get(groupId);
+    if (!group) this.pending.set(groupId, (group = new Map()));
+    const mark = group.get(userId);
     if (mark) {
       if (seq > mark.seq) mark.seq = seq;
       return;
     }
-    this.pending.set(key, { groupId, userId, seq });
-    if (this.pending.size >= this.options.maxPending) this.flush();
+    group.set(userId, { groupId, userId, seq });
+    if (++this.pendingCount >= this.options.maxPending) this.flush();
     else this.timer ??= setTimeout(() => this.flush(), this.options.flushMs).unref();
   }
 
@@ -44,9 +47,11 @@ export class DeliveredMarks {
   flush(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    if (this.pending.size === 0) return this.flushing;
-    const marks = [...this.pending.values()];
+    if (this.pendingCount === 0) return this.flushing;
+    const marks: DeliveredMark[] = [];
+    for (const group of this.pending.values()) for (const mark of group.values()) marks.push(mark);
     this.pending = new Map();
+    this.pendingCount = 0;
     this.flushing = this.flushing.then(() =>
       this.store.raiseDelivered(marks).then(
         () => this.told(marks),

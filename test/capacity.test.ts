@@ -1,13 +1,11 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { signToken } from '../auth/token-verifier.js';
 import { type CostSample, fitCosts, type MeasuredCosts, nodeCores } from '../bench/capacity-model.js';
 import { median } from '../bench/figures.js';
-import type { GroupsLoadSpec, Member, Step } from '../bench/groups-loadgen.js';
-import { serveProcess, tempDir } from './harness.js';
+import type { Member, Step } from '../bench/groups-loadgen.js';
+import { LoadGenerator } from '../bench/load-generator.js';
+import { serveProcess } from './harness.js';
 
 /**
  * The capacity model (`npm run capacity`) against measurement on this machine: costs fitted on loads of two group
@@ -37,29 +35,6 @@ const children: ChildProcess[] = [];
 afterAll(() => {
   for (const child of children) child.kill('SIGKILL');
 });
-
-/** One load generator process, stepped by the test: each `next()` runs its next step and returns its report. */
-class Generator {
-  private readonly lines: AsyncIterator<string>;
-  private readonly child: ChildProcess;
-  private started = false;
-
-  constructor(spec: GroupsLoadSpec) {
-    const file = join(tempDir(), 'spec.json');
-    writeFileSync(file, JSON.stringify(spec));
-    this.child = spawn(process.execPath, [LOADGEN, file], { stdio: ['pipe', 'pipe', 'inherit'] });
-    children.push(this.child);
-    this.lines = createInterface({ input: this.child.stdout! })[Symbol.asyncIterator]();
-  }
-
-  async next(): Promise<StepReport> {
-    if (this.started) this.child.stdin!.write('next\n'); // the first step (connect) runs as the process starts
-    this.started = true;
-    const line = await this.lines.next();
-    if (line.done) throw new Error('the load generator exited early');
-    return JSON.parse(line.value) as StepReport;
-  }
-}
 
 const cores = (r: StepReport) => r.windowCpuSeconds.server / r.seconds;
 
@@ -102,7 +77,7 @@ describe('capacity model', () => {
     // falls on every other load in turn rather than always on the same one.
     const rounds = Array.from({ length: ROUNDS }, (_, r) => loads.map((_, i) => loads[(i + r) % loads.length]!));
     const step: Step = { kind: 'rate', rate: 0, ...WINDOW };
-    const generators = new Map<Shape, Generator>();
+    const generators = new Map<Shape, LoadGenerator<StepReport>>();
     for (const [shape, members] of Object.entries(shapes) as [Shape, Member[]][]) {
       const steps: Step[] = [
         { kind: 'connect', concurrency: 50 },
@@ -114,14 +89,11 @@ describe('capacity model', () => {
         ...(shape === 'tens' ? [step] : []), // idle, every shape connected
         { kind: 'close' },
       ];
-      const gen = new Generator({
-        port: chorus.mqttPort,
-        members,
-        clean: true,
-        bodyBytes: 100,
-        steps,
-        watch: { server: server.pid! },
-      });
+      const gen = new LoadGenerator<StepReport>(
+        { port: chorus.mqttPort, members, clean: true, bodyBytes: 100, steps, watch: { server: server.pid! } },
+        { script: LOADGEN },
+      );
+      children.push(gen.child);
       expect((await gen.next()).failed).toBe(0);
       generators.set(shape, gen);
     }
