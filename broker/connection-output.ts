@@ -27,6 +27,14 @@ interface Output {
 const outputs = new WeakMap<Duplex, Output>();
 /** The connections with gathered output, flushed together at the end of the turn by one setImmediate. */
 let due: Output[] = [];
+/**
+ * This many connections with gathered output are flushed at once, before the turn ends: one message to a big group is
+ * written to each of its members in one synchronous loop (Aedes's router), and held to the end of the turn none of the
+ * bytes would leave until the whole loop had run. Flushed in slices, the first members' bytes are on their way (and
+ * their readers, on another core, at work) while the loop goes on. A slice is far more connections than a turn of
+ * small groups' traffic has, so their writes stay one per turn.
+ */
+export const FLUSH_SLICE_CONNECTIONS = 512;
 
 /**
  * Each connection's output: what is written to it within a turn of the event loop goes out at the turn's end as one
@@ -37,7 +45,7 @@ let due: Output[] = [];
  * and over a WebSocket each chunk is a frame of its own. Gathered, the stream sees one write per turn (and per large
  * chunk): one syscall, for a delay of one turn (until the loop's next check phase). Small chunks are copied together,
  * large ones (payloads) passed by reference, several buffers in one corked batch. One setImmediate per turn flushes
- * every connection that has output, not one per connection.
+ * every connection that has output, not one per connection (and FLUSH_SLICE_CONNECTIONS of them are flushed at once).
  *
  * Bounding: Aedes waits for a socket's 'drain' when a write returns false, inside the router it shares with every other
  * client: one client that stops reading would hold up deliveries to everyone on the node, and its backlog pile up in
@@ -85,6 +93,7 @@ function gatheredWrite(this: Duplex, chunk: unknown, encoding?: unknown, callbac
     due.push(output);
   } else output.chunks.push(buffer);
   if (typeof done === 'function') (output.callbacks ??= []).push(done as WriteCallback);
+  if (due.length >= FLUSH_SLICE_CONNECTIONS) flushDue();
   return true;
 }
 

@@ -1,7 +1,8 @@
 import { connect, createServer, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
-import { gatherOutput } from '../broker/connection-output.js';
+import { PassThrough } from 'node:stream';
+import { FLUSH_SLICE_CONNECTIONS, gatherOutput } from '../broker/connection-output.js';
 
 /** A loopback pair: the server side is returned to write on, the client side collects what arrives. */
 async function pair(): Promise<{ writer: Socket; received: () => Buffer; reader: Socket; close: () => void }> {
@@ -130,6 +131,24 @@ describe('connection output: gathered per turn', () => {
       'payload',
     ]);
     expect(writes()).toBe(1);
+  });
+
+  it('sends a slice of connections at once when that many have output, before the turn ends; the rest at its end', async () => {
+    // One message to a big group is written to every member in one loop: the first members' bytes must not wait for it.
+    const streams = Array.from({ length: FLUSH_SLICE_CONNECTIONS + 10 }, () => {
+      const stream = new PassThrough();
+      gatherOutput(stream, Number.POSITIVE_INFINITY, unexpectedOverflow);
+      return stream;
+    });
+    const sent = () => streams.filter((stream) => stream.readableLength > 0).length;
+    for (const [n, stream] of streams.entries()) {
+      stream.write(Buffer.from(`${n}a|`));
+      stream.write(Buffer.from(`${n}b|`));
+    }
+    expect(sent()).toBe(FLUSH_SLICE_CONNECTIONS);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(sent()).toBe(streams.length);
+    for (const [n, stream] of streams.entries()) expect(String(stream.read())).toBe(`${n}a|${n}b|`);
   });
 
   it('is what makes the difference: without it the same writes reach the handle one by one', async () => {
