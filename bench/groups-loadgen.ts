@@ -14,7 +14,7 @@ import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import mqttPacket from 'mqtt-packet';
-import { cpuMeter } from './process-usage.js';
+import { cpuMeter, mainThreadCpuSeconds } from './process-usage.js';
 
 export interface Member {
   username: string;
@@ -252,12 +252,14 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
         const started = performance.now();
         const measureFrom = now();
         const watched = cpuMeter(spec.watch ?? {});
+        const watchedMainThreads = cpuMeter(spec.watch ?? {}, mainThreadCpuSeconds);
         const generatorBefore = process.cpuUsage();
         await sleep(step.measureMs);
         measuring = false;
         const measureTo = now();
         const generator = process.cpuUsage(generatorBefore);
         const cpuSeconds = { ...watched(), generator: (generator.user + generator.system) / 1e6 };
+        const mainThreadSeconds = watchedMainThreads();
         clearInterval(timer);
         const seconds = (performance.now() - started) / 1000;
         const expected = offered * (conns.length / groups.length);
@@ -271,6 +273,8 @@ async function run(spec: GroupsLoadSpec): Promise<void> {
           seconds,
           // CPU seconds of each watched process and of this generator over the measured window
           windowCpuSeconds: cpuSeconds,
+          // the same for each watched process's main thread alone
+          windowMainThreadCpuSeconds: mainThreadSeconds,
           offered,
           delivered: latencies.length,
           offeredPerSec: offered / seconds,

@@ -191,6 +191,8 @@ type StepResult = Record<string, number | string | null | Record<string, number>
   step: string;
   /** Rate steps: CPU seconds of the server and the generator over the measured window. */
   windowCpuSeconds?: { server: number; generator: number };
+  /** The same for the server's main thread alone. */
+  windowMainThreadCpuSeconds?: { server: number };
   cpuSeconds: number;
   rssBytes: number;
   rssBeforeBytes: number;
@@ -333,6 +335,9 @@ const met = (s: StepResult) =>
 const highest = (steps: StepResult[]) => Math.max(0, ...RATES.filter((r) => met(rateStep(steps, r))));
 /** Server CPU µs per delivery over the measured window. */
 const cpuPerDelivery = (s: StepResult) => (s.windowCpuSeconds!.server * 1e6) / (Number(s.delivered) + 1e-9);
+/** The same for the server's main thread alone (the rest: a Node server's worker, GC and compiler threads). */
+const mainThreadPerDelivery = (s: StepResult) =>
+  (s.windowMainThreadCpuSeconds!.server * 1e6) / (Number(s.delivered) + 1e-9);
 const highestAedes = stat('many groups', bareAedes, highest);
 for (const t of targets) {
   const cells = RATES.map(
@@ -438,6 +443,7 @@ const row = (label: string, scenario: string, pick: (steps: StepResult[]) => num
 row(`per delivery, 50 groups x 20 at ${CPU_RATE} msg/s (µs)`, 'many groups', (s) =>
   cpuPerDelivery(rateStep(s, CPU_RATE)),
 );
+row(`of which the server's main thread (µs)`, 'many groups', (s) => mainThreadPerDelivery(rateStep(s, CPU_RATE)));
 row(`load generator per delivery, same run (µs)`, 'many groups', generatorPerDelivery);
 row('idle, 1,000 connections (share of a core)', 'many groups', idleCores, 4);
 row(`per connect + subscribe, ${CONNECTIONS} members of groups of 20 (µs)`, 'connections', connectUs, 0);

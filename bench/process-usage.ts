@@ -10,8 +10,16 @@ import { join } from 'node:path';
 const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim() || 100);
 
 /** CPU seconds of every thread of the process so far (utime + stime, /proc/PID/stat fields 14 and 15). */
-export function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+export const cpuSeconds = (pid: number): number => statCpuSeconds(`/proc/${pid}/stat`);
+
+/**
+ * CPU seconds of the process's main thread alone so far: for a Node process its JavaScript, without the threads
+ * beside it (a worker such as the SQLite log's, the garbage collector's and the compiler's).
+ */
+export const mainThreadCpuSeconds = (pid: number): number => statCpuSeconds(`/proc/${pid}/task/${pid}/stat`);
+
+function statCpuSeconds(file: string): number {
+  const stat = readFileSync(file, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
@@ -32,8 +40,11 @@ export function servicePid(service: 'redis' | 'cassandra'): number | undefined {
   return existsSync(`/proc/${pid}`) ? pid : undefined;
 }
 
-/** CPU seconds of each named process from now until the returned function is called. */
-export function cpuMeter(pids: Record<string, number>): () => Record<string, number> {
-  const before = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuSeconds(pid)]));
-  return () => Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuSeconds(pid) - before[name]!]));
+/** CPU seconds of each named process (or of its main thread alone) from now until the returned function is called. */
+export function cpuMeter(
+  pids: Record<string, number>,
+  read: (pid: number) => number = cpuSeconds,
+): () => Record<string, number> {
+  const before = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, read(pid)]));
+  return () => Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, read(pid) - before[name]!]));
 }
