@@ -27,6 +27,8 @@ interface Output {
 const outputs = new WeakMap<Duplex, Output>();
 /** The connections with gathered output, flushed together at the end of the turn by one setImmediate. */
 let due: Output[] = [];
+/** Whether that setImmediate is already set for this turn (a slice flushed meanwhile leaves `due` empty). */
+let flushSet = false;
 /**
  * This many connections with gathered output are flushed at once, before the turn ends: one message to a big group is
  * written to each of its members in one synchronous loop (Aedes's router), and held to the end of the turn none of the
@@ -89,7 +91,10 @@ function gatheredWrite(this: Duplex, chunk: unknown, encoding?: unknown, callbac
   const done = typeof encoding === 'function' ? encoding : callback;
   if (output.chunks === null) {
     output.chunks = [buffer];
-    if (due.length === 0) setImmediate(flushDue);
+    if (!flushSet) {
+      flushSet = true;
+      setImmediate(flushTurn);
+    }
     due.push(output);
   } else output.chunks.push(buffer);
   if (typeof done === 'function') (output.callbacks ??= []).push(done as WriteCallback);
@@ -108,6 +113,11 @@ function boundedUncork(this: Duplex): void {
   const output = outputs.get(this)!;
   output.uncork.call(this);
   checkBound(output);
+}
+
+function flushTurn(): void {
+  flushSet = false;
+  flushDue();
 }
 
 function flushDue(): void {
