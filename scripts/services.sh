@@ -26,6 +26,8 @@ sentinel_name=chorus
 
 answers() { (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null; }
 
+# Polled every 0.1 s, as is a stop below: the fault tests time outages by these, and a 1 s poll added up to a second to
+# each end of one (a "5 s" Redis stop was 7 s).
 wait_for() { # name port seconds [address [pidfile]]
   local deadline=$((SECONDS + $3))
   until answers "$2" "${4:-127.0.0.1}"; do
@@ -37,7 +39,7 @@ wait_for() { # name port seconds [address [pidfile]]
       echo "$1 did not answer on ${4:-127.0.0.1}:$2 within $3 s" >&2
       return 1
     fi
-    sleep 1
+    sleep 0.1
   done
   echo "$1 answers on ${4:-127.0.0.1}:$2"
 }
@@ -189,7 +191,7 @@ stop_one() { # pidfile
   local pid
   pid=$(cat "$1")
   kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$pid" 2>/dev/null || true
   rm -f "$1"
 }

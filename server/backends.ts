@@ -40,6 +40,9 @@ import { PushStoreSqlite } from '../push/push-store-sqlite.js';
  */
 const FORWARD_TIMEOUT_MS = 30_000;
 
+/** The longest wait between two tries to reach a Redis that went away (a try to a dead loopback port costs little). */
+const REDIS_RETRY_MAX_MS = 500;
+
 /** The stores and shared broker state of one process, per the configured store. */
 /** Aedes persistence and router come as BrokerDeps takes them: absent means in-memory (one node). */
 export interface Backends extends Pick<AedesSeams, 'persistence' | 'mq'> {
@@ -144,14 +147,16 @@ export async function clusterBackends(
     return redis;
   };
   // Auto-pipelining: the commands one tick issues leave in one write (a login or a fan-out issues several; ioredis keeps
-  // their order, and leaves SUBSCRIBE and MULTI out of it).
-  const where = redisLocation(config);
+  // their order, and leaves SUBSCRIBE and MULTI out of it). Reconnection tries at most REDIS_RETRY_MAX_MS apart (ioredis
+  // backs off to 2 s): a node's clients are refused while its Redis is away, and each such wait after Redis is back
+  // kept them out longer.
+  const where: RedisOptions = {
+    ...redisLocation(config),
+    enableAutoPipelining: true,
+    retryStrategy: (attempt) => Math.min(attempt * 50, REDIS_RETRY_MAX_MS),
+  };
   const connectRedis = (options: RedisOptions = {}) =>
-    watch(
-      config.redisUrl
-        ? new Redis(config.redisUrl, { ...where, enableAutoPipelining: true, ...options })
-        : new Redis({ ...where, enableAutoPipelining: true, ...options }),
-    );
+    watch(config.redisUrl ? new Redis(config.redisUrl, { ...where, ...options }) : new Redis({ ...where, ...options }));
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}`;
   const db = await CassandraSession.connect({
     contactPoints: config.cassandraContactPoints.split(',').map((p) => p.trim()),

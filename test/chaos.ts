@@ -50,12 +50,24 @@ export interface ChaosPlan {
 export interface FaultReport {
   fault: string;
   downMs: number;
+  /**
+   * From the fault's start until what it took away served again: a node or server started again, a paused one let go
+   * on, or, for a killed Redis primary, the Sentinels naming the replica they promoted.
+   */
+  backMs: number;
   /** From the fault's end to the next PUBACK anywhere. */
   recoveryMs: number;
   /** The longest time without any PUBACK from the fault's start until the load after it ended. */
   stallMs: number;
   /** The same for each sender alone, the longest: how long the worst-placed client could not send. */
   senderStallMs: number;
+  /**
+   * The longest any sender waited for its first PUBACK once what the fault took away served again: Chorus's own part
+   * of the wait (a sender that was never held up has its next one within 1/rate).
+   */
+  senderWaitAfterBackMs: number;
+  /** For a slow Redis failover, what the Sentinels logged meanwhile: their elections, in their words. */
+  sentinelLog?: string[];
   /** Nodes that exited without being killed by the plan. */
   crashed: string[];
 }
@@ -199,7 +211,7 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
     const others = nodes.filter((n) => n !== killed);
     const started = Date.now();
     begun.push({ at: started, fault: describeFault(fault) });
-    await injectFault(fault, nodes, killed);
+    const backAt = await injectFault(fault, nodes, killed);
     const ended = Date.now();
     // Recovery is waited for (a killed writer's groups are taken over only after its lease, longer than quietMs), up
     // to recoveryLimitMs, so that the load after the fault is always a full quietMs of a working cluster.
@@ -211,12 +223,18 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
       const window = [started, ...times.filter((t) => t > started), Date.now()];
       return Math.max(...window.slice(1).map((t, i) => t - window[i]!));
     };
+    const backMs = backAt - started;
     faults.push({
       fault: describeFault(fault),
       downMs: fault.downMs,
+      backMs,
       recoveryMs: recovered === undefined ? Number.POSITIVE_INFINITY : recovered - ended,
       stallMs: longestGap(ackTimes),
       senderStallMs: Math.max(...laneAckTimes.map(longestGap)),
+      senderWaitAfterBackMs: Math.max(
+        ...laneAckTimes.map((times) => (times.find((t) => t >= backAt) ?? Date.now()) - backAt),
+      ),
+      sentinelLog: fault.kind === 'kill-redis-primary' && backMs > SLOW_FAILOVER_MS ? sentinelLog(started) : undefined,
       crashed: others.filter((n) => !n.child || n.child.exitCode !== null).map((n) => n.name),
     });
   }
@@ -302,8 +320,51 @@ async function pause(pidFile: string, ms: number): Promise<void> {
   }
 }
 
-/** Brings about one fault and undoes it (`killed`: the node a kill-node fault kills). */
-export async function injectFault(fault: Fault, nodes: ClusterNode[], killed?: ClusterNode): Promise<void> {
+/** The port of the Redis server the Sentinels name as primary now. */
+async function namedPrimary(): Promise<string> {
+  const { stdout } = await execFileAsync('redis-cli', [
+    '-p',
+    String(SENTINEL_PORTS[0]),
+    'SENTINEL',
+    'get-master-addr-by-name',
+    'chorus',
+  ]);
+  return stdout.split('\n')[1]!;
+}
+
+/** When the Sentinels name a primary other than `killed`: their failover is over (polled every 50 ms, up to 60 s). */
+async function failoverFrom(killed: string): Promise<number> {
+  for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(50)) {
+    if ((await namedPrimary().catch(() => killed)) !== killed) return Date.now();
+  }
+  throw new Error(`the Sentinels still name ${killed}, killed 60 s ago, as primary`);
+}
+
+/**
+ * A Redis failover is slow past this. Sentinel's own part is 1 s without answers (down-after-milliseconds), an
+ * election and a promotion: about 2.3 s on this machine. A split vote costs twice failover-timeout more.
+ */
+const SLOW_FAILOVER_MS = 4000;
+
+/** The Sentinels' failover events logged since `since`, for a report to show why a failover was slow. */
+function sentinelLog(since: number): string[] {
+  const events =
+    /[+-](sdown master|odown|try-failover|elected-leader|failover-|promoted|switch-master)|failover delay|vote/;
+  // "4088:X 05 Dec 2026 22:31:20.599 # +odown ...": the time is the 24 characters after the first space.
+  const loggedAt = (line: string) => Date.parse(line.slice(line.indexOf(' ') + 1, line.indexOf(' ') + 25));
+  return SENTINEL_PORTS.flatMap((port) =>
+    readFileSync(`${STATE}sentinel/sentinel-${port}.log`, 'utf8')
+      .split('\n')
+      .filter((line) => events.test(line) && loggedAt(line) >= since - 1000)
+      .map((line) => `${port}: ${line}`),
+  );
+}
+
+/**
+ * Brings about one fault and undoes it (`killed`: the node a kill-node fault kills). Resolves with the time what it
+ * took away served again.
+ */
+export async function injectFault(fault: Fault, nodes: ClusterNode[], killed?: ClusterNode): Promise<number> {
   // Asynchronous: the clients live in this process, and a blocked event loop would stall them, not the cluster.
   const services = (...args: string[]) => execFileAsync('bash', [SERVICES, ...args]);
   switch (fault.kind) {
@@ -311,47 +372,43 @@ export async function injectFault(fault: Fault, nodes: ClusterNode[], killed?: C
       await killed!.stop('SIGKILL');
       await sleep(fault.downMs);
       await killed!.start();
-      return;
+      return Date.now();
     case 'rolling-restart':
       for (const node of nodes) {
         await node.stop('SIGTERM');
         await sleep(fault.downMs);
         await node.start();
       }
-      return;
+      return Date.now();
     case 'stop-redis':
       await services('stop', 'redis');
       await sleep(fault.downMs);
       await services('start', 'redis'); // empty: it keeps nothing on disk
-      return;
+      return Date.now();
     case 'kill-redis-primary': {
-      const { stdout } = await execFileAsync('redis-cli', [
-        '-p',
-        String(SENTINEL_PORTS[0]),
-        'SENTINEL',
-        'get-master-addr-by-name',
-        'chorus',
-      ]);
-      const primary = stdout.split('\n')[1];
+      const primary = await namedPrimary();
       await stopByPidFile(`${STATE}sentinel/redis-${primary}.pid`, 'SIGKILL');
+      const failedOver = failoverFrom(primary);
       await sleep(fault.downMs);
       await services('start', 'sentinel'); // empty, a replica of the primary the Sentinels name now
-      return;
+      return failedOver;
     }
     case 'stop-cassandra':
       await services('stop', 'cassandra');
       await sleep(fault.downMs);
       await services('start', 'cassandra');
-      return;
+      return Date.now();
     case 'pause-cassandra':
-      return pause(CASSANDRA_PID, fault.downMs);
+      await pause(CASSANDRA_PID, fault.downMs);
+      return Date.now();
     case 'stop-cassandra-nodes':
       await Promise.all(fault.nodes.map((n) => stopByPidFile(ringPid(n))));
       await sleep(fault.downMs);
       await services('start', 'ring'); // starts the nodes that are missing
-      return;
+      return Date.now();
     case 'pause-cassandra-node':
-      return pause(ringPid(fault.node), fault.downMs);
+      await pause(ringPid(fault.node), fault.downMs);
+      return Date.now();
   }
 }
 
@@ -374,12 +431,13 @@ export function formatReport(report: ChaosReport): string {
   const seconds = (ms: number) => (Number.isFinite(ms) ? `${(ms / 1000).toFixed(1)} s` : 'never');
   const rows = report.faults.map(
     (f) =>
-      `| ${f.fault} | ${seconds(f.downMs)} | ${seconds(f.stallMs)} | ${seconds(f.senderStallMs)} | ${seconds(f.recoveryMs)} | ${f.crashed.join(', ') || 'none'} |`,
+      `| ${f.fault} | ${seconds(f.downMs)} | ${seconds(f.backMs)} | ${seconds(f.stallMs)} | ${seconds(f.senderStallMs)} | ${seconds(f.senderWaitAfterBackMs)} | ${seconds(f.recoveryMs)} | ${f.crashed.join(', ') || 'none'} |`,
   );
   return [
-    '| fault | down | longest time without any PUBACK | longest one sender waited | first PUBACK after it ended | other nodes that exited |',
-    '|---|---|---|---|---|---|',
+    '| fault | down | back after | longest time without any PUBACK | longest one sender waited | of which after it was back | first PUBACK after it ended | other nodes that exited |',
+    '|---|---|---|---|---|---|---|---|',
     ...rows,
+    ...report.faults.flatMap((f) => (f.sentinelLog ? ['', `Sentinels during ${f.fault}:`, ...f.sentinelLog] : [])),
     '',
     `sent ${report.sent}, acknowledged ${report.acked}, stored ${report.stored}; acknowledged but missing ${report.ackedMissing}; stored twice ${report.storedTwice}; seqs 1..${report.stored} contiguous: ${report.seqsContiguous}`,
     `subscriber connections ${report.streams}, out of order or with a hole ${report.streamsOutOfOrder}; deliveries ${report.deliveries}, duplicates ${report.duplicates}`,
