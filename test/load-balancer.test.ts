@@ -113,7 +113,7 @@ describe('three nodes behind HAProxy (deploy/haproxy.cfg)', () => {
     await sleep(700); // HAProxy's check (every 0.5 s) marks it down
     const late = await Promise.all(['late-1', 'late-2', 'late-3'].map((userId) => client(userId)));
     const lateClosed = late.map(() => 0);
-    late.forEach((sdk, i) => sdk.on('offline', () => (lateClosed[i]! += 1)));
+    for (const [i, sdk] of late.entries()) sdk.on('offline', () => (lateClosed[i]! += 1));
     // The newcomers went elsewhere: node 1 holds no more connections than before, while it still answers (on a busy
     // machine their logins can outlast its drain), and its close closed none of them (below).
     expect(await connectedTo(nodes[0]!).catch(() => 0)).toBeLessThanOrEqual(before);
