@@ -13,9 +13,9 @@ import { serveProcess } from './harness.js';
  * at each of two rates. CPU is the server process's, every thread, from /proc, over each load's measured window, as
  * `npm run bench` reads it. The three shapes stay connected throughout and their loads take turns, round after round,
  * so that a busy machine's drift falls on what is fitted and what is predicted alike; one fit from every round's two
- * shapes predicts each round's mixed loads, and the check is the median of the rounds' errors. Every shape runs at the same two rates, since a
- * message's own cost falls as the rate grows (the sequencer's group commit carries more sends per commit), which a
- * linear fit follows only at the rates it was fitted at.
+ * shapes predicts each round's mixed loads, and the check is the median of the rounds' errors. Every shape runs at the
+ * same two rates, since a message's own cost falls as the rate grows (the sequencer's group commit carries more sends
+ * per commit), which a linear fit follows only at the rates it was fitted at.
  */
 const LOADGEN = new URL('../dist/bench/groups-loadgen.js', import.meta.url).pathname;
 const ROUNDS = 7;

@@ -4,7 +4,7 @@ import { promisify } from 'node:util';
 import { readFileSync } from 'node:fs';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Cluster, ClusterNode } from './cluster-harness.js';
-import { SENTINEL_PORTS } from './services.js';
+import { SENTINEL_NAME, SENTINEL_PORTS } from './services.js';
 
 const execFileAsync = promisify(execFile);
 const SERVICES = new URL('../scripts/services.sh', import.meta.url).pathname;
@@ -327,7 +327,7 @@ async function namedPrimary(): Promise<string> {
     String(SENTINEL_PORTS[0]),
     'SENTINEL',
     'get-master-addr-by-name',
-    'chorus',
+    SENTINEL_NAME,
   ]);
   return stdout.split('\n')[1]!;
 }
@@ -389,6 +389,7 @@ export async function injectFault(fault: Fault, nodes: ClusterNode[], killed?: C
       const primary = await namedPrimary();
       await stopByPidFile(`${STATE}sentinel/redis-${primary}.pid`, 'SIGKILL');
       const failedOver = failoverFrom(primary);
+      failedOver.catch(() => undefined); // awaited below; a failed restart must not leave its rejection unhandled
       await sleep(fault.downMs);
       await services('start', 'sentinel'); // empty, a replica of the primary the Sentinels name now
       return failedOver;

@@ -16,9 +16,10 @@ export const cassandraContactPoint = `127.0.0.1:${CASSANDRA_PORT}`;
 /** `scripts/services.sh start ring`: three Cassandra nodes on addresses of their own, one port. */
 export const RING_ADDRESSES = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
 export const ringContactPoints = RING_ADDRESSES.map((address) => `${address}:${CASSANDRA_PORT}`).join(',');
-/** `scripts/services.sh start sentinel`: a Redis primary and replica, and three Sentinels watching "chorus". */
+/** `scripts/services.sh start sentinel`: a Redis primary and replica, and three Sentinels watching SENTINEL_NAME. */
 export const SENTINEL_PORTS = [26400, 26401, 26402];
 export const SENTINEL_REDIS_PORTS = [6400, 6401];
+export const SENTINEL_NAME = 'chorus';
 
 /**
  * Chorus's settings for the replicated dependencies: the Cassandra ring at replication factor 3 and Redis found
@@ -29,7 +30,7 @@ export const replicatedSettings: NodeJS.ProcessEnv = {
   CHORUS_CASSANDRA_REPLICATION: "{'class': 'SimpleStrategy', 'replication_factor': 3}",
   CHORUS_REDIS_URL: '', // unset: the Sentinels name the primary
   CHORUS_REDIS_SENTINELS: SENTINEL_PORTS.map((port) => `127.0.0.1:${port}`).join(','),
-  CHORUS_REDIS_SENTINEL_NAME: 'chorus',
+  CHORUS_REDIS_SENTINEL_NAME: SENTINEL_NAME,
 };
 
 /** A keyspace of its own for each test file, so files never see each other's data; named after the run (global-setup). */
