@@ -10,8 +10,43 @@ const ALIVE = 'alive';
 /** How long a user who left this node is remembered, to take them out again after Redis lost the removal. */
 const LEFT_MEMORY_MS = 60_000;
 const MAX_LEFT = 100_000;
+const NODE_KEY_PREFIX = 'chorus:node:';
 /** A node's heartbeat key: while it stands, the node's counts in the users' hashes count. */
-const nodeKeyOf = (nodeId: string): string => `chorus:node:${nodeId}`;
+const nodeKeyOf = (nodeId: string): string => `${NODE_KEY_PREFIX}${nodeId}`;
+/** Users one TOTALS_SCRIPT call reads: it runs alone in Redis, so a call stays well under a millisecond. */
+const USERS_PER_CALL = 500;
+/**
+ * Each user's clients on nodes that are alive, in one command: KEYS are the users' hashes, ARGV[1] the node key
+ * prefix. A node key is read once per call whoever names it. The node keys are not among KEYS (which nodes a hash
+ * names is known only inside): Chorus's Redis is one primary (with Sentinel), never a Redis Cluster, where a script
+ * may read only the keys it is given. A key that is not a hash counts as no clients, as an absent one does.
+ */
+const TOTALS_SCRIPT = `
+local alive = {}
+local totals = {}
+for i, key in ipairs(KEYS) do
+  local total = 0
+  local fields = redis.pcall('HGETALL', key)
+  if fields.err == nil then
+    for j = 1, #fields, 2 do
+      local node, count = fields[j], tonumber(fields[j + 1])
+      if count and count > 0 then
+        local live = alive[node]
+        if live == nil then
+          live = redis.call('EXISTS', ARGV[1] .. node) == 1
+          alive[node] = live
+        end
+        if live then total = total + count end
+      end
+    end
+  end
+  totals[i] = total
+end
+return totals
+`;
+type WithTotals = Redis & {
+  chorusPresenceTotals(keyCount: number, ...keysThenPrefix: string[]): Promise<number[]>;
+};
 
 /**
  * Presence across nodes in Redis: per user a hash of node id -> connected clients, and per node a heartbeat key that
@@ -22,6 +57,9 @@ const nodeKeyOf = (nodeId: string): string => `chorus:node:${nodeId}`;
  * The same rewrite follows a reconnection to Redis and a presence write that failed: a failover to a replica may have
  * lost writes the old primary had acknowledged, so the rewrite also takes out again the users who left this node in the
  * last minute.
+ *
+ * Reading presence is one script call per USERS_PER_CALL users (not a command per user: a pass of the push notifier
+ * asks for every member of the groups that had news), and asks Redis only about users with no client on this node.
  */
 export class PresenceRedis implements Presence {
   private readonly local = new Map<string, number>();
@@ -30,12 +68,16 @@ export class PresenceRedis implements Presence {
   /** Set when Redis may have lost this node's writes: the next heartbeat writes them all again. */
   private rewrite = false;
   private readonly timer: NodeJS.Timeout;
+  private readonly redis: WithTotals;
 
   constructor(
-    private readonly redis: Redis,
+    redis: Redis,
     private readonly nodeId: string,
     heartbeatMs = HEARTBEAT_MS,
   ) {
+    // ioredis sends it by its hash, and sends the script itself to a server that lacks it (one that was failed over to).
+    redis.defineCommand('chorusPresenceTotals', { lua: TOTALS_SCRIPT });
+    this.redis = redis as WithTotals;
     this.timer = setInterval(() => void this.heartbeat().catch(() => undefined), heartbeatMs);
     this.timer.unref();
     redis.on('ready', () => (this.rewrite = true)); // connected again: to a new primary, perhaps
@@ -80,23 +122,14 @@ export class PresenceRedis implements Presence {
     }
   }
 
-  /**
-   * Each user's clients on nodes that are alive: one HGETALL per user (auto-pipelined), then one MGET for every node
-   * those hashes name, not one per user.
-   */
+  /** Each user's clients on nodes that are alive. */
   private async totalsOnLiveNodes(userIds: string[]): Promise<number[]> {
-    const counts = await Promise.all(userIds.map((id) => this.redis.hgetall(this.key(id))));
-    const named = [
-      ...new Set(counts.flatMap((perNode) => Object.keys(perNode).filter((node) => Number(perNode[node]) > 0))),
-    ];
-    const alive = named.length === 0 ? [] : await this.redis.mget(named.map(nodeKeyOf));
-    const live = new Set(named.filter((_, i) => alive[i]));
-    return counts.map((perNode) =>
-      Object.entries(perNode).reduce(
-        (sum, [node, count]) => sum + (live.has(node) && Number(count) > 0 ? Number(count) : 0),
-        0,
-      ),
-    );
+    const calls: Promise<number[]>[] = [];
+    for (let at = 0; at < userIds.length; at += USERS_PER_CALL) {
+      const keys = userIds.slice(at, at + USERS_PER_CALL).map((id) => this.key(id));
+      calls.push(this.redis.chorusPresenceTotals(keys.length, ...keys, NODE_KEY_PREFIX));
+    }
+    return (await Promise.all(calls)).flat();
   }
 
   async connected(userId: string): Promise<boolean> {
@@ -124,8 +157,16 @@ export class PresenceRedis implements Presence {
   }
 
   async online(userIds: string[]): Promise<Set<string>> {
-    const totals = await this.totalsOnLiveNodes(userIds);
-    return new Set(userIds.filter((_, i) => totals[i]! > 0));
+    const online = new Set<string>();
+    const elsewhere: string[] = [];
+    for (const userId of userIds) {
+      if (this.local.has(userId)) online.add(userId);
+      else elsewhere.push(userId);
+    }
+    if (elsewhere.length === 0) return online;
+    const totals = await this.totalsOnLiveNodes(elsewhere);
+    for (const [i, userId] of elsewhere.entries()) if (totals[i]! > 0) online.add(userId);
+    return online;
   }
 
   /** A node that stops on purpose takes its clients out of presence at once. */

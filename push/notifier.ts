@@ -28,6 +28,14 @@ interface Pending {
   mention: boolean;
 }
 
+/** One group's part of a pass: its queued messages, and the users they may reach. */
+interface GroupPass {
+  groupId: string;
+  messages: StampedMessage[];
+  userIds: string[];
+  mentionsOnly: boolean;
+}
+
 interface Window {
   /** What arrived since the last push, to go out when the window ends. */
   pending: Pending | null;
@@ -45,6 +53,8 @@ const PREVIEW_CHARS = 120;
  * so reading members and presence costs per pass, not per commit. A quiet group's first message starts one at once.
  */
 const PASS_INTERVAL_MS = 100;
+/** A pass reads the presence of its groups' users together, in runs of groups of about this many users. */
+const PRESENCE_READ_USERS = 5_000;
 
 /** The notification's text: the body's start, or what is attached ("📎 photo.jpg, 2 more"). */
 export function previewOf(message: StampedMessage): string {
@@ -124,34 +134,66 @@ export class Notifier {
         if (list) list.push(message);
         else byGroup.set(message.groupId, [message]);
       }
+      let run: GroupPass[] = [];
+      let runUsers = 0;
       for (const [groupId, messages] of byGroup) {
+        if (this.closed) break;
         try {
-          await this.notifyMembers(groupId, messages);
+          const pass = await this.passOf(groupId, messages);
+          run.push(pass);
+          runUsers += pass.userIds.length;
         } catch (err) {
           this.logger.warn({ err: (err as Error).message, groupId }, 'push notification pass failed');
         }
+        if (runUsers >= PRESENCE_READ_USERS) {
+          await this.notifyRun(run);
+          [run, runUsers] = [[], 0];
+        }
       }
+      await this.notifyRun(run);
     }
     this.processing = false;
     if (this.queue.length > 0 && !this.closed) this.schedulePass();
   }
 
   /**
-   * One pass for all of the group's queued messages, in seq order: over all its members in a group of at most
-   * everyMessageMaxMembers, over the members mentioned by name in a larger one (whose pass would otherwise read every
-   * member each time it has news). A group's member ids are kept between passes until a membership change (see
-   * MembershipCache), so a busy group's pass reads none; whether a user is still a member, and their read pointer, is
-   * read when a push is about to go out. Presence and the push store are read per page of members, never per member,
-   * so that a pass stays short and the groups after it in the queue are not kept waiting.
+   * Whom a group's queued messages may reach: all its members in a group of at most everyMessageMaxMembers, the members
+   * mentioned by name in a larger one (whose pass would otherwise read every member each time it has news). A group's
+   * member ids are kept between passes until a membership change (see MembershipCache), so a busy group's pass reads
+   * none; whether a user is still a member, and their read pointer, is read when a push is about to go out.
    */
-  private async notifyMembers(groupId: string, messages: StampedMessage[]): Promise<void> {
+  private async passOf(groupId: string, messages: StampedMessage[]): Promise<GroupPass> {
     const members = await this.groups.keptMemberCount(groupId);
     const everyMessage = members <= this.everyMessageMaxMembers;
     const userIds = everyMessage
       ? await this.memberIds.get(groupId, () => this.readMemberIds(groupId))
       : [...new Set(messages.flatMap((message) => message.mentions ?? []))];
-    for (let at = 0; at < userIds.length; at += MEMBERS_PAGE) {
-      if (!(await this.notifyPage(groupId, userIds.slice(at, at + MEMBERS_PAGE), messages, !everyMessage))) return;
+    return { groupId, messages, userIds, mentionsOnly: !everyMessage };
+  }
+
+  /**
+   * Notifies a run of groups' passes, in seq order per group, with one presence read for all their users (a command per
+   * group would cost as much as the messages' delivery in a cluster of small groups). The push store is read per page
+   * of members, never per member, so that a pass stays short and the groups after it are not kept waiting.
+   */
+  private async notifyRun(run: GroupPass[]): Promise<void> {
+    if (run.length === 0 || this.closed) return;
+    let online: Set<string>;
+    try {
+      online = await this.presence.online([...new Set(run.flatMap((pass) => pass.userIds))]);
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message, groups: run.length }, 'push notification pass failed');
+      return;
+    }
+    for (const { groupId, messages, userIds, mentionsOnly } of run) {
+      try {
+        for (let at = 0; at < userIds.length; at += MEMBERS_PAGE) {
+          const page = userIds.slice(at, at + MEMBERS_PAGE);
+          if (!(await this.notifyPage(groupId, page, online, messages, mentionsOnly))) return;
+        }
+      } catch (err) {
+        this.logger.warn({ err: (err as Error).message, groupId }, 'push notification pass failed');
+      }
     }
   }
 
@@ -163,19 +205,19 @@ export class Notifier {
   }
 
   /**
-   * Offers pushes to a page of users: one presence read, then one store read for those offline (which of them push
-   * can reach, and how they want it). With `mentionsOnly`, a user hears only of messages naming them. Returns false
-   * when the notifier closed meanwhile: a node that is closing stops mid-pass, since its clients leaving would
-   * otherwise make every member look offline.
+   * Offers pushes to a page of users: one store read for those offline (which of them push can reach, and how they
+   * want it). With `mentionsOnly`, a user hears only of messages naming them. Returns false when the notifier closed
+   * meanwhile: a node that is closing stops mid-pass, since its clients leaving would otherwise make every member look
+   * offline.
    */
   private async notifyPage(
     groupId: string,
     userIds: string[],
+    online: Set<string>,
     messages: StampedMessage[],
     mentionsOnly: boolean,
   ): Promise<boolean> {
     if (this.closed) return false;
-    const online = await this.presence.online(userIds);
     const offline = userIds.filter(
       (userId) => !online.has(userId) && messages.some((message) => message.senderId !== userId),
     );

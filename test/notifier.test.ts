@@ -98,6 +98,39 @@ describe('push notifier passes', () => {
     expect(presence.asked).toBeLessThanOrEqual(3);
   });
 
+  it('reads presence once for all the groups a pass covers, and pushes each group’s offline members', async () => {
+    const groupIds: string[] = [];
+    for (let g = 0; g < 6; g++) {
+      const members = [`pass${g}a`, `pass${g}b`];
+      await subscribeToPush(members);
+      groupIds.push((await groups.create('alice', { name: `pass ${g}`, members })).id);
+    }
+    const counted = new CountedPresence();
+    await counted.connected('pass0a'); // online: not pushed
+    const { sender, pushed } = recordingSender();
+    const passes = new Notifier(groups, counted, pushStore, sender, 1000, 1000, logger);
+    for (const groupId of groupIds) {
+      passes.onMessage(
+        toStampedMessage(groupId, 1, {
+          senderId: 'alice',
+          clientMsgId: `pass-${groupId}`,
+          type: 'text',
+          body: 'hi',
+          createdAtMs: Date.now(),
+        }),
+      );
+    }
+    while (pushed.length < 11) await sleep(5);
+    expect(counted.asked).toBe(1);
+    expect(pushed.map((p) => p.userId).sort()).toEqual(
+      groupIds
+        .flatMap((_, g) => [`pass${g}a`, `pass${g}b`])
+        .filter((u) => u !== 'pass0a')
+        .sort(),
+    );
+    passes.close();
+  });
+
   it('reads push settings once per page of members, not per member, and stops a pass once closed', async () => {
     const members = Array.from({ length: 90 }, (_, i) => `m${i}`);
     const { id: groupId } = await groups.create('alice', { name: 'big', members });
