@@ -13,6 +13,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import { PRESENCE_USERS_PER_CALL } from '../broker/presence-redis.js';
+import { PASS_INTERVAL_MS } from '../push/notifier.js';
 
 const Micros = Type.Number({ minimum: 0, description: 'CPU microseconds, every thread of the process' });
 
@@ -47,6 +49,11 @@ export const MeasuredCosts = Type.Object({
     cassandraReadsPerMessage: Type.Number({ minimum: 0 }),
     redisUsPerMessage: Micros,
     redisCommandsPerMessage: Type.Number({ minimum: 0 }),
+    /**
+     * Redis's CPU per member whose presence the push notifier reads (bench:scale's horizontal phase): each pass over a
+     * group with news reads its members with no client on the group's writing node.
+     */
+    redisUsPerPresenceLookup: Micros,
     /**
      * What a node pays for each message another node stored: every node reads every commit from the Redis fan-out
      * (bench:scale's horizontal phase).
@@ -183,6 +190,8 @@ export interface FleetSize {
   nodes: number;
   nodeMemoryGb: number;
   redisOpsPerSec: number;
+  /** Members whose presence the push notifiers read from Redis, per second. */
+  presenceLookupsPerSec: number;
   redisCores: number;
   cassandraWritesPerSec: number;
   cassandraReadsPerSec: number;
@@ -210,12 +219,26 @@ export function sizeFleet(costs: MeasuredCosts, load: FleetLoad): FleetSize {
   const nodes = Math.max(2, Math.ceil(busy / usable)); // two at least: one node is a single point of failure
   const { cluster } = costs;
   const spare = 1 / (1 - load.headroom);
+  // The push notifier on a group's writer reads the presence of the group's members in one pass per PASS_INTERVAL_MS
+  // at most, over whatever arrived meanwhile: with messages arriving at random, a group has a pass in an interval when
+  // one came (1 - e^-(its messages per interval)), so a quiet group is read about once per message and a busy one once
+  // per interval. A node answers for its own clients; members on the other nodes (all but 1/nodes of them, as a load
+  // balancer spreads them) are read from Redis, in one script call per PRESENCE_USERS_PER_CALL members and pass (and
+  // one call per pass and node at least). The big group pushes mentions only (pushEveryMessageMaxGroupMembers), so it
+  // reads almost none. An upper estimate: a pass starts only once the one before it ended.
+  const passesPerSec = 1000 / PASS_INTERVAL_MS;
+  const groupPasses = load.groups * passesPerSec * (1 - Math.exp(-load.messagesPerSec / load.groups / passesPerSec));
+  const presenceLookupsPerSec = groupPasses * load.avgMembers * (1 - 1 / nodes);
+  const presenceCalls =
+    presenceLookupsPerSec > 0 ? presenceLookupsPerSec / PRESENCE_USERS_PER_CALL + nodes * passesPerSec : 0;
   return {
     nodeCores: busy + nodes * perNode,
     nodes,
     nodeMemoryGb: (load.users * costs.node.connectionKb) / 1024 / 1024,
-    redisOpsPerSec: messages * cluster.redisCommandsPerMessage,
-    redisCores: ((messages * cluster.redisUsPerMessage) / 1e6) * spare,
+    redisOpsPerSec: messages * cluster.redisCommandsPerMessage + presenceCalls,
+    presenceLookupsPerSec,
+    redisCores:
+      ((messages * cluster.redisUsPerMessage + presenceLookupsPerSec * cluster.redisUsPerPresenceLookup) / 1e6) * spare,
     cassandraWritesPerSec: messages * cluster.cassandraWritesPerMessage,
     cassandraReadsPerSec: messages * cluster.cassandraReadsPerMessage + load.historyPagesPerSec,
     cassandraCores: ((messages * cluster.cassandraUsPerMessage) / 1e6) * spare,

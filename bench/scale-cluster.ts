@@ -8,6 +8,7 @@ import { mkdtempSync, openSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import cassandra from 'cassandra-driver';
+import { Redis } from 'ioredis';
 import { signToken } from '../auth/token-verifier.js';
 import { loadConfig } from '../config/config.js';
 import { CHORUS_CLI } from './chorus-cli.js';
@@ -120,4 +121,20 @@ export async function dropKeyspace(): Promise<void> {
     .execute(`DROP KEYSPACE IF EXISTS ${keyspace}`)
     .catch((err: Error) => console.log(`could not drop ${keyspace}: ${err.message}`));
   await client.shutdown();
+}
+
+/** Redis's calls and CPU µs per command name since its start (INFO commandstats; a script's commands counted too). */
+export async function redisCommandStats(): Promise<Map<string, { calls: number; usec: number }>> {
+  const redis = new Redis({ host: '127.0.0.1', port: REDIS_PORT, lazyConnect: true });
+  try {
+    await redis.connect();
+    const stats = new Map<string, { calls: number; usec: number }>();
+    for (const [, name, calls, usec] of (await redis.info('commandstats')).matchAll(
+      /^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm,
+    ))
+      stats.set(name!, { calls: Number(calls), usec: Number(usec) });
+    return stats;
+  } finally {
+    redis.disconnect();
+  }
 }

@@ -18,7 +18,7 @@ import { env } from './env-number.js';
 import { fmt, median } from './figures.js';
 import type { Member, Step } from './groups-loadgen.js';
 import { LoadGenerator, nextOfAll } from './load-generator.js';
-import { api, config, type Node, startNode, stop } from './scale-cluster.js';
+import { api, config, type Node, redisCommandStats, startNode, stop } from './scale-cluster.js';
 
 const MAX_NODES = env('BENCH_SCALE_HORIZONTAL_NODES', 3);
 const MEMBERS_PER_NODE = env('BENCH_SCALE_HORIZONTAL_MEMBERS', 400);
@@ -47,6 +47,27 @@ interface NodeFigures {
   usPerDelivery: number;
 }
 
+/** The push notifier's presence reads over a window: members looked up (one HGETALL each, inside the script). */
+interface PresenceReads {
+  lookupsPerSec: number;
+  /** Redis's CPU per lookup: the presence script's time over the lookups it made. */
+  redisUsPerLookup: number;
+}
+
+/** Presence reads between two INFO commandstats. */
+function presenceReads(
+  before: Awaited<ReturnType<typeof redisCommandStats>>,
+  after: Awaited<ReturnType<typeof redisCommandStats>>,
+  seconds: number,
+): PresenceReads {
+  const delta = (name: string, key: 'calls' | 'usec') => (after.get(name)?.[key] ?? 0) - (before.get(name)?.[key] ?? 0);
+  const lookups = delta('hgetall', 'calls');
+  return {
+    lookupsPerSec: lookups / seconds,
+    redisUsPerLookup: (delta('evalsha', 'usec') + delta('eval', 'usec')) / lookups,
+  };
+}
+
 /** Messages this node's sequencer has stored since it started (its batch-size histogram's sum). */
 async function storedSoFar(node: Node): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${node.httpPort}/metrics`)).text();
@@ -54,7 +75,7 @@ async function storedSoFar(node: Node): Promise<number> {
 }
 
 /** Runs the load on `nodes` (every one carrying its share) and returns each node's figures. */
-async function measure(nodes: Node[]): Promise<NodeFigures[]> {
+async function measure(nodes: Node[]): Promise<{ figures: NodeFigures[]; presence: PresenceReads }> {
   const n = nodes.length;
   const members: Member[][] = nodes.map(() => []);
   const groupCount = (n * MEMBERS_PER_NODE) / GROUP_SIZE;
@@ -97,11 +118,14 @@ async function measure(nodes: Node[]): Promise<NodeFigures[]> {
     await step(); // warm-up: the first seconds of load compile the hot paths
     const rounds: RateReport[][] = [];
     const storedBefore = await Promise.all(nodes.map(storedSoFar));
+    const redisBefore = await redisCommandStats();
+    const started = performance.now();
     for (let round = 0; round < ROUNDS; round++) rounds.push(await step());
+    const presence = presenceReads(redisBefore, await redisCommandStats(), (performance.now() - started) / 1000);
     const stored = (await Promise.all(nodes.map(storedSoFar))).map((count, k) => count - storedBefore[k]!);
     const storedAll = stored.reduce((a, b) => a + b, 0);
     await step(); // close
-    return nodes.map((_, k) => {
+    const figures = nodes.map((_, k) => {
       const mine = rounds.map((r) => r[k]!);
       const sentPerSec = median(mine.map((r) => r.offeredPerSec));
       const deliveredPerSec = median(mine.map((r) => r.deliveredPerSec));
@@ -115,6 +139,7 @@ async function measure(nodes: Node[]): Promise<NodeFigures[]> {
         usPerDelivery: median(mine.map((r) => (r.windowCpuSeconds.node * 1e6) / (r.deliveredPerSec * r.seconds))),
       };
     });
+    return { figures, presence };
   } finally {
     for (const gen of generators) gen.kill();
   }
@@ -131,13 +156,15 @@ export async function measureHorizontal(): Promise<boolean> {
   console.log('|---|---|---|---|---|---|---|---|');
   const nodes: Node[] = [];
   const sizes: NodeFigures[][] = [];
+  const presenceBySize: PresenceReads[] = [];
   let met = true;
   try {
     for (let n = 1; n <= MAX_NODES; n++) {
       nodes.push(await startNode(`horizontal-${n - 1}`, LIMITS));
-      const figures = await measure(nodes);
+      const { figures, presence } = await measure(nodes);
       const smaller = sizes.at(-1);
       sizes.push(figures);
+      presenceBySize.push(presence);
       for (const [k, f] of figures.entries()) {
         const before = smaller?.[k];
         const rise = before ? f.usPerDelivery / before.usPerDelivery - 1 : Number.NaN;
@@ -157,7 +184,16 @@ export async function measureHorizontal(): Promise<boolean> {
   console.log(
     `\nbeing one of ${largest.length} nodes costs a node ${fmt(fanInUs, 1)} µs of CPU per message another node stored (median over the nodes); target: adding a node raises no node's CPU per delivery by more than ${TARGET_RISE * 100}%: ${met ? 'met' : 'not met'}`,
   );
-  if (largest.length > 1 && Number.isFinite(fanInUs))
-    recordCosts({ cluster: { fanInUs: Math.max(0, fanInUs) } }, machineName());
+  // A node answers for its own clients' presence: the members on other nodes are read from Redis, by the push
+  // notifier of each group's writer, once per pass.
+  const presence = presenceBySize.at(-1)!;
+  console.log(
+    `presence read from Redis (push notifier passes): ${presenceBySize.map((p, n) => `${n + 1} node${n ? 's' : ''} ${fmt(p.lookupsPerSec)} members/s`).join(', ')}; Redis ${fmt(presence.redisUsPerLookup, 2)} µs per member at ${largest.length} nodes`,
+  );
+  if (largest.length > 1 && Number.isFinite(fanInUs) && Number.isFinite(presence.redisUsPerLookup))
+    recordCosts(
+      { cluster: { fanInUs: Math.max(0, fanInUs), redisUsPerPresenceLookup: presence.redisUsPerLookup } },
+      machineName(),
+    );
   return met;
 }

@@ -14,7 +14,7 @@ const NODE_KEY_PREFIX = 'chorus:node:';
 /** A node's heartbeat key: while it stands, the node's counts in the users' hashes count. */
 const nodeKeyOf = (nodeId: string): string => `${NODE_KEY_PREFIX}${nodeId}`;
 /** Users one TOTALS_SCRIPT call reads: it runs alone in Redis, so a call stays well under a millisecond. */
-const USERS_PER_CALL = 500;
+export const PRESENCE_USERS_PER_CALL = 500;
 /**
  * Each user's clients on nodes that are alive, in one command: KEYS are the users' hashes, ARGV[1] the node key
  * prefix. A node key is read once per call whoever names it. The node keys are not among KEYS (which nodes a hash
@@ -58,7 +58,7 @@ type WithTotals = Redis & {
  * lost writes the old primary had acknowledged, so the rewrite also takes out again the users who left this node in the
  * last minute.
  *
- * Reading presence is one script call per USERS_PER_CALL users (not a command per user: a pass of the push notifier
+ * Reading presence is one script call per PRESENCE_USERS_PER_CALL users (not a command per user: a pass of the push notifier
  * asks for every member of the groups that had news), and asks Redis only about users with no client on this node.
  */
 export class PresenceRedis implements Presence {
@@ -125,8 +125,8 @@ export class PresenceRedis implements Presence {
   /** Each user's clients on nodes that are alive. */
   private async totalsOnLiveNodes(userIds: string[]): Promise<number[]> {
     const calls: Promise<number[]>[] = [];
-    for (let at = 0; at < userIds.length; at += USERS_PER_CALL) {
-      const keys = userIds.slice(at, at + USERS_PER_CALL).map((id) => this.key(id));
+    for (let at = 0; at < userIds.length; at += PRESENCE_USERS_PER_CALL) {
+      const keys = userIds.slice(at, at + PRESENCE_USERS_PER_CALL).map((id) => this.key(id));
       calls.push(this.redis.chorusPresenceTotals(keys.length, ...keys, NODE_KEY_PREFIX));
     }
     return (await Promise.all(calls)).flat();

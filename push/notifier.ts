@@ -52,7 +52,7 @@ const PREVIEW_CHARS = 120;
  * Passes over a group's members start at most this often: a busy group's commits arriving meanwhile share one pass,
  * so reading members and presence costs per pass, not per commit. A quiet group's first message starts one at once.
  */
-const PASS_INTERVAL_MS = 100;
+export const PASS_INTERVAL_MS = 100;
 /** A pass reads the presence of its groups' users together, in runs of groups of about this many users. */
 const PRESENCE_READ_USERS = 5_000;
 

@@ -34,6 +34,7 @@ const costs = (cluster: Partial<MeasuredCosts['cluster']> = {}): MeasuredCosts =
     cassandraReadsPerMessage: 0,
     redisUsPerMessage: 1,
     redisCommandsPerMessage: 0.02,
+    redisUsPerPresenceLookup: 3,
     fanInUs: 5,
     ...cluster,
   },
@@ -78,7 +79,20 @@ describe('capacity model', () => {
     expect(sizeFleet(costs(), { ...load, messagesPerSec: 20_000 }).nodes).toBe(3); // 11 cores busy
     expect(fleet.nodeMemoryGb).toBeCloseTo((100_000 * 16) / 1024 / 1024, 6);
     expect(fleet.cassandraWritesPerSec).toBeCloseTo(250, 6);
-    expect(fleet.redisOpsPerSec).toBeCloseTo(100, 6);
+  });
+
+  it("counts the push passes' presence reads in Redis: per member on another node, a pass per group at most every 100 ms", () => {
+    // 10,000 groups at 5,000 msg/s: 0.05 messages per group and 100 ms, so a group has a pass in 1 - e^-0.05 of the
+    // intervals (about one per message), over its 20 members, half of them on the other of the 2 nodes; in calls of
+    // 500 members, and one call per interval on each node.
+    const passes = 10_000 * 10 * (1 - Math.exp(-0.05));
+    const fleet = sizeFleet(costs(), load);
+    expect(passes).toBeGreaterThan(0.97 * 5000);
+    expect(fleet.presenceLookupsPerSec).toBeCloseTo(passes * 20 * 0.5, 6);
+    expect(fleet.redisOpsPerSec).toBeCloseTo(5000 * 0.02 + (passes * 10) / 500 + 2 * 10, 6);
+    expect(fleet.redisCores).toBeCloseTo(((5000 * 1 + passes * 10 * 3) / 1e6) * 2, 6); // half of Redis left free
+    // 10 busy groups at the same rate: each has a pass every interval, 100 a second in all.
+    expect(sizeFleet(costs(), { ...load, groups: 10 }).presenceLookupsPerSec).toBeCloseTo(100 * 20 * 0.5, 6);
   });
 
   it('says so when the fan-out alone fills a node: every node reads every message', () => {

@@ -135,6 +135,7 @@ describe('capacity model', () => {
         cassandraReadsPerMessage: 0,
         redisUsPerMessage: 0,
         redisCommandsPerMessage: 0,
+        redisUsPerPresenceLookup: 0,
         fanInUs: 0,
       },
     };
