@@ -67,7 +67,13 @@ const load: FleetLoad = {
   coresPerNode: flag('cores-per-node', 1),
 };
 const costs = readCosts(String(values.costs));
-const fleet = sizeFleet(costs, load);
+let fleet: ReturnType<typeof sizeFleet>;
+try {
+  fleet = sizeFleet(costs, load);
+} catch (err) {
+  console.error((err as Error).message);
+  process.exit(1);
+}
 const n = (value: number, digits = 0) =>
   value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 

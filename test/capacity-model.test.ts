@@ -1,5 +1,8 @@
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { type CostSample, fitCosts, type MeasuredCosts, sizeFleet } from '../bench/capacity-model.js';
+
+const CAPACITY = new URL('../dist/bench/capacity.js', import.meta.url).pathname;
 
 /** Cores a node with these costs would use: the model's own formula, for samples of a known truth. */
 const truth = { idle: 0.01, active: 0.05, storeUs: 150, deliveryUs: 20 };
@@ -97,5 +100,19 @@ describe('capacity model', () => {
 
   it('says so when the fan-out alone fills a node: every node reads every message', () => {
     expect(() => sizeFleet(costs({ fanInUs: 1000 }), load)).toThrow(/fan-out alone/);
+  });
+
+  it('npm run capacity reads the costs file the repository ships, and says when Redis needs more than its one thread', () => {
+    const capacity = (msgsPerSec: number) =>
+      spawnSync(process.execPath, [CAPACITY, '--msgs-per-s', String(msgsPerSec)], { encoding: 'utf8' });
+    const quiet = capacity(1000);
+    expect(quiet.stderr).toBe('');
+    expect(quiet.status).toBe(0);
+    expect(quiet.stdout).toMatch(/\| Redis \| [\d,]+ commands\/s \([\d,]+ members' presence read by push passes\)/);
+    expect(quiet.stdout).not.toMatch(/one thread/);
+    expect(capacity(30_000).stdout).toMatch(/Redis runs its commands on one thread/);
+    const tooMuch = capacity(1_000_000);
+    expect(tooMuch.status).toBe(1);
+    expect(tooMuch.stderr).toMatch(/^a node of 8 cores is filled by its share of the cluster's fan-out alone/);
   });
 });
