@@ -136,10 +136,14 @@ export class PresenceRedis implements Presence {
     const count = (this.local.get(userId) ?? 0) + 1;
     this.local.set(userId, count);
     this.left.delete(userId);
-    // Only when missing (NX): a key that says the counts are written must keep saying so.
-    await this.write(this.redis.set(this.nodeKey, ALIVE, 'EX', NODE_TTL_SECONDS, 'NX'));
-    await this.write(this.redis.hset(this.key(userId), this.nodeId, String(count)));
-    return (await this.totalsOnLiveNodes([userId]))[0] === 1;
+    // Issued together, so they leave in one write and come back in one read; Redis runs them in this order. The node
+    // key only when missing (NX): a key that says the counts are written must keep saying so.
+    const [, , totals] = await Promise.all([
+      this.write(this.redis.set(this.nodeKey, ALIVE, 'EX', NODE_TTL_SECONDS, 'NX')),
+      this.write(this.redis.hset(this.key(userId), this.nodeId, String(count))),
+      this.totalsOnLiveNodes([userId]),
+    ]);
+    return totals[0] === 1;
   }
 
   async disconnected(userId: string): Promise<boolean> {
@@ -152,8 +156,11 @@ export class PresenceRedis implements Presence {
     this.local.delete(userId);
     this.left.set(userId, Date.now());
     if (this.left.size > MAX_LEFT) this.left.delete(this.left.keys().next().value!);
-    await this.write(this.redis.hdel(this.key(userId), this.nodeId));
-    return (await this.totalsOnLiveNodes([userId]))[0] === 0;
+    const [, totals] = await Promise.all([
+      this.write(this.redis.hdel(this.key(userId), this.nodeId)),
+      this.totalsOnLiveNodes([userId]),
+    ]);
+    return totals[0] === 0;
   }
 
   async online(userIds: string[]): Promise<Set<string>> {
