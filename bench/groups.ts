@@ -29,7 +29,7 @@ import { env } from './env-number.js';
 import { fmt, median } from './figures.js';
 import { LiveHeap } from './live-heap.js';
 import { LoadGenerator } from './load-generator.js';
-import { cpuSeconds, rssBytes } from './process-usage.js';
+import { cpuSeconds, rssBytes, untilAtRest } from './process-usage.js';
 import { COSTS_FILE, fitCosts, machineName, type MeasuredCosts, recordCosts } from './capacity-model.js';
 
 const ROUNDS = env('BENCH_GROUPS_ROUNDS', 3);
@@ -213,6 +213,7 @@ async function runSteps(target: Target, sizes: number[], persistent: boolean, st
       watch: { server: server.child.pid! },
     };
     const pid = server.child.pid!;
+    await untilAtRest(pid); // the first step (the connects) measured without the members' set-up behind it
     const heapBefore = server.heap ? await server.heap.liveHeapBytes(server.child) : Number.NaN;
     let before = usage(pid);
     const gen = new LoadGenerator<Omit<StepResult, 'cpuSeconds' | 'rssBytes' | 'rssBeforeBytes' | 'liveHeapBytes'>>(

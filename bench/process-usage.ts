@@ -24,6 +24,23 @@ function statCpuSeconds(file: string): number {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
 
+/**
+ * Resolves once the process is at rest: under `restCores` of CPU over two windows of `windowMs` in a row, or after
+ * `maxMs` whatever it does. A window measured right after a set-up would otherwise carry what the set-up left behind
+ * (the collection of its garbage, its writes being flushed).
+ */
+export async function untilAtRest(pid: number, windowMs = 250, restCores = 0.05, maxMs = 15_000): Promise<void> {
+  const deadline = performance.now() + maxMs;
+  let quiet = 0;
+  let last = cpuSeconds(pid);
+  while (quiet < 2 && performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, windowMs));
+    const now = cpuSeconds(pid);
+    quiet = now - last < (restCores * windowMs) / 1000 ? quiet + 1 : 0;
+    last = now;
+  }
+}
+
 /** Resident memory in bytes. */
 export function rssBytes(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');

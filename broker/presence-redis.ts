@@ -58,8 +58,9 @@ type WithTotals = Redis & {
  * lost writes the old primary had acknowledged, so the rewrite also takes out again the users who left this node in the
  * last minute.
  *
- * Reading presence is one script call per PRESENCE_USERS_PER_CALL users (not a command per user: a pass of the push notifier
- * asks for every member of the groups that had news), and asks Redis only about users with no client on this node.
+ * Reading presence is one script call per PRESENCE_USERS_PER_CALL users (not a command per user: a pass of the push
+ * notifier asks for every member of the groups that had news), and asks Redis only about users with no client on this
+ * node.
  */
 export class PresenceRedis implements Presence {
   private readonly local = new Map<string, number>();
@@ -75,7 +76,7 @@ export class PresenceRedis implements Presence {
     private readonly nodeId: string,
     heartbeatMs = HEARTBEAT_MS,
   ) {
-    // ioredis sends it by its hash, and sends the script itself to a server that lacks it (one that was failed over to).
+    // ioredis sends it by its hash, and the script itself to a server that lacks it (one that was failed over to).
     redis.defineCommand('chorusPresenceTotals', { lua: TOTALS_SCRIPT });
     this.redis = redis as WithTotals;
     this.timer = setInterval(() => void this.heartbeat().catch(() => undefined), heartbeatMs);

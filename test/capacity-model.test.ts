@@ -84,7 +84,7 @@ describe('capacity model', () => {
     expect(fleet.cassandraWritesPerSec).toBeCloseTo(250, 6);
   });
 
-  it("counts the push passes' presence reads in Redis: per member on another node, a pass per group at most every 100 ms", () => {
+  it("counts the push passes' presence reads in Redis: members on other nodes, a pass per group at most per 100 ms", () => {
     // 10,000 groups at 5,000 msg/s: 0.05 messages per group and 100 ms, so a group has a pass in 1 - e^-0.05 of the
     // intervals (about one per message), over its 20 members, half of them on the other of the 2 nodes; in calls of
     // 500 members, and one call per interval on each node.
@@ -102,7 +102,7 @@ describe('capacity model', () => {
     expect(() => sizeFleet(costs({ fanInUs: 1000 }), load)).toThrow(/fan-out alone/);
   });
 
-  it('npm run capacity reads the costs file the repository ships, and says when Redis needs more than its one thread', () => {
+  it('npm run capacity reads the costs file the repository ships, and says when Redis needs more than one thread', () => {
     const capacity = (msgsPerSec: number) =>
       spawnSync(process.execPath, [CAPACITY, '--msgs-per-s', String(msgsPerSec)], { encoding: 'utf8' });
     const quiet = capacity(1000);
