@@ -41,7 +41,7 @@ import { PushStoreSqlite } from '../push/push-store-sqlite.js';
 const FORWARD_TIMEOUT_MS = 30_000;
 
 /** The longest wait between two tries to reach a Redis that went away (a try to a dead loopback port costs little). */
-const REDIS_RETRY_MAX_MS = 500;
+const REDIS_RETRY_MAX_MS = 250;
 
 /** The stores and shared broker state of one process, per the configured store. */
 /** Aedes persistence and router come as BrokerDeps takes them: absent means in-memory (one node). */
