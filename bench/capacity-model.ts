@@ -5,8 +5,9 @@
  *   cores = idle + active + messages/s x store + deliveries/s x delivery + big-group deliveries/s x big delivery
  *           + connects/s x connect + history pages/s x page
  *
- * and in a cluster every node also pays, per message any other node stored, what reading it from the fan-out costs;
- * each cost in CPU seconds of every thread of the node process. `fitCosts` finds active, store and delivery from loads
+ * and in a cluster every node also pays, per message any other node stored, what reading it from the fan-out costs
+ * (and Redis pays, per member on another node, each push pass's presence read); each cost in CPU seconds of every
+ * thread of the process. `fitCosts` finds active, store and delivery from loads
  * of different shapes and rates, since every message is stored once and delivered to each member.
  */
 import { readFileSync, writeFileSync } from 'node:fs';

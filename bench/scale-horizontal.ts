@@ -9,8 +9,10 @@
  * checked for gaps) grow with the cluster.
  *
  * Measured per node over the same window: CPU (every thread, /proc) per delivery, and the cluster's cost per message
- * from another node ((node CPU now − a lone node's) / messages read from the fan-out). Target: adding a node raises
- * no other node's CPU per delivery by more than 10%. Medians of BENCH_SCALE_HORIZONTAL_ROUNDS (default 3) windows.
+ * from another node ((node CPU now − a lone node's) / messages read from the fan-out); and over the same windows, from
+ * Redis's INFO commandstats, the members whose presence the push passes read and Redis's CPU per member. Target:
+ * adding a node raises no other node's CPU per delivery by more than 10%. Medians of BENCH_SCALE_HORIZONTAL_ROUNDS
+ * (default 3) windows.
  */
 import { signToken } from '../auth/token-verifier.js';
 import { recordCosts, machineName } from './capacity-model.js';
