@@ -7,8 +7,8 @@
  *
  * and in a cluster every node also pays, per message any other node stored, what reading it from the fan-out costs
  * (and Redis pays, per member on another node, each push pass's presence read); each cost in CPU seconds of every
- * thread of the process. `fitCosts` finds active, store and delivery from loads
- * of different shapes and rates, since every message is stored once and delivered to each member.
+ * thread of the process. `fitCosts` finds active, store and delivery from loads of different shapes and rates, since
+ * every message is stored once and delivered to each member.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
