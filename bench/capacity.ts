@@ -4,7 +4,7 @@
  * nodes, Redis commands/s and Cassandra reads and writes/s, each tier's cores, and the assumptions.
  */
 import { parseArgs } from 'node:util';
-import { COSTS_FILE, type FleetLoad, readCosts, sizeFleet } from './capacity-model.js';
+import { COSTS_FILE, type FleetLoad, type FleetSize, readCosts, sizeFleet } from './capacity-model.js';
 
 const { values } = parseArgs({
   options: {
@@ -67,7 +67,7 @@ const load: FleetLoad = {
   coresPerNode: flag('cores-per-node', 1),
 };
 const costs = readCosts(String(values.costs));
-let fleet: ReturnType<typeof sizeFleet>;
+let fleet: FleetSize;
 try {
   fleet = sizeFleet(costs, load);
 } catch (err) {
