@@ -53,6 +53,9 @@ export function createAedes(seams: AedesSeams): Promise<Aedes> {
     concurrency: 0,
     // MQTT 5: Chorus delivers and takes QoS 1 at most [MQTT-3.2.2-9] (maximumQoS is the patch's: patches/).
     maximumQoS: 1,
+    // A connect's queued packets and a SUBSCRIBE's retained messages read by async iteration instead of a stream
+    // pipeline (iterateStores is the patch's): Aedes's pipeline cost each connect about 25 us with nothing to read.
+    iterateStores: true,
     maximumPacketSize: seams.maxPacketBytes,
     topicAliasMaximum: TOPIC_ALIAS_MAXIMUM,
     sessionExpiryIntervalLimit: seams.maxSessionExpirySeconds,

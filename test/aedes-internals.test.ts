@@ -130,6 +130,51 @@ describe('the Aedes internals Chorus relies on', () => {
     expect(connack.sessionPresent).toBe(true);
   });
 
+  it("iterateStores (the patch's): a returning session's queue arrives in order, a clean start drops it, and SUBSCRIBE gets the retained message", async () => {
+    // Set, or Aedes is not the patched one and reads both through its stream pipelines (see patches/).
+    expect((aedes as unknown as { iterateStores?: boolean }).iterateStores).toBe(true);
+    const publish = (topic: string, payload: string, qos: 0 | 1, retain = false) =>
+      new Promise<void>((resolve, reject) =>
+        aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos, retain, dup: false }, (err) =>
+          err ? reject(err) : resolve(),
+        ),
+      );
+    const away = await connect('queued', false);
+    await away.subscribeAsync('queue/topic', { qos: 1 });
+    await away.endAsync();
+    await until(() => clientById(aedes, 'queued') === undefined, 'the session to go offline');
+    for (const payload of ['m1', 'm2', 'm3']) await publish('queue/topic', payload, 1);
+
+    const received: string[] = [];
+    const back = mqtt.connect(`mqtt://127.0.0.1:${port}`, { clientId: 'queued', clean: false, reconnectPeriod: 0 });
+    clients.push(back);
+    back.on('message', (_topic, payload) => received.push(payload.toString()));
+    await until(() => received.length === 3, 'the queued messages');
+    expect(received).toEqual(['m1', 'm2', 'm3']);
+    await back.endAsync();
+    await until(() => clientById(aedes, 'queued') === undefined, 'the session to go offline again');
+
+    await publish('queue/topic', 'm4', 1);
+    const queueOf = async (clientId: string) => {
+      const stream = (aedes as unknown as { persistence: { outgoingStream(c: { id: string }): AsyncIterable<unknown> } })
+        .persistence.outgoingStream({ id: clientId });
+      const queued: unknown[] = [];
+      for await (const packet of stream) queued.push(packet);
+      return queued;
+    };
+    expect(await queueOf('queued')).toHaveLength(1);
+    await connect('queued', true); // [MQTT-3.1.2-6]: a clean session discards the one before
+    await until(async () => (await queueOf('queued')).length === 0, 'the clean start to drop the queue');
+
+    await publish('kept/topic', 'kept', 0, true);
+    const late = await connect('late');
+    const retained: string[] = [];
+    late.on('message', (topic, payload, packet) => retained.push(`${topic} ${payload.toString()} ${packet.retain}`));
+    await late.subscribeAsync('kept/#', { qos: 0 });
+    await until(() => retained.length === 1, 'the retained message');
+    expect(retained).toEqual(['kept/topic kept true']);
+  });
+
   it("maximumPacketSize and _requestProblemInformation: an MQTT 5 client's CONNECT properties", async () => {
     await connect('v5-limits', true, {
       protocolVersion: 5,
