@@ -156,8 +156,9 @@ describe('the Aedes internals Chorus relies on', () => {
 
     await publish('queue/topic', 'm4', 1);
     const queueOf = async (clientId: string) => {
-      const stream = (aedes as unknown as { persistence: { outgoingStream(c: { id: string }): AsyncIterable<unknown> } })
-        .persistence.outgoingStream({ id: clientId });
+      const stream = (
+        aedes as unknown as { persistence: { outgoingStream(c: { id: string }): AsyncIterable<unknown> } }
+      ).persistence.outgoingStream({ id: clientId });
       const queued: unknown[] = [];
       for await (const packet of stream) queued.push(packet);
       return queued;
