@@ -94,6 +94,7 @@ export class Admission {
   authenticated(stream: Duplex): void {
     this.unauthenticated.get(stream)?.();
     this.addressAuthenticated.get(stream)?.();
+    this.addressAuthenticated.delete(stream);
   }
 
   /** Serves MQTT over TCP. Resolves with the bound port. */
@@ -250,7 +251,11 @@ export class Admission {
    */
   private serve(stream: Duplex, remote: string | undefined, handle: () => void): void {
     const { limits, logger } = this.deps;
+    // Once the connection authenticates (or closes), none of this is held for it: the timer is cleared and the listener
+    // removed, so that an idle connection keeps no timer, closure or listener of its login.
     const authenticated = () => {
+      stream.off('close', authenticated);
+      clearTimeout(deadline);
       if (this.unauthenticated.delete(stream)) this.admitWaiting();
     };
     this.unauthenticated.set(stream, authenticated);
@@ -263,7 +268,6 @@ export class Admission {
       }
     }, PRESSED_CONNECT_DEADLINE_MS);
     deadline.unref();
-    stream.once('close', () => clearTimeout(deadline));
     // Each turn's writes go out as one, and a connection whose unsent output passes the bound is cut off.
     gatherOutput(stream, limits.maxClientBufferBytes, (buffered) => {
       this.deps.onSlowConsumerCut();
