@@ -269,13 +269,21 @@ export class Admission {
     }, PRESSED_CONNECT_DEADLINE_MS);
     deadline.unref();
     // Each turn's writes go out as one, and a connection whose unsent output passes the bound is cut off.
-    gatherOutput(stream, limits.maxClientBufferBytes, (buffered) => {
+    gatherOutput(stream, limits.maxClientBufferBytes, this.slowConsumerCut(stream, remote));
+    handle();
+  }
+
+  /**
+   * What a connection cut off as a slow consumer reports. Made here, not in serve: a closure shares its function's
+   * scope, and this one lives as long as the connection, which would keep serve's login timer and closures alive too.
+   */
+  private slowConsumerCut(stream: Duplex, remote: string | undefined): (buffered: number) => void {
+    return (buffered) => {
       this.deps.onSlowConsumerCut();
-      logger.warn(
+      this.deps.logger.warn(
         { remote, clientId: (stream as { client?: { id: string } }).client?.id, buffered },
         'client not reading: closing (slow consumer)',
       );
-    });
-    handle();
+    };
   }
 }

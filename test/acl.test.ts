@@ -1,5 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { ConnectPacket } from 'aedes';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { clientById } from '../broker/aedes.js';
 import { TestChorus, collect, deliveries, sdkClient, subscribeCodes, until } from './harness.js';
 
 describe('only members read, write or subscribe', () => {
@@ -9,6 +11,17 @@ describe('only members read, write or subscribe', () => {
   });
   afterAll(async () => {
     await t.close();
+  });
+
+  it("keeps no token once the login is checked: the CONNECT that mqtt-packet's parser holds has no password", async () => {
+    const clientId = 'alice-token-kept';
+    const alice = await t.mqtt('alice', { clientId });
+    const held = (clientById(t.chorus.broker.aedes, clientId) as unknown as { _parser: { settings: ConnectPacket } })
+      ._parser.settings;
+    expect(held.clientId).toBe(clientId); // the packet the parser keeps for the connection's life
+    expect(held.username).toBe('alice');
+    expect(held.password).toBeUndefined();
+    await alice.endAsync();
   });
 
   it('refuses a non-member SUBSCRIBE with 0x80 and a wildcard or foreign events topic likewise', async () => {
