@@ -4,8 +4,9 @@ import mqttPacket from 'mqtt-packet';
 import { promisify } from 'node:util';
 import mqtt, { type IClientOptions, type MqttClient, type Packet } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { clientsOf, subscriptionOf } from '../broker/aedes.js';
 import { pubackReasonCode } from '../broker/reason-codes.js';
-import { collect, metric, sdkClient, TestChorus, until } from './harness.js';
+import { collect, sdkClient, TestChorus, until } from './harness.js';
 
 const run = promisify(execFile);
 
@@ -332,24 +333,35 @@ describe('MQTT 5 beside MQTT 3.1.1', () => {
       ],
       { timeout: 15_000 },
     );
-    await until(async () => (await metric(t, 'chorus_mqtt_connected_clients')) >= 1, 'mosquitto_sub connected');
-    await new Promise((resolve) => setTimeout(resolve, 300)); // and subscribed, right after its CONNACK
-    const pub = await run('mosquitto_pub', [
-      ...['-V', 'mqttv5', '-h', '127.0.0.1', '-p', port, '-q', '1', '-d'],
-      ...['-u', 'alice', '-P', await t.token('alice'), '-t', topic],
-      ...['-m', JSON.stringify({ clientMsgId: 'mosq-1', body: 'from mosquitto' })],
-    ]);
+    await until(
+      () => clientsOf(t.chorus.broker.aedes).some((client) => subscriptionOf(client, topic) !== undefined),
+      'mosquitto_sub subscribed',
+    );
+    // A time limit, so that a publish left unanswered fails with mosquitto_pub's own log (-d) rather than the test's.
+    const pub = await run(
+      'mosquitto_pub',
+      [
+        ...['-V', 'mqttv5', '-h', '127.0.0.1', '-p', port, '-q', '1', '-d'],
+        ...['-u', 'alice', '-P', await t.token('alice'), '-t', topic],
+        ...['-m', JSON.stringify({ clientMsgId: 'mosq-1', body: 'from mosquitto' })],
+      ],
+      { timeout: 10_000 },
+    );
     expect(pub.stdout).toMatch(/received PUBACK \(Mid: 1, RC:0\)/);
     const { stdout } = await subscriber;
     const [contentType, payload] = stdout.trim().split('|');
     expect(contentType).toBe('application/json');
     expect(JSON.parse(payload!)).toMatchObject({ groupId, seq: 1, body: 'from mosquitto' });
     // A non-member's publish: the PUBACK says 0x87 (135).
-    const refused = await run('mosquitto_pub', [
-      ...['-V', 'mqttv5', '-h', '127.0.0.1', '-p', port, '-q', '1', '-d'],
-      ...['-u', 'eve', '-P', await t.token('eve'), '-t', topic],
-      ...['-m', JSON.stringify({ clientMsgId: 'eve-1', body: 'let me in' })],
-    ]);
+    const refused = await run(
+      'mosquitto_pub',
+      [
+        ...['-V', 'mqttv5', '-h', '127.0.0.1', '-p', port, '-q', '1', '-d'],
+        ...['-u', 'eve', '-P', await t.token('eve'), '-t', topic],
+        ...['-m', JSON.stringify({ clientMsgId: 'eve-1', body: 'let me in' })],
+      ],
+      { timeout: 10_000 },
+    );
     expect(refused.stdout).toMatch(/RC:135/);
   });
 
