@@ -338,30 +338,23 @@ describe('MQTT 5 beside MQTT 3.1.1', () => {
       'mosquitto_sub subscribed',
     );
     // A time limit, so that a publish left unanswered fails with mosquitto_pub's own log (-d) rather than the test's.
-    const pub = await run(
-      'mosquitto_pub',
-      [
-        ...['-V', 'mqttv5', '-h', '127.0.0.1', '-p', port, '-q', '1', '-d'],
-        ...['-u', 'alice', '-P', await t.token('alice'), '-t', topic],
-        ...['-m', JSON.stringify({ clientMsgId: 'mosq-1', body: 'from mosquitto' })],
-      ],
-      { timeout: 10_000 },
-    );
+    const publishAs = async (userId: string, clientMsgId: string, body: string) =>
+      run(
+        'mosquitto_pub',
+        [
+          ...['-V', 'mqttv5', '-h', '127.0.0.1', '-p', port, '-q', '1', '-d'],
+          ...['-u', userId, '-P', await t.token(userId), '-t', topic, '-m', JSON.stringify({ clientMsgId, body })],
+        ],
+        { timeout: 10_000 },
+      );
+    const pub = await publishAs('alice', 'mosq-1', 'from mosquitto');
     expect(pub.stdout).toMatch(/received PUBACK \(Mid: 1, RC:0\)/);
     const { stdout } = await subscriber;
     const [contentType, payload] = stdout.trim().split('|');
     expect(contentType).toBe('application/json');
     expect(JSON.parse(payload!)).toMatchObject({ groupId, seq: 1, body: 'from mosquitto' });
     // A non-member's publish: the PUBACK says 0x87 (135).
-    const refused = await run(
-      'mosquitto_pub',
-      [
-        ...['-V', 'mqttv5', '-h', '127.0.0.1', '-p', port, '-q', '1', '-d'],
-        ...['-u', 'eve', '-P', await t.token('eve'), '-t', topic],
-        ...['-m', JSON.stringify({ clientMsgId: 'eve-1', body: 'let me in' })],
-      ],
-      { timeout: 10_000 },
-    );
+    const refused = await publishAs('eve', 'eve-1', 'let me in');
     expect(refused.stdout).toMatch(/RC:135/);
   });
 
