@@ -41,8 +41,41 @@ export type RefusalReason = 'unauthenticated-limit' | 'address-limit';
 
 /** Connections of one client address: open ones, and those not authenticated yet (served or waiting). */
 interface AddressCount {
+  /** The address (addressKey); null for the connections that have none, which are counted but never limited. */
+  readonly key: string | null;
+  /** The admission that counts them, and its map that holds this count under its key until the last one closes. */
+  readonly admission: Admission;
+  readonly addresses: Map<string, AddressCount>;
   open: number;
-  unauthenticated: number;
+  readonly unauthenticated: Set<Duplex>;
+}
+
+/**
+ * Each admitted connection's address count: one entry per connection, and no closure, since the one close listener
+ * every connection has (connectionClosed) is shared by all of them. Kept after the close (the login's failure
+ * throttle still asks for the address), and gone with the stream.
+ */
+const admitted = new WeakMap<Duplex, AddressCount>();
+
+/**
+ * The close listener of every admitted connection (a stream emits 'close' once): one function for all, `this` being
+ * the stream, so that a connection holds no closure of its own for its life; and with Aedes's own listener its stream
+ * has two listeners of 'close', which Node keeps in an array of two (a third grows it by sixteen slots).
+ */
+function connectionClosed(this: Duplex): void {
+  const count = admitted.get(this);
+  if (!count) return;
+  count.admission.authenticated(this); // or gone: either way, its places are free
+  count.open -= 1;
+  if (count.open === 0 && count.key !== null) count.addresses.delete(count.key);
+}
+
+/**
+ * An error on a connection closes it, until the connection is handed to Aedes, which listens for errors itself. Shared
+ * by every connection: `this` is the stream.
+ */
+function destroyOnError(this: Duplex): void {
+  this.destroy();
 }
 
 export interface AdmissionDeps {
@@ -61,17 +94,21 @@ export interface AdmissionDeps {
  * have not authenticated yet, the packet-size watch and the bound on unsent output.
  */
 export class Admission {
-  /** Connections accepted and not yet authenticated, each with what ends its count. */
-  private readonly unauthenticated = new Map<Duplex, () => void>();
+  /** Connections served and not yet authenticated, each with its deadline (see serve). */
+  private readonly unauthenticated = new Map<Duplex, NodeJS.Timeout>();
   /** Connections waiting for a place among the unauthenticated ones, oldest first, each with what lets it in. */
   private readonly waiting = new Map<Duplex, () => void>();
   /** Per client address (an IPv6 /64): bounded by the open connections, each of which has one. */
   private readonly addresses = new Map<string, AddressCount>();
+  /** The connections without a client address. */
+  private readonly unaddressed: AddressCount = {
+    key: null,
+    admission: this,
+    addresses: this.addresses,
+    open: 0,
+    unauthenticated: new Set(),
+  };
   private readonly trust: ProxyTrust;
-  /** Per connection counted against its address: what ends its unauthenticated count there. */
-  private readonly addressAuthenticated = new WeakMap<Duplex, () => void>();
-  /** Each admitted connection's client address as its limits count it (addressKey: the one a trusted proxy passed). */
-  private readonly clientAddresses = new WeakMap<Duplex, string>();
   private tcpServer: TcpServer | null = null;
   private wsServer: WebSocketServer | null = null;
   private closing = false;
@@ -87,14 +124,17 @@ export class Admission {
 
   /** The client address of an admitted connection, as its limits count it (addressKey; 'unknown' when there is none). */
   addressOf(stream: Duplex): string {
-    return this.clientAddresses.get(stream) ?? 'unknown';
+    return admitted.get(stream)?.key ?? 'unknown';
   }
 
-  /** The connection authenticated: it no longer counts against maxUnauthenticatedConnections. */
+  /** The connection authenticated: it no longer counts as unauthenticated, in all or at its address. */
   authenticated(stream: Duplex): void {
-    this.unauthenticated.get(stream)?.();
-    this.addressAuthenticated.get(stream)?.();
-    this.addressAuthenticated.delete(stream);
+    admitted.get(stream)?.unauthenticated.delete(stream);
+    const deadline = this.unauthenticated.get(stream);
+    if (deadline === undefined) return;
+    clearTimeout(deadline);
+    this.unauthenticated.delete(stream);
+    this.admitWaiting();
   }
 
   /** Serves MQTT over TCP. Resolves with the bound port. */
@@ -102,7 +142,7 @@ export class Admission {
     // No Nagle: PUBACKs and deliveries are small packets, and with Nagle each connection's next write waits for the
     // client to acknowledge the last one (Node's HTTP server, and so the WebSocket path, already sets TCP_NODELAY).
     const server = createServer({ noDelay: true }, (socket) => {
-      socket.on('error', () => socket.destroy());
+      socket.on('error', destroyOnError);
       if (!this.isTrustedProxy(socket.remoteAddress))
         return this.admit(socket, socket.remoteAddress, () => this.deps.handle(socket));
       readProxyHeader(socket, PROXY_HEADER_TIMEOUT_MS).then(
@@ -138,7 +178,7 @@ export class Admission {
       }
       wss.handleUpgrade(req, socket, head, (ws) => {
         const stream = createWebSocketStream(ws);
-        stream.on('error', () => stream.destroy());
+        stream.on('error', destroyOnError);
         // maxPayload bounds one WebSocket message; an MQTT packet may span many, so its header is watched as on TCP.
         this.admit(stream, this.webSocketClient(req), () => this.deps.handle(stream, req));
       });
@@ -164,9 +204,7 @@ export class Admission {
    */
   private admit(stream: Duplex, remote: string | undefined, handle: () => void): void {
     const { limits, logger } = this.deps;
-    const key = addressKey(remote);
-    if (key !== null) this.clientAddresses.set(stream, key);
-    if (!this.countAddress(stream, key)) {
+    if (!this.countAddress(stream, addressKey(remote))) {
       this.deps.onRefused('address-limit');
       logger.warn({ remote }, 'too many connections from this address: refusing');
       stream.destroy();
@@ -199,32 +237,27 @@ export class Admission {
    * or maxConnectionsPerAddress (one address cannot take the whole pre-login pool, so others still get in).
    */
   private countAddress(stream: Duplex, key: string | null): boolean {
-    if (key === null) return true;
     const { maxUnauthenticatedPerAddress, maxConnectionsPerAddress } = this.deps.limits;
-    let count = this.addresses.get(key);
-    if (!count) this.addresses.set(key, (count = { open: 0, unauthenticated: 0 }));
-    if (
-      count.unauthenticated >= maxUnauthenticatedPerAddress ||
-      (maxConnectionsPerAddress > 0 && count.open >= maxConnectionsPerAddress)
-    ) {
-      if (count.open === 0) this.addresses.delete(key);
-      return false;
+    let count = this.unaddressed;
+    if (key !== null) {
+      count = this.addresses.get(key) ?? {
+        key,
+        admission: this,
+        addresses: this.addresses,
+        open: 0,
+        unauthenticated: new Set<Duplex>(),
+      };
+      if (
+        count.unauthenticated.size >= maxUnauthenticatedPerAddress ||
+        (maxConnectionsPerAddress > 0 && count.open >= maxConnectionsPerAddress)
+      )
+        return false;
+      this.addresses.set(key, count);
     }
-    const counted = count;
-    counted.open += 1;
-    counted.unauthenticated += 1;
-    let unauthenticated = true;
-    const authenticated = () => {
-      if (!unauthenticated) return;
-      unauthenticated = false;
-      counted.unauthenticated -= 1;
-    };
-    this.addressAuthenticated.set(stream, authenticated);
-    stream.once('close', () => {
-      authenticated();
-      counted.open -= 1;
-      if (counted.open === 0) this.addresses.delete(key);
-    });
+    count.open += 1;
+    count.unauthenticated.add(stream);
+    admitted.set(stream, count);
+    stream.on('close', connectionClosed);
     return true;
   }
 
@@ -251,39 +284,32 @@ export class Admission {
    */
   private serve(stream: Duplex, remote: string | undefined, handle: () => void): void {
     const { limits, logger } = this.deps;
-    // Once the connection authenticates (or closes), none of this is held for it: the timer is cleared and the listener
-    // removed, so that an idle connection keeps no timer, closure or listener of its login.
-    const authenticated = () => {
-      stream.off('close', authenticated);
-      clearTimeout(deadline);
-      if (this.unauthenticated.delete(stream)) this.admitWaiting();
-    };
-    this.unauthenticated.set(stream, authenticated);
-    stream.once('close', authenticated);
     const deadline = setTimeout(() => {
       if (this.unauthenticated.has(stream) && this.unauthenticated.size > limits.maxUnauthenticatedConnections / 2) {
         logger.debug({ remote }, 'no login within the deadline while many wait: closing');
-        authenticated(); // its place is free now, not when its close lands: the next deadline sees the pool as it is
+        // Its place is free now, not when its close lands: the next deadline sees the pool as it is.
+        this.authenticated(stream);
         stream.destroy();
       }
     }, PRESSED_CONNECT_DEADLINE_MS);
     deadline.unref();
+    this.unauthenticated.set(stream, deadline);
     // Each turn's writes go out as one, and a connection whose unsent output passes the bound is cut off.
-    gatherOutput(stream, limits.maxClientBufferBytes, this.slowConsumerCut(stream, remote));
+    gatherOutput(stream, limits.maxClientBufferBytes, this.slowConsumerCut);
+    // Aedes listens for the stream's errors from here on: the stream keeps only its listeners, as a bare Aedes one does.
+    stream.off('error', destroyOnError);
     handle();
   }
 
   /**
-   * What a connection cut off as a slow consumer reports. Made here, not in serve: a closure shares its function's
-   * scope, and this one lives as long as the connection, which would keep serve's login timer and closures alive too.
+   * A connection cut off as a slow consumer: counted and logged. One function for every connection, so that none holds
+   * a closure of its own for its whole life; the address is the one its limits count (an IPv6 client's /64).
    */
-  private slowConsumerCut(stream: Duplex, remote: string | undefined): (buffered: number) => void {
-    return (buffered) => {
-      this.deps.onSlowConsumerCut();
-      this.deps.logger.warn(
-        { remote, clientId: (stream as { client?: { id: string } }).client?.id, buffered },
-        'client not reading: closing (slow consumer)',
-      );
-    };
-  }
+  private readonly slowConsumerCut = (stream: Duplex, buffered: number): void => {
+    this.deps.onSlowConsumerCut();
+    this.deps.logger.warn(
+      { address: this.addressOf(stream), clientId: (stream as { client?: { id: string } }).client?.id, buffered },
+      'client not reading: closing (slow consumer)',
+    );
+  };
 }

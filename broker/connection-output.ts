@@ -16,7 +16,7 @@ interface Output {
   readonly end: Duplex['end'];
   readonly uncork: Duplex['uncork'];
   readonly maxBytes: number;
-  readonly onOverflow: (bufferedBytes: number) => void;
+  readonly onOverflow: (stream: Duplex, bufferedBytes: number) => void;
   /** Gathered this turn (null when nothing is). */
   chunks: Buffer[] | null;
   callbacks: WriteCallback[] | null;
@@ -53,13 +53,17 @@ export const FLUSH_SLICE_CONNECTIONS = 512;
  * client: one client that stops reading would hold up deliveries to everyone on the node, and its backlog pile up in
  * memory. Here every write reports "keep going" (true), and a connection whose unsent bytes (`writableLength`: what the
  * kernel, or for a WebSocket the socket under it, has not taken) pass `maxBytes` after a flush is destroyed at once,
- * with `onOverflow` told how many were waiting. What it missed is in the history API, where clients catch up after a
+ * with `onOverflow` told which and how many bytes were waiting. What it missed is in the history API, where clients catch up after a
  * reconnect. The check follows each flush, so a burst that a reading client takes at once is not held against it.
  *
  * Gathered bytes are dropped if the stream is destroyed before the turn ends, as corked ones would be; end() writes
  * them first. Writes after the cut are dropped.
  */
-export function gatherOutput(stream: Duplex, maxBytes: number, onOverflow: (bufferedBytes: number) => void): void {
+export function gatherOutput(
+  stream: Duplex,
+  maxBytes: number,
+  onOverflow: (stream: Duplex, bufferedBytes: number) => void,
+): void {
   outputs.set(stream, {
     stream,
     write: stream.write as Output['write'],
@@ -168,6 +172,6 @@ function checkBound(output: Output): void {
   const buffered = stream.writableLength;
   if (buffered <= output.maxBytes) return;
   output.cut = true;
-  output.onOverflow(buffered);
+  output.onOverflow(stream, buffered);
   stream.destroy();
 }

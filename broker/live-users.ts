@@ -1,16 +1,26 @@
 import type { Client } from 'aedes';
 import type { MembershipChange } from '../groups/membership-feed.js';
 
+/**
+ * A user with clients on this node. Kept for every connected user, so it is kept small: arrays rather than sets (a
+ * user has a few clients, and a membership check reads the per-group index instead), and no promise once loaded.
+ */
 interface LiveUser {
   userId: string;
-  clients: Set<Client>;
-  /** The user's groups, kept current by membership changes: the broker's synchronous ACL. Empty until loaded. */
-  groups: Set<string>;
+  clients: Client[];
+  /**
+   * The user's groups, kept current by membership changes: the broker's synchronous ACL, indexed per group in
+   * LiveUsers.members. Empty until loaded.
+   */
+  groups: string[];
   /** Changes that arrived while `groups` was being loaded (null once loaded); replayed on top of the loaded set. */
   changesDuringLoad: MembershipChange[] | null;
   /** Settles when `groups` is loaded: a second client of the user waits for it before it is authorized. */
   loaded: Promise<void>;
 }
+
+/** What a loaded user's `loaded` becomes: one settled promise for all of them. */
+const LOADED = Promise.resolve();
 
 /**
  * The users with at least one connected client on this node, each with the set of groups they belong to, and per group
@@ -31,7 +41,7 @@ export class LiveUsers {
     this.owners.set(client, userId);
     const existing = this.users.get(userId);
     if (existing) {
-      existing.clients.add(client);
+      existing.clients.push(client);
       try {
         await existing.loaded;
       } catch (err) {
@@ -42,19 +52,22 @@ export class LiveUsers {
     }
     const user: LiveUser = {
       userId,
-      clients: new Set([client]),
-      groups: new Set(),
+      clients: [client],
+      groups: [],
       changesDuringLoad: [],
-      loaded: Promise.resolve(),
+      loaded: LOADED,
     };
     this.users.set(userId, user);
     user.loaded = loadGroups().then((loaded) => {
       const changes = user.changesDuringLoad ?? [];
       user.changesDuringLoad = null;
+      user.loaded = LOADED;
       // A user whose clients all left during the load is gone from this node: nothing of theirs is indexed.
       if (this.users.get(userId) !== user) return;
       for (const groupId of loaded) this.join(user, groupId);
       for (const change of changes) this.applyLoaded(user, change);
+      // An array grown by push keeps room for 16 more (0.15 KB); a user's groups rarely change after the load.
+      user.groups = user.groups.slice();
     });
     try {
       await user.loaded;
@@ -71,8 +84,9 @@ export class LiveUsers {
     this.owners.delete(client);
     const user = this.users.get(userId);
     if (!user) return false;
-    user.clients.delete(client);
-    if (user.clients.size > 0) return false;
+    const at = user.clients.indexOf(client);
+    if (at >= 0) user.clients.splice(at, 1);
+    if (user.clients.length > 0) return false;
     this.users.delete(userId);
     for (const groupId of user.groups) this.unindex(userId, groupId);
     return true;
@@ -84,7 +98,7 @@ export class LiveUsers {
 
   isMember(client: Client, groupId: string): boolean {
     const userId = this.owners.get(client);
-    return userId !== undefined && this.users.get(userId)?.groups.has(groupId) === true;
+    return userId !== undefined && this.members.get(groupId)?.has(userId) === true;
   }
 
   /** The user's groups as this node knows them now (empty when the user has no client here). */
@@ -106,7 +120,7 @@ export class LiveUsers {
     if (change.kind === 'group-deleted') {
       const clients: Client[] = [];
       for (const user of this.users.values()) {
-        if (!user.groups.has(change.groupId) && !user.changesDuringLoad) continue;
+        if (!user.changesDuringLoad && !user.groups.includes(change.groupId)) continue;
         this.applyChange(user, change);
         clients.push(...user.clients);
       }
@@ -129,14 +143,18 @@ export class LiveUsers {
   }
 
   private join(user: LiveUser, groupId: string): void {
-    user.groups.add(groupId);
     let members = this.members.get(groupId);
     if (!members) this.members.set(groupId, (members = new Set()));
+    if (members.has(user.userId)) return; // already in: the index says so without a scan of the user's groups
     members.add(user.userId);
+    user.groups.push(groupId);
   }
 
   private leave(user: LiveUser, groupId: string): void {
-    if (user.groups.delete(groupId)) this.unindex(user.userId, groupId);
+    const at = user.groups.indexOf(groupId);
+    if (at < 0) return;
+    user.groups.splice(at, 1);
+    this.unindex(user.userId, groupId);
   }
 
   private unindex(userId: string, groupId: string): void {

@@ -8,8 +8,8 @@ import { ReasonCode } from './reason-codes.js';
 import type { LiveEvents } from './live-events.js';
 import type { LiveUsers } from './live-users.js';
 import type { Presence } from './presence.js';
+import { TokenExpiries } from './token-expiries.js';
 
-const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Logins refused because the group store failed are logged at most this often (an outage refuses thousands). */
 const LOGIN_FAILURE_LOG_MS = 10_000;
 
@@ -45,7 +45,10 @@ const authError = (message: string, returnCode: 2 | 3 | 4 | 5, reasonCode: numbe
  * into the live ACL, presence told, the connection closed when its token expires; and on disconnect, the reverse.
  */
 export class Logins {
-  private readonly expiryTimers = new WeakMap<Client, NodeJS.Timeout>();
+  /** MQTT 5: DISCONNECT 0x87 (not authorized): the session's authorization ended (a 3.1.1 client is just closed). */
+  private readonly expiries = new TokenExpiries<Client>((client) =>
+    client.disconnect({ reasonCode: ReasonCode.NOT_AUTHORIZED }),
+  );
   /** Clients that sent an empty client id with CleanSession 0, refused when they authenticate ([MQTT-3.1.3-8]). */
   private readonly anonymousPersistent = new WeakSet<Client>();
   /**
@@ -98,7 +101,7 @@ export class Logins {
 
   /** The client disconnected (for any reason). */
   disconnected(client: Client): void {
-    clearTimeout(this.expiryTimers.get(client));
+    this.expiries.remove(client);
     const userId = this.deps.live.userOf(client);
     if (userId === undefined) return;
     const groupIds = this.deps.live.groupsOf(userId); // read before the last client takes the set away
@@ -111,6 +114,7 @@ export class Logins {
 
   close(): void {
     this.closing = true;
+    this.expiries.stop();
   }
 
   private async login(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
@@ -124,7 +128,7 @@ export class Logins {
     let verified: VerifiedToken;
     try {
       if (!username || !password) throw new Error('username (user id) and password (token) are required');
-      verified = await this.deps.verifier.verify(password.toString('utf8')).catch(() => {
+      verified = await this.deps.verifier.verify(password.toString('utf8'), { remember: false }).catch(() => {
         throw new Error('invalid token');
       });
       if (verified.userId !== username) throw new Error('token does not belong to this user id');
@@ -152,15 +156,7 @@ export class Logins {
     }
     this.deps.onAuthenticated(client.conn as Duplex);
     void this.presenceChanged(userId, live.groupsOf(userId), () => this.deps.presence.connected(userId), true);
-    if (verified.expiresAt !== undefined) {
-      const ms = verified.expiresAt * 1000 - Date.now();
-      if (ms < MAX_TIMER_MS) {
-        // MQTT 5: DISCONNECT 0x87 (not authorized): the session's authorization ended (a 3.1.1 client is just closed).
-        const timer = setTimeout(() => client.disconnect({ reasonCode: ReasonCode.NOT_AUTHORIZED }), Math.max(0, ms));
-        timer.unref();
-        this.expiryTimers.set(client, timer);
-      }
-    }
+    if (verified.expiresAt !== undefined) this.expiries.add(client, verified.expiresAt);
   }
 
   /** Logs logins refused because the store failed, at most once per LOGIN_FAILURE_LOG_MS with how many there were. */

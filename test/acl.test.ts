@@ -24,6 +24,21 @@ describe('only members read, write or subscribe', () => {
     await alice.endAsync();
   });
 
+  it("gives a logged-in connection no listener of its own: one close listener shared by all, and Aedes's for errors", async () => {
+    const [ann, bob] = await Promise.all([
+      t.mqtt('alice', { clientId: 'alice-listeners' }),
+      t.mqtt('bob', { clientId: 'bob-listeners' }),
+    ]);
+    const connOf = (id: string) => clientById(t.chorus.broker.aedes, id)!.conn as unknown as NodeJS.EventEmitter;
+    const [annConn, bobConn] = [connOf('alice-listeners'), connOf('bob-listeners')];
+    // The admission's close listener and Aedes's: the admission's is one function for every connection.
+    expect(annConn.listeners('close')).toHaveLength(2);
+    expect(annConn.listeners('close')[0]).toBe(bobConn.listeners('close')[0]);
+    // The admission's error listener is gone once Aedes has the stream.
+    expect(annConn.listeners('error').map((listener) => listener.name)).not.toContain('destroyOnError');
+    await Promise.all([ann.endAsync(), bob.endAsync()]);
+  });
+
   it('refuses a non-member SUBSCRIBE with 0x80 and a wildcard or foreign events topic likewise', async () => {
     const groupId = await t.group('alice');
     const mallory = await t.mqtt('mallory');

@@ -52,7 +52,7 @@ async function writePacketsLikeAedes(socket: Socket, packets: Buffer[]): Promise
   );
 }
 
-const unexpectedOverflow = (buffered: number) => {
+const unexpectedOverflow = (_stream: unknown, buffered: number) => {
   throw new Error(`cut off with ${buffered} bytes unsent`);
 };
 
@@ -171,7 +171,10 @@ describe('connection output: bounded', () => {
     close = closePair;
     reader.pause(); // reads nothing: the kernel's buffers fill, then the stream's
     const cuts: number[] = [];
-    gatherOutput(writer, 256 * 1024, (buffered) => cuts.push(buffered));
+    gatherOutput(writer, 256 * 1024, (stream, buffered) => {
+      expect(stream).toBe(writer);
+      cuts.push(buffered);
+    });
     const chunk = Buffer.alloc(64 * 1024, 0x61);
     let returned = true;
     for (let turn = 0; turn < 400 && !writer.destroyed; turn++) {
