@@ -32,6 +32,8 @@ export class LiveUsers {
   private readonly owners = new WeakMap<Client, string>();
   /** Group id -> the ids of this node's live users whose loaded groups include it; a group with none has no entry. */
   private readonly members = new Map<string, Set<string>>();
+  /** The users whose groups are being loaded. */
+  private readonly loading = new Set<LiveUser>();
 
   /**
    * Registers a connected client. The first client of a user loads the user's groups through `loadGroups`; the
@@ -58,17 +60,20 @@ export class LiveUsers {
       loaded: LOADED,
     };
     this.users.set(userId, user);
-    user.loaded = loadGroups().then((loaded) => {
-      const changes = user.changesDuringLoad ?? [];
-      user.changesDuringLoad = null;
-      user.loaded = LOADED;
-      // A user whose clients all left during the load is gone from this node: nothing of theirs is indexed.
-      if (this.users.get(userId) !== user) return;
-      for (const groupId of loaded) this.join(user, groupId);
-      for (const change of changes) this.applyLoaded(user, change);
-      // An array grown by push keeps room for 16 more (0.15 KB); a user's groups rarely change after the load.
-      user.groups = user.groups.slice();
-    });
+    this.loading.add(user);
+    user.loaded = loadGroups()
+      .finally(() => this.loading.delete(user))
+      .then((loaded) => {
+        const changes = user.changesDuringLoad ?? [];
+        user.changesDuringLoad = null;
+        user.loaded = LOADED;
+        // A user whose clients all left during the load is gone from this node: nothing of theirs is indexed.
+        if (this.users.get(userId) !== user) return;
+        for (const groupId of loaded) this.join(user, groupId);
+        for (const change of changes) this.applyLoaded(user, change);
+        // An array grown by push keeps room for 16 more (0.15 KB); a user's groups rarely change after the load.
+        user.groups = user.groups.slice();
+      });
     try {
       await user.loaded;
     } catch (err) {
@@ -119,8 +124,10 @@ export class LiveUsers {
   apply(change: MembershipChange): Client[] {
     if (change.kind === 'group-deleted') {
       const clients: Client[] = [];
-      for (const user of this.users.values()) {
-        if (!user.changesDuringLoad && !user.groups.includes(change.groupId)) continue;
+      // The group's members here, by the index, and the users whose groups are loading (who may be among them).
+      const concerned = new Set(this.loading);
+      for (const userId of this.members.get(change.groupId) ?? []) concerned.add(this.users.get(userId)!);
+      for (const user of concerned) {
         this.applyChange(user, change);
         clients.push(...user.clients);
       }

@@ -34,7 +34,9 @@ describe("LiveUsers: the groups of the users connected here, and each group's us
     expect(live.isMember(bob, 'g1')).toBe(false);
     expect(live.membersOf('g1')).toEqual(['ann']);
     expect(live.apply({ kind: 'removed', groupId: 'g1', userId: 'carl', by: 'ann' })).toEqual([]);
-    live.apply({ kind: 'group-deleted', groupId: 'g1', userId: 'ann', by: 'ann' });
+    // A deletion reaches the group's members here (bob left g1), and nobody else.
+    expect(live.apply({ kind: 'group-deleted', groupId: 'g1', userId: 'ann', by: 'ann' })).toEqual([ann]);
+    expect(live.isMember(ann, 'g1')).toBe(false);
     expect(live.membersOf('g1')).toEqual([]);
     expect(live.groupsOf('ann')).toEqual(['g2']);
   });
@@ -53,11 +55,20 @@ describe("LiveUsers: the groups of the users connected here, and each group's us
     expect(live.membersOf('g1')).toEqual([]);
     expect(live.membersOf('g3')).toEqual(['ann']);
 
+    // A group deleted while a user's groups load is gone from them once loaded, whatever the load read.
+    const cara = client();
+    const caraAttached = live.attach(cara, 'cara', () => new Promise((resolve) => (finishLoad = resolve)));
+    expect(live.apply({ kind: 'group-deleted', groupId: 'g5', userId: 'bob', by: 'bob' })).toEqual([cara]);
+    finishLoad(['g5', 'g2']);
+    await caraAttached;
+    expect(live.groupsOf('cara')).toEqual(['g2']);
+    expect(live.membersOf('g5')).toEqual([]);
+
     const bob = client();
     const bobAttached = live.attach(bob, 'bob', () => new Promise((resolve) => (finishLoad = resolve)));
     live.detach(bob);
     finishLoad(['g2']);
     await bobAttached;
-    expect(live.membersOf('g2')).toEqual(['ann']);
+    expect(sorted(live.membersOf('g2'))).toEqual(['ann', 'cara']);
   });
 });
