@@ -53,8 +53,9 @@ export const FLUSH_SLICE_CONNECTIONS = 512;
  * client: one client that stops reading would hold up deliveries to everyone on the node, and its backlog pile up in
  * memory. Here every write reports "keep going" (true), and a connection whose unsent bytes (`writableLength`: what the
  * kernel, or for a WebSocket the socket under it, has not taken) pass `maxBytes` after a flush is destroyed at once,
- * with `onOverflow` told which and how many bytes were waiting. What it missed is in the history API, where clients catch up after a
- * reconnect. The check follows each flush, so a burst that a reading client takes at once is not held against it.
+ * with `onOverflow` told which connection it was and how many bytes were waiting. What it missed is in the history
+ * API, where clients catch up after a reconnect. The check follows each flush, so a burst that a reading client takes
+ * at once is not held against it.
  *
  * Gathered bytes are dropped if the stream is destroyed before the turn ends, as corked ones would be; end() writes
  * them first. Writes after the cut are dropped.
