@@ -6,7 +6,7 @@ type WriteCallback = (err?: Error | null) => void;
  * Chunks this large are written by reference, not copied: a big message to many subscribers would otherwise be held
  * once per connection wherever a socket cannot take it at once, instead of once for all of them.
  */
-const SHARED_CHUNK_BYTES = 1024;
+export const SHARED_CHUNK_BYTES = 1024;
 
 /** One connection's output: what its turn gathered, and its bound. One object, no closures: it is kept per connection. */
 interface Output {

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { LocalSubscribers } from '../delivery/pipeline.js';
 import { groupTopic, parseTopic } from '../protocol/index.js';
 import { type DeliveryTarget, maxPacketSizeOf, subscriptionOf, writableTarget } from './aedes.js';
+import { SHARED_CHUNK_BYTES } from './connection-output.js';
 import type { LiveUsers } from './live-users.js';
 
 /** A group message's QoS 1 delivery to a member's client was acknowledged (PUBACK). */
@@ -178,16 +179,27 @@ export function publishHead(topic: string, payloadBytes: number, propertyBytes =
  * Writes a group message to one client at QoS 1 under the client's next packet identifier, drawn as Aedes draws its
  * own (1 to 65535, then 1 again: never 0 [MQTT-2.3.1-1]), so that the two never hand out the same one at once. `head`
  * is the message's head for the client's version; an MQTT 5 client gets the stamped message's properties too.
+ *
+ * One write: the packet in one buffer, as the connection's output would have copied its pieces together anyway. A
+ * payload of SHARED_CHUNK_BYTES or more is a second write, by reference, so that a big message to many subscribers is
+ * held once, not once per connection that cannot take it at once.
  */
 export function writeGroupPublish(target: DeliveryTarget, head: Buffer, payload: Buffer, v5: boolean): void {
   const messageId = target._nextId;
   target._nextId = messageId >= 65535 ? 1 : messageId + 1;
-  const id = Buffer.allocUnsafe(2);
-  id.writeUInt16BE(messageId, 0);
-  target.conn.write(head);
-  target.conn.write(id);
-  if (v5) target.conn.write(STAMPED_PROPERTY_BYTES);
-  target.conn.write(payload);
+  const shared = payload.length >= SHARED_CHUNK_BYTES;
+  const properties = v5 ? STAMPED_PROPERTY_BYTES.length : 0;
+  const packet = Buffer.allocUnsafe(head.length + 2 + properties + (shared ? 0 : payload.length));
+  head.copy(packet, 0);
+  let at = packet.writeUInt16BE(messageId, head.length);
+  if (v5) at += STAMPED_PROPERTY_BYTES.copy(packet, at);
+  if (shared) {
+    target.conn.write(packet);
+    target.conn.write(payload);
+  } else {
+    payload.copy(packet, at);
+    target.conn.write(packet);
+  }
 }
 
 /**

@@ -1,6 +1,7 @@
-import { PassThrough } from 'node:stream';
+import { type Duplex, PassThrough } from 'node:stream';
 import mqttPacket, { type IPublishPacket } from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SHARED_CHUNK_BYTES } from '../broker/connection-output.js';
 import { publishHead, writeGroupPublish } from '../broker/group-delivery.js';
 import { TestChorus, collect, until } from './harness.js';
 
@@ -55,6 +56,22 @@ describe('a group message serialized once for all subscribers', () => {
       );
       expect(Buffer.concat(chunks).equals(theirs), `payload ${payloadBytes}`).toBe(true);
     }
+  });
+
+  it('writes a packet in one piece, and a large payload by reference beside its head', () => {
+    const written: Buffer[] = [];
+    const target = { conn: { write: (chunk: Buffer) => written.push(chunk) } as unknown as Duplex, _nextId: 9 };
+    const topic = 'groups/g_x/messages';
+    const small = Buffer.alloc(SHARED_CHUNK_BYTES - 1, 0x61);
+    writeGroupPublish(target, publishHead(topic, small.length), small, false);
+    expect(written).toHaveLength(1);
+    expect(written[0]!.subarray(-small.length).equals(small)).toBe(true);
+    written.length = 0;
+    const large = Buffer.alloc(SHARED_CHUNK_BYTES, 0x62);
+    writeGroupPublish(target, publishHead(topic, large.length), large, false);
+    expect(written).toHaveLength(2);
+    expect(written[1]).toBe(large); // the subscriber's copy is the one payload every subscriber shares
+    expect(Buffer.concat(written).readUInt16BE(written[0]!.length - 2)).toBe(10);
   });
 
   it('draws packet identifiers as Aedes does: the next one, 65535 followed by 1, never 0', () => {
