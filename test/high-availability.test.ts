@@ -108,7 +108,20 @@ describe('no single point of failure (short form)', () => {
     await sleep(500);
     await clients[2]!.endAsync();
     await failover;
-    await expect.poll(online, { timeout: 15_000 }).toEqual(members.slice(0, 2));
+    // On failure, what node 1 logged at error level says why its answer was an error.
+    await expect
+      .poll(online, { timeout: 15_000 })
+      .toEqual(members.slice(0, 2))
+      .catch((err: unknown) => {
+        console.log(
+          cluster.nodes[0]!.logTail()
+            .split('\n')
+            .filter((line) => /"level":(50|60)/.test(line))
+            .slice(-20)
+            .join('\n'),
+        );
+        throw err;
+      });
     await Promise.all(clients.slice(0, 2).map((c) => c.endAsync()));
     await expect.poll(online, { timeout: 15_000 }).toEqual([]);
   }, 60_000);
