@@ -249,20 +249,28 @@ const FIXED_PORTS_FROM = 20_000;
 /** Where the ephemeral range starts lower than usual (32768), the ports overlap it and the race is back, rarely. */
 const FIXED_PORTS_TO = Math.max(EPHEMERAL_FROM, FIXED_PORTS_FROM + 1000);
 
+/** Ports freePort has handed out in this process: a cluster takes all its nodes' ports before starting any. */
+const handedOut = new Set<number>();
+
 /**
  * A port that was free a moment ago, for a server that must be started again on the same one: tried at random below
- * the ephemeral range, where only explicit binds land.
+ * the ephemeral range, where only explicit binds land, and never one this process was given before (two picks of one
+ * cluster, both free until its nodes start, could otherwise be the same: EADDRINUSE at the second node's start).
  */
 export async function freePort(): Promise<number> {
   const { createServer } = await import('node:net');
   for (;;) {
     const port = FIXED_PORTS_FROM + Math.floor(Math.random() * (FIXED_PORTS_TO - FIXED_PORTS_FROM));
+    if (handedOut.has(port)) continue;
     const free = await new Promise<boolean>((resolve) => {
       const server = createServer();
       server.once('error', () => resolve(false));
       server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
     });
-    if (free) return port;
+    if (free) {
+      handedOut.add(port);
+      return port;
+    }
   }
 }
 
