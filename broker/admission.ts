@@ -43,9 +43,8 @@ export type RefusalReason = 'unauthenticated-limit' | 'address-limit';
 interface AddressCount {
   /** The address (addressKey); null for the connections that have none, which are counted but never limited. */
   readonly key: string | null;
-  /** The admission that counts them, and its map that holds this count under its key until the last one closes. */
+  /** The admission that counts them (and holds this count under its key until the last one closes). */
   readonly admission: Admission;
-  readonly addresses: Map<string, AddressCount>;
   open: number;
   readonly unauthenticated: Set<Duplex>;
 }
@@ -64,10 +63,7 @@ const admitted = new WeakMap<Duplex, AddressCount>();
  */
 function connectionClosed(this: Duplex): void {
   const count = admitted.get(this);
-  if (!count) return;
-  count.admission.authenticated(this); // or gone: either way, its places are free
-  count.open -= 1;
-  if (count.open === 0 && count.key !== null) count.addresses.delete(count.key);
+  if (count) count.admission.closed(this, count);
 }
 
 /**
@@ -104,7 +100,6 @@ export class Admission {
   private readonly unaddressed: AddressCount = {
     key: null,
     admission: this,
-    addresses: this.addresses,
     open: 0,
     unauthenticated: new Set(),
   };
@@ -135,6 +130,13 @@ export class Admission {
     clearTimeout(deadline);
     this.unauthenticated.delete(stream);
     this.admitWaiting();
+  }
+
+  /** An admitted connection closed (connectionClosed, its shared close listener): its places are free. */
+  closed(stream: Duplex, count: AddressCount): void {
+    this.authenticated(stream); // or gone: either way
+    count.open -= 1;
+    if (count.open === 0 && count.key !== null) this.addresses.delete(count.key);
   }
 
   /** Serves MQTT over TCP. Resolves with the bound port. */
@@ -243,7 +245,6 @@ export class Admission {
       count = this.addresses.get(key) ?? {
         key,
         admission: this,
-        addresses: this.addresses,
         open: 0,
         unauthenticated: new Set<Duplex>(),
       };
