@@ -4,6 +4,7 @@ import { TokenBucket } from '../auth/token-bucket.js';
 import type { ReadReceipts } from '../groups/read-receipts.js';
 import { ChorusError, eventsTopic, isChorusError, parseTopic, type UserEvent } from '../protocol/index.js';
 import { parseSendBytes } from '../sequencer/send-validation.js';
+import { isStoreOutage } from '../sequencer/store-errors.js';
 import type { SendPath } from '../sequencer/sequencer.js';
 import { subscriptionOf, wantsProblemInformation } from './aedes.js';
 import { pubackReasonCode, ReasonCode } from './reason-codes.js';
@@ -42,7 +43,8 @@ type PublishRefusal = Error & {
  * it for clean ones too), where the clientMsgId makes the retry safe.
  */
 const isTransient = (err: unknown): boolean =>
-  isChorusError(err) && (err.code === 'STORE_UNAVAILABLE' || err.code === 'OVERLOADED');
+  isStoreOutage(err) ||
+  (isChorusError(err) && (err.code === 'STORE_UNAVAILABLE' || err.code === 'OVERLOADED' || err.code === 'UNAVAILABLE'));
 
 export interface PublishRoutingDeps {
   live: LiveUsers;
@@ -157,11 +159,12 @@ export class PublishRouting {
       },
       (err: unknown) => {
         if (!isTransient(err)) return outcome.refused(err, groupId, clientMsgIdOf(send));
+        const error = this.chorusError(err);
         this.deps.logger.debug(
-          { clientId: sender.id, code: (err as ChorusError).code },
+          { clientId: sender.id, code: error.code },
           'send not stored yet: closing without PUBACK',
         );
-        outcome.notYet(err as ChorusError);
+        outcome.notYet(error);
       },
     );
   }
@@ -183,7 +186,7 @@ export class PublishRouting {
       return outcome.refused(new ChorusError('INVALID_MESSAGE', 'a read pointer is {"seq": <integer >= 0>}'), groupId);
     this.deps.readReceipts.markRead(groupId, userId, seq as number).then(
       () => outcome.stored(null),
-      (err: unknown) => (isTransient(err) ? outcome.notYet(err as ChorusError) : outcome.refused(err, groupId)),
+      (err: unknown) => (isTransient(err) ? outcome.notYet(this.chorusError(err)) : outcome.refused(err, groupId)),
     );
   }
 
@@ -208,9 +211,10 @@ export class PublishRouting {
     this.tellSender(client, userId, rejection(this.chorusError(err), groupId, clientMsgId));
   }
 
-  /** The Chorus error a refusal reports: a bug's error is logged and reported as INTERNAL. */
+  /** The Chorus error a refusal reports: a store that does not answer is UNAVAILABLE; a bug's is logged, INTERNAL. */
   chorusError(err: unknown): ChorusError {
     if (isChorusError(err)) return err;
+    if (isStoreOutage(err)) return new ChorusError('UNAVAILABLE');
     this.deps.logger.error({ err }, 'publish failed');
     return new ChorusError('INTERNAL');
   }

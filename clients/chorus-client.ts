@@ -98,7 +98,7 @@ interface PendingSend {
 const pendingKey = (groupId: string, clientMsgId: string): string => `${groupId}\n${clientMsgId}`;
 
 /** Codes after which the same send may succeed later. */
-const RETRYABLE = new Set(['OVERLOADED', 'STORE_UNAVAILABLE', 'INTERNAL', 'RATE_LIMITED']);
+const RETRYABLE = new Set(['OVERLOADED', 'STORE_UNAVAILABLE', 'UNAVAILABLE', 'INTERNAL', 'RATE_LIMITED']);
 const TYPING_INTERVAL_MS = 2000;
 /** A send refused over MQTT, as the same refusal over REST would be thrown (its status from the error catalogue). */
 const refusal = (code: string, message: string): ChorusApiError =>

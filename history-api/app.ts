@@ -8,6 +8,7 @@ import Fastify, { type FastifyError, type FastifyReply, type HTTPMethods } from 
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { ChorusError, type ErrorBody, SendPayloadByType } from '../protocol/index.js';
 import { validateSend } from '../sequencer/send-validation.js';
+import { isStoreOutage } from '../sequencer/store-errors.js';
 import type { Api, ApiDeps } from './api-deps.js';
 import { groupRoutes } from './routes-groups.js';
 import { messageRoutes } from './routes-messages.js';
@@ -17,6 +18,9 @@ import { webRoutes } from './routes-web.js';
 import { addressKey, trustedProxies } from '../auth/client-address.js';
 import { answerClientError } from './client-errors.js';
 import { ErrorResponse } from './schemas.js';
+
+/** What a 503 tells a client to wait before trying again: long enough for a Redis failover's election to end. */
+const RETRY_AFTER_SECONDS = 1;
 
 /** Maps any error thrown in a route (ours, Fastify's, a schema failure) to the one ErrorBody shape. */
 function toErrorBody(err: FastifyError | ChorusError): { status: number; body: ErrorBody } {
@@ -46,7 +50,7 @@ function toErrorBody(err: FastifyError | ChorusError): { status: number; body: E
   if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
     return { status: err.statusCode, body: new ChorusError('VALIDATION_FAILED', err.message).toBody() };
   }
-  return toErrorBody(new ChorusError('INTERNAL'));
+  return toErrorBody(new ChorusError(isStoreOutage(err) ? 'UNAVAILABLE' : 'INTERNAL'));
 }
 
 /** Builds the HTTP API (not listening): the /v1 REST routes, OpenAPI at /docs, health at /healthz. */
@@ -105,7 +109,11 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const { status, body } = toErrorBody(err);
-    if (status >= 500) request.log.error({ err }, 'request failed');
+    // A bug is logged with its stack; a store that does not answer is the store's, and its message says enough.
+    if (status === 500) request.log.error({ err }, 'request failed');
+    else if (status >= 500) request.log.warn({ code: body.code, err: err.message }, 'request failed');
+    // A passing refusal says when to try again (RFC 9110 §10.2.3); a draining node will not be back soon.
+    if (status === 503 && body.code !== 'DRAINING') void reply.header('retry-after', RETRY_AFTER_SECONDS);
     return reply.status(status).send(body);
   });
   app.setNotFoundHandler((_request, reply) => reply.status(404).send(new ChorusError('NOT_FOUND').toBody()));

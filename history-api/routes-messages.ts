@@ -30,7 +30,7 @@ export async function messageRoutes(
         }),
         response: {
           200: HistoryPageView,
-          ...errors(400, 401, 403, 404, 503),
+          ...errors(400, 401, 403, 404),
         },
       },
     },
@@ -109,7 +109,7 @@ export async function messageRoutes(
           'Send a message; a retry with the same clientMsgId returns the original seq (200) instead of a new one (201)',
         params: GroupParams,
         body: SendPayloadByType,
-        response: { 200: SendView, 201: SendView, ...errors(400, 401, 403, 404, 409, 410, 413, 503) },
+        response: { 200: SendView, 201: SendView, ...errors(400, 401, 403, 404, 409, 410, 413) },
       },
     },
     async (request, reply) => {

@@ -66,7 +66,7 @@ export async function searchRoutes(app: Api, { groups, search }: ApiDeps): Promi
         }),
         response: {
           200: Type.Object({ hits: Type.Array(SearchHitView), next: Type.Optional(Seq) }),
-          ...errors(400, 401, 403, 404, 503),
+          ...errors(400, 401, 403, 404),
         },
       },
     },
@@ -99,7 +99,7 @@ export async function searchRoutes(app: Api, { groups, search }: ApiDeps): Promi
         }),
         response: {
           200: Type.Object({ hits: Type.Array(SearchHitView), next: Type.Optional(Type.String()) }),
-          ...errors(400, 401, 503),
+          ...errors(400, 401),
         },
       },
     },

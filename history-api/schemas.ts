@@ -36,10 +36,11 @@ export const PageQuery = Query({
 
 /**
  * Error responses for a route, by status: the ones every /v1 route can give (400 for a malformed request or path
- * parameter, 401 without a valid token, 429 over the rate limits, 500 for a bug), and the route's own.
+ * parameter, 401 without a valid token, 429 over the rate limits, 500 for a bug, 503 while a store it needs does not
+ * answer), and the route's own.
  */
 export const errors = (...statuses: number[]) =>
-  Object.fromEntries([400, 401, 429, 500, ...statuses].map((status) => [status, Type.Ref(ErrorResponse)]));
+  Object.fromEntries([400, 401, 429, 500, 503, ...statuses].map((status) => [status, Type.Ref(ErrorResponse)]));
 
 export const SeqOrZero = Type.Integer({ minimum: 0 });
 export { Seq };

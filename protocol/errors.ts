@@ -44,6 +44,10 @@ export const errorCatalog = {
   BAD_REQUEST: { status: 400, message: 'the request is not valid HTTP' },
   OVERLOADED: { status: 503, message: 'the sequencer queue is full; retry with the same clientMsgId' },
   STORE_UNAVAILABLE: { status: 503, message: 'the message store is unavailable; retry with the same clientMsgId' },
+  UNAVAILABLE: {
+    status: 503,
+    message: 'a service this node depends on did not answer; retry shortly (a write may or may not have been applied)',
+  },
   DRAINING: { status: 503, message: 'this node is shutting down; connect to another' },
   INTERNAL: { status: 500, message: 'internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;

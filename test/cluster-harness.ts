@@ -132,7 +132,7 @@ export class Cluster {
     method: string,
     path: string,
     body?: unknown,
-  ): Promise<{ status: number; body: T }> {
+  ): Promise<{ status: number; body: T; headers: Headers }> {
     const res = await fetch(`${node.httpUrl}${path}`, {
       method,
       headers: {
@@ -142,7 +142,7 @@ export class Cluster {
       body: body === undefined ? null : JSON.stringify(body),
     });
     const text = await res.text();
-    return { status: res.status, body: text ? JSON.parse(text) : undefined };
+    return { status: res.status, body: text ? JSON.parse(text) : undefined, headers: res.headers };
   }
 
   async client(userId: string, nodes: ClusterNode[], apiNode: ClusterNode): Promise<ChorusClient> {

@@ -487,6 +487,13 @@ describe('many nodes sharing Redis and Cassandra', () => {
       execFileSync('bash', [SERVICES, 'stop', 'redis'], { stdio: 'ignore' });
       await send(alice, 'during'); // stored (Cassandra) and delivered on the writer's own node
       await until(() => seen.alice.length === 2, "alice to receive on the writer's node while Redis is away");
+      // Presence of a member on another node is in Redis alone: the node says it cannot tell now, and when to ask again.
+      const presence = await cluster.api(apiNode, 'bob', 'GET', `/v1/groups/${groupId}/presence`);
+      expect([presence.status, presence.body.code, presence.headers.get('retry-after')]).toEqual([
+        503,
+        'UNAVAILABLE',
+        '1',
+      ]);
       await sleep(3000);
       expect(cluster.nodes.filter((n) => n.child).map((n) => [n.name, n.child!.exitCode])).toEqual(
         cluster.nodes.filter((n) => n.child).map((n) => [n.name, null]),
@@ -505,6 +512,10 @@ describe('many nodes sharing Redis and Cassandra', () => {
       15_000,
     );
     expect(Date.now() - back).toBeLessThan(5000); // measured: 35-415 ms after Redis answers again
+    await until(
+      async () => (await cluster.api(apiNode, 'bob', 'GET', `/v1/groups/${groupId}/presence`)).status === 200,
+      'presence to answer again once Redis is back',
+    );
     expect(seen.alice).toEqual([1, 2, 3]);
     // Seq 2 never crossed Redis: node b finds the gap when seq 3 arrives and reads seq 2 from the log first.
     await until(() => seen.bob.length === 3, 'bob to have all three');
