@@ -31,6 +31,14 @@ export const WRITE_LANDS_WITHIN_MS = SPECULATE_AFTER_MS + WRITE_TIMEOUT_MS;
 const HEDGE_READ_AFTER_MS = 400;
 const LATE = Symbol('late');
 
+/**
+ * How long a schema change waits for every node to hold it before the next statement runs. The driver's 10 s is short
+ * for a busy cluster: a keyspace created through one node and not yet known at another failed the session's first
+ * connection there ("Keyspace ... does not exist"; seen on the test ring beside two CPU hogs), and a table not yet
+ * known fails its first statement. Each change takes about a second when the nodes are idle.
+ */
+const SCHEMA_AGREEMENT_WAIT_S = 60;
+
 /** The table option every table gets (see ddl). */
 const FAST_READS = "speculative_retry = 'MIN(99p,50ms)'";
 
@@ -74,7 +82,10 @@ export class CassandraSession {
     // The driver reaches the nodes it discovers (beyond the contact points) on protocolOptions.port, 9042 unless told:
     // a cluster on another port would otherwise be used through its contact points alone.
     const ports = new Set(options.contactPoints.map((point) => /:(\d+)$/.exec(point)?.[1] ?? '9042'));
-    const protocolOptions = ports.size === 1 ? { port: Number([...ports][0]) } : undefined;
+    const protocolOptions = {
+      ...(ports.size === 1 ? { port: Number([...ports][0]) } : {}),
+      maxSchemaAgreementWaitSeconds: SCHEMA_AGREEMENT_WAIT_S,
+    };
     const bootstrap = new cassandra.Client({
       contactPoints: options.contactPoints,
       localDataCenter: options.localDataCenter,
