@@ -34,6 +34,8 @@ export class LiveUsers {
   private readonly members = new Map<string, Set<string>>();
   /** The users whose groups are being loaded. */
   private readonly loading = new Set<LiveUser>();
+  /** Users whose groups are being read again (see reload), with the changes applied to them meanwhile. */
+  private readonly reloading = new Map<LiveUser, MembershipChange[]>();
 
   /**
    * Registers a connected client. The first client of a user loads the user's groups through `loadGroups`; the
@@ -142,6 +144,46 @@ export class LiveUsers {
   private applyChange(user: LiveUser, change: MembershipChange): void {
     if (user.changesDuringLoad) user.changesDuringLoad.push(change);
     else this.applyLoaded(user, change);
+    this.reloading.get(user)?.push(change);
+  }
+
+  /** The ids of the users with clients on this node. */
+  userIds(): string[] {
+    return [...this.users.keys()];
+  }
+
+  /**
+   * Reads a loaded user's groups again (this node may have missed changes to them) and makes them what the store says,
+   * returning the groups joined and left, and the user's clients. Until then the user keeps the groups known before;
+   * changes that arrive meanwhile are applied at once, and again on top of what was read (the read may predate them).
+   * Undefined when the user is gone, or still loading (that load reads the store anyway).
+   */
+  async reload(
+    userId: string,
+    loadGroups: () => Promise<string[]>,
+  ): Promise<{ joined: string[]; left: string[]; clients: Client[] } | undefined> {
+    const user = this.users.get(userId);
+    if (!user || user.changesDuringLoad || this.reloading.has(user)) return undefined;
+    const changes: MembershipChange[] = [];
+    this.reloading.set(user, changes);
+    let loaded: string[];
+    try {
+      loaded = await loadGroups();
+    } finally {
+      this.reloading.delete(user);
+    }
+    if (this.users.get(userId) !== user) return undefined;
+    const target = new Set(loaded);
+    for (const change of changes) {
+      if (change.kind === 'added') target.add(change.groupId);
+      if (change.kind === 'removed' || change.kind === 'group-deleted') target.delete(change.groupId);
+    }
+    const left = user.groups.filter((groupId) => !target.has(groupId));
+    const joined = [...target].filter((groupId) => !this.members.get(groupId)?.has(userId));
+    for (const groupId of left) this.leave(user, groupId);
+    for (const groupId of joined) this.join(user, groupId);
+    user.groups = user.groups.slice();
+    return { joined, left, clients: [...user.clients] };
   }
 
   private applyLoaded(user: LiveUser, change: MembershipChange): void {

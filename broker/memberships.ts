@@ -1,3 +1,4 @@
+import type { Client } from 'aedes';
 import type { Logger } from 'pino';
 import type { GroupAnnouncement, Groups } from '../groups/groups.js';
 import type { MembershipChange } from '../groups/membership-feed.js';
@@ -5,12 +6,21 @@ import { groupTopic, type UserEvent } from '../protocol/index.js';
 import type { LiveEvents } from './live-events.js';
 import type { LiveUsers } from './live-users.js';
 
+/** Live users whose groups are read at once when this node reads its memberships again. */
+const RELOADS_IN_FLIGHT = 16;
+/** A user whose groups could not be read then (the store away too) is tried again this much later. */
+const RELOAD_RETRY_MS = 2_000;
+
 /**
  * Membership changes on the MQTT side: live subscriptions on this node follow every change at once (a removal takes
- * effect on live subscriptions too), and the users concerned hear of each change once.
+ * effect on live subscriptions too), and the users concerned hear of each change once. When this node may have missed
+ * changes (Redis was away), every live user's groups are read again from the store and their subscriptions follow.
  */
 export class LiveMemberships {
   private readonly unsubscribe: (() => void)[];
+  /** Counts the times changes were missed: a read-again pass that a newer one started stops retrying. */
+  private missed = 0;
+  private retry: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly groups: Groups,
@@ -22,29 +32,72 @@ export class LiveMemberships {
       groups.subscribe((change) => this.follow(change)),
       groups.onAnnounce((change) => this.announce(change)),
       groups.onGroupAnnounce((announcement) => void this.announceGroup(announcement)),
+      groups.onMissed(() => void this.readAgain(this.live.userIds(), ++this.missed)),
     ];
   }
 
   close(): void {
     for (const unsubscribe of this.unsubscribe) unsubscribe();
+    clearTimeout(this.retry);
   }
 
   /** Makes live subscriptions on this node follow a membership change; resolves when every client has followed. */
   private async follow(change: MembershipChange): Promise<void> {
     const clients = this.live.apply(change);
-    const topic = groupTopic(change.groupId);
+    if (change.kind === 'added') await this.resubscribe(clients, change.groupId, true);
+    else if (change.kind === 'removed' || change.kind === 'group-deleted')
+      await this.resubscribe(clients, change.groupId, false);
+  }
+
+  /**
+   * Subscribes the clients to the group's topic (joined) or unsubscribes them; resolves when every one has. The forward
+   * check already refuses a removed member; dropping the subscription frees it.
+   */
+  private async resubscribe(clients: Client[], groupId: string, joined: boolean): Promise<void> {
+    const topic = groupTopic(groupId);
     await Promise.all(
       clients.map(
         (client) =>
           new Promise<void>((resolve) => {
-            if (change.kind === 'added') client.subscribe({ topic, qos: 1 }, () => resolve());
-            // The forward check already refuses the removed member; dropping the subscription frees it.
-            else if (change.kind === 'removed' || change.kind === 'group-deleted')
-              client.unsubscribe({ unsubscriptions: [topic] } as never, () => resolve());
-            else resolve();
+            if (joined) client.subscribe({ topic, qos: 1 }, () => resolve());
+            else client.unsubscribe({ unsubscriptions: [topic] } as never, () => resolve());
           }),
       ),
     );
+  }
+
+  /**
+   * Reads the groups of these live users again, RELOADS_IN_FLIGHT at a time, and makes their subscriptions follow what
+   * changed. Users whose read failed are tried again RELOAD_RETRY_MS later, until a newer pass (`pass`) starts.
+   */
+  private async readAgain(userIds: string[], pass: number): Promise<void> {
+    clearTimeout(this.retry);
+    const failed: string[] = [];
+    let [next, joined, left] = [0, 0, 0];
+    const reader = async () => {
+      while (next < userIds.length) {
+        const userId = userIds[next++]!;
+        try {
+          const changed = await this.live.reload(userId, () => this.groups.allGroupIds(userId));
+          if (!changed) continue;
+          joined += changed.joined.length;
+          left += changed.left.length;
+          for (const groupId of changed.left) await this.resubscribe(changed.clients, groupId, false);
+          for (const groupId of changed.joined) await this.resubscribe(changed.clients, groupId, true);
+        } catch {
+          failed.push(userId);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: RELOADS_IN_FLIGHT }, reader));
+    this.logger.info(
+      { users: userIds.length, joined, left, failed: failed.length },
+      'memberships read again: changes may have been missed while Redis was away',
+    );
+    if (failed.length > 0 && pass === this.missed) {
+      this.retry = setTimeout(() => void this.readAgain(failed, pass), RELOAD_RETRY_MS);
+      this.retry.unref();
+    }
   }
 
   /**

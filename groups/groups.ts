@@ -257,6 +257,11 @@ export class Groups {
     return this.feed.subscribe(listener);
   }
 
+  /** This node: called when it may have missed changes; memberships derived from them must be read again. */
+  onMissed(listener: () => void): () => void {
+    return this.feed.onMissed(listener);
+  }
+
   /** This node only: called once for each change made here, after every node has followed it (to tell the user). */
   onAnnounce(listener: MembershipListener): () => void {
     this.announcers.add(listener);

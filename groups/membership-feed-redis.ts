@@ -11,9 +11,16 @@ const APPLY_TIMEOUT_MS = 2_000;
  * Membership changes over Redis pub/sub, to every node. publish() resolves once every node subscribed at that moment
  * has applied the change (each answers on a second channel), so a removal is in force everywhere when the REST call
  * that made it returns.
+ *
+ * Pub/sub keeps nothing: a change published while a node's subscriber is disconnected (Redis away, failing over) never
+ * reaches that node. So once the subscriber is back and subscribed again, the node is told it missed changes
+ * (onMissed), and reads its state again from the store. A change whose publish fails (Redis away) is stored already:
+ * this node's listeners get it at once, the call fails (UNAVAILABLE), and other nodes read it when their subscribers
+ * are back.
  */
 export class MembershipFeedRedis implements MembershipFeed {
   private readonly listeners = new Set<MembershipListener>();
+  private readonly missedListeners = new Set<() => void>();
   private readonly waiting = new Map<string, { acks: number; expected?: number; done: () => void }>();
 
   private constructor(private readonly publisher: Redis) {}
@@ -27,6 +34,20 @@ export class MembershipFeedRedis implements MembershipFeed {
       (channel: string, text: string) => void feed.onMessage(channel, text).catch(() => undefined),
     );
     await subscriber.subscribe(CHANGES, APPLIED);
+    let lost = false;
+    subscriber.on('close', () => (lost = true));
+    subscriber.on('ready', () => {
+      if (!lost) return;
+      lost = false;
+      // ioredis has sent its own SUBSCRIBE again; once this one is answered, that one was too (a connection's
+      // commands are answered in order), so every change published from then on reaches this node.
+      subscriber.subscribe(CHANGES, APPLIED).then(
+        () => {
+          for (const listener of feed.missedListeners) listener();
+        },
+        () => undefined, // lost again: the next 'ready' tries again
+      );
+    });
     return feed;
   }
 
@@ -39,8 +60,12 @@ export class MembershipFeedRedis implements MembershipFeed {
       return;
     }
     const { id, change } = JSON.parse(text) as { id: string; change: MembershipChange };
-    await Promise.all([...this.listeners].map((listener) => listener(change)));
+    await this.applyHere(change);
     await this.publisher.publish(APPLIED, id);
+  }
+
+  private async applyHere(change: MembershipChange): Promise<void> {
+    await Promise.all([...this.listeners].map((listener) => listener(change)));
   }
 
   async publish(change: MembershipChange): Promise<void> {
@@ -52,7 +77,12 @@ export class MembershipFeedRedis implements MembershipFeed {
     });
     const waiter = this.waiting.get(id)!;
     try {
-      waiter.expected = await this.publisher.publish(CHANGES, JSON.stringify({ id, change }));
+      try {
+        waiter.expected = await this.publisher.publish(CHANGES, JSON.stringify({ id, change }));
+      } catch (err) {
+        await this.applyHere(change);
+        throw err;
+      }
       if (waiter.acks >= waiter.expected) waiter.done();
       await applied;
     } finally {
@@ -64,5 +94,10 @@ export class MembershipFeedRedis implements MembershipFeed {
   subscribe(listener: MembershipListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  onMissed(listener: () => void): () => void {
+    this.missedListeners.add(listener);
+    return () => this.missedListeners.delete(listener);
   }
 }

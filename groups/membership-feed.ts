@@ -19,13 +19,20 @@ export interface MembershipChanges {
  * Carries membership changes to every part of Chorus that acts on them (in this process, or on every node).
  *
  * Contract:
- * - Every listener subscribed on any node when a change is published receives it once.
+ * - Every listener subscribed on any node when a change is published receives it once, unless that node's link to the
+ *   others is down then: the node is told through `onMissed` once the link is back.
  * - `publish` resolves once every such listener has acted on the change (its promise settled), so a removal is in
  *   force everywhere when the call that made it returns; a node that does not answer is waited for a bounded time only.
  * - The function `subscribe` returns unsubscribes: that listener receives nothing published afterwards.
  */
 export interface MembershipFeed extends MembershipChanges {
   publish(change: MembershipChange): Promise<void>;
+  /**
+   * Calls `listener` each time this node may have missed changes: its link to the other nodes was lost and is back
+   * (a change published meanwhile reached no listener here). What listeners built from changes must be read again
+   * from the store, which holds every change before it is published. The function returned unsubscribes.
+   */
+  onMissed(listener: () => void): () => void;
 }
 
 /** The single-process feed: publish resolves once every listener has acted on the change. */
@@ -39,5 +46,10 @@ export class MembershipFeedLocal implements MembershipFeed {
   subscribe(listener: MembershipListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /** One process misses nothing: its listeners are called by publish itself. */
+  onMissed(): () => void {
+    return () => {};
   }
 }

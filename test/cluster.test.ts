@@ -279,6 +279,40 @@ describe('many nodes sharing Redis and Cassandra', () => {
     await Promise.all(bobs.map((bob) => bob.endAsync()));
   }, 30_000);
 
+  it('revokes a member removed while Redis is away on every node once it is back, though no node heard the change', async () => {
+    const groupId = await newGroup('alice', ['bob']);
+    const bobs = await Promise.all([a, b].map((node) => raw('bob', node)));
+    const received: string[] = [];
+    for (const bob of bobs) {
+      await bob.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
+      bob.on(
+        'message',
+        (topic, p) => topic.startsWith('groups/') && received.push(JSON.parse(p.toString()).clientMsgId),
+      );
+    }
+    try {
+      execFileSync('bash', [SERVICES, 'stop', 'redis'], { stdio: 'ignore' });
+      const removal = await cluster.api(apiNode, 'alice', 'DELETE', `/v1/groups/${groupId}/members/bob`);
+      // Stored, but told to no other node: the call says it may not be in force everywhere.
+      expect([removal.status, removal.body.code]).toEqual([503, 'UNAVAILABLE']);
+    } finally {
+      execFileSync('bash', [SERVICES, 'start', 'redis'], { stdio: 'ignore' });
+    }
+    // Each node reads its live users' groups again once its feed is back: bob is no member on either.
+    await until(
+      async () =>
+        (await Promise.all(bobs.map((bob) => subscribeCodes(bob, [`groups/${groupId}/messages`])))).every(
+          ([code]) => code === 0x80,
+        ),
+      'bob refused on both nodes',
+      20_000,
+    );
+    await cluster.api(apiNode, 'alice', 'POST', `/v1/groups/${groupId}/messages`, { clientMsgId: 'after', body: 'x' });
+    await sleep(300);
+    expect(received).toEqual([]);
+    await Promise.all(bobs.map((bob) => bob.endAsync()));
+  }, 60_000);
+
   it('loses nothing and reuses no seq when Redis is flushed in the middle of a send stream', async () => {
     const groupId = await newGroup('alice', ['bob']);
     const senders = await Promise.all([cluster.client('alice', [a], apiNode), cluster.client('bob', [b], apiNode)]);

@@ -71,4 +71,29 @@ describe("LiveUsers: the groups of the users connected here, and each group's us
     await bobAttached;
     expect(sorted(live.membersOf('g2'))).toEqual(['ann', 'cara']);
   });
+  it("reads a user's groups again: keeps the known ones meanwhile, applies changes at once and again on top of the read", async () => {
+    const live = new LiveUsers();
+    const [ann, bob] = [client(), client()];
+    await live.attach(ann, 'ann', async () => ['g1', 'g2']);
+    await live.attach(bob, 'bob', async () => ['g2']);
+    let finishRead!: (groups: string[]) => void;
+    // The store says: ann left g2 and joined g3 (changes this node missed), and is still in g1.
+    const reloaded = live.reload('ann', () => new Promise((resolve) => (finishRead = resolve)));
+    expect(live.isMember(ann, 'g2')).toBe(true); // what was known holds until the read is back
+    // A change heard meanwhile counts at once, and the read (which may be older) does not undo it.
+    live.apply({ kind: 'removed', groupId: 'g1', userId: 'ann', by: 'bob' });
+    expect(live.isMember(ann, 'g1')).toBe(false);
+    finishRead(['g1', 'g3']);
+    expect(await reloaded).toEqual({ joined: ['g3'], left: ['g2'], clients: [ann] });
+    expect(sorted(live.groupsOf('ann'))).toEqual(['g3']);
+    expect(live.membersOf('g2')).toEqual(['bob']);
+    expect(live.membersOf('g3')).toEqual(['ann']);
+    expect(live.isMember(ann, 'g1')).toBe(false);
+    // A user gone meanwhile, or never here, is left alone.
+    expect(await live.reload('carl', async () => ['g1'])).toBeUndefined();
+    const gone = live.reload('bob', async () => ['g9']);
+    live.detach(bob);
+    expect(await gone).toBeUndefined();
+    expect(live.membersOf('g9')).toEqual([]);
+  });
 });
