@@ -11,25 +11,32 @@ export interface MembershipCacheOptions<T> {
 
 /**
  * Values that follow from a group's membership (its member count, its member ids), read from the store once and then
- * kept: every membership change on any node (the feed) drops the group's entry, and entries expire after TTL_MS in
- * case a change was missed (Redis away); a read that a change overtook is not kept. The entries' weights are bounded
- * by maxWeight, the least recently used dropped first.
+ * kept: every membership change on any node (the feed) drops the group's entry, every entry is dropped when the feed
+ * says changes may have been missed (Redis was away), and entries expire after TTL_MS all the same; a read that a
+ * change overtook is not kept. The entries' weights are bounded by maxWeight, the least recently used dropped first.
  */
 export class MembershipCache<T> {
   private readonly entries = new Map<string, { value: T; weight: number; at: number }>();
   private weight = 0;
   /** Counts membership changes seen, so that a read overtaken by one is not kept. */
   private generation = 0;
-  private readonly unsubscribe: () => void;
+  private readonly unsubscribe: (() => void)[];
 
   constructor(
     changes: MembershipChanges,
     private readonly options: MembershipCacheOptions<T>,
   ) {
-    this.unsubscribe = changes.subscribe((change) => {
-      this.generation += 1;
-      this.drop(change.groupId);
-    });
+    this.unsubscribe = [
+      changes.subscribe((change) => {
+        this.generation += 1;
+        this.drop(change.groupId);
+      }),
+      changes.onMissed(() => {
+        this.generation += 1;
+        this.entries.clear();
+        this.weight = 0;
+      }),
+    ];
   }
 
   /** The group's value as kept, or as `read` gives it (then kept); rejects when `read` does. */
@@ -62,6 +69,6 @@ export class MembershipCache<T> {
   }
 
   close(): void {
-    this.unsubscribe();
+    for (const unsubscribe of this.unsubscribe) unsubscribe();
   }
 }

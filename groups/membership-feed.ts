@@ -10,9 +10,15 @@ export type MembershipChange =
 /** May return a promise: the local feed waits for it, so a change's REST call returns once this node has followed. */
 export type MembershipListener = (change: MembershipChange) => void | Promise<void>;
 
-/** Where membership changes can be heard: the function `subscribe` returns unsubscribes. */
+/** Where membership changes can be heard: the functions `subscribe` and `onMissed` return unsubscribe. */
 export interface MembershipChanges {
   subscribe(listener: MembershipListener): () => void;
+  /**
+   * Calls `listener` each time this node may have missed changes: its link to the other nodes was lost and is back
+   * (a change published meanwhile reached no listener here). What listeners built from changes must be read again
+   * from the store, which holds every change before it is published.
+   */
+  onMissed(listener: () => void): () => void;
 }
 
 /**
@@ -27,12 +33,6 @@ export interface MembershipChanges {
  */
 export interface MembershipFeed extends MembershipChanges {
   publish(change: MembershipChange): Promise<void>;
-  /**
-   * Calls `listener` each time this node may have missed changes: its link to the other nodes was lost and is back
-   * (a change published meanwhile reached no listener here). What listeners built from changes must be read again
-   * from the store, which holds every change before it is published. The function returned unsubscribes.
-   */
-  onMissed(listener: () => void): () => void;
 }
 
 /** The single-process feed: publish resolves once every listener has acted on the change. */

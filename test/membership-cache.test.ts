@@ -1,3 +1,4 @@
+import { Redis } from 'ioredis';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +8,8 @@ import { MembershipCache } from '../groups/membership-cache.js';
 import { GroupStoreSqlite } from '../groups/group-store-sqlite.js';
 import { Groups } from '../groups/groups.js';
 import { MembershipFeedLocal } from '../groups/membership-feed.js';
+import { MembershipFeedRedis } from '../groups/membership-feed-redis.js';
+import { redisUrl } from './services.js';
 
 describe('membership cache', () => {
   const dir = mkdtempSync(join(tmpdir(), 'chorus-group-sizes-'));
@@ -73,5 +76,31 @@ describe('membership cache', () => {
     await ids('big', 6);
     expect(reads).toBe(6);
     cache.close();
+  });
+});
+
+describe('membership cache on the Redis feed', () => {
+  it('drops every entry when the feed says changes may have been missed (its Redis link was cut and is back)', async () => {
+    const connections = [0, 1].map(() => {
+      const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1, retryStrategy: () => 50 });
+      redis.on('error', () => undefined);
+      return redis;
+    });
+    const [publisher, subscriber] = connections as [Redis, Redis];
+    try {
+      const feed = await MembershipFeedRedis.start(publisher, subscriber);
+      const cache = new MembershipCache<number>(feed, { maxWeight: 100 });
+      let reads = 0;
+      const count = () => cache.get('g1', async () => ++reads);
+      expect(await count()).toBe(1);
+      expect(await count()).toBe(1); // kept
+      const missed = new Promise<void>((resolve) => feed.onMissed(resolve));
+      subscriber.disconnect(true); // a change published now would reach no listener here
+      await missed;
+      expect(await count()).toBe(2); // read again, not the minute-old entry
+      cache.close();
+    } finally {
+      for (const redis of connections) redis.disconnect();
+    }
   });
 });
