@@ -39,10 +39,17 @@ export class ChorusApiError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** When the server said how long to wait before trying again (a 503's or 429's Retry-After, in seconds). */
+    readonly retryAfterMs?: number,
   ) {
     super(message);
     this.name = 'ChorusApiError';
   }
+}
+
+/** Retry-After as a number of seconds (RFC 9110 §10.2.3); its other form, a date, is not one Chorus sends. */
+function retryAfterMs(header: string | null): number | undefined {
+  return header !== null && /^\d{1,6}$/.test(header) ? Number(header) * 1000 : undefined;
 }
 
 /** A thin typed client of the REST API (fetch-based: Node 20+ and browsers). */
@@ -69,7 +76,12 @@ export class ChorusApi {
     const parsed = text ? (JSON.parse(text) as unknown) : undefined;
     if (!res.ok) {
       const error = parsed as { code?: string; message?: string } | undefined;
-      throw new ChorusApiError(res.status, error?.code ?? 'INTERNAL', error?.message ?? res.statusText);
+      throw new ChorusApiError(
+        res.status,
+        error?.code ?? 'INTERNAL',
+        error?.message ?? res.statusText,
+        retryAfterMs(res.headers.get('retry-after')),
+      );
     }
     return parsed as T;
   }

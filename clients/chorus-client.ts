@@ -97,8 +97,18 @@ interface PendingSend {
 
 const pendingKey = (groupId: string, clientMsgId: string): string => `${groupId}\n${clientMsgId}`;
 
-/** Codes after which the same send may succeed later. */
+/** Codes after which the same send, or read, may succeed later. */
 const RETRYABLE = new Set(['OVERLOADED', 'STORE_UNAVAILABLE', 'UNAVAILABLE', 'INTERNAL', 'RATE_LIMITED']);
+/**
+ * How long a failed read of a group's history waits before it is tried again: what the server's Retry-After says, or
+ * a backoff from 0.5 s to 30 s; never for a refusal that lasts (not a member any more, say). A read that never reached
+ * the API (fetch's own error) is tried again too.
+ */
+const historyRetryDelayMs = (err: unknown, failures: number): number | undefined => {
+  if (err instanceof ChorusApiError && !RETRYABLE.has(err.code)) return undefined;
+  if (err instanceof ChorusApiError && err.retryAfterMs !== undefined) return err.retryAfterMs;
+  return Math.min(30_000, 500 * 2 ** Math.min(failures, 6));
+};
 const TYPING_INTERVAL_MS = 2000;
 /** A send refused over MQTT, as the same refusal over REST would be thrown (its status from the error catalogue). */
 const refusal = (code: string, message: string): ChorusApiError =>
@@ -272,12 +282,13 @@ export class ChorusClient {
         this.positions.save(groupId, through).catch((err: Error) => this.emit('error', err));
         this.emit('expired', { groupId, from, through });
       },
+      historyRetryDelayMs,
     );
     this.streams.set(groupId, stream);
     try {
       await this.subscribe([groupTopic(groupId)]);
     } catch (err) {
-      this.streams.delete(groupId);
+      this.dropStream(groupId);
       throw err;
     }
     await stream.catchUp();
@@ -285,7 +296,7 @@ export class ChorusClient {
 
   /** Stops delivering a group's messages (membership is unchanged: see api.removeMember to leave the group). */
   async unjoin(groupId: string): Promise<void> {
-    if (!this.streams.delete(groupId)) return;
+    if (!this.dropStream(groupId)) return;
     if (this.mqtt.connected) await this.mqtt.unsubscribeAsync(groupTopic(groupId));
   }
 
@@ -445,7 +456,7 @@ export class ChorusClient {
     try {
       await this.subscribe([eventsTopic(this.userId)]);
       for (const groupId of this.streams.keys()) {
-        await this.subscribe([groupTopic(groupId)]).catch(() => this.streams.delete(groupId));
+        await this.subscribe([groupTopic(groupId)]).catch(() => this.dropStream(groupId));
       }
       this.emit('connect');
       await Promise.all([...this.streams.values()].map((stream) => stream.catchUp()));
@@ -484,7 +495,7 @@ export class ChorusClient {
     } else if (event.type === 'member-added' && this.options.autoJoin !== false) {
       this.join(event.groupId).catch((err: Error) => this.emit('error', err));
     } else if (event.type === 'member-removed' || event.type === 'group-deleted') {
-      this.streams.delete(event.groupId);
+      this.dropStream(event.groupId);
       this.recent.delete(event.groupId);
     } else if (event.type === 'typing') {
       this.emit('typing', { groupId: event.groupId, userId: event.userId });
@@ -513,10 +524,17 @@ export class ChorusClient {
     }
   }
 
+  /** Forgets a group's stream (and stops its retries); false when there was none. */
+  private dropStream(groupId: string): boolean {
+    this.streams.get(groupId)?.stop();
+    return this.streams.delete(groupId);
+  }
+
   /** Disconnects. Sends still waiting are rejected; they may still have been stored, so retry with their clientMsgId. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    for (const stream of this.streams.values()) stream.stop();
     for (const send of [...this.pending.values()])
       this.fail(send, new Error('client closed before the send was acknowledged'));
     await this.mqtt.endAsync(true);

@@ -24,6 +24,10 @@ export class GroupStream {
   private readonly buffer = new Map<number, StampedMessage>();
   private filling: Promise<void> | null = null;
   private refill = false;
+  /** The next read of history after a failed one, when it is tried again; failures since the last read that worked. */
+  private retry: ReturnType<typeof setTimeout> | null = null;
+  private failures = 0;
+  private stopped = false;
 
   constructor(
     readonly groupId: string,
@@ -33,6 +37,11 @@ export class GroupStream {
     private readonly onError: (err: unknown) => void,
     /** Seqs from..through expired before they were delivered: the stream goes on after them. */
     private readonly onExpired: (from: number, through: number) => void,
+    /**
+     * After a failed read of history (also told to onError): how long until it is tried again, or undefined when it is
+     * not (the error lasts). `failures` counts the failed reads in a row, from 0.
+     */
+    private readonly retryDelayMs: (err: unknown, failures: number) => number | undefined,
   ) {}
 
   /** A message from the live subscription. */
@@ -53,6 +62,8 @@ export class GroupStream {
       this.refill = true;
       return this.filling;
     }
+    if (this.retry) clearTimeout(this.retry); // this read is the retry
+    this.retry = null;
     this.filling = this.fill().finally(() => {
       this.filling = null;
     });
@@ -81,9 +92,23 @@ export class GroupStream {
         if (idlePasses > MAX_IDLE_PASSES) throw new Error(`history has no message ${this.lastDelivered + 1} yet`);
         if (idlePasses > 0) await new Promise((resolve) => setTimeout(resolve, 100 * idlePasses));
       } while (this.refill || this.hasGap());
+      this.failures = 0;
     } catch (err) {
       this.onError(err);
+      // Nothing else may come to start another read (no new message, no reconnect): a gap would stay open, and the
+      // messages buffered behind it undelivered.
+      const delay = this.retryDelayMs(err, this.failures++);
+      if (delay !== undefined && !this.stopped) {
+        this.retry = setTimeout(() => void this.catchUp(), delay);
+      }
     }
+  }
+
+  /** Stops trying again: the stream is no longer wanted (left, or its client closed). */
+  stop(): void {
+    this.stopped = true;
+    if (this.retry) clearTimeout(this.retry);
+    this.retry = null;
   }
 
   private hasGap(): boolean {

@@ -4,6 +4,7 @@ import type { MqttClient } from 'mqtt';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
 import type { StampedMessage } from '../protocol/index.js';
+import { ChorusApi, ChorusApiError } from '../clients/chorus-api.js';
 import { Cluster, type ClusterNode } from './cluster-harness.js';
 import { deliveries, subscribeCodes, until } from './harness.js';
 import type { CassandraSession } from '../cassandra/session.js';
@@ -527,6 +528,15 @@ describe('many nodes sharing Redis and Cassandra', () => {
         503,
         'UNAVAILABLE',
         '1',
+      ]);
+      // The SDK's error carries the wait, which its history reads follow before trying again.
+      const sdkError = await new ChorusApi(apiNode.httpUrl, await cluster.token('bob'))
+        .presence(groupId)
+        .catch((err: unknown) => err);
+      expect(sdkError).toBeInstanceOf(ChorusApiError);
+      expect([(sdkError as ChorusApiError).code, (sdkError as ChorusApiError).retryAfterMs]).toEqual([
+        'UNAVAILABLE',
+        1000,
       ]);
       await sleep(3000);
       expect(cluster.nodes.filter((n) => n.child).map((n) => [n.name, n.child!.exitCode])).toEqual(

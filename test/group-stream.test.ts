@@ -31,6 +31,7 @@ function setup(historyUpTo: number, from = 0) {
     () => {
       throw new Error('nothing expires here');
     },
+    () => undefined,
   );
   return { stream, delivered, fetches };
 }
@@ -72,5 +73,59 @@ describe('GroupStream', () => {
     for (let s = 20; s >= 1; s--) stream.offer(msg(s));
     await stream.catchUp();
     expect(delivered).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+  });
+  it('tries a failed history read again after the delay it is given, and then delivers what waited behind the gap', async () => {
+    const delivered: number[] = [];
+    const errors: string[] = [];
+    const delays: number[] = [];
+    let down = 2; // the first two reads fail (the API answers 503 while its store is away)
+    const stream = new GroupStream(
+      'g',
+      0,
+      async (after) => {
+        if (down-- > 0) throw new Error('503 UNAVAILABLE');
+        return { messages: [msg(after + 1), msg(after + 2)].filter((m) => m.seq <= 3), retainedFrom: 1 };
+      },
+      (m) => delivered.push(m.seq),
+      (err) => errors.push((err as Error).message),
+      () => {
+        throw new Error('nothing expires here');
+      },
+      (_err, failures) => {
+        delays.push(failures);
+        return 10;
+      },
+    );
+    stream.offer(msg(1));
+    stream.offer(msg(3)); // 2 was missed; nothing more will come to start another read
+    await stream.catchUp();
+    expect(delivered).toEqual([1]);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(delivered).toEqual([1, 2, 3]);
+    expect(errors).toEqual(['503 UNAVAILABLE', '503 UNAVAILABLE']);
+    expect(delays).toEqual([0, 1]); // failures in a row, counted from 0
+  });
+
+  it('does not try again when the error lasts, nor once stopped', async () => {
+    let reads = 0;
+    const failing = (retryDelayMs: () => number | undefined) =>
+      new GroupStream(
+        'g',
+        0,
+        async () => {
+          reads += 1;
+          throw new Error('403 NOT_A_MEMBER');
+        },
+        () => undefined,
+        () => undefined,
+        () => undefined,
+        retryDelayMs,
+      );
+    await failing(() => undefined).catchUp();
+    const stopped = failing(() => 10);
+    await stopped.catchUp();
+    stopped.stop();
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(reads).toBe(2);
   });
 });
