@@ -100,8 +100,7 @@ describe('GroupStream', () => {
     stream.offer(msg(3)); // 2 was missed; nothing more will come to start another read
     await stream.catchUp();
     expect(delivered).toEqual([1]);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    expect(delivered).toEqual([1, 2, 3]);
+    await expect.poll(() => delivered).toEqual([1, 2, 3]);
     expect(errors).toEqual(['503 UNAVAILABLE', '503 UNAVAILABLE']);
     expect(delays).toEqual([0, 1]); // failures in a row, counted from 0
   });
