@@ -55,6 +55,12 @@ const PREVIEW_CHARS = 120;
 export const PASS_INTERVAL_MS = 100;
 /** A pass reads the presence of its groups' users together, in runs of groups of about this many users. */
 const PRESENCE_READ_USERS = 5_000;
+/**
+ * A pass that cannot read presence (Redis away, failing over) or a group's members (the store away) puts its messages
+ * back at the head of the queue for the next pass: an outage delays their pushes instead of losing them. A message
+ * older than this is given up (counted in `dropped`): a push about it would come too late to matter.
+ */
+const RETRY_MAX_AGE_MS = 60_000;
 
 /** The notification's text: the body's start, or what is attached ("📎 photo.jpg, 2 more"). */
 export function previewOf(message: StampedMessage): string {
@@ -84,6 +90,8 @@ export class Notifier {
   private processing = false;
   private lastPassAt = -Infinity;
   private closed = false;
+  /** A pass failed and none has worked since: the failures after the first are not logged. */
+  private failing = false;
   dropped = 0;
 
   private readonly memberIds: MembershipCache<string[]>;
@@ -143,7 +151,7 @@ export class Notifier {
           run.push(pass);
           runUsers += pass.userIds.length;
         } catch (err) {
-          this.logger.warn({ err: (err as Error).message, groupId }, 'push notification pass failed');
+          this.passFailed(err, messages);
         }
         if (runUsers >= PRESENCE_READ_USERS) {
           await this.notifyRun(run);
@@ -182,9 +190,14 @@ export class Notifier {
     try {
       online = await this.presence.online([...new Set(run.flatMap((pass) => pass.userIds))]);
     } catch (err) {
-      this.logger.warn({ err: (err as Error).message, groups: run.length }, 'push notification pass failed');
+      this.passFailed(
+        err,
+        run.flatMap((pass) => pass.messages),
+      );
       return;
     }
+    if (this.failing) this.logger.info('push notification passes work again');
+    this.failing = false;
     for (const { groupId, messages, userIds, mentionsOnly } of run) {
       try {
         for (let at = 0; at < userIds.length; at += MEMBERS_PAGE) {
@@ -194,6 +207,21 @@ export class Notifier {
       } catch (err) {
         this.logger.warn({ err: (err as Error).message, groupId }, 'push notification pass failed');
       }
+    }
+  }
+
+  /** Puts a failed pass's messages back at the head of the queue, but those older than RETRY_MAX_AGE_MS. */
+  private passFailed(err: unknown, messages: StampedMessage[]): void {
+    if (!this.failing) this.logger.warn({ err: (err as Error).message }, 'push notification pass failed; retrying');
+    this.failing = true;
+    const since = Date.now() - RETRY_MAX_AGE_MS;
+    const kept = messages.filter((message) => Date.parse(message.createdAt) >= since);
+    this.dropped += messages.length - kept.length;
+    this.queue.unshift(...kept);
+    const over = this.queue.length - MAX_QUEUED_MESSAGES;
+    if (over > 0) {
+      this.queue.splice(0, over);
+      this.dropped += over;
     }
   }
 

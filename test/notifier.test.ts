@@ -131,6 +131,35 @@ describe('push notifier passes', () => {
     passes.close();
   });
 
+  it('delays the pushes of a pass that could not read presence (Redis away) until it can, and gives up on old messages', async () => {
+    const members = ['away-a', 'away-b'];
+    await subscribeToPush(members);
+    const { id: groupId } = await groups.create('alice', { name: 'presence away', members });
+    /** Presence whose first reads fail, as Redis's do while it is away or failing over. */
+    const failingFirst = new (class extends CountedPresence {
+      override async online(userIds: string[]): Promise<Set<string>> {
+        if (this.asked++ < 2) throw new Error('Reached the max retries per request limit (which is 2)');
+        return super.online(userIds);
+      }
+    })();
+    const { sender, pushed } = recordingSender();
+    const passes = new Notifier(groups, failingFirst, pushStore, sender, 1000, 1000, logger);
+    const message = (seq: number, createdAtMs: number) =>
+      toStampedMessage(groupId, seq, {
+        senderId: 'alice',
+        clientMsgId: `away-${seq}`,
+        type: 'text',
+        body: 'hi',
+        createdAtMs,
+      });
+    passes.onMessage(message(1, Date.now() - 120_000)); // sent two minutes ago: too late to push now
+    passes.onMessage(message(2, Date.now()));
+    await expect.poll(() => pushed.map((p) => `${p.userId}:${p.seq}`).sort()).toEqual(['away-a:2', 'away-b:2']);
+    expect(failingFirst.asked).toBeGreaterThanOrEqual(3); // two failed reads, then the one that pushed
+    expect(passes.dropped).toBe(1);
+    passes.close();
+  });
+
   it('reads push settings once per page of members, not per member, and stops a pass once closed', async () => {
     const members = Array.from({ length: 90 }, (_, i) => `m${i}`);
     const { id: groupId } = await groups.create('alice', { name: 'big', members });
