@@ -135,14 +135,18 @@ describe('web push for offline members', () => {
     const groupId = await t.group('alice', ['fay']);
     const fayPhone = service.device('fay-phone');
     await subscribe('fay', fayPhone);
+    const burstStarted = Date.now();
     for (let i = 0; i < 50; i++) await send('alice', groupId, `burst-${i}`);
+    const burstMs = Date.now() - burstStarted;
     await until(
       () => service.pushesTo(fayPhone.id).reduce((n, p) => n + p.payload.count, 0) === 50,
       'all 50 counted',
       10_000,
     );
     const pushes = service.pushesTo(fayPhone.id);
-    expect(pushes.length).toBeLessThanOrEqual(3); // the first at once, then one per 1 s window
+    // The first at once, then one per 1 s window the burst spans, and the last window's: 3 when the 50 sends take under
+    // a second, more on a busy machine where they take longer (5 beside two CPU hogs).
+    expect(pushes.length).toBeLessThanOrEqual(3 + Math.floor(burstMs / 1000));
     const last = pushes.at(-1)!.payload;
     expect(last).toMatchObject({ seq: 50, unread: 50 });
     // One push per 1 s window, as the push service sees them arrive: an arrival lags its send by the push's own delivery
