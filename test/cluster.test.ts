@@ -50,6 +50,19 @@ describe('many nodes sharing Redis and Cassandra', () => {
     expect(res.status).toBe(201);
     return res.body.id as string;
   };
+  /** The user's raw clients on these nodes, each subscribed to the group; `received` collects what reaches them. */
+  const subscribedOn = async (userId: string, nodes: ClusterNode[], groupId: string) => {
+    const clients = await Promise.all(nodes.map((node) => raw(userId, node)));
+    const received: string[] = [];
+    for (const client of clients) {
+      await client.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
+      client.on(
+        'message',
+        (topic, p) => topic.startsWith('groups/') && received.push(JSON.parse(p.toString()).clientMsgId),
+      );
+    }
+    return { clients, received };
+  };
   /** Which node writes the group, as recorded in Cassandra. */
   const writerOf = async (groupId: string): Promise<{ node: string; epoch: number }> => {
     const row = (
@@ -256,15 +269,7 @@ describe('many nodes sharing Redis and Cassandra', () => {
 
   it('revokes a removed member on every node at once', async () => {
     const groupId = await newGroup('alice', ['bob']);
-    const bobs = await Promise.all([a, b, c].map((node) => raw('bob', node)));
-    const received: string[] = [];
-    for (const bob of bobs) {
-      await bob.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
-      bob.on(
-        'message',
-        (topic, p) => topic.startsWith('groups/') && received.push(JSON.parse(p.toString()).clientMsgId),
-      );
-    }
+    const { clients: bobs, received } = await subscribedOn('bob', [a, b, c], groupId);
     const events: { type: string }[] = [];
     await bobs[0]!.subscribeAsync('users/bob/events', { qos: 1 });
     bobs[0]!.on('message', (topic, p) => topic === 'users/bob/events' && events.push(JSON.parse(p.toString())));
@@ -282,15 +287,7 @@ describe('many nodes sharing Redis and Cassandra', () => {
 
   it('revokes a member removed while Redis is away on every node once it is back, though no node heard the change', async () => {
     const groupId = await newGroup('alice', ['bob']);
-    const bobs = await Promise.all([a, b].map((node) => raw('bob', node)));
-    const received: string[] = [];
-    for (const bob of bobs) {
-      await bob.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
-      bob.on(
-        'message',
-        (topic, p) => topic.startsWith('groups/') && received.push(JSON.parse(p.toString()).clientMsgId),
-      );
-    }
+    const { clients: bobs, received } = await subscribedOn('bob', [a, b], groupId);
     try {
       execFileSync('bash', [SERVICES, 'stop', 'redis'], { stdio: 'ignore' });
       const removal = await cluster.api(apiNode, 'alice', 'DELETE', `/v1/groups/${groupId}/members/bob`);
