@@ -6,6 +6,10 @@ const CHANGES = 'chorus:membership';
 const APPLIED = 'chorus:membership:applied';
 /** How long a change waits for every node to say it applied it; a node that does not answer is down or partitioned. */
 const APPLY_TIMEOUT_MS = 2_000;
+/** Published on CHANGES in place of a change: some change was stored but not published, so every node read again. */
+const MISSED_NOTICE = JSON.stringify({ missed: true });
+/** How often a node whose publish failed tries to publish MISSED_NOTICE, until it goes out. */
+const MISSED_NOTICE_RETRY_MS = 1_000;
 
 /**
  * Membership changes over Redis pub/sub, to every node. publish() resolves once every node subscribed at that moment
@@ -15,13 +19,16 @@ const APPLY_TIMEOUT_MS = 2_000;
  * Pub/sub keeps nothing: a change published while a node's subscriber is disconnected (Redis away, failing over) never
  * reaches that node. So once the subscriber is back and subscribed again, the node is told it missed changes
  * (onMissed), and reads its state again from the store. A change whose publish fails (Redis away) is stored already:
- * this node's listeners get it at once, the call fails (UNAVAILABLE), and other nodes read it when their subscribers
- * are back.
+ * this node's listeners get it at once, the call fails (UNAVAILABLE), and once Redis takes publishes again this node
+ * publishes a notice that tells every node to read again (a node whose subscriber stayed connected, when Redis refused
+ * only the publish, would hear of the change no other way).
  */
 export class MembershipFeedRedis implements MembershipFeed {
   private readonly listeners = new Set<MembershipListener>();
   private readonly missedListeners = new Set<() => void>();
   private readonly waiting = new Map<string, { acks: number; expected?: number; done: () => void }>();
+  /** A MISSED_NOTICE is waiting to go out. */
+  private noticePending = false;
 
   private constructor(private readonly publisher: Redis) {}
 
@@ -42,9 +49,7 @@ export class MembershipFeedRedis implements MembershipFeed {
       // ioredis has sent its own SUBSCRIBE again; once this one is answered, that one was too (a connection's
       // commands are answered in order), so every change published from then on reaches this node.
       subscriber.subscribe(CHANGES, APPLIED).then(
-        () => {
-          for (const listener of feed.missedListeners) listener();
-        },
+        () => feed.missed(),
         () => undefined, // lost again: the next 'ready' tries again
       );
     });
@@ -59,9 +64,26 @@ export class MembershipFeedRedis implements MembershipFeed {
       if (waiter.expected !== undefined && waiter.acks >= waiter.expected) waiter.done();
       return;
     }
-    const { id, change } = JSON.parse(text) as { id: string; change: MembershipChange };
-    await this.applyHere(change);
-    await this.publisher.publish(APPLIED, id);
+    const envelope = JSON.parse(text) as { id: string; change: MembershipChange } | { missed: true };
+    if ('missed' in envelope) return this.missed();
+    await this.applyHere(envelope.change);
+    await this.publisher.publish(APPLIED, envelope.id);
+  }
+
+  private missed(): void {
+    for (const listener of this.missedListeners) listener();
+  }
+
+  /** Publishes MISSED_NOTICE, every MISSED_NOTICE_RETRY_MS until Redis takes it. */
+  private noticeMissed(): void {
+    if (this.noticePending) return;
+    this.noticePending = true;
+    const attempt = () =>
+      this.publisher.publish(CHANGES, MISSED_NOTICE).then(
+        () => (this.noticePending = false),
+        () => setTimeout(attempt, MISSED_NOTICE_RETRY_MS).unref(),
+      );
+    setTimeout(attempt, MISSED_NOTICE_RETRY_MS).unref();
   }
 
   private async applyHere(change: MembershipChange): Promise<void> {
@@ -80,6 +102,7 @@ export class MembershipFeedRedis implements MembershipFeed {
       try {
         waiter.expected = await this.publisher.publish(CHANGES, JSON.stringify({ id, change }));
       } catch (err) {
+        this.noticeMissed();
         await this.applyHere(change);
         throw err;
       }

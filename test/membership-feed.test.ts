@@ -58,6 +58,20 @@ describe('MembershipFeedRedis when Redis goes away', () => {
     expect(missed).toBe(1);
   });
 
+  it('tells every node changes were missed once its publish works again, though their subscribers stayed connected', async () => {
+    const publisher = connect();
+    const feed = await MembershipFeedRedis.start(publisher, connect());
+    const other = await MembershipFeedRedis.start(connect(), connect());
+    let missed = 0;
+    other.onMissed(() => void (missed += 1));
+    publisher.disconnect(); // the publish alone fails: the other node's subscriber never notices a thing
+    await expect(feed.publish(change('hal'))).rejects.toThrow();
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(missed).toBe(0); // nothing goes out while the publisher is away
+    await publisher.connect();
+    await expect.poll(() => missed).toBe(1);
+  });
+
   it("gives a change whose publish failed to its own node's listeners, and fails the call", async () => {
     const publisher = connect();
     const feed = await MembershipFeedRedis.start(publisher, connect());
