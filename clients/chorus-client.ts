@@ -99,15 +99,17 @@ const pendingKey = (groupId: string, clientMsgId: string): string => `${groupId}
 
 /** Codes after which the same send, or read, may succeed later. */
 const RETRYABLE = new Set(['OVERLOADED', 'STORE_UNAVAILABLE', 'UNAVAILABLE', 'INTERNAL', 'RATE_LIMITED']);
+/** The wait before the next try after `failures` failed ones: 0.5 s, doubling, at most 30 s. */
+const backoffMs = (failures: number): number => Math.min(30_000, 500 * 2 ** Math.min(failures, 6));
 /**
  * How long a failed read of a group's history waits before it is tried again: what the server's Retry-After says, or
- * a backoff from 0.5 s to 30 s; never for a refusal that lasts (not a member any more, say). A read that never reached
- * the API (fetch's own error) is tried again too.
+ * backoffMs; never for a refusal that lasts (not a member any more, say). A read that never reached the API (fetch's
+ * own error) is tried again too.
  */
 const historyRetryDelayMs = (err: unknown, failures: number): number | undefined => {
   if (err instanceof ChorusApiError && !RETRYABLE.has(err.code)) return undefined;
   if (err instanceof ChorusApiError && err.retryAfterMs !== undefined) return err.retryAfterMs;
-  return Math.min(30_000, 500 * 2 ** Math.min(failures, 6));
+  return backoffMs(failures);
 };
 const TYPING_INTERVAL_MS = 2000;
 /** A send refused over MQTT, as the same refusal over REST would be thrown (its status from the error catalogue). */
@@ -419,7 +421,7 @@ export class ChorusClient {
       const retryable = !(err instanceof ChorusApiError) || RETRYABLE.has(err.code);
       if (!retryable) return this.fail(send, err as Error);
       if (!this.closed && this.pending.has(send.key)) {
-        this.retryLater(send, Math.min(30_000, 500 * 2 ** Math.min(send.attempts, 6)));
+        this.retryLater(send, backoffMs(send.attempts));
       }
     }
   }
