@@ -1,5 +1,5 @@
 import type { Client } from 'aedes';
-import type { MembershipChange } from '../groups/membership-feed.js';
+import { joins, type MembershipChange } from '../groups/membership-feed.js';
 
 /**
  * A user with clients on this node. Kept for every connected user, so it is kept small: arrays rather than sets (a
@@ -175,8 +175,9 @@ export class LiveUsers {
     if (this.users.get(userId) !== user) return undefined;
     const target = new Set(loaded);
     for (const change of changes) {
-      if (change.kind === 'added') target.add(change.groupId);
-      if (change.kind === 'removed' || change.kind === 'group-deleted') target.delete(change.groupId);
+      const joined = joins(change);
+      if (joined === true) target.add(change.groupId);
+      if (joined === false) target.delete(change.groupId);
     }
     const left = user.groups.filter((groupId) => !target.has(groupId));
     const joined = [...target].filter((groupId) => !this.members.get(groupId)?.has(userId));
@@ -187,8 +188,9 @@ export class LiveUsers {
   }
 
   private applyLoaded(user: LiveUser, change: MembershipChange): void {
-    if (change.kind === 'added') this.join(user, change.groupId);
-    if (change.kind === 'removed' || change.kind === 'group-deleted') this.leave(user, change.groupId);
+    const joined = joins(change);
+    if (joined === true) this.join(user, change.groupId);
+    if (joined === false) this.leave(user, change.groupId);
   }
 
   private join(user: LiveUser, groupId: string): void {

@@ -1,7 +1,7 @@
 import type { Client } from 'aedes';
 import type { Logger } from 'pino';
 import type { GroupAnnouncement, Groups } from '../groups/groups.js';
-import type { MembershipChange } from '../groups/membership-feed.js';
+import { joins, type MembershipChange } from '../groups/membership-feed.js';
 import { groupTopic, type UserEvent } from '../protocol/index.js';
 import type { LiveEvents } from './live-events.js';
 import type { LiveUsers } from './live-users.js';
@@ -44,9 +44,8 @@ export class LiveMemberships {
   /** Makes live subscriptions on this node follow a membership change; resolves when every client has followed. */
   private async follow(change: MembershipChange): Promise<void> {
     const clients = this.live.apply(change);
-    if (change.kind === 'added') await this.resubscribe(clients, change.groupId, true);
-    else if (change.kind === 'removed' || change.kind === 'group-deleted')
-      await this.resubscribe(clients, change.groupId, false);
+    const joined = joins(change);
+    if (joined !== undefined) await this.resubscribe(clients, change.groupId, joined);
   }
 
   /**

@@ -7,6 +7,13 @@ export type MembershipChange =
   /** Every membership of the group ended at once; `userId` is the admin who deleted it. */
   | { kind: 'group-deleted'; groupId: string; userId: string; by: string };
 
+/** Whether a change puts its user in its group (true), takes them out (false), or neither (undefined: a role change). */
+export function joins(change: MembershipChange): boolean | undefined {
+  if (change.kind === 'added') return true;
+  if (change.kind === 'removed' || change.kind === 'group-deleted') return false;
+  return undefined;
+}
+
 /** May return a promise: the local feed waits for it, so a change's REST call returns once this node has followed. */
 export type MembershipListener = (change: MembershipChange) => void | Promise<void>;
 
