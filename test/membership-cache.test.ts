@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +9,7 @@ import { GroupStoreSqlite } from '../groups/group-store-sqlite.js';
 import { Groups } from '../groups/groups.js';
 import { MembershipFeedLocal } from '../groups/membership-feed.js';
 import { MembershipFeedRedis } from '../groups/membership-feed-redis.js';
-import { redisUrl } from './services.js';
+import { reconnectingRedis } from './services.js';
 
 describe('membership cache', () => {
   const dir = mkdtempSync(join(tmpdir(), 'chorus-group-sizes-'));
@@ -81,11 +81,7 @@ describe('membership cache', () => {
 
 describe('membership cache on the Redis feed', () => {
   it('drops every entry when the feed says changes may have been missed (its Redis link was cut and is back)', async () => {
-    const connections = [0, 1].map(() => {
-      const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1, retryStrategy: () => 50 });
-      redis.on('error', () => undefined);
-      return redis;
-    });
+    const connections = [reconnectingRedis(), reconnectingRedis()];
     const [publisher, subscriber] = connections as [Redis, Redis];
     try {
       const feed = await MembershipFeedRedis.start(publisher, subscriber);

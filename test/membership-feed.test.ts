@@ -1,9 +1,9 @@
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type MembershipChange, MembershipFeedLocal } from '../groups/membership-feed.js';
 import { MembershipFeedRedis } from '../groups/membership-feed-redis.js';
 import { membershipFeedContract } from './membership-feed.contract.js';
-import { redisConnections, redisUrl } from './services.js';
+import { reconnectingRedis, redisConnections } from './services.js';
 
 // One process has one feed, whichever part of it listens.
 membershipFeedContract(
@@ -27,8 +27,7 @@ describe('MembershipFeedRedis when Redis goes away', () => {
   /** Connections that reconnect by themselves, as a node's do. */
   const open: Redis[] = [];
   const connect = () => {
-    const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1, retryStrategy: () => 50 });
-    redis.on('error', () => undefined);
+    const redis = reconnectingRedis();
     open.push(redis);
     return redis;
   };

@@ -46,6 +46,13 @@ export async function connectRedis(): Promise<Redis> {
   return redis;
 }
 
+/** A Redis connection that reconnects by itself, as a node's do (connectRedis's give up), its errors ignored. */
+export function reconnectingRedis(): Redis {
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1, retryStrategy: () => 50 });
+  redis.on('error', () => undefined);
+  return redis;
+}
+
 /** Redis connections for one test file, all closed by closeAll (in its afterAll). */
 export function redisConnections(): { connect: () => Promise<Redis>; closeAll: () => void } {
   const open: Redis[] = [];
