@@ -135,7 +135,9 @@ describe('one address cannot take the pre-login pool', () => {
       protocolVersion: 4,
     });
     const tookMs = performance.now() - started;
-    expect(tookMs).toBeLessThan(100);
+    // Under 100 ms on an idle machine. Without the per-address cap it waits for a place behind the idle sockets, which
+    // are closed only after PRESSED_CONNECT_DEADLINE_MS (2 s), or is refused: a second tells the two apart on a busy one.
+    expect(tookMs).toBeLessThan(1000);
     expect(idle.filter((socket) => !socket.destroyed && socket.readyState === 'open').length).toBeLessThanOrEqual(50);
     await client.endAsync();
     for (const socket of idle) socket.destroy();
