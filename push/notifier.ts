@@ -119,11 +119,8 @@ export class Notifier {
   /** Called for every newly stored message; never blocks and never throws. Only types that are pushed (not events). */
   onMessage(message: StampedMessage): void {
     if (this.closed || !messageTypeOf(message.type).pushed) return;
-    if (this.queue.length >= MAX_QUEUED_MESSAGES) {
-      this.queue.shift();
-      this.dropped += 1;
-    }
     this.queue.push(message);
+    this.boundQueue();
     if (!this.processing) this.schedulePass();
   }
 
@@ -218,11 +215,15 @@ export class Notifier {
     const kept = messages.filter((message) => Date.parse(message.createdAt) >= since);
     this.dropped += messages.length - kept.length;
     this.queue.unshift(...kept);
+    this.boundQueue();
+  }
+
+  /** Keeps the queue within MAX_QUEUED_MESSAGES by dropping its oldest messages (counted in `dropped`). */
+  private boundQueue(): void {
     const over = this.queue.length - MAX_QUEUED_MESSAGES;
-    if (over > 0) {
-      this.queue.splice(0, over);
-      this.dropped += over;
-    }
+    if (over <= 0) return;
+    this.queue.splice(0, over);
+    this.dropped += over;
   }
 
   private async readMemberIds(groupId: string): Promise<string[]> {

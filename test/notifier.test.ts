@@ -160,6 +160,28 @@ describe('push notifier passes', () => {
     passes.close();
   });
 
+  it('keeps at most 10,000 messages waiting for a pass, dropping the oldest', async () => {
+    await subscribeToPush(['queued-a']);
+    const { id: groupId } = await groups.create('alice', { name: 'queue bound', members: ['queued-a'] });
+    const { sender, pushed } = recordingSender();
+    const passes = new Notifier(groups, new CountedPresence(), pushStore, sender, 1000, 1000, logger);
+    for (let seq = 1; seq <= 10_002; seq++) {
+      passes.onMessage(
+        toStampedMessage(groupId, seq, {
+          senderId: 'alice',
+          clientMsgId: `queued-${seq}`,
+          type: 'text',
+          body: 'hi',
+          createdAtMs: Date.now(),
+        }),
+      );
+    }
+    expect(passes.dropped).toBe(2); // before any pass ran: the queue held 10,000
+    await expect.poll(() => pushed.length).toBeGreaterThan(0);
+    expect(pushed[0]).toMatchObject({ userId: 'queued-a', seq: 3 }); // seqs 1 and 2 were the ones dropped
+    passes.close();
+  });
+
   it('reads push settings once per page of members, not per member, and stops a pass once closed', async () => {
     const members = Array.from({ length: 90 }, (_, i) => `m${i}`);
     const { id: groupId } = await groups.create('alice', { name: 'big', members });
