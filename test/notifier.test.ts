@@ -177,7 +177,7 @@ describe('push notifier passes', () => {
       );
     }
     expect(passes.dropped).toBe(2); // before any pass ran: the queue held 10,000
-    await expect.poll(() => pushed.length).toBeGreaterThan(0);
+    await expect.poll(() => pushed.length, { timeout: 10_000 }).toBeGreaterThan(0);
     expect(pushed[0]).toMatchObject({ userId: 'queued-a', seq: 3 }); // seqs 1 and 2 were the ones dropped
     passes.close();
   });
