@@ -95,6 +95,17 @@ export function subscriptionOf(client: Client, topic: string): { qos?: number } 
 }
 
 /**
+ * Takes the client's subscription to `topic` out of Aedes's router, leaving it with the client (its QoS, its
+ * UNSUBSCRIBE): what is published on the topic no longer reaches the client through Aedes. Aedes's own removal of it
+ * later (an UNSUBSCRIBE, a re-SUBSCRIBE, the client's close) then finds nothing, as the router allows.
+ */
+export function unrouteSubscription(aedes: Aedes, client: Client, topic: string): void {
+  const subscription = (client as unknown as { subscriptions: Record<string, { func?: unknown } | undefined> })
+    .subscriptions[topic];
+  if (subscription?.func) aedes.unsubscribe(topic, subscription.func as never, () => {});
+}
+
+/**
  * Whether an MQTT 5 client accepts a Reason String and User Properties on packets other than PUBLISH, CONNACK and
  * DISCONNECT (its CONNECT's Request Problem Information, absent meaning yes) [MQTT-3.1.2-29].
  */

@@ -139,12 +139,11 @@ export class ChorusBroker {
         logger.debug({ clientId: client.id, err: err.message }, 'session marker not stored'),
       );
     });
-    aedes.on('subscribe', (subscriptions, client) =>
-      publishes.subscribed(
-        client,
-        subscriptions.map((sub) => sub.topic),
-      ),
-    );
+    aedes.on('subscribe', (subscriptions, client) => {
+      const topics = subscriptions.map((sub) => sub.topic);
+      subscribers.subscribed(client, topics);
+      publishes.subscribed(client, topics);
+    });
     aedes.on('clientError', (client, err) => logger.debug({ clientId: client.id, err: err.message }, 'client error'));
     aedes.on('connectionError', (_client, err) => logger.debug({ err: err.message }, 'connection error'));
   }

@@ -2,7 +2,7 @@ import type { Aedes, AedesPublishPacket, Client, PublishPacket } from 'aedes';
 import type { Logger } from 'pino';
 import type { LocalSubscribers } from '../delivery/pipeline.js';
 import { groupTopic, parseTopic } from '../protocol/index.js';
-import { type DeliveryTarget, maxPacketSizeOf, subscriptionOf, writableTarget } from './aedes.js';
+import { type DeliveryTarget, maxPacketSizeOf, subscriptionOf, unrouteSubscription, writableTarget } from './aedes.js';
 import { SHARED_CHUNK_BYTES } from './connection-output.js';
 import type { LiveUsers } from './live-users.js';
 
@@ -31,7 +31,12 @@ export class GroupDelivery implements LocalSubscribers {
 
   deliverSerialized(groupId: string, seq: number, payload: Buffer): void {
     const topic = groupTopic(groupId);
-    this.groupPublishes.register(topic, groupId, seq, payload);
+    const publish = this.groupPublishes.register(topic, groupId, seq, payload);
+    this.live.forEachMemberClient(groupId, (client) => {
+      if (this.writesDirectly(client, topic) && fits(client, topic, payload)) this.write(client, publish, payload);
+    });
+    // Aedes still routes the message: to the members it serves itself (persistent sessions, QoS 0 subscriptions), and
+    // into the queues of offline persistent sessions [MQTT-3.1.2-5].
     // Aedes drops, per client, a packet whose counter is below the last one it delivered under the same broker id.
     // In a cluster group messages and events travel different paths (splitRouter), so an event published before a
     // group message can arrive after it: group messages count under a broker id of their own.
@@ -51,31 +56,51 @@ export class GroupDelivery implements LocalSubscribers {
   }
 
   /**
-   * A packet Aedes is about to forward to a client the ACL allows: a group message to a clean-session subscriber at
-   * QoS 1 is written here, from its PUBLISH serialized once for all of them, instead of letting Aedes copy, defer and
-   * serialize the packet again for each (in 6 writes); Aedes keeps nothing of a clean session's QoS 1 deliveries
-   * anyway. A persistent session's delivery is left to Aedes, which keeps it until its PUBACK [MQTT-4.3.2-1], and so is
-   * a QoS 0 subscription's and anything that is not a fresh routing of a group message (a packet with an identifier
-   * comes from a stored queue). Returns the packet for Aedes to write, or null when nothing is left to do.
+   * The client subscribed to these topics. A clean session's QoS 1 subscription to a group topic is taken out of
+   * Aedes's router: deliverSerialized writes that client's group messages itself, so Aedes would only copy the packet
+   * for it, defer it a turn and find in forward that there is nothing to do, for every member and every message.
+   */
+  subscribed(client: Client, topics: string[]): void {
+    for (const topic of topics) {
+      if (parseTopic(topic)?.kind === 'group' && this.writesDirectly(client, topic)) {
+        unrouteSubscription(this.aedes, client, topic);
+      }
+    }
+  }
+
+  /**
+   * A packet Aedes is about to forward to a client the ACL allows. A group message to a clean-session subscriber at
+   * QoS 1 was written by deliverSerialized already: nothing is left to do (the client's subscription may still be in
+   * Aedes's router for a moment after its SUBSCRIBE; see subscribed). A persistent session's delivery is left to Aedes,
+   * which keeps it until its PUBACK [MQTT-4.3.2-1], and so is a QoS 0 subscription's and anything that is not a fresh
+   * routing of a group message (a packet with an identifier comes from a stored queue). Returns the packet for Aedes
+   * to write, or null when nothing is left to do.
    */
   forward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
-    const granted = subscriptionOf(client, packet.topic)?.qos ?? 0;
-    const publish = this.groupPublishes.of(packet.payload);
-    const v5 = client.version === 5;
-    // [MQTT-3.1.2-25] Nothing larger than the client's Maximum Packet Size is sent to it: it is dropped as if sent (the
-    // client's stream reads the message from history when it sees the gap).
-    const maxBytes = v5 ? maxPacketSizeOf(client) : undefined;
-    if (maxBytes !== undefined && largestPublishBytes(packet.topic, packet.payload.length) > maxBytes) return null;
-    if (publish && client.clean && packet.qos === 1 && packet.messageId === undefined && granted >= 1) {
-      const target = writableTarget(client);
-      if (!target) return null; // closed or closing: nothing is written, as Aedes's own write refuses it
-      writeGroupPublish(target, v5 ? publish.head5() : publish.head, packet.payload as Buffer, v5);
-      this.pubackOrder.forwarded(client, publish);
-      return null;
-    }
+    if (!fits(client, packet.topic, packet.payload)) return null;
+    const fresh = packet.qos === 1 && packet.messageId === undefined;
+    if (fresh && this.groupPublishes.of(packet.payload) && this.writesDirectly(client, packet.topic)) return null;
     // A delivery to a clean session whose PUBACK will follow (QoS 1 after the subscription's downgrade), in order.
+    const granted = subscriptionOf(client, packet.topic)?.qos ?? 0;
     if (client.clean && packet.qos !== 0 && granted >= 1) this.pubackOrder.forwarded(client, groupDelivery(packet));
     return packet;
+  }
+
+  /**
+   * Whether this node writes the client's group messages on this topic itself: a clean session subscribed at QoS 1.
+   * Aedes keeps nothing of a clean session's QoS 1 deliveries, so the PUBLISH serialized once for all subscribers is
+   * written to each in one write, instead of Aedes copying, deferring and serializing the packet for each.
+   */
+  private writesDirectly(client: Client, topic: string): boolean {
+    return client.clean && (subscriptionOf(client, topic)?.qos ?? 0) >= 1;
+  }
+
+  private write(client: Client, publish: GroupPublish, payload: Buffer): void {
+    const target = writableTarget(client);
+    if (!target) return; // closed or closing: nothing is written, as Aedes's own write refuses it
+    const v5 = client.version === 5;
+    writeGroupPublish(target, v5 ? publish.head5() : publish.head, payload, v5);
+    this.pubackOrder.forwarded(client, publish);
   }
 
   private acknowledged(packet: PublishPacket | undefined, client: Client | null): void {
@@ -86,6 +111,16 @@ export class GroupDelivery implements LocalSubscribers {
     const delivery = client.clean ? this.pubackOrder.acknowledged(client) : groupDelivery(packet);
     if (delivery) this.onDelivered(delivery.groupId, userId, delivery.seq);
   }
+}
+
+/**
+ * Whether a PUBLISH of this topic and payload may be sent to the client: nothing larger than an MQTT 5 client's Maximum
+ * Packet Size is [MQTT-3.1.2-25]. What does not fit is dropped as if sent (the client's stream reads the message from
+ * history when it sees the gap).
+ */
+function fits(client: Client, topic: string, payload: Buffer | string): boolean {
+  const maxBytes = client.version === 5 ? maxPacketSizeOf(client) : undefined;
+  return maxBytes === undefined || largestPublishBytes(topic, payload.length) <= maxBytes;
 }
 
 /** The group and seq of a stamped group message being delivered; null for anything else. */
@@ -136,14 +171,16 @@ interface GroupPublish {
 class GroupPublishes {
   private readonly known = new WeakMap<Buffer, GroupPublish>();
 
-  register(topic: string, groupId: string, seq: number, payload: Buffer): void {
+  register(topic: string, groupId: string, seq: number, payload: Buffer): GroupPublish {
     let head5: Buffer | undefined;
-    this.known.set(payload, {
+    const publish: GroupPublish = {
       groupId,
       seq,
       head: publishHead(topic, payload.length),
       head5: () => (head5 ??= publishHead(topic, payload.length, STAMPED_PROPERTY_BYTES.length)),
-    });
+    };
+    this.known.set(payload, publish);
+    return publish;
   }
 
   of(payload: unknown): GroupPublish | undefined {

@@ -117,6 +117,13 @@ export class LiveUsers {
     return [...(this.users.get(userId)?.clients ?? [])];
   }
 
+  /** Calls `visit` with each client on this node of a user the ACL knows as a member of the group now. */
+  forEachMemberClient(groupId: string, visit: (client: Client) => void): void {
+    for (const userId of this.members.get(groupId) ?? []) {
+      for (const client of this.users.get(userId)!.clients) visit(client);
+    }
+  }
+
   /** The ids of this node's live users who are members of the group, as the ACL knows them now. */
   membersOf(groupId: string): string[] {
     return [...(this.members.get(groupId) ?? [])];

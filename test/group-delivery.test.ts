@@ -102,7 +102,7 @@ describe('group messages to each kind of subscriber', () => {
     await t.close();
   });
 
-  it('reach QoS 1 and QoS 0 subscribers, clean and persistent sessions, each at its QoS, in order', async () => {
+  it('reach QoS 1 and QoS 0 subscribers, clean and persistent sessions, each at its QoS, in order, Aedes routing none of a clean QoS 1 session', async () => {
     const members = ['qos1', 'qos0', 'persistent'];
     const groupId = await t.group('alice', members);
     const topic = `groups/${groupId}/messages`;
@@ -122,6 +122,14 @@ describe('group messages to each kind of subscriber', () => {
         return [client, packets] as const;
       }),
     );
+    // Aedes forwards to the subscribers it serves itself; a clean session's QoS 1 deliveries are written by Chorus.
+    const { aedes } = t.chorus.broker;
+    const authorize = aedes.authorizeForward!;
+    const forwardedBy = new Map<string, number>();
+    aedes.authorizeForward = (client, packet) => {
+      if (packet.topic === topic) forwardedBy.set(client.id, (forwardedBy.get(client.id) ?? 0) + 1);
+      return authorize(client, packet);
+    };
     for (let i = 0; i < 30; i++)
       alice.publish(topic, JSON.stringify({ clientMsgId: `m${i}`, body: `message ${i}` }), { qos: 1 });
     await until(
@@ -136,6 +144,11 @@ describe('group messages to each kind of subscriber', () => {
       // QoS 1 deliveries in flight at once carry distinct identifiers [MQTT-2.3.1-2].
       if (client !== qos0) expect(new Set(packets.map((p) => p.messageId)).size).toBe(30);
     }
+    aedes.authorizeForward = authorize;
+    expect(Object.fromEntries(forwardedBy)).toEqual({
+      [qos0.options.clientId!]: 30,
+      [persistent.options.clientId!]: 30,
+    });
 
     // A persistent session's deliveries are still kept until acknowledged: what arrives while it is away comes on return.
     const clientId = persistent.options.clientId!;
