@@ -89,9 +89,15 @@ export function storeSubscriptions(
   return persistence.addSubscriptions(client, subscriptions);
 }
 
+/** What Aedes keeps of a client's subscription: its granted QoS, and its MQTT 5 Subscription Identifier if any. */
+export interface ClientSubscription {
+  qos?: number;
+  si?: number;
+}
+
 /** The client's subscription to exactly this topic (Aedes keeps them by filter; Chorus topics have no wildcards). */
-export function subscriptionOf(client: Client, topic: string): { qos?: number } | undefined {
-  return (client as unknown as { subscriptions: Record<string, { qos?: number } | undefined> }).subscriptions[topic];
+export function subscriptionOf(client: Client, topic: string): ClientSubscription | undefined {
+  return (client as unknown as { subscriptions: Record<string, ClientSubscription | undefined> }).subscriptions[topic];
 }
 
 /**

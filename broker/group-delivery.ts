@@ -89,10 +89,13 @@ export class GroupDelivery implements LocalSubscribers {
   /**
    * Whether this node writes the client's group messages on this topic itself: a clean session subscribed at QoS 1.
    * Aedes keeps nothing of a clean session's QoS 1 deliveries, so the PUBLISH serialized once for all subscribers is
-   * written to each in one write, instead of Aedes copying, deferring and serializing the packet for each.
+   * written to each in one write, instead of Aedes copying, deferring and serializing the packet for each. A
+   * subscription with a Subscription Identifier is left to Aedes, which puts the identifier in each PUBLISH
+   * [MQTT-3.3.4-3].
    */
   private writesDirectly(client: Client, topic: string): boolean {
-    return client.clean && (subscriptionOf(client, topic)?.qos ?? 0) >= 1;
+    const subscription = subscriptionOf(client, topic);
+    return client.clean && (subscription?.qos ?? 0) >= 1 && subscription?.si === undefined;
   }
 
   private write(client: Client, publish: GroupPublish, payload: Buffer): void {

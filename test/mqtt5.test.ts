@@ -296,6 +296,26 @@ describe('MQTT 5 beside MQTT 3.1.1', () => {
     await Promise.all([alice.endAsync(), bob.endAsync()]);
   });
 
+  it("echoes a subscription's Subscription Identifier on the group messages it delivers [MQTT-3.3.4-3]", async () => {
+    const groupId = await t.group('alice', ['bob', 'carol']);
+    const topic = `groups/${groupId}/messages`;
+    const bob = await t.mqtt('bob', { protocolVersion: 5 });
+    const carol = await t.mqtt('carol', { protocolVersion: 5 });
+    await bob.subscribeAsync(topic, { qos: 1, properties: { subscriptionIdentifier: 7 } });
+    await carol.subscribeAsync(topic, { qos: 1 });
+    const delivered = (client: MqttClient) =>
+      new Promise<Record<string, unknown>>((resolve) =>
+        client.once('message', (_topic, _payload, packet) => resolve({ ...packet.properties })),
+      );
+    const [toBob, toCarol] = [delivered(bob), delivered(carol)];
+    const alice = await t.mqtt('alice', { protocolVersion: 5 });
+    await alice.publishAsync(topic, JSON.stringify({ clientMsgId: 'identified', body: 'hi' }), { qos: 1 });
+    const stamped = { payloadFormatIndicator: true, contentType: 'application/json' };
+    expect(await toBob).toEqual({ ...stamped, subscriptionIdentifier: 7 });
+    expect(await toCarol).toEqual(stamped);
+    await Promise.all([alice.endAsync(), bob.endAsync(), carol.endAsync()]);
+  });
+
   it('has the SDK speak MQTT 5 by default and read its seq from the PUBACK (3.1.1 as an option, from the ack event)', async () => {
     const groupId = await t.group('alice');
     for (const protocolVersion of [5, 4] as const) {
