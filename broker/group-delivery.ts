@@ -16,8 +16,6 @@ export type OnDelivered = (groupId: string, userId: string, seq: number) => void
 export class GroupDelivery implements LocalSubscribers {
   private readonly pubackOrder = new PubackOrder<Client>();
   private readonly groupPublishes = new GroupPublishes();
-  /** Aedes's duplicate filter is per broker id; see deliverSerialized. */
-  private readonly brokerId: string;
 
   constructor(
     private readonly aedes: Aedes,
@@ -25,7 +23,6 @@ export class GroupDelivery implements LocalSubscribers {
     private readonly logger: Logger,
     private readonly onDelivered: OnDelivered,
   ) {
-    this.brokerId = `${aedes.id}/groups`;
     aedes.on('ack', (packet, client) => this.acknowledged(packet as PublishPacket | undefined, client));
   }
 
@@ -37,10 +34,13 @@ export class GroupDelivery implements LocalSubscribers {
     });
     // Aedes still routes the message: to the members it serves itself (persistent sessions, QoS 0 subscriptions), and
     // into the queues of offline persistent sessions [MQTT-3.1.2-5].
-    // Aedes drops, per client, a packet whose counter is below the last one it delivered under the same broker id.
-    // In a cluster group messages and events travel different paths (splitRouter), so an event published before a
-    // group message can arrive after it: group messages count under a broker id of their own.
-    const packet: PublishPacket & { brokerId: string } = {
+    // Aedes names a packet by broker id and counter, in a persistent session's queue and in its filter of duplicates
+    // (per client, a packet whose counter is not above the last it delivered under the same broker id is dropped). A
+    // group message is named by its topic and seq, the same on every node: in a cluster it is queued once for a
+    // persistent session whichever nodes route it (queue-once-redis.ts), and the node that delivers it live clears
+    // that one entry on the PUBACK. Counted per group, a message never waits behind an event, which travels another
+    // path (splitRouter) and may arrive later, and a message handed on again after a writer change is dropped.
+    const packet: PublishPacket & { brokerId: string; brokerCounter: number } = {
       cmd: 'publish',
       topic,
       payload,
@@ -48,7 +48,8 @@ export class GroupDelivery implements LocalSubscribers {
       retain: false,
       dup: false,
       properties: STAMPED_PROPERTIES, // MQTT 5 subscribers only: 3.1.1 has no properties
-      brokerId: this.brokerId,
+      brokerId: topic,
+      brokerCounter: seq,
     };
     this.aedes.publish(packet, (err) => {
       if (err) this.logger.error({ err, topic }, 'publish failed');

@@ -22,6 +22,7 @@ import { SendForwardingRedis } from '../sequencer/send-forwarding-redis.js';
 import type { FanOut } from '../delivery/fan-out.js';
 import { FanOutLocal } from '../delivery/fan-out.js';
 import { FanOutRedis } from '../delivery/fan-out-redis.js';
+import { queueGroupMessagesOnce } from '../broker/queue-once-redis.js';
 import { splitRouter } from '../broker/split-router.js';
 import { GroupWritersLocal, type GroupWriters } from '../sequencer/group-writers.js';
 import { SendForwardingLocal, type SendForwarding } from '../sequencer/send-forwarding.js';
@@ -42,6 +43,9 @@ const FORWARD_TIMEOUT_MS = 30_000;
 
 /** The longest wait between two tries to reach a Redis that went away (a try to a dead loopback port costs little). */
 const REDIS_RETRY_MAX_MS = 250;
+
+/** How long an offline persistent session's queued QoS 1 packets are kept: the history API keeps the messages. */
+const QUEUED_PACKET_TTL_S = 86_400;
 
 /** The stores and shared broker state of one process, per the configured store. */
 /** Aedes persistence and router come as BrokerDeps takes them: absent means in-memory (one node). */
@@ -187,10 +191,11 @@ export async function clusterBackends(
   const persistence = redisPersistence({
     conn: persistenceConnection,
     maxSessionDelivery: config.maxOfflineQueue,
-    packetTTL: () => 86_400, // an offline session's queued QoS 1 packets; the history API keeps the messages
+    packetTTL: () => QUEUED_PACKET_TTL_S,
   } as never) as unknown as {
     outgoingClearMessageId: (client: { clean: boolean }, packet: unknown) => Promise<unknown>;
-  };
+  } & Parameters<typeof queueGroupMessagesOnce>[0];
+  queueGroupMessagesOnce(persistence, persistenceConnection, QUEUED_PACKET_TTL_S);
   // Aedes keeps no outgoing packets for a clean session, so its PUBACKs have nothing to clear (and nothing to look up).
   const clearMessageId = persistence.outgoingClearMessageId.bind(persistence);
   persistence.outgoingClearMessageId = (client, packet) =>

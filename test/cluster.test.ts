@@ -185,6 +185,55 @@ describe('many nodes sharing Redis and Cassandra', () => {
     expect((await history(groupId)).length).toBe(1);
   }, 30_000);
 
+  it('queues each message once for a persistent session, though every node routes it, and nothing it got live [MQTT-3.1.2-5]', async () => {
+    const groupId = await newGroup('alice', ['bob']);
+    const topic = `groups/${groupId}/messages`;
+    const clientId = `bob-persistent-${Date.now()}`;
+    const session = async (node: ClusterNode) => {
+      const client = mqtt.connect(node.mqttUrl, {
+        username: 'bob',
+        password: await cluster.token('bob'),
+        clientId,
+        clean: false,
+        reconnectPeriod: 0,
+      });
+      const seqs: number[] = [];
+      client.on('message', (_topic, payload) => seqs.push(JSON.parse(payload.toString()).seq));
+      await new Promise((resolve, reject) => {
+        client.once('connect', resolve);
+        client.once('error', reject);
+      });
+      return { client, seqs };
+    };
+    let sent = 0;
+    const send = async (count: number) => {
+      for (const end = sent + count; sent < end; sent++) {
+        const res = await cluster.api(apiNode, 'alice', 'POST', `/v1/groups/${groupId}/messages`, {
+          clientMsgId: `m${sent}`,
+          body: `m${sent}`,
+        });
+        expect(res.status).toBe(201);
+      }
+    };
+    const first = await session(a);
+    await first.client.subscribeAsync(topic, { qos: 1 });
+    await sleep(500); // the subscription reaches every node's copy of the persistent subscriptions
+    await first.client.endAsync();
+    await send(3); // while the session is away: each of the three broker nodes routes each message
+    await sleep(1000); // every node has queued (or not) what it routed
+    const back = await session(b);
+    await until(() => back.seqs.length >= 3, 'the queued messages');
+    await send(2); // delivered live on node b, and acknowledged
+    await until(() => back.seqs.length >= 5, 'the live messages');
+    await sleep(1000);
+    await back.client.endAsync();
+    const again = await session(c);
+    await sleep(1500);
+    await again.client.endAsync();
+    expect(back.seqs).toEqual([1, 2, 3, 4, 5]);
+    expect(again.seqs).toEqual([]);
+  }, 30_000);
+
   it('carries edits, reactions, deletes, receipts, history visibility and group deletion across nodes', async () => {
     const groupId = await newGroup('alice', ['bob', 'carol']);
     const [alice, bob] = await Promise.all([

@@ -14,3 +14,9 @@ declare module 'aedes-persistence/asyncPersistence.js' {
 declare module 'aedes-persistence-redis' {
   export default function aedesPersistenceRedis(options: object): unknown;
 }
+
+// The encoding aedes-persistence-redis stores packets in (its own dependency, which the Redis queue here writes to).
+declare module 'msgpack-lite' {
+  export function encode(value: unknown): Buffer;
+  export function decode(bytes: Buffer): unknown;
+}
