@@ -23,16 +23,26 @@ type WithQueueOnce = Redis & {
 };
 
 /**
- * The claim, then the packet, its count of queues and its place at the end of each queue, in one step: a node that
- * delivers the message live to an online persistent session, and clears it on the PUBACK, finds it queued already.
- * KEYS: claim, packet, count, then the queues; ARGV: the packet's bytes, the TTL in seconds.
+ * The claim, then the message's place at the end of each queue that has room, the packet and its count of queues, in
+ * one step: a node that delivers the message live to an online persistent session, and clears it on the PUBACK, finds
+ * it queued already. A full queue takes nothing more (the persistence itself never trims one). KEYS: claim, packet,
+ * count, then the queues; ARGV: the packet's bytes, the TTL in seconds, the most a queue holds. Returns how many
+ * queues took it.
  */
 const QUEUE_ONCE_SCRIPT = `
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then return 0 end
-redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
-redis.call('SET', KEYS[3], #KEYS - 3, 'EX', ARGV[2])
-for i = 4, #KEYS do redis.call('RPUSH', KEYS[i], KEYS[2]) end
-return 1
+local queued = 0
+for i = 4, #KEYS do
+  if redis.call('LLEN', KEYS[i]) < tonumber(ARGV[3]) then
+    redis.call('RPUSH', KEYS[i], KEYS[2])
+    queued = queued + 1
+  end
+end
+if queued > 0 then
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+  redis.call('SET', KEYS[3], queued, 'EX', ARGV[2])
+end
+return queued
 `;
 
 /**
@@ -40,14 +50,16 @@ return 1
  * routes every group message through its Aedes (each delivers to its own clients), and Aedes queues what it routes for
  * every persistent session subscribed anywhere (the Redis persistence's subscriptions are the cluster's): each session
  * would find the message in its queue once per node on its return. The first node to queue a message (named the same
- * on every node: GroupDelivery) claims it; the others queue nothing. The keys and the encoding are
+ * on every node: GroupDelivery) claims it; the others queue nothing. A session's queue holds at most `maxQueued`
+ * messages, as the in-memory persistence's does (BoundedMemoryPersistence): past that, later ones are not queued (the
+ * history API has them). The keys and the encoding are
  * aedes-persistence-redis's own (11.x: `packet:<broker id>:<counter>`, its `:offlineCount`, `outgoing:<client id>`,
  * msgpack), checked by test/aedes-internals.test.ts. Anything else is queued by the persistence itself.
  */
 export function queueGroupMessagesOnce(
   persistence: { outgoingEnqueueCombi(subs: QueuedFor[], packet: QueuedPacket): Promise<void> },
   redis: Redis,
-  ttlSeconds: number,
+  limits: { ttlSeconds: number; maxQueued: number },
 ): void {
   redis.defineCommand('chorusQueueOnce', { lua: QUEUE_ONCE_SCRIPT });
   const queueWithRedis = redis as WithQueueOnce;
@@ -74,7 +86,8 @@ export function queueGroupMessagesOnce(
       `${packetKey}:offlineCount`,
       ...queues,
       msgpack.encode(stored),
-      ttlSeconds,
+      limits.ttlSeconds,
+      limits.maxQueued,
     );
   };
 }

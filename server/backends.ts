@@ -195,7 +195,10 @@ export async function clusterBackends(
   } as never) as unknown as {
     outgoingClearMessageId: (client: { clean: boolean }, packet: unknown) => Promise<unknown>;
   } & Parameters<typeof queueGroupMessagesOnce>[0];
-  queueGroupMessagesOnce(persistence, persistenceConnection, QUEUED_PACKET_TTL_S);
+  queueGroupMessagesOnce(persistence, persistenceConnection, {
+    ttlSeconds: QUEUED_PACKET_TTL_S,
+    maxQueued: config.maxOfflineQueue,
+  });
   // Aedes keeps no outgoing packets for a clean session, so its PUBACKs have nothing to clear (and nothing to look up).
   const clearMessageId = persistence.outgoingClearMessageId.bind(persistence);
   persistence.outgoingClearMessageId = (client, packet) =>

@@ -24,10 +24,10 @@ const queued = async (persistence: Persistence, clientId: string) => {
 describe('group messages queued once for persistent sessions, whichever nodes queue them', () => {
   const redis = redisConnections();
   afterAll(() => redis.closeAll());
-  const node = async (): Promise<Persistence> => {
+  const node = async (maxQueued = 100): Promise<Persistence> => {
     const connection = await redis.connect();
     const persistence = redisPersistence({ conn: connection, packetTTL: () => 60 }) as Persistence;
-    queueGroupMessagesOnce(persistence as never, connection, 60);
+    queueGroupMessagesOnce(persistence as never, connection, { ttlSeconds: 60, maxQueued });
     return persistence;
   };
   const run = randomBytes(4).toString('hex');
@@ -71,6 +71,15 @@ describe('group messages queued once for persistent sessions, whichever nodes qu
     await b.outgoingClearMessageId({ id: online }, delivered);
     expect(await queued(b, online)).toEqual([]);
     expect((await queued(b, away)).map((p) => p.seq)).toEqual([7]);
+  });
+
+  it('queues nothing more for a session whose queue is full, and still queues for the others', async () => {
+    const a = await node(2);
+    const [full, empty] = [`full-${run}`, `empty-${run}`];
+    for (const seq of [11, 12]) await a.outgoingEnqueueCombi([{ clientId: full }], groupMessage(seq));
+    await a.outgoingEnqueueCombi([{ clientId: full }, { clientId: empty }], groupMessage(13));
+    expect((await queued(a, full)).map((p) => p.seq)).toEqual([11, 12]);
+    expect((await queued(a, empty)).map((p) => p.seq)).toEqual([13]);
   });
 
   it('leaves every other packet to the persistence, which queues it each time', async () => {
