@@ -18,6 +18,13 @@ interface QueuedPacket {
   properties?: object;
 }
 
+/**
+ * How long a message's claim keeps other nodes from queueing it. It must outlive every way a node routes a message
+ * late: the fan-out (milliseconds), a new writer handing the last 30 s on again, a node filling what it missed while cut
+ * off from Redis. It costs Redis a small key per group message that a persistent session subscribes to, for as long.
+ */
+const CLAIM_TTL_S = 3600;
+
 type WithQueueOnce = Redis & {
   chorusQueueOnce(keyCount: number, ...keysAndArgs: (string | number | Buffer)[]): Promise<number>;
 };
@@ -26,11 +33,11 @@ type WithQueueOnce = Redis & {
  * The claim, then the message's place at the end of each queue that has room, the packet and its count of queues, in
  * one step: a node that delivers the message live to an online persistent session, and clears it on the PUBACK, finds
  * it queued already. A full queue takes nothing more (the persistence itself never trims one). KEYS: claim, packet,
- * count, then the queues; ARGV: the packet's bytes, the TTL in seconds, the most a queue holds. Returns how many
- * queues took it.
+ * count, then the queues; ARGV: the packet's bytes, its TTL in seconds, the most a queue holds, the claim's TTL in
+ * seconds. Returns how many queues took it.
  */
 const QUEUE_ONCE_SCRIPT = `
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then return 0 end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[4]) then return 0 end
 local queued = 0
 for i = 4, #KEYS do
   if redis.call('LLEN', KEYS[i]) < tonumber(ARGV[3]) then
@@ -88,6 +95,7 @@ export function queueGroupMessagesOnce(
       msgpack.encode(stored),
       limits.ttlSeconds,
       limits.maxQueued,
+      CLAIM_TTL_S,
     );
   };
 }

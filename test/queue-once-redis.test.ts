@@ -58,6 +58,10 @@ describe('group messages queued once for persistent sessions, whichever nodes qu
       expect(await queued(a, clientId)).toEqual(expected);
       expect(await queued(b, clientId)).toEqual(expected);
     }
+    // The claim outlives every late routing of the message (an hour), not the queued packet's whole TTL.
+    const claimTtl = await (await redis.connect()).ttl(`chorus:queued:packet:groups/g-${run}/messages:1`);
+    expect(claimTtl).toBeGreaterThan(3500);
+    expect(claimTtl).toBeLessThanOrEqual(3600);
   });
 
   it('is cleared by the PUBACK of a live delivery on another node, and stays queued for the sessions still away', async () => {
