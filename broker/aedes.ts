@@ -89,10 +89,14 @@ export function storeSubscriptions(
   return persistence.addSubscriptions(client, subscriptions);
 }
 
-/** What Aedes keeps of a client's subscription: its granted QoS, and its MQTT 5 Subscription Identifier if any. */
+/**
+ * What Aedes keeps of a client's subscription: its granted QoS, its MQTT 5 Subscription Identifier if any, and the
+ * listener it put in its router for it.
+ */
 export interface ClientSubscription {
   qos?: number;
   si?: number;
+  func?: unknown;
 }
 
 /** The client's subscription to exactly this topic (Aedes keeps them by filter; Chorus topics have no wildcards). */
@@ -106,8 +110,7 @@ export function subscriptionOf(client: Client, topic: string): ClientSubscriptio
  * later (an UNSUBSCRIBE, a re-SUBSCRIBE, the client's close) then finds nothing, as the router allows.
  */
 export function unrouteSubscription(aedes: Aedes, client: Client, topic: string): void {
-  const subscription = (client as unknown as { subscriptions: Record<string, { func?: unknown } | undefined> })
-    .subscriptions[topic];
+  const subscription = subscriptionOf(client, topic);
   if (subscription?.func) aedes.unsubscribe(topic, subscription.func as never, () => {});
 }
 

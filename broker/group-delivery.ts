@@ -34,6 +34,7 @@ export class GroupDelivery implements LocalSubscribers {
     });
     // Aedes still routes the message: to the members it serves itself (persistent sessions, QoS 0 subscriptions), and
     // into the queues of offline persistent sessions [MQTT-3.1.2-5].
+    //
     // Aedes names a packet by broker id and counter, in a persistent session's queue and in its filter of duplicates
     // (per client, a packet whose counter is not above the last it delivered under the same broker id is dropped). A
     // group message is named by its topic and seq, the same on every node: in a cluster it is queued once for a

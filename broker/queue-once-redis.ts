@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import msgpack from 'msgpack-lite';
+import { parseTopic } from '../protocol/index.js';
 
 /** A subscription Aedes queues a packet for: the offline (or online) persistent session's client id. */
 interface QueuedFor {
@@ -59,9 +60,9 @@ return queued
  * would find the message in its queue once per node on its return. The first node to queue a message (named the same
  * on every node: GroupDelivery) claims it; the others queue nothing. A session's queue holds at most `maxQueued`
  * messages, as the in-memory persistence's does (BoundedMemoryPersistence): past that, later ones are not queued (the
- * history API has them). The keys and the encoding are
- * aedes-persistence-redis's own (11.x: `packet:<broker id>:<counter>`, its `:offlineCount`, `outgoing:<client id>`,
- * msgpack), checked by test/aedes-internals.test.ts. Anything else is queued by the persistence itself.
+ * history API has them). The keys and the encoding are aedes-persistence-redis's own (11.x: `packet:<broker id>:
+ * <counter>`, its `:offlineCount`, `outgoing:<client id>`, msgpack), checked against it by
+ * test/queue-once-redis.test.ts. Anything else is queued by the persistence itself.
  */
 export function queueGroupMessagesOnce(
   persistence: { outgoingEnqueueCombi(subs: QueuedFor[], packet: QueuedPacket): Promise<void> },
@@ -72,7 +73,7 @@ export function queueGroupMessagesOnce(
   const queueWithRedis = redis as WithQueueOnce;
   const queue = persistence.outgoingEnqueueCombi.bind(persistence);
   persistence.outgoingEnqueueCombi = async (subs, packet) => {
-    if (!packet.topic.startsWith('groups/') || subs.length === 0) return queue(subs, packet);
+    if (parseTopic(packet.topic)?.kind !== 'group' || subs.length === 0) return queue(subs, packet);
     const packetKey = `packet:${packet.brokerId}:${packet.brokerCounter}`;
     const queues = subs.map((sub) => `outgoing:${encodeURIComponent(sub.clientId)}`);
     const stored = {
