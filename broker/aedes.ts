@@ -56,6 +56,11 @@ export function createAedes(seams: AedesSeams): Promise<Aedes> {
     // A connect's queued packets and a SUBSCRIBE's retained messages read by async iteration instead of a stream
     // pipeline (iterateStores is the patch's): Aedes's pipeline cost each connect about 25 us with nothing to read.
     iterateStores: true,
+    // Per connection, one timer's worth and the listeners of stream.finished less (both the patch's): one sweep a
+    // second checks every client's keep alive, and a connection's 'end' or 'close' closes its client. Together about
+    // 0.6 KB of each idle connection's heap.
+    keepaliveSweep: true,
+    closeOnConnClose: true,
     maximumPacketSize: seams.maxPacketBytes,
     topicAliasMaximum: TOPIC_ALIAS_MAXIMUM,
     sessionExpiryIntervalLimit: seams.maxSessionExpirySeconds,

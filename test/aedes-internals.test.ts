@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:net';
+import { connect as connectTcp, createServer, type Server } from 'node:net';
 import type { Aedes, Client } from 'aedes';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -174,6 +174,50 @@ describe('the Aedes internals Chorus relies on', () => {
     await late.subscribeAsync('kept/#', { qos: 0 });
     await until(() => retained.length === 1, 'the retained message');
     expect(retained).toEqual(['kept/topic kept true']);
+  });
+
+  it("keepaliveSweep (the patch's): a client silent for 1.5 times its keep alive is cut, never earlier, and one that pings is kept [MQTT-3.1.2-24]", async () => {
+    expect((aedes as unknown as { keepaliveSweep?: boolean }).keepaliveSweep).toBe(true);
+    // A CONNECT (MQTT 3.1.1, clean session, keep alive 1 s, client id "silent") and then nothing, not even PINGREQ.
+    const clientId = Buffer.from('silent');
+    const variable = Buffer.from([0, 4, ...Buffer.from('MQTT'), 4, 0x02, 0, 1, 0, clientId.length]);
+    const connectPacket = Buffer.concat([Buffer.from([0x10, variable.length + clientId.length]), variable, clientId]);
+    const silent = connectTcp(port, '127.0.0.1');
+    await new Promise<void>((resolve) => silent.once('connect', () => resolve()));
+    const sentAt = Date.now();
+    silent.write(connectPacket);
+    const connackAt = await new Promise<number>((resolve) => silent.once('data', () => resolve(Date.now())));
+    const closedAt = new Promise<number>((resolve) => silent.once('close', () => resolve(Date.now())));
+    silent.on('error', () => undefined);
+    const pinging = await connect('pinging', true, { keepalive: 1 });
+    expect(clientById(aedes, 'silent')).toBeDefined();
+    // The sweep keeps no timer per client.
+    expect((clientById(aedes, 'pinging') as unknown as { _keepaliveTimer: unknown })._keepaliveTimer).toBeNull();
+
+    const cutAfter = (await closedAt) - sentAt;
+    expect(cutAfter).toBeGreaterThanOrEqual(1_500); // its last packet was sent at sentAt at the earliest
+    expect((await closedAt) - connackAt).toBeLessThan(6_000); // 1.5 s and at most two sweeps late, with room for a busy machine
+    await until(() => clientById(aedes, 'silent') === undefined, 'the silent client to be gone');
+    // The pinging client (mqtt.js sends PINGREQ each second it has sent nothing) outlives the silent one by seconds.
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    expect(pinging.connected).toBe(true);
+    expect(clientById(aedes, 'pinging')).toBeDefined();
+  });
+
+  it("closeOnConnClose (the patch's): a connection destroyed on the broker's side closes its client, whose will is published", async () => {
+    expect((aedes as unknown as { closeOnConnClose?: boolean }).closeOnConnClose).toBe(true);
+    const watcher = await connect('will-watcher');
+    const wills: string[] = [];
+    watcher.on('message', (topic, payload) => wills.push(`${topic} ${payload.toString()}`));
+    await watcher.subscribeAsync('wills/#', { qos: 0 });
+    await connect('doomed', true, {
+      will: { topic: 'wills/doomed', payload: Buffer.from('gone'), qos: 0, retain: false },
+    });
+    // Destroyed here, the socket emits 'close' but never 'end': only the close listener can close the client.
+    writableTarget(clientById(aedes, 'doomed')!)!.conn.destroy();
+    await until(() => clientById(aedes, 'doomed') === undefined, 'the client of the destroyed connection to close');
+    await until(() => wills.length === 1, 'the will');
+    expect(wills).toEqual(['wills/doomed gone']);
   });
 
   it("maximumPacketSize and _requestProblemInformation: an MQTT 5 client's CONNECT properties", async () => {
