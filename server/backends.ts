@@ -22,6 +22,7 @@ import { SendForwardingRedis } from '../sequencer/send-forwarding-redis.js';
 import type { FanOut } from '../delivery/fan-out.js';
 import { FanOutLocal } from '../delivery/fan-out.js';
 import { FanOutRedis } from '../delivery/fan-out-redis.js';
+import { deliverThroughPersistenceOutage, type DeliveryState } from '../broker/persistence-outage.js';
 import { queueGroupMessagesOnce } from '../broker/queue-once-redis.js';
 import { splitRouter } from '../broker/split-router.js';
 import { GroupWritersLocal, type GroupWriters } from '../sequencer/group-writers.js';
@@ -192,9 +193,7 @@ export async function clusterBackends(
     conn: persistenceConnection,
     maxSessionDelivery: config.maxOfflineQueue,
     packetTTL: () => QUEUED_PACKET_TTL_S,
-  } as never) as unknown as {
-    outgoingClearMessageId: (client: { clean: boolean }, packet: unknown) => Promise<unknown>;
-  } & Parameters<typeof queueGroupMessagesOnce>[0];
+  } as never) as unknown as DeliveryState;
   queueGroupMessagesOnce(persistence, persistenceConnection, {
     ttlSeconds: QUEUED_PACKET_TTL_S,
     maxQueued: config.maxOfflineQueue,
@@ -203,6 +202,7 @@ export async function clusterBackends(
   const clearMessageId = persistence.outgoingClearMessageId.bind(persistence);
   persistence.outgoingClearMessageId = (client, packet) =>
     client.clean ? Promise.resolve(undefined) : clearMessageId(client, packet);
+  deliverThroughPersistenceOutage(persistence, logger);
   const sharedRouter = MQEmitterRedis({ pubConn: connectRedis(), subConn: connectRedis() }) as unknown as {
     state: EventEmitter;
   };

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execFileSync } from 'node:child_process';
-import type { MqttClient } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
 import type { StampedMessage } from '../protocol/index.js';
@@ -33,11 +33,12 @@ describe('many nodes sharing Redis and Cassandra', () => {
   });
   beforeEach(() => onTestFailed(() => console.error(`node logs, last lines:\n${cluster.logTails()}`)));
 
-  const raw = async (userId: string, node: ClusterNode): Promise<MqttClient> => {
+  const raw = async (userId: string, node: ClusterNode, options: IClientOptions = {}): Promise<MqttClient> => {
     const client = mqtt.connect(node.mqttUrl, {
       username: userId,
       password: await cluster.token(userId),
       reconnectPeriod: 0,
+      ...options,
     });
     await new Promise((resolve, reject) => {
       client.once('connect', resolve);
@@ -549,13 +550,16 @@ describe('many nodes sharing Redis and Cassandra', () => {
     }
   }, 180_000);
   it('lives through Redis stopped and started again empty: the writer serves its own subscribers meanwhile, everything works again soon after, and other nodes fill what they missed', async () => {
-    const groupId = await newGroup('alice', ['bob']);
+    const groupId = await newGroup('alice', ['bob', 'carol']);
     const alice = await raw('alice', a);
     const bob = await raw('bob', b);
-    const seen = { alice: [] as number[], bob: [] as number[] };
+    // A persistent session on the writer's node: Aedes delivers to it, after queueing for offline sessions in Redis.
+    const carol = await raw('carol', a, { clientId: `carol-redis-${groupId}`, clean: false });
+    const seen = { alice: [] as number[], bob: [] as number[], carol: [] as number[] };
     for (const [name, client] of [
       ['alice', alice],
       ['bob', bob],
+      ['carol', carol],
     ] as const) {
       client.on('message', (_topic, payload) => seen[name].push(JSON.parse(payload.toString()).seq));
       await client.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
@@ -568,6 +572,7 @@ describe('many nodes sharing Redis and Cassandra', () => {
       execFileSync('bash', [SERVICES, 'stop', 'redis'], { stdio: 'ignore' });
       await send(alice, 'during'); // stored (Cassandra) and delivered on the writer's own node
       await until(() => seen.alice.length === 2, "alice to receive on the writer's node while Redis is away");
+      await until(() => seen.carol.length === 2, "carol's persistent session on the writer's node too");
       // Presence of a member on another node is in Redis alone: the node says it cannot tell now, and when to ask again.
       const presence = await cluster.api(apiNode, 'bob', 'GET', `/v1/groups/${groupId}/presence`);
       expect([presence.status, presence.body.code, presence.headers.get('retry-after')]).toEqual([
@@ -610,6 +615,7 @@ describe('many nodes sharing Redis and Cassandra', () => {
     // Seq 2 never crossed Redis: node b finds the gap when seq 3 arrives and reads seq 2 from the log first.
     await until(() => seen.bob.length === 3, 'bob to have all three');
     expect(seen.bob).toEqual([1, 2, 3]);
-    await Promise.all([alice.endAsync(), bob.endAsync()]);
+    expect(seen.carol).toEqual([1, 2, 3]);
+    await Promise.all([alice.endAsync(), bob.endAsync(), carol.endAsync()]);
   }, 90_000);
 });
