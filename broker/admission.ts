@@ -1,5 +1,5 @@
 import type { IncomingMessage, Server as HttpServer } from 'node:http';
-import { createServer, type Server as TcpServer } from 'node:net';
+import { createServer, Socket, type Server as TcpServer } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { createWebSocketStream, WebSocketServer } from 'ws';
@@ -20,6 +20,15 @@ const PRESSED_CONNECT_DEADLINE_MS = 2000;
 const PROXY_HEADER_TIMEOUT_MS = 5000;
 /** Connections the kernel may hold for accept() (capped by net.core.somaxconn). */
 export const LISTEN_BACKLOG = 4096;
+/**
+ * Idle time after which the kernel probes an MQTT connection (TCP keepalive). A client may turn MQTT's keep alive off
+ * (0, MQTT 3.1.1 §3.1.2.10), and then the broker never hears that it is gone: one that vanishes without a FIN (a phone
+ * that leaves coverage) would hold its connection, and show its user online, until its token expires (up to
+ * jwtMaxLifetimeSeconds, 7 days by default). The probes find it: this long after the last segment, then 10 probes
+ * 1 s apart (libuv sets them with the idle time: `strace -e setsockopt` shows TCP_KEEPINTVL 1, TCP_KEEPCNT 10), so
+ * about 70 s after the peer went.
+ */
+export const TCP_KEEPALIVE_IDLE_MS = 60_000;
 
 export interface AdmissionLimits {
   maxUnauthenticatedConnections: number;
@@ -143,7 +152,9 @@ export class Admission {
   async listenTcp(host: string, port: number): Promise<number> {
     // No Nagle: PUBACKs and deliveries are small packets, and with Nagle each connection's next write waits for the
     // client to acknowledge the last one (Node's HTTP server, and so the WebSocket path, already sets TCP_NODELAY).
-    const server = createServer({ noDelay: true }, (socket) => {
+    // Probed when idle, too (TCP_KEEPALIVE_IDLE_MS).
+    const options = { noDelay: true, keepAlive: true, keepAliveInitialDelay: TCP_KEEPALIVE_IDLE_MS };
+    const server = createServer(options, (socket) => {
       socket.on('error', destroyOnError);
       if (!this.isTrustedProxy(socket.remoteAddress))
         return this.admit(socket, socket.remoteAddress, () => this.deps.handle(socket));
@@ -178,6 +189,7 @@ export class Admission {
         socket.destroy();
         return;
       }
+      if (socket instanceof Socket) socket.setKeepAlive(true, TCP_KEEPALIVE_IDLE_MS);
       wss.handleUpgrade(req, socket, head, (ws) => {
         const stream = createWebSocketStream(ws);
         stream.on('error', destroyOnError);

@@ -1,9 +1,11 @@
+import { readFileSync } from 'node:fs';
 import { connect as tcpConnect, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mqtt from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { TCP_KEEPALIVE_IDLE_MS } from '../broker/admission.js';
 import { TestChorus, metric, until } from './harness.js';
 
 /** Resolves when the socket is closed by the other side; `false` if it is still open after `ms`. */
@@ -177,6 +179,57 @@ describe('connections waiting to authenticate are bounded', () => {
     expect(await closedWithin(idle[1]!, 300)).toBe(false); // those already served keep their connect timeout
     idle[1]!.destroy();
     await waiting.endAsync();
+  });
+});
+
+/**
+ * The kernel's timers on the broker's ends of loopback connections to `serverPort`, from /proc/net/tcp: for each
+ * established one, by the client's port, the timer's kind (0 none, 2 keepalive or delayed ACK) and its seconds left.
+ */
+const brokerSideTimers = (serverPort: number): Map<number, { kind: number; seconds: number }> => {
+  const timers = new Map<number, { kind: number; seconds: number }>();
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const [, local, remote, state, , timer] = line.trim().split(/\s+/);
+    if (!local || !remote || !timer || state !== '01') continue; // 01: ESTABLISHED
+    if (Number.parseInt(local.split(':')[1]!, 16) !== serverPort) continue;
+    const [kind, when] = timer.split(':');
+    // Seconds left, in the kernel's USER_HZ ticks (100 a second).
+    timers.set(Number.parseInt(remote.split(':')[1]!, 16), {
+      kind: Number.parseInt(kind!, 16),
+      seconds: Number.parseInt(when!, 16) / 100,
+    });
+  }
+  return timers;
+};
+
+describe('clients that turn MQTT keep alive off', () => {
+  let t: TestChorus;
+  beforeAll(async () => {
+    t = await TestChorus.start();
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('are still probed by TCP keepalive, over TCP and WebSocket, so one that vanishes without a FIN is found', async () => {
+    const mqttPort = Number(new URL(t.chorus.urls.mqtt).port);
+    const httpPort = Number(new URL(t.chorus.urls.http).port);
+    const overTcp = await t.mqtt('alice', { mqtt: { keepalive: 0 } });
+    const tcpClientPort = (overTcp.stream as Socket).localPort!;
+    const before = new Set(brokerSideTimers(httpPort).keys()); // the REST calls' connections
+    const overWs = await t.mqtt('bob', { transport: 'ws', mqtt: { keepalive: 0 } });
+    await sleep(500); // past any delayed ACK: what is left on an idle connection is the keepalive timer
+    const wsClientPorts = [...brokerSideTimers(httpPort).keys()].filter((port) => !before.has(port));
+    expect(wsClientPorts).toHaveLength(1);
+    for (const timer of [
+      brokerSideTimers(mqttPort).get(tcpClientPort),
+      brokerSideTimers(httpPort).get(wsClientPorts[0]!),
+    ]) {
+      expect(timer?.kind).toBe(2);
+      expect(timer?.seconds).toBeGreaterThan(TCP_KEEPALIVE_IDLE_MS / 1000 - 10);
+      expect(timer?.seconds).toBeLessThanOrEqual(TCP_KEEPALIVE_IDLE_MS / 1000);
+    }
+    await Promise.all([overTcp.endAsync(), overWs.endAsync()]);
   });
 });
 
