@@ -28,8 +28,8 @@ export function deliverThroughPersistenceOutage(persistence: DeliveryState, logg
   const failed = { enqueue: 0, update: 0, clear: 0 };
   let loggedAt = Number.NEGATIVE_INFINITY;
   const softly =
-    <T>(step: keyof typeof failed, fallback: T) =>
-    (err: unknown): T => {
+    (step: keyof typeof failed) =>
+    (err: unknown): undefined => {
       failed[step] += 1;
       const now = Date.now();
       if (now - loggedAt >= LOG_INTERVAL_MS) {
@@ -37,13 +37,12 @@ export function deliverThroughPersistenceOutage(persistence: DeliveryState, logg
         logger.warn({ err, failed: { ...failed } }, 'session store failed; delivering without it');
         failed.enqueue = failed.update = failed.clear = 0;
       }
-      return fallback;
     };
   const enqueue = persistence.outgoingEnqueueCombi.bind(persistence);
   const update = persistence.outgoingUpdate.bind(persistence);
   const clear = persistence.outgoingClearMessageId.bind(persistence);
-  persistence.outgoingEnqueueCombi = (subs, packet) => enqueue(subs, packet).catch(softly('enqueue', undefined));
-  persistence.outgoingUpdate = (client, packet) => update(client, packet).catch(softly('update', undefined));
+  persistence.outgoingEnqueueCombi = (subs, packet) => enqueue(subs, packet).catch(softly('enqueue'));
+  persistence.outgoingUpdate = (client, packet) => update(client, packet).catch(softly('update'));
   // Answering no packet: the PUBACK names no delivery, so no delivered mark is set for it (GroupDelivery).
-  persistence.outgoingClearMessageId = (client, packet) => clear(client, packet).catch(softly('clear', undefined));
+  persistence.outgoingClearMessageId = (client, packet) => clear(client, packet).catch(softly('clear'));
 }
