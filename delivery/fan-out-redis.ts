@@ -13,8 +13,8 @@ const SPACE = 0x20;
 /**
  * Fan-out over Redis pub/sub, for many nodes. The writing node delivers to its own subscribers at once and publishes
  * each commit's messages together on one Redis channel, where every other node picks them up (a node skips what it
- * published itself). Pub/sub keeps nothing: a node away from Redis misses messages, and subscribers fill such gaps from
- * the history API; the writer's own subscribers keep being served while Redis is away.
+ * published itself). Pub/sub keeps nothing: a node away from Redis misses messages, which it reads from the log once it
+ * is subscribed again (onMissed); the writer's own subscribers keep being served while Redis is away.
  *
  * A Redis message is the publishing node's id on its first line, then a line per message: the group id (ASCII, without
  * spaces), a space, the seq, a space, the message as JSON (which has no newlines).
@@ -24,6 +24,7 @@ export class FanOutRedis implements FanOut {
   private outboxBytes = 0;
   private flushScheduled = false;
   private deliver: Deliver | undefined;
+  private missed: (() => void) | undefined;
   private readonly header: string;
 
   private constructor(
@@ -41,11 +42,24 @@ export class FanOutRedis implements FanOut {
       if (channel.toString() === CHANNEL) fanOut.receive(message);
     });
     await subscriber.subscribe(CHANNEL);
+    // Connected again (Redis restarted, a failover, a cut link): whatever was published meanwhile never reached this
+    // node. Subscribed again here (ioredis does too, right after this event), and once Redis confirms it, everything
+    // published from then on arrives: what came before is told to be read from the log.
+    subscriber.on('ready', () => {
+      subscriber.subscribe(CHANNEL).then(
+        () => fanOut.missed?.(),
+        () => undefined, // cut again: the next 'ready' tries again
+      );
+    });
     return fanOut;
   }
 
   onDeliver(deliver: Deliver): void {
     this.deliver = deliver;
+  }
+
+  onMissed(missed: () => void): void {
+    this.missed = missed;
   }
 
   /** Delivers here at once; everything published in one turn of the event loop leaves for the others together, in order. */

@@ -11,12 +11,15 @@ export type Deliver = (groupId: string, seq: number, payload: Buffer) => void;
  * - The publishing node's own `deliver` receives each message at once (within the same call): it never depends on a
  *   shared medium, so the writer's own subscribers are served while that medium is away.
  * - Every other node's `deliver` receives each message at most once, per group in publish order. A node cut off from
- *   the shared medium misses messages, never reorders them; subscribers fill such gaps from the history API.
+ *   the shared medium misses messages, never reorders them.
+ * - Once such a node can hear again, `missed` is called: every message published from then on reaches it, and what
+ *   it may have missed is in the message log (the delivery pipeline reads it from there).
  * - The payload is the message as JSON (UTF-8), byte for byte as every node delivers it, with its group id and seq.
  * - `close` stops deliveries to this node.
  */
 export interface FanOut {
   onDeliver(deliver: Deliver): void;
+  onMissed(missed: () => void): void;
   publish(message: StampedMessage): void;
   close(): Promise<void>;
 }
@@ -43,6 +46,9 @@ export class FanOutLocal implements FanOut {
   onDeliver(deliver: Deliver): void {
     this.deliver = deliver;
   }
+
+  /** Never called: the nodes of one process are never cut off from each other. */
+  onMissed(_missed: () => void): void {}
 
   publish(message: StampedMessage): void {
     const payload = Buffer.from(JSON.stringify(message));

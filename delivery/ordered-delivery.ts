@@ -57,11 +57,32 @@ export class OrderedDelivery<T extends Sequenced> {
     const contiguous = last !== undefined && (next === undefined || next === last + 1);
     if (!pending && (contiguous || (last === undefined && this.options.recoverWindowMs === 0)))
       return this.deliver(groupId, sorted);
-    const read = (pending ?? Promise.resolve()).then(() => this.readThenDeliver(groupId, sorted));
-    this.reading.set(groupId, read);
-    void read.then(() => {
-      if (this.reading.get(groupId) === read) this.reading.delete(groupId);
+    void this.afterReads(groupId, () => this.readThenDeliver(groupId, sorted));
+  }
+
+  /** The groups whose delivered seq it remembers. */
+  groups(): string[] {
+    return [...this.delivered.keys()];
+  }
+
+  /**
+   * Delivers what the log holds above the group's delivered seq (its newest maxGap at most), after any read under
+   * way: for a node that may have missed messages, with nothing newer arriving to show it the gap. A group it knows
+   * nothing of is left alone.
+   */
+  catchUp(groupId: string): Promise<void> {
+    if (!this.delivered.has(groupId)) return Promise.resolve();
+    return this.afterReads(groupId, () => this.readNewer(groupId));
+  }
+
+  /** Runs `read` once the group's reads under way are done; the group's later deliveries wait for it. */
+  private afterReads(groupId: string, read: () => Promise<void>): Promise<void> {
+    const done = (this.reading.get(groupId) ?? Promise.resolve()).then(read);
+    this.reading.set(groupId, done);
+    void done.then(() => {
+      if (this.reading.get(groupId) === done) this.reading.delete(groupId);
     });
+    return done;
   }
 
   /** Forgets what it knows of a group: another node writes it now. */
@@ -115,6 +136,26 @@ export class OrderedDelivery<T extends Sequenced> {
       this.options.onError(err, groupId); // the log is away: deliver what is at hand, holes and all
     }
     this.deliver(groupId, ascending);
+  }
+
+  private async readNewer(groupId: string): Promise<void> {
+    try {
+      for (let read = 0; read < this.options.maxGap; ) {
+        const last = this.delivered.get(groupId);
+        if (last === undefined) return;
+        const limit = Math.min(this.options.maxRead, this.options.maxGap - read);
+        const page = await this.log.readAfter(groupId, last, limit);
+        const since = Date.now() - this.options.gapWindowMs;
+        this.deliver(groupId, page.filter((m) => Date.parse(m.createdAt) >= since).map(this.fromLog));
+        if (page.length === 0) return;
+        // Those older than gapWindowMs count as delivered: they are left to the history API.
+        this.remember(groupId, Math.max(this.delivered.get(groupId) ?? 0, page.at(-1)!.seq));
+        if (page.length < limit) return;
+        read += page.length;
+      }
+    } catch (err) {
+      this.options.onError(err, groupId);
+    }
   }
 
   private remember(groupId: string, seq: number): void {

@@ -55,7 +55,8 @@ const ARRIVAL_ORDERING = {
  * On the writer, what the sequencer stored goes out per group in seq order, without holes, each seq once; after a
  * writer change the recent messages are handed on again (at-least-once, same seq). The fan-out comes first: live
  * delivery never waits for push. What arrives on each node is delivered per group in seq order; a gap (messages this
- * node missed while Redis was away, say) is read from the log first.
+ * node missed while Redis was away, say) is read from the log first, and once the fan-out says this node may have
+ * missed messages, every group it delivers is read up to date at once.
  */
 export class DeliveryPipeline {
   /** The sequencer's output (see SequencerOutput). */
@@ -82,5 +83,19 @@ export class DeliveryPipeline {
       { ...ARRIVAL_ORDERING, onError: deps.onGapReadError },
     );
     deps.fanOut.onDeliver((groupId, seq, payload) => arrivals.offer(groupId, [{ seq, payload }]));
+    deps.fanOut.onMissed(() => void catchUp(arrivals));
   }
+}
+
+/** Groups whose missed messages are read from the log at once, after the fan-out was cut. */
+const CATCH_UP_CONCURRENCY = 16;
+
+/**
+ * Reads what this node may have missed while its fan-out was cut, for every group it delivers, so that its
+ * subscribers get it now rather than when the group's next message shows the gap (a quiet group's may be hours away).
+ */
+async function catchUp(arrivals: OrderedDelivery<Arrival>): Promise<void> {
+  const groups = arrivals.groups();
+  for (let at = 0; at < groups.length; at += CATCH_UP_CONCURRENCY)
+    await Promise.all(groups.slice(at, at + CATCH_UP_CONCURRENCY).map((groupId) => arrivals.catchUp(groupId)));
 }

@@ -84,6 +84,20 @@ describe('OrderedDelivery on a real SQLite log', () => {
     expect(published).toEqual([3, 4, 5, 6]);
   });
 
+  it('catches a group up from the log page by page when it may have missed messages, with nothing newer arriving; leaves a group it does not know alone', async () => {
+    const { ordered, published } = fanOut({ recoverWindowMs: 0, gapWindowMs: Number.POSITIVE_INFINITY, maxRead: 2 });
+    const [first] = await append('g7', draft('a'));
+    ordered.offer('g7', [first!]);
+    await append('g7', draft('b'), draft('c'), draft('d')); // stored, never offered: this node's fan-out was cut
+    await append('g8', draft('elsewhere'));
+    await Promise.all([ordered.catchUp('g7'), ordered.catchUp('g8')]);
+    expect(published).toEqual([1, 2, 3, 4]);
+    expect(ordered.groups()).toEqual(['g7']);
+    const [e] = await append('g7', draft('e'));
+    ordered.offer('g7', [e!]);
+    expect(published).toEqual([1, 2, 3, 4, 5]); // at once: the group is caught up, so no gap is read
+  });
+
   it('delivers only the newest maxGap messages of a longer gap', async () => {
     const { ordered, published } = fanOut({ recoverWindowMs: 0, gapWindowMs: Number.POSITIVE_INFINITY, maxGap: 2 });
     const [first] = await append('g5', draft('a'));
