@@ -118,19 +118,7 @@ export class OrderedDelivery<T extends Sequenced> {
         this.deliver(groupId, recent.map(this.fromLog));
       } else if (last !== undefined) {
         const first = ascending.find((item) => item.seq > last)?.seq;
-        // The gap's newest maxGap messages, page by page, ascending; each page is delivered before the next is read.
-        for (
-          let after = Math.max(last, (first ?? 0) - 1 - this.options.maxGap);
-          first !== undefined && after < first - 1;
-        ) {
-          const page = await this.log.readAfter(groupId, after, Math.min(first - 1 - after, this.options.maxRead));
-          if (page.length === 0) break;
-          const wanted = page.filter(
-            (m) => m.seq < first && Date.parse(m.createdAt) >= since(this.options.gapWindowMs),
-          );
-          this.deliver(groupId, wanted.map(this.fromLog));
-          after = page.at(-1)!.seq;
-        }
+        if (first !== undefined) await this.fillGap(groupId, last, first);
       }
     } catch (err) {
       this.options.onError(err, groupId); // the log is away: deliver what is at hand, holes and all
@@ -138,21 +126,30 @@ export class OrderedDelivery<T extends Sequenced> {
     this.deliver(groupId, ascending);
   }
 
+  /**
+   * Fills the gap between seqs `last` and `first`: its newest maxGap messages, page by page, each page delivered
+   * before the next is read.
+   */
+  private async fillGap(groupId: string, last: number, first: number): Promise<void> {
+    const since = Date.now() - this.options.gapWindowMs;
+    for (let after = Math.max(last, first - 1 - this.options.maxGap); after < first - 1; ) {
+      const page = await this.log.readAfter(groupId, after, Math.min(first - 1 - after, this.options.maxRead));
+      if (page.length === 0) break;
+      this.deliver(groupId, page.filter((m) => m.seq < first && Date.parse(m.createdAt) >= since).map(this.fromLog));
+      after = page.at(-1)!.seq;
+    }
+  }
+
+  /** The gap between the delivered seq and the log's last, filled as one below an arriving message would be. */
   private async readNewer(groupId: string): Promise<void> {
+    const last = this.delivered.get(groupId);
+    if (last === undefined) return;
     try {
-      for (let read = 0; read < this.options.maxGap; ) {
-        const last = this.delivered.get(groupId);
-        if (last === undefined) return;
-        const limit = Math.min(this.options.maxRead, this.options.maxGap - read);
-        const page = await this.log.readAfter(groupId, last, limit);
-        const since = Date.now() - this.options.gapWindowMs;
-        this.deliver(groupId, page.filter((m) => Date.parse(m.createdAt) >= since).map(this.fromLog));
-        if (page.length === 0) return;
-        // Those older than gapWindowMs count as delivered: they are left to the history API.
-        this.remember(groupId, Math.max(this.delivered.get(groupId) ?? 0, page.at(-1)!.seq));
-        if (page.length < limit) return;
-        read += page.length;
-      }
+      const newest = await this.log.lastSeq(groupId);
+      await this.fillGap(groupId, last, newest + 1);
+      // What the gap left out (older than gapWindowMs, or below its newest maxGap) counts as delivered, as below an
+      // arriving message: the history API has it.
+      if (newest > (this.delivered.get(groupId) ?? 0)) this.remember(groupId, newest);
     } catch (err) {
       this.options.onError(err, groupId);
     }
