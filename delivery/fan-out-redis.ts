@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { StampedMessage } from '../protocol/index.js';
-import type { Deliver, FanOut } from './fan-out.js';
+import { type Deliver, type FanOut, Publishers } from './fan-out.js';
 
 const CHANNEL = 'chorus:fanout';
 /** Bytes in one Redis message, far below Redis's output-buffer limit for pub/sub subscribers (32 MB by default). */
@@ -26,6 +26,7 @@ export class FanOutRedis implements FanOut {
   private deliver: Deliver | undefined;
   private missed: (() => void) | undefined;
   private readonly header: string;
+  private readonly publishers = new Publishers();
 
   private constructor(
     private readonly publisher: Redis,
@@ -65,6 +66,7 @@ export class FanOutRedis implements FanOut {
   /** Delivers here at once; everything published in one turn of the event loop leaves for the others together, in order. */
   publish(message: StampedMessage): void {
     const json = JSON.stringify(message);
+    this.publishers.heard(message.groupId, this.nodeId);
     this.deliver?.(message.groupId, message.seq, Buffer.from(json));
     const line = `${message.groupId} ${message.seq} ${json}`;
     const bytes = Buffer.byteLength(line) + 1;
@@ -90,7 +92,8 @@ export class FanOutRedis implements FanOut {
   /** Each message's bytes are handed on as a view of the body: decoding and encoding them again would only copy. */
   private receive(body: Buffer): void {
     const headerEnd = body.indexOf(NEWLINE);
-    if (headerEnd === -1 || body.toString('latin1', 0, headerEnd) === this.nodeId) return;
+    const publisher = headerEnd === -1 ? this.nodeId : body.toString('latin1', 0, headerEnd);
+    if (publisher === this.nodeId) return;
     for (let start = headerEnd + 1; start < body.length; ) {
       const newline = body.indexOf(NEWLINE, start);
       const end = newline === -1 ? body.length : newline;
@@ -98,10 +101,16 @@ export class FanOutRedis implements FanOut {
       const seqEnd = space === -1 ? -1 : body.indexOf(SPACE, space + 1);
       if (space > start && seqEnd > space && seqEnd < end) {
         const seq = Number(body.toString('latin1', space + 1, seqEnd));
-        this.deliver?.(body.toString('latin1', start, space), seq, body.subarray(seqEnd + 1, end));
+        const groupId = body.toString('latin1', start, space);
+        this.publishers.heard(groupId, publisher);
+        this.deliver?.(groupId, seq, body.subarray(seqEnd + 1, end));
       }
       start = end + 1;
     }
+  }
+
+  publisherOf(groupId: string): string | undefined {
+    return this.publishers.of(groupId);
   }
 
   async close(): Promise<void> {

@@ -15,13 +15,36 @@ export type Deliver = (groupId: string, seq: number, payload: Buffer) => void;
  * - Once such a node can hear again, `missed` is called: every message published from then on reaches it, and what
  *   it may have missed is in the message log (the delivery pipeline reads it from there).
  * - The payload is the message as JSON (UTF-8), byte for byte as every node delivers it, with its group id and seq.
+ * - `publisherOf(groupId)` names the node whose publish of the group was delivered here last (this node for its own):
+ *   the group's writer then, as far as this node heard. Undefined for a group not heard of lately (at most
+ *   PUBLISHERS_KEPT groups are remembered).
  * - `close` stops deliveries to this node.
  */
 export interface FanOut {
   onDeliver(deliver: Deliver): void;
   onMissed(missed: () => void): void;
   publish(message: StampedMessage): void;
+  publisherOf(groupId: string): string | undefined;
   close(): Promise<void>;
+}
+
+/** Groups whose last publisher a node remembers: the most recently heard. */
+export const PUBLISHERS_KEPT = 100_000;
+
+/** Which node published each group's last message heard here, for the PUBLISHERS_KEPT groups heard most recently. */
+export class Publishers {
+  private readonly last = new Map<string, string>();
+
+  heard(groupId: string, nodeId: string): void {
+    // Taken out and put back, so that the map's first entry is always the group heard longest ago.
+    this.last.delete(groupId);
+    this.last.set(groupId, nodeId);
+    if (this.last.size > PUBLISHERS_KEPT) this.last.delete(this.last.keys().next().value!);
+  }
+
+  of(groupId: string): string | undefined {
+    return this.last.get(groupId);
+  }
 }
 
 /**
@@ -30,14 +53,18 @@ export interface FanOut {
  */
 export class FanOutLocal implements FanOut {
   private deliver: Deliver | undefined;
+  private readonly publishers = new Publishers();
 
-  private constructor(private readonly peers: Set<FanOutLocal>) {}
+  private constructor(
+    private readonly peers: Set<FanOutLocal>,
+    private readonly nodeId: string,
+  ) {}
 
-  /** A medium shared by the nodes it makes: `hub()()` is one node; call the result again for more. */
-  static hub(): () => FanOutLocal {
+  /** A medium shared by the nodes it makes: `hub()(nodeId)` is one node; call the result again for more. */
+  static hub(): (nodeId: string) => FanOutLocal {
     const peers = new Set<FanOutLocal>();
-    return () => {
-      const node = new FanOutLocal(peers);
+    return (nodeId) => {
+      const node = new FanOutLocal(peers, nodeId);
       peers.add(node);
       return node;
     };
@@ -52,8 +79,17 @@ export class FanOutLocal implements FanOut {
 
   publish(message: StampedMessage): void {
     const payload = Buffer.from(JSON.stringify(message));
+    this.heard(message, payload, this.nodeId);
+    for (const peer of this.peers) if (peer !== this) peer.heard(message, payload, this.nodeId);
+  }
+
+  private heard(message: StampedMessage, payload: Buffer, publisher: string): void {
+    this.publishers.heard(message.groupId, publisher);
     this.deliver?.(message.groupId, message.seq, payload);
-    for (const peer of this.peers) if (peer !== this) peer.deliver?.(message.groupId, message.seq, payload);
+  }
+
+  publisherOf(groupId: string): string | undefined {
+    return this.publishers.of(groupId);
   }
 
   async close(): Promise<void> {

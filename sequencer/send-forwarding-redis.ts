@@ -1,9 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import type { DeliveredMark } from '../groups/group-store.js';
 import { ChorusError, errorCatalog, type ErrorCode, type StampedMessage } from '../protocol/index.js';
 import { WriterMovedError } from './group-writers.js';
 import type { SendResult } from './sequencer.js';
-import type { ForwardedSend, SendForwarding, SendForwardingOptions } from './send-forwarding.js';
+import {
+  type ForwardedSend,
+  MAX_RELAYED_MARKS,
+  type SendForwarding,
+  type SendForwardingOptions,
+} from './send-forwarding.js';
 
 type Answer =
   | { id: string; result: SendResult }
@@ -13,10 +19,14 @@ interface Request extends ForwardedSend {
   id: string;
   from: string;
 }
-/** What travels on a node's channel: requests for it to serve and answers to its own requests, batched per turn. */
+/**
+ * What travels on a node's channel: requests for it to serve, answers to its own requests and delivered marks of the
+ * groups it writes, batched per turn.
+ */
 interface Envelope {
   requests?: Request[];
   answers?: Answer[];
+  marks?: DeliveredMark[];
 }
 
 const channelOf = (nodeId: string) => `chorus:sends:${nodeId}`;
@@ -52,6 +62,7 @@ export class SendForwardingRedis implements SendForwarding {
   private readonly outbox = new Map<string, Envelope>();
   private flushScheduled = false;
   private serve: ((send: ForwardedSend) => Promise<SendResult>) | undefined;
+  private takeMarks: ((marks: DeliveredMark[]) => void) | undefined;
 
   private constructor(
     private readonly publisher: Redis,
@@ -105,6 +116,15 @@ export class SendForwardingRedis implements SendForwarding {
     });
   }
 
+  onMarks(handler: (marks: DeliveredMark[]) => void): void {
+    this.takeMarks = handler;
+  }
+
+  /** Lost with Redis, or when nobody listens on that node's channel: marks are hints that later ones supersede. */
+  relayMarks(nodeId: string, marks: DeliveredMark[]): void {
+    for (const mark of marks.slice(0, MAX_RELAYED_MARKS)) this.post(nodeId, 'marks', mark);
+  }
+
   private post<K extends keyof Envelope>(nodeId: string, kind: K, item: NonNullable<Envelope[K]>[number]): void {
     let envelope = this.outbox.get(nodeId);
     if (!envelope) this.outbox.set(nodeId, (envelope = {}));
@@ -144,6 +164,10 @@ export class SendForwardingRedis implements SendForwarding {
     }
     for (const answer of Array.isArray(envelope.answers) ? envelope.answers : []) this.settle(answer);
     for (const request of Array.isArray(envelope.requests) ? envelope.requests : []) void this.answer(request);
+    if (Array.isArray(envelope.marks)) {
+      const marks = envelope.marks.slice(0, MAX_RELAYED_MARKS).filter(isDeliveredMark);
+      if (marks.length > 0) this.takeMarks?.(marks);
+    }
   }
 
   private async answer(request: Request): Promise<void> {
@@ -208,6 +232,12 @@ export class SendForwardingRedis implements SendForwarding {
       waiting.reject(new ChorusError('STORE_UNAVAILABLE', 'this node is shutting down'));
     }
     this.waiting.clear();
+    this.takeMarks = undefined;
     await this.subscriber.unsubscribe().catch(() => undefined);
   }
 }
+
+const isDeliveredMark = (mark: unknown): mark is DeliveredMark => {
+  const { groupId, userId, seq } = (mark ?? {}) as Partial<DeliveredMark>;
+  return typeof groupId === 'string' && typeof userId === 'string' && Number.isSafeInteger(seq) && seq! > 0;
+};

@@ -1,3 +1,4 @@
+import type { DeliveredMark } from '../groups/group-store.js';
 import { ChorusError } from '../protocol/index.js';
 import { WriterMovedError } from './group-writers.js';
 import type { SendResult } from './sequencer.js';
@@ -19,7 +20,8 @@ export interface SendForwardingOptions {
 }
 
 /**
- * How a send reaches the sequencer of the node that writes its group: the seam between nodes on the send path.
+ * How a send reaches the sequencer of the node that writes its group: the seam between nodes on the send path. Members'
+ * delivered marks travel to the writer the same way, so that each group's are stored and told from one node.
  *
  * Contract:
  * - `forward(nodeId, send)` hands the send to the `onRequest` handler of node `nodeId`, at most once, and settles as
@@ -31,6 +33,9 @@ export interface SendForwardingOptions {
  *   been stored, and a retry with the same clientMsgId is safe.
  * - With `maxPending` sends waiting for answers, another is refused at once with OVERLOADED.
  * - `close` rejects every send still waiting with STORE_UNAVAILABLE and stops serving requests.
+ * - `relayMarks(nodeId, marks)` hands the marks to the `onMarks` handler of node `nodeId`, at most once and best
+ *   effort: they are lost when that node is gone or the medium is away (a later delivery carries a higher mark). At
+ *   most MAX_RELAYED_MARKS per call.
  */
 export interface SendForwarding {
   /** This node's address, as other nodes forward to it. */
@@ -38,8 +43,14 @@ export interface SendForwarding {
   /** Serves sends forwarded to this node with `handler`. */
   onRequest(handler: (send: ForwardedSend) => Promise<SendResult>): void;
   forward(nodeId: string, send: ForwardedSend): Promise<SendResult>;
+  /** Serves delivered marks other nodes relay to this one with `handler`. */
+  onMarks(handler: (marks: DeliveredMark[]) => void): void;
+  relayMarks(nodeId: string, marks: DeliveredMark[]): void;
   close(): Promise<void>;
 }
+
+/** Delivered marks in one relayMarks call (about 1 MB as JSON): a node writes any more itself. */
+export const MAX_RELAYED_MARKS = 10_000;
 
 /**
  * Forwarding between the nodes of one process: the memory implementation (one node, which never forwards, or several
@@ -47,6 +58,7 @@ export interface SendForwarding {
  */
 export class SendForwardingLocal implements SendForwarding {
   private serve: ((send: ForwardedSend) => Promise<SendResult>) | undefined;
+  private takeMarks: ((marks: DeliveredMark[]) => void) | undefined;
   private readonly waiting = new Set<(err: unknown) => void>();
 
   private constructor(
@@ -95,6 +107,15 @@ export class SendForwardingLocal implements SendForwarding {
     });
   }
 
+  onMarks(handler: (marks: DeliveredMark[]) => void): void {
+    this.takeMarks = handler;
+  }
+
+  relayMarks(nodeId: string, marks: DeliveredMark[]): void {
+    const copy = structuredClone(marks.slice(0, MAX_RELAYED_MARKS)); // as marks crossing a network would be
+    setImmediate(() => this.nodes.get(nodeId)?.takeMarks?.(copy));
+  }
+
   private async answer(send: ForwardedSend): Promise<SendResult> {
     // A copy, as a send crossing a network would be: the serving node must not share the caller's objects.
     const copy = structuredClone(send);
@@ -111,6 +132,7 @@ export class SendForwardingLocal implements SendForwarding {
   async close(): Promise<void> {
     this.nodes.delete(this.nodeId);
     this.serve = undefined;
+    this.takeMarks = undefined;
     for (const fail of [...this.waiting]) fail(new ChorusError('STORE_UNAVAILABLE', 'this node is shutting down'));
   }
 }

@@ -93,7 +93,7 @@ export function embeddedBackends(config: ChorusConfig): Backends {
       maxPending: config.maxPendingSends,
       onInternalError: () => {},
     }),
-    fanOut: FanOutLocal.hub()(),
+    fanOut: FanOutLocal.hub()(nodeId),
     search,
     retention: new Retention(groupStore, config.retentionDays),
     async close() {

@@ -141,13 +141,22 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
     logger: brokerLog,
   });
   // Receipts: a member's delivered watermark is told to the group's members (small groups), all marks of a group in
-  // one event per flush, so that a busy group costs one event per member per flush and not one per delivery.
+  // one event per flush, so that a busy group costs one event per member per flush and not one per delivery. In a
+  // cluster each node relays its marks to the group's writer (the node it hears the group's messages from), so that a
+  // group's are stored and told once per flush however many nodes its members are on.
+  const { forwarding, fanOut } = backends;
   const deliveredMarks = new DeliveredMarks(
     backends.groupStore,
     (marks) => events.tellDelivered(marks),
     { flushMs: config.deliveredFlushMs, maxPending: 100_000 },
     logger.child({ component: 'receipts' }),
+    {
+      nodeId: forwarding.nodeId,
+      writerOf: (groupId) => fanOut.publisherOf(groupId),
+      send: (nodeId, marks) => forwarding.relayMarks(nodeId, marks),
+    },
   );
+  forwarding.onMarks((marks) => deliveredMarks.relayed(marks));
   const subscribers = new GroupDelivery(aedes, live, brokerLog, (groupId, userId, seq) =>
     deliveredMarks.note(groupId, userId, seq),
   );
@@ -161,7 +170,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
   const sequencerLog = logger.child({ component: 'sequencer' });
   const delivery = new DeliveryPipeline({
     log,
-    fanOut: backends.fanOut,
+    fanOut,
     subscribers,
     hook: notifier,
     onGapReadError: (err, groupId) =>
@@ -194,7 +203,7 @@ export async function startChorus(config: ChorusConfig, options: ChorusBackends 
       })
     : null;
   pruner?.start();
-  const sends = new SendRouter(backends.writers, sequencer, backends.forwarding, config.maxPendingSends);
+  const sends = new SendRouter(backends.writers, sequencer, forwarding, config.maxPendingSends);
   const readReceipts = new ReadReceipts(groups, log, events.tellGroup);
   const broker = new ChorusBroker({
     aedes,

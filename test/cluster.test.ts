@@ -317,6 +317,32 @@ describe('many nodes sharing Redis and Cassandra', () => {
     await Promise.all([alice.close(), bob.close(), ...carols.map((carol) => carol.endAsync())]);
   }, 60_000);
 
+  it("stores and tells a group's delivered marks from its writer, those of members on different nodes together", async () => {
+    const groupId = await newGroup('alice', ['bob', 'carol']);
+    const [alice, bob, carol] = await Promise.all([raw('alice', a), raw('bob', b), raw('carol', c)]);
+    const told: { userId: string; seq: number }[][] = [];
+    alice.on('message', (topic, p) => {
+      const event = JSON.parse(p.toString());
+      if (topic === 'users/alice/events' && event.type === 'delivered' && event.groupId === groupId)
+        told.push(event.marks);
+    });
+    await alice.subscribeAsync([`groups/${groupId}/messages`, 'users/alice/events'], { qos: 1 });
+    await bob.subscribeAsync(`groups/${groupId}/messages`, { qos: 1 });
+    // Sent by carol on node c, which becomes the group's writer and has no subscriber of it; alice's and bob's
+    // clients PUBACK it on nodes a and b.
+    await carol.publishAsync(`groups/${groupId}/messages`, JSON.stringify({ clientMsgId: 'marks', body: 'x' }), {
+      qos: 1,
+    });
+    expect((await writerOf(groupId)).node).toMatch(/^node-c~/); // a node's id and the instance it runs
+    await until(() => told.flat().length >= 2, "alice's and bob's marks told to alice", 15_000);
+    // Relayed to node c, the two marks are stored and told there in one event; were each node to store and tell its
+    // own, they would come in two.
+    expect(told.map((marks) => marks.map((m) => `${m.userId}:${m.seq}`).sort())).toEqual([['alice:1', 'bob:1']]);
+    const rows = await cassandra.execute('SELECT user_id, seq FROM delivered_marks WHERE group_id = ?', [groupId]);
+    expect(rows.rows.map((r) => `${r.get('user_id')}:${r.get('seq')}`).sort()).toEqual(['alice:1', 'bob:1']);
+    await Promise.all([alice, bob, carol].map((client) => client.endAsync()));
+  }, 30_000);
+
   it('revokes a removed member on every node at once', async () => {
     const groupId = await newGroup('alice', ['bob']);
     const { clients: bobs, received } = await subscribedOn('bob', [a, b, c], groupId);

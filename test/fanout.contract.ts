@@ -69,6 +69,28 @@ export function fanOutContract(name: string, medium: () => Promise<FanOutMedium>
       }
     });
 
+    it("names on every node the node that published a group's last message", async () => {
+      const m = await open();
+      const [first, second] = [await m.node(), await m.node()];
+      const [gotFirst, gotSecond] = [recorder(first), recorder(second)];
+      expect(second.publisherOf('g-moved')).toBeUndefined();
+      first.publish(stamped('g-moved', 1));
+      await until(() => gotSecond.length === 1, 'the second node hears seq 1');
+      expect([first.publisherOf('g-moved'), second.publisherOf('g-moved')]).toEqual([
+        first.publisherOf('g-moved'),
+        first.publisherOf('g-moved'),
+      ]);
+      const firstId = first.publisherOf('g-moved');
+      expect(firstId).toEqual(expect.any(String));
+      // The group's writer moves to the second node: its next message names it, on both.
+      second.publish(stamped('g-moved', 2));
+      await until(() => gotFirst.length === 2, 'the first node hears seq 2');
+      const secondId = second.publisherOf('g-moved');
+      expect(secondId).not.toBe(firstId);
+      expect(first.publisherOf('g-moved')).toBe(secondId);
+      expect(first.publisherOf('g-never')).toBeUndefined();
+    });
+
     it('stops delivering to a node once it is closed', async () => {
       const m = await open();
       const [writer, leaving] = [await m.node(), await m.node()];

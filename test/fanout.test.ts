@@ -11,7 +11,7 @@ afterAll(closeAll);
 
 fanOutContract('FanOutLocal', async () => {
   const node = FanOutLocal.hub();
-  return { node: async () => node(), close: async () => {} };
+  return { node: async () => node(randomUUID()), close: async () => {} };
 });
 
 fanOutContract('FanOutRedis (real Redis)', async () => {

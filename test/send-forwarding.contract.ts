@@ -2,7 +2,14 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { StampedMessage } from '../protocol/index.js';
 import { ChorusError } from '../protocol/index.js';
 import { WriterMovedError } from '../sequencer/group-writers.js';
-import type { ForwardedSend, SendForwarding, SendForwardingOptions } from '../sequencer/send-forwarding.js';
+import type { DeliveredMark } from '../groups/group-store.js';
+import {
+  type ForwardedSend,
+  MAX_RELAYED_MARKS,
+  type SendForwarding,
+  type SendForwardingOptions,
+} from '../sequencer/send-forwarding.js';
+import { until } from './harness.js';
 
 /** Nodes sharing one medium: `node(id, options)` makes another. */
 export interface ForwardingMedium {
@@ -93,6 +100,42 @@ export function sendForwardingContract(name: string, medium: () => Promise<Forwa
       const waiting = [asking.forward(serving.nodeId, send), asking.forward(serving.nodeId, send)];
       await expect(asking.forward(serving.nodeId, send)).rejects.toMatchObject({ code: 'OVERLOADED' });
       for (const w of waiting) await expect(w).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    });
+
+    it('relays delivered marks to the named node once, at most MAX_RELAYED_MARKS of a call, and to nobody else', async () => {
+      const { serving, asking } = await pair();
+      const got: DeliveredMark[][] = [];
+      const elsewhere: DeliveredMark[][] = [];
+      serving.onMarks((marks) => got.push(marks));
+      asking.onMarks((marks) => elsewhere.push(marks));
+      const marks = [
+        { groupId: 'g1', userId: 'bob', seq: 3 },
+        { groupId: 'g2', userId: 'carol', seq: 9 },
+      ];
+      asking.relayMarks(serving.nodeId, marks);
+      await until(() => got.length === 1, 'the marks reach the named node');
+      expect(got[0]).toEqual(marks);
+      const many = Array.from({ length: MAX_RELAYED_MARKS + 5 }, (_, i) => ({
+        groupId: 'g3',
+        userId: `u${i}`,
+        seq: 1,
+      }));
+      asking.relayMarks(serving.nodeId, many);
+      await until(() => got.length === 2, 'the big relay arrives');
+      expect(got[1]).toEqual(many.slice(0, MAX_RELAYED_MARKS));
+      await new Promise((resolve) => setTimeout(resolve, 100)); // room for a duplicate to show up
+      expect(got).toHaveLength(2);
+      expect(elsewhere).toEqual([]);
+    });
+
+    it('drops marks relayed to a node that is gone', async () => {
+      const { serving, asking } = await pair();
+      const got: DeliveredMark[][] = [];
+      serving.onMarks((marks) => got.push(marks));
+      await serving.close();
+      asking.relayMarks(serving.nodeId, [{ groupId: 'g1', userId: 'bob', seq: 1 }]);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(got).toEqual([]);
     });
 
     it('rejects the sends still waiting when it closes', async () => {

@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { WriterMovedError } from '../sequencer/group-writers.js';
 import { SendForwardingLocal } from '../sequencer/send-forwarding.js';
 import { SendForwardingRedis } from '../sequencer/send-forwarding-redis.js';
+import { until } from './harness.js';
 import { sendForwardingContract } from './send-forwarding.contract.js';
 import { redisConnections } from './services.js';
 
@@ -66,5 +67,35 @@ describe('SendForwardingRedis: requests posted again', () => {
     await expect(forwarded).rejects.toBeInstanceOf(WriterMovedError);
     expect(Date.now() - started).toBeLessThan(5000);
     await asking.close();
+  });
+});
+
+describe('SendForwardingRedis: relayed marks', () => {
+  const options = { timeoutMs: 10_000, maxPending: 100, onInternalError: () => undefined };
+
+  it('takes from its channel only well-formed delivered marks', async () => {
+    const publisher = await connect();
+    const nodeId = `marks-${process.pid}-${Date.now()}`;
+    const serving = await SendForwardingRedis.start(publisher, await connect(), nodeId, options);
+    const got: unknown[][] = [];
+    serving.onMarks((marks) => got.push(marks));
+    const good = { groupId: 'g1', userId: 'bob', seq: 4 };
+    const bad = [
+      { groupId: 'g1', userId: 'bob', seq: 0 },
+      { groupId: 'g1', userId: 'bob', seq: 1.5 },
+      { groupId: 'g1', userId: 'bob', seq: '4' },
+      { groupId: 7, userId: 'bob', seq: 4 },
+      { groupId: 'g1', seq: 4 },
+      null,
+      'g1',
+    ];
+    await publisher.publish(`chorus:sends:${nodeId}`, JSON.stringify({ marks: [...bad, good] }));
+    await publisher.publish(`chorus:sends:${nodeId}`, JSON.stringify({ marks: bad }));
+    await publisher.publish(`chorus:sends:${nodeId}`, JSON.stringify({ marks: 'all of them' }));
+    await publisher.publish(`chorus:sends:${nodeId}`, 'not json');
+    await until(() => got.length >= 1, 'the good mark arrives');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(got).toEqual([[good]]);
+    await serving.close();
   });
 });
