@@ -15,6 +15,7 @@ import { cpus } from 'node:os';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { PRESENCE_USERS_PER_CALL } from '../broker/presence-redis.js';
+import { MARKS_PER_BATCH } from '../groups/group-store-cassandra.js';
 import { PASS_INTERVAL_MS } from '../push/notifier.js';
 
 const Micros = Type.Number({ minimum: 0, description: 'CPU microseconds, every thread of the process' });
@@ -181,6 +182,10 @@ export interface FleetLoad {
   connectsPerSec: number;
   /** History pages per second (a catch-up after each reconnect, and scrolling). */
   historyPagesPerSec: number;
+  /** How often delivered marks are written and told (the deliveredFlushMs setting). */
+  deliveredFlushMs: number;
+  /** Groups larger than this are told no live events (the liveEventsMaxGroupMembers setting). */
+  liveEventsMaxGroupMembers: number;
   /** CPU share of each node left free: p99 stays low only below saturation. */
   headroom: number;
   coresPerNode: number;
@@ -197,6 +202,35 @@ export interface FleetSize {
   cassandraWritesPerSec: number;
   cassandraReadsPerSec: number;
   cassandraCores: number;
+  /** Delivered marks: Cassandra writes (one-partition batches) and events told to groups, per second. */
+  markWritesPerSec: number;
+  /** Delivered-mark events handed to online members, per second. */
+  markEventDeliveriesPerSec: number;
+}
+
+/**
+ * Delivered marks (delivery/delivered-marks.ts): a group's marks are written and told by its writer once per flush
+ * in which the group had deliveries, with messages arriving at random 1 - e^-(its messages per flush) of the flushes,
+ * whatever the number of nodes its members are on (the others relay theirs to the writer). Each is one write per
+ * MARKS_PER_BATCH members (groups/group-store-cassandra.ts) and, in a group of at most liveEventsMaxGroupMembers, one
+ * event on the bus that every node hands to its own online members of the group.
+ */
+function markRates(load: FleetLoad): { writesPerSec: number; eventsPerSec: number; eventDeliveriesPerSec: number } {
+  const flushesPerSec = 1000 / load.deliveredFlushMs;
+  const flushesWithNews = (groups: number, messagesPerSec: number) =>
+    groups * flushesPerSec * (1 - Math.exp(-messagesPerSec / groups / flushesPerSec));
+  const ordinary = load.groups > 0 ? flushesWithNews(load.groups, load.messagesPerSec) : 0;
+  const big = load.bigGroup > 0 ? flushesWithNews(1, load.bigGroupMessagesPerSec) : 0;
+  const batches = (members: number) => Math.max(1, Math.ceil((members * load.onlineShare) / MARKS_PER_BATCH));
+  const told = (members: number) => members <= load.liveEventsMaxGroupMembers;
+  const eventsPerSec = (told(load.avgMembers) ? ordinary : 0) + (told(load.bigGroup) ? big : 0);
+  return {
+    writesPerSec: ordinary * batches(load.avgMembers) + big * batches(load.bigGroup),
+    eventsPerSec,
+    eventDeliveriesPerSec:
+      ((told(load.avgMembers) ? ordinary * load.avgMembers : 0) + (told(load.bigGroup) ? big * load.bigGroup : 0)) *
+      load.onlineShare,
+  };
 }
 
 /** What a load needs on the Cassandra + Redis tier, from the measured costs. */
@@ -209,7 +243,9 @@ export function sizeFleet(costs: MeasuredCosts, load: FleetLoad): FleetSize {
     connectsPerSec: load.connectsPerSec,
     historyPagesPerSec: load.historyPagesPerSec,
   };
-  const busy = nodeCores(costs, rates, 'cluster', 0);
+  const marks = markRates(load);
+  // An event handed to a member is counted at a delivery's cost: an upper estimate (a QoS 0 event has no PUBACK).
+  const busy = nodeCores(costs, rates, 'cluster', 0) + (marks.eventDeliveriesPerSec * costs.node.deliveryUs) / 1e6;
   // Every node pays its idle and active cost and reads every message the others stored from the fan-out.
   const perNode = costs.node.idleCores + costs.node.activeCores + (messages * costs.cluster.fanInUs) / 1e6;
   const usable = load.coresPerNode * (1 - load.headroom) - perNode;
@@ -232,17 +268,30 @@ export function sizeFleet(costs: MeasuredCosts, load: FleetLoad): FleetSize {
   const presenceLookupsPerSec = groupPasses * load.avgMembers * (1 - 1 / nodes);
   const presenceCalls =
     presenceLookupsPerSec > 0 ? presenceLookupsPerSec / PRESENCE_USERS_PER_CALL + nodes * passesPerSec : 0;
+  // A Redis command and a Cassandra write cost what the message path's did on average, measured side by side.
+  const redisUsPerCommand = cluster.redisUsPerMessage / cluster.redisCommandsPerMessage;
+  const cassandraUsPerWrite = cluster.cassandraUsPerMessage / cluster.cassandraWritesPerMessage;
+  // Marks relayed to their groups' writers: one message per node and other node per flush.
+  const relaysPerSec = nodes * (nodes - 1) * (1000 / load.deliveredFlushMs);
+  const markCommandsPerSec = marks.eventsPerSec + relaysPerSec;
   return {
     nodeCores: busy + nodes * perNode,
     nodes,
     nodeMemoryGb: (load.users * costs.node.connectionKb) / 1024 / 1024,
-    redisOpsPerSec: messages * cluster.redisCommandsPerMessage + presenceCalls,
+    redisOpsPerSec: messages * cluster.redisCommandsPerMessage + presenceCalls + markCommandsPerSec,
     presenceLookupsPerSec,
     redisCores:
-      ((messages * cluster.redisUsPerMessage + presenceLookupsPerSec * cluster.redisUsPerPresenceLookup) / 1e6) * spare,
-    cassandraWritesPerSec: messages * cluster.cassandraWritesPerMessage,
+      ((messages * cluster.redisUsPerMessage +
+        presenceLookupsPerSec * cluster.redisUsPerPresenceLookup +
+        markCommandsPerSec * redisUsPerCommand) /
+        1e6) *
+      spare,
+    cassandraWritesPerSec: messages * cluster.cassandraWritesPerMessage + marks.writesPerSec,
     cassandraReadsPerSec: messages * cluster.cassandraReadsPerMessage + load.historyPagesPerSec,
-    cassandraCores: ((messages * cluster.cassandraUsPerMessage) / 1e6) * spare,
+    cassandraCores:
+      ((messages * cluster.cassandraUsPerMessage + marks.writesPerSec * cassandraUsPerWrite) / 1e6) * spare,
+    markWritesPerSec: marks.writesPerSec,
+    markEventDeliveriesPerSec: marks.eventDeliveriesPerSec,
   };
 }
 

@@ -4,7 +4,14 @@
  * nodes, Redis commands/s and Cassandra reads and writes/s, each tier's cores, and the assumptions.
  */
 import { parseArgs } from 'node:util';
+import { ConfigSchema } from '../config/config.js';
 import { COSTS_FILE, type FleetLoad, type FleetSize, readCosts, sizeFleet } from './capacity-model.js';
+
+/** Chorus's own defaults for the settings the model reads. */
+const defaults = {
+  deliveredFlushMs: String(ConfigSchema.properties.deliveredFlushMs.default),
+  liveEventsMaxGroupMembers: String(ConfigSchema.properties.liveEventsMaxGroupMembers.default),
+};
 
 const { values } = parseArgs({
   options: {
@@ -17,6 +24,8 @@ const { values } = parseArgs({
     'online-share': { type: 'string', default: '1' },
     'reconnect-every-s': { type: 'string', default: '600' },
     'pages-per-connect': { type: 'string', default: '1' },
+    'delivered-flush-ms': { type: 'string', default: defaults.deliveredFlushMs },
+    'live-events-max-members': { type: 'string', default: defaults.liveEventsMaxGroupMembers },
     headroom: { type: 'string', default: '0.5' },
     'cores-per-node': { type: 'string', default: '8' },
     costs: { type: 'string', default: COSTS_FILE },
@@ -35,6 +44,9 @@ if (values.help) {
   --online-share F          share of members online when a message arrives (1)
   --reconnect-every-s N     each user reconnects this often on average, and reads history pages then (600)
   --pages-per-connect N     history pages read per reconnect (1)
+  --delivered-flush-ms N    the deliveredFlushMs setting: delivered marks written and told this often (${defaults.deliveredFlushMs})
+  --live-events-max-members N
+                            the liveEventsMaxGroupMembers setting: larger groups are told no receipts (${defaults.liveEventsMaxGroupMembers})
   --headroom F              share of each node's CPU left free, for bursts and p99 < 200 ms (0.5)
   --cores-per-node N        cores of one Chorus node (8)
   --costs FILE              the measured costs (${COSTS_FILE})`);
@@ -63,6 +75,8 @@ const load: FleetLoad = {
   onlineShare: flag('online-share', 0, 1),
   connectsPerSec,
   historyPagesPerSec: connectsPerSec * flag('pages-per-connect', 0),
+  deliveredFlushMs: flag('delivered-flush-ms', 50, 60_000),
+  liveEventsMaxGroupMembers: flag('live-events-max-members', 0),
   headroom: flag('headroom', 0, 0.95),
   coresPerNode: flag('cores-per-node', 1),
 };
@@ -93,7 +107,10 @@ console.log(
   `| Redis | ${n(fleet.redisOpsPerSec)} commands/s (${n(fleet.presenceLookupsPerSec)} members' presence read by push passes), ${n(fleet.redisCores, 1)} cores | ${n(costs.cluster.redisCommandsPerMessage, 2)} commands and ${n(costs.cluster.redisUsPerMessage, 1)} µs per message; ${n(costs.cluster.redisUsPerPresenceLookup, 1)} µs per member's presence |`,
 );
 console.log(
-  `| Cassandra | ${n(fleet.cassandraWritesPerSec)} writes/s and ${n(fleet.cassandraReadsPerSec)} reads/s (coordinator requests), ${n(fleet.cassandraCores, 1)} cores per replica | ${n(costs.cluster.cassandraWritesPerMessage, 2)} writes, ${n(costs.cluster.cassandraReadsPerMessage, 2)} reads and ${n(costs.cluster.cassandraUsPerMessage, 1)} µs per message on one node |`,
+  `| Cassandra | ${n(fleet.cassandraWritesPerSec)} writes/s (${n(fleet.markWritesPerSec)} of them delivered marks) and ${n(fleet.cassandraReadsPerSec)} reads/s (coordinator requests), ${n(fleet.cassandraCores, 1)} cores per replica | ${n(costs.cluster.cassandraWritesPerMessage, 2)} writes, ${n(costs.cluster.cassandraReadsPerMessage, 2)} reads and ${n(costs.cluster.cassandraUsPerMessage, 1)} µs per message on one node; a write of marks as one of messages |`,
+);
+console.log(
+  `\nDelivered marks: each group's are written and told by its writer once per ${load.deliveredFlushMs} ms with deliveries, ${n(fleet.markEventDeliveriesPerSec)} receipt events/s to members (counted in the nodes' cores at a delivery's cost each).`,
 );
 if (fleet.redisCores > 1)
   console.log(

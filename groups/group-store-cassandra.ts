@@ -19,7 +19,7 @@ import {
 /** Rows read per page when a whole partition is scanned (receipt counts, deleting a group). */
 const SCAN_PAGE = 5000;
 /** Delivered watermarks per batch, and batches written at once, by raiseDelivered. */
-const MARKS_PER_BATCH = 100;
+export const MARKS_PER_BATCH = 100;
 const MARK_BATCHES_IN_FLIGHT = 4;
 /** Members added per batch by addMembers: one conditional batch each, well under Cassandra's batch size limits. */
 const BULK_CHUNK = 50;

@@ -53,9 +53,13 @@ const load = {
   onlineShare: 1,
   connectsPerSec: 0,
   historyPagesPerSec: 0,
+  deliveredFlushMs: 1000,
+  liveEventsMaxGroupMembers: 0, // no receipt events, but for the test of delivered marks
   headroom: 0.5,
   coresPerNode: 8,
 };
+/** Delivered-mark writes of `load`: 10,000 groups at 0.5 msg/s each, flushed every second. */
+const markWrites = 10_000 * (1 - Math.exp(-0.5));
 
 describe('capacity model', () => {
   it('recovers the costs that made the samples, from two group sizes at two rates', () => {
@@ -81,7 +85,7 @@ describe('capacity model', () => {
     expect(fleet.nodeCores).toBeCloseTo(2.75 + 2 * 0.085, 6);
     expect(sizeFleet(costs(), { ...load, messagesPerSec: 20_000 }).nodes).toBe(3); // 11 cores busy
     expect(fleet.nodeMemoryGb).toBeCloseTo((100_000 * 16) / 1024 / 1024, 6);
-    expect(fleet.cassandraWritesPerSec).toBeCloseTo(250, 6);
+    expect(fleet.cassandraWritesPerSec).toBeCloseTo(250 + markWrites, 6);
   });
 
   it("counts the push passes' presence reads in Redis: members on other nodes, a pass per group at most per 100 ms", () => {
@@ -92,10 +96,44 @@ describe('capacity model', () => {
     const fleet = sizeFleet(costs(), load);
     expect(passes).toBeGreaterThan(0.97 * 5000);
     expect(fleet.presenceLookupsPerSec).toBeCloseTo(passes * 20 * 0.5, 6);
-    expect(fleet.redisOpsPerSec).toBeCloseTo(5000 * 0.02 + (passes * 10) / 500 + 2 * 10, 6);
-    expect(fleet.redisCores).toBeCloseTo(((5000 * 1 + passes * 10 * 3) / 1e6) * 2, 6); // half of Redis left free
+    const relays = 2 * 1; // each of the 2 nodes relays its marks to the other once a second
+    expect(fleet.redisOpsPerSec).toBeCloseTo(5000 * 0.02 + (passes * 10) / 500 + 2 * 10 + relays, 6);
+    // Half of Redis left free; a relay costs what a command of the message path did (1 µs over 0.02 commands).
+    expect(fleet.redisCores).toBeCloseTo(((5000 * 1 + passes * 10 * 3 + relays * 50) / 1e6) * 2, 6);
     // 10 busy groups at the same rate: each has a pass every interval, 100 a second in all.
     expect(sizeFleet(costs(), { ...load, groups: 10 }).presenceLookupsPerSec).toBeCloseTo(100 * 20 * 0.5, 6);
+  });
+
+  it('counts delivered marks: per group and flush with deliveries one Cassandra write per 100 members and one event to each member, whatever the nodes', () => {
+    const told = { ...load, liveEventsMaxGroupMembers: 1000 };
+    const fleet = sizeFleet(costs(), told);
+    // 0.5 msg/s per group: a flush of a second has news in 1 - e^-0.5 of them (39%), about 3,935 groups a second.
+    expect(fleet.markWritesPerSec).toBeCloseTo(markWrites, 6);
+    expect(fleet.markEventDeliveriesPerSec).toBeCloseTo(markWrites * 20, 6);
+    // Each event to a member costs a delivery (20 µs): 78,694 of them a second, 1.57 cores more than without.
+    expect(fleet.nodeCores).toBeCloseTo(sizeFleet(costs(), load).nodeCores + (markWrites * 20 * 20) / 1e6, 6);
+    // A write of marks costs Cassandra what one of messages did: 20 µs per message over 0.05 writes per message.
+    expect(fleet.cassandraCores).toBeCloseTo(((5000 * 20 + markWrites * 400) / 1e6) * 2, 6);
+    // Twice as many nodes (a smaller node each) write and tell no more marks.
+    const smaller = sizeFleet(costs(), { ...told, coresPerNode: 4 });
+    expect(smaller.nodes).toBeGreaterThan(fleet.nodes);
+    expect(smaller.markWritesPerSec).toBeCloseTo(fleet.markWritesPerSec, 6);
+    expect(smaller.markEventDeliveriesPerSec).toBeCloseTo(fleet.markEventDeliveriesPerSec, 6);
+    // Busier groups: one flush a second each at most. The big group's 100,000 members: 1,000 writes of 100, no events.
+    expect(sizeFleet(costs(), { ...told, groups: 10, messagesPerSec: 1000 }).markWritesPerSec).toBeCloseTo(10, 1);
+    const big = sizeFleet(costs(), {
+      ...told,
+      groups: 10,
+      messagesPerSec: 0,
+      bigGroup: 100_000,
+      bigGroupMessagesPerSec: 1000,
+    });
+    expect(big.markWritesPerSec).toBeCloseTo(1000, 0);
+    expect(big.markEventDeliveriesPerSec).toBe(0);
+    // Flushed every 5 s instead: a fifth of the busy groups' writes.
+    expect(
+      sizeFleet(costs(), { ...told, groups: 10, messagesPerSec: 1000, deliveredFlushMs: 5000 }).markWritesPerSec,
+    ).toBeCloseTo(2, 1);
   });
 
   it('says so when the fan-out alone fills a node: every node reads every message', () => {
