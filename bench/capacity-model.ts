@@ -57,6 +57,11 @@ export const MeasuredCosts = Type.Object({
      */
     redisUsPerPresenceLookup: Micros,
     /**
+     * Redis's CPU per PUBLISH in a cluster (bench:scale's horizontal phase: fan-out commits, forwarded sends, live
+     * events), the price of a receipt event and of a relay of marks.
+     */
+    redisUsPerPublish: Micros,
+    /**
      * What a node pays for each message another node stored: every node reads every commit from the Redis fan-out
      * (bench:scale's horizontal phase).
      */
@@ -268,9 +273,9 @@ export function sizeFleet(costs: MeasuredCosts, load: FleetLoad): FleetSize {
   const presenceLookupsPerSec = groupPasses * load.avgMembers * (1 - 1 / nodes);
   const presenceCalls =
     presenceLookupsPerSec > 0 ? presenceLookupsPerSec / PRESENCE_USERS_PER_CALL + nodes * passesPerSec : 0;
-  // A Redis command and a Cassandra write cost what the message path's did on average, measured side by side.
-  const redisUsPerCommand = cluster.redisUsPerMessage / cluster.redisCommandsPerMessage;
-  const cassandraUsPerWrite = cluster.cassandraUsPerMessage / cluster.cassandraWritesPerMessage;
+  // A Cassandra write of marks costs what one of messages did on average.
+  const cassandraUsPerWrite =
+    cluster.cassandraWritesPerMessage > 0 ? cluster.cassandraUsPerMessage / cluster.cassandraWritesPerMessage : 0;
   // Marks relayed to their groups' writers: one message per node and other node per flush.
   const relaysPerSec = nodes * (nodes - 1) * (1000 / load.deliveredFlushMs);
   const markCommandsPerSec = marks.eventsPerSec + relaysPerSec;
@@ -283,7 +288,7 @@ export function sizeFleet(costs: MeasuredCosts, load: FleetLoad): FleetSize {
     redisCores:
       ((messages * cluster.redisUsPerMessage +
         presenceLookupsPerSec * cluster.redisUsPerPresenceLookup +
-        markCommandsPerSec * redisUsPerCommand) /
+        markCommandsPerSec * cluster.redisUsPerPublish) /
         1e6) *
       spare,
     cassandraWritesPerSec: messages * cluster.cassandraWritesPerMessage + marks.writesPerSec,

@@ -104,7 +104,7 @@ console.log(
   `| Chorus nodes | ${fleet.nodes} x ${load.coresPerNode} cores (${n(fleet.nodeCores, 1)} cores busy, ${load.headroom * 100}% left free), ${n(fleet.nodeMemoryGb, 1)} GB for connections | ${n(costs.node.storeUs * costs.cluster.storeRatio, 1)} µs per message, ${n(costs.node.deliveryUs, 1)} µs per delivery, ${n(costs.node.bigGroupDeliveryUs, 1)} µs per big-group delivery, ${n(costs.node.connectUs)} µs per connect, ${n(costs.cluster.historyPageUs)} µs per history page; each node ${n(costs.cluster.fanInUs, 1)} µs per message another node stored |`,
 );
 console.log(
-  `| Redis | ${n(fleet.redisOpsPerSec)} commands/s (${n(fleet.presenceLookupsPerSec)} members' presence read by push passes), ${n(fleet.redisCores, 1)} cores | ${n(costs.cluster.redisCommandsPerMessage, 2)} commands and ${n(costs.cluster.redisUsPerMessage, 1)} µs per message; ${n(costs.cluster.redisUsPerPresenceLookup, 1)} µs per member's presence |`,
+  `| Redis | ${n(fleet.redisOpsPerSec)} commands/s (${n(fleet.presenceLookupsPerSec)} members' presence read by push passes), ${n(fleet.redisCores, 1)} cores | ${n(costs.cluster.redisCommandsPerMessage, 2)} commands and ${n(costs.cluster.redisUsPerMessage, 1)} µs per message; ${n(costs.cluster.redisUsPerPresenceLookup, 1)} µs per member's presence; ${n(costs.cluster.redisUsPerPublish, 1)} µs per receipt event or relay of marks |`,
 );
 console.log(
   `| Cassandra | ${n(fleet.cassandraWritesPerSec)} writes/s (${n(fleet.markWritesPerSec)} of them delivered marks) and ${n(fleet.cassandraReadsPerSec)} reads/s (coordinator requests), ${n(fleet.cassandraCores, 1)} cores per replica | ${n(costs.cluster.cassandraWritesPerMessage, 2)} writes, ${n(costs.cluster.cassandraReadsPerMessage, 2)} reads and ${n(costs.cluster.cassandraUsPerMessage, 1)} µs per message on one node; a write of marks as one of messages |`,
@@ -114,7 +114,7 @@ console.log(
 );
 if (fleet.redisCores > 1)
   console.log(
-    `\nRedis runs its commands on one thread: with ${load.headroom * 100}% left free this load needs ${n(fleet.redisCores, 1)} of its cores, more than the one it can use. Most of it is the push passes' presence reads: fewer, busier groups or fewer nodes read less.`,
+    `\nRedis runs its commands on one thread: with ${load.headroom * 100}% left free this load needs ${n(fleet.redisCores, 1)} of its cores, more than the one it can use. The push passes' presence reads grow with the nodes, the receipt events with the groups that hear messages: fewer, busier groups, fewer nodes or a longer --delivered-flush-ms ask less.`,
   );
 console.log(
   '\nCassandra cores are per replica: with replication factor 3 every replica does that work. Re-measure on your hardware with `npm run bench` (it rewrites the costs file).',

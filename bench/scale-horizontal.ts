@@ -49,14 +49,18 @@ interface NodeFigures {
   usPerDelivery: number;
 }
 
-/** The push notifier's presence reads over a window: members looked up (one HGETALL each, inside the script). */
+/**
+ * The push notifier's presence reads over a window: members looked up (one HGETALL each, inside the script); and
+ * Redis's CPU per PUBLISH (fan-out commits, forwarded sends and their answers, live events, relayed marks).
+ */
 interface PresenceReads {
   lookupsPerSec: number;
   /** Redis's CPU per lookup: the presence script's time over the lookups it made. */
   redisUsPerLookup: number;
+  redisUsPerPublish: number;
 }
 
-/** Presence reads between two INFO commandstats. */
+/** Presence reads (and publishes) between two INFO commandstats. */
 function presenceReads(
   before: Awaited<ReturnType<typeof redisCommandStats>>,
   after: Awaited<ReturnType<typeof redisCommandStats>>,
@@ -67,6 +71,7 @@ function presenceReads(
   return {
     lookupsPerSec: lookups / seconds,
     redisUsPerLookup: (delta('evalsha', 'usec') + delta('eval', 'usec')) / lookups,
+    redisUsPerPublish: delta('publish', 'usec') / delta('publish', 'calls'),
   };
 }
 
@@ -194,9 +199,13 @@ export async function measureHorizontal(): Promise<boolean> {
   );
   // Each figure is recorded when it was measured: a run whose passes read no presence still records the fan-in.
   if (largest.length > 1) {
-    const cluster: { fanInUs?: number; redisUsPerPresenceLookup?: number } = {};
-    if (Number.isFinite(fanInUs)) cluster.fanInUs = Math.max(0, fanInUs);
+    const cluster: { fanInUs?: number; redisUsPerPresenceLookup?: number; redisUsPerPublish?: number } = {};
+    // A cost at or below zero is the lone node's window measuring high (noise), not a free fan-in: the file keeps the
+    // figure it had, rather than a zero that would size clusters too small.
+    if (fanInUs > 0) cluster.fanInUs = fanInUs;
+    else console.log('the cost per message read from the fan-out was within the noise: not recorded');
     if (Number.isFinite(presence.redisUsPerLookup)) cluster.redisUsPerPresenceLookup = presence.redisUsPerLookup;
+    if (Number.isFinite(presence.redisUsPerPublish)) cluster.redisUsPerPublish = presence.redisUsPerPublish;
     recordCosts({ cluster }, machineName());
   }
   return met;

@@ -28,7 +28,7 @@ export interface FanOut {
   close(): Promise<void>;
 }
 
-/** Groups whose last publisher a node remembers: the most recently heard. */
+/** Groups whose last publisher a node remembers (one dropped may be heard again at its next message). */
 export const PUBLISHERS_KEPT = 100_000;
 
 /** Which node published each group's last message heard here, for the PUBLISHERS_KEPT groups heard most recently. */
@@ -36,7 +36,8 @@ export class Publishers {
   private readonly last = new Map<string, string>();
 
   heard(groupId: string, nodeId: string): void {
-    // Taken out and put back, so that the map's first entry is always the group heard longest ago.
+    if (this.last.get(groupId) === nodeId) return; // nothing new: one lookup per message
+    // Taken out and put back, so that the map's first entry is the group whose publisher changed longest ago.
     this.last.delete(groupId);
     this.last.set(groupId, nodeId);
     if (this.last.size > PUBLISHERS_KEPT) this.last.delete(this.last.keys().next().value!);

@@ -38,6 +38,7 @@ const costs = (cluster: Partial<MeasuredCosts['cluster']> = {}): MeasuredCosts =
     redisUsPerMessage: 1,
     redisCommandsPerMessage: 0.02,
     redisUsPerPresenceLookup: 3,
+    redisUsPerPublish: 4,
     fanInUs: 5,
     ...cluster,
   },
@@ -98,8 +99,8 @@ describe('capacity model', () => {
     expect(fleet.presenceLookupsPerSec).toBeCloseTo(passes * 20 * 0.5, 6);
     const relays = 2 * 1; // each of the 2 nodes relays its marks to the other once a second
     expect(fleet.redisOpsPerSec).toBeCloseTo(5000 * 0.02 + (passes * 10) / 500 + 2 * 10 + relays, 6);
-    // Half of Redis left free; a relay costs what a command of the message path did (1 µs over 0.02 commands).
-    expect(fleet.redisCores).toBeCloseTo(((5000 * 1 + passes * 10 * 3 + relays * 50) / 1e6) * 2, 6);
+    // Half of Redis left free; a relay costs a PUBLISH (4 µs).
+    expect(fleet.redisCores).toBeCloseTo(((5000 * 1 + passes * 10 * 3 + relays * 4) / 1e6) * 2, 6);
     // 10 busy groups at the same rate: each has a pass every interval, 100 a second in all.
     expect(sizeFleet(costs(), { ...load, groups: 10 }).presenceLookupsPerSec).toBeCloseTo(100 * 20 * 0.5, 6);
   });

@@ -136,6 +136,7 @@ describe('capacity model', () => {
         redisUsPerMessage: 0,
         redisCommandsPerMessage: 0,
         redisUsPerPresenceLookup: 0,
+        redisUsPerPublish: 0,
         fanInUs: 0,
       },
     };

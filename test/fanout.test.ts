@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
-import { FanOutLocal } from '../delivery/fan-out.js';
+import { FanOutLocal, PUBLISHERS_KEPT, Publishers } from '../delivery/fan-out.js';
 import { FanOutRedis } from '../delivery/fan-out-redis.js';
 import { fanOutContract, stamped } from './fanout.contract.js';
 import { until } from './harness.js';
@@ -45,5 +45,20 @@ describe('FanOutRedis (real Redis)', () => {
     expect(sizes.length).toBeGreaterThan(1);
     expect(Math.max(...sizes)).toBeLessThanOrEqual(256 * 1024);
     await writer.close();
+  });
+});
+
+describe('Publishers', () => {
+  it(`remembers the publishers of ${PUBLISHERS_KEPT} groups, forgetting first the one whose publisher changed longest ago`, () => {
+    const publishers = new Publishers();
+    publishers.heard('first', 'a');
+    publishers.heard('second', 'a');
+    for (let i = 0; i < PUBLISHERS_KEPT - 2; i++) publishers.heard(`g${i}`, 'a');
+    publishers.heard('first', 'b'); // a new publisher: now the newest entry
+    publishers.heard('one-more', 'a');
+    expect(publishers.of('second')).toBeUndefined();
+    expect(publishers.of('first')).toBe('b');
+    expect(publishers.of('one-more')).toBe('a');
+    expect(publishers.of('g0')).toBe('a');
   });
 });
