@@ -15,8 +15,11 @@ export interface MarksRelay {
   readonly nodeId: string;
   /** The node that writes the group, as far as this node heard; undefined when not known. */
   writerOf(groupId: string): string | undefined;
-  /** Hands marks to that node, which stores and tells them with its own; best effort. At most MAX_RELAYED_MARKS. */
-  send(nodeId: string, marks: DeliveredMark[]): void;
+  /**
+   * Hands marks to that node, which stores and tells them with its own. Rejects when they cannot reach it: this node
+   * keeps them. At most MAX_RELAYED_MARKS.
+   */
+  send(nodeId: string, marks: DeliveredMark[]): Promise<void>;
 }
 
 /** One group's marks held for the next flush. */
@@ -37,7 +40,8 @@ interface PendingGroup {
  * write and tell them, a group with traffic would cost a store write and an event to every member per node per flush:
  * growing with the nodes, for the same deliveries. So a node relays the marks of the groups another node writes to
  * that node (one message per node and flush), and each group's marks are written and told once per flush, by its
- * writer, at most one flush later. A mark whose group's writer is not known here is written here, as before.
+ * writer, at most one flush later. A mark whose group's writer is not known here, or whose relay cannot reach it, is
+ * written here, as before.
  */
 export class DeliveredMarks {
   /** Group id -> its marks: two lookups per PUBACK, no key built for it. */
@@ -100,7 +104,8 @@ export class DeliveredMarks {
     }
     this.pending = new Map();
     this.pendingCount = 0;
-    for (const [nodeId, marks] of elsewhere) this.relay!.send(nodeId, marks);
+    // A relay that cannot reach its node (Redis away, the writer gone) is written here, at the next flush.
+    for (const [nodeId, marks] of elsewhere) this.relay!.send(nodeId, marks).catch(() => this.relayed(marks));
     if (here.length === 0) return this.flushing;
     this.flushing = this.flushing.then(() =>
       this.store.raiseDelivered(here).then(

@@ -20,8 +20,8 @@ interface Request extends ForwardedSend {
   from: string;
 }
 /**
- * What travels on a node's channel: requests for it to serve, answers to its own requests and delivered marks of the
- * groups it writes, batched per turn.
+ * What travels on a node's channel: requests for it to serve and answers to its own requests, batched per turn; or
+ * delivered marks of the groups it writes.
  */
 interface Envelope {
   requests?: Request[];
@@ -120,9 +120,14 @@ export class SendForwardingRedis implements SendForwarding {
     this.takeMarks = handler;
   }
 
-  /** Lost with Redis, or when nobody listens on that node's channel: marks are hints that later ones supersede. */
-  relayMarks(nodeId: string, marks: DeliveredMark[]): void {
-    for (const mark of marks.slice(0, MAX_RELAYED_MARKS)) this.post(nodeId, 'marks', mark);
+  /**
+   * One Redis message of its own (once per node and flush), so that its outcome is known: refused when Redis is away
+   * or nobody listens on that node's channel (it is gone).
+   */
+  async relayMarks(nodeId: string, marks: DeliveredMark[]): Promise<void> {
+    const envelope: Envelope = { marks: marks.slice(0, MAX_RELAYED_MARKS) };
+    const listeners = await this.publisher.publish(channelOf(nodeId), JSON.stringify(envelope));
+    if (listeners === 0) throw new WriterMovedError([]);
   }
 
   private post<K extends keyof Envelope>(nodeId: string, kind: K, item: NonNullable<Envelope[K]>[number]): void {

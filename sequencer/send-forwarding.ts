@@ -33,9 +33,9 @@ export interface SendForwardingOptions {
  *   been stored, and a retry with the same clientMsgId is safe.
  * - With `maxPending` sends waiting for answers, another is refused at once with OVERLOADED.
  * - `close` rejects every send still waiting with STORE_UNAVAILABLE and stops serving requests.
- * - `relayMarks(nodeId, marks)` hands the marks to the `onMarks` handler of node `nodeId`, at most once and best
- *   effort: they are lost when that node is gone or the medium is away (a later delivery carries a higher mark). At
- *   most MAX_RELAYED_MARKS per call.
+ * - `relayMarks(nodeId, marks)` hands the marks to the `onMarks` handler of node `nodeId`, at most once. It rejects
+ *   when they cannot reach it (that node is gone, the medium is away), and the caller keeps them; resolving, they may
+ *   still be lost on the way (a later delivery carries a higher mark). At most MAX_RELAYED_MARKS per call.
  */
 export interface SendForwarding {
   /** This node's address, as other nodes forward to it. */
@@ -45,7 +45,7 @@ export interface SendForwarding {
   forward(nodeId: string, send: ForwardedSend): Promise<SendResult>;
   /** Serves delivered marks other nodes relay to this one with `handler`. */
   onMarks(handler: (marks: DeliveredMark[]) => void): void;
-  relayMarks(nodeId: string, marks: DeliveredMark[]): void;
+  relayMarks(nodeId: string, marks: DeliveredMark[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -111,9 +111,11 @@ export class SendForwardingLocal implements SendForwarding {
     this.takeMarks = handler;
   }
 
-  relayMarks(nodeId: string, marks: DeliveredMark[]): void {
+  async relayMarks(nodeId: string, marks: DeliveredMark[]): Promise<void> {
+    const take = this.nodes.get(nodeId)?.takeMarks;
+    if (!take) throw new WriterMovedError([]);
     const copy = structuredClone(marks.slice(0, MAX_RELAYED_MARKS)); // as marks crossing a network would be
-    setImmediate(() => this.nodes.get(nodeId)?.takeMarks?.(copy));
+    setImmediate(() => take(copy));
   }
 
   private async answer(send: ForwardedSend): Promise<SendResult> {

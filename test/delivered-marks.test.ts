@@ -7,14 +7,22 @@ import { MAX_RELAYED_MARKS } from '../sequencer/send-forwarding.js';
 const logger = pino({ level: 'silent' });
 
 /** A node's marks, with what it stored, told and relayed; `writers` names each group's writer as this node heard. */
-function node(nodeId: string, writers: Record<string, string>, options = { flushMs: 60_000, maxPending: 100_000 }) {
+function node(
+  nodeId: string,
+  writers: Record<string, string>,
+  options = { flushMs: 60_000, maxPending: 100_000 },
+  reachable = (_nodeId: string) => true,
+) {
   const stored: DeliveredMark[][] = [];
   const told: DeliveredMark[][] = [];
   const relayed: [string, DeliveredMark[]][] = [];
   const relay: MarksRelay = {
     nodeId,
     writerOf: (groupId) => writers[groupId],
-    send: (to, marks) => void relayed.push([to, structuredClone(marks)]),
+    send: async (to, marks) => {
+      if (!reachable(to)) throw new Error(`${to} cannot be reached`);
+      relayed.push([to, structuredClone(marks)]);
+    },
   };
   const marks = new DeliveredMarks(
     { raiseDelivered: async (batch) => void stored.push(structuredClone(batch)) },
@@ -118,6 +126,20 @@ describe('DeliveredMarks', () => {
         .map((m) => m.userId)
         .sort(),
     ).toEqual(['bob', 'carol']);
+  });
+
+  it('keeps the marks whose relay cannot reach their writer, and writes them at its next flush', async () => {
+    const b = node('b', { g1: 'a', g2: 'c' }, undefined, (to) => to !== 'a');
+    b.marks.note('g1', 'bob', 2);
+    b.marks.note('g2', 'carol', 3);
+    await b.marks.flush();
+    expect(b.relayed).toEqual([['c', [{ groupId: 'g2', userId: 'carol', seq: 3 }]]]);
+    expect(b.stored).toEqual([]);
+    await new Promise((resolve) => setImmediate(resolve)); // the refused relay comes back
+    b.marks.note('g1', 'bob', 4);
+    await b.marks.flush();
+    expect(b.stored).toEqual([[{ groupId: 'g1', userId: 'bob', seq: 4 }]]);
+    expect(b.relayed).toHaveLength(1); // never relayed again
   });
 
   it('flushes on its own after flushMs', async () => {

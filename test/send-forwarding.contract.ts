@@ -112,7 +112,7 @@ export function sendForwardingContract(name: string, medium: () => Promise<Forwa
         { groupId: 'g1', userId: 'bob', seq: 3 },
         { groupId: 'g2', userId: 'carol', seq: 9 },
       ];
-      asking.relayMarks(serving.nodeId, marks);
+      await asking.relayMarks(serving.nodeId, marks);
       await until(() => got.length === 1, 'the marks reach the named node');
       expect(got[0]).toEqual(marks);
       const many = Array.from({ length: MAX_RELAYED_MARKS + 5 }, (_, i) => ({
@@ -120,7 +120,7 @@ export function sendForwardingContract(name: string, medium: () => Promise<Forwa
         userId: `u${i}`,
         seq: 1,
       }));
-      asking.relayMarks(serving.nodeId, many);
+      await asking.relayMarks(serving.nodeId, many);
       await until(() => got.length === 2, 'the big relay arrives');
       expect(got[1]).toEqual(many.slice(0, MAX_RELAYED_MARKS));
       await new Promise((resolve) => setTimeout(resolve, 100)); // room for a duplicate to show up
@@ -128,12 +128,12 @@ export function sendForwardingContract(name: string, medium: () => Promise<Forwa
       expect(elsewhere).toEqual([]);
     });
 
-    it('drops marks relayed to a node that is gone', async () => {
+    it('refuses marks for a node that is gone, so that the caller keeps them', async () => {
       const { serving, asking } = await pair();
       const got: DeliveredMark[][] = [];
       serving.onMarks((marks) => got.push(marks));
       await serving.close();
-      asking.relayMarks(serving.nodeId, [{ groupId: 'g1', userId: 'bob', seq: 1 }]);
+      await expect(asking.relayMarks(serving.nodeId, [{ groupId: 'g1', userId: 'bob', seq: 1 }])).rejects.toThrow();
       await new Promise((resolve) => setTimeout(resolve, 200));
       expect(got).toEqual([]);
     });

@@ -98,4 +98,12 @@ describe('SendForwardingRedis: relayed marks', () => {
     expect(got).toEqual([[good]]);
     await serving.close();
   });
+
+  it('refuses a relay while Redis cannot be reached', async () => {
+    const publisher = await connect();
+    const asking = await SendForwardingRedis.start(publisher, await connect(), `asking-${process.pid}`, options);
+    publisher.disconnect();
+    await expect(asking.relayMarks('anyone', [{ groupId: 'g1', userId: 'bob', seq: 1 }])).rejects.toThrow();
+    await asking.close();
+  });
 });
