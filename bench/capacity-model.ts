@@ -227,14 +227,13 @@ function markRates(load: FleetLoad): { writesPerSec: number; eventsPerSec: numbe
   const ordinary = load.groups > 0 ? flushesWithNews(load.groups, load.messagesPerSec) : 0;
   const big = load.bigGroup > 0 ? flushesWithNews(1, load.bigGroupMessagesPerSec) : 0;
   const batches = (members: number) => Math.max(1, Math.ceil((members * load.onlineShare) / MARKS_PER_BATCH));
-  const told = (members: number) => members <= load.liveEventsMaxGroupMembers;
-  const eventsPerSec = (told(load.avgMembers) ? ordinary : 0) + (told(load.bigGroup) ? big : 0);
+  // The flushes whose marks are also told, per group size.
+  const toldOrdinary = load.avgMembers <= load.liveEventsMaxGroupMembers ? ordinary : 0;
+  const toldBig = load.bigGroup <= load.liveEventsMaxGroupMembers ? big : 0;
   return {
     writesPerSec: ordinary * batches(load.avgMembers) + big * batches(load.bigGroup),
-    eventsPerSec,
-    eventDeliveriesPerSec:
-      ((told(load.avgMembers) ? ordinary * load.avgMembers : 0) + (told(load.bigGroup) ? big * load.bigGroup : 0)) *
-      load.onlineShare,
+    eventsPerSec: toldOrdinary + toldBig,
+    eventDeliveriesPerSec: (toldOrdinary * load.avgMembers + toldBig * load.bigGroup) * load.onlineShare,
   };
 }
 

@@ -10,9 +10,9 @@
  *
  * Measured per node over the same window: CPU (every thread, /proc) per delivery, and the cluster's cost per message
  * from another node ((node CPU now − a lone node's) / messages read from the fan-out); and over the same windows, from
- * Redis's INFO commandstats, the members whose presence the push passes read and Redis's CPU per member. Target:
- * adding a node raises no other node's CPU per delivery by more than 10%. Medians of BENCH_SCALE_HORIZONTAL_ROUNDS
- * (default 3) windows.
+ * Redis's INFO commandstats, the members whose presence the push passes read, Redis's CPU per member and per
+ * PUBLISH. Target: adding a node raises no other node's CPU per delivery by more than 10%. Medians of
+ * BENCH_SCALE_HORIZONTAL_ROUNDS (default 3) windows.
  */
 import { signToken } from '../auth/token-verifier.js';
 import { recordCosts, machineName } from './capacity-model.js';
@@ -50,22 +50,22 @@ interface NodeFigures {
 }
 
 /**
- * The push notifier's presence reads over a window: members looked up (one HGETALL each, inside the script); and
- * Redis's CPU per PUBLISH (fan-out commits, forwarded sends and their answers, live events, relayed marks).
+ * Redis's work over a window: the push notifier's presence reads, members looked up (one HGETALL each, inside the
+ * script); and its CPU per PUBLISH (fan-out commits, forwarded sends and their answers, live events, relayed marks).
  */
-interface PresenceReads {
+interface RedisWork {
   lookupsPerSec: number;
   /** Redis's CPU per lookup: the presence script's time over the lookups it made. */
   redisUsPerLookup: number;
   redisUsPerPublish: number;
 }
 
-/** Presence reads (and publishes) between two INFO commandstats. */
-function presenceReads(
+/** Redis's work between two INFO commandstats. */
+function redisWork(
   before: Awaited<ReturnType<typeof redisCommandStats>>,
   after: Awaited<ReturnType<typeof redisCommandStats>>,
   seconds: number,
-): PresenceReads {
+): RedisWork {
   const delta = (name: string, key: 'calls' | 'usec') => (after.get(name)?.[key] ?? 0) - (before.get(name)?.[key] ?? 0);
   const lookups = delta('hgetall', 'calls');
   return {
@@ -82,7 +82,7 @@ async function storedSoFar(node: Node): Promise<number> {
 }
 
 /** Runs the load on `nodes` (every one carrying its share) and returns each node's figures. */
-async function measure(nodes: Node[]): Promise<{ figures: NodeFigures[]; presence: PresenceReads }> {
+async function measure(nodes: Node[]): Promise<{ figures: NodeFigures[]; redis: RedisWork }> {
   const n = nodes.length;
   const members: Member[][] = nodes.map(() => []);
   const groupCount = (n * MEMBERS_PER_NODE) / GROUP_SIZE;
@@ -128,7 +128,7 @@ async function measure(nodes: Node[]): Promise<{ figures: NodeFigures[]; presenc
     const redisBefore = await redisCommandStats();
     const started = performance.now();
     for (let round = 0; round < ROUNDS; round++) rounds.push(await step());
-    const presence = presenceReads(redisBefore, await redisCommandStats(), (performance.now() - started) / 1000);
+    const redis = redisWork(redisBefore, await redisCommandStats(), (performance.now() - started) / 1000);
     const stored = (await Promise.all(nodes.map(storedSoFar))).map((count, k) => count - storedBefore[k]!);
     const storedAll = stored.reduce((a, b) => a + b, 0);
     await step(); // close
@@ -146,7 +146,7 @@ async function measure(nodes: Node[]): Promise<{ figures: NodeFigures[]; presenc
         usPerDelivery: median(mine.map((r) => (r.windowCpuSeconds.node * 1e6) / (r.deliveredPerSec * r.seconds))),
       };
     });
-    return { figures, presence };
+    return { figures, redis };
   } finally {
     for (const gen of generators) gen.kill();
   }
@@ -163,15 +163,15 @@ export async function measureHorizontal(): Promise<boolean> {
   console.log('|---|---|---|---|---|---|---|---|');
   const nodes: Node[] = [];
   const sizes: NodeFigures[][] = [];
-  const presenceBySize: PresenceReads[] = [];
+  const redisBySize: RedisWork[] = [];
   let met = true;
   try {
     for (let n = 1; n <= MAX_NODES; n++) {
       nodes.push(await startNode(`horizontal-${n - 1}`, LIMITS));
-      const { figures, presence } = await measure(nodes);
+      const { figures, redis } = await measure(nodes);
       const smaller = sizes.at(-1);
       sizes.push(figures);
-      presenceBySize.push(presence);
+      redisBySize.push(redis);
       for (const [k, f] of figures.entries()) {
         const before = smaller?.[k];
         const rise = before ? f.usPerDelivery / before.usPerDelivery - 1 : Number.NaN;
@@ -193,9 +193,9 @@ export async function measureHorizontal(): Promise<boolean> {
   );
   // A node answers for its own clients' presence: the members on other nodes are read from Redis, by the push
   // notifier of each group's writer, once per pass.
-  const presence = presenceBySize.at(-1)!;
+  const redis = redisBySize.at(-1)!;
   console.log(
-    `presence read from Redis (push notifier passes): ${presenceBySize.map((p, n) => `${n + 1} node${n ? 's' : ''} ${fmt(p.lookupsPerSec)} members/s`).join(', ')}; Redis ${fmt(presence.redisUsPerLookup, 2)} µs per member at ${largest.length} nodes`,
+    `presence read from Redis (push notifier passes): ${redisBySize.map((p, n) => `${n + 1} node${n ? 's' : ''} ${fmt(p.lookupsPerSec)} members/s`).join(', ')}; Redis ${fmt(redis.redisUsPerLookup, 2)} µs per member at ${largest.length} nodes`,
   );
   // Each figure is recorded when it was measured: a run whose passes read no presence still records the fan-in.
   if (largest.length > 1) {
@@ -204,8 +204,8 @@ export async function measureHorizontal(): Promise<boolean> {
     // figure it had, rather than a zero that would size clusters too small.
     if (fanInUs > 0) cluster.fanInUs = fanInUs;
     else console.log('the cost per message read from the fan-out was within the noise: not recorded');
-    if (Number.isFinite(presence.redisUsPerLookup)) cluster.redisUsPerPresenceLookup = presence.redisUsPerLookup;
-    if (Number.isFinite(presence.redisUsPerPublish)) cluster.redisUsPerPublish = presence.redisUsPerPublish;
+    if (Number.isFinite(redis.redisUsPerLookup)) cluster.redisUsPerPresenceLookup = redis.redisUsPerLookup;
+    if (Number.isFinite(redis.redisUsPerPublish)) cluster.redisUsPerPublish = redis.redisUsPerPublish;
     recordCosts({ cluster }, machineName());
   }
   return met;

@@ -92,7 +92,8 @@ export class FanOutRedis implements FanOut {
   /** Each message's bytes are handed on as a view of the body: decoding and encoding them again would only copy. */
   private receive(body: Buffer): void {
     const headerEnd = body.indexOf(NEWLINE);
-    const publisher = headerEnd === -1 ? this.nodeId : body.toString('latin1', 0, headerEnd);
+    if (headerEnd === -1) return;
+    const publisher = body.toString('latin1', 0, headerEnd);
     if (publisher === this.nodeId) return;
     for (let start = headerEnd + 1; start < body.length; ) {
       const newline = body.indexOf(NEWLINE, start);
