@@ -59,18 +59,36 @@ const ADDED_COLUMNS: [string, string][] = [
 ];
 
 /**
- * The search index, in the same database and written in the append's transaction: one document per message with
- * text (searchableText), its rowid in messages.text_doc. `grp` holds the group id as one token (its hex), so a
- * group's search intersects posting lists instead of filtering every match. Contentless: the index keeps no copy of
- * the text, and a deleted message's document is deleted from it (an edit replaces it).
+ * The search index, in the same database: one document per message with text (searchableText), its rowid in
+ * messages.text_doc. `grp` holds the group id as one token (its hex), so a group's search intersects posting lists
+ * instead of filtering every match. Contentless: the index keeps no copy of the text, and a deleted message's document
+ * is deleted from it (an edit replaces it).
+ *
+ * Documents are indexed SEARCH_INDEX_BATCH at a time, in the transaction of the append that makes that many wait: FTS5
+ * writes a segment of its own per transaction, and one per commit of a few messages cost the log about a fifth of its
+ * CPU (bench/sqlite-log.ts). SEARCH_PROGRESS_TABLE holds the last document indexed, in the same transactions; those after it are read from
+ * the messages table by a search (search-sqlite.ts), so every stored message is found, and a crash loses no document.
  */
 export const SEARCH_TABLE = 'message_text';
+/** One row: the last document in the search index; every later text_doc is waiting to be indexed. */
+export const SEARCH_PROGRESS_TABLE = 'message_text_progress';
+/** Documents that wait before they are indexed together (see SEARCH_TABLE). */
+export const SEARCH_INDEX_BATCH = 64;
 export const groupToken = (groupId: string): string => Buffer.from(groupId).toString('hex');
 
 export interface SqliteLogOptions {
   /** 'full' fsyncs every commit (power-loss safe); 'normal' in WAL mode is safe against process crashes only. */
   synchronous: 'full' | 'normal';
+  /** Documents indexed together (default SEARCH_INDEX_BATCH); 1 indexes each message in its own append. */
+  searchIndexBatch?: number;
 }
+
+/** The text a stored row is found by, as it stands now (an edit replaced its body). */
+const rowText = (row: Pick<MessageRow, 'type' | 'body' | 'extra'>): string | null =>
+  searchableText(row.type, {
+    ...(row.extra === null ? {} : (JSON.parse(row.extra) as MessageContent)),
+    body: row.body,
+  });
 
 export const rowToMessage = (groupId: string, row: MessageRow): StampedMessage =>
   toStampedMessage(
@@ -115,12 +133,23 @@ export class MessageLogSqlite implements MessageLog, ExpiringLog {
   private readonly selectExpiredThrough: Database.Statement<[string], { through_seq: number }>;
   private readonly expireTx: (groupId: string, beforeMs: number, limit: number) => number;
   private readonly selectNextGroup: Database.Statement<[string], { group_id: string }>;
-  private search!: { index: Database.Statement<[number, string, string]>; unindex: Database.Statement<[number]> };
-  /** The highest document id in the search index: the next message with text takes the one after. */
+  private search!: {
+    index: Database.Statement<[number, string, string]>;
+    unindex: Database.Statement<[number]>;
+    waiting: Database.Statement<[number], MessageRow & { group_id: string; text_doc: number }>;
+    progress: Database.Statement<[], { doc: number }>;
+    setProgress: Database.Statement<[number]>;
+    lastDoc: Database.Statement<[], { doc: number | null }>;
+  };
+  /** The highest document id given to a message: the next message with text takes the one after. */
   private lastTextDoc = 0;
+  /** The last document in the search index (SEARCH_PROGRESS_TABLE); the ones after it wait to be indexed together. */
+  private indexedThrough = 0;
+  private readonly searchIndexBatch: number;
 
   constructor(path: string, options: SqliteLogOptions) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    this.searchIndexBatch = Math.max(1, options.searchIndexBatch ?? SEARCH_INDEX_BATCH);
     this.db = new Database(path);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
@@ -187,10 +216,10 @@ export class MessageLogSqlite implements MessageLog, ExpiringLog {
     const deleteReactions = db.prepare('DELETE FROM reactions WHERE group_id = ?');
     const deleteExpiredHead = db.prepare('DELETE FROM expired_heads WHERE group_id = ?');
     const unindexGroup = db.prepare(
-      `DELETE FROM ${SEARCH_TABLE} WHERE rowid IN (SELECT text_doc FROM messages WHERE group_id = ? AND text_doc IS NOT NULL)`,
+      `DELETE FROM ${SEARCH_TABLE} WHERE rowid IN (SELECT text_doc FROM messages WHERE group_id = ? AND text_doc <= ?)`,
     );
     this.deleteGroupTx = db.transaction((groupId: string) => {
-      unindexGroup.run(groupId);
+      unindexGroup.run(groupId, this.indexedThrough);
       deleteMessages.run(groupId);
       deleteReactions.run(groupId);
       deleteExpiredHead.run(groupId);
@@ -218,7 +247,7 @@ export class MessageLogSqlite implements MessageLog, ExpiringLog {
       const expired = end === -1 ? rows : rows.slice(0, end);
       if (expired.length === 0) return 0;
       const through = expired.at(-1)!.seq;
-      for (const row of expired) if (row.text_doc !== null) this.search.unindex.run(row.text_doc);
+      for (const row of expired) if (this.isIndexed(row.text_doc)) this.search.unindex.run(row.text_doc!);
       expireMessages.run(groupId, through);
       expireReactions.run(groupId, through);
       raiseExpiredHead.run(groupId, through);
@@ -235,47 +264,89 @@ export class MessageLogSqlite implements MessageLog, ExpiringLog {
       this.db,
       'SELECT * FROM messages WHERE group_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
     );
-    this.appendTx = this.db.transaction((batch: GroupAppend[]) => batch.map((part) => this.appendGroup(part)));
+    this.appendTx = this.db.transaction((batch: GroupAppend[]) => {
+      const outcomes = batch.map((part) => this.appendGroup(part));
+      if (this.lastTextDoc - this.indexedThrough >= this.searchIndexBatch) this.indexWaiting();
+      return outcomes;
+    });
   }
 
   /**
    * Creates the search index when it is missing, and fills it from the messages already stored (a database made
-   * before search existed): in one transaction, at open.
+   * before search existed): in one transaction, at open. A database made before documents waited to be indexed had
+   * each indexed in its append: its progress starts at its last document.
    */
   private openSearchIndex(): void {
-    const exists = this.db.prepare('SELECT 1 FROM sqlite_master WHERE name = ?').get(SEARCH_TABLE) !== undefined;
+    const exists = (name: string) =>
+      this.db.prepare('SELECT 1 FROM sqlite_master WHERE name = ?').get(name) !== undefined;
+    const indexExisted = exists(SEARCH_TABLE);
+    const progressExisted = exists(SEARCH_PROGRESS_TABLE);
     this.db.exec(
       `CREATE VIRTUAL TABLE IF NOT EXISTS ${SEARCH_TABLE} USING fts5(grp, text, tokenize = 'unicode61 remove_diacritics 2', content = '', contentless_delete = 1)`,
     );
     this.db.exec('CREATE INDEX IF NOT EXISTS messages_by_text_doc ON messages (text_doc) WHERE text_doc IS NOT NULL');
+    this.db.exec(
+      `CREATE TABLE IF NOT EXISTS ${SEARCH_PROGRESS_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 0), doc INTEGER NOT NULL)`,
+    );
     this.search = {
       index: this.db.prepare(`INSERT INTO ${SEARCH_TABLE} (rowid, grp, text) VALUES (?, ?, ?)`),
       unindex: this.db.prepare(`DELETE FROM ${SEARCH_TABLE} WHERE rowid = ?`),
+      waiting: this.db.prepare('SELECT * FROM messages WHERE text_doc > ? AND deleted_at IS NULL ORDER BY text_doc'),
+      progress: this.db.prepare(`SELECT doc FROM ${SEARCH_PROGRESS_TABLE} WHERE id = 0`),
+      setProgress: this.db.prepare(
+        `INSERT INTO ${SEARCH_PROGRESS_TABLE} (id, doc) VALUES (0, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc`,
+      ),
+      lastDoc: this.db.prepare('SELECT MAX(text_doc) AS doc FROM messages WHERE text_doc IS NOT NULL'),
     };
-    this.lastTextDoc =
-      this.db.prepare<[], { doc: number | null }>('SELECT MAX(text_doc) AS doc FROM messages').get()?.doc ?? 0;
-    if (exists) return;
+    this.readSearchProgress();
+    if (indexExisted && progressExisted) return;
     // In pages (a statement that is being read cannot be written beside on one connection), in one transaction.
     const page = this.db.prepare<[string, number], MessageRow & { group_id: string }>(
       'SELECT * FROM messages WHERE (group_id, seq) > (?, ?) AND deleted_at IS NULL ORDER BY group_id, seq LIMIT 1000',
     );
     const setDoc = this.db.prepare('UPDATE messages SET text_doc = ? WHERE group_id = ? AND seq = ?');
     this.db.transaction(() => {
-      for (let rows = page.all('', 0); rows.length > 0; rows = page.all(rows.at(-1)!.group_id, rows.at(-1)!.seq)) {
-        for (const row of rows) {
-          const extra = row.extra === null ? {} : (JSON.parse(row.extra) as MessageContent);
-          const text = searchableText(row.type, { ...extra, body: row.body });
-          if (text === null) continue;
-          this.lastTextDoc += 1;
-          this.search.index.run(this.lastTextDoc, groupToken(row.group_id), text);
-          setDoc.run(this.lastTextDoc, row.group_id, row.seq);
+      if (!indexExisted) {
+        for (let rows = page.all('', 0); rows.length > 0; rows = page.all(rows.at(-1)!.group_id, rows.at(-1)!.seq)) {
+          for (const row of rows) {
+            const text = rowText(row);
+            if (text === null) continue;
+            this.lastTextDoc += 1;
+            this.search.index.run(this.lastTextDoc, groupToken(row.group_id), text);
+            setDoc.run(this.lastTextDoc, row.group_id, row.seq);
+          }
         }
       }
+      this.search.setProgress.run(this.lastTextDoc);
     })();
+    this.indexedThrough = this.lastTextDoc;
+  }
+
+  /** The last document given and the last indexed, as stored: at open, and after a transaction that was undone. */
+  private readSearchProgress(): void {
+    this.lastTextDoc = this.search.lastDoc.get()?.doc ?? 0;
+    this.indexedThrough = this.search.progress.get()?.doc ?? 0;
+  }
+
+  /** Whether a message's document is in the search index (not waiting, not a message without text). */
+  private isIndexed(textDoc: number | null): boolean {
+    return textDoc !== null && textDoc <= this.indexedThrough;
+  }
+
+  /**
+   * In the append's transaction: indexes the documents waiting, as their messages stand now (an edit's text, not the
+   * original; a deleted message not at all), and moves the progress past them.
+   */
+  private indexWaiting(): void {
+    for (const row of this.search.waiting.all(this.indexedThrough)) {
+      const text = rowText(row);
+      if (text !== null) this.search.index.run(row.text_doc, groupToken(row.group_id), text);
+    }
+    this.search.setProgress.run(this.lastTextDoc);
+    this.indexedThrough = this.lastTextDoc;
   }
 
   private appendGroup({ groupId, drafts }: GroupAppend): AppendOutcome[] {
-    const grp = groupToken(groupId);
     let last = this.selectLast.get(groupId, groupId)!.seq;
     const inThisCall = new Map<string, StampedMessage>();
     return drafts.map((draft: MessageDraft) => {
@@ -303,7 +374,7 @@ export class MessageLogSqlite implements MessageLog, ExpiringLog {
         return { message: rowToMessage(groupId, stored), duplicate: true };
       }
       last += 1;
-      if (text !== null) this.search.index.run((this.lastTextDoc += 1), grp, text);
+      if (text !== null) this.lastTextDoc += 1;
       const message = toStampedMessage(groupId, last, draft);
       inThisCall.set(key, message);
       if (draft.targetSeq !== undefined) this.applyEvent(groupId, last, draft);
@@ -321,19 +392,16 @@ export class MessageLogSqlite implements MessageLog, ExpiringLog {
       if (target.deleted_at !== null) this.effects.erase.run(target.deleted_at, groupId, seq);
       else if ((target.last_edit_seq ?? 0) < seq) {
         this.effects.edit.run(event.body, event.createdAtMs, seq, groupId, targetSeq);
-        // The index holds the text as it is now: the edit's body replaces the old one, which is no longer found.
-        if (target.text_doc !== null) {
-          const extra = target.extra === null ? {} : (JSON.parse(target.extra) as MessageContent);
-          this.search.unindex.run(target.text_doc);
-          const text = searchableText(target.type, {
-            ...extra,
-            ...(event.body === undefined ? {} : { body: event.body }),
-          });
-          if (text !== null) this.search.index.run(target.text_doc, groupToken(groupId), text);
+        // The index holds the text as it is now: the edit's body replaces the old one, which is no longer found (a
+        // document still waiting is indexed from the row, edited by then).
+        if (this.isIndexed(target.text_doc)) {
+          this.search.unindex.run(target.text_doc!);
+          const text = rowText({ ...target, body: event.body ?? target.body });
+          if (text !== null) this.search.index.run(target.text_doc!, groupToken(groupId), text);
         }
       }
     } else if (effect === 'delete') {
-      if (target.text_doc !== null) this.search.unindex.run(target.text_doc);
+      if (this.isIndexed(target.text_doc)) this.search.unindex.run(target.text_doc!);
       this.effects.erase.run(event.createdAtMs, groupId, targetSeq);
       this.effects.eraseEdits.run(event.createdAtMs, groupId, targetSeq);
       this.effects.dropReactions.run(groupId, targetSeq);
@@ -344,7 +412,12 @@ export class MessageLogSqlite implements MessageLog, ExpiringLog {
   }
 
   async append(batch: GroupAppend[]): Promise<AppendOutcome[][]> {
-    return this.appendTx(batch);
+    try {
+      return this.appendTx(batch);
+    } catch (err) {
+      this.readSearchProgress(); // the transaction was undone, documents given and indexed in it with it
+      throw err;
+    }
   }
 
   async readAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]> {
