@@ -46,18 +46,20 @@ searchContract('scan over the Cassandra log (real Cassandra)', async () => {
   return { log, search: new SearchByScan(log, 10_000) };
 });
 
+/** A text message from alice, sent now. */
+const draft = (clientMsgId: string, body: string, extra: Partial<MessageDraft> = {}): MessageDraft => ({
+  senderId: 'alice',
+  clientMsgId,
+  type: 'text',
+  body,
+  createdAtMs: Date.now(),
+  ...extra,
+});
+
 describe('the SQLite search index', () => {
   it('loses a deleted message and a pre-edit text, not just hides them, and is filled for a database made before it', async () => {
     const file = join(tempDir(), 'messages.db');
     const log = new MessageLogSqlite(file, { synchronous: 'normal', searchIndexBatch: 1 });
-    const draft = (clientMsgId: string, body: string, extra: Partial<MessageDraft> = {}): MessageDraft => ({
-      senderId: 'alice',
-      clientMsgId,
-      type: 'text',
-      body,
-      createdAtMs: Date.now(),
-      ...extra,
-    });
     await log.append([{ groupId: 'g', drafts: [draft('1', 'secret plan'), draft('2', 'old wording')] }]);
     await log.append([
       {
@@ -102,14 +104,6 @@ describe('the SQLite search index', () => {
 });
 
 describe('documents waiting to be indexed', () => {
-  const draft = (clientMsgId: string, body: string, extra: Partial<MessageDraft> = {}): MessageDraft => ({
-    senderId: 'alice',
-    clientMsgId,
-    type: 'text',
-    body,
-    createdAtMs: Date.now(),
-    ...extra,
-  });
   const indexed = (file: string) => {
     const raw = new Database(file, { readonly: true });
     const docs = raw.prepare(`SELECT rowid FROM ${SEARCH_TABLE} ORDER BY rowid`).pluck().all();
