@@ -1,8 +1,7 @@
 import { isVisible } from '../groups/visible-ranges.js';
-import { isEventType, searchableText } from '../protocol/index.js';
+import { isEventType } from '../protocol/index.js';
 import type { MessageLog } from '../sequencer/message-log.js';
-import { matchesTerms, tokensOf } from './query.js';
-import { type GroupSearch, hitOf, type Search, type SearchHit } from './search.js';
+import { type GroupSearch, hitOf, type Search, type SearchHit, textMatches } from './search.js';
 
 /** Messages read per step, newest first. */
 const PAGE = 500;
@@ -31,8 +30,7 @@ export class SearchByScan implements Search {
         if (query.from !== undefined && message.senderId !== query.from) continue;
         const created = Date.parse(message.createdAt);
         if (created < (query.afterMs ?? 0) || created >= (query.beforeMs ?? Number.POSITIVE_INFINITY)) continue;
-        const text = searchableText(message.type, message);
-        if (text === null || !matchesTerms(tokensOf(text), query.terms)) continue;
+        if (!textMatches(message, query.terms)) continue;
         hits.push(hitOf(message, query.terms));
         if (hits.length === limit) return hits;
       }

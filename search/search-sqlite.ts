@@ -1,6 +1,5 @@
 import Database from 'better-sqlite3';
 import { isVisible } from '../groups/visible-ranges.js';
-import { searchableText } from '../protocol/index.js';
 import {
   groupToken,
   type MessageRow,
@@ -8,8 +7,8 @@ import {
   SEARCH_PROGRESS_TABLE,
   SEARCH_TABLE,
 } from '../sequencer/message-log-sqlite.js';
-import { matchesTerms, type Term, tokensOf } from './query.js';
-import { type GroupSearch, hitOf, type Search, type SearchHit } from './search.js';
+import type { Term } from './query.js';
+import { type GroupSearch, hitOf, type Search, type SearchHit, textMatches } from './search.js';
 
 /** Rows read per step while hits fall outside the caller's visible ranges. */
 const STEP = 200;
@@ -71,8 +70,7 @@ export class SearchSqlite implements Search {
     const indexedThrough = this.indexedThrough.get()?.doc ?? 0;
     for (const row of this.selectWaiting.all(indexedThrough, ...filters)) {
       const message = rowToMessage(groupId, row);
-      const text = searchableText(message.type, message);
-      if (text === null || !isVisible(ranges, row.seq) || !matchesTerms(tokensOf(text), query.terms)) continue;
+      if (!isVisible(ranges, row.seq) || !textMatches(message, query.terms)) continue;
       hits.push(hitOf(message, query.terms));
       if (hits.length === limit) return hits;
     }

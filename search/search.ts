@@ -1,6 +1,6 @@
 import type { SeqRange } from '../groups/group-store.js';
 import { type StampedMessage, searchableText } from '../protocol/index.js';
-import { type SearchQuery, type Term, tokensOf } from './query.js';
+import { matchesTerms, type SearchQuery, type Term, tokensOf } from './query.js';
 
 /** A search of one group's history, as the caller may see it. */
 export interface GroupSearch {
@@ -37,6 +37,12 @@ export interface Search {
   searchGroup(search: GroupSearch): Promise<SearchHit[]>;
   close(): Promise<void>;
 }
+
+/** Whether a message's text as it stands now matches every term, as the index would match it (tokensOf). */
+export const textMatches = (message: StampedMessage, terms: Term[]): boolean => {
+  const text = searchableText(message.type, message);
+  return text !== null && matchesTerms(tokensOf(text), terms);
+};
 
 const SNIPPET_CHARS = 160;
 
