@@ -42,7 +42,8 @@ const MAX_ANSWERS_KEPT = 1000;
  * nothing, so a request not answered within a second is posted again, then after 2, 4 and every 8 s: an answer lost
  * in a Redis failover is sent again (the writer keeps its last answers; a request it is still serving is not served
  * twice), and a writer that died holding the request is found gone (nobody listens on its channel) and the send moves
- * to the group's next writer at once. Past `timeoutMs` the send fails, and the sender's retry (same clientMsgId) is
+ * to the group's next writer at once. When this node's own channel comes back from a Redis outage, every waiting
+ * request is posted again at once. Past `timeoutMs` the send fails, and the sender's retry (same clientMsgId) is
  * deduplicated by the log. Requests and answers leaving in one turn of the event loop share a message.
  */
 export class SendForwardingRedis implements SendForwarding {
@@ -50,6 +51,7 @@ export class SendForwardingRedis implements SendForwarding {
     string,
     {
       to: string;
+      request: Request;
       resolve: (r: SendResult) => void;
       reject: (e: unknown) => void;
       timer: NodeJS.Timeout;
@@ -80,6 +82,9 @@ export class SendForwardingRedis implements SendForwarding {
   ): Promise<SendForwardingRedis> {
     const forwarding = new SendForwardingRedis(publisher, subscriber, nodeId, options);
     subscriber.on('messageBuffer', (_channel: Buffer, message: Buffer) => forwarding.receive(message));
+    // Back from a Redis failover or restart (ioredis resubscribes as it becomes ready): what was posted meanwhile is
+    // lost, so the waiting requests go again now rather than at their next repost, up to 8 s later.
+    subscriber.on('ready', () => forwarding.repostWaiting());
     await subscriber.subscribe(channelOf(nodeId));
     return forwarding;
   }
@@ -104,16 +109,34 @@ export class SendForwardingRedis implements SendForwarding {
           ),
         );
       }, this.options.timeoutMs);
-      const repostAfter = (ms: number): NodeJS.Timeout =>
-        setTimeout(() => {
-          const waiting = this.waiting.get(id);
-          if (!waiting) return;
-          this.post(nodeId, 'requests', request);
-          waiting.repost = repostAfter(Math.min(ms * 2, MAX_REPOST_MS));
-        }, ms);
-      this.waiting.set(id, { to: nodeId, resolve, reject, timer, repost: repostAfter(FIRST_REPOST_MS) });
+      this.waiting.set(id, {
+        to: nodeId,
+        request,
+        resolve,
+        reject,
+        timer,
+        repost: this.repostAfter(id, FIRST_REPOST_MS),
+      });
       this.post(nodeId, 'requests', request);
     });
+  }
+
+  private repostAfter(id: string, ms: number): NodeJS.Timeout {
+    return setTimeout(() => {
+      const waiting = this.waiting.get(id);
+      if (!waiting) return;
+      this.post(waiting.to, 'requests', waiting.request);
+      waiting.repost = this.repostAfter(id, Math.min(ms * 2, MAX_REPOST_MS));
+    }, ms);
+  }
+
+  /** Every waiting request posted again now, and then after 1, 2, 4 s… as when it was new. */
+  private repostWaiting(): void {
+    for (const [id, waiting] of this.waiting) {
+      clearTimeout(waiting.repost);
+      this.post(waiting.to, 'requests', waiting.request);
+      waiting.repost = this.repostAfter(id, FIRST_REPOST_MS);
+    }
   }
 
   onMarks(handler: (marks: DeliveredMark[]) => void): void {

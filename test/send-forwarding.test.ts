@@ -4,7 +4,7 @@ import { SendForwardingLocal } from '../sequencer/send-forwarding.js';
 import { SendForwardingRedis } from '../sequencer/send-forwarding-redis.js';
 import { until } from './harness.js';
 import { sendForwardingContract } from './send-forwarding.contract.js';
-import { redisConnections } from './services.js';
+import { reconnectingRedis, redisConnections } from './services.js';
 
 const { connect, closeAll } = redisConnections();
 afterAll(closeAll);
@@ -48,6 +48,33 @@ describe('SendForwardingRedis: requests posted again', () => {
     expect(served).toBe(1);
     expect(Date.now() - started).toBeLessThan(5000); // posted again after 1 s, not failed after timeoutMs
     await Promise.all([serving.close(), asking.close()]);
+  });
+
+  it('posts a waiting request again as soon as its own channel is back from an outage', async () => {
+    const publisher = await connect();
+    const subscriber = reconnectingRedis();
+    const subscriberId = String(await subscriber.client('ID')); // before it subscribes, which allows no other command
+    const serving = await SendForwardingRedis.start(publisher, await connect(), id('serving'), options);
+    const asking = await SendForwardingRedis.start(await connect(), subscriber, id('asking'), options);
+    serving.onRequest(async () => ({ message, duplicate: false }));
+    // Every answer is lost until the asking node's channel reconnects (its reposts after 1 and 3 s too); the next
+    // repost of the schedule would be 7 s after the send.
+    const publish = publisher.publish.bind(publisher);
+    let losing = true;
+    publisher.publish = ((channel: string, payload: string) =>
+      losing && payload.includes('"answers"')
+        ? Promise.resolve(1)
+        : publish(channel, payload)) as typeof publisher.publish;
+    const started = Date.now();
+    const forwarded = asking.forward(serving.nodeId, send);
+    await new Promise((resolve) => setTimeout(resolve, 3500));
+    losing = false;
+    // Redis drops the asking node's channel, which reconnects at once, as after a failover.
+    await publisher.client('KILL', 'ID', subscriberId);
+    await expect(forwarded).resolves.toEqual({ message, duplicate: false });
+    expect(Date.now() - started).toBeLessThan(6000);
+    await Promise.all([serving.close(), asking.close()]);
+    subscriber.disconnect();
   });
 
   it('moves a send at once when the node serving it dies before answering', async () => {
