@@ -34,6 +34,11 @@ const channelOf = (nodeId: string) => `chorus:sends:${nodeId}`;
 /** A request not answered this long is posted again (then after twice as long, up to MAX_REPOST_MS). */
 const FIRST_REPOST_MS = 1000;
 const MAX_REPOST_MS = 8000;
+/**
+ * Requests, and answers, in one Redis message at most: a node back from an outage posts every waiting request at once
+ * (up to maxPending), and one message of them all could take hundreds of MB.
+ */
+export const MAX_ENVELOPE_ITEMS = 256;
 /** Answers a writer remembers, for requests posted again after their answer was lost (at most ~16 MiB of bodies). */
 const MAX_ANSWERS_KEPT = 1000;
 
@@ -161,26 +166,28 @@ export class SendForwardingRedis implements SendForwarding {
     this.flushScheduled = true;
     setImmediate(() => {
       this.flushScheduled = false;
-      for (const [to, batch] of this.outbox) {
-        const requests = batch.requests ?? [];
-        this.publisher.publish(channelOf(to), JSON.stringify(batch)).then(
-          (listeners) => {
-            // Nobody listens on that node's channel: it is gone, and its groups are about to move. So are the sends
-            // it took before it went and never answered: they are sent again to the new writer (which finds any it
-            // stored by clientMsgId) instead of waiting out the timeout.
-            if (listeners === 0) {
-              for (const [id, waiting] of this.waiting) if (waiting.to === to) this.settle({ id, moved: true });
-            }
-          },
-          (err: unknown) => {
-            // Redis away: requests fail now; answers are lost, and their requests time out at the other node.
-            const message = `cannot reach Redis: ${(err as Error).message}`;
-            for (const { id } of requests) this.settle({ id, error: { code: 'STORE_UNAVAILABLE', message } });
-          },
-        );
-      }
+      for (const [to, batch] of this.outbox) for (const envelope of inEnvelopes(batch)) this.publish(to, envelope);
       this.outbox.clear();
     });
+  }
+
+  private publish(to: string, envelope: Envelope): void {
+    const requests = envelope.requests ?? [];
+    this.publisher.publish(channelOf(to), JSON.stringify(envelope)).then(
+      (listeners) => {
+        // Nobody listens on that node's channel: it is gone, and its groups are about to move. So are the sends
+        // it took before it went and never answered: they are sent again to the new writer (which finds any it
+        // stored by clientMsgId) instead of waiting out the timeout.
+        if (listeners === 0) {
+          for (const [id, waiting] of this.waiting) if (waiting.to === to) this.settle({ id, moved: true });
+        }
+      },
+      (err: unknown) => {
+        // Redis away: requests fail now; answers are lost, and their requests time out at the other node.
+        const message = `cannot reach Redis: ${(err as Error).message}`;
+        for (const { id } of requests) this.settle({ id, error: { code: 'STORE_UNAVAILABLE', message } });
+      },
+    );
   }
 
   private receive(raw: Buffer): void {
@@ -263,6 +270,15 @@ export class SendForwardingRedis implements SendForwarding {
     this.takeMarks = undefined;
     await this.subscriber.unsubscribe().catch(() => undefined);
   }
+}
+
+/** A turn's requests and answers for one node, MAX_ENVELOPE_ITEMS of each per Redis message. */
+function* inEnvelopes({ requests = [], answers = [] }: Envelope): Generator<Envelope> {
+  for (let i = 0; i < Math.max(requests.length, answers.length); i += MAX_ENVELOPE_ITEMS)
+    yield {
+      ...(i < requests.length ? { requests: requests.slice(i, i + MAX_ENVELOPE_ITEMS) } : {}),
+      ...(i < answers.length ? { answers: answers.slice(i, i + MAX_ENVELOPE_ITEMS) } : {}),
+    };
 }
 
 const isDeliveredMark = (mark: unknown): mark is DeliveredMark => {

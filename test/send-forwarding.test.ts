@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { WriterMovedError } from '../sequencer/group-writers.js';
 import { SendForwardingLocal } from '../sequencer/send-forwarding.js';
-import { SendForwardingRedis } from '../sequencer/send-forwarding-redis.js';
+import { MAX_ENVELOPE_ITEMS, SendForwardingRedis } from '../sequencer/send-forwarding-redis.js';
 import { until } from './harness.js';
 import { sendForwardingContract } from './send-forwarding.contract.js';
 import { reconnectingRedis, redisConnections } from './services.js';
@@ -75,6 +75,33 @@ describe('SendForwardingRedis: requests posted again', () => {
     expect(Date.now() - started).toBeLessThan(6000);
     await Promise.all([serving.close(), asking.close()]);
     subscriber.disconnect();
+  });
+
+  it('posts at most MAX_ENVELOPE_ITEMS requests, and answers, in one Redis message', async () => {
+    const askingPublisher = await connect();
+    const servingPublisher = await connect();
+    const many = { ...options, maxPending: 1000 };
+    const serving = await SendForwardingRedis.start(servingPublisher, await connect(), id('serving'), many);
+    const asking = await SendForwardingRedis.start(askingPublisher, await connect(), id('asking'), many);
+    serving.onRequest(async () => ({ message, duplicate: false }));
+    const sizes = (publisher: typeof askingPublisher, kind: string) => {
+      const counted: number[] = [];
+      const publish = publisher.publish.bind(publisher);
+      publisher.publish = ((channel: string, payload: string) => {
+        counted.push((JSON.parse(payload) as Record<string, unknown[]>)[kind]?.length ?? 0);
+        return publish(channel, payload);
+      }) as typeof publisher.publish;
+      return counted;
+    };
+    const requests = sizes(askingPublisher, 'requests');
+    const answers = sizes(servingPublisher, 'answers');
+    const sends = MAX_ENVELOPE_ITEMS * 2 + 10;
+    const results = await Promise.all(Array.from({ length: sends }, () => asking.forward(serving.nodeId, send)));
+    expect(results).toHaveLength(sends);
+    expect(requests).toEqual([MAX_ENVELOPE_ITEMS, MAX_ENVELOPE_ITEMS, 10]);
+    expect(Math.max(...answers)).toBeLessThanOrEqual(MAX_ENVELOPE_ITEMS);
+    expect(answers.reduce((a, b) => a + b, 0)).toBe(sends);
+    await Promise.all([serving.close(), asking.close()]);
   });
 
   it('moves a send at once when the node serving it dies before answering', async () => {
