@@ -29,6 +29,17 @@ interface Envelope {
   marks?: DeliveredMark[];
 }
 
+/** A forwarded send waiting for its answer. */
+interface Waiting {
+  to: string;
+  request: Request;
+  resolve: (r: SendResult) => void;
+  reject: (e: unknown) => void;
+  timer: NodeJS.Timeout;
+  /** The next repost; undefined only while the request is being posted the first time. */
+  repost: NodeJS.Timeout | undefined;
+}
+
 const channelOf = (nodeId: string) => `chorus:sends:${nodeId}`;
 
 /** A request not answered this long is posted again (then after twice as long, up to MAX_REPOST_MS). */
@@ -49,20 +60,11 @@ const MAX_ANSWERS_KEPT = 1000;
  * twice), and a writer that died holding the request is found gone (nobody listens on its channel) and the send moves
  * to the group's next writer at once. When this node's own channel comes back from a Redis outage, every waiting
  * request is posted again at once. Past `timeoutMs` the send fails, and the sender's retry (same clientMsgId) is
- * deduplicated by the log. Requests and answers leaving in one turn of the event loop share a message.
+ * deduplicated by the log. Requests and answers leaving in one turn of the event loop share a message, up to
+ * MAX_ENVELOPE_ITEMS of each.
  */
 export class SendForwardingRedis implements SendForwarding {
-  private readonly waiting = new Map<
-    string,
-    {
-      to: string;
-      request: Request;
-      resolve: (r: SendResult) => void;
-      reject: (e: unknown) => void;
-      timer: NodeJS.Timeout;
-      repost: NodeJS.Timeout;
-    }
-  >();
+  private readonly waiting = new Map<string, Waiting>();
   /** Requests (from:id) this node is serving, and the answers it gave last, oldest first. */
   private readonly serving = new Set<string>();
   private readonly answered = new Map<string, Answer>();
@@ -104,9 +106,8 @@ export class SendForwardingRedis implements SendForwarding {
     const request: Request = { id, from: this.nodeId, ...send };
     return new Promise<SendResult>((resolve, reject) => {
       const timer = setTimeout(() => {
-        const waiting = this.waiting.get(id);
         this.waiting.delete(id);
-        if (waiting) clearTimeout(waiting.repost);
+        clearTimeout(waiting.repost);
         reject(
           new ChorusError(
             'STORE_UNAVAILABLE',
@@ -114,33 +115,25 @@ export class SendForwardingRedis implements SendForwarding {
           ),
         );
       }, this.options.timeoutMs);
-      this.waiting.set(id, {
-        to: nodeId,
-        request,
-        resolve,
-        reject,
-        timer,
-        repost: this.repostAfter(id, FIRST_REPOST_MS),
-      });
-      this.post(nodeId, 'requests', request);
+      const waiting = { to: nodeId, request, resolve, reject, timer, repost: undefined as NodeJS.Timeout | undefined };
+      this.waiting.set(id, waiting);
+      this.postRequest(id, waiting, FIRST_REPOST_MS);
     });
   }
 
-  private repostAfter(id: string, ms: number): NodeJS.Timeout {
-    return setTimeout(() => {
-      const waiting = this.waiting.get(id);
-      if (!waiting) return;
-      this.post(waiting.to, 'requests', waiting.request);
-      waiting.repost = this.repostAfter(id, Math.min(ms * 2, MAX_REPOST_MS));
-    }, ms);
+  /** Posts a waiting request, and posts it again after `repostMs` unless answered (then twice as long, up to 8 s). */
+  private postRequest(id: string, waiting: Waiting, repostMs: number): void {
+    this.post(waiting.to, 'requests', waiting.request);
+    waiting.repost = setTimeout(() => {
+      if (this.waiting.get(id) === waiting) this.postRequest(id, waiting, Math.min(repostMs * 2, MAX_REPOST_MS));
+    }, repostMs);
   }
 
   /** Every waiting request posted again now, and then after 1, 2, 4 s… as when it was new. */
   private repostWaiting(): void {
     for (const [id, waiting] of this.waiting) {
       clearTimeout(waiting.repost);
-      this.post(waiting.to, 'requests', waiting.request);
-      waiting.repost = this.repostAfter(id, FIRST_REPOST_MS);
+      this.postRequest(id, waiting, FIRST_REPOST_MS);
     }
   }
 
