@@ -4,7 +4,6 @@ import type { Logger } from 'pino';
 import type { AedesSeams } from '../broker/aedes.js';
 import redisPersistence from 'aedes-persistence-redis';
 import type { EventEmitter } from 'node:events';
-import { Redis, type RedisOptions } from 'ioredis';
 import MQEmitterRedis from 'mqemitter-redis';
 import type { ChorusConfig } from '../config/config.js';
 import type { GroupStore } from '../groups/group-store.js';
@@ -35,15 +34,13 @@ import { SearchByScan } from '../search/search-scan.js';
 import { SearchSqlite } from '../search/search-sqlite.js';
 import { PushStoreCassandra } from '../push/push-store-cassandra.js';
 import { PushStoreSqlite } from '../push/push-store-sqlite.js';
+import { redisConnections } from './redis-connections.js';
 
 /**
  * How long a node waits for the writer of a group to answer a forwarded send. Long, because the writer holds sends
  * while Cassandra is away; it is there for a writer that died holding the request (the sender's retry is safe).
  */
 const FORWARD_TIMEOUT_MS = 30_000;
-
-/** The longest wait between two tries to reach a Redis that went away (a try to a dead loopback port costs little). */
-const REDIS_RETRY_MAX_MS = 250;
 
 /** How long an offline persistent session's queued QoS 1 packets are kept: the history API keeps the messages. */
 const QUEUED_PACKET_TTL_S = 86_400;
@@ -106,26 +103,6 @@ export function embeddedBackends(config: ChorusConfig): Backends {
 }
 
 /**
- * Where Redis is: the URL alone, or the Sentinels that name the current primary (then the URL, if any, gives the
- * password and db). Either way a connection that finds itself on a replica (READONLY: a failover demoted its server)
- * reconnects and sends the command again to whichever server is primary now.
- */
-function redisLocation(config: ChorusConfig): RedisOptions {
-  const reconnectOnError = (err: Error) => (err.message.startsWith('READONLY') ? 2 : false);
-  if (!config.redisSentinels) return { reconnectOnError };
-  return {
-    sentinels: config.redisSentinels.split(',').map((hostPort) => {
-      const [host, port] = hostPort.split(':');
-      return { host: host!, port: Number(port) };
-    }),
-    name: config.redisSentinelName,
-    // Sentinels announce a failover (+switch-master): connections move at once instead of at their next error.
-    failoverDetector: true,
-    reconnectOnError,
-  };
-}
-
-/**
  * Many processes: Cassandra holds everything that matters (messages, dedup entries, groups, memberships, read
  * pointers, which node writes each group); Redis carries what must be shared and fast (sends forwarded to their
  * group's writer, MQTT sessions and in-flight QoS 1 packets, cross-node delivery, membership changes, presence), and
@@ -136,32 +113,7 @@ export async function clusterBackends(
   logger: Logger,
   onRedisError: () => void = () => {},
 ): Promise<Backends> {
-  // Every connection to Redis reports its errors here and reconnects by itself (ioredis retries for ever, and
-  // resubscribes its pub/sub channels): a Redis that goes away ends no node. Logged once per outage, not per retry.
-  let redisDown = false;
-  const watch = (redis: Redis): Redis => {
-    redis.on('error', (err: Error) => {
-      onRedisError();
-      if (!redisDown) logger.error({ err: err.message }, 'Redis unreachable; retrying');
-      redisDown = true;
-    });
-    redis.on('ready', () => {
-      if (redisDown) logger.info('Redis reachable again');
-      redisDown = false;
-    });
-    return redis;
-  };
-  // Auto-pipelining: the commands one tick issues leave in one write (a login or a fan-out issues several; ioredis keeps
-  // their order, and leaves SUBSCRIBE and MULTI out of it). Reconnection tries at most REDIS_RETRY_MAX_MS apart (ioredis
-  // backs off to 2 s): a node's clients are refused while its Redis is away, and each such wait after Redis is back
-  // kept them out longer.
-  const where: RedisOptions = {
-    ...redisLocation(config),
-    enableAutoPipelining: true,
-    retryStrategy: (attempt) => Math.min(attempt * 50, REDIS_RETRY_MAX_MS),
-  };
-  const connectRedis = (options: RedisOptions = {}) =>
-    watch(config.redisUrl ? new Redis(config.redisUrl, { ...where, ...options }) : new Redis({ ...where, ...options }));
+  const connectRedis = redisConnections(config, logger, onRedisError);
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}`;
   const db = await CassandraSession.connect({
     contactPoints: config.cassandraContactPoints.split(',').map((p) => p.trim()),

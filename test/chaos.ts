@@ -68,6 +68,11 @@ export interface FaultReport {
   senderWaitAfterBackMs: number;
   /** For a slow Redis failover, what the Sentinels logged meanwhile: their elections, in their words. */
   sentinelLog?: string[];
+  /**
+   * When a sender waited more than SLOW_SENDER_MS once the fault was over: what that sender's connection did from the
+   * fault's start to its first PUBACK after (connects, closes, refused logins, publishes), in ms from the start.
+   */
+  slowestSenderLog?: string[];
   /** Nodes that exited without being killed by the plan. */
   crashed: string[];
 }
@@ -181,7 +186,24 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
   const laneAckTimes: number[][] = senderIds.map(() => []);
   let sending = true;
   const senders = await Promise.all(senderIds.map((userId, i) => connect(userId, i + 1)));
-  for (const client of senders) client.on('error', () => undefined);
+  /** What each sender's connection did, for the report of a sender that waited long after a fault. */
+  const laneEvents: { at: number; what: string }[][] = senders.map((client) => {
+    const events: { at: number; what: string }[] = [];
+    const note = (what: string) => events.push({ at: Date.now(), what });
+    client.on('connect', () => note(`connected to port ${(client.options as { port?: number }).port}`));
+    client.on('close', () => note('connection closed'));
+    client.on('error', (err) => note(`error: ${err.message}`));
+    client.on('packetsend', (packet) => {
+      if (packet.cmd === 'publish') note(`PUBLISH${packet.dup ? ' (DUP)' : ''}`);
+      if (packet.cmd === 'connect') note('CONNECT');
+    });
+    client.on('packetreceive', (packet) => {
+      if (packet.cmd === 'puback') note('PUBACK');
+      if (packet.cmd === 'connack') note(`CONNACK ${packet.returnCode ?? packet.reasonCode}`);
+      if (packet.cmd === 'disconnect') note(`DISCONNECT ${packet.reasonCode ?? ''}`);
+    });
+    return events;
+  });
   const lanes = senders.map(async (client, s) => {
     for (let i = 0; sending; i++) {
       const clientMsgId = `${s}-${i}`;
@@ -224,6 +246,8 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
       return Math.max(...window.slice(1).map((t, i) => t - window[i]!));
     };
     const backMs = backAt - started;
+    const waits = laneAckTimes.map((times) => (times.find((t) => t >= backAt) ?? Date.now()) - backAt);
+    const slowest = waits.indexOf(Math.max(...waits));
     faults.push({
       fault: describeFault(fault),
       downMs: fault.downMs,
@@ -231,9 +255,13 @@ export async function runChaos(cluster: Cluster, groupAdmin: string, plan: Chaos
       recoveryMs: recovered === undefined ? Number.POSITIVE_INFINITY : recovered - ended,
       stallMs: longestGap(ackTimes),
       senderStallMs: Math.max(...laneAckTimes.map(longestGap)),
-      senderWaitAfterBackMs: Math.max(
-        ...laneAckTimes.map((times) => (times.find((t) => t >= backAt) ?? Date.now()) - backAt),
-      ),
+      senderWaitAfterBackMs: waits[slowest]!,
+      slowestSenderLog:
+        waits[slowest]! > SLOW_SENDER_MS
+          ? laneEvents[slowest]!.filter((e) => e.at >= started && e.at <= backAt + waits[slowest]!).map(
+              (e) => `${e.at - started} ms: ${e.what}`,
+            )
+          : undefined,
       sentinelLog: fault.kind === 'kill-redis-primary' && backMs > SLOW_FAILOVER_MS ? sentinelLog(started) : undefined,
       crashed: others.filter((n) => !n.child || n.child.exitCode !== null).map((n) => n.name),
     });
@@ -345,6 +373,8 @@ async function failoverFrom(killed: string): Promise<number> {
  * election and a promotion: about 2.3 s on this machine. A split vote costs twice failover-timeout more.
  */
 const SLOW_FAILOVER_MS = 4000;
+/** A sender waiting longer than this once a fault is over gets its connection's story in the report. */
+const SLOW_SENDER_MS = 1000;
 
 /** The Sentinels' failover events logged since `since`, for a report to show why a failover was slow. */
 function sentinelLog(since: number): string[] {
@@ -439,6 +469,9 @@ export function formatReport(report: ChaosReport): string {
     '|---|---|---|---|---|---|---|---|',
     ...rows,
     ...report.faults.flatMap((f) => (f.sentinelLog ? ['', `Sentinels during ${f.fault}:`, ...f.sentinelLog] : [])),
+    ...report.faults.flatMap((f) =>
+      f.slowestSenderLog ? ['', `The slowest sender during ${f.fault}:`, ...f.slowestSenderLog] : [],
+    ),
     '',
     `sent ${report.sent}, acknowledged ${report.acked}, stored ${report.stored}; acknowledged but missing ${report.ackedMissing}; stored twice ${report.storedTwice}; seqs 1..${report.stored} contiguous: ${report.seqsContiguous}`,
     `subscriber connections ${report.streams}, out of order or with a hole ${report.streamsOutOfOrder}; deliveries ${report.deliveries}, duplicates ${report.duplicates}`,

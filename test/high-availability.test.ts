@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
 import mqtt from 'mqtt';
 import { brokenInvariants, type FaultReport, formatReport, injectFault, runChaos } from './chaos.js';
 import { Cluster } from './cluster-harness.js';
@@ -18,6 +18,7 @@ describe('no single point of failure (short form)', () => {
     await cluster.addAll(['ha-1', 'ha-2', 'ha-3'], 'all');
   }, 120_000);
   afterAll(() => cluster.stop());
+  beforeEach(() => onTestFailed(() => console.error(`node logs, last lines:\n${cluster.logTails()}`)));
 
   it('reaches every ring node on the port of its contact point, not only the contact point', async () => {
     // The driver dials the nodes it discovers on 9042 unless told: before, one contact point on 9142 meant one
