@@ -39,8 +39,8 @@ type PublishRefusal = Error & {
 /**
  * Sends that failed for a reason that passes (the store is away, the sequencer is full, the group changes writers) are
  * never acknowledged: the connection is closed instead (MQTT 5: DISCONNECT 0x89, server busy), and the client sends
- * them again on its next connection (with DUP set; [MQTT-4.4.0-1] requires it of persistent sessions, and MQTT.js does
- * it for clean ones too), where the clientMsgId makes the retry safe.
+ * them again on its next connection ([MQTT-4.4.0-1] requires it of persistent sessions, and MQTT.js does it for clean
+ * ones too, though without the DUP flag [MQTT-3.3.1-1] asks for), where the clientMsgId makes the retry safe.
  */
 const isTransient = (err: unknown): boolean =>
   isStoreOutage(err) ||
