@@ -115,7 +115,7 @@ export class SendForwardingRedis implements SendForwarding {
           ),
         );
       }, this.options.timeoutMs);
-      const waiting = { to: nodeId, request, resolve, reject, timer, repost: undefined as NodeJS.Timeout | undefined };
+      const waiting: Waiting = { to: nodeId, request, resolve, reject, timer, repost: undefined };
       this.waiting.set(id, waiting);
       this.postRequest(id, waiting, FIRST_REPOST_MS);
     });

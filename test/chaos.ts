@@ -4,7 +4,7 @@ import { promisify } from 'node:util';
 import { readFileSync } from 'node:fs';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Cluster, ClusterNode } from './cluster-harness.js';
-import { SENTINEL_NAME, SENTINEL_PORTS } from './services.js';
+import { namedPrimary, SENTINEL_PORTS } from './services.js';
 
 const execFileAsync = promisify(execFile);
 const SERVICES = new URL('../scripts/services.sh', import.meta.url).pathname;
@@ -347,18 +347,6 @@ async function pause(pidFile: string, ms: number): Promise<void> {
   } finally {
     process.kill(pid, 'SIGCONT');
   }
-}
-
-/** The port of the Redis server the Sentinels name as primary now. */
-async function namedPrimary(): Promise<string> {
-  const { stdout } = await execFileAsync('redis-cli', [
-    '-p',
-    String(SENTINEL_PORTS[0]),
-    'SENTINEL',
-    'get-master-addr-by-name',
-    SENTINEL_NAME,
-  ]);
-  return stdout.split('\n')[1]!;
 }
 
 /** When the Sentinels name a primary other than `killed`: their failover is over (polled every 50 ms, up to 60 s). */

@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../config/config.js';
 import { redisConnections } from '../server/redis-connections.js';
-import { redisUrl, replicatedSettings, SENTINEL_NAME, SENTINEL_PORTS } from './services.js';
+import { namedPrimary, redisUrl, replicatedSettings, SENTINEL_PORTS } from './services.js';
 
 const execFileAsync = promisify(execFile);
 const SERVICES = new URL('../scripts/services.sh', import.meta.url).pathname;
@@ -14,18 +14,6 @@ const STATE = new URL('../.services/sentinel/', import.meta.url).pathname;
 const pidOf = (file: string) => Number(readFileSync(`${STATE}${file}.pid`, 'utf8'));
 const config = (settings: NodeJS.ProcessEnv) =>
   loadConfig({ CHORUS_JWT_SECRET: 'redis-connections-test-secret-0123456789abcdef', ...settings });
-
-/** The port of the Redis server that one Sentinel names as primary now. */
-async function primaryNamedBy(sentinelPort: number): Promise<string> {
-  const { stdout } = await execFileAsync('redis-cli', [
-    '-p',
-    String(sentinelPort),
-    'SENTINEL',
-    'get-master-addr-by-name',
-    SENTINEL_NAME,
-  ]);
-  return stdout.split('\n')[1]!;
-}
 
 describe("a node's Redis connections", () => {
   it('stay connected through a failover announced while they ask a Sentinel where the primary is', async () => {
@@ -43,12 +31,12 @@ describe("a node's Redis connections", () => {
     // The first Sentinel (the one they ask first) stops answering, then the primary dies: their tries to reconnect
     // wait on that Sentinel while the other two elect a new primary and announce it.
     const [asked, ...voting] = SENTINEL_PORTS;
-    const killed = await primaryNamedBy(asked!);
+    const killed = await namedPrimary(asked!);
     process.kill(pidOf(`sentinel-${asked}`), 'SIGSTOP');
     try {
       process.kill(pidOf(`redis-${killed}`), 'SIGKILL');
       await expect
-        .poll(() => primaryNamedBy(voting[0]!).catch(() => killed), { timeout: 30_000, interval: 100 })
+        .poll(() => namedPrimary(voting[0]!).catch(() => killed), { timeout: 30_000, interval: 100 })
         .not.toBe(killed);
       await sleep(500); // the announcement reaches the connections
     } finally {

@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
 import cassandra from 'cassandra-driver';
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
@@ -20,6 +22,18 @@ export const ringContactPoints = RING_ADDRESSES.map((address) => `${address}:${C
 export const SENTINEL_PORTS = [26400, 26401, 26402];
 export const SENTINEL_REDIS_PORTS = [6400, 6401];
 export const SENTINEL_NAME = 'chorus';
+
+/** The port of the Redis server that one Sentinel (the first unless told) names as primary now. */
+export async function namedPrimary(sentinelPort = SENTINEL_PORTS[0]!): Promise<string> {
+  const { stdout } = await promisify(execFile)('redis-cli', [
+    '-p',
+    String(sentinelPort),
+    'SENTINEL',
+    'get-master-addr-by-name',
+    SENTINEL_NAME,
+  ]);
+  return stdout.split('\n')[1]!;
+}
 
 /**
  * Chorus's settings for the replicated dependencies: the Cassandra ring at replication factor 3 and Redis found
