@@ -137,6 +137,33 @@ export function deliver0(client: Client, packet: PublishPacket, done: () => void
   (client as unknown as { deliver0(packet: PublishPacket, done: () => void): void }).deliver0(packet, done);
 }
 
+/**
+ * Whether Aedes's parser of the client's packets stands between two packets: no part of one read and not yet parsed
+ * (mqtt-packet's parser: its state at the fixed header, its buffer list empty, no error held).
+ */
+export function parserBetweenPackets(client: Client): boolean {
+  const parser = (
+    client as unknown as { _parser: { _stateCounter: number; _list: { length: number }; error: unknown } }
+  )._parser;
+  return parser._stateCounter === 0 && parser._list.length === 0 && !parser.error;
+}
+
+/**
+ * Tells the client's keep alive that a packet arrived, as Aedes's handler does for each packet it handles: the sweep
+ * (keepaliveSweep, the patch's) reads the second of the last one, a client's own timer is refreshed [MQTT-3.1.2-24].
+ */
+export function packetArrived(client: Client): void {
+  const keepalive = client as unknown as {
+    _keepaliveInterval: number;
+    _keepaliveTimer: { refresh(): void } | null;
+    _lastPacketSecond: number;
+    broker: { _keepaliveSecond: number };
+  };
+  if (keepalive._keepaliveInterval <= 0) return;
+  if (keepalive._keepaliveTimer === null) keepalive._lastPacketSecond = keepalive.broker._keepaliveSecond;
+  else keepalive._keepaliveTimer.refresh();
+}
+
 /** The client's connection and packet-id counter; null when the connection is closed or closing (Aedes writes nothing then). */
 export function writableTarget(client: Client): DeliveryTarget | null {
   const target = client as unknown as DeliveryTarget & { connecting: boolean; connected: boolean };

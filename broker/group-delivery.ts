@@ -5,6 +5,7 @@ import { groupTopic, parseTopic } from '../protocol/index.js';
 import { type DeliveryTarget, maxPacketSizeOf, subscriptionOf, unrouteSubscription, writableTarget } from './aedes.js';
 import { SHARED_CHUNK_BYTES } from './connection-output.js';
 import type { LiveUsers } from './live-users.js';
+import { PubackReads } from './puback-reads.js';
 
 /** A group message's QoS 1 delivery to a member's client was acknowledged (PUBACK). */
 export type OnDelivered = (groupId: string, userId: string, seq: number) => void;
@@ -16,6 +17,7 @@ export type OnDelivered = (groupId: string, userId: string, seq: number) => void
 export class GroupDelivery implements LocalSubscribers {
   private readonly pubackOrder = new PubackOrder<Client>();
   private readonly groupPublishes = new GroupPublishes();
+  private readonly pubackReads = new PubackReads((client) => this.acknowledged(undefined, client));
 
   constructor(
     private readonly aedes: Aedes,
@@ -24,6 +26,8 @@ export class GroupDelivery implements LocalSubscribers {
     private readonly onDelivered: OnDelivered,
   ) {
     aedes.on('ack', (packet, client) => this.acknowledged(packet as PublishPacket | undefined, client));
+    // A clean session's PUBACKs, one per delivery, are read here before Aedes would parse and handle each.
+    aedes.on('clientReady', (client) => this.pubackReads.take(client));
   }
 
   deliverSerialized(groupId: string, seq: number, payload: Buffer): void {

@@ -9,6 +9,8 @@ import {
   deliver0,
   maxPacketSizeOf,
   messageBus,
+  packetArrived,
+  parserBetweenPackets,
   silenceTopics,
   storeSubscriptions,
   subscriptionOf,
@@ -202,6 +204,44 @@ describe('the Aedes internals Chorus relies on', () => {
     await new Promise((resolve) => setTimeout(resolve, 2_500));
     expect(pinging.connected).toBe(true);
     expect(clientById(aedes, 'pinging')).toBeDefined();
+  });
+
+  it('_parser and the keep alive: between packets only when no part of one is read; packetArrived keeps a silent client [MQTT-3.1.2-24]', async () => {
+    // A CONNECT (MQTT 3.1.1, clean session, keep alive 1 s, client id "half") on a raw socket, then a PINGREQ byte by byte.
+    const clientId = Buffer.from('half');
+    const variable = Buffer.from([0, 4, ...Buffer.from('MQTT'), 4, 0x02, 0, 1, 0, clientId.length]);
+    const raw = connectTcp(port, '127.0.0.1');
+    raw.setNoDelay(true);
+    raw.on('error', () => undefined);
+    await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
+    const read: Buffer[] = [];
+    raw.on('data', (chunk: Buffer) => read.push(chunk));
+    let closed = false;
+    raw.once('close', () => {
+      closed = true;
+    });
+    raw.write(Buffer.concat([Buffer.from([0x10, variable.length + clientId.length]), variable, clientId]));
+    await until(() => clientById(aedes, 'half')?.connected === true, 'half connected');
+    const client = clientById(aedes, 'half')!;
+    expect(parserBetweenPackets(client)).toBe(true);
+    raw.write(Buffer.from([0xc0])); // PINGREQ's first byte
+    await until(() => !parserBetweenPackets(client), 'the parser to hold half a PINGREQ');
+    raw.write(Buffer.from([0x00]));
+    await until(
+      () =>
+        Buffer.concat(read)
+          .subarray(-2)
+          .equals(Buffer.from([0xd0, 0x00])),
+      'PINGRESP',
+    );
+    expect(parserBetweenPackets(client)).toBe(true);
+
+    // Silent on the wire from here on: only packetArrived, twice a second, keeps it past 1.5 times its keep alive.
+    const arriving = setInterval(() => packetArrived(client), 500);
+    await new Promise((resolve) => setTimeout(resolve, 3_500));
+    clearInterval(arriving);
+    expect(closed).toBe(false);
+    await until(() => closed, 'the client cut once nothing arrives', 6_000);
   });
 
   it("closeOnConnClose (the patch's): a connection destroyed on the broker's side closes its client, whose will is published", async () => {

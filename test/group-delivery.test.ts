@@ -1,3 +1,4 @@
+import { connect as connectTcp } from 'node:net';
 import { type Duplex, PassThrough } from 'node:stream';
 import mqttPacket, { type IPublishPacket } from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -167,5 +168,152 @@ describe('group messages to each kind of subscriber', () => {
     await until(() => backGot.all.length === 1, 'the persistent session to get what it missed', 10_000);
     expect(backGot.all[0]!.body.seq).toBe(31);
     for (const client of [alice, qos1, qos0, back]) await client.endAsync();
+  });
+});
+
+/** A subscriber speaking MQTT 3.1.1 on a raw TCP socket, so that the test decides how its packets fall into writes. */
+async function rawSubscriber(t: TestChorus, userId: string, topic: string, keepaliveSeconds: number) {
+  const socket = connectTcp(Number(new URL(t.chorus.urls.mqtt).port), '127.0.0.1');
+  socket.setNoDelay(true);
+  socket.on('error', () => undefined);
+  const parser = mqttPacket.parser({ protocolVersion: 4 });
+  const packets: mqttPacket.Packet[] = [];
+  parser.on('packet', (packet) => packets.push(packet));
+  socket.on('data', (chunk) => parser.parse(chunk));
+  let closed = false;
+  socket.on('close', () => {
+    closed = true;
+  });
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  socket.write(
+    mqttPacket.generate({
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clean: true,
+      clientId: `${userId}-raw`,
+      keepalive: keepaliveSeconds,
+      username: userId,
+      password: Buffer.from(await t.token(userId)),
+    }),
+  );
+  await until(() => packets.some((p) => p.cmd === 'connack'), `${userId}'s CONNACK`);
+  socket.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] }));
+  await until(() => packets.some((p) => p.cmd === 'suback'), `${userId}'s SUBACK`);
+  const publishes = () => packets.filter((p): p is IPublishPacket => p.cmd === 'publish');
+  return {
+    socket,
+    packets,
+    publishes,
+    isClosed: () => closed,
+    puback: (messageId: number) => mqttPacket.generate({ cmd: 'puback', messageId }),
+    seqOf: (p: IPublishPacket) => JSON.parse(p.payload.toString()).seq as number,
+  };
+}
+
+describe("a clean session's PUBACKs, read ahead of Aedes", () => {
+  let t: TestChorus;
+  beforeAll(async () => {
+    t = await TestChorus.start({ sqliteSynchronous: 'normal', deliveredFlushMs: 50 });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  /** Aedes's 'ack' events for one client id: the PUBACKs Aedes parsed and handled itself. */
+  const aedesAcks = (clientId: string) => {
+    let count = 0;
+    t.chorus.broker.aedes.on('ack', (_packet, client) => {
+      if (client?.id === clientId) count += 1;
+    });
+    return () => count;
+  };
+  const deliveredTo = async (userId: string, groupId: string, seq: number) =>
+    (await t.api(userId, 'GET', `/v1/groups/${groupId}/messages/${seq}/receipts`)).body.deliveredTo as number;
+
+  it('marks each delivery a PUBACK acknowledges, and counts a read of only PUBACKs as a packet for the keep alive [MQTT-3.1.2-24]', async () => {
+    const groupId = await t.group('ann', ['pia']);
+    const topic = `groups/${groupId}/messages`;
+    const ann = await t.mqtt('ann');
+    const acks = aedesAcks('pia-raw');
+    // Keep alive 1 s and never a PINGREQ: only the PUBACKs keep the connection open past 1.5 s.
+    const pia = await rawSubscriber(t, 'pia', topic, 1);
+    const startedAt = Date.now();
+    let sent = 0;
+    while (Date.now() - startedAt < 3_500) {
+      sent += 1;
+      await ann.publishAsync(topic, JSON.stringify({ clientMsgId: `k${sent}`, body: `message ${sent}` }), { qos: 1 });
+      await until(() => pia.publishes().length === sent, `message ${sent} at pia`);
+      const delivery = pia.publishes()[sent - 1]!;
+      pia.socket.write(pia.puback(delivery.messageId!));
+      await until(
+        async () => (await deliveredTo('ann', groupId, pia.seqOf(delivery))) === 1,
+        `seq ${sent} marked delivered`,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+    expect(sent).toBeGreaterThanOrEqual(5);
+    expect(pia.isClosed()).toBe(false);
+    expect(acks()).toBe(0); // Aedes handled none of them
+    pia.socket.destroy();
+    await ann.endAsync();
+  });
+
+  it("takes MQTT.js's MQTT 5 PUBACKs; over WebSocket, where MQTT.js sends a packet's pieces as messages of their own, Aedes does", async () => {
+    const groupId = await t.group('cy', ['rue']);
+    const topic = `groups/${groupId}/messages`;
+    const cy = await t.mqtt('cy');
+    const overTcp = await t.mqtt('rue', { protocolVersion: 5, clientId: 'rue-tcp5' });
+    const overWs = await t.mqtt('rue', { transport: 'ws', protocolVersion: 5, clientId: 'rue-ws5' });
+    const [tcpAcks, wsAcks] = [aedesAcks('rue-tcp5'), aedesAcks('rue-ws5')];
+    const [tcpGot, wsGot] = [collect(overTcp), collect(overWs)];
+    await Promise.all([overTcp.subscribeAsync(topic, { qos: 1 }), overWs.subscribeAsync(topic, { qos: 1 })]);
+    for (let i = 1; i <= 3; i++) {
+      await cy.publishAsync(topic, JSON.stringify({ clientMsgId: `w${i}`, body: `message ${i}` }), { qos: 1 });
+      await until(() => tcpGot.all.length === i && wsGot.all.length === i, `message ${i} at both of rue's clients`);
+      const seq = tcpGot.all[i - 1]!.body.seq as number;
+      // rue's delivered mark: the highest seq either of the two clients acknowledged.
+      await until(async () => (await deliveredTo('cy', groupId, seq)) === 1, `seq ${seq} marked delivered`);
+    }
+    await until(() => wsAcks() === 3, "Aedes to handle the WebSocket client's three PUBACKs");
+    expect(tcpAcks()).toBe(0);
+    await Promise.all([cy.endAsync(), overTcp.endAsync(), overWs.endAsync()]);
+  });
+
+  it('leaves to Aedes a read with another packet in it or a PUBACK split across reads, and marks those in order too', async () => {
+    const groupId = await t.group('bo', ['quin']);
+    const topic = `groups/${groupId}/messages`;
+    const bo = await t.mqtt('bo');
+    const acks = aedesAcks('quin-raw');
+    const quin = await rawSubscriber(t, 'quin', topic, 60);
+    for (let i = 1; i <= 3; i++)
+      await bo.publishAsync(topic, JSON.stringify({ clientMsgId: `s${i}`, body: `message ${i}` }), { qos: 1 });
+    await until(() => quin.publishes().length === 3, 'three messages at quin');
+    const [first, second, third] = quin.publishes() as [IPublishPacket, IPublishPacket, IPublishPacket];
+
+    // A PUBACK and a PINGREQ in one write: Aedes parses both, answers the PINGREQ, and the PUBACK marks the first.
+    quin.socket.write(Buffer.concat([quin.puback(first.messageId!), mqttPacket.generate({ cmd: 'pingreq' })]));
+    await until(() => quin.packets.some((p) => p.cmd === 'pingresp'), 'PINGRESP');
+    await until(async () => (await deliveredTo('bo', groupId, quin.seqOf(first))) === 1, 'the first marked delivered');
+    expect(acks()).toBe(1);
+
+    // A PUBACK in two writes: neither read is a whole PUBACK, so Aedes's parser takes both halves.
+    const split = quin.puback(second.messageId!);
+    quin.socket.write(split.subarray(0, 2));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    quin.socket.write(split.subarray(2));
+    await until(() => acks() === 2, 'Aedes to handle the split PUBACK');
+    await until(
+      async () => (await deliveredTo('bo', groupId, quin.seqOf(second))) === 1,
+      'the second marked delivered',
+    );
+
+    // And a whole one after them is read ahead again, matched to the third delivery.
+    quin.socket.write(quin.puback(third.messageId!));
+    await until(async () => (await deliveredTo('bo', groupId, quin.seqOf(third))) === 1, 'the third marked delivered');
+    expect(acks()).toBe(2);
+    expect(quin.isClosed()).toBe(false);
+    quin.socket.destroy();
+    await bo.endAsync();
   });
 });
