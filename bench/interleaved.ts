@@ -28,7 +28,10 @@ const SIZES = Array.from({ length: 50 }, () => 20);
 
 interface RateReport {
   delivered: number;
+  offeredPerSec: number;
   deliveredPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
   windowCpuSeconds: { server: number; generator: number };
   windowMainThreadCpuSeconds: { server: number };
 }
@@ -74,7 +77,7 @@ try {
       r.perDelivery.push((report.windowCpuSeconds.server * 1e6) / report.delivered);
       r.mainPerDelivery.push((report.windowMainThreadCpuSeconds.server * 1e6) / report.delivered);
       console.log(
-        `window ${window + 1}, ${r.target.name}: ${fmt(r.perDelivery.at(-1)!, 1)} µs per delivery (main thread ${fmt(r.mainPerDelivery.at(-1)!, 1)}), ${fmt(report.deliveredPerSec)} deliveries/s`,
+        `window ${window + 1}, ${r.target.name}: ${fmt(r.perDelivery.at(-1)!, 1)} µs per delivery (main thread ${fmt(r.mainPerDelivery.at(-1)!, 1)}); ${fmt(report.offeredPerSec)} msg/s offered, ${fmt(report.deliveredPerSec)} deliveries/s, p50 / p99 ${fmt(report.p50Ms, 1)} / ${fmt(report.p99Ms, 1)} ms`,
       );
     }
   }
