@@ -204,6 +204,8 @@ async function rawSubscriber(t: TestChorus, userId: string, topic: string, keepa
   return {
     socket,
     packets,
+    /** How many of its deliveries the test has acknowledged so far. */
+    acknowledged: 0,
     publishes,
     isClosed: () => closed,
     puback: (messageId: number) => mqttPacket.generate({ cmd: 'puback', messageId }),
@@ -236,23 +238,30 @@ describe("a clean session's PUBACKs, read ahead of Aedes", () => {
     const topic = `groups/${groupId}/messages`;
     const ann = await t.mqtt('ann');
     const acks = aedesAcks('pia-raw');
-    // Keep alive 1 s and never a PINGREQ: only the PUBACKs keep the connection open past 1.5 s.
+    // Keep alive 1 s and never a PINGREQ: only the PUBACKs, each in a write of its own as its delivery arrives, keep
+    // the connection open past 1.5 s.
     const pia = await rawSubscriber(t, 'pia', topic, 1);
+    pia.socket.on('data', () => {
+      for (const delivery of pia.publishes().slice(pia.acknowledged)) pia.socket.write(pia.puback(delivery.messageId!));
+      pia.acknowledged = pia.publishes().length;
+    });
+    const send = (n: number) =>
+      ann.publishAsync(topic, JSON.stringify({ clientMsgId: `k${n}`, body: `message ${n}` }), { qos: 1 });
+    await send(1);
+    await until(() => pia.acknowledged === 1, 'the first message at pia');
+    const first = pia.seqOf(pia.publishes()[0]!);
+    await until(async () => (await deliveredTo('ann', groupId, first)) === 1, 'the first marked delivered');
+
     const startedAt = Date.now();
-    let sent = 0;
+    let sent = 1;
     while (Date.now() - startedAt < 3_500) {
       sent += 1;
-      await ann.publishAsync(topic, JSON.stringify({ clientMsgId: `k${sent}`, body: `message ${sent}` }), { qos: 1 });
-      await until(() => pia.publishes().length === sent, `message ${sent} at pia`);
-      const delivery = pia.publishes()[sent - 1]!;
-      pia.socket.write(pia.puback(delivery.messageId!));
-      await until(
-        async () => (await deliveredTo('ann', groupId, pia.seqOf(delivery))) === 1,
-        `seq ${sent} marked delivered`,
-      );
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await send(sent);
+      await new Promise((resolve) => setTimeout(resolve, 250));
     }
-    expect(sent).toBeGreaterThanOrEqual(5);
+    await until(() => pia.acknowledged === sent, `all ${sent} messages at pia`);
+    const last = pia.seqOf(pia.publishes().at(-1)!);
+    await until(async () => (await deliveredTo('ann', groupId, last)) === 1, 'the last marked delivered');
     expect(pia.isClosed()).toBe(false);
     expect(acks()).toBe(0); // Aedes handled none of them
     pia.socket.destroy();
