@@ -4,7 +4,7 @@ import mqttPacket, { type IPublishPacket } from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SHARED_CHUNK_BYTES } from '../broker/connection-output.js';
 import { publishHead, writeGroupPublish } from '../broker/group-delivery.js';
-import { TestChorus, collect, until } from './harness.js';
+import { TestChorus, collect, connectPacket, until } from './harness.js';
 
 describe('a group message serialized once for all subscribers', () => {
   it('is byte for byte the QoS 1 PUBLISH mqtt-packet writes, at every Remaining Length size', () => {
@@ -186,16 +186,7 @@ async function rawSubscriber(t: TestChorus, userId: string, topic: string, keepa
   });
   await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
   socket.write(
-    mqttPacket.generate({
-      cmd: 'connect',
-      protocolId: 'MQTT',
-      protocolVersion: 4,
-      clean: true,
-      clientId: `${userId}-raw`,
-      keepalive: keepaliveSeconds,
-      username: userId,
-      password: Buffer.from(await t.token(userId)),
-    }),
+    connectPacket({ userId, password: await t.token(userId), clientId: `${userId}-raw`, keepalive: keepaliveSeconds }),
   );
   await until(() => packets.some((p) => p.cmd === 'connack'), `${userId}'s CONNACK`);
   socket.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] }));

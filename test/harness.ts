@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import mqttPacket from 'mqtt-packet';
 import { pino } from 'pino';
 import { signToken } from '../auth/token-verifier.js';
 import { loadConfig, type ChorusConfig } from '../config/config.js';
@@ -160,6 +161,25 @@ export class TestChorus {
   close(): Promise<void> {
     return this.chorus.close();
   }
+}
+
+/** The CONNECT a raw MQTT 3.1.1 client sends, clean session: for tests that decide how their packets fall into writes. */
+export function connectPacket(login: {
+  userId: string;
+  password: string;
+  clientId: string;
+  keepalive: number;
+}): Buffer {
+  return mqttPacket.generate({
+    cmd: 'connect',
+    protocolId: 'MQTT',
+    protocolVersion: 4,
+    clean: true,
+    clientId: login.clientId,
+    keepalive: login.keepalive,
+    username: login.userId,
+    password: Buffer.from(login.password),
+  });
 }
 
 /** A counter or gauge from the node's /metrics, summed over its labels (0 when absent). */

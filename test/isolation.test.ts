@@ -1,25 +1,13 @@
 import { connect as tcpConnect, type Socket } from 'node:net';
 import mqttPacket from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestChorus, collect, metric, until } from './harness.js';
+import { TestChorus, collect, connectPacket, metric, until } from './harness.js';
 
 /** A raw MQTT 3.1.1 connection that subscribes to `topic` and then never reads again: a frozen device. */
 async function frozenSubscriber(t: TestChorus, userId: string, topic: string): Promise<Socket> {
   const socket = tcpConnect(t.chorus.mqttPort, '127.0.0.1');
   await new Promise((resolve) => socket.once('connect', resolve));
-  const password = Buffer.from(await t.token(userId));
-  socket.write(
-    mqttPacket.generate({
-      cmd: 'connect',
-      protocolId: 'MQTT',
-      protocolVersion: 4,
-      clean: true,
-      clientId: `${userId}-frozen`,
-      keepalive: 0,
-      username: userId,
-      password,
-    }),
-  );
+  socket.write(connectPacket({ userId, password: await t.token(userId), clientId: `${userId}-frozen`, keepalive: 0 }));
   socket.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] }));
   // Read the CONNACK and SUBACK, then stop reading for good.
   await new Promise((resolve) => socket.once('data', resolve));

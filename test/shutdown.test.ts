@@ -5,7 +5,7 @@ import mqtt from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { afterAll, describe, expect, it } from 'vitest';
 import { signToken } from '../auth/token-verifier.js';
-import { serveProcess } from './harness.js';
+import { connectPacket, serveProcess } from './harness.js';
 
 /** Idle subscribers: enough that closing them one by one, with the work each disconnect used to do, took seconds. */
 const CROWD = 2997;
@@ -25,18 +25,7 @@ function subscriber(port: number, userId: string, token: string, clientId: strin
       if (p.cmd === 'publish' && p.qos === 1)
         socket.write(mqttPacket.generate({ cmd: 'puback', messageId: p.messageId! }));
     });
-    socket.write(
-      mqttPacket.generate({
-        cmd: 'connect',
-        protocolId: 'MQTT',
-        protocolVersion: 4,
-        clean: true,
-        clientId,
-        keepalive: 300,
-        username: userId,
-        password: Buffer.from(token),
-      }),
-    );
+    socket.write(connectPacket({ userId, password: token, clientId, keepalive: 300 }));
   });
 }
 
