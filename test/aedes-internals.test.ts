@@ -17,7 +17,7 @@ import {
   wantsProblemInformation,
   writableTarget,
 } from '../broker/aedes.js';
-import { until } from './harness.js';
+import { connectPacket, until } from './harness.js';
 
 // Each internal of Aedes that broker/aedes.ts relies on, checked against the installed Aedes through a real client:
 // an Aedes upgrade that moves one of them fails here, by name, before anything that depends on it.
@@ -181,13 +181,11 @@ describe('the Aedes internals Chorus relies on', () => {
   it("keepaliveSweep (the patch's): a client silent for 1.5 times its keep alive is cut, never earlier, and one that pings is kept [MQTT-3.1.2-24]", async () => {
     expect((aedes as unknown as { keepaliveSweep?: boolean }).keepaliveSweep).toBe(true);
     // A CONNECT (MQTT 3.1.1, clean session, keep alive 1 s, client id "silent") and then nothing, not even PINGREQ.
-    const clientId = Buffer.from('silent');
-    const variable = Buffer.from([0, 4, ...Buffer.from('MQTT'), 4, 0x02, 0, 1, 0, clientId.length]);
-    const connectPacket = Buffer.concat([Buffer.from([0x10, variable.length + clientId.length]), variable, clientId]);
+    const silentConnect = connectPacket({ userId: 'silent', password: 'x', clientId: 'silent', keepalive: 1 });
     const silent = connectTcp(port, '127.0.0.1');
     await new Promise<void>((resolve) => silent.once('connect', () => resolve()));
     const sentAt = Date.now();
-    silent.write(connectPacket);
+    silent.write(silentConnect);
     const connackAt = await new Promise<number>((resolve) => silent.once('data', () => resolve(Date.now())));
     const closedAt = new Promise<number>((resolve) => silent.once('close', () => resolve(Date.now())));
     silent.on('error', () => undefined);
@@ -208,8 +206,6 @@ describe('the Aedes internals Chorus relies on', () => {
 
   it('_parser and the keep alive: between packets only when no part of one is read; packetArrived keeps a silent client [MQTT-3.1.2-24]', async () => {
     // A CONNECT (MQTT 3.1.1, clean session, keep alive 1 s, client id "half") on a raw socket, then a PINGREQ byte by byte.
-    const clientId = Buffer.from('half');
-    const variable = Buffer.from([0, 4, ...Buffer.from('MQTT'), 4, 0x02, 0, 1, 0, clientId.length]);
     const raw = connectTcp(port, '127.0.0.1');
     raw.setNoDelay(true);
     raw.on('error', () => undefined);
@@ -220,7 +216,7 @@ describe('the Aedes internals Chorus relies on', () => {
     raw.once('close', () => {
       closed = true;
     });
-    raw.write(Buffer.concat([Buffer.from([0x10, variable.length + clientId.length]), variable, clientId]));
+    raw.write(connectPacket({ userId: 'half', password: 'x', clientId: 'half', keepalive: 1 }));
     await until(() => clientById(aedes, 'half')?.connected === true, 'half connected');
     const client = clientById(aedes, 'half')!;
     expect(parserBetweenPackets(client)).toBe(true);

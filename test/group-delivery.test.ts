@@ -173,7 +173,7 @@ describe('group messages to each kind of subscriber', () => {
 
 /** A subscriber speaking MQTT 3.1.1 on a raw TCP socket, so that the test decides how its packets fall into writes. */
 async function rawSubscriber(t: TestChorus, userId: string, topic: string, keepaliveSeconds: number) {
-  const socket = connectTcp(Number(new URL(t.chorus.urls.mqtt).port), '127.0.0.1');
+  const socket = connectTcp(t.chorus.mqttPort, '127.0.0.1');
   socket.setNoDelay(true);
   socket.on('error', () => undefined);
   const parser = mqttPacket.parser({ protocolVersion: 4 });
