@@ -71,32 +71,23 @@ export class GroupStoreCassandra implements GroupStore {
   private constructor(private readonly db: CassandraSession) {}
 
   static async open(db: CassandraSession): Promise<GroupStoreCassandra> {
-    await db.ddl(`CREATE TABLE IF NOT EXISTS groups (
-      id text PRIMARY KEY, name text, created_by text, created_at timestamp, description text, avatar_url text,
-      history_visibility text, retention_days int)`);
-    for (const [column, type] of [
-      ['description', 'text'],
-      ['avatar_url', 'text'],
-      ['history_visibility', 'text'],
-      ['retention_days', 'int'],
-    ]) {
-      // Keyspaces made before these columns existed: adding one that exists fails, which is the wanted state.
-      await db.ddl(`ALTER TABLE groups ADD ${column} ${type}`).catch(() => undefined);
-    }
-    await db.ddl(
+    await db.ddl([
+      `CREATE TABLE IF NOT EXISTS groups (
+        id text PRIMARY KEY, name text, created_by text, created_at timestamp, description text, avatar_url text,
+        history_visibility text, retention_days int)`,
+      // Keyspaces made before these columns existed.
+      ...['description text', 'avatar_url text', 'history_visibility text', 'retention_days int'].map(
+        (column) => `ALTER TABLE groups ADD IF NOT EXISTS ${column}`,
+      ),
       'CREATE TABLE IF NOT EXISTS member_ranges (group_id text, user_id text, ranges text, PRIMARY KEY ((group_id), user_id))',
-    );
-    await db.ddl(
       'CREATE TABLE IF NOT EXISTS delivered_marks (group_id text, user_id text, seq bigint, PRIMARY KEY ((group_id), user_id))',
-    );
-    await db.ddl(`CREATE TABLE IF NOT EXISTS members_by_group (
-      group_id text, user_id text, role text, joined_at timestamp, read_seq bigint, PRIMARY KEY ((group_id), user_id))`);
-    await db.ddl(`CREATE TABLE IF NOT EXISTS members_by_user (
-      user_id text, group_id text, role text, joined_at timestamp, PRIMARY KEY ((user_id), group_id))`);
-    await db.ddl(
+      `CREATE TABLE IF NOT EXISTS members_by_group (
+        group_id text, user_id text, role text, joined_at timestamp, read_seq bigint, PRIMARY KEY ((group_id), user_id))`,
+      `CREATE TABLE IF NOT EXISTS members_by_user (
+        user_id text, group_id text, role text, joined_at timestamp, PRIMARY KEY ((user_id), group_id))`,
       'CREATE TABLE IF NOT EXISTS group_admins (group_id text, user_id text, PRIMARY KEY ((group_id), user_id))',
-    );
-    await db.ddl('CREATE TABLE IF NOT EXISTS group_sizes (group_id text PRIMARY KEY, members counter)');
+      'CREATE TABLE IF NOT EXISTS group_sizes (group_id text PRIMARY KEY, members counter)',
+    ]);
     return new GroupStoreCassandra(db);
   }
 

@@ -6,11 +6,11 @@ export class PushStoreCassandra implements PushStore {
   private constructor(private readonly db: CassandraSession) {}
 
   static async open(db: CassandraSession): Promise<PushStoreCassandra> {
-    await db.ddl(`CREATE TABLE IF NOT EXISTS push_subscriptions (
-      user_id text, endpoint text, p256dh text, auth text, device_id text, created_at timestamp, PRIMARY KEY ((user_id), endpoint))`);
-    await db.ddl(
+    await db.ddl([
+      `CREATE TABLE IF NOT EXISTS push_subscriptions (
+        user_id text, endpoint text, p256dh text, auth text, device_id text, created_at timestamp, PRIMARY KEY ((user_id), endpoint))`,
       'CREATE TABLE IF NOT EXISTS push_modes (user_id text, group_id text, mode text, PRIMARY KEY ((user_id), group_id))',
-    );
+    ]);
     return new PushStoreCassandra(db);
   }
 

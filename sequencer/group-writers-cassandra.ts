@@ -77,8 +77,10 @@ export class GroupWritersCassandra implements GroupWriters {
     nodeName: string,
     timing: GroupWritersTiming = DEFAULT_TIMING,
   ): Promise<GroupWritersCassandra> {
-    await db.ddl('CREATE TABLE IF NOT EXISTS writer_nodes (node_id text PRIMARY KEY, lease_until timestamp)');
-    await db.ddl('CREATE TABLE IF NOT EXISTS group_writers (group_id text PRIMARY KEY, node_id text, epoch bigint)');
+    await db.ddl([
+      'CREATE TABLE IF NOT EXISTS writer_nodes (node_id text PRIMARY KEY, lease_until timestamp)',
+      'CREATE TABLE IF NOT EXISTS group_writers (group_id text PRIMARY KEY, node_id text, epoch bigint)',
+    ]);
     const writers = new GroupWritersCassandra(db, nodeName, timing);
     await writers.renew();
     writers.schedule();

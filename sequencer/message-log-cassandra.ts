@@ -219,18 +219,20 @@ export class MessageLogCassandra implements MessageLog {
     writers: GroupWriters,
     options: CassandraLogOptions,
   ): Promise<MessageLogCassandra> {
-    await db.ddl(`CREATE TABLE IF NOT EXISTS group_messages (
-      group_id text, bucket bigint, seq bigint, draft text,
-      PRIMARY KEY ((group_id, bucket), seq)) WITH CLUSTERING ORDER BY (seq ASC)`);
-    // The seq range as one frozen tuple: one cell per entry.
-    await db.ddl(`CREATE TABLE IF NOT EXISTS dedup_ranges (
-      group_id text, sender_id text, client_msg_id text, seqs frozen<tuple<bigint, bigint>>,
-      PRIMARY KEY ((group_id, sender_id), client_msg_id))`);
-    await db.ddl('CREATE TABLE IF NOT EXISTS group_heads (group_id text PRIMARY KEY, last_seq bigint)');
-    // Partitioned like the messages they count: a history page's reactions are a slice of one or two partitions.
-    await db.ddl(`CREATE TABLE IF NOT EXISTS message_reactions (
-      group_id text, bucket bigint, target_seq bigint, emoji text, user_id text,
-      PRIMARY KEY ((group_id, bucket), target_seq, emoji, user_id))`);
+    await db.ddl([
+      `CREATE TABLE IF NOT EXISTS group_messages (
+        group_id text, bucket bigint, seq bigint, draft text,
+        PRIMARY KEY ((group_id, bucket), seq)) WITH CLUSTERING ORDER BY (seq ASC)`,
+      // The seq range as one frozen tuple: one cell per entry.
+      `CREATE TABLE IF NOT EXISTS dedup_ranges (
+        group_id text, sender_id text, client_msg_id text, seqs frozen<tuple<bigint, bigint>>,
+        PRIMARY KEY ((group_id, sender_id), client_msg_id))`,
+      'CREATE TABLE IF NOT EXISTS group_heads (group_id text PRIMARY KEY, last_seq bigint)',
+      // Partitioned like the messages they count: a history page's reactions are a slice of one or two partitions.
+      `CREATE TABLE IF NOT EXISTS message_reactions (
+        group_id text, bucket bigint, target_seq bigint, emoji text, user_id text,
+        PRIMARY KEY ((group_id, bucket), target_seq, emoji, user_id))`,
+    ]);
     return new MessageLogCassandra(db, writers, options);
   }
 

@@ -115,6 +115,7 @@ export async function clusterBackends(
 ): Promise<Backends> {
   const connectRedis = redisConnections(config, logger, onRedisError);
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}`;
+  const started = performance.now();
   const db = await CassandraSession.connect({
     contactPoints: config.cassandraContactPoints.split(',').map((p) => p.trim()),
     localDataCenter: config.cassandraLocalDataCenter,
@@ -137,6 +138,8 @@ export async function clusterBackends(
     retentionSeconds: async (groupId) => (await retention.days(groupId)) * 86_400,
   });
   const pushStore = await PushStoreCassandra.open(db);
+  // A first start on an empty keyspace waits for every Cassandra node to hold the new tables: this says how long.
+  logger.debug({ ms: Math.round(performance.now() - started) }, 'Cassandra keyspace and tables ready');
   const feed = await MembershipFeedRedis.start(redis, feedConnection);
   const presence = new PresenceRedis(redis, nodeId);
   // Sessions wait for Redis at most one retry: a persistent session's delivery must not hold up the router for long.
