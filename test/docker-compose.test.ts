@@ -61,6 +61,15 @@ describe('docker-compose.yml stays true to the code', () => {
     }
   });
 
+  it('starts the first Chorus node alone, which creates the tables, and the others once it is healthy', () => {
+    const [firstService, ...others] = chorusServices;
+    const [first, firstNode] = firstService!;
+    expect(Object.keys(firstNode.depends_on!).filter((name) => name.startsWith('chorus-'))).toEqual([]);
+    expect(others).toHaveLength(2);
+    for (const [, service] of others)
+      expect(service.depends_on![first], 'its schema changes are done').toEqual({ condition: 'service_healthy' });
+  });
+
   it('runs three Cassandra nodes, joining one at a time, that the nodes use at replication factor 3', () => {
     const nodes = named('cassandra-');
     expect(nodes).toEqual(['cassandra-1', 'cassandra-2', 'cassandra-3']);
