@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import mqttPacket from 'mqtt-packet';
 import { connect as tcpConnect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestChorus, collect, until } from './harness.js';
+import { TestChorus, collect, connectPacket, until } from './harness.js';
 
 describe('a retried send never makes a second message', () => {
   let t: TestChorus;
@@ -33,16 +33,9 @@ describe('a retried send never makes a second message', () => {
     parser.on('packet', (p) => packets.push(p));
     socket.on('data', (d) => parser.parse(d));
     const write = (p: mqttPacket.Packet) => socket.write(mqttPacket.generate(p));
-    write({
-      cmd: 'connect',
-      protocolId: 'MQTT',
-      protocolVersion: 4,
-      clean: true,
-      clientId: 'alice-raw',
-      keepalive: 30,
-      username: 'alice',
-      password: Buffer.from(await t.token('alice')),
-    });
+    socket.write(
+      connectPacket({ userId: 'alice', password: await t.token('alice'), clientId: 'alice-raw', keepalive: 30 }),
+    );
     await until(() => packets.some((p) => p.cmd === 'connack'), 'connack');
     write({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'users/alice/events', qos: 1 }] });
     await until(() => packets.some((p) => p.cmd === 'suback'), 'suback');

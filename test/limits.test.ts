@@ -2,11 +2,10 @@ import { readFileSync } from 'node:fs';
 import { connect as tcpConnect, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mqtt from 'mqtt';
-import mqttPacket from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { TCP_KEEPALIVE_IDLE_MS } from '../broker/admission.js';
-import { TestChorus, metric, until } from './harness.js';
+import { TestChorus, connectPacket, metric, until } from './harness.js';
 
 /** Resolves when the socket is closed by the other side; `false` if it is still open after `ms`. */
 const closedWithin = (socket: Socket | WebSocket, ms: number): Promise<boolean> =>
@@ -302,15 +301,11 @@ describe('behind a trusted load balancer (PROXY protocol)', () => {
     expect(await third.closed).toBe(true); // over maxUnauthenticatedPerAddress for 203.0.113.7
     for (const { closed } of held) expect(await Promise.race([closed, sleep(200).then(() => false)])).toBe(false);
     // Another client through the same proxy logs in: the PROXY header, then its CONNECT, in one write.
-    const connect = mqttPacket.generate({
-      cmd: 'connect',
-      protocolId: 'MQTT',
-      protocolVersion: 4,
+    const connect = connectPacket({
+      userId: 'alice',
+      password: await t.token('alice'),
       clientId: 'behind-the-proxy',
-      clean: true,
       keepalive: 30,
-      username: 'alice',
-      password: Buffer.from(await t.token('alice')),
     });
     const { socket } = await proxied('127.0.0.3', Buffer.concat([v2Header('198.51.100.9'), connect]));
     const connack = await new Promise<Buffer>((resolve) => socket.once('data', resolve));

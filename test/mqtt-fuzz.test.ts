@@ -4,7 +4,7 @@ import { connect as tcpConnect } from 'node:net';
 import mqttPacket from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { TestChorus, collect, until } from './harness.js';
+import { TestChorus, collect, connectPacket, until } from './harness.js';
 
 /** A small deterministic generator, so that a failing run can be repeated with its seed. */
 function random(seed: number): () => number {
@@ -45,16 +45,11 @@ describe('MQTT wire fuzz against a live node', () => {
   it('stays up, keeps its memory bounded, and a healthy pair keeps chatting through 600 hostile connections', async () => {
     const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 1_000_000);
     const next = random(seed);
-    const token = Buffer.from(await t.token('mallory'));
-    const connect = mqttPacket.generate({
-      cmd: 'connect',
-      protocolId: 'MQTT',
-      protocolVersion: 4,
-      clean: true,
+    const connect = connectPacket({
+      userId: 'mallory',
+      password: await t.token('mallory'),
       clientId: 'm',
       keepalive: 30,
-      username: 'mallory',
-      password: token,
     });
     const valid = [
       connect,
