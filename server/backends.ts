@@ -138,8 +138,12 @@ export async function clusterBackends(
     retentionSeconds: async (groupId) => (await retention.days(groupId)) * 86_400,
   });
   const pushStore = await PushStoreCassandra.open(db);
-  // A first start on an empty keyspace waits for every Cassandra node to hold the new tables: this says how long.
-  logger.debug({ ms: Math.round(performance.now() - started) }, 'Cassandra keyspace and tables ready');
+  // A first start on an empty keyspace waits for every Cassandra node to hold the new tables: this says how long the
+  // backends took to get here (the writer lease and the forwarding channel's Redis subscription among them).
+  logger.debug(
+    { msSinceBackendsBegan: Math.round(performance.now() - started) },
+    'Cassandra keyspace and tables ready',
+  );
   const feed = await MembershipFeedRedis.start(redis, feedConnection);
   const presence = new PresenceRedis(redis, nodeId);
   // Sessions wait for Redis at most one retry: a persistent session's delivery must not hold up the router for long.
