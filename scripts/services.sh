@@ -11,6 +11,7 @@
 # SERVICE: redis (one Redis, 127.0.0.1:6399), cassandra (one node, 127.0.0.1:9142), ring (three Cassandra nodes on
 # 127.0.0.2-4:9142, for replication factor 3), sentinel (Redis primary 6400 and replica 6401, Sentinels 26400-26402,
 # master name "chorus"). Ports: CHORUS_TEST_REDIS_PORT, CHORUS_TEST_CASSANDRA_PORT; state lives in .services/.
+# CHORUS_TEST_CASSANDRA_TIMER_SLACK_NS: the timer slack Cassandra runs with (default 1000000, 1 ms; 0: the kernel's).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 state="$root/.services"
@@ -20,6 +21,7 @@ cassandra_storage_port=${CHORUS_TEST_CASSANDRA_STORAGE_PORT:-7100}
 cassandra_lib="$state/cassandra/lib"
 cassandra_heap=${CHORUS_TEST_CASSANDRA_HEAP:-1G}
 ring_heap=${CHORUS_TEST_CASSANDRA_RING_HEAP:-512M}
+cassandra_timer_slack_ns=${CHORUS_TEST_CASSANDRA_TIMER_SLACK_NS:-1000000}
 sentinel_redis_ports=(6400 6401)
 sentinel_ports=(26400 26401 26402)
 sentinel_name=chorus
@@ -80,8 +82,25 @@ cassandra_node() { # dir address seeds token cluster heap
     "$root/scripts/cassandra/cassandra.yaml.in" > "$dir/conf/cassandra.yaml"
   local options
   options=$(grep '^-' "$root/scripts/cassandra/jvm17-server.options")
+  # While requests keep coming, Cassandra's request threads wait for the next one by parking 10 µs at a time (its
+  # shared executor's spin). Beside the other processes of one small machine that costs it 0.3-0.45 of a core at
+  # 3,500-7,000 msg/s (46,000 wake-ups a second), over half its CPU there. With a timer slack of 1 ms (prctl
+  # PR_SET_TIMERSLACK, which every thread it starts inherits) those timed parks wake about once a millisecond; a
+  # request still wakes a parked thread at once. docs/performance.md: "Cassandra's idle spin".
+  local launcher=()
+  if [ "$cassandra_timer_slack_ns" != 0 ]; then
+    if command -v python3 >/dev/null; then
+      launcher=(python3 -c 'import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(29, int(sys.argv[1]), 0, 0, 0) != 0:  # PR_SET_TIMERSLACK
+    sys.exit("prctl(PR_SET_TIMERSLACK): " + os.strerror(ctypes.get_errno()))
+os.execvp(sys.argv[2], sys.argv[2:])' "$cassandra_timer_slack_ns")
+    else
+      echo "python3 not found: Cassandra starts with the kernel's default timer slack" >&2
+    fi
+  fi
   # shellcheck disable=SC2086
-  nohup java $options -Xms"$6" -Xmx"$6" \
+  nohup "${launcher[@]}" java $options -Xms"$6" -Xmx"$6" \
     -Dcassandra.config="file://$dir/conf/cassandra.yaml" \
     -Dcassandra.storagedir="$dir" -Dcassandra.logdir="$dir/logs" \
     -Dlogback.configurationFile="$root/scripts/cassandra/logback.xml" \
