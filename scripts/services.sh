@@ -83,8 +83,9 @@ cassandra_node() { # dir address seeds token cluster heap
   local options
   options=$(grep '^-' "$root/scripts/cassandra/jvm17-server.options")
   # While requests keep coming, Cassandra's request threads wait for the next one by parking 10 µs at a time (its
-  # shared executor's spin). Beside the other processes of one small machine that costs it 0.3-0.45 of a core at
-  # 3,500-7,000 msg/s (46,000 wake-ups a second), over half its CPU there. With a timer slack of 1 ms (prctl
+  # shared executor's spin). Beside the other processes of one small machine those wake-ups were two thirds of its
+  # CPU: 0.63-0.73 of a core at 3,500-7,000 msg/s of the log alone, 0.19-0.25 with the slack (21,000-25,000 context
+  # switches a second against 3,500-4,500; node dist/bench/cassandra-log.js). With a timer slack of 1 ms (prctl
   # PR_SET_TIMERSLACK, which every thread it starts inherits) those timed parks wake about once a millisecond; a
   # request still wakes a parked thread at once. docs/performance.md: "Cassandra's idle spin".
   local launcher=()
