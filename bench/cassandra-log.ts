@@ -9,18 +9,15 @@
  * messages shows it here. Uses the Cassandra of scripts/services.sh (started if it does not answer); BENCH_CASSANDRA=0
  * leaves it out, as it does `npm run bench`'s Cassandra run.
  */
-import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { CassandraSession } from '../cassandra/session.js';
 import { GroupWritersCassandra } from '../sequencer/group-writers-cassandra.js';
 import type { MessageDraft } from '../sequencer/message-log.js';
 import { MessageLogCassandra } from '../sequencer/message-log-cassandra.js';
 import { env } from './env-number.js';
 import { fmt } from './figures.js';
-import { cpuSeconds, servicePid } from './process-usage.js';
+import { cpuSeconds, servicePid, startServices } from './process-usage.js';
 
 const RATES = (process.env.BENCH_CASSANDRA_LOG_RATES ?? '3500,7000,0').split(',').map(Number);
 const PER_APPEND = env('BENCH_CASSANDRA_LOG_PER_APPEND', 64);
@@ -32,9 +29,7 @@ if (process.env.BENCH_CASSANDRA === '0') {
   console.log('BENCH_CASSANDRA=0: the Cassandra log alone is not measured');
   process.exit(0);
 }
-execFileSync('bash', [join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'scripts', 'services.sh'), 'start'], {
-  stdio: 'inherit',
-});
+startServices();
 const cassandraPid = servicePid('cassandra');
 if (cassandraPid === undefined) throw new Error('no Cassandra started by scripts/services.sh is running');
 

@@ -3,7 +3,7 @@
  * benches read it before and after a measured window, for the servers they measure, the load generator and the
  * services (Redis, Cassandra) the servers use.
  */
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -47,7 +47,13 @@ export function rssBytes(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN) * 1024;
 }
 
-const STATE = join(new URL('.', import.meta.url).pathname, '..', '..', '.services');
+const ROOT = join(new URL('.', import.meta.url).pathname, '..', '..');
+const STATE = join(ROOT, '.services');
+
+/** Starts scripts/services.sh's single Redis and Cassandra if they do not answer, and waits until they do. */
+export function startServices(): void {
+  execFileSync('bash', [join(ROOT, 'scripts', 'services.sh'), 'start'], { stdio: 'inherit' });
+}
 
 /** The pid of a service scripts/services.sh started (single Redis or single Cassandra), when it runs. */
 export function servicePid(service: 'redis' | 'cassandra'): number | undefined {

@@ -8,7 +8,7 @@
  * (which otherwise starts Redis and Cassandra with scripts/services.sh, and warms Cassandra up with uncounted runs
  * until its throughput settles).
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +21,7 @@ import { waitForLine } from './wait-for-line.js';
 import type { LoadSpec } from './loadgen.js';
 import { env } from './env-number.js';
 import { Redis } from 'ioredis';
-import { cpuMeter, rssBytes, servicePid } from './process-usage.js';
+import { cpuMeter, rssBytes, servicePid, startServices } from './process-usage.js';
 import { COSTS_FILE, machineName, recordCosts } from './capacity-model.js';
 
 interface Result {
@@ -276,8 +276,7 @@ const median = (values: number[]) => {
 };
 
 const withCassandra = process.env.BENCH_CASSANDRA !== '0';
-if (withCassandra)
-  execFileSync('bash', [join(here, '..', '..', 'scripts', 'services.sh'), 'start'], { stdio: 'inherit' });
+if (withCassandra) startServices();
 const targets = withCassandra ? [bareAedes, chorusSqlite, chorusCassandra] : [bareAedes, chorusSqlite];
 // What the services served and the bench keyspace's request counts are read through these (Cassandra + Redis only).
 const redis = new Redis(Number(process.env.CHORUS_TEST_REDIS_PORT ?? 6399), '127.0.0.1', { lazyConnect: true });

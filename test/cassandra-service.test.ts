@@ -5,12 +5,9 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { CASSANDRA_PID_FILE, RING_ADDRESSES, ringPidFile } from './services.js';
 
-const STATE = new URL('../.services/', import.meta.url).pathname;
-const PID_FILES = [
-  `${STATE}cassandra/cassandra.pid`,
-  ...[1, 2, 3].map((n) => `${STATE}cassandra-ring/node${n}/cassandra.pid`),
-];
+const PID_FILES = [CASSANDRA_PID_FILE, ...RING_ADDRESSES.map((_, node) => ringPidFile(node))];
 
 describe('Cassandra as scripts/services.sh starts it', () => {
   it('runs every node with a timer slack of 1 ms', () => {

@@ -4,14 +4,11 @@ import { promisify } from 'node:util';
 import { readFileSync } from 'node:fs';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Cluster, ClusterNode } from './cluster-harness.js';
-import { namedPrimary, SENTINEL_PORTS } from './services.js';
+import { CASSANDRA_PID_FILE, namedPrimary, ringPidFile, SENTINEL_PORTS } from './services.js';
 
 const execFileAsync = promisify(execFile);
 const SERVICES = new URL('../scripts/services.sh', import.meta.url).pathname;
 const STATE = new URL('../.services/', import.meta.url).pathname;
-const CASSANDRA_PID = `${STATE}cassandra/cassandra.pid`;
-/** The pid file of one node (0, 1, 2) of the Cassandra ring. */
-const ringPid = (node: number) => `${STATE}cassandra-ring/node${node + 1}/cassandra.pid`;
 
 /** One fault: what it does, for how long, and what undoes it. */
 export type Fault =
@@ -419,15 +416,15 @@ export async function injectFault(fault: Fault, nodes: ClusterNode[], killed?: C
       await services('start', 'cassandra');
       return Date.now();
     case 'pause-cassandra':
-      await pause(CASSANDRA_PID, fault.downMs);
+      await pause(CASSANDRA_PID_FILE, fault.downMs);
       return Date.now();
     case 'stop-cassandra-nodes':
-      await Promise.all(fault.nodes.map((n) => stopByPidFile(ringPid(n))));
+      await Promise.all(fault.nodes.map((n) => stopByPidFile(ringPidFile(n))));
       await sleep(fault.downMs);
       await services('start', 'ring'); // starts the nodes that are missing
       return Date.now();
     case 'pause-cassandra-node':
-      await pause(ringPid(fault.node), fault.downMs);
+      await pause(ringPidFile(fault.node), fault.downMs);
       return Date.now();
   }
 }

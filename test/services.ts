@@ -23,6 +23,12 @@ export const SENTINEL_PORTS = [26400, 26401, 26402];
 export const SENTINEL_REDIS_PORTS = [6400, 6401];
 export const SENTINEL_NAME = 'chorus';
 
+const STATE = new URL('../.services/', import.meta.url).pathname;
+/** The pid file of the single Cassandra node scripts/services.sh starts. */
+export const CASSANDRA_PID_FILE = `${STATE}cassandra/cassandra.pid`;
+/** The pid file of one node (0, 1, 2) of the Cassandra ring scripts/services.sh starts. */
+export const ringPidFile = (node: number): string => `${STATE}cassandra-ring/node${node + 1}/cassandra.pid`;
+
 /** The port of the Redis server that one Sentinel (the first unless told) names as primary now. */
 export async function namedPrimary(sentinelPort = SENTINEL_PORTS[0]!): Promise<string> {
   const { stdout } = await promisify(execFile)('redis-cli', [
