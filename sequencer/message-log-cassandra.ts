@@ -190,8 +190,12 @@ export class MessageLogCassandra implements MessageLog {
   private readonly completing = new Set<Promise<unknown>>();
 
   private readonly retentionSeconds: CassandraLogOptions['retentionSeconds'];
-  /** Per group, a seq known to be at or below its first kept one (expiry only ever raises it): where firstSeq looks. */
-  private readonly firstSeqs = new Map<string, number>();
+  /**
+   * Per group, a seq known to be at or below its first kept one (expiry only ever raises it): where firstSeq looks. While
+   * `until` (ms since the epoch) has not passed, it is the first kept seq itself: that message's row was read with the
+   * time it expires, and nothing else moves a group's first seq (rows expire in seq order; deleteGroup drops the entry).
+   */
+  private readonly firstSeqs = new Map<string, { seq: number; until: number }>();
 
   /** The write statements, built once: the driver finds a prepared statement by its text, for every message. */
   private readonly statements: { insertMessage: string; setRange: string; setRangeOfOne: string; react: string };
@@ -704,7 +708,7 @@ export class MessageLogCassandra implements MessageLog {
   async readAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]> {
     const out: StampedMessage[] = [];
     const slice = (bucket: number) =>
-      this.db.execute('SELECT * FROM group_messages WHERE group_id = ? AND bucket = ? AND seq > ? LIMIT ?', [
+      this.db.execute('SELECT seq, draft FROM group_messages WHERE group_id = ? AND bucket = ? AND seq > ? LIMIT ?', [
         groupId,
         bucket,
         afterSeq,
@@ -714,7 +718,7 @@ export class MessageLogCassandra implements MessageLog {
     let rows = (await slice(bucket)).rows;
     if (rows.length === 0) {
       // Nothing here: either nothing newer exists, or this range has expired (TTL) and newer partitions follow.
-      const last = await this.truth(groupId);
+      const last = await this.lastSeq(groupId);
       while (rows.length === 0 && bucket < bucketOf(last)) rows = (await slice(++bucket)).rows;
     }
     // Seqs have no gaps, so the first partition that comes back short or empty is the end of the log.
@@ -728,10 +732,10 @@ export class MessageLogCassandra implements MessageLog {
 
   async readBefore(groupId: string, beforeSeq: number, limit: number): Promise<StampedMessage[]> {
     const out: StampedMessage[] = [];
-    const before = Math.min(beforeSeq, (await this.truth(groupId)) + 1); // partitions above the last seq are empty
+    const before = Math.min(beforeSeq, (await this.lastSeq(groupId)) + 1); // partitions above the last seq are empty
     for (let bucket = bucketOf(before - 1); bucket >= 0 && out.length < limit; bucket--) {
       const result = await this.db.execute(
-        'SELECT * FROM group_messages WHERE group_id = ? AND bucket = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
+        'SELECT seq, draft FROM group_messages WHERE group_id = ? AND bucket = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
         [groupId, bucket, before, limit - out.length],
       );
       // Seqs have no gaps: an empty partition below stored messages means everything older has expired.
@@ -750,20 +754,30 @@ export class MessageLogCassandra implements MessageLog {
 
   /**
    * Expiry is a prefix (rows expire in createdAt order, which is seq order), so the partitions from the first kept seq
-   * to the last are the non-empty ones: a binary search over partitions finds it, from where it was last seen.
+   * to the last are the non-empty ones: a binary search over partitions finds it, from where it was last seen. The
+   * first kept row's TTL says how long the answer holds: until then it is given without a read (a history page asks
+   * for it every time).
    */
   async firstSeq(groupId: string): Promise<number> {
+    const kept = this.firstSeqs.get(groupId);
+    if (kept && Date.now() < kept.until) return kept.seq; // its row is still there, so no later seq can be the first
     const last = await this.lastSeq(groupId);
-    const known = this.firstSeqs.get(groupId) ?? 1;
-    const firstAtOrAfter = async (bucket: number, from: number): Promise<number | null> => {
+    const known = kept?.seq ?? 1;
+    const firstAtOrAfter = async (bucket: number, from: number): Promise<{ seq: number; until: number } | null> => {
       const row = (
-        await this.db.execute('SELECT seq FROM group_messages WHERE group_id = ? AND bucket = ? AND seq >= ? LIMIT 1', [
-          groupId,
-          bucket,
-          from,
-        ])
+        await this.db.execute(
+          'SELECT seq, TTL(draft) AS ttl FROM group_messages WHERE group_id = ? AND bucket = ? AND seq >= ? LIMIT 1',
+          [groupId, bucket, from],
+        )
       ).first();
-      return row ? Number(row.get('seq')) : null;
+      if (!row) return null;
+      const ttl = row.get('ttl') as number | null;
+      // TTL counts whole seconds left and an edit rewrites the row with what was left, so the row may go up to a
+      // second or two before now + ttl: the answer is trusted that much less.
+      return {
+        seq: Number(row.get('seq')),
+        until: ttl === null ? Number.POSITIVE_INFINITY : Date.now() + (ttl - 2) * 1000,
+      };
     };
     let first = known > last ? null : await firstAtOrAfter(bucketOf(known), known);
     if (first === null && known <= last) {
@@ -776,11 +790,12 @@ export class MessageLogCassandra implements MessageLog {
       }
       first = low <= bucketOf(last) ? await firstAtOrAfter(low, known) : null;
     }
-    const result = first ?? last + 1;
+    // None kept: everything up to the last seq has expired, and the next message, when it comes, is the first.
+    const result = first ?? { seq: last + 1, until: 0 };
     this.firstSeqs.delete(groupId); // re-inserted last: the oldest entry is the first to go
     this.firstSeqs.set(groupId, result);
     if (this.firstSeqs.size > MAX_HEADS) this.firstSeqs.delete(this.firstSeqs.keys().next().value!);
-    return result;
+    return result.seq;
   }
 
   async reactions(groupId: string, seqs: number[], viewerId: string): Promise<Map<number, ReactionCount[]>> {

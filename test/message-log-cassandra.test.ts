@@ -65,6 +65,66 @@ describe('MessageLogCassandra expiry', () => {
     ]);
     expect(await ttlOfRow(groupId, 3)).toBeGreaterThan(3500);
   });
+
+  it("answers firstSeq without a read while the first kept row's TTL holds, and reads again once it may have run out", async () => {
+    let reads = 0;
+    const session = Object.create(db) as CassandraSession;
+    session.execute = async (query, params) => {
+      if (query.startsWith('SELECT seq, TTL(draft)')) reads += 1;
+      return db.execute(query, params);
+    };
+    const retention = new Map<string, number>();
+    const log = await MessageLogCassandra.open(session, writers, { retentionSeconds: (g) => retention.get(g) ?? 0 });
+    const send = (groupId: string, clientMsgId: string) =>
+      log.append([{ groupId, drafts: [{ senderId: 'u', clientMsgId, type: 'text', createdAtMs: Date.now() }] }]);
+
+    const forGood = `g-${randomUUID()}`; // no retention: no TTL, so its first seq holds until the group goes
+    await send(forGood, 'a');
+    await send(forGood, 'b');
+    expect(await log.firstSeq(forGood)).toBe(1);
+    expect(await log.firstSeq(forGood)).toBe(1);
+    expect(reads).toBe(1);
+
+    const expiring = `g-${randomUUID()}`;
+    retention.set(expiring, 5);
+    await send(expiring, 'a');
+    expect(await log.firstSeq(expiring)).toBe(1);
+    expect(await log.firstSeq(expiring)).toBe(1);
+    expect(reads).toBe(2);
+    // Trusted until two seconds before the row's TTL runs out (whole seconds, and an edit rewrites the row with what
+    // was left): a read again after that.
+    await sleep(3100);
+    expect(await log.firstSeq(expiring)).toBe(1);
+    expect(reads).toBe(3);
+    await log.close();
+  });
+
+  it("pages from the newest on the group's writer from its head, and elsewhere from the log", async () => {
+    const queries: string[] = [];
+    const session = Object.create(db) as CassandraSession;
+    session.execute = async (query, params) => {
+      queries.push(query);
+      return db.execute(query, params);
+    };
+    const log = await MessageLogCassandra.open(session, writers, { retentionSeconds: () => 0 });
+    const groupId = `g-${randomUUID()}`;
+    const drafts = ['a', 'b', 'c'].map((clientMsgId) => ({ senderId: 'u', clientMsgId, type: 'text', createdAtMs: 1 }));
+    await log.append([{ groupId, drafts }]);
+    queries.length = 0;
+    expect((await log.readBefore(groupId, Number.MAX_SAFE_INTEGER, 2)).map((m) => m.seq)).toEqual([3, 2]);
+    expect(queries.filter((q) => q.includes('group_heads'))).toEqual([]); // the writer knows its last seq
+    expect(queries).toHaveLength(1);
+
+    // A node that does not write the group reads where the log ends.
+    await log.close();
+    await writers.close();
+    writers = await GroupWritersCassandra.start(db, 'contract');
+    const reader = await MessageLogCassandra.open(session, writers, { retentionSeconds: () => 0 });
+    queries.length = 0;
+    expect((await reader.readBefore(groupId, Number.MAX_SAFE_INTEGER, 2)).map((m) => m.seq)).toEqual([3, 2]);
+    expect(queries.filter((q) => q.includes('group_heads'))).toHaveLength(1);
+    await reader.close();
+  });
 });
 
 describe('MessageLogCassandra dedup entries', () => {
