@@ -49,6 +49,8 @@ export const MeasuredCosts = Type.Object({
     cassandraUsPerMessage: Micros,
     cassandraWritesPerMessage: Type.Number({ minimum: 0 }),
     cassandraReadsPerMessage: Type.Number({ minimum: 0 }),
+    /** Cassandra reads (coordinator requests) per history page of 100 after a seq, on the group's writing node. */
+    cassandraReadsPerPage: Type.Number({ minimum: 0 }),
     redisUsPerMessage: Micros,
     redisCommandsPerMessage: Type.Number({ minimum: 0 }),
     /**
@@ -291,7 +293,8 @@ export function sizeFleet(costs: MeasuredCosts, load: FleetLoad): FleetSize {
         1e6) *
       spare,
     cassandraWritesPerSec: messages * cluster.cassandraWritesPerMessage + marks.writesPerSec,
-    cassandraReadsPerSec: messages * cluster.cassandraReadsPerMessage + load.historyPagesPerSec,
+    cassandraReadsPerSec:
+      messages * cluster.cassandraReadsPerMessage + load.historyPagesPerSec * cluster.cassandraReadsPerPage,
     cassandraCores:
       ((messages * cluster.cassandraUsPerMessage + marks.writesPerSec * cassandraUsPerWrite) / 1e6) * spare,
     markWritesPerSec: marks.writesPerSec,

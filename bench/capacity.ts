@@ -107,7 +107,7 @@ console.log(
   `| Redis | ${n(fleet.redisOpsPerSec)} commands/s (${n(fleet.presenceLookupsPerSec)} members' presence read by push passes), ${n(fleet.redisCores, 1)} cores | ${n(costs.cluster.redisCommandsPerMessage, 2)} commands and ${n(costs.cluster.redisUsPerMessage, 1)} µs per message; ${n(costs.cluster.redisUsPerPresenceLookup, 1)} µs per member's presence; ${n(costs.cluster.redisUsPerPublish, 1)} µs per receipt event or relay of marks |`,
 );
 console.log(
-  `| Cassandra | ${n(fleet.cassandraWritesPerSec)} writes/s (${n(fleet.markWritesPerSec)} of them delivered marks) and ${n(fleet.cassandraReadsPerSec)} reads/s (coordinator requests), ${n(fleet.cassandraCores, 1)} cores per replica | ${n(costs.cluster.cassandraWritesPerMessage, 2)} writes, ${n(costs.cluster.cassandraReadsPerMessage, 2)} reads and ${n(costs.cluster.cassandraUsPerMessage, 1)} µs per message on one node; a write of marks as one of messages |`,
+  `| Cassandra | ${n(fleet.cassandraWritesPerSec)} writes/s (${n(fleet.markWritesPerSec)} of them delivered marks) and ${n(fleet.cassandraReadsPerSec)} reads/s (coordinator requests), ${n(fleet.cassandraCores, 1)} cores per replica | ${n(costs.cluster.cassandraWritesPerMessage, 2)} writes, ${n(costs.cluster.cassandraReadsPerMessage, 2)} reads and ${n(costs.cluster.cassandraUsPerMessage, 1)} µs per message on one node; ${n(costs.cluster.cassandraReadsPerPage, 2)} reads per history page; a write of marks as one of messages |`,
 );
 console.log(
   `\nDelivered marks: each group's are written and told by its writer once per ${load.deliveredFlushMs} ms with deliveries, ${n(fleet.markEventDeliveriesPerSec)} receipt events/s to members (counted in the nodes' cores at a delivery's cost each).`,

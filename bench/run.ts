@@ -42,6 +42,8 @@ interface Result {
   redisCommandsPerMessage?: number;
   cassandraWritesPerMessage?: number;
   cassandraReadsPerMessage?: number;
+  /** Cassandra reads per history page (Cassandra + Redis target only). */
+  cassandraReadsPerPage?: number;
 }
 
 /** What the load generator prints. */
@@ -254,11 +256,15 @@ async function measure(target: Target): Promise<Result> {
     if (readHistory) {
       const sent = Math.floor((result.publishPerSec * (MEASURE_MS + PRE_MEASURE_MS)) / 1000);
       const { server, cassandra } = watch;
+      const readsBefore = target.services ? (await serviceRequests()).cassandraReads : undefined;
       const meter = cpuMeter({ server: server!, ...(cassandra ? { cassandra } : {}) });
       const { p50, p99 } = await historyLatency(readHistory, sent);
       result.usPerPage = Object.fromEntries(
         Object.entries(meter()).map(([name, seconds]) => [name, (seconds * 1e6) / HISTORY_READS]),
       );
+      if (readsBefore !== undefined) {
+        result.cassandraReadsPerPage = ((await serviceRequests()).cassandraReads - readsBefore) / HISTORY_READS;
+      }
       result.historyP50Ms = p50;
       result.historyP99Ms = p99;
     }
@@ -323,6 +329,7 @@ const summary = targets.map((t) => {
     redisCommandsPerMessage: median(rs.map((r) => r.redisCommandsPerMessage ?? Number.NaN)),
     cassandraWritesPerMessage: median(rs.map((r) => r.cassandraWritesPerMessage ?? Number.NaN)),
     cassandraReadsPerMessage: median(rs.map((r) => r.cassandraReadsPerMessage ?? Number.NaN)),
+    cassandraReadsPerPage: median(rs.map((r) => r.cassandraReadsPerPage ?? Number.NaN)),
     target: t.name,
     publishPerSec: median(rs.map((r) => r.publishPerSec)),
     deliveredPerSec: median(rs.map((r) => r.deliveredPerSec)),
@@ -361,7 +368,7 @@ const sqlite = summary.find((s) => s.target === chorusSqlite.name)!;
 const cluster = summary.find((s) => s.target === chorusCassandra.name);
 if (cluster) {
   console.log(
-    `\nper message on Cassandra + Redis: ${cluster.redisCommandsPerMessage.toFixed(2)} Redis commands, ${cluster.cassandraWritesPerMessage.toFixed(2)} Cassandra writes, ${cluster.cassandraReadsPerMessage.toFixed(2)} Cassandra reads; node CPU per message ${(cluster.perMessage('server') / sqlite.perMessage('server')).toFixed(2)}x the SQLite tier's`,
+    `\nper message on Cassandra + Redis: ${cluster.redisCommandsPerMessage.toFixed(2)} Redis commands, ${cluster.cassandraWritesPerMessage.toFixed(2)} Cassandra writes, ${cluster.cassandraReadsPerMessage.toFixed(2)} Cassandra reads; per history page ${cluster.cassandraReadsPerPage.toFixed(2)} Cassandra reads; node CPU per message ${(cluster.perMessage('server') / sqlite.perMessage('server')).toFixed(2)}x the SQLite tier's`,
   );
 }
 recordCosts(
@@ -374,6 +381,7 @@ recordCosts(
         cassandraUsPerMessage: cluster.perMessage('cassandra'),
         cassandraWritesPerMessage: cluster.cassandraWritesPerMessage,
         cassandraReadsPerMessage: cluster.cassandraReadsPerMessage,
+        cassandraReadsPerPage: cluster.cassandraReadsPerPage,
         redisUsPerMessage: cluster.perMessage('redis'),
         redisCommandsPerMessage: cluster.redisCommandsPerMessage,
       },

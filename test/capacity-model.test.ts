@@ -35,6 +35,7 @@ const costs = (cluster: Partial<MeasuredCosts['cluster']> = {}): MeasuredCosts =
     cassandraUsPerMessage: 20,
     cassandraWritesPerMessage: 0.05,
     cassandraReadsPerMessage: 0,
+    cassandraReadsPerPage: 3,
     redisUsPerMessage: 1,
     redisCommandsPerMessage: 0.02,
     redisUsPerPresenceLookup: 3,
@@ -87,6 +88,8 @@ describe('capacity model', () => {
     expect(sizeFleet(costs(), { ...load, messagesPerSec: 20_000 }).nodes).toBe(3); // 11 cores busy
     expect(fleet.nodeMemoryGb).toBeCloseTo((100_000 * 16) / 1024 / 1024, 6);
     expect(fleet.cassandraWritesPerSec).toBeCloseTo(250 + markWrites, 6);
+    // Each history page costs the reads the bench counted for one (3 here), beside the messages' own (none here).
+    expect(sizeFleet(costs(), { ...load, historyPagesPerSec: 100 }).cassandraReadsPerSec).toBeCloseTo(300, 6);
   });
 
   it("counts the push passes' presence reads in Redis: members on other nodes, a pass per group at most per 100 ms", () => {

@@ -133,6 +133,7 @@ describe('capacity model', () => {
         cassandraUsPerMessage: 0,
         cassandraWritesPerMessage: 0,
         cassandraReadsPerMessage: 0,
+        cassandraReadsPerPage: 3,
         redisUsPerMessage: 0,
         redisCommandsPerMessage: 0,
         redisUsPerPresenceLookup: 0,
