@@ -86,8 +86,10 @@ cassandra_node() { # dir address seeds token cluster heap
   # shared executor's spin). Beside the other processes of one small machine those wake-ups were two thirds of its
   # CPU: 0.63-0.73 of a core at 3,500-7,000 msg/s of the log alone, 0.19-0.25 with the slack (21,000-25,000 context
   # switches a second against 3,500-4,500; node dist/bench/cassandra-log.js). With a timer slack of 1 ms (prctl
-  # PR_SET_TIMERSLACK, which every thread it starts inherits) those timed parks wake about once a millisecond; a
-  # request still wakes a parked thread at once. docs/performance.md: "Cassandra's idle spin".
+  # PR_SET_TIMERSLACK, which every thread it starts inherits) those timed parks wake about once a millisecond. The
+  # price is latency at low rates: a request that comes while a thread spins waits for that thread's park to end
+  # (Cassandra starts another only when none spins), so requests one at a time took 1.4-1.5 ms against 0.6-0.9.
+  # docs/performance.md: "Cassandra's idle spin".
   local launcher=()
   if [ "$cassandra_timer_slack_ns" != 0 ]; then
     if command -v python3 >/dev/null; then
