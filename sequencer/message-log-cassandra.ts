@@ -578,19 +578,24 @@ export class MessageLogCassandra implements MessageLog {
 
   /** The highest stored seq, knowing that `from` is stored (or 0). */
   private async probeFrom(groupId: string, from: number): Promise<number> {
-    let last = from;
-    for (let bucket = bucketOf(last); ; bucket++) {
-      const top = await this.db.execute(
-        'SELECT seq FROM group_messages WHERE group_id = ? AND bucket = ? ORDER BY seq DESC LIMIT 1',
-        [groupId, bucket],
-      );
-      const seq = top.first()?.get('seq');
-      if (seq == null) {
-        if (bucket > bucketOf(last)) return last;
-        continue;
-      }
-      last = Math.max(last, Number(seq));
-    }
+    const top = async (bucket: number): Promise<number | null> => {
+      const seq = (
+        await this.db.execute(
+          'SELECT seq FROM group_messages WHERE group_id = ? AND bucket = ? ORDER BY seq DESC LIMIT 1',
+          [groupId, bucket],
+        )
+      )
+        .first()
+        ?.get('seq');
+      return seq == null ? null : Number(seq);
+    };
+    // The head row is recorded at least once per partition, so the log nearly always ends in `from`'s partition or
+    // the next one: both are read at once. Seqs have no gaps, so the first empty partition after those is the end.
+    let bucket = bucketOf(from);
+    const [here, next] = await Promise.all([top(bucket), top(bucket + 1)]);
+    let last = Math.max(from, here ?? 0);
+    for (let above = next; above !== null; above = await top(++bucket + 1)) last = Math.max(last, above);
+    return last;
   }
 
   /**
