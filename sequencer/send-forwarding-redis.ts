@@ -43,7 +43,7 @@ interface Waiting {
 const channelOf = (nodeId: string) => `chorus:sends:${nodeId}`;
 
 /** A request not answered this long is posted again (then after twice as long, up to MAX_REPOST_MS). */
-const FIRST_REPOST_MS = 1000;
+export const FIRST_REPOST_MS = 1000;
 const MAX_REPOST_MS = 8000;
 /**
  * Requests, and answers, in one Redis message at most: a node back from an outage posts every waiting request at once
