@@ -21,6 +21,16 @@ afterAll(async () => {
   await db.close();
 });
 
+/** The suite's session, telling `seen` of each query it executes. */
+function observedSession(seen: (query: string) => void): CassandraSession {
+  const session = Object.create(db) as CassandraSession;
+  session.execute = async (query, params) => {
+    seen(query);
+    return db.execute(query, params);
+  };
+  return session;
+}
+
 messageLogContract(
   'cassandra',
   () =>
@@ -68,11 +78,9 @@ describe('MessageLogCassandra expiry', () => {
 
   it("answers firstSeq without a read while the first kept row's TTL holds, and reads again once it may have run out", async () => {
     let reads = 0;
-    const session = Object.create(db) as CassandraSession;
-    session.execute = async (query, params) => {
+    const session = observedSession((query) => {
       if (query.startsWith('SELECT seq, TTL(draft)')) reads += 1;
-      return db.execute(query, params);
-    };
+    });
     const retention = new Map<string, number>();
     const log = await MessageLogCassandra.open(session, writers, { retentionSeconds: (g) => retention.get(g) ?? 0 });
     const send = (groupId: string, clientMsgId: string) =>
@@ -101,11 +109,7 @@ describe('MessageLogCassandra expiry', () => {
 
   it("pages from the newest on the group's writer from its head, and elsewhere from the log", async () => {
     const queries: string[] = [];
-    const session = Object.create(db) as CassandraSession;
-    session.execute = async (query, params) => {
-      queries.push(query);
-      return db.execute(query, params);
-    };
+    const session = observedSession((query) => queries.push(query));
     const log = await MessageLogCassandra.open(session, writers, { retentionSeconds: () => 0 });
     const groupId = `g-${randomUUID()}`;
     const drafts = ['a', 'b', 'c'].map((clientMsgId) => ({ senderId: 'u', clientMsgId, type: 'text', createdAtMs: 1 }));
@@ -264,11 +268,9 @@ describe('MessageLogCassandra calls in flight together', () => {
 describe('MessageLogCassandra lookups skipped for time-ordered ids', () => {
   it('looks up only keys not greater than every key the sender has, and reads that key again under a new hold', async () => {
     let lookups = 0;
-    const session = Object.create(db) as CassandraSession;
-    session.execute = async (query, params) => {
+    const session = observedSession((query) => {
       if (query.startsWith('SELECT client_msg_id, seqs FROM dedup_ranges')) lookups += 1;
-      return db.execute(query, params);
-    };
+    });
     const draft = (clientMsgId: string): MessageDraft => ({
       senderId: 'u',
       clientMsgId,
