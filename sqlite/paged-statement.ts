@@ -14,7 +14,7 @@ const MAX_PREPARED_LIMITS = 16;
 export function pagedStatement<Params extends unknown[], Row>(
   db: Database.Database,
   sql: string,
-  options: { pluck?: boolean } = {},
+  options: { pluck?: boolean; raw?: boolean } = {},
 ): (limit: number) => Database.Statement<Params, Row> {
   if (!sql.endsWith('LIMIT ?')) throw new Error(`a page query ends with "LIMIT ?": ${sql}`);
   const base = sql.slice(0, -1);
@@ -28,6 +28,7 @@ export function pagedStatement<Params extends unknown[], Row>(
     } else {
       statement = db.prepare<Params, Row>(`${base}${limit}`);
       if (options.pluck) statement.pluck();
+      if (options.raw) statement.raw();
       if (prepared.size >= MAX_PREPARED_LIMITS) prepared.delete(prepared.keys().next().value!);
     }
     prepared.set(limit, statement);

@@ -19,6 +19,17 @@ describe('page queries with a literal LIMIT', () => {
     expect(page(1000).all('k47')).toEqual(['k48', 'k49']);
   });
 
+  it('returns rows as arrays when asked to be raw, on every limit prepared', () => {
+    const page = pagedStatement<[string], [string, number]>(db, 'SELECT k, v FROM t WHERE k > ? ORDER BY k LIMIT ?', {
+      raw: true,
+    });
+    expect(page(2).all('k10')).toEqual([
+      ['k11', 11],
+      ['k12', 12],
+    ]);
+    expect(page(1).all('k48')).toEqual([['k49', 49]]);
+  });
+
   it('keeps at most 16 limits prepared, dropping the least recently used', () => {
     const page = pagedStatement<[string], { k: string }>(db, 'SELECT k FROM t WHERE k > ? ORDER BY k LIMIT ?');
     const first = page(1);
