@@ -22,6 +22,9 @@ import { WriterMovedError, type GroupWriters } from './group-writers.js';
 /** Messages per partition: (group_id, bucket) holds seqs [bucket * BUCKET, (bucket + 1) * BUCKET). */
 export const BUCKET = 1000;
 const bucketOf = (seq: number): number => Math.floor(seq / BUCKET);
+/** The first and last seq a partition can hold (seqs start at 1). */
+const firstSeqOf = (bucket: number): number => Math.max(1, bucket * BUCKET);
+const lastSeqOf = (bucket: number): number => (bucket + 1) * BUCKET - 1;
 
 /** Clustering keys in one IN restriction of a dedup lookup or write. */
 const DEDUP_CHUNK = 100;
@@ -711,50 +714,77 @@ export class MessageLogCassandra implements MessageLog {
   }
 
   async readAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]> {
-    const out: StampedMessage[] = [];
-    const slice = (bucket: number) =>
+    const page = await this.sliceAfter(groupId, afterSeq, limit);
+    if (page.length > 0) return page;
+    // Nothing after afterSeq in its partition: either nothing newer exists, or the messages from there on have expired
+    // (oldest first) and the log goes on from its first kept seq.
+    const first = await this.firstSeq(groupId);
+    return first > afterSeq + 1 ? this.sliceAfter(groupId, first - 1, limit) : page;
+  }
+
+  /**
+   * Up to `limit` messages after `afterSeq`, from its partition on. A page that may run into the next partition reads it
+   * at the same time: a second round trip after the first would be most of the page's wait. Seqs have no gaps, so a
+   * slice that stops short of its partition's last seq is the end of the log.
+   */
+  private async sliceAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]> {
+    const slice = (bucket: number, n: number) =>
       this.db.execute('SELECT seq, draft FROM group_messages WHERE group_id = ? AND bucket = ? AND seq > ? LIMIT ?', [
         groupId,
         bucket,
         afterSeq,
-        limit - out.length,
+        n,
       ]);
     let bucket = bucketOf(afterSeq + 1);
-    let rows = (await slice(bucket)).rows;
-    if (rows.length === 0) {
-      // Nothing here: either nothing newer exists, or this range has expired (TTL) and newer partitions follow.
-      const last = await this.lastSeq(groupId);
-      while (rows.length === 0 && bucket < bucketOf(last)) rows = (await slice(++bucket)).rows;
-    }
-    // Seqs have no gaps, so the first partition that comes back short or empty is the end of the log.
-    while (rows.length > 0) {
+    const room = lastSeqOf(bucket) - afterSeq; // what the first partition can hold of the page
+    const mayGoOn = (this.heldLastSeq(groupId) ?? Number.POSITIVE_INFINITY) > lastSeqOf(bucket);
+    let next = room < limit && mayGoOn ? slice(bucket + 1, limit - room) : undefined;
+    next?.catch(() => undefined); // awaited below, unless the first slice ends the page or fails
+    let rows = (await slice(bucket, limit)).rows;
+    const out: StampedMessage[] = [];
+    for (;;) {
       for (const row of rows) out.push(rowToMessage(groupId, row));
-      if (out.length >= limit) break;
-      rows = (await slice(++bucket)).rows;
+      if (out.length >= limit || out.length === 0 || out.at(-1)!.seq < lastSeqOf(bucket)) return out;
+      bucket += 1;
+      // The slice read at once asked for what the page lacks if the first partition held all it could of it.
+      rows = (await (next && out.length === room ? next : slice(bucket, limit - out.length))).rows;
+      next = undefined;
     }
-    return out;
   }
 
   async readBefore(groupId: string, beforeSeq: number, limit: number): Promise<StampedMessage[]> {
-    const out: StampedMessage[] = [];
     const before = Math.min(beforeSeq, (await this.lastSeq(groupId)) + 1); // partitions above the last seq are empty
-    for (let bucket = bucketOf(before - 1); bucket >= 0 && out.length < limit; bucket--) {
-      const result = await this.db.execute(
+    if (before <= 1) return [];
+    const slice = (bucket: number, n: number) =>
+      this.db.execute(
         'SELECT seq, draft FROM group_messages WHERE group_id = ? AND bucket = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
-        [groupId, bucket, before, limit - out.length],
+        [groupId, bucket, before, n],
       );
-      // Seqs have no gaps: an empty partition below stored messages means everything older has expired.
-      if (result.rows.length === 0 && out.length > 0) break;
-      for (const row of result.rows) out.push(rowToMessage(groupId, row));
+    // As sliceAfter, downwards. Messages expire oldest first and seqs have no gaps, so a slice that stops short of its
+    // partition's first seq (or finds nothing) has reached the oldest message kept.
+    let bucket = bucketOf(before - 1);
+    const room = before - firstSeqOf(bucket);
+    let next = room < limit && bucket > 0 ? slice(bucket - 1, limit - room) : undefined;
+    next?.catch(() => undefined);
+    let rows = (await slice(bucket, limit)).rows;
+    const out: StampedMessage[] = [];
+    for (;;) {
+      for (const row of rows) out.push(rowToMessage(groupId, row));
+      if (out.length >= limit || out.length === 0 || bucket === 0 || out.at(-1)!.seq > firstSeqOf(bucket)) return out;
+      bucket -= 1;
+      rows = (await (next && out.length === room ? next : slice(bucket, limit - out.length))).rows;
+      next = undefined;
     }
-    return out;
   }
 
   async lastSeq(groupId: string): Promise<number> {
-    // The writer's head is the truth while its hold lasts: every stamp of the group went through it.
+    return this.heldLastSeq(groupId) ?? this.truth(groupId);
+  }
+
+  /** The last seq written, known without a read on the group's writer: its head is the truth while its hold lasts. */
+  private heldLastSeq(groupId: string): number | undefined {
     const head = this.heads.get(groupId);
-    if (head && this.writers.holding(groupId) === head.epoch) return head.durable;
-    return this.truth(groupId);
+    return head && this.writers.holding(groupId) === head.epoch ? head.durable : undefined;
   }
 
   /**

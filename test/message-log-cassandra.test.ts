@@ -21,12 +21,16 @@ afterAll(async () => {
   await db.close();
 });
 
-/** The suite's session, telling `seen` of each query it executes. */
-function observedSession(seen: (query: string) => void): CassandraSession {
+/** The suite's session, telling `seen` of each query it executes; a function `seen` returns is called when it is done. */
+function observedSession(seen: (query: string) => void | (() => void)): CassandraSession {
   const session = Object.create(db) as CassandraSession;
   session.execute = async (query, params) => {
-    seen(query);
-    return db.execute(query, params);
+    const done = seen(query);
+    try {
+      return await db.execute(query, params);
+    } finally {
+      done?.();
+    }
   };
   return session;
 }
@@ -109,7 +113,9 @@ describe('MessageLogCassandra expiry', () => {
 
   it("pages from the newest on the group's writer from its head, and elsewhere from the log", async () => {
     const queries: string[] = [];
-    const session = observedSession((query) => queries.push(query));
+    const session = observedSession((query) => {
+      queries.push(query);
+    });
     const log = await MessageLogCassandra.open(session, writers, { retentionSeconds: () => 0 });
     const groupId = `g-${randomUUID()}`;
     const drafts = ['a', 'b', 'c'].map((clientMsgId) => ({ senderId: 'u', clientMsgId, type: 'text', createdAtMs: 1 }));
@@ -128,6 +134,98 @@ describe('MessageLogCassandra expiry', () => {
     expect((await reader.readBefore(groupId, Number.MAX_SAFE_INTEGER, 2)).map((m) => m.seq)).toEqual([3, 2]);
     expect(queries.filter((q) => q.includes('group_heads'))).toHaveLength(1);
     await reader.close();
+  });
+});
+
+describe('MessageLogCassandra pages across partitions', () => {
+  /** A log whose reads of message slices are counted, with the most of them in flight at once. */
+  async function slicesCounted(retentionSeconds: (groupId: string) => number) {
+    const slices = { count: 0, inFlight: 0, mostInFlight: 0 };
+    const session = observedSession((query) => {
+      if (!query.startsWith('SELECT seq, draft FROM group_messages')) return;
+      slices.count += 1;
+      slices.mostInFlight = Math.max(slices.mostInFlight, ++slices.inFlight);
+      return () => {
+        slices.inFlight -= 1;
+      };
+    });
+    const log = await MessageLogCassandra.open(session, writers, { retentionSeconds });
+    const counted = async <T>(read: () => Promise<T>) => {
+      Object.assign(slices, { count: 0, mostInFlight: 0 });
+      const result = await read();
+      return { result, slices: { count: slices.count, mostInFlight: slices.mostInFlight } };
+    };
+    return { log, counted };
+  }
+  const send = (log: MessageLogCassandra, groupId: string, from: number, n: number, createdAtMs: number) =>
+    log.append([
+      {
+        groupId,
+        drafts: Array.from({ length: n }, (_, i) => ({
+          senderId: 'u',
+          clientMsgId: `m${String(from + i).padStart(5, '0')}`,
+          type: 'text',
+          createdAtMs,
+        })),
+      },
+    ]);
+  const seqsOf = (page: { seq: number }[]) => [page[0]?.seq, page.at(-1)?.seq, page.length];
+
+  it("reads a page that runs into the next partition with both slices at once, and ends at a slice short of its partition's end", async () => {
+    const { log, counted } = await slicesCounted(() => 0);
+    const groupId = `g-${randomUUID()}`;
+    for (let sent = 0; sent < 1050; sent += 150) await send(log, groupId, sent, 150, Date.now());
+
+    // Seqs 1-999 are in partition 0, 1000-1999 in partition 1.
+    let read = await counted(() => log.readAfter(groupId, 950, 100));
+    expect(seqsOf(read.result)).toEqual([951, 1050, 100]);
+    expect(read.slices).toEqual({ count: 2, mostInFlight: 2 });
+
+    read = await counted(() => log.readBefore(groupId, 1010, 30));
+    expect(seqsOf(read.result)).toEqual([1009, 980, 30]);
+    expect(read.slices).toEqual({ count: 2, mostInFlight: 2 });
+
+    // The log ends inside the first partition read: nothing more is read.
+    read = await counted(() => log.readAfter(groupId, 1040, 100));
+    expect(seqsOf(read.result)).toEqual([1041, 1050, 10]);
+    expect(read.slices.count).toBe(1);
+    read = await counted(() => log.readBefore(groupId, 21, 100));
+    expect(seqsOf(read.result)).toEqual([20, 1, 20]);
+    expect(read.slices.count).toBe(1);
+    // The writer knows where the log ends: a page after it reads no partition past it.
+    read = await counted(() => log.readAfter(groupId, 960, 100));
+    expect(seqsOf(read.result)).toEqual([961, 1050, 90]);
+    expect(read.slices.count).toBe(2);
+    await log.close();
+  });
+
+  it('skips partitions whose messages have expired, forward to the first kept one, and stops going back at them', async () => {
+    const retention = 3600;
+    const { log, counted } = await slicesCounted(() => retention);
+    const groupId = `g-${randomUUID()}`;
+    // Made as long ago as the retention: their rows are written with the shortest TTL, a second. Then 10 new ones.
+    const gone = Date.now() - retention * 1000;
+    for (let sent = 0; sent < 2010; sent += 201) await send(log, groupId, sent, 201, gone);
+    await send(log, groupId, 2010, 10, Date.now());
+    const kept = async () =>
+      (
+        await db.execute('SELECT COUNT(*) AS n FROM group_messages WHERE group_id = ? AND bucket IN (0, 1, 2)', [
+          groupId,
+        ])
+      )
+        .first()
+        .get('n');
+    for (let waited = 0; Number(await kept()) > 10 && waited < 20; waited++) await sleep(500);
+    expect(Number(await kept())).toBe(10);
+
+    let read = await counted(() => log.readAfter(groupId, 0, 100));
+    expect(seqsOf(read.result)).toEqual([2011, 2020, 10]);
+    // The first partition, found empty, then the partition of the first kept seq (found without reading slices).
+    expect(read.slices.count).toBe(2);
+    read = await counted(() => log.readBefore(groupId, 2011, 10));
+    expect(read.result).toEqual([]);
+    expect(read.slices.count).toBe(1); // partitions 1 and 0 are not read
+    await log.close();
   });
 });
 
