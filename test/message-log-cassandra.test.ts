@@ -21,15 +21,15 @@ afterAll(async () => {
   await db.close();
 });
 
-/** The suite's session, telling `seen` of each query it executes; a function `seen` returns is called when it is done. */
-function observedSession(seen: (query: string) => void | (() => void)): CassandraSession {
+/** The suite's session, telling `seen` of each query it executes, and `done` of each when it has finished. */
+function observedSession(seen: (query: string) => void, done?: (query: string) => void): CassandraSession {
   const session = Object.create(db) as CassandraSession;
   session.execute = async (query, params) => {
-    const done = seen(query);
+    seen(query);
     try {
       return await db.execute(query, params);
     } finally {
-      done?.();
+      done?.(query);
     }
   };
   return session;
@@ -113,9 +113,7 @@ describe('MessageLogCassandra expiry', () => {
 
   it("pages from the newest on the group's writer from its head, and elsewhere from the log", async () => {
     const queries: string[] = [];
-    const session = observedSession((query) => {
-      queries.push(query);
-    });
+    const session = observedSession((query) => queries.push(query));
     const log = await MessageLogCassandra.open(session, writers, { retentionSeconds: () => 0 });
     const groupId = `g-${randomUUID()}`;
     const drafts = ['a', 'b', 'c'].map((clientMsgId) => ({ senderId: 'u', clientMsgId, type: 'text', createdAtMs: 1 }));
@@ -141,14 +139,17 @@ describe('MessageLogCassandra pages across partitions', () => {
   /** A log whose reads of message slices are counted, with the most of them in flight at once. */
   async function slicesCounted(retentionSeconds: (groupId: string) => number) {
     const slices = { count: 0, inFlight: 0, mostInFlight: 0 };
-    const session = observedSession((query) => {
-      if (!query.startsWith('SELECT seq, draft FROM group_messages')) return;
-      slices.count += 1;
-      slices.mostInFlight = Math.max(slices.mostInFlight, ++slices.inFlight);
-      return () => {
-        slices.inFlight -= 1;
-      };
-    });
+    const isSlice = (query: string) => query.startsWith('SELECT seq, draft FROM group_messages');
+    const session = observedSession(
+      (query) => {
+        if (!isSlice(query)) return;
+        slices.count += 1;
+        slices.mostInFlight = Math.max(slices.mostInFlight, ++slices.inFlight);
+      },
+      (query) => {
+        if (isSlice(query)) slices.inFlight -= 1;
+      },
+    );
     const log = await MessageLogCassandra.open(session, writers, { retentionSeconds });
     const counted = async <T>(read: () => Promise<T>) => {
       Object.assign(slices, { count: 0, mostInFlight: 0 });
