@@ -80,7 +80,8 @@ const stateOf = (d: StoredDraft) => ({
 
 const rowToMessage = (groupId: string, row: Row): StampedMessage => {
   const draft = JSON.parse(row.get('draft') as string) as StoredDraft;
-  return toStampedMessage(groupId, Number(row.get('seq')), draft, stateOf(draft));
+  // A bigint column comes as a Long: Number() of one goes through its decimal string (2% of a page's CPU, profiled).
+  return toStampedMessage(groupId, (row.get('seq') as cassandra.types.Long).toNumber(), draft, stateOf(draft));
 };
 
 /** Drafts or messages (indices, in order) grouped by sender, in chunks of at most DEDUP_CHUNK: one dedup partition each. */
