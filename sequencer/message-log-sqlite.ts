@@ -90,8 +90,28 @@ const rowText = (row: Pick<MessageRow, 'type' | 'body' | 'extra'>): string | nul
     body: row.body,
   });
 
-/** The columns a message is built from: all but the search document and the last edit's seq. */
-type MessageColumns = Omit<MessageRow, 'text_doc' | 'last_edit_seq'>;
+/**
+ * The columns a message is built from (all but the search document and the last edit's seq), in the order a history
+ * page selects them. Page statements return arrays (better-sqlite3's raw mode): an object per row is built property by
+ * property in native code, twice the cost of an array (250 against 125 us for a page of 100), and the object
+ * rowToMessage reads is then built in JavaScript: readAfter of 100 messages took 370-410 us with every column as objects,
+ * 220-250 us so (docs/performance.md). One list of the columns makes both the SQL and the object, so their orders agree.
+ */
+const MESSAGE_COLUMNS = [
+  'seq',
+  'sender_id',
+  'client_msg_id',
+  'type',
+  'body',
+  'reply_to_seq',
+  'mentions',
+  'created_at',
+  'extra',
+  'target_seq',
+  'edited_at',
+  'deleted_at',
+] as const satisfies readonly (keyof MessageRow)[];
+type MessageColumns = Pick<MessageRow, (typeof MESSAGE_COLUMNS)[number]>;
 
 export const rowToMessage = (groupId: string, row: MessageColumns): StampedMessage =>
   toStampedMessage(
@@ -114,61 +134,12 @@ export const rowToMessage = (groupId: string, row: MessageColumns): StampedMessa
     },
   );
 
-/**
- * A history page's row. Page statements return arrays (better-sqlite3's raw mode): an object per row is built property
- * by property in native code, twice the cost of an array (250 against 125 us for a page of 100), and the object
- * rowToMessage reads is then built in JavaScript for next to nothing: readAfter of 100 messages took 500-620 us with
- * every column as objects, 270-340 us so (docs/performance.md).
- */
-type PageRow = [
-  seq: number,
-  sender_id: string,
-  client_msg_id: string,
-  type: string,
-  body: string,
-  reply_to_seq: number | null,
-  mentions: string | null,
-  created_at: number,
-  extra: string | null,
-  target_seq: number | null,
-  edited_at: number | null,
-  deleted_at: number | null,
-];
-/** PageRow's columns, in its order. */
-const PAGE_COLUMNS =
-  'seq, sender_id, client_msg_id, type, body, reply_to_seq, mentions, created_at, extra, target_seq, edited_at, deleted_at';
-
-const pageRowToMessage = (
-  groupId: string,
-  [
-    seq,
-    sender_id,
-    client_msg_id,
-    type,
-    body,
-    reply_to_seq,
-    mentions,
-    created_at,
-    extra,
-    target_seq,
-    edited_at,
-    deleted_at,
-  ]: PageRow,
-): StampedMessage =>
-  rowToMessage(groupId, {
-    seq,
-    sender_id,
-    client_msg_id,
-    type,
-    body,
-    reply_to_seq,
-    mentions,
-    created_at,
-    extra,
-    target_seq,
-    edited_at,
-    deleted_at,
-  });
+/** A history page's row, an array in MESSAGE_COLUMNS's order, as a message. */
+function pageRowToMessage(groupId: string, values: unknown[]): StampedMessage {
+  const row: Record<string, unknown> = {};
+  for (let i = 0; i < MESSAGE_COLUMNS.length; i++) row[MESSAGE_COLUMNS[i]!] = values[i];
+  return rowToMessage(groupId, row as MessageColumns);
+}
 
 /**
  * The embedded message log: one SQLite file in WAL mode. A whole append call is one transaction, so a call that
@@ -180,8 +151,8 @@ export class MessageLogSqlite implements MessageLog, ExpiringLog {
   /** Takes the group id twice. */
   private readonly selectLast: Database.Statement<[string, string], { seq: number }>;
   private readonly selectByClientMsgId: Database.Statement<[string, string, string], MessageRow>;
-  private readonly selectAfter: (limit: number) => Database.Statement<[string, number], PageRow>;
-  private readonly selectBefore: (limit: number) => Database.Statement<[string, number], PageRow>;
+  private readonly selectAfter: (limit: number) => Database.Statement<[string, number], unknown[]>;
+  private readonly selectBefore: (limit: number) => Database.Statement<[string, number], unknown[]>;
   private readonly appendTx: (batch: GroupAppend[]) => AppendOutcome[][];
   private readonly effects;
   private readonly selectReactions: Database.Statement<
@@ -317,12 +288,12 @@ export class MessageLogSqlite implements MessageLog, ExpiringLog {
     );
     this.selectAfter = pagedStatement(
       this.db,
-      `SELECT ${PAGE_COLUMNS} FROM messages WHERE group_id = ? AND seq > ? ORDER BY seq ASC LIMIT ?`,
+      `SELECT ${MESSAGE_COLUMNS.join(', ')} FROM messages WHERE group_id = ? AND seq > ? ORDER BY seq ASC LIMIT ?`,
       { raw: true },
     );
     this.selectBefore = pagedStatement(
       this.db,
-      `SELECT ${PAGE_COLUMNS} FROM messages WHERE group_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?`,
+      `SELECT ${MESSAGE_COLUMNS.join(', ')} FROM messages WHERE group_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?`,
       { raw: true },
     );
     this.appendTx = this.db.transaction((batch: GroupAppend[]) => {
