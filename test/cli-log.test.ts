@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { CLI, tempDir, until } from './harness.js';
 
 /**
- * `chorus serve` until it says it is running (and its first log lines are out), stdout as a terminal (through
+ * `chorus serve` until it says it is running and has logged that it listens, stdout as a terminal (through
  * util-linux's script) or as a pipe; what it wrote.
  */
 async function serveBriefly(terminal: boolean, env: Record<string, string>): Promise<string> {
@@ -21,7 +21,9 @@ async function serveBriefly(terminal: boolean, env: Record<string, string>): Pro
   child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exited = new Promise((resolve) => child.once('exit', resolve));
   try {
-    await until(() => output.includes('Try it:') || child.exitCode !== null, 'chorus serve to start', 20_000);
+    // Both the banner and Fastify's first log line: on a busy machine the log's line may come out after the banner.
+    const started = () => output.includes('Try it:') && output.includes('Server listening at');
+    await until(() => started() || child.exitCode !== null, 'chorus serve to start', 20_000);
   } finally {
     if (child.exitCode === null) process.kill(-child.pid!, 'SIGINT');
     await exited;
