@@ -723,56 +723,71 @@ export class MessageLogCassandra implements MessageLog {
     return first > afterSeq + 1 ? this.sliceAfter(groupId, first - 1, limit) : page;
   }
 
-  /**
-   * Up to `limit` messages after `afterSeq`, from its partition on. A page that may run into the next partition reads it
-   * at the same time: a second round trip after the first would be most of the page's wait. Seqs have no gaps, so a
-   * slice that stops short of its partition's last seq is the end of the log.
-   */
-  private async sliceAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]> {
-    const slice = (bucket: number, n: number) =>
-      this.db.execute('SELECT seq, draft FROM group_messages WHERE group_id = ? AND bucket = ? AND seq > ? LIMIT ?', [
-        groupId,
-        bucket,
-        afterSeq,
-        n,
-      ]);
-    let bucket = bucketOf(afterSeq + 1);
-    const room = lastSeqOf(bucket) - afterSeq; // what the first partition can hold of the page
-    const mayGoOn = (this.heldLastSeq(groupId) ?? Number.POSITIVE_INFINITY) > lastSeqOf(bucket);
-    let next = room < limit && mayGoOn ? slice(bucket + 1, limit - room) : undefined;
-    next?.catch(() => undefined); // awaited below, unless the first slice ends the page or fails
-    let rows = (await slice(bucket, limit)).rows;
-    const out: StampedMessage[] = [];
-    for (;;) {
-      for (const row of rows) out.push(rowToMessage(groupId, row));
-      if (out.length >= limit || out.length === 0 || out.at(-1)!.seq < lastSeqOf(bucket)) return out;
-      bucket += 1;
-      // The slice read at once asked for what the page lacks if the first partition held all it could of it.
-      rows = (await (next && out.length === room ? next : slice(bucket, limit - out.length))).rows;
-      next = undefined;
-    }
+  /** Up to `limit` messages after `afterSeq`, from its partition on (see readPartitions). */
+  private sliceAfter(groupId: string, afterSeq: number, limit: number): Promise<StampedMessage[]> {
+    const bucket = bucketOf(afterSeq + 1);
+    return this.readPartitions(groupId, limit, {
+      bucket,
+      step: 1,
+      room: lastSeqOf(bucket) - afterSeq,
+      // The writer knows where the log ends: the next partition is read at once only if the log goes on there.
+      nextMayHoldSome: (this.heldLastSeq(groupId) ?? Number.POSITIVE_INFINITY) > lastSeqOf(bucket),
+      slice: (b, n) =>
+        this.db.execute('SELECT seq, draft FROM group_messages WHERE group_id = ? AND bucket = ? AND seq > ? LIMIT ?', [
+          groupId,
+          b,
+          afterSeq,
+          n,
+        ]),
+    });
   }
 
   async readBefore(groupId: string, beforeSeq: number, limit: number): Promise<StampedMessage[]> {
     const before = Math.min(beforeSeq, (await this.lastSeq(groupId)) + 1); // partitions above the last seq are empty
     if (before <= 1) return [];
-    const slice = (bucket: number, n: number) =>
-      this.db.execute(
-        'SELECT seq, draft FROM group_messages WHERE group_id = ? AND bucket = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
-        [groupId, bucket, before, n],
-      );
-    // As sliceAfter, downwards. Messages expire oldest first and seqs have no gaps, so a slice that stops short of its
-    // partition's first seq (or finds nothing) has reached the oldest message kept.
-    let bucket = bucketOf(before - 1);
-    const room = before - firstSeqOf(bucket);
-    let next = room < limit && bucket > 0 ? slice(bucket - 1, limit - room) : undefined;
-    next?.catch(() => undefined);
+    const bucket = bucketOf(before - 1);
+    return this.readPartitions(groupId, limit, {
+      bucket,
+      step: -1,
+      room: before - firstSeqOf(bucket),
+      nextMayHoldSome: bucket > 0,
+      slice: (b, n) =>
+        this.db.execute(
+          'SELECT seq, draft FROM group_messages WHERE group_id = ? AND bucket = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
+          [groupId, b, before, n],
+        ),
+    });
+  }
+
+  /**
+   * A page read partition by partition from `bucket`, towards newer seqs (`step` 1) or older (-1). When the first
+   * partition can hold only `room` of the page, the next is read at the same time (unless it cannot hold any): a second
+   * round trip after the first would be most of the page's wait. A slice that stops short of its partition's far edge
+   * (or finds nothing) ends the page: seqs have no gaps, and messages expire oldest first.
+   */
+  private async readPartitions(
+    groupId: string,
+    limit: number,
+    from: {
+      bucket: number;
+      step: 1 | -1;
+      room: number;
+      nextMayHoldSome: boolean;
+      slice: (bucket: number, n: number) => Promise<cassandra.types.ResultSet>;
+    },
+  ): Promise<StampedMessage[]> {
+    const { step, room, slice } = from;
+    let bucket = from.bucket;
+    let next = room < limit && from.nextMayHoldSome ? slice(bucket + step, limit - room) : undefined;
+    next?.catch(() => undefined); // awaited below, unless the first slice ends the page or fails
     let rows = (await slice(bucket, limit)).rows;
     const out: StampedMessage[] = [];
     for (;;) {
       for (const row of rows) out.push(rowToMessage(groupId, row));
-      if (out.length >= limit || out.length === 0 || bucket === 0 || out.at(-1)!.seq > firstSeqOf(bucket)) return out;
-      bucket -= 1;
+      const edge = step === 1 ? lastSeqOf(bucket) : firstSeqOf(bucket);
+      if (out.length >= limit || out.length === 0 || out.at(-1)!.seq !== edge || bucket + step < 0) return out;
+      bucket += step;
+      // The slice read at once asked for what the page lacks if the first partition held all it could of it.
       rows = (await (next && out.length === room ? next : slice(bucket, limit - out.length))).rows;
       next = undefined;
     }

@@ -193,10 +193,15 @@ describe('MessageLogCassandra pages across partitions', () => {
     read = await counted(() => log.readBefore(groupId, 21, 100));
     expect(seqsOf(read.result)).toEqual([20, 1, 20]);
     expect(read.slices.count).toBe(1);
-    // The writer knows where the log ends: a page after it reads no partition past it.
+    // A page across the edge to where the log ends reads those two partitions and no further.
     read = await counted(() => log.readAfter(groupId, 960, 100));
     expect(seqsOf(read.result)).toEqual([961, 1050, 90]);
     expect(read.slices.count).toBe(2);
+    // The writer knows where the log ends: a page that could run into the next partition does not read it at once
+    // when the log ends before it.
+    read = await counted(() => log.readAfter(groupId, 1020, 1000));
+    expect(seqsOf(read.result)).toEqual([1021, 1050, 30]);
+    expect(read.slices.count).toBe(1);
     await log.close();
   });
 
