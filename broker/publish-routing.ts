@@ -23,6 +23,15 @@ const TYPING_INTERVAL_MS = 2000;
 const MAX_TYPING_ENTRIES = 100_000;
 /** Acks and rejections kept for a connection that has not subscribed to its events topic yet (the newest win). */
 const MAX_HELD_EVENTS = 256;
+/**
+ * How long after the first of them they are kept. The re-sends they answer go out as a connection opens, and its
+ * subscriptions follow within moments; a connection that has not subscribed by then is taken not to listen (a device
+ * that only publishes), and what it would otherwise hold all its life is dropped: up to MAX_HELD_EVENTS of about
+ * 0.15 KB each (heap snapshot), each of them kept long enough to be promoted and collected by a full collection.
+ */
+export const HELD_EVENTS_MS = 10_000;
+/** What a connection that did not listen in time holds from then on: nothing. */
+const NOT_LISTENING = { until: 0, events: [] as UserEvent[] };
 
 /**
  * Aedes's authorizePublish callback. MQTT 3.1.1: an error closes the connection without a PUBACK. MQTT 5 (the
@@ -69,7 +78,7 @@ export interface PublishRoutingDeps {
  */
 export class PublishRouting {
   private readonly publishBuckets = new WeakMap<Client, TokenBucket>();
-  private readonly heldEvents = new WeakMap<Client, UserEvent[]>();
+  private readonly heldEvents = new WeakMap<Client, { until: number; events: UserEvent[] }>();
   /** When each user last typed in each group (performance.now()), for the typing rate. */
   private readonly lastTyping = new Map<string, number>();
 
@@ -110,7 +119,7 @@ export class PublishRouting {
     const held = this.heldEvents.get(client);
     if (!held) return;
     this.heldEvents.delete(client);
-    for (const event of held) this.deps.events.sendEvent(userId, event);
+    for (const event of held.events) this.deps.events.sendEvent(userId, event);
   }
 
   private route(client: Client | null, packet: PublishPacket, done: Done): void {
@@ -228,11 +237,16 @@ export class PublishRouting {
   tellSender(client: Client, userId: string, event: UserEvent): void {
     if (subscriptionOf(client, eventsTopic(userId))) return this.deps.events.sendEvent(userId, event);
     // Not subscribed yet: MQTT.js re-sends its unacknowledged publishes before it subscribes on a new connection, so
-    // their acks are held for the connection until it subscribes to its events topic (a few, the newest).
+    // their acks are held for the connection until it subscribes to its events topic (the newest, for HELD_EVENTS_MS).
+    const now = performance.now();
     let held = this.heldEvents.get(client);
-    if (!held) this.heldEvents.set(client, (held = []));
-    if (held.length >= MAX_HELD_EVENTS) held.shift();
-    held.push(event);
+    if (!held) this.heldEvents.set(client, (held = { until: now + HELD_EVENTS_MS, events: [] }));
+    if (now > held.until) {
+      this.heldEvents.set(client, NOT_LISTENING); // what it held goes with its list
+      return;
+    }
+    if (held.events.length >= MAX_HELD_EVENTS) held.events.shift();
+    held.events.push(event);
   }
 }
 

@@ -1,7 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import mqtt from 'mqtt';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { HELD_EVENTS_MS } from '../broker/publish-routing.js';
 import { MessageLogSqlite } from '../sequencer/message-log-sqlite.js';
 import { GatedLog, TestChorus, WrappedLog, collect, tempDir, until } from './harness.js';
 import type { GroupAppend } from '../sequencer/message-log.js';
@@ -179,6 +180,30 @@ describe('acks reach a connection that subscribes to its events after publishing
     await alice.subscribeAsync('users/alice/events', { qos: 1 });
     await until(() => events.all.length === 1, 'the held ack');
     expect(events.all[0]!.body).toMatchObject({ type: 'ack', groupId, clientMsgId: 'early', seq: 1, duplicate: false });
+    await alice.endAsync();
+  });
+
+  it(`drops what it held for a connection that has not subscribed to its events ${HELD_EVENTS_MS} ms after the first, and holds no more`, async () => {
+    const groupId = await t.group('alice');
+    const alice = await t.mqtt('alice');
+    const events = collect(alice);
+    const topic = `groups/${groupId}/messages`;
+    // Only the clock the broker reads for this is moved, and only forward (the publish rate's bucket reads it too):
+    // sockets and timers run as they do.
+    vi.useFakeTimers({ toFake: ['performance'] });
+    try {
+      await alice.publishAsync(topic, JSON.stringify({ clientMsgId: 'held', body: 'x' }), { qos: 1 });
+      vi.advanceTimersByTime(HELD_EVENTS_MS + 1);
+      await alice.publishAsync(topic, JSON.stringify({ clientMsgId: 'unheard', body: 'x' }), { qos: 1 });
+      await alice.subscribeAsync('users/alice/events', { qos: 1 });
+      await alice.publishAsync(topic, JSON.stringify({ clientMsgId: 'heard', body: 'x' }), { qos: 1 });
+    } finally {
+      vi.useRealTimers();
+    }
+    const clientMsgIds = () => events.all.map((e) => (e.body as { clientMsgId?: string }).clientMsgId);
+    // Held acks go out as the subscription is taken, so any would come before this one.
+    await until(() => clientMsgIds().includes('heard'), 'the ack of the publish after the subscription');
+    expect(clientMsgIds()).toEqual(['heard']);
     await alice.endAsync();
   });
 });
