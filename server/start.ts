@@ -27,7 +27,7 @@ import { SearchByScan } from '../search/search-scan.js';
 import { SendRouter } from '../sequencer/send-router.js';
 import { SendRules } from '../sequencer/send-rules.js';
 import { Sequencer } from '../sequencer/sequencer.js';
-import { type Backends, clusterBackends, embeddedBackends } from './backends.js';
+import { type Backends, embeddedBackends } from './backends.js';
 import { ChorusMetrics } from './metrics.js';
 
 export interface RunningChorus {
@@ -113,9 +113,15 @@ function pushNotifier(config: ChorusConfig, backends: Backends, groups: Groups, 
 export async function startChorus(config: ChorusConfig, options: ChorusBackends = {}): Promise<RunningChorus> {
   const logger = options.logger ?? pino({ level: config.logLevel });
   const metrics = new ChorusMetrics();
+  // The cluster's backends are loaded only for a cluster: the Cassandra driver and Redis's clients are 5-6 MB of a
+  // heap that every full collection marks, and an embedded node never uses them.
   const backends: Backends =
     config.store === 'cassandra'
-      ? await clusterBackends(config, logger.child({ component: 'backends' }), () => metrics.redisErrors.inc())
+      ? await (await import('./backends-cluster.js')).clusterBackends(
+          config,
+          logger.child({ component: 'backends' }),
+          () => metrics.redisErrors.inc(),
+        )
       : embeddedBackends(config);
   const log = options.messageLog ?? backends.log;
   const { retention } = backends;
